@@ -1,0 +1,39 @@
+# One environment per dependency list, outside the clone, so repeated runs reuse it.
+PYTHON ?= python3
+REQS   := requirements/base.txt requirements/dev.txt
+KEY    := $(shell cat $(REQS) | sha256sum | cut -c1-12)
+VENV   ?= $(HOME)/.cache/lscape/venv-$(KEY)
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.lscape-complete
+
+.PHONY: venv demo test test-slow lint samples bench clean-venv
+
+$(STAMP): $(REQS)
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements/base.txt -r requirements/dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+
+# The main job end to end on the offline default data (see README).
+demo: venv
+	PATH=$(BIN):$$PATH bash examples/pipeline.sh
+
+test: venv
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-slow: venv
+	$(BIN)/python -m pytest -m slow -q
+
+lint: venv
+	$(BIN)/ruff check lscape_cli tests benchmarks scripts
+	$(BIN)/ruff format --check lscape_cli tests benchmarks scripts
+
+samples: venv
+	PATH=$(BIN):$$PATH bash scripts/make_samples.sh
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,89 @@
+"""The Typer application: one module per command, errors funnelled into one `Error:` line.
+
+Exit codes: 0 ok; 1 bad input or runtime failure (one line ``Error: what: where (fix)``, no traceback
+unless ``LSCAPE_DEBUG=1``); 2 usage error (Typer); 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from lscape_cli import __version__
+from lscape_cli.errors import LscapeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="lscape",
+    help="Measure the loss-landscape geometry of trained networks from saved safetensors checkpoints.\n\n"
+    "Example:  lscape train --model mlp --depth 4 --dataset mnist-5k --out runs/mlp",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+EXIT_INTERRUPTED = 130
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one ``Error:`` line on stderr and return the exit to raise."""
+    print(f"Error: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+def funnel(fn: F) -> F:
+    """Turn every failure of a command into one line and an exit code (LSCAPE_DEBUG=1 re-raises)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except LscapeError as exc:
+            if os.environ.get("LSCAPE_DEBUG") == "1":
+                raise
+            raise fail(exc.line()) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted; no partial output file was written", EXIT_INTERRUPTED) from None
+        except Exception as exc:  # noqa: BLE001 - the funnel: one line, traceback on request
+            if os.environ.get("LSCAPE_DEBUG") == "1":
+                raise
+            raise fail(f"{type(exc).__name__}: {exc} (set LSCAPE_DEBUG=1 for the traceback)") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"lscape {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """Measure the loss-landscape geometry of trained networks from saved safetensors checkpoints."""
+
+
+def _register() -> None:
+    from lscape_cli.cli import info, train
+
+    app.command("train")(funnel(train.train))
+    app.command("info")(funnel(info.info))
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

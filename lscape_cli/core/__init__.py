@@ -1,0 +1,1 @@
+"""Pure library: functions on (model, params, data) -> results. No printing, no files, no env vars."""

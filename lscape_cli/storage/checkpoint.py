@@ -1,0 +1,171 @@
+"""Self-describing safetensors checkpoints and trajectory files (format: docs/formats.md).
+
+A checkpoint holds a model's ``state_dict`` (buffers included) and, in the safetensors header
+metadata (str -> str), JSON strings under these keys:
+
+- ``lscape_schema``: ``"lscape.checkpoint/1"``.
+- ``model``: ``{"name": registry name, "config": {...}}`` -- enough to rebuild the module.
+- ``dataset``: the :class:`~lscape_cli.datasets.DatasetSpec` plus shapes, sizes and normalisation stats.
+- ``training``: resolved training config, seed, restart index, steps, epochs, stop reason.
+- ``metrics``: final train/val/test loss and accuracy (eval mode, whole split).
+- ``versions``: lscape, torch, python versions.
+
+Nothing time-dependent is stored, so the same seed on the same device gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from lscape_cli.errors import LscapeError
+from lscape_cli.storage.files import atomic_path, check_input
+
+CHECKPOINT_SCHEMA = "lscape.checkpoint/1"
+TRAJECTORY_SCHEMA = "lscape.trajectory/1"
+JSON_KEYS = ("model", "dataset", "training", "metrics", "versions")
+
+
+@dataclass
+class Checkpoint:
+    """Tensors and parsed metadata of one checkpoint file."""
+
+    path: Path
+    state: dict[str, torch.Tensor]
+    meta: dict[str, object]
+
+
+def save_checkpoint(path: Path, state: dict[str, torch.Tensor], meta: dict[str, object],
+                    schema: str = CHECKPOINT_SCHEMA) -> None:
+    """Write tensors (moved to CPU, made contiguous) and JSON metadata atomically."""
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    header = {"format": "pt", "lscape_schema": schema}
+    header.update({k: json.dumps(v, sort_keys=True) for k, v in meta.items()})
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+
+
+def _open_error(path: Path, exc: Exception) -> LscapeError:
+    size = path.stat().st_size
+    text = str(exc)
+    if "MetadataIncompleteBuffer" in text or "incomplete" in text.lower():
+        return LscapeError("truncated safetensors file", str(path), "the file is incomplete; re-create or re-copy it")
+    return LscapeError("not a safetensors file", f"{path} ({size} bytes)",
+                       "pass a .safetensors checkpoint written by `lscape train` or safetensors.save_file")
+
+
+def _check_complete(path: Path) -> None:
+    """safetensors opens a file whose tensor bytes are cut short; check the sizes ourselves."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise LscapeError("not a safetensors file", f"{path} ({len(head)} bytes)", "pass a .safetensors checkpoint")
+        (n,) = struct.unpack("<Q", head)
+        try:
+            header = json.loads(fh.read(n))
+        except (ValueError, UnicodeDecodeError, MemoryError, OverflowError) as exc:
+            raise _open_error(path, exc) from exc
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    if 8 + n + max(ends, default=0) > path.stat().st_size:
+        raise LscapeError("truncated safetensors file", str(path), "the file is incomplete; re-create or re-copy it")
+
+
+def read_raw_metadata(path: Path) -> dict[str, str]:
+    """The header's str -> str metadata, without loading any tensor."""
+    check_input(path, "checkpoint")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise _open_error(path, exc) from exc
+
+
+def read_metadata(path: Path, expect: str = CHECKPOINT_SCHEMA) -> dict[str, object]:
+    """Parsed lscape metadata (no tensors loaded); error if the file carries none or another schema."""
+    raw = read_raw_metadata(path)
+    schema = raw.get("lscape_schema")
+    if schema is None:
+        raise LscapeError("safetensors file has no lscape metadata", str(path),
+                          "describe the model with --model-config spec.json (see docs/formats.md)")
+    if schema.split("/")[0] != expect.split("/")[0]:
+        raise LscapeError(f"file is a {schema}, not a {expect}", str(path), "pass the right kind of file")
+    if schema != expect:
+        raise LscapeError(f"unsupported schema version {schema} (this lscape reads {expect})", str(path),
+                          "use the lscape version that wrote it")
+    meta: dict[str, object] = {"schema": schema}
+    for key, value in raw.items():
+        if key in ("format", "lscape_schema"):
+            continue
+        try:
+            meta[key] = json.loads(value)
+        except ValueError as exc:
+            raise LscapeError(f"metadata key {key!r} is not valid JSON", str(path), "re-create the file") from exc
+    return meta
+
+
+def read_model_config(path: Path) -> dict[str, object]:
+    """A ``--model-config`` JSON file: ``{"model": {...}, "dataset": {...}}`` or just the model part."""
+    check_input(path, "model config")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise LscapeError("model config is not valid JSON", str(path), str(exc)) from exc
+    if not isinstance(data, dict):
+        raise LscapeError("model config must be a JSON object", str(path), 'e.g. {"model": {"name": "mlp", ...}}')
+    return data if "model" in data else {"model": data}
+
+
+def load_checkpoint(path: Path, model_config: Path | None = None) -> Checkpoint:
+    """Tensors plus metadata; ``model_config`` describes a plain safetensors file from elsewhere."""
+    if model_config is not None:
+        read_raw_metadata(path)
+        meta: dict[str, object] = {"schema": None, **read_model_config(model_config)}
+    else:
+        meta = read_metadata(path)
+    _check_complete(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise _open_error(path, exc) from exc
+    return Checkpoint(path=path, state=state, meta=meta)
+
+
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Copy ``state`` into ``module``; any missing, unexpected or mis-shaped tensor is one error naming them."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    misshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                 if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = []
+    if missing:
+        problems.append("missing " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
+    if unexpected:
+        problems.append("unexpected " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
+    if misshaped:
+        problems.append("mis-shaped (file vs model) " + "; ".join(misshaped[:5]))
+    if problems:
+        raise LscapeError("checkpoint tensors do not match the model: " + " | ".join(problems), where,
+                          "check that the metadata or --model-config describes this file's model")
+    module.load_state_dict(state, strict=True)
+
+
+def save_trajectory(path: Path, snapshots: dict[str, torch.Tensor], meta: dict[str, object]) -> None:
+    """Parameter snapshots of one run: each tensor is ``(T, *param_shape)``; ``meta['steps']`` lists T steps."""
+    save_checkpoint(path, snapshots, meta, schema=TRAJECTORY_SCHEMA)
+
+
+def load_trajectory(path: Path) -> Checkpoint:
+    """Inverse of :func:`save_trajectory`."""
+    meta = read_metadata(path, expect=TRAJECTORY_SCHEMA)
+    _check_complete(path)
+    with safe_open(str(path), framework="pt") as fh:
+        state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    return Checkpoint(path=path, state=state, meta=meta)

@@ -1,0 +1,121 @@
+"""Versioned JSON metric records (one per command run), written atomically.
+
+Every record has these top-level keys (documented in docs/formats.md; JSON Schemas under
+``storage/schemas/``):
+
+- ``schema``: ``"lscape.<command>/<version>"``, e.g. ``"lscape.train/1"``.
+- ``lscape_version``: version of lscape that wrote it.
+- ``created_at``: UTC time, ISO 8601.
+- ``command``: the argv that produced it.
+- ``inputs``: ``{role: {"path": relative to the JSON file, "sha256": ...}}``.
+- ``config``: every resolved option (seed, device, dtype, evaluation protocol ...).
+- ``environment``: python/torch versions, platform, device name, threads.
+- ``results``: the command's measurements (per-command keys documented in its writer).
+- ``timing_s``: wall-clock seconds per phase.
+- ``warnings``: list of strings; a non-finite number is written as ``null`` and listed here.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from lscape_cli import __version__
+from lscape_cli.errors import LscapeError
+from lscape_cli.storage.files import atomic_path, check_input, sha256_file
+
+
+def environment(device: str) -> dict[str, object]:
+    """Facts about the machine that produced a record."""
+    import torch
+
+    env: dict[str, object] = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["cuda_device_name"] = torch.cuda.get_device_name(torch.device(device))
+        env["cuda_version"] = torch.version.cuda
+    return env
+
+
+def input_entry(path: Path, relative_to: Path) -> dict[str, str]:
+    """``{"path": ..., "sha256": ...}`` with the path relative to the record's directory."""
+    rel = os.path.relpath(path.resolve(), relative_to.resolve().parent)
+    return {"path": rel, "sha256": sha256_file(path)}
+
+
+def make_record(schema: str, *, out_path: Path, command: list[str], inputs: dict[str, Path],
+                config: dict[str, Any], results: dict[str, Any], timing_s: dict[str, float],
+                warnings: list[str], env: dict[str, object]) -> dict[str, Any]:
+    """Assemble a record in the documented key order."""
+    return {
+        "schema": schema,
+        "lscape_version": __version__,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "inputs": {role: input_entry(p, out_path) for role, p in inputs.items()},
+        "config": config,
+        "environment": env,
+        "results": results,
+        "timing_s": timing_s,
+        "warnings": list(warnings),
+    }
+
+
+def _finite(obj: Any, where: str, warnings: list[str]) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        warnings.append(f"{where}: non-finite value ({obj}) written as null")
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v, f"{where}.{k}", warnings) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v, f"{where}[{i}]", warnings) for i, v in enumerate(obj)]
+    return obj
+
+
+def sanitize(record: dict[str, Any]) -> dict[str, Any]:
+    """Replace every non-finite float by ``null`` and say so in ``warnings`` (never imputed)."""
+    warnings = list(record.get("warnings", []))
+    clean = {k: (v if k == "warnings" else _finite(v, k, warnings)) for k, v in record.items()}
+    clean["warnings"] = warnings
+    return clean
+
+
+def to_json(record: dict[str, Any]) -> str:
+    """The exact text written to disk (``indent=2``, no NaN)."""
+    return json.dumps(sanitize(record), indent=2, allow_nan=False) + "\n"
+
+
+def write_record(path: Path, record: dict[str, Any]) -> str:
+    """Write atomically (temp file + rename); returns the text written."""
+    text = to_json(record)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return text
+
+
+def read_record(path: Path, expect: str) -> dict[str, Any]:
+    """Load a record and check its schema, naming both versions on mismatch."""
+    check_input(path, "metric record")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise LscapeError("not a JSON metric record", str(path), str(exc)) from exc
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if not isinstance(schema, str) or schema.split("/")[0] != expect.split("/")[0]:
+        raise LscapeError(f"expected a {expect} record, found {schema!r}", str(path), "pass the right file")
+    if schema != expect:
+        raise LscapeError(f"record schema {schema} is not supported (this lscape reads {expect})", str(path),
+                          "re-run the command with this lscape version")
+    return data
