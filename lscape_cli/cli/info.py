@@ -24,7 +24,9 @@ def info(
     from lscape_cli.storage.checkpoint import read_raw_metadata
 
     raw = read_raw_metadata(checkpoint)
-    meta = {k: _parse(v) for k, v in raw.items()}
+    order = ["lscape_schema", "model", "dataset", "training", "metrics", "versions"]
+    keys = [k for k in order if k in raw] + sorted(k for k in raw if k not in order)
+    meta = {k: _parse(raw[k]) for k in keys}
     if json_out:
         emit_json(json.dumps(meta, indent=2))
         return

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage.files import atomic_path, check_input
@@ -41,14 +40,38 @@ class Checkpoint:
     meta: dict[str, object]
 
 
+_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+           torch.bool: "BOOL"}
+
+
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """Serialise to the safetensors layout with every key sorted, so equal inputs give equal bytes.
+
+    (The safetensors library writes its metadata map in a per-process random order.) Layout: u64
+    little-endian header length, JSON header padded with spaces to 8 bytes, then the tensors' bytes
+    back to back in sorted-name order.
+    """
+    header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
+    chunks, offset = [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
+
+
 def save_checkpoint(path: Path, state: dict[str, torch.Tensor], meta: dict[str, object],
                     schema: str = CHECKPOINT_SCHEMA) -> None:
-    """Write tensors (moved to CPU, made contiguous) and JSON metadata atomically."""
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    """Write tensors and JSON metadata atomically (byte-deterministic)."""
     header = {"format": "pt", "lscape_schema": schema}
     header.update({k: json.dumps(v, sort_keys=True) for k, v in meta.items()})
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=header)
+        tmp.write_bytes(safetensors_bytes(state, header))
 
 
 def _open_error(path: Path, exc: Exception) -> LscapeError:
@@ -169,3 +192,35 @@ def load_trajectory(path: Path) -> Checkpoint:
     with safe_open(str(path), framework="pt") as fh:
         state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
     return Checkpoint(path=path, state=state, meta=meta)
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint rebuilt into its module (eval mode, on the requested device/dtype)."""
+
+    module: torch.nn.Module
+    checkpoint: Checkpoint
+    spec: object  # lscape_cli.models.ModelSpec
+
+
+def load_model(path: Path, model_config: Path | None = None, device: torch.device | str = "cpu",
+               dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Rebuild the module a checkpoint describes and load its tensors strictly.
+
+    Args:
+        path: the .safetensors file.
+        model_config: JSON describing the model when the file has no lscape metadata.
+        device: where the module goes.
+        dtype: floating dtype of parameters and buffers.
+    """
+    from lscape_cli.models import ModelSpec, build
+
+    ckpt = load_checkpoint(path, model_config)
+    if "model" not in ckpt.meta:
+        raise LscapeError("checkpoint metadata has no 'model' entry", str(path), "pass --model-config spec.json")
+    where = f"{model_config or path} (model description)"
+    spec = ModelSpec.from_dict(ckpt.meta["model"], where=where)  # type: ignore[arg-type]
+    module = build(spec)
+    load_state_strict(module, ckpt.state, str(path))
+    module.to(device=device, dtype=dtype).eval()
+    return LoadedModel(module=module, checkpoint=ckpt, spec=spec)

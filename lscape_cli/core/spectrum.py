@@ -1,0 +1,289 @@
+"""Extreme eigenvalues of the Hessian: Lanczos with full reorthogonalisation, and power iteration.
+
+Both stop on the residual of the eigenpair, never on "the estimate changed little":
+
+    converged  ⇔  ‖H y_i − θ_i y_i‖ ≤ max(tol · |θ_i|, atol)   for every wanted pair (θ_i, y_i), ‖y_i‖ = 1.
+
+Because ``H`` is symmetric, a pair with residual ``r`` certifies an eigenvalue of ``H`` in
+``[θ − r, θ + r]`` (and within ``r² / gap`` once the pair is separated from the rest of the spectrum), so
+``tol = 1e-6`` gives eigenvalues to at least 6 significant digits. ``atol`` (default 0) is an absolute
+floor for eigenvalues near zero, where a relative residual is unreachable.
+
+Lanczos (Lanczos 1950; Golub & Van Loan, "Matrix Computations", 4th ed., §10.1): after ``m`` steps,
+``H Q_m = Q_m T_m + β_m q_{m+1} e_mᵀ`` with ``T_m`` tridiagonal. A Ritz pair ``θ_i, y_i = Q_m s_i`` of
+``T_m s_i = θ_i s_i`` has residual ``‖H y_i − θ_i y_i‖ = |β_m · s_{m,i}|`` (the last component of ``s_i``),
+so the stopping test costs no extra product. The basis is kept and every new vector is orthogonalised
+against all previous ones (two classical Gram-Schmidt passes, "twice is enough"), so the recurrence's
+residual stays the true residual up to rounding of the products and no spurious copies ("ghosts") of
+converged eigenvalues appear. Memory: ``m`` vectors of ``n`` parameters.
+
+If the Krylov space becomes invariant (``β ≈ 0``) before enough Ritz values exist, the run continues from
+a fresh random vector orthogonal to the basis. A single-vector Krylov method still cannot see the
+multiplicity of a repeated eigenvalue reliably; the Hessians of networks have distinct top eigenvalues in
+practice, but a top-k containing a repeated eigenvalue may list it fewer times than it occurs.
+
+Power iteration (von Mises 1929) is kept for comparison with the seed studies: ``v ← Hv / ‖Hv‖``;
+each product also gives the Rayleigh quotient ``θ = vᵀHv`` and the exact residual ``‖Hv − θv‖``. It
+converges to the eigenvalue of largest *magnitude* at the rate ``|λ₂/λ₁|`` per product.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lscape_cli.core.hvp import Operator, Params, ProgressFn, flatten, gaussian, unflatten
+
+WHICH = ("largest", "smallest", "both")
+
+
+@dataclass(frozen=True)
+class EigenResult:
+    """Eigenvalue estimates with their convergence evidence.
+
+    Attributes:
+        eigenvalues: for ``largest``, descending; for ``smallest``, ascending (most negative first);
+            for ``both``, the ``k`` largest (descending) then the ``k`` smallest (ascending).
+        residuals: ``‖H y_i − θ_i y_i‖`` per eigenvalue (absolute, same units as the eigenvalue).
+        eigenvectors: unit eigenvectors as parameter-shaped dicts, when asked for.
+        iterations: Lanczos steps or power iterations done.
+        num_matvecs: Hessian-vector products used.
+        converged: every wanted pair met the residual test.
+        method: ``"lanczos"`` or ``"power"``.
+        which: ``"largest"``, ``"smallest"``, ``"both"`` (``"magnitude"`` for power iteration).
+        tol: the relative residual tolerance used.
+    """
+
+    eigenvalues: list[float]
+    residuals: list[float]
+    eigenvectors: list[Params] | None
+    iterations: int
+    num_matvecs: int
+    converged: bool
+    method: str
+    which: str
+    tol: float
+
+    @property
+    def relative_residuals(self) -> list[float]:
+        """``r_i / |θ_i|`` (inf for a zero eigenvalue)."""
+        return [r / abs(t) if t != 0 else float("inf") for r, t in zip(self.residuals, self.eigenvalues)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (eigenvectors left out)."""
+        return {"eigenvalues": self.eigenvalues, "residuals": self.residuals, "iterations": self.iterations,
+                "num_matvecs": self.num_matvecs, "converged": self.converged, "method": self.method,
+                "which": self.which, "tol": self.tol}
+
+
+class _Basis:
+    """Rows ``q_0 … q_{m-1}`` of an orthonormal basis in a buffer that grows by doubling."""
+
+    def __init__(self, like: torch.Tensor) -> None:
+        self.buf = like.new_empty((8, like.numel()))
+        self.size = 0
+
+    def append(self, q: torch.Tensor) -> None:
+        if self.size == self.buf.shape[0]:
+            self.buf = torch.cat([self.buf, torch.empty_like(self.buf)])
+        self.buf[self.size] = q
+        self.size += 1
+
+    @property
+    def q(self) -> torch.Tensor:
+        """``(m, n)`` view of the rows filled so far."""
+        return self.buf[: self.size]
+
+    def project_out(self, w: torch.Tensor) -> torch.Tensor:
+        """``w`` minus its component in the basis, by two classical Gram-Schmidt passes."""
+        for _ in range(2):
+            w = w - self.q.T @ (self.q @ w)
+        return w
+
+
+class Krylov:
+    """The Lanczos recurrence with full reorthogonalisation, one product per :meth:`step`.
+
+    After ``m`` steps, ``alpha`` (m,) and ``beta`` (m,) hold ``T_m``'s diagonal and off-diagonal
+    (``beta[m-1]`` is ``β_m``, the coupling to the next basis vector, used for residuals). Coefficients are
+    float64 on the CPU whatever the parameter dtype.
+
+    Args:
+        op: the symmetric operator.
+        start: flat starting vector (normalised here).
+    """
+
+    def __init__(self, op: Operator, start: torch.Tensor) -> None:
+        self.op = op
+        self.basis = _Basis(start)
+        self.alpha: list[float] = []
+        self.beta: list[float] = []
+        self.next: torch.Tensor | None = start / torch.linalg.vector_norm(start)
+        self._scale = 0.0  # running max |α|, |β|: the breakdown test is relative to ‖T‖
+
+    def step(self) -> bool:
+        """One Lanczos step; False when the Krylov space is invariant (``β_m ≈ 0``, no next vector)."""
+        if self.next is None:
+            raise RuntimeError("Lanczos step after breakdown: call restart() first")
+        q = self.next
+        self.basis.append(q)
+        w = flatten(self.op(unflatten(q, self.op.params)))
+        a = float(q @ w)
+        w = w - a * q
+        if len(self.beta) > 0:
+            w = w - self.beta[-1] * self.basis.q[-2]
+        w = self.basis.project_out(w)
+        b = float(torch.linalg.vector_norm(w))
+        self._scale = max(self._scale, abs(a), b)
+        self.alpha.append(a)
+        exhausted = b <= 10 * torch.finfo(q.dtype).eps * self._scale
+        self.beta.append(0.0 if exhausted else b)
+        self.next = None if exhausted else w / b
+        return not exhausted
+
+    def restart(self, generator: torch.Generator) -> bool:
+        """After a breakdown, continue from a random vector orthogonal to the basis; False if none is left."""
+        if self.basis.size >= self.basis.q.shape[1]:
+            return False
+        w = self.basis.project_out(flatten(gaussian(self.op.params, generator)))
+        self.next = w / torch.linalg.vector_norm(w)
+        return True
+
+    @property
+    def size(self) -> int:
+        """Steps done, ``m``."""
+        return len(self.alpha)
+
+    def tridiagonal(self) -> torch.Tensor:
+        """``T_m`` as a dense ``(m, m)`` float64 matrix."""
+        a = torch.tensor(self.alpha, dtype=torch.float64)
+        b = torch.tensor(self.beta[:-1], dtype=torch.float64)
+        return torch.diag(a) + torch.diag(b, 1) + torch.diag(b, -1)
+
+    def ritz(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Ritz values (ascending), the eigenvectors ``S`` of ``T_m`` (columns), and residuals ``|β_m s_{m,i}|``."""
+        theta, s = torch.linalg.eigh(self.tridiagonal())
+        return theta, s, (self.beta[-1] * s[-1]).abs()
+
+
+def _wanted(theta: torch.Tensor, k: int, which: str) -> torch.Tensor:
+    """Indices into ascending ``theta`` of the wanted Ritz values, in reporting order."""
+    m = theta.shape[0]
+    top = torch.arange(m - 1, max(m - k, 0) - 1, -1)
+    bottom = torch.arange(min(k, m))
+    if which == "largest":
+        return top
+    if which == "smallest":
+        return bottom
+    return torch.cat([top, bottom])
+
+
+def _converged(theta: torch.Tensor, res: torch.Tensor, tol: float, atol: float) -> torch.Tensor:
+    """Per-pair residual test ``r ≤ max(tol |θ|, atol)``."""
+    return res <= torch.clamp(tol * theta.abs(), min=atol)
+
+
+def _check_args(k: int, which: str, tol: float, max_iter: int, dim: int) -> None:
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    wanted = k * (2 if which == "both" else 1)
+    if k < 1 or wanted > dim:
+        raise ValueError(f"k must be in 1..{dim // (2 if which == 'both' else 1)} for {dim} parameters, got {k}")
+    if tol <= 0 or max_iter < 1:
+        raise ValueError(f"tol must be > 0 and max_iter >= 1, got tol={tol}, max_iter={max_iter}")
+
+
+def lanczos(op: Operator, k: int = 1, which: str = "largest", tol: float = 1e-6, atol: float = 0.0,
+            max_iter: int = 200, seed: int = 0, eigenvectors: bool = False,
+            on_step: ProgressFn | None = None) -> EigenResult:
+    """Extreme eigenvalues of ``H`` by Lanczos with full reorthogonalisation, stopped on Ritz residuals.
+
+    Args:
+        op: the Hessian operator (entered as a context manager: its graph is released on return).
+        k: how many eigenvalues (per end for ``which="both"``); ``λmax`` is ``k=1``.
+        which: ``"largest"`` (algebraic), ``"smallest"`` (most negative) or ``"both"``.
+        tol: relative residual tolerance (see the module docstring).
+        atol: absolute residual floor, for eigenvalues near zero.
+        max_iter: at most this many steps (= products); capped at the number of parameters.
+        seed: seeds the Gaussian start vector (drawn on the CPU: same on every device).
+        eigenvectors: also return the Ritz vectors ``y_i = Q_m s_i``.
+        on_step: called after each step with ``iteration``, ``eigenvalues``, ``residuals``.
+
+    Returns:
+        The wanted Ritz values with their residuals; ``converged`` is False if ``max_iter`` ran out.
+    """
+    _check_args(k, which, tol, max_iter, op.dim)
+    generator = torch.Generator().manual_seed(seed)
+    with op:
+        start_count = op.num_matvecs
+        kry = Krylov(op, flatten(gaussian(op.params, generator)))
+        done = False
+        while not done:
+            alive = kry.step()
+            theta, s, res = kry.ritz()
+            idx = _wanted(theta, k, which)
+            enough = idx.shape[0] == k * (2 if which == "both" else 1)
+            ok = enough and bool(_converged(theta[idx], res[idx], tol, atol).all())
+            if on_step is not None:
+                on_step({"iteration": kry.size, "eigenvalues": theta[idx].tolist(), "residuals": res[idx].tolist()})
+            done = ok or kry.size >= min(max_iter, op.dim) or (not alive and not kry.restart(generator))
+        vectors = None
+        if eigenvectors:
+            y = s[:, idx].T.to(kry.basis.q.dtype) @ kry.basis.q  # (len(idx), n)
+            vectors = [unflatten(row, op.params) for row in y]
+        return EigenResult(theta[idx].tolist(), res[idx].tolist(), vectors, kry.size,
+                           op.num_matvecs - start_count, ok, "lanczos", which, tol)
+
+
+def power_iteration(op: Operator, tol: float = 1e-6, atol: float = 0.0, max_iter: int = 1000, seed: int = 0,
+                    eigenvectors: bool = False, on_step: ProgressFn | None = None) -> EigenResult:
+    """The eigenvalue of largest magnitude by power iteration, stopped on the exact residual.
+
+    ``θ_t = v_tᵀ H v_t`` and ``r_t = ‖H v_t − θ_t v_t‖`` come from the same product that makes
+    ``v_{t+1} = H v_t / ‖H v_t‖``, so each iteration costs one product.
+
+    Args:
+        op: the Hessian operator (entered as a context manager).
+        tol: relative residual tolerance, ``r ≤ max(tol |θ|, atol)``.
+        atol: absolute residual floor.
+        max_iter: at most this many products.
+        seed: seeds the Gaussian start vector.
+        eigenvectors: also return the final unit vector.
+        on_step: called after each product with ``iteration``, ``eigenvalue``, ``residual``.
+
+    Returns:
+        One eigenvalue (``which="magnitude"``); ``converged`` is False if ``max_iter`` ran out.
+    """
+    _check_args(1, "largest", tol, max_iter, op.dim)
+    generator = torch.Generator().manual_seed(seed)
+    with op:
+        start_count = op.num_matvecs
+        v = flatten(gaussian(op.params, generator))
+        v = v / torch.linalg.vector_norm(v)
+        for it in range(1, max_iter + 1):
+            w = flatten(op(unflatten(v, op.params)))
+            theta = float(v @ w)
+            res = float(torch.linalg.vector_norm(w - theta * v))
+            ok = res <= max(tol * abs(theta), atol)
+            if on_step is not None:
+                on_step({"iteration": it, "eigenvalue": theta, "residual": res})
+            w_norm = torch.linalg.vector_norm(w)
+            if ok or w_norm == 0:
+                break
+            v = w / w_norm
+        vectors = [unflatten(v, op.params)] if eigenvectors else None
+        return EigenResult([theta], [res], vectors, it, op.num_matvecs - start_count, ok, "power", "magnitude", tol)
+
+
+def condition_number(largest: float, smallest: float) -> float | None:
+    """``κ = λmax / λmin`` when both extremes are positive (``H`` positive definite); None otherwise.
+
+    At a minimum of a network the Hessian is at best positive semi-definite with a near-zero (or slightly
+    negative) bottom eigenvalue, where ``κ`` is meaningless; None says so rather than a huge or negative
+    number.
+    """
+    if largest > 0 and smallest > 0:
+        return largest / smallest
+    return None
