@@ -316,7 +316,8 @@ def _final_status(results: list[Any]) -> None:
     if diverged:
         which = ", ".join(f"{r.restart} (step {r.steps})" for r in diverged)
         raise DivergedError(f"{len(diverged)} of {len(results)} restart(s) diverged: non-finite training loss",
-                            f"restart {which}", "lower --lr or change --init; the other restarts were saved")
+                            f"restart {which}", "lower --lr or change --init"
+                            + ("; the other restarts were saved" if len(diverged) < len(results) else ""))
     if any(r.stop_reason == "interrupted" for r in results):
         from lscape_cli.cli import EXIT_INTERRUPTED, fail
 

@@ -215,6 +215,7 @@ def lanczos(op: Operator, k: int = 1, which: str = "largest", tol: float = 1e-6,
         The wanted Ritz values with their residuals; ``converged`` is False if ``max_iter`` ran out.
     """
     _check_args(k, which, tol, max_iter, op.dim)
+    n_wanted = k * (2 if which == "both" else 1)
     generator = torch.Generator().manual_seed(seed)
     with op:
         start_count = op.num_matvecs
@@ -224,8 +225,7 @@ def lanczos(op: Operator, k: int = 1, which: str = "largest", tol: float = 1e-6,
             alive = kry.step()
             theta, s, res = kry.ritz()
             idx = _wanted(theta, k, which)
-            enough = idx.shape[0] == k * (2 if which == "both" else 1)
-            ok = enough and bool(_converged(theta[idx], res[idx], tol, atol).all())
+            ok = kry.size >= n_wanted and bool(_converged(theta[idx], res[idx], tol, atol).all())
             if on_step is not None:
                 on_step({"iteration": kry.size, "eigenvalues": theta[idx].tolist(), "residuals": res[idx].tolist()})
             done = ok or kry.size >= min(max_iter, op.dim) or (not alive and not kry.restart(generator))

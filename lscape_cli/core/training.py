@@ -306,13 +306,15 @@ def _end_epoch(stacked: StackedModel, splits: Any, cfg: TrainConfig, tr: _Track,
     do_eval = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
     metrics = _eval_all(stacked, splits, cfg) if do_eval else None
     for i in ran:
+        if tr.stop[i] is None:
+            tr.stop[i] = _stop_rule(cfg, tr, i, float(run_loss[i]), metrics)
+        if metrics is None and tr.stop[i] is None:
+            continue  # history is kept on evaluation epochs and the epoch a restart stops
         entry = {"epoch": epoch, "step": tr.steps[i], "train_loss_running": float(run_loss[i]),
                  "grad_norm": float(grad_norm[i]), "wall_time_s": time.perf_counter() - start}
         if metrics is not None:
             entry.update({k: float(v[i]) for k, v in metrics.items()})
         tr.history[i].append(entry)
-        if tr.stop[i] is None:
-            tr.stop[i] = _stop_rule(cfg, tr, i, float(run_loss[i]), metrics)
     if cfg.trajectory_every and (epoch % cfg.trajectory_every == 0 or epoch == cfg.epochs):
         _snapshot(stacked, tr, epoch, ran)
 

@@ -1,0 +1,174 @@
+"""Stochastic trace and Frobenius-norm estimation: Hutchinson and Hutch++, from one set of products each.
+
+Hutchinson (Hutchinson 1989, "A stochastic estimator of the trace of the influence matrix for Laplacian
+smoothing splines"; Avron & Toledo 2011, J. ACM 58(2)): for Rademacher probes ``v`` (independent ±1
+entries, ``E[v vᵀ] = I``),
+
+    tr(H) = E[vᵀ H v],        ‖H‖_F² = tr(H²) = E[‖H v‖²],
+
+so the ``m`` products ``H v_i`` give both estimates at once (seed 000 uses ``m = 45``). The standard
+error is the sample standard deviation over probes divided by ``√m``; for ``‖H‖_F = √tr(H²)`` it is
+carried through the square root by the delta method, ``se(√X) ≈ se(X) / (2√X)``.
+
+Hutch++ (Meyer, Musco, Musco & Woodruff 2021, "Hutch++: Optimal stochastic trace estimation", SOSA)
+spends a third of the budget on a sketch ``Y = H S`` (``S`` Rademacher, ``n × m/3``), takes an orthonormal
+basis ``Q`` of ``Y`` (which captures the top eigenspace of ``H``), computes the top part exactly from
+``H Q`` (another third) and runs Hutchinson on the deflated rest with the last third:
+
+    tr(H)   = tr(Qᵀ H Q) + E_g[ gᵀ P H P g ],            P = I − Q Qᵀ,
+    ‖H‖_F²  = ‖H Q‖_F²   + E_g[ ‖H P g‖² ].
+
+The second line holds because ``‖A‖_F² = ‖A QQᵀ‖_F² + ‖A P‖_F²`` for any orthogonal projector and
+``‖H QQᵀ‖_F = ‖HQ‖_F``; ``tr(P H² P) = E‖H P g‖²`` is Hutchinson on ``P H² P``. Both expectations use the
+same products ``H (P g_i)``, so the Frobenius norm costs nothing extra, and both estimates are unbiased
+given ``Q`` (which depends only on ``S``, independent of ``g``). The reported standard errors are those of
+the Hutchinson parts on the deflated residual (the ``Q`` part is exact given ``Q``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lscape_cli.core.hvp import Operator, Params, ProgressFn, flatten, rademacher, unflatten
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A stochastic estimate with its uncertainty and budget (the metric-file shape of DESIGN.md).
+
+    Attributes:
+        estimate: the value.
+        stderr: its standard error (nan when it cannot be estimated, e.g. from one probe).
+        method: ``"hutchinson"``, ``"hutch++"``, ``"slq"``.
+        num_matvecs: Hessian-vector products spent (shared when several estimates come from one run).
+    """
+
+    estimate: float
+    stderr: float
+    method: str
+    num_matvecs: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return {"estimate": self.estimate, "stderr": self.stderr, "method": self.method,
+                "num_matvecs": self.num_matvecs}
+
+
+@dataclass(frozen=True)
+class TraceFrobenius:
+    """``tr(H)``, ``‖H‖_F`` and ``‖H‖_F² = tr(H²)`` estimated from one set of products."""
+
+    trace: Estimate
+    frobenius: Estimate
+    frobenius_sq: Estimate
+
+
+def mean_stderr(samples: torch.Tensor) -> tuple[float, float]:
+    """Sample mean and its standard error ``std(ddof=1) / √m`` (nan for a single sample)."""
+    m = samples.shape[0]
+    if m < 2:
+        return float(samples.mean()), math.nan
+    return float(samples.mean()), float(samples.std(unbiased=True)) / math.sqrt(m)
+
+
+def _products(op: Operator, vectors: list[Params], on_step: ProgressFn | None, done: int,
+              total: int) -> list[Params]:
+    """``H v`` for each vector, in groups of the operator's batch size, reporting progress."""
+    out: list[Params] = []
+    for start in range(0, len(vectors), op.batch_size):
+        out.extend(op.hvp_many(vectors[start : start + op.batch_size]))
+        if on_step is not None:
+            on_step({"num_matvecs": done + len(out), "total": total})
+    return out
+
+
+def _probe_stats(op: Operator, draw: Callable[[], torch.Tensor], count: int, on_step: ProgressFn | None,
+                 done: int, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``vᵀHv`` and ``‖Hv‖²`` (float64, ``(count,)``) for ``count`` flat probes ``v = draw()``.
+
+    Probes are drawn and discarded a group at a time, so memory holds one group, not ``count`` vectors.
+    """
+    quad, sq = [], []
+    for start in range(0, count, op.batch_size):
+        vs = [draw() for _ in range(min(op.batch_size, count - start))]
+        for v, h in zip(vs, op.hvp_many([unflatten(v, op.params) for v in vs])):
+            hf = flatten(h)
+            quad.append(v @ hf)
+            sq.append(hf.square().sum())
+        if on_step is not None:
+            on_step({"num_matvecs": done + len(quad), "total": total})
+    return torch.stack(quad).double(), torch.stack(sq).double()
+
+
+def _assemble(tr: tuple[float, float], fro_sq: tuple[float, float], method: str, m: int) -> TraceFrobenius:
+    """Package trace and ``tr(H²)`` (estimate, stderr) pairs; ``‖H‖_F`` by the delta method."""
+    fro = math.sqrt(max(fro_sq[0], 0.0))
+    fro_se = fro_sq[1] / (2 * fro) if fro > 0 else math.nan
+    return TraceFrobenius(Estimate(tr[0], tr[1], method, m), Estimate(fro, fro_se, method, m),
+                          Estimate(fro_sq[0], fro_sq[1], method, m))
+
+
+def hutchinson(op: Operator, num_matvecs: int = 45, seed: int = 0,
+               on_step: ProgressFn | None = None) -> TraceFrobenius:
+    """Hutchinson's estimates of ``tr(H)`` and ``‖H‖_F`` from ``num_matvecs`` Rademacher probes.
+
+    Args:
+        op: the Hessian operator (entered as a context manager: its graph is released on return).
+        num_matvecs: number of probes = products (at least 2, for a standard error).
+        seed: seeds the probes (drawn on the CPU: the same on every device and dtype).
+        on_step: called after each group of products with ``num_matvecs`` and ``total``.
+
+    Returns:
+        Trace, Frobenius norm and its square, each with its standard error; ``method="hutchinson"``.
+    """
+    if num_matvecs < 2:
+        raise ValueError(f"hutchinson needs num_matvecs >= 2 for a standard error, got {num_matvecs}")
+    generator = torch.Generator().manual_seed(seed)
+    with op:
+        quad, sq = _probe_stats(op, lambda: flatten(rademacher(op.params, generator)), num_matvecs, on_step, 0,
+                                num_matvecs)
+    return _assemble(mean_stderr(quad), mean_stderr(sq), "hutchinson", num_matvecs)
+
+
+def hutchpp(op: Operator, num_matvecs: int = 45, seed: int = 0,
+            on_step: ProgressFn | None = None) -> TraceFrobenius:
+    """Hutch++ estimates of ``tr(H)`` and ``‖H‖_F`` (see the module docstring for the estimators).
+
+    The budget splits as ``k = num_matvecs // 3`` sketch products, ``k`` products with the basis ``Q``,
+    and ``num_matvecs − 2k`` deflated Hutchinson probes.
+
+    Args:
+        op: the Hessian operator (entered as a context manager).
+        num_matvecs: total products (at least 4: one sketch column and two residual probes).
+        seed: seeds the sketch and the probes.
+        on_step: called after each group of products with ``num_matvecs`` and ``total``.
+
+    Returns:
+        Trace, Frobenius norm and its square; stderrs are those of the deflated Hutchinson parts.
+    """
+    if num_matvecs < 4:
+        raise ValueError(f"hutch++ needs num_matvecs >= 4, got {num_matvecs}")
+    k = num_matvecs // 3
+    generator = torch.Generator().manual_seed(seed)
+    sketch = [rademacher(op.params, generator) for _ in range(k)]
+    with op:
+        y = torch.stack([flatten(h) for h in _products(op, sketch, on_step, 0, num_matvecs)], dim=1)
+        q = torch.linalg.qr(y).Q  # (n, k), orthonormal columns
+        hq = torch.stack([flatten(h) for h in _products(op, [unflatten(c, op.params) for c in q.T], on_step, k,
+                                                          num_matvecs)], dim=1)
+
+        def deflated_probe() -> torch.Tensor:  # P g = g − Q Qᵀ g
+            g = flatten(rademacher(op.params, generator))
+            return g - q @ (q.T @ g)
+
+        quad, sq = _probe_stats(op, deflated_probe, num_matvecs - 2 * k, on_step, 2 * k, num_matvecs)
+    tr_mean, tr_se = mean_stderr(quad)
+    fro_mean, fro_se = mean_stderr(sq)
+    top_trace = float((q * hq).sum())  # tr(Qᵀ H Q)
+    top_fro = float(hq.square().sum())  # ‖H Q‖_F²
+    return _assemble((top_trace + tr_mean, tr_se), (top_fro + fro_mean, fro_se), "hutch++", num_matvecs)
