@@ -75,9 +75,10 @@ def _root(
 
 
 def _register() -> None:
-    from lscape_cli.cli import info, train
+    from lscape_cli.cli import info, probe, train
 
     app.command("train")(funnel(train.train))
+    app.command("probe")(funnel(probe.probe))
     app.command("info")(funnel(info.info))
 
 

@@ -1,0 +1,84 @@
+"""What every evaluation command does first: rebuild the model and its data split from a checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lscape_cli.errors import LscapeError
+
+EXIT_CHECK_FAILED = 3  # a --check gate evaluated to false (documented in the README)
+
+
+@dataclass
+class EvalSetup:
+    """A loaded checkpoint, the split it is evaluated on, and the evaluation protocol."""
+
+    loaded: Any  # storage.checkpoint.LoadedModel
+    splits: Any  # datasets.Splits
+    x: Any  # (N, ...) tensor of the chosen split
+    y: Any  # (N,) labels
+    loss: str
+    split: str
+    device: Any
+    dtype: Any
+    protocol: dict[str, Any]
+
+
+def load_for_eval(checkpoint: Path, *, model_config: Path | None, split: str, device_name: str, dtype_name: str,
+                  root: Path, dataset: str | None = None, loss: str | None = None, mode: str = "eval",
+                  max_batch: int = 4096) -> EvalSetup:
+    """Rebuild model + data from the checkpoint's metadata (``dataset``/``loss`` override it)."""
+    from lscape_cli import datasets
+    from lscape_cli.core.objective import LOSSES
+    from lscape_cli.runtime import resolve_device, resolve_dtype
+    from lscape_cli.storage.checkpoint import load_model
+
+    if split not in datasets.SPLITS:
+        raise LscapeError(f"unknown split {split!r}", "--split", "use train, val or test")
+    if mode not in ("eval", "train"):
+        raise LscapeError(f"unknown mode {mode!r}", "--mode", "use eval or train")
+    device, dtype = resolve_device(device_name), resolve_dtype(dtype_name)
+    loaded = load_model(checkpoint, model_config, device=device, dtype=dtype)
+    meta = loaded.checkpoint.meta
+    dmeta = dict(meta.get("dataset") or {})
+    if dataset is not None:
+        dmeta = {**dmeta, "name": dataset} if dmeta.get("name") == dataset else {"name": dataset}
+    if not dmeta:
+        raise LscapeError("no dataset described for this checkpoint", str(checkpoint),
+                          "pass --dataset NAME (or a 'dataset' entry in --model-config)")
+    splits = datasets.load(datasets.DatasetSpec.from_dict(dmeta), root, device=device, dtype=dtype)
+    loss = loss or str((meta.get("training") or {}).get("loss", "ce"))
+    if loss not in LOSSES:
+        raise LscapeError(f"unknown loss {loss!r}", "--loss", f"choose one of: {', '.join(LOSSES)}")
+    expected = tuple(getattr(loaded.spec.config, "input_shape", splits.input_shape))
+    if tuple(splits.input_shape) != expected:
+        raise LscapeError(f"dataset {splits.spec.name!r} gives inputs {tuple(splits.input_shape)} but the model "
+                          f"expects {expected}", str(checkpoint), "evaluate on the dataset the model was trained on")
+    if mode == "train":
+        loaded.module.train()
+    protocol = {"split": split, "num_samples": int(splits.y[split].shape[0]), "mode": mode, "loss": loss,
+                "weighting": "mean over samples, chunks weighted by sample count", "max_batch": max_batch,
+                "dataset": splits.describe()}
+    return EvalSetup(loaded, splits, splits.x[split], splits.y[split], loss, split, device, dtype, protocol)
+
+
+def parse_floats(text: str | None, option: str) -> tuple[float, ...]:
+    """``"0.01,0.05"`` -> ``(0.01, 0.05)``; every value positive."""
+    if not text:
+        return ()
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise LscapeError(f"invalid number list {text!r}", option, "give comma-separated numbers, e.g. 0.01,0.05") from exc
+    if not values or any(v <= 0 for v in values):
+        raise LscapeError(f"values must be positive: {text!r}", option, "give positive numbers, e.g. 0.01,0.05")
+    return values
+
+
+def default_output(checkpoint: Path, suffix: str) -> Path:
+    """``x.safetensors`` -> ``x.<suffix>`` beside it."""
+    name = checkpoint.name
+    stem = name[: -len(".safetensors")] if name.endswith(".safetensors") else checkpoint.stem
+    return checkpoint.with_name(f"{stem}.{suffix}")
