@@ -45,8 +45,14 @@ from lscape_cli.core.objective import LOSSES, loss_sum
 Params = dict[str, torch.Tensor]
 ProgressFn = Callable[[dict[str, Any]], None]
 STRATEGIES = ("double_backward", "fwd_rev", "vmap")
-_RANDOM_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-                   nn.modules.batchnorm._BatchNorm)
+_RANDOM_MODULES = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.modules.batchnorm._BatchNorm,
+)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -97,7 +103,9 @@ def rademacher(like: Params, generator: torch.Generator) -> Params:
 
     Drawn on the CPU from ``generator`` so that a seed gives the same probe on every device and dtype.
     """
-    flat = torch.randint(0, 2, (numel(like),), generator=generator, dtype=torch.int8).to(torch.float64) * 2 - 1
+    flat = (
+        torch.randint(0, 2, (numel(like),), generator=generator, dtype=torch.int8).to(torch.float64) * 2 - 1
+    )
     return unflatten(flat.to(device=_device(like), dtype=_dtype(like)), like)
 
 
@@ -119,7 +127,7 @@ def _device(a: Params) -> torch.device:
 # The objective.
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Objective:
     """The whole-split loss ``L(θ) = (1/N) Σ_i ℓ(f(θ, x_i), y_i)`` as a function of a parameter dict.
 
@@ -148,16 +156,21 @@ class Objective:
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
         if self.x.shape[0] != self.y.shape[0] or self.y.shape[0] == 0:
-            raise ValueError(f"x and y must hold the same positive number of samples, got "
-                             f"{self.x.shape[0]} and {self.y.shape[0]}")
+            raise ValueError(
+                f"x and y must hold the same positive number of samples, got "
+                f"{self.x.shape[0]} and {self.y.shape[0]}"
+            )
         random = sorted({type(m).__name__ for m in self.model.modules() if isinstance(m, _RANDOM_MODULES)})
         if self.model.training and random:
-            raise ValueError(f"model is in train mode with {', '.join(random)}: Hessian-vector products need a "
-                             "deterministic loss; call model.eval() first")
+            raise ValueError(
+                f"model is in train mode with {', '.join(random)}: Hessian-vector products need a "
+                "deterministic loss; call model.eval() first"
+            )
 
     @classmethod
-    def from_module(cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce",
-                    max_batch: int = 4096) -> Objective:
+    def from_module(
+        cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", max_batch: int = 4096
+    ) -> Objective:
         """The objective at ``model``'s current parameters (detached; the module is not modified)."""
         params = {n: p.detach() for n, p in model.named_parameters()}
         buffers = {n: b.detach() for n, b in model.named_buffers()}
@@ -187,10 +200,10 @@ def loss_and_gradient(obj: Objective) -> tuple[float, Params]:
     for xb, yb in obj.chunks():
         value = obj.chunk_loss(leaves, xb, yb)
         parts = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
-        for (n, acc), part in zip(grad.items(), parts):
+        for acc, part in zip(grad.values(), parts, strict=True):
             if part is not None:
                 acc += part
-        total += float(value)
+        total += float(value.detach())
     return total, grad
 
 
@@ -218,48 +231,51 @@ class _DoubleBackward:
     def __init__(self, obj: Objective, retain_chunks: int | None) -> None:
         self.obj = obj
         self.retain_chunks = retain_chunks
-        self.leaves: list[torch.Tensor] | None = None
-        self.graphs: list[tuple[torch.Tensor, ...]] | None = None  # per retained chunk: ∇loss_c (with graph)
+        self.leaves: Params | None = None
+        self.graphs: list[tuple[torch.Tensor, ...]] | None = (
+            None  # per retained chunk: ∇loss_c, with its graph
+        )
 
     @property
     def has_graph(self) -> bool:
         return self.graphs is not None
 
-    def _chunk_grad(self, leaves: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> tuple:
-        value = self.obj.chunk_loss(leaves, xb, yb)
-        parts = torch.autograd.grad(value, list(leaves.values()), create_graph=True, allow_unused=True)
-        return tuple(p if p is not None else torch.zeros_like(t) for p, t in zip(parts, leaves.values()))
+    def _chunk_grad(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        assert self.leaves is not None
+        value = self.obj.chunk_loss(self.leaves, xb, yb)
+        leaves = list(self.leaves.values())
+        parts = torch.autograd.grad(value, leaves, create_graph=True, allow_unused=True)
+        return tuple(p if p is not None else torch.zeros_like(t) for p, t in zip(parts, leaves, strict=True))
 
     def _build(self) -> None:
-        # Fresh leaves that share storage with obj.params: the caller's tensors never get requires_grad.
-        leaves = {n: p.detach().requires_grad_(True) for n, p in self.obj.params.items()}
-        self.leaves = list(leaves.values())
-        keep = self.retain_chunks
-        self.graphs = [self._chunk_grad(leaves, xb, yb) for i, (xb, yb) in enumerate(self.obj.chunks())
-                       if keep is None or i < keep]
+        # Fresh leaves sharing storage with obj.params: the caller's tensors never get requires_grad or .grad.
+        self.leaves = {n: p.detach().requires_grad_(True) for n, p in self.obj.params.items()}
+        retained = list(self.obj.chunks())[: self.retain_chunks]  # None: every chunk
+        self.graphs = [self._chunk_grad(xb, yb) for xb, yb in retained]
 
-    def _vjp(self, g: tuple, v: list[torch.Tensor], retain: bool) -> list[torch.Tensor]:
+    def _vjp(self, g: tuple[torch.Tensor, ...], v: list[torch.Tensor], retain: bool) -> list[torch.Tensor]:
         """``∂(g·v)/∂θ`` for one chunk; gradient entries with no graph (constant in θ) contribute 0."""
         assert self.leaves is not None
-        pairs = [(gi, vi) for gi, vi in zip(g, v) if gi.requires_grad]
+        leaves = list(self.leaves.values())
+        pairs = [(gi, vi) for gi, vi in zip(g, v, strict=True) if gi.requires_grad]
         if not pairs:
-            return [torch.zeros_like(t) for t in self.leaves]
-        out = torch.autograd.grad([p[0] for p in pairs], self.leaves, grad_outputs=[p[1] for p in pairs],
-                                  retain_graph=retain, allow_unused=True)
-        return [o if o is not None else torch.zeros_like(t) for o, t in zip(out, self.leaves)]
+            return [torch.zeros_like(t) for t in leaves]
+        outputs, directions = zip(*pairs, strict=True)
+        out = torch.autograd.grad(
+            outputs, leaves, grad_outputs=directions, retain_graph=retain, allow_unused=True
+        )
+        return [o if o is not None else torch.zeros_like(t) for o, t in zip(out, leaves, strict=True)]
 
     def _one(self, v: Params) -> Params:
         assert self.graphs is not None and self.leaves is not None
-        vl = [v[n] for n in self.obj.params]
-        acc = [torch.zeros_like(t) for t in self.leaves]
-        for g in self.graphs:
-            acc = [a + b for a, b in zip(acc, self._vjp(g, vl, retain=True))]
-        skip = len(self.graphs)
-        leaves = dict(zip(self.obj.params, self.leaves))
+        directions = [v[n] for n in self.leaves]
+        acc = [torch.zeros_like(t) for t in self.leaves.values()]
         for i, (xb, yb) in enumerate(self.obj.chunks()):
-            if i >= skip:  # not retained: rebuild this chunk's graph, use it once, let it go
-                acc = [a + b for a, b in zip(acc, self._vjp(self._chunk_grad(leaves, xb, yb), vl, retain=False))]
-        return {n: a.detach() for n, a in zip(self.obj.params, acc)}
+            kept = i < len(self.graphs)
+            g = self.graphs[i] if kept else self._chunk_grad(xb, yb)  # not kept: rebuilt, used once, freed
+            for total, part in zip(acc, self._vjp(g, directions, retain=kept), strict=True):
+                total += part
+        return dict(zip(self.leaves, acc, strict=True))
 
     def apply(self, vs: list[Params]) -> list[Params]:
         if self.graphs is None:
@@ -334,6 +350,31 @@ class _VMap:
 # The operator.
 
 
+class Operator(Protocol):
+    """What the estimators need: products, a vector template, and a product count."""
+
+    params: Params
+    batch_size: int
+    num_matvecs: int
+
+    def __call__(self, v: Params) -> Params:
+        """``Hv``."""
+        ...
+
+    def hvp_many(self, vs: list[Params]) -> list[Params]:
+        """``[Hv for v in vs]``."""
+        ...
+
+    @property
+    def dim(self) -> int:
+        """``n``."""
+        ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: Any) -> Any: ...
+
+
 class HVP:
     """The linear operator ``v ↦ Hv`` of an :class:`Objective`, counting its products.
 
@@ -341,6 +382,7 @@ class HVP:
     released when the outermost ``with`` block exits (blocks nest, so a caller can keep one graph
     alive across several estimators by wrapping them in its own ``with op:``). Estimators in this package
     enter the operator themselves, so the graph never outlives an estimator run unless the caller asks.
+    A product called outside any ``with`` block builds the graph and keeps it until :meth:`close`.
 
     Args:
         obj: the objective.
@@ -354,14 +396,17 @@ class HVP:
         params: the point ``θ``; also the template (shapes, dtype, device) of every vector.
     """
 
-    def __init__(self, obj: Objective, strategy: str = "auto", retain_chunks: int | None = None,
-                 batch_size: int = 8) -> None:
+    def __init__(
+        self, obj: Objective, strategy: str = "auto", retain_chunks: int | None = None, batch_size: int = 8
+    ) -> None:
         if strategy == "auto":
             strategy = "double_backward"
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown HVP strategy {strategy!r}: expected one of {STRATEGIES} or 'auto'")
         if batch_size < 1 or (retain_chunks is not None and retain_chunks < 0):
-            raise ValueError(f"batch_size must be >= 1 and retain_chunks >= 0, got {batch_size}, {retain_chunks}")
+            raise ValueError(
+                f"batch_size must be >= 1 and retain_chunks >= 0, got {batch_size}, {retain_chunks}"
+            )
         self.strategy = strategy
         self.params = obj.params
         self.batch_size = batch_size if strategy == "vmap" else 1
@@ -403,8 +448,9 @@ class HVP:
         self._depth += 1
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._depth -= 1
         if self._depth == 0:
             self.close()
@@ -446,22 +492,3 @@ class DenseOperator:
 
     def __exit__(self, *exc: object) -> None:
         return None
-
-
-class Operator(Protocol):
-    """What the estimators need: products, a vector template, and a product count."""
-
-    params: Params
-    batch_size: int
-    num_matvecs: int
-
-    def __call__(self, v: Params) -> Params: ...
-
-    def hvp_many(self, vs: list[Params]) -> list[Params]: ...
-
-    @property
-    def dim(self) -> int: ...
-
-    def __enter__(self) -> Any: ...
-
-    def __exit__(self, *exc: Any) -> Any: ...

@@ -69,13 +69,23 @@ class EigenResult:
     @property
     def relative_residuals(self) -> list[float]:
         """``r_i / |θ_i|`` (inf for a zero eigenvalue)."""
-        return [r / abs(t) if t != 0 else float("inf") for r, t in zip(self.residuals, self.eigenvalues)]
+        return [
+            r / abs(t) if t != 0 else float("inf")
+            for r, t in zip(self.residuals, self.eigenvalues, strict=True)
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (eigenvectors left out)."""
-        return {"eigenvalues": self.eigenvalues, "residuals": self.residuals, "iterations": self.iterations,
-                "num_matvecs": self.num_matvecs, "converged": self.converged, "method": self.method,
-                "which": self.which, "tol": self.tol}
+        return {
+            "eigenvalues": self.eigenvalues,
+            "residuals": self.residuals,
+            "iterations": self.iterations,
+            "num_matvecs": self.num_matvecs,
+            "converged": self.converged,
+            "method": self.method,
+            "which": self.which,
+            "tol": self.tol,
+        }
 
 
 class _Basis:
@@ -163,7 +173,7 @@ class Krylov:
         return torch.diag(a) + torch.diag(b, 1) + torch.diag(b, -1)
 
     def ritz(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Ritz values (ascending), the eigenvectors ``S`` of ``T_m`` (columns), and residuals ``|β_m s_{m,i}|``."""
+        """Ritz values (ascending), eigenvectors ``S`` of ``T_m`` (columns), residuals ``|β_m s_{m,i}|``."""
         theta, s = torch.linalg.eigh(self.tridiagonal())
         return theta, s, (self.beta[-1] * s[-1]).abs()
 
@@ -190,14 +200,24 @@ def _check_args(k: int, which: str, tol: float, max_iter: int, dim: int) -> None
         raise ValueError(f"which must be one of {WHICH}, got {which!r}")
     wanted = k * (2 if which == "both" else 1)
     if k < 1 or wanted > dim:
-        raise ValueError(f"k must be in 1..{dim // (2 if which == 'both' else 1)} for {dim} parameters, got {k}")
+        raise ValueError(
+            f"k must be in 1..{dim // (2 if which == 'both' else 1)} for {dim} parameters, got {k}"
+        )
     if tol <= 0 or max_iter < 1:
         raise ValueError(f"tol must be > 0 and max_iter >= 1, got tol={tol}, max_iter={max_iter}")
 
 
-def lanczos(op: Operator, k: int = 1, which: str = "largest", tol: float = 1e-6, atol: float = 0.0,
-            max_iter: int = 200, seed: int = 0, eigenvectors: bool = False,
-            on_step: ProgressFn | None = None) -> EigenResult:
+def lanczos(
+    op: Operator,
+    k: int = 1,
+    which: str = "largest",
+    tol: float = 1e-6,
+    atol: float = 0.0,
+    max_iter: int = 200,
+    seed: int = 0,
+    eigenvectors: bool = False,
+    on_step: ProgressFn | None = None,
+) -> EigenResult:
     """Extreme eigenvalues of ``H`` by Lanczos with full reorthogonalisation, stopped on Ritz residuals.
 
     Args:
@@ -227,18 +247,40 @@ def lanczos(op: Operator, k: int = 1, which: str = "largest", tol: float = 1e-6,
             idx = _wanted(theta, k, which)
             ok = kry.size >= n_wanted and bool(_converged(theta[idx], res[idx], tol, atol).all())
             if on_step is not None:
-                on_step({"iteration": kry.size, "eigenvalues": theta[idx].tolist(), "residuals": res[idx].tolist()})
+                on_step(
+                    {
+                        "iteration": kry.size,
+                        "eigenvalues": theta[idx].tolist(),
+                        "residuals": res[idx].tolist(),
+                    }
+                )
             done = ok or kry.size >= min(max_iter, op.dim) or (not alive and not kry.restart(generator))
         vectors = None
         if eigenvectors:
             y = s[:, idx].T.to(kry.basis.q.dtype) @ kry.basis.q  # (len(idx), n)
             vectors = [unflatten(row, op.params) for row in y]
-        return EigenResult(theta[idx].tolist(), res[idx].tolist(), vectors, kry.size,
-                           op.num_matvecs - start_count, ok, "lanczos", which, tol)
+        return EigenResult(
+            theta[idx].tolist(),
+            res[idx].tolist(),
+            vectors,
+            kry.size,
+            op.num_matvecs - start_count,
+            ok,
+            "lanczos",
+            which,
+            tol,
+        )
 
 
-def power_iteration(op: Operator, tol: float = 1e-6, atol: float = 0.0, max_iter: int = 1000, seed: int = 0,
-                    eigenvectors: bool = False, on_step: ProgressFn | None = None) -> EigenResult:
+def power_iteration(
+    op: Operator,
+    tol: float = 1e-6,
+    atol: float = 0.0,
+    max_iter: int = 1000,
+    seed: int = 0,
+    eigenvectors: bool = False,
+    on_step: ProgressFn | None = None,
+) -> EigenResult:
     """The eigenvalue of largest magnitude by power iteration, stopped on the exact residual.
 
     ``θ_t = v_tᵀ H v_t`` and ``r_t = ‖H v_t − θ_t v_t‖`` come from the same product that makes
@@ -274,7 +316,9 @@ def power_iteration(op: Operator, tol: float = 1e-6, atol: float = 0.0, max_iter
                 break
             v = w / w_norm
         vectors = [unflatten(v, op.params)] if eigenvectors else None
-        return EigenResult([theta], [res], vectors, it, op.num_matvecs - start_count, ok, "power", "magnitude", tol)
+        return EigenResult(
+            [theta], [res], vectors, it, op.num_matvecs - start_count, ok, "power", "magnitude", tol
+        )
 
 
 def condition_number(largest: float, smallest: float) -> float | None:

@@ -55,8 +55,12 @@ class Estimate:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
-        return {"estimate": self.estimate, "stderr": self.stderr, "method": self.method,
-                "num_matvecs": self.num_matvecs}
+        return {
+            "estimate": self.estimate,
+            "stderr": self.stderr,
+            "method": self.method,
+            "num_matvecs": self.num_matvecs,
+        }
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,9 @@ def mean_stderr(samples: torch.Tensor) -> tuple[float, float]:
     return float(samples.mean()), float(samples.std(unbiased=True)) / math.sqrt(m)
 
 
-def _products(op: Operator, vectors: list[Params], on_step: ProgressFn | None, done: int,
-              total: int) -> list[Params]:
+def _products(
+    op: Operator, vectors: list[Params], on_step: ProgressFn | None, done: int, total: int
+) -> list[Params]:
     """``H v`` for each vector, in groups of the operator's batch size, reporting progress."""
     out: list[Params] = []
     for start in range(0, len(vectors), op.batch_size):
@@ -87,8 +92,14 @@ def _products(op: Operator, vectors: list[Params], on_step: ProgressFn | None, d
     return out
 
 
-def _probe_stats(op: Operator, draw: Callable[[], torch.Tensor], count: int, on_step: ProgressFn | None,
-                 done: int, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _probe_stats(
+    op: Operator,
+    draw: Callable[[], torch.Tensor],
+    count: int,
+    on_step: ProgressFn | None,
+    done: int,
+    total: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``vᵀHv`` and ``‖Hv‖²`` (float64, ``(count,)``) for ``count`` flat probes ``v = draw()``.
 
     Probes are drawn and discarded a group at a time, so memory holds one group, not ``count`` vectors.
@@ -96,7 +107,7 @@ def _probe_stats(op: Operator, draw: Callable[[], torch.Tensor], count: int, on_
     quad, sq = [], []
     for start in range(0, count, op.batch_size):
         vs = [draw() for _ in range(min(op.batch_size, count - start))]
-        for v, h in zip(vs, op.hvp_many([unflatten(v, op.params) for v in vs])):
+        for v, h in zip(vs, op.hvp_many([unflatten(v, op.params) for v in vs]), strict=True):
             hf = flatten(h)
             quad.append(v @ hf)
             sq.append(hf.square().sum())
@@ -109,34 +120,40 @@ def _assemble(tr: tuple[float, float], fro_sq: tuple[float, float], method: str,
     """Package trace and ``tr(H²)`` (estimate, stderr) pairs; ``‖H‖_F`` by the delta method."""
     fro = math.sqrt(max(fro_sq[0], 0.0))
     fro_se = fro_sq[1] / (2 * fro) if fro > 0 else math.nan
-    return TraceFrobenius(Estimate(tr[0], tr[1], method, m), Estimate(fro, fro_se, method, m),
-                          Estimate(fro_sq[0], fro_sq[1], method, m))
+    return TraceFrobenius(
+        Estimate(tr[0], tr[1], method, m),
+        Estimate(fro, fro_se, method, m),
+        Estimate(fro_sq[0], fro_sq[1], method, m),
+    )
 
 
-def hutchinson(op: Operator, num_matvecs: int = 45, seed: int = 0,
-               on_step: ProgressFn | None = None) -> TraceFrobenius:
+def hutchinson(
+    op: Operator, num_matvecs: int = 45, seed: int = 0, on_step: ProgressFn | None = None
+) -> TraceFrobenius:
     """Hutchinson's estimates of ``tr(H)`` and ``‖H‖_F`` from ``num_matvecs`` Rademacher probes.
 
     Args:
         op: the Hessian operator (entered as a context manager: its graph is released on return).
-        num_matvecs: number of probes = products (at least 2, for a standard error).
+        num_matvecs: number of probes = products (from 2 on, a standard error; with 1 it is nan).
         seed: seeds the probes (drawn on the CPU: the same on every device and dtype).
         on_step: called after each group of products with ``num_matvecs`` and ``total``.
 
     Returns:
         Trace, Frobenius norm and its square, each with its standard error; ``method="hutchinson"``.
     """
-    if num_matvecs < 2:
-        raise ValueError(f"hutchinson needs num_matvecs >= 2 for a standard error, got {num_matvecs}")
+    if num_matvecs < 1:
+        raise ValueError(f"hutchinson needs num_matvecs >= 1, got {num_matvecs}")
     generator = torch.Generator().manual_seed(seed)
     with op:
-        quad, sq = _probe_stats(op, lambda: flatten(rademacher(op.params, generator)), num_matvecs, on_step, 0,
-                                num_matvecs)
+        quad, sq = _probe_stats(
+            op, lambda: flatten(rademacher(op.params, generator)), num_matvecs, on_step, 0, num_matvecs
+        )
     return _assemble(mean_stderr(quad), mean_stderr(sq), "hutchinson", num_matvecs)
 
 
-def hutchpp(op: Operator, num_matvecs: int = 45, seed: int = 0,
-            on_step: ProgressFn | None = None) -> TraceFrobenius:
+def hutchpp(
+    op: Operator, num_matvecs: int = 45, seed: int = 0, on_step: ProgressFn | None = None
+) -> TraceFrobenius:
     """Hutch++ estimates of ``tr(H)`` and ``‖H‖_F`` (see the module docstring for the estimators).
 
     The budget splits as ``k = num_matvecs // 3`` sketch products, ``k`` products with the basis ``Q``,
@@ -144,23 +161,29 @@ def hutchpp(op: Operator, num_matvecs: int = 45, seed: int = 0,
 
     Args:
         op: the Hessian operator (entered as a context manager).
-        num_matvecs: total products (at least 4: one sketch column and two residual probes).
+        num_matvecs: total products (at least 3: one each for sketch, basis and residual; the residual part
+            needs 2 probes for a standard error, so 4 or more gives one).
         seed: seeds the sketch and the probes.
         on_step: called after each group of products with ``num_matvecs`` and ``total``.
 
     Returns:
         Trace, Frobenius norm and its square; stderrs are those of the deflated Hutchinson parts.
     """
-    if num_matvecs < 4:
-        raise ValueError(f"hutch++ needs num_matvecs >= 4, got {num_matvecs}")
+    if num_matvecs < 3:
+        raise ValueError(f"hutch++ needs num_matvecs >= 3, got {num_matvecs}")
     k = num_matvecs // 3
     generator = torch.Generator().manual_seed(seed)
     sketch = [rademacher(op.params, generator) for _ in range(k)]
     with op:
         y = torch.stack([flatten(h) for h in _products(op, sketch, on_step, 0, num_matvecs)], dim=1)
         q = torch.linalg.qr(y).Q  # (n, k), orthonormal columns
-        hq = torch.stack([flatten(h) for h in _products(op, [unflatten(c, op.params) for c in q.T], on_step, k,
-                                                          num_matvecs)], dim=1)
+        hq = torch.stack(
+            [
+                flatten(h)
+                for h in _products(op, [unflatten(c, op.params) for c in q.T], on_step, k, num_matvecs)
+            ],
+            dim=1,
+        )
 
         def deflated_probe() -> torch.Tensor:  # P g = g − Q Qᵀ g
             g = flatten(rademacher(op.params, generator))
