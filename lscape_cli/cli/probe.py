@@ -138,13 +138,19 @@ def probe(
         momentum=float(training.get("momentum") or 0.0), tol=tol, max_iter=max_iter, seed=seed,
         hvp_strategy=hvp, bias=bias)
     t_load = time.perf_counter() - t0
-    results, scalars = _measure(setup, req, num_batches, batch_size, seed, max_batch, quiet or json_out)
+    from lscape_cli.distributed import group_from_env
+
+    with group_from_env(setup.device) as group:
+        quiet = quiet or json_out or not group.is_main
+        results, scalars = _measure(setup, req, num_batches, batch_size, seed, max_batch, quiet, group)
+    if not group.is_main:
+        return
     t_measure = time.perf_counter() - t0 - t_load
     check_rows = [chk.evaluate(e, scalars) for e in checks] if checks else []
     if check_rows:
         results["checks"] = check_rows
     record = _record(checkpoint, out_path, setup, req, results, num_batches, batch_size,
-                     {"load": t_load, "measure": t_measure}, device)
+                     {"load": t_load, "measure": t_measure}, group.world_size)
     from lscape_cli.storage.records import to_json, write_record
 
     write_record(out_path, record)
@@ -185,15 +191,17 @@ def _validate(trace_method: str, kind: str, bias: str, metric: str, hvp: str) ->
 
 
 def _measure(setup: Any, req: Any, num_batches: int, batch_size: int | None, seed: int, max_batch: int,
-             quiet: bool) -> tuple[dict[str, Any], dict[str, float | None]]:
+             quiet: bool, group: Any) -> tuple[dict[str, Any], dict[str, float | None]]:
     import torch
 
     from lscape_cli.core.hvp import Objective
     from lscape_cli.core.probe import run_on_batches, run_probe
 
     def objective(x: Any, y: Any) -> Objective:
+        start, stop = group.bounds(int(y.shape[0]))  # this rank's slice (everything when single-process)
         try:
-            return Objective.from_module(setup.loaded.module, x, y, setup.loss, max_batch)
+            return Objective.from_module(setup.loaded.module, x[start:stop], y[start:stop], setup.loss, max_batch,
+                                         shard=group.shard(int(y.shape[0])))
         except ValueError as exc:
             raise LscapeError(str(exc), "--mode", "use --mode eval for models with BatchNorm or dropout") from exc
 
@@ -242,14 +250,14 @@ class _Progress:
 
 
 def _record(checkpoint: Path, out_path: Path, setup: Any, req: Any, results: dict[str, Any], num_batches: int,
-            batch_size: int | None, timing: dict[str, float], device_name: str) -> dict[str, Any]:
+            batch_size: int | None, timing: dict[str, float], world_size: int) -> dict[str, Any]:
     from dataclasses import asdict
 
     from lscape_cli.storage.records import environment, make_record
 
     config = {"request": asdict(req), "evaluation": setup.protocol, "device": str(setup.device),
               "dtype": str(setup.dtype).replace("torch.", ""), "seed": req.seed, "num_batches": num_batches,
-              "batch_size": batch_size, "model": setup.loaded.spec.to_dict()}
+              "batch_size": batch_size, "world_size": world_size, "model": setup.loaded.spec.to_dict()}
     return make_record(PROBE_SCHEMA, out_path=out_path, command=["lscape", *sys.argv[1:]],
                        inputs={"checkpoint": checkpoint}, config=config, results=results, timing_s=timing,
                        warnings=[], env=environment(str(setup.device)))

@@ -127,6 +127,20 @@ def _device(a: Params) -> torch.device:
 # The objective.
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of a data-parallel objective (torch.distributed).
+
+    Every rank holds a disjoint slice of the split; chunk losses are divided by the global ``total`` and
+    each rank's partial sums (loss, gradient, Hessian-vector products) are summed across ranks by
+    ``reduce`` (an all-reduce). Random vectors come from seeded generators, identical on every rank, so
+    every rank runs the same estimator on the same operator and reaches the same numbers.
+    """
+
+    total: int  # samples over all ranks
+    reduce: Callable[[torch.Tensor], torch.Tensor]  # sum over ranks
+
+
 @dataclass(frozen=True, eq=False)
 class Objective:
     """The whole-split loss ``L(θ) = (1/N) Σ_i ℓ(f(θ, x_i), y_i)`` as a function of a parameter dict.
@@ -149,6 +163,7 @@ class Objective:
     y: torch.Tensor
     loss: str = "ce"
     max_batch: int = 4096
+    shard: Shard | None = None
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -169,21 +184,26 @@ class Objective:
 
     @classmethod
     def from_module(
-        cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", max_batch: int = 4096
+        cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", max_batch: int = 4096,
+        shard: Shard | None = None,
     ) -> Objective:
         """The objective at ``model``'s current parameters (detached; the module is not modified)."""
         params = {n: p.detach() for n, p in model.named_parameters()}
         buffers = {n: b.detach() for n, b in model.named_buffers()}
-        return cls(model, params, buffers, x, y, loss, max_batch)
+        return cls(model, params, buffers, x, y, loss, max_batch, shard)
 
     @property
     def num_samples(self) -> int:
-        """``N``, the number of samples the mean runs over."""
-        return int(self.y.shape[0])
+        """``N``, the number of samples the mean runs over (all ranks' shards together)."""
+        return self.shard.total if self.shard is not None else int(self.y.shape[0])
+
+    def reduce(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum a per-shard partial sum over ranks (identity in a single process)."""
+        return self.shard.reduce(t) if self.shard is not None else t
 
     def chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``(x_c, y_c)`` slices of at most ``max_batch`` samples."""
-        for start in range(0, self.num_samples, self.max_batch):
+        """``(x_c, y_c)`` slices of at most ``max_batch`` samples of this process's data."""
+        for start in range(0, int(self.y.shape[0]), self.max_batch):
             yield self.x[start : start + self.max_batch], self.y[start : start + self.max_batch]
 
     def chunk_loss(self, params: Params, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
@@ -204,6 +224,10 @@ def loss_and_gradient(obj: Objective) -> tuple[float, Params]:
             if part is not None:
                 acc += part
         total += float(value.detach())
+    if obj.shard is not None:  # one all-reduce for gradient and loss together
+        flat = flatten(grad)
+        flat = obj.reduce(torch.cat([flat, flat.new_tensor([total])]))
+        return float(flat[-1]), unflatten(flat[:-1], grad)
     return total, grad
 
 
@@ -408,6 +432,7 @@ class HVP:
                 f"batch_size must be >= 1 and retain_chunks >= 0, got {batch_size}, {retain_chunks}"
             )
         self.strategy = strategy
+        self._obj = obj
         self.params = obj.params
         self.batch_size = batch_size if strategy == "vmap" else 1
         self.num_matvecs = 0
@@ -427,6 +452,9 @@ class HVP:
     def hvp_many(self, vs: list[Params]) -> list[Params]:
         """``[Hv for v in vs]``, batched where the strategy can."""
         out = self._impl.apply(vs)
+        if self._obj.shard is not None:  # one all-reduce for the whole batch of products
+            flat = self._obj.reduce(torch.stack([flatten(v) for v in out]))
+            out = [unflatten(row, self.params) for row in flat]
         self.num_matvecs += len(vs)
         return out
 

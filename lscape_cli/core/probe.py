@@ -106,11 +106,11 @@ def run_probe(obj: Objective, req: ProbeRequest, on_step: ProgressFn | None = No
     loss, acc = sharp.loss_accuracy(obj, obj.params)
     out.results["loss"] = {"value": loss, "accuracy": acc, "num_samples": obj.num_samples}
     out.scalars.update(loss=loss, accuracy=acc)
-    op = HVP(obj, strategy=req.hvp_strategy)
-    if req.needs_lambda_max or req.lambda_min:
-        _eigen(op, req, out, on_step)
-    if req.needs_trace or req.density:
-        _trace_density(op, req, out, on_step)
+    with HVP(obj, strategy=req.hvp_strategy) as op:  # one gradient graph for every HVP estimator, then freed
+        if req.needs_lambda_max or req.lambda_min:
+            _eigen(op, req, out, on_step)
+        if req.needs_trace or req.density:
+            _trace_density(op, req, out, on_step)
     if req.grad_norm:
         g = float(norm(gradient(obj)))
         out.results["grad_norm"] = {"estimate": g, "method": "exact (whole split)"}

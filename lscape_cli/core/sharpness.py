@@ -34,11 +34,12 @@ KINDS = ("l2", "filter", "adaptive")
 @torch.no_grad()
 def loss_accuracy(obj: Objective, params: Params) -> tuple[float, float]:
     """Whole-split mean loss and accuracy at ``params`` (chunked, sample-weighted)."""
-    total, correct = 0.0, 0
+    sums = torch.zeros(2, dtype=torch.float64, device=obj.x.device)
     for xb, yb in obj.chunks():
         logits = torch.func.functional_call(obj.model, (params, obj.buffers), (xb,))
-        total += float(loss_sum(logits, yb, obj.loss))
-        correct += int((logits.argmax(-1) == yb).sum())
+        sums[0] += loss_sum(logits, yb, obj.loss).double()
+        sums[1] += (logits.argmax(-1) == yb).sum()
+    total, correct = obj.reduce(sums).tolist()
     return total / obj.num_samples, correct / obj.num_samples
 
 
