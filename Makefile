@@ -6,6 +6,13 @@ VENV   ?= $(HOME)/.cache/lscape/venv-$(KEY)
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lscape-complete
 
+# The benchmark's own environment: lscape plus the peers it is compared with (never in the main venv).
+BENCH_REQS  := requirements/base.txt requirements/bench.txt
+BENCH_KEY   := $(shell cat $(BENCH_REQS) | sha256sum | cut -c1-12)
+BENCH_VENV  ?= $(HOME)/.cache/lscape/bench-$(BENCH_KEY)
+BENCH_BIN   := $(BENCH_VENV)/bin
+BENCH_STAMP := $(BENCH_VENV)/.lscape-complete
+
 .PHONY: venv demo test test-slow lint samples bench clean-venv
 
 $(STAMP): $(REQS)
@@ -34,6 +41,18 @@ lint: venv
 
 samples: venv
 	PATH=$(BIN):$$PATH bash scripts/make_samples.sh
+
+$(BENCH_STAMP): $(BENCH_REQS)
+	rm -rf $(BENCH_VENV)
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/pip install --quiet --upgrade pip
+	$(BENCH_BIN)/pip install --quiet -r requirements/bench.txt
+	touch $(BENCH_STAMP)
+
+# Curvature estimators against PyHessian, hessian-eigenthings and curvlinops (table: docs/benchmarks.md).
+bench: $(BENCH_STAMP)
+	$(BENCH_BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BENCH_BIN)/python benchmarks/bench_probe.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -109,8 +109,8 @@ class DatasetEntry:
     name: str
     description: str
     load: Callable[[DatasetSpec, Path], RawData]
-    default_val: int
-    default_test: int  # ignored when the dataset has an official test split
+    default_val: float  # samples, or a fraction of the dataset when below 1
+    default_test: float  # ignored when the dataset has an official test split
     offline: bool  # works with no files on disk
 
 
@@ -206,7 +206,7 @@ REGISTRY: dict[str, DatasetEntry] = {
     "cifar10": DatasetEntry("cifar10", "CIFAR-10 (torchvision; needs --download once)",
                             _torchvision_loader(*_TORCHVISION["cifar10"]), 5000, 0, offline=False),
     "synthetic": DatasetEntry("synthetic", "seeded teacher task, any --input-dim", _load_synthetic,
-                              default_val=250, default_test=250, offline=True),
+                              default_val=0.125, default_test=0.125, offline=True),
 }
 
 
@@ -217,11 +217,16 @@ def get_entry(name: str) -> DatasetEntry:
     return REGISTRY[name]
 
 
+def _default(size: float, n: int) -> int:
+    """A default split size: a count, or a fraction of the dataset when below 1."""
+    return int(size * n) if size < 1 else int(size)
+
+
 def _split_indices(spec: DatasetSpec, entry: DatasetEntry, raw: RawData) -> dict[str, np.ndarray]:
     n = raw.y.shape[0]
     has_test = raw.x_test is not None
-    n_val = entry.default_val if spec.val_size is None else spec.val_size
-    n_test = 0 if has_test else (entry.default_test if spec.test_size is None else spec.test_size)
+    n_val = _default(entry.default_val, n) if spec.val_size is None else spec.val_size
+    n_test = 0 if has_test else (_default(entry.default_test, n) if spec.test_size is None else spec.test_size)
     n_train_max = n - n_val - n_test
     n_train = n_train_max if spec.train_size is None else spec.train_size
     if min(n_val, n_test, n_train) < 0 or n_train > n_train_max or n_train == 0:

@@ -1,4 +1,4 @@
-"""Storage: safetensors checkpoints round-trip bitwise, metadata reads never touch tensors, loading is strict."""
+"""Storage: checkpoints round-trip bitwise, metadata reads never touch tensors, loading is strict."""
 
 from __future__ import annotations
 
@@ -153,20 +153,31 @@ def mlp() -> torch.nn.Module:
 FIX = "(check that the metadata or --model-config describes this file's model)"
 
 
-@pytest.mark.parametrize(("change", "problem"), [
-    (lambda s: s.pop("head.bias"), "missing head.bias"),
-    (lambda s: s.update({"extra.weight": torch.zeros(2)}), "unexpected extra.weight"),
-    (lambda s: s.update({"head.weight": torch.zeros(10, 9)}), "mis-shaped (file vs model) head.weight (10, 9) vs (10, 8)"),
-    (lambda s: (s.pop("head.bias"), s.update({"x": torch.zeros(1), "hidden.0.bias": torch.zeros(7)})),
-     "missing head.bias | unexpected x | mis-shaped (file vs model) hidden.0.bias (7,) vs (8,)"),
-], ids=["missing", "unexpected", "misshaped", "all-three"])
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda s: s.pop("head.bias"), "missing head.bias"),
+        (lambda s: s.update({"extra.weight": torch.zeros(2)}), "unexpected extra.weight"),
+        (
+            lambda s: s.update({"head.weight": torch.zeros(10, 9)}),
+            "mis-shaped (file vs model) head.weight (10, 9) vs (10, 8)",
+        ),
+        (
+            lambda s: (s.pop("head.bias"), s.update({"x": torch.zeros(1), "hidden.0.bias": torch.zeros(7)})),
+            "missing head.bias | unexpected x | mis-shaped (file vs model) hidden.0.bias (7,) vs (8,)",
+        ),
+    ],
+    ids=["missing", "unexpected", "misshaped", "all-three"],
+)
 def test_load_state_strict_names_every_mismatch(mlp: torch.nn.Module, change, problem: str) -> None:
     state = {k: v.clone() + 1 for k, v in mlp.state_dict().items()}
     before = {k: v.clone() for k, v in mlp.state_dict().items()}
     change(state)
     with pytest.raises(LscapeError) as info:
         load_state_strict(mlp, state, "ckpt.safetensors")
-    assert info.value.line() == f"checkpoint tensors do not match the model: {problem}: ckpt.safetensors {FIX}"
+    assert (
+        info.value.line() == f"checkpoint tensors do not match the model: {problem}: ckpt.safetensors {FIX}"
+    )
     for k, v in mlp.state_dict().items():  # nothing was half-loaded
         assert torch.equal(v, before[k]), k
 
@@ -183,7 +194,9 @@ def test_load_state_strict_accepts_a_matching_state(mlp: torch.nn.Module) -> Non
     assert all(torch.equal(v, state[k]) for k, v in mlp.state_dict().items())
 
 
-def test_checkpoint_whose_metadata_was_altered_does_not_load(tiny_ckpt: Path, tmp_path: Path, rebuild) -> None:
+def test_checkpoint_whose_metadata_was_altered_does_not_load(
+    tiny_ckpt: Path, tmp_path: Path, rebuild
+) -> None:
     """Same tensors, metadata claiming width 9: rebuilding + strict loading names the mis-shaped tensors."""
     good = load_checkpoint(tiny_ckpt)
     meta = {k: v for k, v in good.meta.items() if k != "schema"}
@@ -195,7 +208,8 @@ def test_checkpoint_whose_metadata_was_altered_does_not_load(tiny_ckpt: Path, tm
     assert info.value.line() == (
         "checkpoint tensors do not match the model: mis-shaped (file vs model) "
         "hidden.0.weight (8, 64) vs (9, 64); hidden.0.bias (8,) vs (9,); head.weight (10, 8) vs (10, 9)"
-        f": {path} {FIX}")
+        f": {path} {FIX}"
+    )
 
 
 def test_checkpoint_naming_an_unknown_model(tiny_ckpt: Path, tmp_path: Path, rebuild) -> None:
@@ -206,7 +220,9 @@ def test_checkpoint_naming_an_unknown_model(tiny_ckpt: Path, tmp_path: Path, reb
     save_checkpoint(path, good.state, meta)
     with pytest.raises(LscapeError) as info:
         rebuild(path)
-    assert info.value.line() == f"unknown model 'transformer': {path} (known models: mlp, cnn, resnet, linear)"
+    assert (
+        info.value.line() == f"unknown model 'transformer': {path} (known models: mlp, cnn, resnet, linear)"
+    )
 
 
 def test_plain_safetensors_file_needs_a_model_config(tmp_path: Path, mlp: torch.nn.Module) -> None:
@@ -214,8 +230,10 @@ def test_plain_safetensors_file_needs_a_model_config(tmp_path: Path, mlp: torch.
 
     path = tmp_path / "plain.safetensors"
     save_file(mlp.state_dict(), str(path))
-    expected = (f"safetensors file has no lscape metadata: {path} "
-                "(describe the model with --model-config spec.json (see docs/formats.md))")
+    expected = (
+        f"safetensors file has no lscape metadata: {path} "
+        "(describe the model with --model-config spec.json (see docs/formats.md))"
+    )
     for fn in (read_metadata, load_checkpoint):
         with pytest.raises(LscapeError) as info:
             fn(path)
@@ -234,13 +252,18 @@ def test_schema_kind_and_version_are_checked(tmp_path: Path) -> None:
     save_checkpoint(traj, {"a": torch.zeros(2, 3)}, {"model": {}}, schema=TRAJECTORY_SCHEMA)
     with pytest.raises(LscapeError) as info:
         read_metadata(traj)
-    assert info.value.line() == f"file is a {TRAJECTORY_SCHEMA}, not a {CHECKPOINT_SCHEMA}: {traj} (pass the right kind of file)"
+    assert (
+        info.value.line()
+        == f"file is a {TRAJECTORY_SCHEMA}, not a {CHECKPOINT_SCHEMA}: {traj} (pass the right kind of file)"
+    )
     future = tmp_path / "f.safetensors"
     save_checkpoint(future, {"a": torch.zeros(2)}, {"model": {}}, schema="lscape.checkpoint/2")
     with pytest.raises(LscapeError) as info:
         load_checkpoint(future)
-    assert info.value.line() == (f"unsupported schema version lscape.checkpoint/2 (this lscape reads "
-                                 f"{CHECKPOINT_SCHEMA}): {future} (use the lscape version that wrote it)")
+    assert info.value.line() == (
+        f"unsupported schema version lscape.checkpoint/2 (this lscape reads "
+        f"{CHECKPOINT_SCHEMA}): {future} (use the lscape version that wrote it)"
+    )
 
 
 class _Exploding:
@@ -271,3 +294,76 @@ def test_checkpoint_gets_ordinary_file_permissions(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert oct(path.stat().st_mode & 0o777) == oct(plain.stat().st_mode & 0o777) == oct(0o644)
+
+
+# ------------------------------------------------------------------- load_model: file -> ready module
+
+
+def test_load_model_rebuilds_the_module_in_eval_mode(tiny_ckpt: Path) -> None:
+    loaded = ck.load_model(tiny_ckpt, dtype=torch.float64)
+    assert not loaded.module.training
+    state = load_checkpoint(tiny_ckpt).state
+    for k, v in loaded.module.state_dict().items():
+        assert v.dtype == torch.float64 and torch.equal(v, state[k].double()), k
+    assert loaded.spec == models.ModelSpec.from_dict(read_metadata(tiny_ckpt)["model"])
+
+
+def _resave(src: Path, dst: Path, **changes: object) -> Path:
+    good = load_checkpoint(src)
+    meta = {k: v for k, v in good.meta.items() if k != "schema"}
+    meta.update(changes)
+    save_checkpoint(dst, good.state, meta)
+    return dst
+
+
+def test_load_model_refuses_an_unknown_model(tiny_ckpt: Path, tmp_path: Path) -> None:
+    path = _resave(tiny_ckpt, tmp_path / "u.safetensors", model={"name": "transformer", "config": {}})
+    with pytest.raises(LscapeError) as info:
+        ck.load_model(path)
+    assert info.value.line() == (
+        f"unknown model 'transformer': {path} (model description) (known models: mlp, cnn, resnet, linear)"
+    )
+
+
+def test_load_model_refuses_tensors_that_do_not_fit(tiny_ckpt: Path, tmp_path: Path) -> None:
+    config = read_metadata(tiny_ckpt)["model"]["config"]
+    path = _resave(
+        tiny_ckpt, tmp_path / "d.safetensors", model={"name": "mlp", "config": {**config, "depth": 2}}
+    )
+    with pytest.raises(LscapeError) as info:
+        ck.load_model(path)
+    assert info.value.line() == (
+        f"checkpoint tensors do not match the model: missing hidden.1.bias, hidden.1.weight: {path} {FIX}"
+    )
+
+
+def test_load_model_with_a_model_config(tmp_path: Path, mlp: torch.nn.Module) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "plain.safetensors"
+    save_file(mlp.state_dict(), str(path))
+    spec = tmp_path / "spec.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "model": {"name": "mlp", "config": {"input_shape": [1, 8, 8], "width": 8}},
+                "dataset": {"name": "digits"},
+            }
+        )
+    )
+    loaded = ck.load_model(path, model_config=spec)
+    assert all(torch.equal(v, mlp.state_dict()[k]) for k, v in loaded.module.state_dict().items())
+    assert loaded.checkpoint.meta["dataset"] == {"name": "digits"}
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"name": "mlp", "config": {"input_shape": [1, 8, 8], "width": 9}}))
+    with pytest.raises(LscapeError, match=r"^checkpoint tensors do not match the model: mis-shaped"):
+        ck.load_model(path, model_config=wrong)
+    missing = tmp_path / "missing.json"
+    with pytest.raises(LscapeError) as info:
+        ck.load_model(path, model_config=missing)
+    assert info.value.line() == f"model config not found: {missing} (check the path)"
+    broken = tmp_path / "broken.json"
+    broken.write_text("{name: mlp")
+    with pytest.raises(LscapeError) as info:
+        ck.load_model(path, model_config=broken)
+    assert info.value.line().startswith(f"model config is not valid JSON: {broken} (")

@@ -6,21 +6,44 @@ unless ``LSCAPE_DEBUG=1``); 2 usage error (Typer); 130 interrupted (Ctrl-C).
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import typer
+import typer.core
 
 from lscape_cli import __version__
 from lscape_cli.errors import LscapeError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_ARGV: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("lscape_argv", default=None)
+
+
+class _Group(typer.core.TyperGroup):
+    """Remembers the arguments of this invocation (in-process calls do not go through sys.argv)."""
+
+    def main(self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any) -> Any:
+        token = _ARGV.set(list(sys.argv[1:] if args is None else args))
+        try:
+            return super().main(args, *rest, **kwargs)
+        finally:
+            _ARGV.reset(token)
+
+
+def invocation() -> list[str]:
+    """The argv of the running command, starting with ``lscape`` (recorded in every JSON record)."""
+    argv = _ARGV.get()
+    return ["lscape", *(sys.argv[1:] if argv is None else argv)]
+
+
 app = typer.Typer(
     name="lscape",
+    cls=_Group,
     help="Measure the loss-landscape geometry of trained networks from saved safetensors checkpoints.\n\n"
     "Example:  lscape train --model mlp --depth 4 --dataset mnist-5k --out runs/mlp",
     no_args_is_help=True,

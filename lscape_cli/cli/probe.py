@@ -253,12 +253,13 @@ def _record(checkpoint: Path, out_path: Path, setup: Any, req: Any, results: dic
             batch_size: int | None, timing: dict[str, float], world_size: int) -> dict[str, Any]:
     from dataclasses import asdict
 
+    from lscape_cli.cli import invocation
     from lscape_cli.storage.records import environment, make_record
 
     config = {"request": asdict(req), "evaluation": setup.protocol, "device": str(setup.device),
               "dtype": str(setup.dtype).replace("torch.", ""), "seed": req.seed, "num_batches": num_batches,
               "batch_size": batch_size, "world_size": world_size, "model": setup.loaded.spec.to_dict()}
-    return make_record(PROBE_SCHEMA, out_path=out_path, command=["lscape", *sys.argv[1:]],
+    return make_record(PROBE_SCHEMA, out_path=out_path, command=invocation(),
                        inputs={"checkpoint": checkpoint}, config=config, results=results, timing_s=timing,
                        warnings=[], env=environment(str(setup.device)))
 

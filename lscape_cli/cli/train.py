@@ -201,6 +201,8 @@ def run_training(model_name: str, model_opts: dict[str, Any], dspec: Any, cfg: A
     if download:
         datasets.download(dspec.name, root)
     splits = datasets.load(dspec, root, device=device, dtype=dtype)
+    if cfg.patience is not None and splits.sizes()["val"] == 0:
+        raise LscapeError("--patience needs a validation split", "--val-size 0", "give --val-size > 0 or drop --patience")
     mspec = models.make_spec(model_name, {**model_opts, "input_shape": splits.input_shape,
                                           "num_classes": splits.num_classes})
     module = models.build(mspec)
@@ -228,6 +230,7 @@ def _write_run(res: Any, stem: Path, ctx: dict[str, Any], timing: dict[str, floa
     from lscape_cli import __version__
     from lscape_cli.storage.checkpoint import save_checkpoint, save_trajectory
     from lscape_cli.storage.files import sha256_file
+    from lscape_cli.cli import invocation
     from lscape_cli.storage.records import environment, make_record, write_record
 
     training = {**ctx["cfg"].to_dict(), "seed": res.seed, "restart": res.restart, "restarts": ctx["restarts"],
@@ -251,6 +254,8 @@ def _write_run(res: Any, stem: Path, ctx: dict[str, Any], timing: dict[str, floa
                                                          "steps": res.trajectory_steps})
             outputs["trajectory"] = {"path": traj_path.name, "sha256": sha256_file(traj_path),
                                      "snapshots": len(res.trajectory_epochs), "epochs": res.trajectory_epochs}
+        else:
+            Path(str(stem) + ".trajectory.safetensors").unlink(missing_ok=True)  # stale, from an overwritten run
     if res.stop_reason == "interrupted":
         warnings.append("training was interrupted (Ctrl-C); the checkpoint holds the state reached")
     results = {"restart": res.restart, "seed": res.seed, "stop_reason": res.stop_reason, "steps": res.steps,
@@ -261,7 +266,7 @@ def _write_run(res: Any, stem: Path, ctx: dict[str, Any], timing: dict[str, floa
               "dtype": ctx["dtype"], "evaluation": {"mode": "eval", "splits": ["train", "val", "test"],
                                                     "max_batch": ctx["cfg"].max_batch,
                                                     "weighting": "mean over samples"}}
-    record = make_record(TRAIN_SCHEMA, out_path=json_path, command=["lscape", *sys.argv[1:]], inputs={},
+    record = make_record(TRAIN_SCHEMA, out_path=json_path, command=invocation(), inputs={},
                          config=config, results=results, timing_s=timing, warnings=warnings,
                          env=environment(ctx["device"]))
     return write_record(json_path, record)

@@ -95,7 +95,8 @@ def worst_case_sharpness(obj: Objective, eps: float, steps: int = 20, seed: int 
     base, _ = loss_accuracy(obj, theta)
     gen = torch.Generator().manual_seed(seed)
     gamma = scale(1e-3 * eps, _unit(gaussian_direction(theta, gen)))  # tiny random start: g may vanish at a minimum
-    step = 2.5 * eps / steps
+    step = eps  # a full-radius step, then projection: on a quadratic this is a shifted power iteration
+    # converging like ((1 + lambda_2/lambda_1) / 2)^t; smaller steps crawl along the sphere.
     trace_rises = []
     for _ in range(steps):
         delta = _apply_t(gamma, t)

@@ -272,7 +272,8 @@ def _train_epoch(stacked: StackedModel, opt: Optimizer, splits: Any, cfg: TrainC
     perms = None if full else torch.stack([torch.randperm(n, generator=g) for g in gens]).to(x.device)
     loss_acc = torch.zeros(stacked.r, device=x.device, dtype=x.dtype)
     gnorm_acc = torch.zeros_like(loss_acc)
-    n_steps = 0
+    n_steps = torch.zeros_like(loss_acc)  # per restart: a restart stopped mid-epoch averages its own steps
+    went_bad = torch.zeros(stacked.r, dtype=torch.bool, device=x.device)
     for start in range(0, n, bs):
         if cfg.max_steps is not None and max(tr.steps) >= cfg.max_steps:
             break
@@ -286,6 +287,7 @@ def _train_epoch(stacked: StackedModel, opt: Optimizer, splits: Any, cfg: TrainC
             losses = torch.stack([loss_mean(out[i], yb[i], cfg.loss) for i in range(stacked.r)])
         finite = torch.isfinite(losses.detach())
         newly_bad = active & ~finite
+        went_bad |= newly_bad
         for i in torch.nonzero(newly_bad).flatten().tolist():
             tr.stop[i] = "diverged"
         active = active & finite
@@ -294,10 +296,12 @@ def _train_epoch(stacked: StackedModel, opt: Optimizer, splits: Any, cfg: TrainC
         opt.step(stacked.params, active)
         loss_acc += torch.where(active, losses.detach(), 0.0)
         gnorm_acc += torch.where(active, gnorm, 0.0)
-        n_steps += 1
+        n_steps += active.to(n_steps.dtype)
         for i in torch.nonzero(active).flatten().tolist():
             tr.steps[i] += 1
-    return loss_acc / max(n_steps, 1), gnorm_acc / max(n_steps, 1)
+    nan = torch.full_like(loss_acc, math.nan)  # an epoch that ended in a non-finite loss has no finite mean
+    steps = n_steps.clamp(min=1)
+    return torch.where(went_bad, nan, loss_acc / steps), torch.where(went_bad, nan, gnorm_acc / steps)
 
 
 def _end_epoch(stacked: StackedModel, splits: Any, cfg: TrainConfig, tr: _Track, epoch: int, ran: list[int],

@@ -99,13 +99,26 @@ def _check_complete(path: Path) -> None:
         raise LscapeError("truncated safetensors file", str(path), "the file is incomplete; re-create or re-copy it")
 
 
+def _sniff(path: Path) -> None:
+    """Tell a safetensors file cut inside its header from a file that never was one."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if len(head) == 9 and head[8:9] == b"{":
+        (n,) = struct.unpack("<Q", head[:8])
+        if n <= 100_000_000 and 8 + n > size:  # a plausible header length that runs past the end
+            raise LscapeError("truncated safetensors file", str(path),
+                              "the file is incomplete; re-create or re-copy it")
+
+
 def read_raw_metadata(path: Path) -> dict[str, str]:
     """The header's str -> str metadata, without loading any tensor."""
     check_input(path, "checkpoint")
+    _sniff(path)
     try:
         with safe_open(str(path), framework="pt") as fh:
             return dict(fh.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise _open_error(path, exc) from exc
 
 
@@ -155,7 +168,7 @@ def load_checkpoint(path: Path, model_config: Path | None = None) -> Checkpoint:
     try:
         with safe_open(str(path), framework="pt") as fh:
             state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
-    except (SafetensorError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise _open_error(path, exc) from exc
     return Checkpoint(path=path, state=state, meta=meta)
 

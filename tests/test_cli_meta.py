@@ -1,0 +1,63 @@
+"""Every command answers --help with an example, and help never imports torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import typer.main
+
+from lscape_cli import __version__
+from lscape_cli.cli import app
+
+COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
+def test_the_app_has_its_commands() -> None:
+    assert {"train", "info"} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_help_shows_an_example(command: str, cli) -> None:
+    result = cli(command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.stdout, result.stdout
+    assert f"lscape {command}" in result.stdout  # the example is a real invocation of this command
+
+
+def test_root_help_and_version(cli) -> None:
+    result = cli("--help")
+    assert result.exit_code == 0 and "Example" in result.stdout, result.output
+    assert all(c in result.stdout for c in COMMANDS)
+    version = cli("--version")
+    assert version.exit_code == 0 and version.stdout.strip() == f"lscape {__version__}"
+
+
+def _imported_modules(*args: str) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *args], capture_output=True, text=True, timeout=60
+    )
+    names = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    return names, proc
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["info", "--help"]], ids=" ".join)
+def test_help_does_not_import_torch(argv: list[str]) -> None:
+    names, proc = _imported_modules("-m", "lscape_cli", *argv)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Example" in proc.stdout
+    assert "lscape_cli.cli" in names  # the import log is being read correctly
+    heavy = sorted(n for n in names if n.split(".")[0] in ("torch", "torchvision", "numpy", "safetensors"))
+    assert not heavy, f"--help imported {heavy[:5]}"
+
+
+def test_importing_the_cli_does_not_import_torch() -> None:
+    code = "import sys; import lscape_cli.cli; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
