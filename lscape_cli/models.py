@@ -18,6 +18,7 @@ Families (seed studies in parentheses):
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,7 +86,9 @@ class LinearConfig:
 
 def _act(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
-        raise LscapeError(f"unknown activation {name!r}", "--activation", f"choose one of: {', '.join(ACTIVATIONS)}")
+        raise LscapeError(
+            f"unknown activation {name!r}", "--activation", f"choose one of: {', '.join(ACTIVATIONS)}"
+        )
     return ACTIVATIONS[name]()
 
 
@@ -95,11 +98,12 @@ class MLP(nn.Module):
     def __init__(self, cfg: MLPConfig) -> None:
         super().__init__()
         sizes = [math.prod(cfg.input_shape)] + [cfg.width] * cfg.depth
-        self.hidden = nn.ModuleList(nn.Linear(a, b, bias=cfg.bias) for a, b in zip(sizes, sizes[1:]))
+        self.hidden = nn.ModuleList(nn.Linear(a, b, bias=cfg.bias) for a, b in itertools.pairwise(sizes))
         self.act = _act(cfg.activation)
         self.head = nn.Linear(sizes[-1], cfg.num_classes, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, *input_shape) -> (N, classes)
+        """Logits."""
         x = x.flatten(1)
         for layer in self.hidden:
             x = self.act(layer(x))
@@ -120,6 +124,7 @@ class SimpleCNN(nn.Module):
         self.fc2 = nn.Linear(cfg.hidden, cfg.num_classes, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, classes)
+        """Logits."""
         x = self.pool(self.act(self.conv1(x)))  # (N, w, H/2, W/2)
         x = self.pool(self.act(self.conv2(x)))  # (N, 2w, H/4, W/4)
         return self.fc2(self.act(self.fc1(x.flatten(1))))
@@ -142,6 +147,7 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), norm(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward pass."""
         out = self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
         if self.skip:
             out = out + self.shortcut(x)
@@ -168,6 +174,7 @@ class ResNet(nn.Module):
         self.head = nn.Linear(cin, cfg.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward pass."""
         x = self.blocks(self.act(self.stem_bn(self.stem(x))))
         return self.head(x.mean(dim=(2, 3)))  # global average pool: (N, C, H, W) -> (N, C)
 
@@ -180,6 +187,7 @@ class Linear(nn.Module):
         self.head = nn.Linear(math.prod(cfg.input_shape), cfg.num_classes, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward pass."""
         return self.head(x.flatten(1))
 
 
@@ -195,7 +203,9 @@ class ModelEntry:
 
 
 REGISTRY: dict[str, ModelEntry] = {
-    "mlp": ModelEntry("mlp", MLPConfig, MLP, "fully connected network (depth hidden layers of width units)", False),
+    "mlp": ModelEntry(
+        "mlp", MLPConfig, MLP, "fully connected network (depth hidden layers of width units)", False
+    ),
     "cnn": ModelEntry("cnn", CNNConfig, SimpleCNN, "SimpleCNN: two conv+pool stages and an FC layer", True),
     "resnet": ModelEntry("resnet", ResNetConfig, ResNet, "small ResNet with skip/BatchNorm switches", True),
     "linear": ModelEntry("linear", LinearConfig, Linear, "softmax regression (convex baseline)", False),
@@ -232,8 +242,11 @@ def make_spec(name: str, options: dict[str, object], where: str = "--model") -> 
     fields = {f.name for f in dataclasses.fields(cfg_cls)}
     unknown = sorted(set(options) - fields)
     if unknown:
-        raise LscapeError(f"model {name!r} has no option(s) {', '.join(unknown)}", where,
-                          f"its options are: {', '.join(sorted(fields))}")
+        raise LscapeError(
+            f"model {name!r} has no option(s) {', '.join(unknown)}",
+            where,
+            f"its options are: {', '.join(sorted(fields))}",
+        )
     opts = dict(options)
     if "input_shape" in opts:
         opts["input_shape"] = tuple(int(v) for v in opts["input_shape"])  # type: ignore[union-attr]
@@ -246,10 +259,15 @@ def _validate(name: str, cfg: object, where: str) -> None:
     for key in ("depth", "width", "hidden", "stages", "blocks", "num_classes"):
         value = getattr(cfg, key, 1)
         if not isinstance(value, int) or value < (0 if key == "depth" else 1):
-            raise LscapeError(f"invalid {key}={value!r} for model {name!r}", where, f"{key} must be a positive integer")
+            raise LscapeError(
+                f"invalid {key}={value!r} for model {name!r}", where, f"{key} must be a positive integer"
+            )
     if REGISTRY[name].needs_image and len(cfg.input_shape) != 3:  # type: ignore[attr-defined]
-        raise LscapeError(f"model {name!r} needs image inputs (C, H, W)", where,
-                          "use an image dataset (digits, mnist-5k, mnist, ...) or the mlp/linear model")
+        raise LscapeError(
+            f"model {name!r} needs image inputs (C, H, W)",
+            where,
+            "use an image dataset (digits, mnist-5k, mnist, ...) or the mlp/linear model",
+        )
     if hasattr(cfg, "activation"):
         _act(cfg.activation)  # type: ignore[attr-defined]
 

@@ -18,7 +18,9 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError as exc:
         raise LscapeError(f"unknown device {name!r}", "--device", "use auto, cpu, cuda or cuda:N") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise LscapeError("CUDA is not available on this machine", f"--device {name}", "use --device cpu or auto")
+        raise LscapeError(
+            "CUDA is not available on this machine", f"--device {name}", "use --device cpu or auto"
+        )
     if device.type not in ("cpu", "cuda"):
         raise LscapeError(f"unsupported device {name!r}", "--device", "use auto, cpu, cuda or cuda:N")
     return device

@@ -66,7 +66,7 @@ def _dense_hessian(lm, x, y, loss) -> torch.Tensor:
 
     def f(flat: torch.Tensor) -> torch.Tensor:
         params, i = {}, 0
-        for n, s in zip(names, shapes):
+        for n, s in zip(names, shapes, strict=True):
             k = math.prod(s)
             params[n] = flat[i : i + k].reshape(s)
             i += k
@@ -78,17 +78,31 @@ def _dense_hessian(lm, x, y, loss) -> torch.Tensor:
 
 
 def test_cli_numbers_match_the_dense_hessian(cli, ckpt: Path) -> None:
-    result = cli("probe", ckpt, "--top-k", "3", "--lambda-min", "--trace", "--dtype", "float64", "--matvecs",
-                 "300", "--quiet", "--device", "cpu")
+    result = cli(
+        "probe",
+        ckpt,
+        "--top-k",
+        "3",
+        "--lambda-min",
+        "--trace",
+        "--dtype",
+        "float64",
+        "--matvecs",
+        "300",
+        "--quiet",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     res = _record(ckpt.with_name("m.probe.json"))["results"]
     lm = load_model(ckpt, dtype=torch.float64)
-    sp = datasets.load(datasets.DatasetSpec.from_dict(lm.checkpoint.meta["dataset"]), Path("."),
-                       dtype=torch.float64)
+    sp = datasets.load(
+        datasets.DatasetSpec.from_dict(lm.checkpoint.meta["dataset"]), Path("."), dtype=torch.float64
+    )
     h = _dense_hessian(lm, sp.x["train"], sp.y["train"], "ce")
     exact = torch.linalg.eigvalsh(h)
     top = exact.flip(0)[:3].tolist()
-    for got, want in zip(res["top_k"]["eigenvalues"], top):
+    for got, want in zip(res["top_k"]["eigenvalues"], top, strict=True):
         assert abs(got - want) <= 1e-6 * abs(want)
     assert abs(res["lambda_max"]["estimate"] - top[0]) <= 1e-6 * top[0]
     assert abs(res["lambda_min"]["estimate"] - float(exact[0])) <= 1e-6 * float(exact.abs().max())
@@ -99,7 +113,9 @@ def test_cli_numbers_match_the_dense_hessian(cli, ckpt: Path) -> None:
 
 
 def test_check_gates(cli, ckpt: Path) -> None:
-    ok = cli("probe", ckpt, "--check", "lambda_max < 1e6", "--check", "loss >= 0", "--quiet", "--device", "cpu")
+    ok = cli(
+        "probe", ckpt, "--check", "lambda_max < 1e6", "--check", "loss >= 0", "--quiet", "--device", "cpu"
+    )
     assert ok.exit_code == 0, ok.output
     checks = _record(ckpt.with_name("m.probe.json"))["results"]["checks"]
     assert [c["passed"] for c in checks] == [True, True]
@@ -115,7 +131,11 @@ def test_check_gates(cli, ckpt: Path) -> None:
 
 def test_bad_inputs(cli, ckpt: Path, tmp_path: Path) -> None:
     r = cli("probe", tmp_path / "nope.safetensors")
-    assert r.exit_code == 1 and r.stderr.strip() == f"Error: checkpoint not found: {tmp_path / 'nope.safetensors'} (check the path)"
+    assert (
+        r.exit_code == 1
+        and r.stderr.strip()
+        == f"Error: checkpoint not found: {tmp_path / 'nope.safetensors'} (check the path)"
+    )
     r = cli("probe", ckpt, "--sharpness", "0.1,-2")
     assert r.exit_code == 1 and "--sharpness" in r.stderr
     r = cli("probe", ckpt, "--out", tmp_path / "missing" / "x.json")
@@ -125,8 +145,21 @@ def test_bad_inputs(cli, ckpt: Path, tmp_path: Path) -> None:
 
 
 def test_batches_summarise_per_batch_values(cli, ckpt: Path) -> None:
-    result = cli("probe", ckpt, "--top-k", "2", "--num-batches", "3", "--batch-size", "100", "--split", "test",
-                 "--quiet", "--device", "cpu")
+    result = cli(
+        "probe",
+        ckpt,
+        "--top-k",
+        "2",
+        "--num-batches",
+        "3",
+        "--batch-size",
+        "100",
+        "--split",
+        "test",
+        "--quiet",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     b = _record(ckpt.with_name("m.probe.json"))["results"]["batches"]
     assert b["num_batches"] == 3 and b["batch_size"] == 100 and len(b["per_batch"]) == 3
@@ -216,14 +249,36 @@ def test_pac_bayes_sigma_brackets_the_target() -> None:
     gen = torch.Generator().manual_seed(0)
     draws = [S.gaussian_direction(obj.params, gen) for _ in range(8)]
     base = S.loss_accuracy(obj, obj.params)[0]
-    rise_hi = sum(S.loss_accuracy(obj, S._noisy(obj.params, z, hi * 1.01, False))[0] - base for z in draws) / 8
+    rise_hi = (
+        sum(S.loss_accuracy(obj, S._noisy(obj.params, z, hi * 1.01, False))[0] - base for z in draws) / 8
+    )
     assert rise_hi > 0.05
 
 
 def test_stability_uses_the_checkpoints_learning_rate(cli, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    r = cli("train", "--model", "mlp", "--dataset", "digits", "--width", "8", "--optimizer", "sgd", "--lr", "0.05",
-            "--momentum", "0.5", "--epochs", "1", "--out", out, "--quiet", "--device", "cpu")
+    r = cli(
+        "train",
+        "--model",
+        "mlp",
+        "--dataset",
+        "digits",
+        "--width",
+        "8",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.05",
+        "--momentum",
+        "0.5",
+        "--epochs",
+        "1",
+        "--out",
+        out,
+        "--quiet",
+        "--device",
+        "cpu",
+    )
     assert r.exit_code == 0, r.output
     r = cli("probe", out / "model.safetensors", "--stability", "--quiet", "--device", "cpu")
     assert r.exit_code == 0, r.output
@@ -235,8 +290,22 @@ def test_stability_uses_the_checkpoints_learning_rate(cli, tmp_path: Path) -> No
 
 def test_batchnorm_in_train_mode_is_refused(cli, tmp_path: Path) -> None:
     out = tmp_path / "rn"
-    r = cli("train", "--model", "resnet", "--width", "4", "--dataset", "digits", "--epochs", "1", "--out", out,
-            "--quiet", "--device", "cpu")
+    r = cli(
+        "train",
+        "--model",
+        "resnet",
+        "--width",
+        "4",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--out",
+        out,
+        "--quiet",
+        "--device",
+        "cpu",
+    )
     assert r.exit_code == 0, r.output
     r = cli("probe", out / "model.safetensors", "--mode", "train", "--device", "cpu")
     assert r.exit_code == 1 and "call model.eval() first" in r.stderr and "--mode eval" in r.stderr
@@ -245,15 +314,46 @@ def test_batchnorm_in_train_mode_is_refused(cli, tmp_path: Path) -> None:
 
 
 def test_two_processes_give_the_numbers_of_one(cli, ckpt: Path, tmp_path: Path) -> None:
-    args = ["--lambda-max", "--top-k", "2", "--trace", "--grad-norm", "--sharpness", "0.05", "--directions", "3",
-            "--dtype", "float64", "--quiet", "--device", "cpu"]
+    args = [
+        "--lambda-max",
+        "--top-k",
+        "2",
+        "--trace",
+        "--grad-norm",
+        "--sharpness",
+        "0.05",
+        "--directions",
+        "3",
+        "--dtype",
+        "float64",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     r = cli("probe", ckpt, *args, "--out", tmp_path / "one.json")
     assert r.exit_code == 0, r.output
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-port", "29517", "-m", "lscape_cli",
-                           "probe", str(ckpt), *args, "--out", str(tmp_path / "two.json")],
-                          capture_output=True, text=True, env=env, timeout=240)
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29517",
+            "-m",
+            "lscape_cli",
+            "probe",
+            str(ckpt),
+            *args,
+            "--out",
+            str(tmp_path / "two.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     one, two = _record(tmp_path / "one.json"), _record(tmp_path / "two.json")
     assert two["config"]["world_size"] == 2
@@ -262,4 +362,6 @@ def test_two_processes_give_the_numbers_of_one(cli, ckpt: Path, tmp_path: Path) 
     assert b["top_k"]["eigenvalues"] == pytest.approx(a["top_k"]["eigenvalues"], rel=1e-10)
     assert b["trace"]["estimate"] == pytest.approx(a["trace"]["estimate"], rel=1e-10)
     assert b["grad_norm"]["estimate"] == pytest.approx(a["grad_norm"]["estimate"], rel=1e-10)
-    assert b["sharpness"][0]["random"]["rises"] == pytest.approx(a["sharpness"][0]["random"]["rises"], rel=1e-8)
+    assert b["sharpness"][0]["random"]["rises"] == pytest.approx(
+        a["sharpness"][0]["random"]["rises"], rel=1e-8
+    )

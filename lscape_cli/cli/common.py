@@ -26,9 +26,19 @@ class EvalSetup:
     protocol: dict[str, Any]
 
 
-def load_for_eval(checkpoint: Path, *, model_config: Path | None, split: str, device_name: str, dtype_name: str,
-                  root: Path, dataset: str | None = None, loss: str | None = None, mode: str = "eval",
-                  max_batch: int = 4096) -> EvalSetup:
+def load_for_eval(
+    checkpoint: Path,
+    *,
+    model_config: Path | None,
+    split: str,
+    device_name: str,
+    dtype_name: str,
+    root: Path,
+    dataset: str | None = None,
+    loss: str | None = None,
+    mode: str = "eval",
+    max_batch: int = 4096,
+) -> EvalSetup:
     """Rebuild model + data from the checkpoint's metadata (``dataset``/``loss`` override it)."""
     from lscape_cli import datasets
     from lscape_cli.core.objective import LOSSES
@@ -46,21 +56,34 @@ def load_for_eval(checkpoint: Path, *, model_config: Path | None, split: str, de
     if dataset is not None:
         dmeta = {**dmeta, "name": dataset} if dmeta.get("name") == dataset else {"name": dataset}
     if not dmeta:
-        raise LscapeError("no dataset described for this checkpoint", str(checkpoint),
-                          "pass --dataset NAME (or a 'dataset' entry in --model-config)")
+        raise LscapeError(
+            "no dataset described for this checkpoint",
+            str(checkpoint),
+            "pass --dataset NAME (or a 'dataset' entry in --model-config)",
+        )
     splits = datasets.load(datasets.DatasetSpec.from_dict(dmeta), root, device=device, dtype=dtype)
     loss = loss or str((meta.get("training") or {}).get("loss", "ce"))
     if loss not in LOSSES:
         raise LscapeError(f"unknown loss {loss!r}", "--loss", f"choose one of: {', '.join(LOSSES)}")
     expected = tuple(getattr(loaded.spec.config, "input_shape", splits.input_shape))
     if tuple(splits.input_shape) != expected:
-        raise LscapeError(f"dataset {splits.spec.name!r} gives inputs {tuple(splits.input_shape)} but the model "
-                          f"expects {expected}", str(checkpoint), "evaluate on the dataset the model was trained on")
+        raise LscapeError(
+            f"dataset {splits.spec.name!r} gives inputs {tuple(splits.input_shape)} but the model "
+            f"expects {expected}",
+            str(checkpoint),
+            "evaluate on the dataset the model was trained on",
+        )
     if mode == "train":
         loaded.module.train()
-    protocol = {"split": split, "num_samples": int(splits.y[split].shape[0]), "mode": mode, "loss": loss,
-                "weighting": "mean over samples, chunks weighted by sample count", "max_batch": max_batch,
-                "dataset": splits.describe()}
+    protocol = {
+        "split": split,
+        "num_samples": int(splits.y[split].shape[0]),
+        "mode": mode,
+        "loss": loss,
+        "weighting": "mean over samples, chunks weighted by sample count",
+        "max_batch": max_batch,
+        "dataset": splits.describe(),
+    }
     return EvalSetup(loaded, splits, splits.x[split], splits.y[split], loss, split, device, dtype, protocol)
 
 
@@ -71,9 +94,13 @@ def parse_floats(text: str | None, option: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError as exc:
-        raise LscapeError(f"invalid number list {text!r}", option, "give comma-separated numbers, e.g. 0.01,0.05") from exc
+        raise LscapeError(
+            f"invalid number list {text!r}", option, "give comma-separated numbers, e.g. 0.01,0.05"
+        ) from exc
     if not values or any(v <= 0 for v in values):
-        raise LscapeError(f"values must be positive: {text!r}", option, "give positive numbers, e.g. 0.01,0.05")
+        raise LscapeError(
+            f"values must be positive: {text!r}", option, "give positive numbers, e.g. 0.01,0.05"
+        )
     return values
 
 

@@ -15,12 +15,25 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the JSON record(s) 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table on stderr.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Data split to evaluate on: train, val or test.")]
-MaxBatchOpt = Annotated[int, typer.Option("--max-batch", min=1,
-                                          help="Largest chunk of samples per forward pass (bounds memory only).")]
-ModelConfigOpt = Annotated[Path | None, typer.Option(
-    "--model-config", help="JSON describing the model of a plain safetensors file (see docs/formats.md).")]
-DataRootOpt = Annotated[Path | None, typer.Option(
-    "--data-root", help="Where datasets are cached/downloaded [default: $LSCAPE_DATA or ~/.cache/lscape/data].")]
+MaxBatchOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-batch", min=1, help="Largest chunk of samples per forward pass (bounds memory only)."
+    ),
+]
+ModelConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--model-config", help="JSON describing the model of a plain safetensors file (see docs/formats.md)."
+    ),
+]
+DataRootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-root",
+        help="Where datasets are cached/downloaded [default: $LSCAPE_DATA or ~/.cache/lscape/data].",
+    ),
+]
 
 
 def data_root(value: Path | None) -> Path:

@@ -33,70 +33,137 @@ DATA = "Data and budget"
 
 def probe(
     checkpoint: Annotated[Path, typer.Argument(help="A .safetensors checkpoint.")],
-    lambda_max: Annotated[bool, typer.Option("--lambda-max", help="Largest Hessian eigenvalue (Lanczos).",
-                                             rich_help_panel=CURV)] = False,
-    top_k: Annotated[int, typer.Option("--top-k", min=0, help="The K largest eigenvalues (seed 001: 3).",
-                                       rich_help_panel=CURV)] = 0,
-    lambda_min: Annotated[bool, typer.Option("--lambda-min", help="Smallest eigenvalue and condition number.",
-                                             rich_help_panel=CURV)] = False,
-    trace: Annotated[bool, typer.Option("--trace", help="tr(H) with standard error.", rich_help_panel=CURV)] = False,
-    frobenius: Annotated[bool, typer.Option("--frobenius", help="||H||_F (same products as --trace).",
-                                            rich_help_panel=CURV)] = False,
-    trace_method: Annotated[str, typer.Option(help="hutch++ or hutchinson.", rich_help_panel=CURV)] = "hutch++",
-    matvecs: Annotated[int, typer.Option(min=3, help="Hessian-vector products for trace/Frobenius (seed 000: 45).",
-                                         rich_help_panel=CURV)] = 45,
-    density: Annotated[bool, typer.Option("--density", help="Spectral density (SLQ) and effective rank.",
-                                          rich_help_panel=CURV)] = False,
+    lambda_max: Annotated[
+        bool, typer.Option("--lambda-max", help="Largest Hessian eigenvalue (Lanczos).", rich_help_panel=CURV)
+    ] = False,
+    top_k: Annotated[
+        int,
+        typer.Option("--top-k", min=0, help="The K largest eigenvalues (seed 001: 3).", rich_help_panel=CURV),
+    ] = 0,
+    lambda_min: Annotated[
+        bool,
+        typer.Option("--lambda-min", help="Smallest eigenvalue and condition number.", rich_help_panel=CURV),
+    ] = False,
+    trace: Annotated[
+        bool, typer.Option("--trace", help="tr(H) with standard error.", rich_help_panel=CURV)
+    ] = False,
+    frobenius: Annotated[
+        bool, typer.Option("--frobenius", help="||H||_F (same products as --trace).", rich_help_panel=CURV)
+    ] = False,
+    trace_method: Annotated[
+        str, typer.Option(help="hutch++ or hutchinson.", rich_help_panel=CURV)
+    ] = "hutch++",
+    matvecs: Annotated[
+        int,
+        typer.Option(
+            min=3, help="Hessian-vector products for trace/Frobenius (seed 000: 45).", rich_help_panel=CURV
+        ),
+    ] = 45,
+    density: Annotated[
+        bool,
+        typer.Option("--density", help="Spectral density (SLQ) and effective rank.", rich_help_panel=CURV),
+    ] = False,
     density_runs: Annotated[int, typer.Option(min=1, help="SLQ runs.", rich_help_panel=CURV)] = 10,
-    density_steps: Annotated[int, typer.Option(min=2, help="Lanczos steps per SLQ run.", rich_help_panel=CURV)] = 80,
-    grad_norm: Annotated[bool, typer.Option("--grad-norm", help="||grad L|| over the split.",
-                                            rich_help_panel=CURV)] = False,
-    tol: Annotated[float, typer.Option(help="Relative Ritz-residual tolerance for eigenvalues.",
-                                       rich_help_panel=CURV)] = 1e-6,
+    density_steps: Annotated[
+        int, typer.Option(min=2, help="Lanczos steps per SLQ run.", rich_help_panel=CURV)
+    ] = 80,
+    grad_norm: Annotated[
+        bool, typer.Option("--grad-norm", help="||grad L|| over the split.", rich_help_panel=CURV)
+    ] = False,
+    tol: Annotated[
+        float, typer.Option(help="Relative Ritz-residual tolerance for eigenvalues.", rich_help_panel=CURV)
+    ] = 1e-6,
     max_iter: Annotated[int, typer.Option(min=2, help="Most Lanczos steps.", rich_help_panel=CURV)] = 200,
-    hvp: Annotated[str, typer.Option(help="HVP strategy: auto, double_backward, fwd_rev, vmap.",
-                                     rich_help_panel=CURV)] = "auto",
-    sharpness: Annotated[str | None, typer.Option(
-        help="Comma-separated radii EPS: random-direction sharpness S_max/S_mean (seed 003).",
-        rich_help_panel=FLAT)] = None,
-    sharpness_kind: Annotated[str, typer.Option(
-        help="l2 (||delta||=eps), filter (filter-normalised, eps relative) or adaptive (|theta|-scaled).",
-        rich_help_panel=FLAT)] = "l2",
-    directions: Annotated[int, typer.Option(min=1, help="Random directions per radius.", rich_help_panel=FLAT)] = 10,
-    ascent_steps: Annotated[int, typer.Option(min=0, help="Worst-case sharpness by N steps of projected gradient "
-                                              "ascent (SAM-style; 0: skip).", rich_help_panel=FLAT)] = 0,
-    bias: Annotated[str, typer.Option(help="Filter-normalised directions on biases/BN: zero, filter, keep.",
-                                      rich_help_panel=FLAT)] = "zero",
-    noise: Annotated[str | None, typer.Option(help="Comma-separated sigmas: loss/accuracy under weight noise "
-                                              "(seed 004).", rich_help_panel=FLAT)] = None,
-    noise_samples: Annotated[int, typer.Option(min=2, help="Noise draws per sigma.", rich_help_panel=FLAT)] = 10,
-    magnitude_aware: Annotated[bool, typer.Option(help="Noise scaled by |theta| (also for --pac-bayes).",
-                                                  rich_help_panel=FLAT)] = False,
-    pac_bayes: Annotated[bool, typer.Option("--pac-bayes", help="Largest sigma keeping the error rise under the "
-                                            "target (Jiang et al. 2020).", rich_help_panel=FLAT)] = False,
-    pac_bayes_target: Annotated[float, typer.Option(help="Allowed rise for --pac-bayes.",
-                                                    rich_help_panel=FLAT)] = 0.1,
+    hvp: Annotated[
+        str, typer.Option(help="HVP strategy: auto, double_backward, fwd_rev, vmap.", rich_help_panel=CURV)
+    ] = "auto",
+    sharpness: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated radii EPS: random-direction sharpness S_max/S_mean (seed 003).",
+            rich_help_panel=FLAT,
+        ),
+    ] = None,
+    sharpness_kind: Annotated[
+        str,
+        typer.Option(
+            help="l2 (||delta||=eps), filter (filter-normalised, eps relative) or adaptive (|theta|-scaled).",
+            rich_help_panel=FLAT,
+        ),
+    ] = "l2",
+    directions: Annotated[
+        int, typer.Option(min=1, help="Random directions per radius.", rich_help_panel=FLAT)
+    ] = 10,
+    ascent_steps: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Worst-case sharpness by N steps of projected gradient ascent (SAM-style; 0: skip).",
+            rich_help_panel=FLAT,
+        ),
+    ] = 0,
+    bias: Annotated[
+        str,
+        typer.Option(
+            help="Filter-normalised directions on biases/BN: zero, filter, keep.", rich_help_panel=FLAT
+        ),
+    ] = "zero",
+    noise: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated sigmas: loss/accuracy under weight noise (seed 004).", rich_help_panel=FLAT
+        ),
+    ] = None,
+    noise_samples: Annotated[
+        int, typer.Option(min=2, help="Noise draws per sigma.", rich_help_panel=FLAT)
+    ] = 10,
+    magnitude_aware: Annotated[
+        bool, typer.Option(help="Noise scaled by |theta| (also for --pac-bayes).", rich_help_panel=FLAT)
+    ] = False,
+    pac_bayes: Annotated[
+        bool,
+        typer.Option(
+            "--pac-bayes",
+            help="Largest sigma keeping the error rise under the target (Jiang et al. 2020).",
+            rich_help_panel=FLAT,
+        ),
+    ] = False,
+    pac_bayes_target: Annotated[
+        float, typer.Option(help="Allowed rise for --pac-bayes.", rich_help_panel=FLAT)
+    ] = 0.1,
     pac_bayes_metric: Annotated[str, typer.Option(help="error or loss.", rich_help_panel=FLAT)] = "error",
-    stability: Annotated[bool, typer.Option("--stability", help="eta * lambda_max against 2 (seed 004).",
-                                            rich_help_panel=FLAT)] = False,
+    stability: Annotated[
+        bool, typer.Option("--stability", help="eta * lambda_max against 2 (seed 004).", rich_help_panel=FLAT)
+    ] = False,
     split: SplitOpt = "train",
-    num_batches: Annotated[int, typer.Option(min=1, help="Repeat on N disjoint batches; report mean/std/min/max.",
-                                             rich_help_panel=DATA)] = 1,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Samples per batch with --num-batches.",
-                                                   rich_help_panel=DATA)] = None,
-    mode: Annotated[str, typer.Option(help="eval (BatchNorm running stats; default) or train.",
-                                      rich_help_panel=DATA)] = "eval",
-    loss: Annotated[str | None, typer.Option(help="Override the checkpoint's loss (ce, mse).",
-                                             rich_help_panel=DATA)] = None,
-    dataset: Annotated[str | None, typer.Option(help="Override the checkpoint's dataset.", rich_help_panel=DATA)] = None,
+    num_batches: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Repeat on N disjoint batches; report mean/std/min/max.", rich_help_panel=DATA
+        ),
+    ] = 1,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Samples per batch with --num-batches.", rich_help_panel=DATA)
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="eval (BatchNorm running stats; default) or train.", rich_help_panel=DATA)
+    ] = "eval",
+    loss: Annotated[
+        str | None, typer.Option(help="Override the checkpoint's loss (ce, mse).", rich_help_panel=DATA)
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Override the checkpoint's dataset.", rich_help_panel=DATA)
+    ] = None,
     data_root_: DataRootOpt = None,
     model_config: ModelConfigOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     max_batch: MaxBatchOpt = 4096,
-    check: Annotated[list[str] | None, typer.Option(
-        help="CI gate, e.g. 'lambda_max < 200' (repeatable); a failed check exits 3.")] = None,
+    check: Annotated[
+        list[str] | None,
+        typer.Option(help="CI gate, e.g. 'lambda_max < 200' (repeatable); a failed check exits 3."),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Output JSON [CKPT.probe.json].")] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -119,24 +186,68 @@ def probe(
         _check_syntax(expr)
     out_path = out or default_output(checkpoint, "probe.json")
     if not out_path.parent.is_dir():
-        raise LscapeError("output directory does not exist", str(out_path.parent), "create it or choose another --out")
-    setup = load_for_eval(checkpoint, model_config=model_config, split=split, device_name=device, dtype_name=dtype,
-                          root=data_root(data_root_), dataset=dataset, loss=loss, mode=mode, max_batch=max_batch)
-    flags = [lambda_max, top_k > 0, lambda_min, trace, frobenius, density, grad_norm, bool(sharpness), bool(noise),
-             pac_bayes, stability]
+        raise LscapeError(
+            "output directory does not exist", str(out_path.parent), "create it or choose another --out"
+        )
+    setup = load_for_eval(
+        checkpoint,
+        model_config=model_config,
+        split=split,
+        device_name=device,
+        dtype_name=dtype,
+        root=data_root(data_root_),
+        dataset=dataset,
+        loss=loss,
+        mode=mode,
+        max_batch=max_batch,
+    )
+    flags = [
+        lambda_max,
+        top_k > 0,
+        lambda_min,
+        trace,
+        frobenius,
+        density,
+        grad_norm,
+        bool(sharpness),
+        bool(noise),
+        pac_bayes,
+        stability,
+    ]
     default_set = not any(flags)
     training = setup.loaded.checkpoint.meta.get("training") or {}
     req = ProbeRequest(
-        lambda_max=lambda_max or default_set or "lambda_max" in _refs(checks), top_k=top_k, lambda_min=lambda_min,
-        trace=trace or default_set, frobenius=frobenius or default_set, trace_method=trace_method,
-        trace_matvecs=matvecs, density=density, density_runs=density_runs, density_steps=density_steps,
-        grad_norm=grad_norm or default_set, sharpness_eps=parse_floats(sharpness, "--sharpness"),
-        sharpness_kind=sharpness_kind, sharpness_directions=directions, sharpness_steps=ascent_steps,
-        noise_sigmas=parse_floats(noise, "--noise"), noise_samples=noise_samples, magnitude_aware=magnitude_aware,
-        pac_bayes=pac_bayes, pac_bayes_target=pac_bayes_target, pac_bayes_metric=pac_bayes_metric,
-        stability=stability, lr=training.get("lr"), optimizer=training.get("optimizer"),
-        momentum=float(training.get("momentum") or 0.0), tol=tol, max_iter=max_iter, seed=seed,
-        hvp_strategy=hvp, bias=bias)
+        lambda_max=lambda_max or default_set or "lambda_max" in _refs(checks),
+        top_k=top_k,
+        lambda_min=lambda_min,
+        trace=trace or default_set,
+        frobenius=frobenius or default_set,
+        trace_method=trace_method,
+        trace_matvecs=matvecs,
+        density=density,
+        density_runs=density_runs,
+        density_steps=density_steps,
+        grad_norm=grad_norm or default_set,
+        sharpness_eps=parse_floats(sharpness, "--sharpness"),
+        sharpness_kind=sharpness_kind,
+        sharpness_directions=directions,
+        sharpness_steps=ascent_steps,
+        noise_sigmas=parse_floats(noise, "--noise"),
+        noise_samples=noise_samples,
+        magnitude_aware=magnitude_aware,
+        pac_bayes=pac_bayes,
+        pac_bayes_target=pac_bayes_target,
+        pac_bayes_metric=pac_bayes_metric,
+        stability=stability,
+        lr=training.get("lr"),
+        optimizer=training.get("optimizer"),
+        momentum=float(training.get("momentum") or 0.0),
+        tol=tol,
+        max_iter=max_iter,
+        seed=seed,
+        hvp_strategy=hvp,
+        bias=bias,
+    )
     t_load = time.perf_counter() - t0
     from lscape_cli.distributed import group_from_env
 
@@ -149,8 +260,17 @@ def probe(
     check_rows = [chk.evaluate(e, scalars) for e in checks] if checks else []
     if check_rows:
         results["checks"] = check_rows
-    record = _record(checkpoint, out_path, setup, req, results, num_batches, batch_size,
-                     {"load": t_load, "measure": t_measure}, group.world_size)
+    record = _record(
+        checkpoint,
+        out_path,
+        setup,
+        req,
+        results,
+        num_batches,
+        batch_size,
+        {"load": t_load, "measure": t_measure},
+        group.world_size,
+    )
     from lscape_cli.storage.records import to_json, write_record
 
     write_record(out_path, record)
@@ -181,17 +301,28 @@ def _check_syntax(expr: str) -> None:
 
 
 def _validate(trace_method: str, kind: str, bias: str, metric: str, hvp: str) -> None:
-    choices = {"--trace-method": (trace_method, ("hutch++", "hutchinson")),
-               "--sharpness-kind": (kind, ("l2", "filter", "adaptive")),
-               "--bias": (bias, ("zero", "filter", "keep")), "--pac-bayes-metric": (metric, ("error", "loss")),
-               "--hvp": (hvp, ("auto", "double_backward", "fwd_rev", "vmap"))}
+    choices = {
+        "--trace-method": (trace_method, ("hutch++", "hutchinson")),
+        "--sharpness-kind": (kind, ("l2", "filter", "adaptive")),
+        "--bias": (bias, ("zero", "filter", "keep")),
+        "--pac-bayes-metric": (metric, ("error", "loss")),
+        "--hvp": (hvp, ("auto", "double_backward", "fwd_rev", "vmap")),
+    }
     for option, (value, allowed) in choices.items():
         if value not in allowed:
             raise LscapeError(f"unknown value {value!r}", option, f"choose one of: {', '.join(allowed)}")
 
 
-def _measure(setup: Any, req: Any, num_batches: int, batch_size: int | None, seed: int, max_batch: int,
-             quiet: bool, group: Any) -> tuple[dict[str, Any], dict[str, float | None]]:
+def _measure(
+    setup: Any,
+    req: Any,
+    num_batches: int,
+    batch_size: int | None,
+    seed: int,
+    max_batch: int,
+    quiet: bool,
+    group: Any,
+) -> tuple[dict[str, Any], dict[str, float | None]]:
     import torch
 
     from lscape_cli.core.hvp import Objective
@@ -200,10 +331,18 @@ def _measure(setup: Any, req: Any, num_batches: int, batch_size: int | None, see
     def objective(x: Any, y: Any) -> Objective:
         start, stop = group.bounds(int(y.shape[0]))  # this rank's slice (everything when single-process)
         try:
-            return Objective.from_module(setup.loaded.module, x[start:stop], y[start:stop], setup.loss, max_batch,
-                                         shard=group.shard(int(y.shape[0])))
+            return Objective.from_module(
+                setup.loaded.module,
+                x[start:stop],
+                y[start:stop],
+                setup.loss,
+                max_batch,
+                shard=group.shard(int(y.shape[0])),
+            )
         except ValueError as exc:
-            raise LscapeError(str(exc), "--mode", "use --mode eval for models with BatchNorm or dropout") from exc
+            raise LscapeError(
+                str(exc), "--mode", "use --mode eval for models with BatchNorm or dropout"
+            ) from exc
 
     with _Progress(quiet) as on_step:
         if num_batches == 1 and batch_size is None:
@@ -212,16 +351,28 @@ def _measure(setup: Any, req: Any, num_batches: int, batch_size: int | None, see
         n = int(setup.y.shape[0])
         size = batch_size or n // num_batches
         if size < 1 or size * num_batches > n:
-            raise LscapeError(f"{num_batches} disjoint batches of {size} need {num_batches * size} samples but the "
-                              f"{setup.split} split has {n}", "--num-batches/--batch-size",
-                              "lower them or use a larger split")
+            raise LscapeError(
+                f"{num_batches} disjoint batches of {size} need {num_batches * size} samples but the "
+                f"{setup.split} split has {n}",
+                "--num-batches/--batch-size",
+                "lower them or use a larger split",
+            )
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(setup.y.device)
-        objs = [objective(setup.x[perm[i * size:(i + 1) * size]], setup.y[perm[i * size:(i + 1) * size]])
-                for i in range(num_batches)]
+        objs = [
+            objective(setup.x[perm[i * size : (i + 1) * size]], setup.y[perm[i * size : (i + 1) * size]])
+            for i in range(num_batches)
+        ]
         per_batch, summary = run_on_batches(objs, req, on_step)
     scalars = {k: v["mean"] for k, v in summary.items()}
-    return {"batches": {"num_batches": num_batches, "batch_size": size, "seed": seed, "summary": summary,
-                        "per_batch": per_batch}}, scalars
+    return {
+        "batches": {
+            "num_batches": num_batches,
+            "batch_size": size,
+            "seed": seed,
+            "summary": summary,
+            "per_batch": per_batch,
+        }
+    }, scalars
 
 
 class _Progress:
@@ -238,8 +389,11 @@ class _Progress:
         self.status.start()
 
         def on_step(info: dict[str, Any]) -> None:
-            text = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items()
-                             if not isinstance(v, (list, dict)))
+            text = ", ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in info.items()
+                if not isinstance(v, (list, dict))
+            )
             self.status.update(f"probe: {text}")
 
         return on_step
@@ -249,19 +403,44 @@ class _Progress:
             self.status.stop()
 
 
-def _record(checkpoint: Path, out_path: Path, setup: Any, req: Any, results: dict[str, Any], num_batches: int,
-            batch_size: int | None, timing: dict[str, float], world_size: int) -> dict[str, Any]:
+def _record(
+    checkpoint: Path,
+    out_path: Path,
+    setup: Any,
+    req: Any,
+    results: dict[str, Any],
+    num_batches: int,
+    batch_size: int | None,
+    timing: dict[str, float],
+    world_size: int,
+) -> dict[str, Any]:
     from dataclasses import asdict
 
     from lscape_cli.cli import invocation
     from lscape_cli.storage.records import environment, make_record
 
-    config = {"request": asdict(req), "evaluation": setup.protocol, "device": str(setup.device),
-              "dtype": str(setup.dtype).replace("torch.", ""), "seed": req.seed, "num_batches": num_batches,
-              "batch_size": batch_size, "world_size": world_size, "model": setup.loaded.spec.to_dict()}
-    return make_record(PROBE_SCHEMA, out_path=out_path, command=invocation(),
-                       inputs={"checkpoint": checkpoint}, config=config, results=results, timing_s=timing,
-                       warnings=[], env=environment(str(setup.device)))
+    config = {
+        "request": asdict(req),
+        "evaluation": setup.protocol,
+        "device": str(setup.device),
+        "dtype": str(setup.dtype).replace("torch.", ""),
+        "seed": req.seed,
+        "num_batches": num_batches,
+        "batch_size": batch_size,
+        "world_size": world_size,
+        "model": setup.loaded.spec.to_dict(),
+    }
+    return make_record(
+        PROBE_SCHEMA,
+        out_path=out_path,
+        command=invocation(),
+        inputs={"checkpoint": checkpoint},
+        config=config,
+        results=results,
+        timing_s=timing,
+        warnings=[],
+        env=environment(str(setup.device)),
+    )
 
 
 def _table(results: dict[str, Any], scalars: dict[str, float | None], out_path: Path) -> None:
@@ -282,7 +461,10 @@ def _describe(key: str, results: dict[str, Any], summary: dict[str, Any] | None)
     if summary is not None:
         s = summary[key]
         std = "n/a" if s["std"] is None else f"{s['std']:.3g}"
-        return f"std {std} over {s['n']} batches (min {s['min']:.4g}, max {s['max']:.4g})", "mean over batches"
+        return (
+            f"std {std} over {s['n']} batches (min {s['min']:.4g}, max {s['max']:.4g})",
+            "mean over batches",
+        )
     r = results.get(key) or {}
     if "stderr" in r:
         return f"+- {r['stderr']:.3g} (1 s.e.)", f"{r['method']}, {r['num_matvecs']} HVPs"

@@ -39,7 +39,9 @@ def _batch_size(value: str) -> int | None:
     except ValueError:
         n = 0
     if n < 1:
-        raise LscapeError(f"invalid batch size {value!r}", "--batch-size", "give a positive integer or 'full'")
+        raise LscapeError(
+            f"invalid batch size {value!r}", "--batch-size", "give a positive integer or 'full'"
+        )
     return n
 
 
@@ -54,14 +56,19 @@ def output_stems(out: Path, name: str, restarts: int) -> list[Path]:
 def _check_outputs(out: Path, stems: list[Path], trajectory: bool, overwrite: bool) -> None:
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
-        raise LscapeError("output directory's parent does not exist", str(parent), "create it first or choose another --out")
+        raise LscapeError(
+            "output directory's parent does not exist", str(parent), "create it first or choose another --out"
+        )
     if out.exists() and not out.is_dir():
         raise LscapeError("--out exists and is not a directory", str(out), "choose a directory path")
     suffixes = [".safetensors", ".train.json"] + ([".trajectory.safetensors"] if trajectory else [])
     clash = [str(s) + suf for s in stems for suf in suffixes if Path(str(s) + suf).exists()]
     if clash and not overwrite:
-        raise LscapeError("output exists", clash[0] + (f" and {len(clash) - 1} more" if len(clash) > 1 else ""),
-                          "pass --overwrite to replace, or choose another --out/--name")
+        raise LscapeError(
+            "output exists",
+            clash[0] + (f" and {len(clash) - 1} more" if len(clash) > 1 else ""),
+            "pass --overwrite to replace, or choose another --out/--name",
+        )
 
 
 def _model_options(**opts: Any) -> dict[str, Any]:
@@ -69,73 +76,143 @@ def _model_options(**opts: Any) -> dict[str, Any]:
 
 
 def train(
-    model: Annotated[str, typer.Option(help="Architecture: mlp, cnn, resnet, linear.", rich_help_panel=MODEL)] = "mlp",
+    model: Annotated[
+        str, typer.Option(help="Architecture: mlp, cnn, resnet, linear.", rich_help_panel=MODEL)
+    ] = "mlp",
     depth: Annotated[int | None, typer.Option(help="mlp: hidden layers [1].", rich_help_panel=MODEL)] = None,
-    width: Annotated[int | None, typer.Option(
-        help="mlp: units per hidden layer [48]; cnn: first conv channels [32]; resnet: first stage channels [16].",
-        rich_help_panel=MODEL)] = None,
-    hidden: Annotated[int | None, typer.Option(help="cnn: units of the FC layer [128].", rich_help_panel=MODEL)] = None,
-    activation: Annotated[str | None, typer.Option(help="relu, tanh, gelu, sigmoid, leaky_relu [relu].",
-                                                   rich_help_panel=MODEL)] = None,
-    bias: Annotated[bool | None, typer.Option("--bias/--no-bias", help="Bias terms (mlp, cnn, linear) [on].",
-                                              rich_help_panel=MODEL)] = None,
+    width: Annotated[
+        int | None,
+        typer.Option(
+            help="mlp: units per hidden layer [48]; cnn: first conv channels [32]; resnet: first stage channels [16].",
+            rich_help_panel=MODEL,
+        ),
+    ] = None,
+    hidden: Annotated[
+        int | None, typer.Option(help="cnn: units of the FC layer [128].", rich_help_panel=MODEL)
+    ] = None,
+    activation: Annotated[
+        str | None, typer.Option(help="relu, tanh, gelu, sigmoid, leaky_relu [relu].", rich_help_panel=MODEL)
+    ] = None,
+    bias: Annotated[
+        bool | None,
+        typer.Option("--bias/--no-bias", help="Bias terms (mlp, cnn, linear) [on].", rich_help_panel=MODEL),
+    ] = None,
     stages: Annotated[int | None, typer.Option(help="resnet: stages [2].", rich_help_panel=MODEL)] = None,
-    blocks: Annotated[int | None, typer.Option(help="resnet: blocks per stage [1].", rich_help_panel=MODEL)] = None,
-    skip: Annotated[bool | None, typer.Option("--skip/--no-skip", help="resnet: residual connections [on].",
-                                              rich_help_panel=MODEL)] = None,
-    batchnorm: Annotated[bool | None, typer.Option("--batchnorm/--no-batchnorm", help="resnet: BatchNorm [on].",
-                                                   rich_help_panel=MODEL)] = None,
-    init: Annotated[str, typer.Option(help="'default' (framework) or 'normal:STD' (seed 000: normal:1).",
-                                      rich_help_panel=MODEL)] = "default",
-    dataset: Annotated[str, typer.Option(
-        help="digits, mnist-5k (offline), mnist, fashion-mnist, cifar10 (torchvision), synthetic.",
-        rich_help_panel=DATA)] = "mnist-5k",
-    split_seed: Annotated[int, typer.Option(help="Seed of the train/val/test split.", rich_help_panel=DATA)] = 0,
-    train_size: Annotated[int | None, typer.Option(help="Training samples [all left by the split].",
-                                                   rich_help_panel=DATA)] = None,
-    val_size: Annotated[int | None, typer.Option(help="Validation samples [dataset default].",
-                                                 rich_help_panel=DATA)] = None,
-    test_size: Annotated[int | None, typer.Option(help="Test samples [dataset default].", rich_help_panel=DATA)] = None,
-    normalization: Annotated[str, typer.Option(help="unit (pixels in [0,1]) or standard (train mean/std).",
-                                               rich_help_panel=DATA)] = "unit",
-    input_dim: Annotated[int | None, typer.Option(help="synthetic: input features [20].", rich_help_panel=DATA)] = None,
-    num_samples: Annotated[int | None, typer.Option(help="synthetic: samples [2000].", rich_help_panel=DATA)] = None,
+    blocks: Annotated[
+        int | None, typer.Option(help="resnet: blocks per stage [1].", rich_help_panel=MODEL)
+    ] = None,
+    skip: Annotated[
+        bool | None,
+        typer.Option("--skip/--no-skip", help="resnet: residual connections [on].", rich_help_panel=MODEL),
+    ] = None,
+    batchnorm: Annotated[
+        bool | None,
+        typer.Option("--batchnorm/--no-batchnorm", help="resnet: BatchNorm [on].", rich_help_panel=MODEL),
+    ] = None,
+    init: Annotated[
+        str,
+        typer.Option(
+            help="'default' (framework) or 'normal:STD' (seed 000: normal:1).", rich_help_panel=MODEL
+        ),
+    ] = "default",
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="digits, mnist-5k (offline), mnist, fashion-mnist, cifar10 (torchvision), synthetic.",
+            rich_help_panel=DATA,
+        ),
+    ] = "mnist-5k",
+    split_seed: Annotated[
+        int, typer.Option(help="Seed of the train/val/test split.", rich_help_panel=DATA)
+    ] = 0,
+    train_size: Annotated[
+        int | None, typer.Option(help="Training samples [all left by the split].", rich_help_panel=DATA)
+    ] = None,
+    val_size: Annotated[
+        int | None, typer.Option(help="Validation samples [dataset default].", rich_help_panel=DATA)
+    ] = None,
+    test_size: Annotated[
+        int | None, typer.Option(help="Test samples [dataset default].", rich_help_panel=DATA)
+    ] = None,
+    normalization: Annotated[
+        str, typer.Option(help="unit (pixels in [0,1]) or standard (train mean/std).", rich_help_panel=DATA)
+    ] = "unit",
+    input_dim: Annotated[
+        int | None, typer.Option(help="synthetic: input features [20].", rich_help_panel=DATA)
+    ] = None,
+    num_samples: Annotated[
+        int | None, typer.Option(help="synthetic: samples [2000].", rich_help_panel=DATA)
+    ] = None,
     data_root_: DataRootOpt = None,
-    download: Annotated[bool, typer.Option(help="Download a torchvision dataset if missing.",
-                                           rich_help_panel=DATA)] = False,
-    loss: Annotated[str, typer.Option(help="ce, or mse (summed over outputs, one-hot targets; seed 000).",
-                                      rich_help_panel=OPTIM)] = "ce",
+    download: Annotated[
+        bool, typer.Option(help="Download a torchvision dataset if missing.", rich_help_panel=DATA)
+    ] = False,
+    loss: Annotated[
+        str,
+        typer.Option(
+            help="ce, or mse (summed over outputs, one-hot targets; seed 000).", rich_help_panel=OPTIM
+        ),
+    ] = "ce",
     optimizer: Annotated[str, typer.Option(help="sgd, adam or adamw.", rich_help_panel=OPTIM)] = "sgd",
     lr: Annotated[float, typer.Option(help="Learning rate.", rich_help_panel=OPTIM)] = 0.01,
     momentum: Annotated[float, typer.Option(help="sgd momentum.", rich_help_panel=OPTIM)] = 0.0,
     nesterov: Annotated[bool, typer.Option(help="sgd: Nesterov momentum.", rich_help_panel=OPTIM)] = False,
     beta1: Annotated[float, typer.Option(help="adam/adamw beta1.", rich_help_panel=OPTIM)] = 0.9,
     beta2: Annotated[float, typer.Option(help="adam/adamw beta2.", rich_help_panel=OPTIM)] = 0.999,
-    weight_decay: Annotated[float, typer.Option(help="L2 (sgd, adam) or decoupled (adamw) weight decay.",
-                                                rich_help_panel=OPTIM)] = 0.0,
-    batch_size: Annotated[str, typer.Option(help="Minibatch size, or 'full' for full-batch steps.",
-                                            rich_help_panel=OPTIM)] = "128",
-    epochs: Annotated[int, typer.Option(min=1, help="Epoch budget (full batch: steps).", rich_help_panel=STOP)] = 10,
+    weight_decay: Annotated[
+        float, typer.Option(help="L2 (sgd, adam) or decoupled (adamw) weight decay.", rich_help_panel=OPTIM)
+    ] = 0.0,
+    batch_size: Annotated[
+        str, typer.Option(help="Minibatch size, or 'full' for full-batch steps.", rich_help_panel=OPTIM)
+    ] = "128",
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Epoch budget (full batch: steps).", rich_help_panel=STOP)
+    ] = 10,
     max_steps: Annotated[int | None, typer.Option(min=1, help="Step budget.", rich_help_panel=STOP)] = None,
-    tol: Annotated[float | None, typer.Option(
-        help="Stop when |train loss change between epochs| < TOL (seed 000: 1e-6 with --batch-size full).",
-        rich_help_panel=STOP)] = None,
-    patience: Annotated[int | None, typer.Option(
-        min=1, help="Stop after this many evaluations without val-loss improvement.", rich_help_panel=STOP)] = None,
-    min_delta: Annotated[float, typer.Option(help="Val-loss improvement that resets --patience.",
-                                             rich_help_panel=STOP)] = 0.0,
-    eval_every: Annotated[int, typer.Option(min=1, help="Evaluate all splits every N epochs (and at the end).",
-                                            rich_help_panel=STOP)] = 1,
-    restarts: Annotated[int, typer.Option(min=1, help="Independent runs, seeds seed..seed+R-1, trained together.",
-                                          rich_help_panel=OUT)] = 1,
+    tol: Annotated[
+        float | None,
+        typer.Option(
+            help="Stop when |train loss change between epochs| < TOL (seed 000: 1e-6 with --batch-size full).",
+            rich_help_panel=STOP,
+        ),
+    ] = None,
+    patience: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Stop after this many evaluations without val-loss improvement.", rich_help_panel=STOP
+        ),
+    ] = None,
+    min_delta: Annotated[
+        float, typer.Option(help="Val-loss improvement that resets --patience.", rich_help_panel=STOP)
+    ] = 0.0,
+    eval_every: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Evaluate all splits every N epochs (and at the end).", rich_help_panel=STOP
+        ),
+    ] = 1,
+    restarts: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Independent runs, seeds seed..seed+R-1, trained together.", rich_help_panel=OUT
+        ),
+    ] = 1,
     seed: SeedOpt = 0,
-    out: Annotated[Path, typer.Option(help="Output directory (created; its parent must exist).",
-                                      rich_help_panel=OUT)] = Path("run"),
-    name: Annotated[str, typer.Option(help="File stem: NAME.safetensors, or NAME-r000... with restarts.",
-                                      rich_help_panel=OUT)] = "model",
-    save_trajectory: Annotated[int | None, typer.Option(
-        min=1, help="Snapshot parameters every N epochs into NAME.trajectory.safetensors (for PCA slices).",
-        rich_help_panel=OUT)] = None,
+    out: Annotated[
+        Path, typer.Option(help="Output directory (created; its parent must exist).", rich_help_panel=OUT)
+    ] = Path("run"),
+    name: Annotated[
+        str,
+        typer.Option(help="File stem: NAME.safetensors, or NAME-r000... with restarts.", rich_help_panel=OUT),
+    ] = "model",
+    save_trajectory: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Snapshot parameters every N epochs into NAME.trajectory.safetensors (for PCA slices).",
+            rich_help_panel=OUT,
+        ),
+    ] = None,
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
@@ -158,24 +235,72 @@ def train(
     if loss not in LOSSES:
         raise LscapeError(f"unknown loss {loss!r}", "--loss", f"choose one of: {', '.join(LOSSES)}")
     if optimizer not in OPTIMIZERS:
-        raise LscapeError(f"unknown optimizer {optimizer!r}", "--optimizer", f"choose one of: {', '.join(OPTIMIZERS)}")
+        raise LscapeError(
+            f"unknown optimizer {optimizer!r}", "--optimizer", f"choose one of: {', '.join(OPTIMIZERS)}"
+        )
     if init != "default" and not _valid_init(init):
         raise LscapeError(f"invalid init {init!r}", "--init", "use 'default' or 'normal:STD', e.g. normal:1")
     stems = output_stems(out, name, restarts)
     _check_outputs(out, stems, save_trajectory is not None, overwrite)
-    cfg = TrainConfig(loss=loss, optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov, beta1=beta1,
-                      beta2=beta2, weight_decay=weight_decay, batch_size=_batch_size(batch_size), epochs=epochs,
-                      max_steps=max_steps, tol=tol, patience=patience, min_delta=min_delta, eval_every=eval_every,
-                      trajectory_every=save_trajectory, init=init, max_batch=max_batch)
-    model_opts = _model_options(depth=depth, width=width, hidden=hidden, activation=activation, bias=bias,
-                                stages=stages, blocks=blocks, skip=skip, batchnorm=batchnorm)
+    cfg = TrainConfig(
+        loss=loss,
+        optimizer=optimizer,
+        lr=lr,
+        momentum=momentum,
+        nesterov=nesterov,
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=weight_decay,
+        batch_size=_batch_size(batch_size),
+        epochs=epochs,
+        max_steps=max_steps,
+        tol=tol,
+        patience=patience,
+        min_delta=min_delta,
+        eval_every=eval_every,
+        trajectory_every=save_trajectory,
+        init=init,
+        max_batch=max_batch,
+    )
+    model_opts = _model_options(
+        depth=depth,
+        width=width,
+        hidden=hidden,
+        activation=activation,
+        bias=bias,
+        stages=stages,
+        blocks=blocks,
+        skip=skip,
+        batchnorm=batchnorm,
+    )
     from lscape_cli.datasets import DatasetSpec
 
-    dspec = DatasetSpec(name=dataset, split_seed=split_seed, train_size=train_size, val_size=val_size,
-                        test_size=test_size, normalization=normalization, input_dim=input_dim, num_samples=num_samples)
-    run_training(model, model_opts, dspec, cfg, seed=seed, restarts=restarts, out=out, stems=stems,
-                 root=data_root(data_root_), download=download, device_name=device, dtype_name=dtype,
-                 json_out=json_out, quiet=quiet or json_out)
+    dspec = DatasetSpec(
+        name=dataset,
+        split_seed=split_seed,
+        train_size=train_size,
+        val_size=val_size,
+        test_size=test_size,
+        normalization=normalization,
+        input_dim=input_dim,
+        num_samples=num_samples,
+    )
+    run_training(
+        model,
+        model_opts,
+        dspec,
+        cfg,
+        seed=seed,
+        restarts=restarts,
+        out=out,
+        stems=stems,
+        root=data_root(data_root_),
+        download=download,
+        device_name=device,
+        dtype_name=dtype,
+        json_out=json_out,
+        quiet=quiet or json_out,
+    )
 
 
 def _valid_init(init: str) -> bool:
@@ -186,9 +311,23 @@ def _valid_init(init: str) -> bool:
         return False
 
 
-def run_training(model_name: str, model_opts: dict[str, Any], dspec: Any, cfg: Any, *, seed: int, restarts: int,
-                 out: Path, stems: list[Path], root: Path, download: bool, device_name: str, dtype_name: str,
-                 json_out: bool, quiet: bool) -> None:
+def run_training(
+    model_name: str,
+    model_opts: dict[str, Any],
+    dspec: Any,
+    cfg: Any,
+    *,
+    seed: int,
+    restarts: int,
+    out: Path,
+    stems: list[Path],
+    root: Path,
+    download: bool,
+    device_name: str,
+    dtype_name: str,
+    json_out: bool,
+    quiet: bool,
+) -> None:
     """Load data, build the model, train, write every file, report."""
     import json
 
@@ -202,9 +341,12 @@ def run_training(model_name: str, model_opts: dict[str, Any], dspec: Any, cfg: A
         datasets.download(dspec.name, root)
     splits = datasets.load(dspec, root, device=device, dtype=dtype)
     if cfg.patience is not None and splits.sizes()["val"] == 0:
-        raise LscapeError("--patience needs a validation split", "--val-size 0", "give --val-size > 0 or drop --patience")
-    mspec = models.make_spec(model_name, {**model_opts, "input_shape": splits.input_shape,
-                                          "num_classes": splits.num_classes})
+        raise LscapeError(
+            "--patience needs a validation split", "--val-size 0", "give --val-size > 0 or drop --patience"
+        )
+    mspec = models.make_spec(
+        model_name, {**model_opts, "input_shape": splits.input_shape, "num_classes": splits.num_classes}
+    )
     module = models.build(mspec)
     t_setup = time.perf_counter() - t0
     seeds = [seed + r for r in range(restarts)]
@@ -212,10 +354,20 @@ def run_training(model_name: str, model_opts: dict[str, Any], dspec: Any, cfg: A
         results = train_restarts(module, splits, cfg, seeds, device, dtype, on_epoch=on_epoch)
     t_train = time.perf_counter() - t0 - t_setup
     out.mkdir(exist_ok=True)
-    context = {"model": mspec.to_dict(), "dataset": splits.describe(), "cfg": cfg, "device": str(device),
-               "dtype": dtype_name, "restarts": restarts, "base_seed": seed,
-               "num_parameters": models.num_parameters(module)}
-    texts = [_write_run(res, stem, context, {"setup": t_setup, "train": t_train}) for res, stem in zip(results, stems)]
+    context = {
+        "model": mspec.to_dict(),
+        "dataset": splits.describe(),
+        "cfg": cfg,
+        "device": str(device),
+        "dtype": dtype_name,
+        "restarts": restarts,
+        "base_seed": seed,
+        "num_parameters": models.num_parameters(module),
+    }
+    texts = [
+        _write_run(res, stem, context, {"setup": t_setup, "train": t_train})
+        for res, stem in zip(results, stems, strict=True)
+    ]
     if json_out:
         for text in texts:
             emit_json(json.dumps(json.loads(text)))  # one record per line (JSON Lines)
@@ -228,17 +380,31 @@ def _write_run(res: Any, stem: Path, ctx: dict[str, Any], timing: dict[str, floa
     import torch
 
     from lscape_cli import __version__
+    from lscape_cli.cli import invocation
     from lscape_cli.storage.checkpoint import save_checkpoint, save_trajectory
     from lscape_cli.storage.files import sha256_file
-    from lscape_cli.cli import invocation
     from lscape_cli.storage.records import environment, make_record, write_record
 
-    training = {**ctx["cfg"].to_dict(), "seed": res.seed, "restart": res.restart, "restarts": ctx["restarts"],
-                "base_seed": ctx["base_seed"], "stop_reason": res.stop_reason, "steps": res.steps,
-                "epochs_run": res.epochs, "device": ctx["device"], "dtype": ctx["dtype"]}
+    training = {
+        **ctx["cfg"].to_dict(),
+        "seed": res.seed,
+        "restart": res.restart,
+        "restarts": ctx["restarts"],
+        "base_seed": ctx["base_seed"],
+        "stop_reason": res.stop_reason,
+        "steps": res.steps,
+        "epochs_run": res.epochs,
+        "device": ctx["device"],
+        "dtype": ctx["dtype"],
+    }
     versions = {"lscape": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
-    meta = {"model": ctx["model"], "dataset": ctx["dataset"], "training": training, "metrics": res.final,
-            "versions": versions}
+    meta = {
+        "model": ctx["model"],
+        "dataset": ctx["dataset"],
+        "training": training,
+        "metrics": res.final,
+        "versions": versions,
+    }
     ckpt_path = Path(str(stem) + ".safetensors")
     json_path = Path(str(stem) + ".train.json")
     outputs: dict[str, Any] = {"checkpoint": None, "trajectory": None}
@@ -250,25 +416,61 @@ def _write_run(res: Any, stem: Path, ctx: dict[str, Any], timing: dict[str, floa
         outputs["checkpoint"] = {"path": ckpt_path.name, "sha256": sha256_file(ckpt_path)}
         if res.trajectory is not None:
             traj_path = Path(str(stem) + ".trajectory.safetensors")
-            save_trajectory(traj_path, res.trajectory, {**meta, "epochs": res.trajectory_epochs,
-                                                         "steps": res.trajectory_steps})
-            outputs["trajectory"] = {"path": traj_path.name, "sha256": sha256_file(traj_path),
-                                     "snapshots": len(res.trajectory_epochs), "epochs": res.trajectory_epochs}
+            save_trajectory(
+                traj_path,
+                res.trajectory,
+                {**meta, "epochs": res.trajectory_epochs, "steps": res.trajectory_steps},
+            )
+            outputs["trajectory"] = {
+                "path": traj_path.name,
+                "sha256": sha256_file(traj_path),
+                "snapshots": len(res.trajectory_epochs),
+                "epochs": res.trajectory_epochs,
+            }
         else:
-            Path(str(stem) + ".trajectory.safetensors").unlink(missing_ok=True)  # stale, from an overwritten run
+            Path(str(stem) + ".trajectory.safetensors").unlink(
+                missing_ok=True
+            )  # stale, from an overwritten run
     if res.stop_reason == "interrupted":
         warnings.append("training was interrupted (Ctrl-C); the checkpoint holds the state reached")
-    results = {"restart": res.restart, "seed": res.seed, "stop_reason": res.stop_reason, "steps": res.steps,
-               "epochs": res.epochs, "num_parameters": ctx["num_parameters"], "final": res.final,
-               "history": res.history, **outputs}
-    config = {"model": ctx["model"], "dataset": ctx["dataset"], "training": ctx["cfg"].to_dict(),
-              "seed": res.seed, "base_seed": ctx["base_seed"], "restarts": ctx["restarts"], "device": ctx["device"],
-              "dtype": ctx["dtype"], "evaluation": {"mode": "eval", "splits": ["train", "val", "test"],
-                                                    "max_batch": ctx["cfg"].max_batch,
-                                                    "weighting": "mean over samples"}}
-    record = make_record(TRAIN_SCHEMA, out_path=json_path, command=invocation(), inputs={},
-                         config=config, results=results, timing_s=timing, warnings=warnings,
-                         env=environment(ctx["device"]))
+    results = {
+        "restart": res.restart,
+        "seed": res.seed,
+        "stop_reason": res.stop_reason,
+        "steps": res.steps,
+        "epochs": res.epochs,
+        "num_parameters": ctx["num_parameters"],
+        "final": res.final,
+        "history": res.history,
+        **outputs,
+    }
+    config = {
+        "model": ctx["model"],
+        "dataset": ctx["dataset"],
+        "training": ctx["cfg"].to_dict(),
+        "seed": res.seed,
+        "base_seed": ctx["base_seed"],
+        "restarts": ctx["restarts"],
+        "device": ctx["device"],
+        "dtype": ctx["dtype"],
+        "evaluation": {
+            "mode": "eval",
+            "splits": ["train", "val", "test"],
+            "max_batch": ctx["cfg"].max_batch,
+            "weighting": "mean over samples",
+        },
+    }
+    record = make_record(
+        TRAIN_SCHEMA,
+        out_path=json_path,
+        command=invocation(),
+        inputs={},
+        config=config,
+        results=results,
+        timing_s=timing,
+        warnings=warnings,
+        env=environment(ctx["device"]),
+    )
     return write_record(json_path, record)
 
 
@@ -284,8 +486,15 @@ class _progress:
             return None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                            TimeElapsedColumn(), console=err, transient=True)
+        self.bar = Progress(
+            TextColumn("train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
         self.bar.start()
         task = self.bar.add_task("", total=self.epochs)
 
@@ -307,12 +516,19 @@ def _summary(results: list[Any], stems: list[Path]) -> None:
     table = Table(title="lscape train", show_lines=False)
     for col in ("run", "seed", "stop", "epochs", "steps", "train loss", "val loss", "test acc", "file"):
         table.add_column(col)
-    for res, stem in zip(results, stems):
+    for res, stem in zip(results, stems, strict=True):
         f = res.final
-        table.add_row(str(res.restart), str(res.seed), res.stop_reason, str(res.epochs), str(res.steps),
-                      f"{f.get('train_loss', float('nan')):.4g}", f"{f.get('val_loss', float('nan')):.4g}",
-                      f"{f.get('test_accuracy', float('nan')):.4f}",
-                      "-" if res.stop_reason == "diverged" else f"{stem.name}.safetensors")
+        table.add_row(
+            str(res.restart),
+            str(res.seed),
+            res.stop_reason,
+            str(res.epochs),
+            str(res.steps),
+            f"{f.get('train_loss', float('nan')):.4g}",
+            f"{f.get('val_loss', float('nan')):.4g}",
+            f"{f.get('test_accuracy', float('nan')):.4f}",
+            "-" if res.stop_reason == "diverged" else f"{stem.name}.safetensors",
+        )
     err.print(table)
 
 
@@ -320,11 +536,16 @@ def _final_status(results: list[Any]) -> None:
     diverged = [r for r in results if r.stop_reason == "diverged"]
     if diverged:
         which = ", ".join(f"{r.restart} (step {r.steps})" for r in diverged)
-        raise DivergedError(f"{len(diverged)} of {len(results)} restart(s) diverged: non-finite training loss",
-                            f"restart {which}", "lower --lr or change --init"
-                            + ("; the other restarts were saved" if len(diverged) < len(results) else ""))
+        raise DivergedError(
+            f"{len(diverged)} of {len(results)} restart(s) diverged: non-finite training loss",
+            f"restart {which}",
+            "lower --lr or change --init"
+            + ("; the other restarts were saved" if len(diverged) < len(results) else ""),
+        )
     if any(r.stop_reason == "interrupted" for r in results):
         from lscape_cli.cli import EXIT_INTERRUPTED, fail
 
-        raise fail("training interrupted; the state reached was saved with stop_reason 'interrupted'",
-                   EXIT_INTERRUPTED)
+        raise fail(
+            "training interrupted; the state reached was saved with stop_reason 'interrupted'",
+            EXIT_INTERRUPTED,
+        )

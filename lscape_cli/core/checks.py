@@ -12,11 +12,21 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-_BIN: dict[type, Callable[[Any, Any], Any]] = {ast.Add: operator.add, ast.Sub: operator.sub,
-                                               ast.Mult: operator.mul, ast.Div: operator.truediv,
-                                               ast.Pow: operator.pow}
-_CMP: dict[type, Callable[[Any, Any], bool]] = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
-                                               ast.GtE: operator.ge, ast.Eq: operator.eq, ast.NotEq: operator.ne}
+_BIN: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+}
+_CMP: dict[type, Callable[[Any, Any], bool]] = {
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+}
 _FUNCS: dict[str, Callable[..., Any]] = {"abs": abs, "min": min, "max": max}
 
 
@@ -27,7 +37,11 @@ class CheckError(ValueError):
 def _eval(node: ast.AST, names: dict[str, float | None]) -> Any:
     if isinstance(node, ast.Expression):
         return _eval(node.body, names)
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, (int, float))
+        and not isinstance(node.value, bool)
+    ):
         return node.value
     if isinstance(node, ast.Name):
         if node.id not in names:
@@ -45,14 +59,18 @@ def _eval(node: ast.AST, names: dict[str, float | None]) -> Any:
         return all(vals) if isinstance(node.op, ast.And) else any(vals)
     if isinstance(node, ast.Compare) and all(type(op) in _CMP for op in node.ops):
         left = _eval(node.left, names)
-        for op, comp in zip(node.ops, node.comparators):
+        for op, comp in zip(node.ops, node.comparators, strict=True):
             right = _eval(comp, names)
             if not _CMP[type(op)](left, right):
                 return False
             left = right
         return True
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
-            and not node.keywords):
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in _FUNCS
+        and not node.keywords
+    ):
         return _FUNCS[node.func.id](*(_eval(a, names) for a in node.args))
     raise CheckError(f"unsupported syntax {ast.unparse(node)!r}")
 

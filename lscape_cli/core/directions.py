@@ -28,10 +28,14 @@ BIAS_POLICIES = ("zero", "filter", "keep")
 
 
 def gaussian_direction(like: Params, generator: torch.Generator) -> Params:
-    """``d ~ N(0, I)`` shaped like ``like``; drawn on CPU in float64 so a seed gives the same direction
-    on every device and dtype."""
-    return {n: torch.randn(p.shape, generator=generator, dtype=torch.float64).to(p.device, p.dtype)
-            for n, p in like.items()}
+    """``d ~ N(0, I)`` shaped like ``like``.
+
+    Drawn on CPU in float64, so a seed gives the same direction on every device and dtype.
+    """
+    return {
+        n: torch.randn(p.shape, generator=generator, dtype=torch.float64).to(p.device, p.dtype)
+        for n, p in like.items()
+    }
 
 
 def _per_filter(d: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:

@@ -129,7 +129,7 @@ def _device(a: Params) -> torch.device:
 
 @dataclass(frozen=True)
 class Shard:
-    """This process's part of a data-parallel objective (torch.distributed).
+    """The part of a data-parallel objective held by one process (torch.distributed).
 
     Every rank holds a disjoint slice of the split; chunk losses are divided by the global ``total`` and
     each rank's partial sums (loss, gradient, Hessian-vector products) are summed across ranks by
@@ -184,7 +184,12 @@ class Objective:
 
     @classmethod
     def from_module(
-        cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", max_batch: int = 4096,
+        cls,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        loss: str = "ce",
+        max_batch: int = 4096,
         shard: Shard | None = None,
     ) -> Objective:
         """The objective at ``model``'s current parameters (detached; the module is not modified)."""

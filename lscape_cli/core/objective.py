@@ -33,8 +33,12 @@ def loss_mean(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
     return loss_sum(logits, y, loss) / y.shape[0]
 
 
-def chunked_mean(fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-                 x: torch.Tensor, y: torch.Tensor, max_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def chunked_mean(
+    fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    max_batch: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample-weighted means of ``fn(xb, yb) -> (loss_sum, num_correct)`` over chunks of ``max_batch``.
 
     Works for any leading batch shape of the returned sums (e.g. one value per restart).
@@ -50,8 +54,9 @@ def chunked_mean(fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, 
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str,
-             max_batch: int = 4096) -> tuple[float, float]:
+def evaluate(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, max_batch: int = 4096
+) -> tuple[float, float]:
     """Mean loss and accuracy of ``model`` (in its current train/eval mode) over a whole split."""
 
     def fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

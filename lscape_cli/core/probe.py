@@ -131,29 +131,51 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
     k = max(1, req.top_k)
     top = req.needs_lambda_max
     which = "both" if (top and req.lambda_min) else ("largest" if top else "smallest")
-    res = spectrum.lanczos(op, k=k if top else 1, which=which, tol=req.tol, max_iter=req.max_iter, seed=req.seed,
-                           on_step=on_step)
-    common = {"converged": res.converged, "iterations": res.iterations, "num_matvecs": res.num_matvecs,
-              "method": res.method, "tol": res.tol, "seed": req.seed}
+    res = spectrum.lanczos(
+        op, k=k if top else 1, which=which, tol=req.tol, max_iter=req.max_iter, seed=req.seed, on_step=on_step
+    )
+    common = {
+        "converged": res.converged,
+        "iterations": res.iterations,
+        "num_matvecs": res.num_matvecs,
+        "method": res.method,
+        "tol": res.tol,
+        "seed": req.seed,
+    }
     n_top = k if top else 0
     rel = res.relative_residuals
     if top:
-        out.results["lambda_max"] = {"estimate": res.eigenvalues[0], "residual": res.residuals[0],
-                                     "relative_residual": rel[0], **common}
+        out.results["lambda_max"] = {
+            "estimate": res.eigenvalues[0],
+            "residual": res.residuals[0],
+            "relative_residual": rel[0],
+            **common,
+        }
         out.scalars["lambda_max"] = res.eigenvalues[0]
         if req.top_k > 0:
-            out.results["top_k"] = {"eigenvalues": res.eigenvalues[:k], "residuals": res.residuals[:k],
-                                    "relative_residuals": rel[:k], **common}
+            out.results["top_k"] = {
+                "eigenvalues": res.eigenvalues[:k],
+                "residuals": res.residuals[:k],
+                "relative_residuals": rel[:k],
+                **common,
+            }
             out.scalars.update({f"lambda_{i + 1}": v for i, v in enumerate(res.eigenvalues[:k])})
     if req.lambda_min:
         lo = res.eigenvalues[n_top]
-        out.results["lambda_min"] = {"estimate": lo, "residual": res.residuals[n_top],
-                                     "relative_residual": rel[n_top], **common}
+        out.results["lambda_min"] = {
+            "estimate": lo,
+            "residual": res.residuals[n_top],
+            "relative_residual": rel[n_top],
+            **common,
+        }
         out.scalars["lambda_min"] = lo
         if top:
             kappa = spectrum.condition_number(res.eigenvalues[0], lo)
-            note = ("lambda_max / lambda_min" if kappa is not None else
-                    "not meaningful: lambda_min <= 0 (the Hessian is not positive definite here)")
+            note = (
+                "lambda_max / lambda_min"
+                if kappa is not None
+                else "not meaningful: lambda_min <= 0 (the Hessian is not positive definite here)"
+            )
             out.results["condition_number"] = {"estimate": kappa, "note": note}
             out.scalars["condition_number"] = kappa
 
@@ -166,16 +188,31 @@ def _trace_density(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: Progre
         out.results["frobenius"] = {**tf.frobenius.to_dict(), "seed": req.seed}
         out.scalars.update(trace=tf.trace.estimate, frobenius=tf.frobenius.estimate)
     if req.density:
-        d = dens.slq(op, num_runs=req.density_runs, num_steps=req.density_steps, seed=req.seed, on_step=on_step)
+        d = dens.slq(
+            op, num_runs=req.density_runs, num_steps=req.density_steps, seed=req.seed, on_step=on_step
+        )
         curve = dens.density_curve(d)
         out.results["density"] = {
-            "nodes": d.nodes.tolist(), "weights": d.weights.tolist(), "run": d.run.tolist(),
-            "grid": curve.grid.tolist(), "density": curve.density.tolist(), "sigma": curve.sigma,
-            "num_runs": d.num_runs, "num_steps": d.num_steps, "num_matvecs": d.num_matvecs, "seed": req.seed,
-            "method": "stochastic Lanczos quadrature", "dim": d.dim,
-            "trace": dens.trace(d).to_dict(), "moment2": dens.moment(d, 2).to_dict()}
+            "nodes": d.nodes.tolist(),
+            "weights": d.weights.tolist(),
+            "run": d.run.tolist(),
+            "grid": curve.grid.tolist(),
+            "density": curve.density.tolist(),
+            "sigma": curve.sigma,
+            "num_runs": d.num_runs,
+            "num_steps": d.num_steps,
+            "num_matvecs": d.num_matvecs,
+            "seed": req.seed,
+            "method": "stochastic Lanczos quadrature",
+            "dim": d.dim,
+            "trace": dens.trace(d).to_dict(),
+            "moment2": dens.moment(d, 2).to_dict(),
+        }
         erank = dens.effective_rank_slq(d)
-        out.results["effective_rank"] = {"estimate": erank, "method": "slq measure (p = |lambda| / sum |lambda|)"}
+        out.results["effective_rank"] = {
+            "estimate": erank,
+            "method": "slq measure (p = |lambda| / sum |lambda|)",
+        }
         out.scalars["effective_rank"] = erank
 
 
@@ -184,14 +221,18 @@ def _sharpness(obj: Objective, req: ProbeRequest, out: ProbeOutput, on_step: Pro
     lam = out.scalars.get("lambda_max")
     for i, eps in enumerate(req.sharpness_eps):
         row: dict[str, Any] = {"eps": eps, "kind": req.sharpness_kind}
-        row["random"] = sharp.random_sharpness(obj, eps, req.sharpness_directions, req.seed + i,
-                                               req.sharpness_kind, req.bias, on_step)
+        row["random"] = sharp.random_sharpness(
+            obj, eps, req.sharpness_directions, req.seed + i, req.sharpness_kind, req.bias, on_step
+        )
         if req.sharpness_steps > 0:
-            row["worst_case"] = sharp.worst_case_sharpness(obj, eps, req.sharpness_steps, req.seed + i,
-                                                           adaptive=req.sharpness_kind == "adaptive")
+            row["worst_case"] = sharp.worst_case_sharpness(
+                obj, eps, req.sharpness_steps, req.seed + i, adaptive=req.sharpness_kind == "adaptive"
+            )
         if req.sharpness_kind == "l2" and lam is not None:
-            pred = {"half_eps2_lambda_max": 0.5 * eps**2 * lam,
-                    "note": "quadratic model: the max rise over the eps-ball is about 1/2 eps^2 lambda_max"}
+            pred = {
+                "half_eps2_lambda_max": 0.5 * eps**2 * lam,
+                "note": "quadratic model: the max rise over the eps-ball is about 1/2 eps^2 lambda_max",
+            }
             if "trace" in out.scalars:
                 pred["half_eps2_trace_over_n"] = 0.5 * eps**2 * out.scalars["trace"] / _dim(obj)  # type: ignore[operator]
             row["quadratic_prediction"] = pred
@@ -217,12 +258,21 @@ def _noise(obj: Objective, req: ProbeRequest, out: ProbeOutput) -> None:
 
 
 def _pac_bayes(obj: Objective, req: ProbeRequest, out: ProbeOutput) -> None:
-    res = {"isotropic": sharp.pac_bayes_sigma(obj, req.pac_bayes_target, req.pac_bayes_metric,
-                                              req.pac_bayes_samples, req.seed)}
+    res = {
+        "isotropic": sharp.pac_bayes_sigma(
+            obj, req.pac_bayes_target, req.pac_bayes_metric, req.pac_bayes_samples, req.seed
+        )
+    }
     out.scalars["pac_bayes_sigma"] = res["isotropic"]["sigma"]
     if req.magnitude_aware:
-        res["magnitude_aware"] = sharp.pac_bayes_sigma(obj, req.pac_bayes_target, req.pac_bayes_metric,
-                                                       req.pac_bayes_samples, req.seed, magnitude_aware=True)
+        res["magnitude_aware"] = sharp.pac_bayes_sigma(
+            obj,
+            req.pac_bayes_target,
+            req.pac_bayes_metric,
+            req.pac_bayes_samples,
+            req.seed,
+            magnitude_aware=True,
+        )
         out.scalars["pac_bayes_sigma_magnitude"] = res["magnitude_aware"]["sigma"]
     out.results["pac_bayes"] = res
 
@@ -230,7 +280,10 @@ def _pac_bayes(obj: Objective, req: ProbeRequest, out: ProbeOutput) -> None:
 def _stability(req: ProbeRequest, out: ProbeOutput) -> None:
     lam = out.scalars.get("lambda_max")
     if req.lr is None or req.optimizer is None or lam is None:
-        out.results["stability"] = {"stable": None, "note": "needs the learning rate and optimiser in the checkpoint"}
+        out.results["stability"] = {
+            "stable": None,
+            "note": "needs the learning rate and optimiser in the checkpoint",
+        }
         return
     res = sharp.stability(req.lr, lam, req.optimizer, req.momentum)
     out.results["stability"] = res
@@ -265,8 +318,9 @@ def summarize(scalars: list[dict[str, float | None]]) -> dict[str, dict[str, Any
     return summary
 
 
-def run_on_batches(objectives: list[Objective], req: ProbeRequest,
-                   on_step: ProgressFn | None = None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+def run_on_batches(
+    objectives: list[Objective], req: ProbeRequest, on_step: ProgressFn | None = None
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """:func:`run_probe` on each batch; per-batch results and the summary of every scalar."""
     outs = [run_probe(o, req, on_step) for o in objectives]
     return [o.results for o in outs], summarize([o.scalars for o in outs])

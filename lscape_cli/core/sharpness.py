@@ -65,8 +65,15 @@ def perturbation(theta: Params, kind: str, eps: float, gen: torch.Generator, bia
     return {n: theta[n].abs() * u[n] for n in theta}
 
 
-def random_sharpness(obj: Objective, eps: float, num_directions: int = 10, seed: int = 0, kind: str = "l2",
-                     bias: str = "zero", on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def random_sharpness(
+    obj: Objective,
+    eps: float,
+    num_directions: int = 10,
+    seed: int = 0,
+    kind: str = "l2",
+    bias: str = "zero",
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Seed 003's ``S_max`` and ``S_mean`` over ``num_directions`` random perturbations of size ``eps``."""
     base, _ = loss_accuracy(obj, obj.params)
     gen = torch.Generator().manual_seed(seed)
@@ -77,13 +84,24 @@ def random_sharpness(obj: Objective, eps: float, num_directions: int = 10, seed:
         if on_step is not None:
             on_step({"estimator": "sharpness", "step": i + 1, "total": num_directions})
     mean, se = _mean_se(rises)
-    return {"method": f"random directions ({kind})", "eps": eps, "num_directions": num_directions, "seed": seed,
-            "bias": bias if kind == "filter" else None, "base_loss": base, "s_max": max(rises), "s_mean": mean,
-            "s_mean_stderr": se, "rises": rises, "num_loss_evals": num_directions + 1}
+    return {
+        "method": f"random directions ({kind})",
+        "eps": eps,
+        "num_directions": num_directions,
+        "seed": seed,
+        "bias": bias if kind == "filter" else None,
+        "base_loss": base,
+        "s_max": max(rises),
+        "s_mean": mean,
+        "s_mean_stderr": se,
+        "rises": rises,
+        "num_loss_evals": num_directions + 1,
+    }
 
 
-def worst_case_sharpness(obj: Objective, eps: float, steps: int = 20, seed: int = 0,
-                         adaptive: bool = False) -> dict[str, Any]:
+def worst_case_sharpness(
+    obj: Objective, eps: float, steps: int = 20, seed: int = 0, adaptive: bool = False
+) -> dict[str, Any]:
     """Largest loss rise found in the ``eps``-ball by projected (normalised) gradient ascent.
 
     SAM-style (Foret et al. 2021) when ``steps == 1``. The ball is ``||delta|| <= eps``, or
@@ -94,21 +112,33 @@ def worst_case_sharpness(obj: Objective, eps: float, steps: int = 20, seed: int 
     t = {n: p.abs() for n, p in theta.items()} if adaptive else None
     base, _ = loss_accuracy(obj, theta)
     gen = torch.Generator().manual_seed(seed)
-    gamma = scale(1e-3 * eps, _unit(gaussian_direction(theta, gen)))  # tiny random start: g may vanish at a minimum
+    gamma = scale(
+        1e-3 * eps, _unit(gaussian_direction(theta, gen))
+    )  # tiny random start: g may vanish at a minimum
     step = eps  # a full-radius step, then projection: on a quadratic this is a shifted power iteration
     # converging like ((1 + lambda_2/lambda_1) / 2)^t; smaller steps crawl along the sphere.
     trace_rises = []
     for _ in range(steps):
         delta = _apply_t(gamma, t)
-        _, g = loss_and_gradient(Objective(obj.model, axpy(1.0, delta, theta), obj.buffers, obj.x, obj.y,
-                                           obj.loss, obj.max_batch))
+        _, g = loss_and_gradient(
+            Objective(obj.model, axpy(1.0, delta, theta), obj.buffers, obj.x, obj.y, obj.loss, obj.max_batch)
+        )
         g = _apply_t(g, t)  # chain rule: d/d gamma = T * grad
         gamma = axpy(step / max(float(norm(g)), 1e-30), g, gamma)
         gamma = scale(min(1.0, eps / max(float(norm(gamma)), 1e-30)), gamma)
         trace_rises.append(loss_accuracy(obj, axpy(1.0, _apply_t(gamma, t), theta))[0] - base)
-    return {"method": "projected gradient ascent (a lower bound on the max)", "adaptive": adaptive, "eps": eps,
-            "steps": steps, "step_size": step, "seed": seed, "base_loss": base, "max_rise": max(trace_rises),
-            "rise_per_step": trace_rises, "num_gradient_evals": steps}
+    return {
+        "method": "projected gradient ascent (a lower bound on the max)",
+        "adaptive": adaptive,
+        "eps": eps,
+        "steps": steps,
+        "step_size": step,
+        "seed": seed,
+        "base_loss": base,
+        "max_rise": max(trace_rises),
+        "rise_per_step": trace_rises,
+        "num_gradient_evals": steps,
+    }
 
 
 def _unit(v: Params) -> Params:
@@ -119,8 +149,9 @@ def _apply_t(v: Params, t: Params | None) -> Params:
     return v if t is None else {n: t[n] * v[n] for n in v}
 
 
-def weight_noise(obj: Objective, sigmas: list[float], samples: int = 10, seed: int = 0,
-                 magnitude_aware: bool = False) -> dict[str, Any]:
+def weight_noise(
+    obj: Objective, sigmas: list[float], samples: int = 10, seed: int = 0, magnitude_aware: bool = False
+) -> dict[str, Any]:
     """Mean loss rise and accuracy drop under Gaussian weight noise (seed 004), per ``sigma``.
 
     ``delta ~ N(0, sigma^2 I)``, or ``N(0, sigma^2 theta_i^2)`` elementwise when ``magnitude_aware``. The
@@ -132,13 +163,27 @@ def weight_noise(obj: Objective, sigmas: list[float], samples: int = 10, seed: i
     draws = [gaussian_direction(obj.params, gen) for _ in range(samples)]
     rows = []
     for sigma in sigmas:
-        losses, accs = zip(*(loss_accuracy(obj, _noisy(obj.params, z, sigma, magnitude_aware)) for z in draws))
+        pairs = [loss_accuracy(obj, _noisy(obj.params, z, sigma, magnitude_aware)) for z in draws]
+        losses, accs = [p[0] for p in pairs], [p[1] for p in pairs]
         rise, rise_se = _mean_se([v - base_loss for v in losses])
         drop, drop_se = _mean_se([base_acc - a for a in accs])
-        rows.append({"sigma": sigma, "loss_rise": rise, "loss_rise_stderr": rise_se, "accuracy_drop": drop,
-                     "accuracy_drop_stderr": drop_se})
-    return {"method": "Gaussian weight noise" + (" (magnitude-aware)" if magnitude_aware else ""),
-            "samples": samples, "seed": seed, "base_loss": base_loss, "base_accuracy": base_acc, "curve": rows}
+        rows.append(
+            {
+                "sigma": sigma,
+                "loss_rise": rise,
+                "loss_rise_stderr": rise_se,
+                "accuracy_drop": drop,
+                "accuracy_drop_stderr": drop_se,
+            }
+        )
+    return {
+        "method": "Gaussian weight noise" + (" (magnitude-aware)" if magnitude_aware else ""),
+        "samples": samples,
+        "seed": seed,
+        "base_loss": base_loss,
+        "base_accuracy": base_acc,
+        "curve": rows,
+    }
 
 
 def _noisy(theta: Params, z: Params, sigma: float, magnitude_aware: bool, floor: float = 0.0) -> Params:
@@ -147,9 +192,17 @@ def _noisy(theta: Params, z: Params, sigma: float, magnitude_aware: bool, floor:
     return {n: theta[n] + sigma * z[n] for n in theta}
 
 
-def pac_bayes_sigma(obj: Objective, target: float = 0.1, metric: str = "error", samples: int = 10, seed: int = 0,
-                    magnitude_aware: bool = False, iterations: int = 20, bracket: tuple[float, float] = (1e-6, 10.0),
-                    floor: float = 1e-3) -> dict[str, Any]:
+def pac_bayes_sigma(
+    obj: Objective,
+    target: float = 0.1,
+    metric: str = "error",
+    samples: int = 10,
+    seed: int = 0,
+    magnitude_aware: bool = False,
+    iterations: int = 20,
+    bracket: tuple[float, float] = (1e-6, 10.0),
+    floor: float = 1e-3,
+) -> dict[str, Any]:
     """Largest sigma whose expected rise in ``metric`` stays within ``target`` (Jiang et al. 2020).
 
     Jiang et al., "Fantastic Generalization Measures and Where to Find Them" (ICLR 2020): the PAC-Bayes
@@ -165,8 +218,12 @@ def pac_bayes_sigma(obj: Objective, target: float = 0.1, metric: str = "error", 
     draws = [gaussian_direction(obj.params, gen) for _ in range(samples)]
 
     def rise(sigma: float) -> float:
-        vals = [loss_accuracy(obj, _noisy(obj.params, z, sigma, magnitude_aware, floor if magnitude_aware else 0.0))
-                for z in draws]
+        vals = [
+            loss_accuracy(
+                obj, _noisy(obj.params, z, sigma, magnitude_aware, floor if magnitude_aware else 0.0)
+            )
+            for z in draws
+        ]
         return sum((v[0] - base_loss) if metric == "loss" else (base_acc - v[1]) for v in vals) / samples
 
     lo, hi = bracket
@@ -183,10 +240,19 @@ def pac_bayes_sigma(obj: Objective, target: float = 0.1, metric: str = "error", 
                 lo = mid
             else:
                 hi = mid
-    return {"method": "bisection on log sigma" + (" (magnitude-aware)" if magnitude_aware else ""),
-            "metric": metric, "target": target, "sigma": lo, "bracket": [lo, hi],
-            "relative_bracket_width": hi / lo - 1.0 if lo > 0 else None, "rise_at_sigma": rise(lo),
-            "samples": samples, "iterations": iterations, "seed": seed, "status": status}
+    return {
+        "method": "bisection on log sigma" + (" (magnitude-aware)" if magnitude_aware else ""),
+        "metric": metric,
+        "target": target,
+        "sigma": lo,
+        "bracket": [lo, hi],
+        "relative_bracket_width": hi / lo - 1.0 if lo > 0 else None,
+        "rise_at_sigma": rise(lo),
+        "samples": samples,
+        "iterations": iterations,
+        "seed": seed,
+        "status": status,
+    }
 
 
 def stability(lr: float, lambda_max: float, optimizer: str, momentum: float = 0.0) -> dict[str, Any]:
@@ -200,8 +266,22 @@ def stability(lr: float, lambda_max: float, optimizer: str, momentum: float = 0.
     if optimizer == "sgd":
         threshold = 2.0 * (1.0 + momentum)
         rule = "eta*lambda_max < 2" if momentum == 0 else f"eta*lambda_max < 2(1+momentum) = {threshold:g}"
-        return {"lr": lr, "lambda_max": lambda_max, "eta_lambda_max": value, "threshold": threshold,
-                "ratio": value / threshold, "stable": value < threshold, "rule": rule}
-    return {"lr": lr, "lambda_max": lambda_max, "eta_lambda_max": value, "threshold": 2.0, "ratio": value / 2.0,
-            "stable": None, "rule": f"{optimizer}: adaptive preconditioning; the gradient-descent threshold 2 "
-            "is shown for reference only"}
+        return {
+            "lr": lr,
+            "lambda_max": lambda_max,
+            "eta_lambda_max": value,
+            "threshold": threshold,
+            "ratio": value / threshold,
+            "stable": value < threshold,
+            "rule": rule,
+        }
+    return {
+        "lr": lr,
+        "lambda_max": lambda_max,
+        "eta_lambda_max": value,
+        "threshold": 2.0,
+        "ratio": value / 2.0,
+        "stable": None,
+        "rule": f"{optimizer}: adaptive preconditioning; the gradient-descent threshold 2 "
+        "is shown for reference only",
+    }

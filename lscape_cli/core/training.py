@@ -137,7 +137,9 @@ class StackedModel:
         return vmap(one, in_dims=(0, 0, 0 if per_restart_x else None))(self.params, self.buffers, x)
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, loss: str, max_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def evaluate(
+        self, x: torch.Tensor, y: torch.Tensor, loss: str, max_batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-restart mean loss and accuracy over a split, eval mode, chunked: two (R,) tensors."""
 
         def fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,8 +214,15 @@ class _Track:
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
-def train_restarts(model: nn.Module, splits: Any, cfg: TrainConfig, seeds: list[int],
-                   device: torch.device, dtype: torch.dtype, on_epoch: ProgressFn | None = None) -> list[RunResult]:
+def train_restarts(
+    model: nn.Module,
+    splits: Any,
+    cfg: TrainConfig,
+    seeds: list[int],
+    device: torch.device,
+    dtype: torch.dtype,
+    on_epoch: ProgressFn | None = None,
+) -> list[RunResult]:
     """Train one restart per seed, all together; returns one :class:`RunResult` per seed.
 
     Args:
@@ -228,19 +237,34 @@ def train_restarts(model: nn.Module, splits: Any, cfg: TrainConfig, seeds: list[
     if splits.x["train"].dtype != dtype:
         raise ValueError(f"data dtype {splits.x['train'].dtype} differs from parameter dtype {dtype}")
     states = []
-    model.to(device="cpu", dtype=torch.float32)  # initialise in float32 on CPU: same draws on every device/dtype
+    model.to(
+        device="cpu", dtype=torch.float32
+    )  # initialise in float32 on CPU: same draws on every device/dtype
     for s in seeds:
         init_parameters(model, cfg.init, s)
-        states.append({k: v.detach().clone().to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
-                       for k, v in model.state_dict().items()})
+        states.append(
+            {
+                k: v.detach().clone().to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+                for k, v in model.state_dict().items()
+            }
+        )
     model.to(device=device, dtype=dtype)
     stacked = StackedModel(model, states)
     opt = Optimizer(cfg, stacked.params)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     r = len(seeds)
-    tr = _Track(stop=[None] * r, steps=[0] * r, epochs=[0] * r, prev_loss=[math.inf] * r, best_val=[math.inf] * r,
-                bad_evals=[0] * r, history=[[] for _ in range(r)], snaps=[[] for _ in range(r)],
-                snap_epochs=[[] for _ in range(r)], snap_steps=[[] for _ in range(r)])
+    tr = _Track(
+        stop=[None] * r,
+        steps=[0] * r,
+        epochs=[0] * r,
+        prev_loss=[math.inf] * r,
+        best_val=[math.inf] * r,
+        bad_evals=[0] * r,
+        history=[[] for _ in range(r)],
+        snaps=[[] for _ in range(r)],
+        snap_epochs=[[] for _ in range(r)],
+        snap_steps=[[] for _ in range(r)],
+    )
     if cfg.trajectory_every:
         _snapshot(stacked, tr, 0, range(r))
     start = time.perf_counter()
@@ -253,8 +277,14 @@ def train_restarts(model: nn.Module, splits: Any, cfg: TrainConfig, seeds: list[
             run_loss, grad_norm = _train_epoch(stacked, opt, splits, cfg, gens, active, tr)
             _end_epoch(stacked, splits, cfg, tr, epoch, ran, run_loss, grad_norm, start)
             if on_epoch is not None:
-                on_epoch({"epoch": epoch, "epochs": cfg.epochs, "active": sum(s is None for s in tr.stop),
-                          "train_loss": [float(v) for v in run_loss]})
+                on_epoch(
+                    {
+                        "epoch": epoch,
+                        "epochs": cfg.epochs,
+                        "active": sum(s is None for s in tr.stop),
+                        "train_loss": [float(v) for v in run_loss],
+                    }
+                )
             if all(s is not None for s in tr.stop):
                 break
     except KeyboardInterrupt:
@@ -263,8 +293,15 @@ def train_restarts(model: nn.Module, splits: Any, cfg: TrainConfig, seeds: list[
     return _finish(stacked, splits, cfg, seeds, tr, start)
 
 
-def _train_epoch(stacked: StackedModel, opt: Optimizer, splits: Any, cfg: TrainConfig, gens: list[torch.Generator],
-                 active: torch.Tensor, tr: _Track) -> tuple[torch.Tensor, torch.Tensor]:
+def _train_epoch(
+    stacked: StackedModel,
+    opt: Optimizer,
+    splits: Any,
+    cfg: TrainConfig,
+    gens: list[torch.Generator],
+    active: torch.Tensor,
+    tr: _Track,
+) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = splits.x["train"], splits.y["train"]
     n = y.shape[0]
     bs = n if cfg.batch_size is None else min(cfg.batch_size, n)
@@ -304,8 +341,17 @@ def _train_epoch(stacked: StackedModel, opt: Optimizer, splits: Any, cfg: TrainC
     return torch.where(went_bad, nan, loss_acc / steps), torch.where(went_bad, nan, gnorm_acc / steps)
 
 
-def _end_epoch(stacked: StackedModel, splits: Any, cfg: TrainConfig, tr: _Track, epoch: int, ran: list[int],
-               run_loss: torch.Tensor, grad_norm: torch.Tensor, start: float) -> None:
+def _end_epoch(
+    stacked: StackedModel,
+    splits: Any,
+    cfg: TrainConfig,
+    tr: _Track,
+    epoch: int,
+    ran: list[int],
+    run_loss: torch.Tensor,
+    grad_norm: torch.Tensor,
+    start: float,
+) -> None:
     """History entries for the restarts that ran this epoch, then their stopping rules."""
     do_eval = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
     metrics = _eval_all(stacked, splits, cfg) if do_eval else None
@@ -314,8 +360,13 @@ def _end_epoch(stacked: StackedModel, splits: Any, cfg: TrainConfig, tr: _Track,
             tr.stop[i] = _stop_rule(cfg, tr, i, float(run_loss[i]), metrics)
         if metrics is None and tr.stop[i] is None:
             continue  # history is kept on evaluation epochs and the epoch a restart stops
-        entry = {"epoch": epoch, "step": tr.steps[i], "train_loss_running": float(run_loss[i]),
-                 "grad_norm": float(grad_norm[i]), "wall_time_s": time.perf_counter() - start}
+        entry = {
+            "epoch": epoch,
+            "step": tr.steps[i],
+            "train_loss_running": float(run_loss[i]),
+            "grad_norm": float(grad_norm[i]),
+            "wall_time_s": time.perf_counter() - start,
+        }
         if metrics is not None:
             entry.update({k: float(v[i]) for k, v in metrics.items()})
         tr.history[i].append(entry)
@@ -323,7 +374,9 @@ def _end_epoch(stacked: StackedModel, splits: Any, cfg: TrainConfig, tr: _Track,
         _snapshot(stacked, tr, epoch, ran)
 
 
-def _stop_rule(cfg: TrainConfig, tr: _Track, i: int, loss: float, metrics: dict[str, torch.Tensor] | None) -> str | None:
+def _stop_rule(
+    cfg: TrainConfig, tr: _Track, i: int, loss: float, metrics: dict[str, torch.Tensor] | None
+) -> str | None:
     """Which rule, if any, stops restart ``i`` after this epoch."""
     reason = None
     if cfg.tol is not None and abs(loss - tr.prev_loss[i]) < cfg.tol:
@@ -361,8 +414,9 @@ def _snapshot(stacked: StackedModel, tr: _Track, epoch: int, which: Any) -> None
         tr.snaps[i].append({n: p[i].detach().to("cpu").clone() for n, p in stacked.params.items()})
 
 
-def _finish(stacked: StackedModel, splits: Any, cfg: TrainConfig, seeds: list[int], tr: _Track,
-            start: float) -> list[RunResult]:
+def _finish(
+    stacked: StackedModel, splits: Any, cfg: TrainConfig, seeds: list[int], tr: _Track, start: float
+) -> list[RunResult]:
     metrics = _eval_all(stacked, splits, cfg)
     if cfg.trajectory_every:
         for i in range(stacked.r):
@@ -372,8 +426,19 @@ def _finish(stacked: StackedModel, splits: Any, cfg: TrainConfig, seeds: list[in
         traj = None
         if cfg.trajectory_every:
             traj = {n: torch.stack([s[n] for s in tr.snaps[i]]) for n in stacked.params}
-        results.append(RunResult(
-            restart=i, seed=seed, state=stacked.state(i), stop_reason=tr.stop[i] or "epochs", steps=tr.steps[i],
-            epochs=tr.epochs[i], final={k: float(v[i]) for k, v in metrics.items()}, history=tr.history[i],
-            trajectory=traj, trajectory_epochs=tr.snap_epochs[i], trajectory_steps=tr.snap_steps[i]))
+        results.append(
+            RunResult(
+                restart=i,
+                seed=seed,
+                state=stacked.state(i),
+                stop_reason=tr.stop[i] or "epochs",
+                steps=tr.steps[i],
+                epochs=tr.epochs[i],
+                final={k: float(v[i]) for k, v in metrics.items()},
+                history=tr.history[i],
+                trajectory=traj,
+                trajectory_epochs=tr.snap_epochs[i],
+                trajectory_steps=tr.snap_steps[i],
+            )
+        )
     return results

@@ -40,9 +40,18 @@ class Checkpoint:
     meta: dict[str, object]
 
 
-_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-           torch.bool: "BOOL"}
+_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
 
 def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
@@ -57,7 +66,11 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     for name in sorted(tensors):
         t = tensors[name].detach().to("cpu").contiguous()
         data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        header[name] = {
+            "dtype": _DTYPES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
         chunks.append(data)
         offset += len(data)
     text = json.dumps(header, separators=(",", ":")).encode()
@@ -65,8 +78,9 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     return struct.pack("<Q", len(text)) + text + b"".join(chunks)
 
 
-def save_checkpoint(path: Path, state: dict[str, torch.Tensor], meta: dict[str, object],
-                    schema: str = CHECKPOINT_SCHEMA) -> None:
+def save_checkpoint(
+    path: Path, state: dict[str, torch.Tensor], meta: dict[str, object], schema: str = CHECKPOINT_SCHEMA
+) -> None:
     """Write tensors and JSON metadata atomically (byte-deterministic)."""
     header = {"format": "pt", "lscape_schema": schema}
     header.update({k: json.dumps(v, sort_keys=True) for k, v in meta.items()})
@@ -78,17 +92,24 @@ def _open_error(path: Path, exc: Exception) -> LscapeError:
     size = path.stat().st_size
     text = str(exc)
     if "MetadataIncompleteBuffer" in text or "incomplete" in text.lower():
-        return LscapeError("truncated safetensors file", str(path), "the file is incomplete; re-create or re-copy it")
-    return LscapeError("not a safetensors file", f"{path} ({size} bytes)",
-                       "pass a .safetensors checkpoint written by `lscape train` or safetensors.save_file")
+        return LscapeError(
+            "truncated safetensors file", str(path), "the file is incomplete; re-create or re-copy it"
+        )
+    return LscapeError(
+        "not a safetensors file",
+        f"{path} ({size} bytes)",
+        "pass a .safetensors checkpoint written by `lscape train` or safetensors.save_file",
+    )
 
 
 def _check_complete(path: Path) -> None:
-    """safetensors opens a file whose tensor bytes are cut short; check the sizes ourselves."""
+    """Safetensors opens a file whose tensor bytes are cut short; check the sizes ourselves."""
     with open(path, "rb") as fh:
         head = fh.read(8)
         if len(head) < 8:
-            raise LscapeError("not a safetensors file", f"{path} ({len(head)} bytes)", "pass a .safetensors checkpoint")
+            raise LscapeError(
+                "not a safetensors file", f"{path} ({len(head)} bytes)", "pass a .safetensors checkpoint"
+            )
         (n,) = struct.unpack("<Q", head)
         try:
             header = json.loads(fh.read(n))
@@ -96,7 +117,9 @@ def _check_complete(path: Path) -> None:
             raise _open_error(path, exc) from exc
     ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
     if 8 + n + max(ends, default=0) > path.stat().st_size:
-        raise LscapeError("truncated safetensors file", str(path), "the file is incomplete; re-create or re-copy it")
+        raise LscapeError(
+            "truncated safetensors file", str(path), "the file is incomplete; re-create or re-copy it"
+        )
 
 
 def _sniff(path: Path) -> None:
@@ -107,8 +130,9 @@ def _sniff(path: Path) -> None:
     if len(head) == 9 and head[8:9] == b"{":
         (n,) = struct.unpack("<Q", head[:8])
         if n <= 100_000_000 and 8 + n > size:  # a plausible header length that runs past the end
-            raise LscapeError("truncated safetensors file", str(path),
-                              "the file is incomplete; re-create or re-copy it")
+            raise LscapeError(
+                "truncated safetensors file", str(path), "the file is incomplete; re-create or re-copy it"
+            )
 
 
 def read_raw_metadata(path: Path) -> dict[str, str]:
@@ -127,13 +151,19 @@ def read_metadata(path: Path, expect: str = CHECKPOINT_SCHEMA) -> dict[str, obje
     raw = read_raw_metadata(path)
     schema = raw.get("lscape_schema")
     if schema is None:
-        raise LscapeError("safetensors file has no lscape metadata", str(path),
-                          "describe the model with --model-config spec.json (see docs/formats.md)")
+        raise LscapeError(
+            "safetensors file has no lscape metadata",
+            str(path),
+            "describe the model with --model-config spec.json (see docs/formats.md)",
+        )
     if schema.split("/")[0] != expect.split("/")[0]:
         raise LscapeError(f"file is a {schema}, not a {expect}", str(path), "pass the right kind of file")
     if schema != expect:
-        raise LscapeError(f"unsupported schema version {schema} (this lscape reads {expect})", str(path),
-                          "use the lscape version that wrote it")
+        raise LscapeError(
+            f"unsupported schema version {schema} (this lscape reads {expect})",
+            str(path),
+            "use the lscape version that wrote it",
+        )
     meta: dict[str, object] = {"schema": schema}
     for key, value in raw.items():
         if key in ("format", "lscape_schema"):
@@ -141,7 +171,9 @@ def read_metadata(path: Path, expect: str = CHECKPOINT_SCHEMA) -> dict[str, obje
         try:
             meta[key] = json.loads(value)
         except ValueError as exc:
-            raise LscapeError(f"metadata key {key!r} is not valid JSON", str(path), "re-create the file") from exc
+            raise LscapeError(
+                f"metadata key {key!r} is not valid JSON", str(path), "re-create the file"
+            ) from exc
     return meta
 
 
@@ -153,7 +185,9 @@ def read_model_config(path: Path) -> dict[str, object]:
     except ValueError as exc:
         raise LscapeError("model config is not valid JSON", str(path), str(exc)) from exc
     if not isinstance(data, dict):
-        raise LscapeError("model config must be a JSON object", str(path), 'e.g. {"model": {"name": "mlp", ...}}')
+        raise LscapeError(
+            "model config must be a JSON object", str(path), 'e.g. {"model": {"name": "mlp", ...}}'
+        )
     return data if "model" in data else {"model": data}
 
 
@@ -174,12 +208,15 @@ def load_checkpoint(path: Path, model_config: Path | None = None) -> Checkpoint:
 
 
 def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Copy ``state`` into ``module``; any missing, unexpected or mis-shaped tensor is one error naming them."""
+    """Copy ``state`` into ``module``; missing, unexpected or mis-shaped tensors are one error naming them."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    misshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-                 if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    misshaped = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     problems = []
     if missing:
         problems.append("missing " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
@@ -188,13 +225,16 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], w
     if misshaped:
         problems.append("mis-shaped (file vs model) " + "; ".join(misshaped[:5]))
     if problems:
-        raise LscapeError("checkpoint tensors do not match the model: " + " | ".join(problems), where,
-                          "check that the metadata or --model-config describes this file's model")
+        raise LscapeError(
+            "checkpoint tensors do not match the model: " + " | ".join(problems),
+            where,
+            "check that the metadata or --model-config describes this file's model",
+        )
     module.load_state_dict(state, strict=True)
 
 
 def save_trajectory(path: Path, snapshots: dict[str, torch.Tensor], meta: dict[str, object]) -> None:
-    """Parameter snapshots of one run: each tensor is ``(T, *param_shape)``; ``meta['steps']`` lists T steps."""
+    """Parameter snapshots of one run: tensors ``(T, *param_shape)``; ``meta['steps']`` lists the T steps."""
     save_checkpoint(path, snapshots, meta, schema=TRAJECTORY_SCHEMA)
 
 
@@ -216,8 +256,12 @@ class LoadedModel:
     spec: object  # lscape_cli.models.ModelSpec
 
 
-def load_model(path: Path, model_config: Path | None = None, device: torch.device | str = "cpu",
-               dtype: torch.dtype = torch.float32) -> LoadedModel:
+def load_model(
+    path: Path,
+    model_config: Path | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> LoadedModel:
     """Rebuild the module a checkpoint describes and load its tensors strictly.
 
     Args:
@@ -230,7 +274,9 @@ def load_model(path: Path, model_config: Path | None = None, device: torch.devic
 
     ckpt = load_checkpoint(path, model_config)
     if "model" not in ckpt.meta:
-        raise LscapeError("checkpoint metadata has no 'model' entry", str(path), "pass --model-config spec.json")
+        raise LscapeError(
+            "checkpoint metadata has no 'model' entry", str(path), "pass --model-config spec.json"
+        )
     where = f"{model_config or path} (model description)"
     spec = ModelSpec.from_dict(ckpt.meta["model"], where=where)  # type: ignore[arg-type]
     module = build(spec)

@@ -34,9 +34,13 @@ def check_output(path: Path, overwrite: bool) -> Path:
     """Refuse an output whose directory is missing, or that exists unless ``overwrite``."""
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise LscapeError("output directory does not exist", str(parent), "create it first or choose another --out")
+        raise LscapeError(
+            "output directory does not exist", str(parent), "create it first or choose another --out"
+        )
     if path.exists() and not overwrite:
-        raise LscapeError("output exists", str(path), "pass --overwrite to replace it or choose another --out")
+        raise LscapeError(
+            "output exists", str(path), "pass --overwrite to replace it or choose another --out"
+        )
     return path
 
 

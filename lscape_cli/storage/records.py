@@ -55,9 +55,18 @@ def input_entry(path: Path, relative_to: Path) -> dict[str, str]:
     return {"path": rel, "sha256": sha256_file(path)}
 
 
-def make_record(schema: str, *, out_path: Path, command: list[str], inputs: dict[str, Path],
-                config: dict[str, Any], results: dict[str, Any], timing_s: dict[str, float],
-                warnings: list[str], env: dict[str, object]) -> dict[str, Any]:
+def make_record(
+    schema: str,
+    *,
+    out_path: Path,
+    command: list[str],
+    inputs: dict[str, Path],
+    config: dict[str, Any],
+    results: dict[str, Any],
+    timing_s: dict[str, float],
+    warnings: list[str],
+    env: dict[str, object],
+) -> dict[str, Any]:
     """Assemble a record in the documented key order."""
     return {
         "schema": schema,
@@ -116,6 +125,9 @@ def read_record(path: Path, expect: str) -> dict[str, Any]:
     if not isinstance(schema, str) or schema.split("/")[0] != expect.split("/")[0]:
         raise LscapeError(f"expected a {expect} record, found {schema!r}", str(path), "pass the right file")
     if schema != expect:
-        raise LscapeError(f"record schema {schema} is not supported (this lscape reads {expect})", str(path),
-                          "re-run the command with this lscape version")
+        raise LscapeError(
+            f"record schema {schema} is not supported (this lscape reads {expect})",
+            str(path),
+            "re-run the command with this lscape version",
+        )
     return data

@@ -23,5 +23,6 @@ def validate(record: dict[str, Any], name: str) -> None:
     from referencing import Registry, Resource
 
     registry = Registry().with_resources(
-        (p.name, Resource.from_contents(json.loads(p.read_text()))) for p in HERE.glob("*.schema.json"))
+        (p.name, Resource.from_contents(json.loads(p.read_text()))) for p in HERE.glob("*.schema.json")
+    )
     jsonschema.Draft202012Validator(load(name), registry=registry).validate(record)
