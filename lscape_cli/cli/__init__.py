@@ -105,6 +105,9 @@ def _register() -> None:
     app.command("train")(funnel(train.train))
     app.command("probe")(funnel(probe.probe))
     app.command("info")(funnel(info.info))
+    from lscape_cli.cli import connect
+
+    app.command("connect")(funnel(connect.connect))
 
 
 _register()

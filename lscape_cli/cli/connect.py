@@ -1,0 +1,385 @@
+"""`lscape connect`: are two minima connected by a low-loss path? -> A--B.connect.json (+ .png/.pdf)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from lscape_cli.cli.console import emit_json, err
+from lscape_cli.cli.options import (
+    DataRootOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    MaxBatchOpt,
+    ModelConfigOpt,
+    QuietOpt,
+    SeedOpt,
+    data_root,
+)
+from lscape_cli.errors import LscapeError
+
+CONNECT_SCHEMA = "lscape.connect/1"
+PATHS = "Paths"
+CURVE = "Curve fitting"
+DATA = "Data and output"
+
+
+def connect(
+    checkpoint_a: Annotated[Path, typer.Argument(help="First minimum (A, alpha = 0).")],
+    checkpoint_b: Annotated[Path, typer.Argument(help="Second minimum (B, alpha = 1), same model and data.")],
+    points: Annotated[
+        int, typer.Option(min=2, help="Points along each path, both ends included.", rich_help_panel=PATHS)
+    ] = 51,
+    align: Annotated[
+        str,
+        typer.Option(
+            help="none, or weights: permute B's hidden units onto A by weight matching (Git Re-Basin) and "
+            "add the linear path to the aligned B (mlp, cnn, resnet).",
+            rich_help_panel=PATHS,
+        ),
+    ] = "none",
+    align_iters: Annotated[
+        int, typer.Option(min=1, help="Most weight-matching sweeps over all layers.", rich_help_panel=PATHS)
+    ] = 100,
+    curve: Annotated[
+        str,
+        typer.Option(
+            help="none, bezier or polychain: train the bend of a curve from A to B (to the aligned B with "
+            "--align weights) minimising the expected loss over t (Garipov et al. 2018).",
+            rich_help_panel=CURVE,
+        ),
+    ] = "none",
+    curve_epochs: Annotated[
+        int, typer.Option(min=1, help="Epochs over the training split.", rich_help_panel=CURVE)
+    ] = 20,
+    curve_lr: Annotated[float, typer.Option(help="Learning rate of the bend.", rich_help_panel=CURVE)] = 1e-3,
+    curve_optimizer: Annotated[
+        str, typer.Option(help="adam or sgd (momentum 0.9).", rich_help_panel=CURVE)
+    ] = "adam",
+    curve_batch_size: Annotated[
+        int, typer.Option(min=1, help="Minibatch size (one t drawn per minibatch).", rich_help_panel=CURVE)
+    ] = 128,
+    reset_bn: Annotated[
+        bool,
+        typer.Option(
+            "--reset-bn",
+            help="Re-estimate BatchNorm statistics at every point of the linear paths (curves always do); "
+            "default: interpolate the ends' statistics.",
+            rich_help_panel=PATHS,
+        ),
+    ] = False,
+    bn_batch_size: Annotated[
+        int, typer.Option(min=2, help="Chunk size for BatchNorm re-estimation.", rich_help_panel=PATHS)
+    ] = 128,
+    loss: Annotated[
+        str | None, typer.Option(help="Override the checkpoints' loss (ce, mse).", rich_help_panel=DATA)
+    ] = None,
+    data_root_: DataRootOpt = None,
+    model_config: ModelConfigOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    max_batch: MaxBatchOpt = 4096,
+    plot: Annotated[
+        bool, typer.Option("--plot/--no-plot", help="Write OUT.png and OUT.pdf.", rich_help_panel=DATA)
+    ] = True,
+    out: Annotated[
+        Path | None, typer.Option(help="Output JSON [A--B.connect.json beside A].", rich_help_panel=DATA)
+    ] = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Loss and error along paths between two minima, with their barriers (mode connectivity).
+
+    Evaluates (1-alpha)*A + alpha*B on the train and test splits (eval mode) and reports three barriers
+    for loss and error: max - mean of the ends, height over the chord, max - max of the ends (also
+    relative to the mean end value). --align weights adds the path to B permuted onto A; --curve adds a
+    trained Bezier curve or polygonal chain. Writes A--B.connect.json and a plot beside A.
+
+    Example:
+        lscape connect sample_checkpoints/mlp-d4-r000.safetensors sample_checkpoints/mlp-d4-r001.safetensors --align weights --curve bezier
+    """
+    t0 = time.perf_counter()
+    _validate(align, curve, curve_optimizer)
+    out_path = out or _default_out(checkpoint_a, checkpoint_b)
+    if not out_path.parent.is_dir():
+        raise LscapeError(
+            "output directory does not exist", str(out_path.parent), "create it or choose another --out"
+        )
+    warnings = _compatible(checkpoint_a, checkpoint_b, model_config)
+    setup, b_loaded = _load(
+        checkpoint_a, checkpoint_b, model_config, device, dtype, data_root(data_root_), loss, max_batch
+    )
+    from lscape_cli.core import connectivity as C
+    from lscape_cli.core.training import has_batchnorm
+
+    if align == "weights":
+        _check_alignable(setup.loaded.spec)
+    if reset_bn and not has_batchnorm(setup.loaded.module):
+        warnings.append("--reset-bn has no effect: the model has no BatchNorm")
+    req = C.ConnectRequest(
+        points=points,
+        align=align,
+        align_max_iter=align_iters,
+        curve=None if curve == "none" else curve,
+        curve_config=C.CurveConfig(
+            kind="bezier" if curve == "none" else curve,
+            epochs=curve_epochs,
+            lr=curve_lr,
+            optimizer=curve_optimizer,
+            batch_size=curve_batch_size,
+            seed=seed,
+        ),
+        reset_bn=reset_bn,
+        bn_batch_size=bn_batch_size,
+        seed=seed,
+        max_batch=max_batch,
+    )
+    data = {s: (setup.splits.x[s], setup.splits.y[s]) for s in ("train", "test")}
+    t_load = time.perf_counter() - t0
+    quiet = quiet or json_out
+    with _Progress(quiet) as on_step:
+        try:
+            results, timing, more = C.run_connect(
+                setup.loaded.module,
+                setup.loaded.spec,
+                _endpoint(setup.loaded.module),
+                _endpoint(b_loaded.module),
+                data,
+                setup.loss,
+                req,
+                on_step,
+            )
+        except ValueError as exc:  # a failed function check of the alignment
+            raise LscapeError(str(exc), str(checkpoint_b), "report this as a bug") from exc
+    record = _record(checkpoint_a, checkpoint_b, out_path, setup, req, results, warnings + more)
+    record["timing_s"] = {"load": t_load, **timing}
+    if plot:
+        t_plot = time.perf_counter()
+        record["results"]["plot"] = _plot(record, out_path, checkpoint_a, checkpoint_b)
+        record["timing_s"]["plot"] = time.perf_counter() - t_plot
+    from lscape_cli.storage.records import to_json, write_record
+
+    write_record(out_path, record)
+    if json_out:
+        emit_json(to_json(record))
+    elif not quiet:
+        _table(record["results"], out_path)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    return name[: -len(".safetensors")] if name.endswith(".safetensors") else path.stem
+
+
+def _default_out(a: Path, b: Path) -> Path:
+    return a.with_name(f"{_stem(a)}--{_stem(b)}.connect.json")
+
+
+def _validate(align: str, curve: str, optimizer: str) -> None:
+    choices = {
+        "--align": (align, ("none", "weights")),
+        "--curve": (curve, ("none", "bezier", "polychain")),
+        "--curve-optimizer": (optimizer, ("adam", "sgd")),
+    }
+    for option, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise LscapeError(f"unknown value {value!r}", option, f"choose one of: {', '.join(allowed)}")
+
+
+def _describe_model(model: dict[str, Any], other: dict[str, Any]) -> str:
+    """``mlp(depth=4)``: the name plus the config entries that differ from ``other``'s."""
+    cfg, ocfg = model.get("config") or {}, other.get("config") or {}
+    keys = (
+        sorted(cfg)
+        if model.get("name") != other.get("name")
+        else sorted(k for k in cfg if cfg[k] != ocfg.get(k))
+    )
+    return f"{model.get('name')}({', '.join(f'{k}={cfg[k]}' for k in keys)})"
+
+
+def _compatible(a: Path, b: Path, model_config: Path | None) -> list[str]:
+    """Refuse checkpoints of different architectures or datasets (metadata only, no tensors loaded)."""
+    from lscape_cli.storage.checkpoint import read_metadata, read_raw_metadata
+
+    if model_config is not None:  # one description for both files
+        read_raw_metadata(a), read_raw_metadata(b)
+        return []
+    ma, mb = read_metadata(a), read_metadata(b)
+    model_a, model_b = dict(ma.get("model") or {}), dict(mb.get("model") or {})  # type: ignore[call-overload]
+    if model_a != model_b:
+        raise LscapeError(
+            f"the checkpoints have different architectures: A is {_describe_model(model_a, model_b)}, "
+            f"B is {_describe_model(model_b, model_a)}",
+            f"{a} vs {b}",
+            "connect two checkpoints of the same model",
+        )
+    da, db = dict(ma.get("dataset") or {}), dict(mb.get("dataset") or {})  # type: ignore[call-overload]
+    for key in ("name", "normalization", "input_dim"):
+        if da.get(key) != db.get(key):
+            raise LscapeError(
+                f"the checkpoints were trained on different data: A has {key}={da.get(key)!r}, "
+                f"B has {key}={db.get(key)!r}",
+                f"{a} vs {b}",
+                "connect two checkpoints trained on the same dataset",
+            )
+    warnings = [
+        f"A and B differ in dataset {key} ({da.get(key)!r} vs {db.get(key)!r}); both are evaluated on A's split"
+        for key in ("split_seed", "train_size", "val_size", "test_size", "num_samples")
+        if da.get(key) != db.get(key)
+    ]
+    la, lb = (dict(m.get("training") or {}).get("loss") for m in (ma, mb))  # type: ignore[call-overload]
+    if la != lb:
+        warnings.append(f"A was trained with loss {la!r} and B with {lb!r}; the path uses A's (or --loss)")
+    return warnings
+
+
+def _load(
+    a: Path,
+    b: Path,
+    model_config: Path | None,
+    device: str,
+    dtype: str,
+    root: Path,
+    loss: str | None,
+    max_batch: int,
+) -> tuple[Any, Any]:
+    from lscape_cli.cli.common import load_for_eval
+    from lscape_cli.storage.checkpoint import load_model
+
+    setup = load_for_eval(
+        a,
+        model_config=model_config,
+        split="train",
+        device_name=device,
+        dtype_name=dtype,
+        root=root,
+        loss=loss,
+        max_batch=max_batch,
+    )
+    return setup, load_model(b, model_config, device=setup.device, dtype=setup.dtype)
+
+
+def _check_alignable(spec: Any) -> None:
+    from lscape_cli.core.alignment import FAMILIES
+
+    if spec.name not in FAMILIES:
+        raise LscapeError(
+            f"no permutation structure known for model {spec.name!r}",
+            "--align weights",
+            f"alignment supports: {', '.join(FAMILIES)}",
+        )
+
+
+def _endpoint(module: Any) -> Any:
+    from lscape_cli.core.connectivity import Endpoint
+
+    return Endpoint(
+        {n: p.detach() for n, p in module.named_parameters()},
+        {n: t.detach() for n, t in module.named_buffers()},
+    )
+
+
+class _Progress:
+    """A one-line status on stderr fed by the core's on_step callbacks."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.status: Any = None
+
+    def __enter__(self) -> Any:
+        if self.quiet:
+            return None
+        self.status = err.status("connect: starting")
+        self.status.start()
+
+        def on_step(info: dict[str, Any]) -> None:
+            text = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
+            self.status.update(f"connect: {text}")
+
+        return on_step
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+
+def _record(
+    a: Path,
+    b: Path,
+    out_path: Path,
+    setup: Any,
+    req: Any,
+    results: dict[str, Any],
+    warnings: list[str],
+) -> dict[str, Any]:
+    from lscape_cli.cli import invocation
+    from lscape_cli.storage.records import environment, make_record
+
+    protocol = {k: v for k, v in setup.protocol.items() if k not in ("split", "num_samples")}
+    evaluation = {
+        **protocol,
+        "splits": ["train", "test"],
+        "num_samples": {s: int(setup.splits.y[s].shape[0]) for s in ("train", "test")},
+        "bn_statistics_split": "train",
+    }
+    config = {
+        "request": req.to_dict(),
+        "evaluation": evaluation,
+        "device": str(setup.device),
+        "dtype": str(setup.dtype).replace("torch.", ""),
+        "seed": req.seed,
+        "model": setup.loaded.spec.to_dict(),
+    }
+    return make_record(
+        CONNECT_SCHEMA,
+        out_path=out_path,
+        command=invocation(),
+        inputs={"checkpoint_a": a, "checkpoint_b": b},
+        config=config,
+        results=results,
+        timing_s={},
+        warnings=warnings,
+        env=environment(str(setup.device)),
+    )
+
+
+def _plot(record: dict[str, Any], out_path: Path, a: Path, b: Path) -> dict[str, str]:
+    from lscape_cli.plotting.connect import plot_connect
+
+    name = out_path.name
+    stem = out_path.with_name(name[: -len(".json")] if name.endswith(".json") else name)
+    written = plot_connect(record, stem, f"{_stem(a)} → {_stem(b)}")
+    return {p.suffix.lstrip("."): p.name for p in written}
+
+
+def _table(results: dict[str, Any], out_path: Path) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title=f"lscape connect -> {out_path}",
+        caption="barriers: max - mean of ends (relative), chord, max - max of ends",
+    )
+    for col in ("path", "split", "loss max-mean", "rel.", "chord", "max-max", "error max-mean"):
+        table.add_column(col, justify="left" if col in ("path", "split") else "right")
+    for key in ("linear", "aligned", "curve"):
+        path = results.get(key)
+        if not path:
+            continue
+        for split in ("train", "test"):
+            lb, eb = path["barriers"][split]["loss"], path["barriers"][split]["error"]
+            rel = lb["max_minus_mean_ends"]["relative"]
+            table.add_row(
+                path["path"] if key == "curve" else key,
+                split,
+                f"{lb['max_minus_mean_ends']['value']:.4g}",
+                "n/a" if rel is None else f"{rel:.3g}",
+                f"{lb['chord']['value']:.4g}",
+                f"{lb['max_minus_max_ends']['value']:.4g}",
+                f"{eb['max_minus_mean_ends']['value']:.4g}",
+            )
+    err.print(table)
