@@ -108,6 +108,9 @@ def _register() -> None:
     from lscape_cli.cli import connect
 
     app.command("connect")(funnel(connect.connect))
+    from lscape_cli.cli import pareto
+
+    app.command("pareto")(funnel(pareto.pareto))
 
 
 _register()

@@ -1,0 +1,139 @@
+"""Collect a study's runs from probe/train records and the checkpoints they point to.
+
+A *run* is one checkpoint: its configuration (model, dataset, training), its final metrics (from the
+train record, else the checkpoint's metadata) and its probe scalars, joined by the checkpoint's sha256.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lscape_cli.errors import LscapeError
+from lscape_cli.storage.checkpoint import read_metadata
+from lscape_cli.storage.files import check_input, sha256_file
+
+PROBE = "lscape.probe/1"
+TRAIN = "lscape.train/1"
+
+
+@dataclass
+class Run:
+    """One checkpoint's configuration and metrics."""
+
+    sha256: str
+    checkpoint: Path
+    config: dict[str, Any] = field(default_factory=dict)  # flat: "model.depth", "training.lr", ...
+    metrics: dict[str, float | None] = field(default_factory=dict)  # "train_loss", "frobenius", ...
+    sources: dict[str, str] = field(default_factory=dict)  # metric -> file it came from
+
+
+def find_records(paths: list[Path]) -> list[Path]:
+    """The given JSON files, plus every ``*.probe.json`` / ``*.train.json`` under given directories."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out += sorted(p.rglob("*.probe.json")) + sorted(p.rglob("*.train.json"))
+        else:
+            out.append(check_input(p, "record"))
+    if not out:
+        raise LscapeError(
+            "no probe or train records found",
+            " ".join(map(str, paths)),
+            "run `lscape probe CKPT` first, or point at the directory holding the *.probe.json files",
+        )
+    return out
+
+
+def _flat_config(meta: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    model = meta.get("model") or {}
+    flat["model.name"] = model.get("name")
+    for k, v in (model.get("config") or {}).items():
+        flat[f"model.{k}"] = v
+    for section in ("dataset", "training"):
+        for k, v in (meta.get(section) or {}).items():
+            if not isinstance(v, dict):
+                flat[f"{section}.{k}"] = v
+    return flat
+
+
+def _probe_scalars(results: dict[str, Any]) -> dict[str, float | None]:
+    if "batches" in results:
+        return {k: v["mean"] for k, v in results["batches"]["summary"].items()}
+    out: dict[str, float | None] = {}
+    for key, value in results.items():
+        if isinstance(value, dict) and "estimate" in value:
+            out[key] = value["estimate"]
+    if "top_k" in results:
+        out.update({f"lambda_{i + 1}": v for i, v in enumerate(results["top_k"]["eigenvalues"])})
+    if "loss" in results:
+        out["probe_loss"] = results["loss"]["value"]
+    return out
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise LscapeError("not a JSON record", str(path), str(exc)) from exc
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema not in (PROBE, TRAIN):
+        raise LscapeError(
+            f"expected a {PROBE} or {TRAIN} record, found {schema!r}",
+            str(path),
+            "pass probe/train JSON files or the directories that hold them",
+        )
+    return data
+
+
+def collect(paths: list[Path]) -> list[Run]:
+    """Join every record by checkpoint sha256 into runs (probe scalars + final metrics + config)."""
+    runs: dict[str, Run] = {}
+    for path in find_records(paths):
+        rec = _read(path)
+        entry = rec["inputs"]["checkpoint"] if rec["schema"] == PROBE else rec["results"].get("checkpoint")
+        if entry is None:  # a diverged restart has no checkpoint
+            continue
+        run = runs.setdefault(entry["sha256"], Run(entry["sha256"], (path.parent / entry["path"]).resolve()))
+        if rec["schema"] == PROBE:
+            if rec["config"]["evaluation"]["split"] != "train":
+                prefix = rec["config"]["evaluation"]["split"] + "_"
+                scalars = {prefix + k: v for k, v in _probe_scalars(rec["results"]).items()}
+            else:
+                scalars = _probe_scalars(rec["results"])
+        else:
+            run.config.update(_flat_config(rec["config"]))
+            scalars = dict(rec["results"]["final"])
+        run.metrics.update(scalars)
+        run.sources.update({k: str(path) for k in scalars})
+    for run in runs.values():
+        _fill_from_checkpoint(run)
+    return sorted(runs.values(), key=lambda r: str(r.checkpoint))
+
+
+def _fill_from_checkpoint(run: Run) -> None:
+    """Configuration and final metrics from the checkpoint header when no train record gave them."""
+    if run.config and "train_loss" in run.metrics:
+        return
+    if not run.checkpoint.exists():
+        raise LscapeError(
+            "checkpoint named by a record is missing",
+            str(run.checkpoint),
+            "keep records beside their checkpoints, or pass the train records too",
+        )
+    if sha256_file(run.checkpoint) != run.sha256:
+        raise LscapeError(
+            "checkpoint changed since it was probed (sha256 differs)",
+            str(run.checkpoint),
+            "re-run `lscape probe` on it",
+        )
+    meta = read_metadata(run.checkpoint)
+    if not run.config:
+        run.config.update(_flat_config(meta))
+    for k, v in (meta.get("metrics") or {}).items():
+        if k not in run.metrics:
+            run.metrics[k] = v
+            run.sources[k] = str(run.checkpoint)
