@@ -109,6 +109,24 @@ class MLP(nn.Module):
             x = self.act(layer(x))
         return self.head(x)
 
+    # forward(x) == forward_after_first(first(first_layer_input(x))), first = first_layer_name()'s module
+    def first_layer_name(self) -> str:
+        """The first module, linear in its weights (``core.surface`` factors it out of slices)."""
+        return "hidden.0" if len(self.hidden) else "head"
+
+    def first_layer_input(self, x: torch.Tensor) -> torch.Tensor:  # (N, *input_shape) -> (N, D)
+        """What the first layer sees."""
+        return x.flatten(1)
+
+    def forward_after_first(self, z: torch.Tensor) -> torch.Tensor:  # (N, width) -> (N, classes)
+        """The rest of the forward pass from the first layer's output."""
+        if not len(self.hidden):
+            return z
+        x = self.act(z)
+        for layer in self.hidden[1:]:
+            x = self.act(layer(x))
+        return self.head(x)
+
 
 class SimpleCNN(nn.Module):
     """conv(w) - act - pool - conv(2w) - act - pool - fc(hidden) - act - fc(classes)."""
@@ -127,6 +145,20 @@ class SimpleCNN(nn.Module):
         """Logits."""
         x = self.pool(self.act(self.conv1(x)))  # (N, w, H/2, W/2)
         x = self.pool(self.act(self.conv2(x)))  # (N, 2w, H/4, W/4)
+        return self.fc2(self.act(self.fc1(x.flatten(1))))
+
+    def first_layer_name(self) -> str:
+        """The first module, linear in its weights (see :meth:`MLP.first_layer_name`)."""
+        return "conv1"
+
+    def first_layer_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the first layer sees."""
+        return x
+
+    def forward_after_first(self, z: torch.Tensor) -> torch.Tensor:  # (N, w, H, W) -> (N, classes)
+        """The rest of the forward pass from the first layer's output."""
+        x = self.pool(self.act(z))
+        x = self.pool(self.act(self.conv2(x)))
         return self.fc2(self.act(self.fc1(x.flatten(1))))
 
 
@@ -178,6 +210,19 @@ class ResNet(nn.Module):
         x = self.blocks(self.act(self.stem_bn(self.stem(x))))
         return self.head(x.mean(dim=(2, 3)))  # global average pool: (N, C, H, W) -> (N, C)
 
+    def first_layer_name(self) -> str:
+        """The stem conv; the BatchNorm after it is affine in eval mode, so it belongs to the rest."""
+        return "stem"
+
+    def first_layer_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the first layer sees."""
+        return x
+
+    def forward_after_first(self, z: torch.Tensor) -> torch.Tensor:  # (N, width, H, W) -> (N, classes)
+        """The rest of the forward pass from the first layer's output."""
+        x = self.blocks(self.act(self.stem_bn(z)))
+        return self.head(x.mean(dim=(2, 3)))
+
 
 class Linear(nn.Module):
     """Softmax regression (the loss applies the softmax)."""
@@ -189,6 +234,18 @@ class Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Forward pass."""
         return self.head(x.flatten(1))
+
+    def first_layer_name(self) -> str:
+        """The only layer (see :meth:`MLP.first_layer_name`)."""
+        return "head"
+
+    def first_layer_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the first layer sees."""
+        return x.flatten(1)
+
+    def forward_after_first(self, z: torch.Tensor) -> torch.Tensor:
+        """Nothing follows the only layer."""
+        return z
 
 
 @dataclass(frozen=True)

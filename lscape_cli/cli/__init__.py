@@ -101,10 +101,12 @@ def _root(
 
 def _register() -> None:
     from lscape_cli.cli import info, probe, train
+    from lscape_cli.cli import slice as slice_cmd
 
     app.command("train")(funnel(train.train))
     app.command("probe")(funnel(probe.probe))
     app.command("info")(funnel(info.info))
+    app.command("slice")(funnel(slice_cmd.slice_))
     from lscape_cli.cli import connect
 
     app.command("connect")(funnel(connect.connect))
