@@ -25,3 +25,11 @@ for f in "$OUT"/mlp/*.probe.json; do
 print(f\"{sys.argv[1]}: loss={r['loss']['value']:.4f} lambda_max={r['lambda_max']['estimate']:.3f} \
 trace={r['trace']['estimate']:.1f}+-{r['trace']['stderr']:.1f} fro={r['frobenius']['estimate']:.2f}\")" "$f"
 done
+
+# 5. Mode connectivity between the two restarts: loss and error along the straight path, and again after
+#    permuting restart 1's hidden units onto restart 0 (weight matching); JSON + plot beside restart 0.
+lscape connect "$OUT/mlp/model-r000.safetensors" "$OUT/mlp/model-r001.safetensors" --align weights
+python -c "import json,sys; r=json.load(open(sys.argv[1]))['results']; \
+b=lambda k: r[k]['barriers']['test']['loss']['max_minus_mean_ends']['value']; \
+print(f\"test loss barrier: linear {b('linear'):.3f}, after alignment {b('aligned'):.3f}\")" \
+  "$OUT/mlp/model-r000--model-r001.connect.json"

@@ -105,6 +105,8 @@ def connect(
     """
     t0 = time.perf_counter()
     _validate(align, curve, curve_optimizer)
+    if not curve_lr > 0:
+        raise LscapeError(f"the learning rate must be positive, got {curve_lr}", "--curve-lr", "e.g. 1e-3")
     out_path = out or _default_out(checkpoint_a, checkpoint_b)
     if not out_path.parent.is_dir():
         raise LscapeError(
