@@ -486,6 +486,11 @@ def run_connect(
         results["aligned"] = aligned
         timing["align"] = time.perf_counter() - t1
     if req.curve is not None:
+        if bufs.mode == "interpolated" and has_batchnorm(model):
+            warnings.append(
+                "the curve re-estimates BatchNorm statistics at every point but the linear paths "
+                "interpolate the ends' statistics; pass --reset-bn to compare like with like"
+            )
         t2 = time.perf_counter()
         results["curve"] = _fit_and_eval(model, a, b_end, t, data, loss, req, on_step)
         results["curve"]["endpoint_b"] = "B aligned to A" if b_end is not b else "B"
