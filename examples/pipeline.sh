@@ -33,3 +33,16 @@ python -c "import json,sys; r=json.load(open(sys.argv[1]))['results']; \
 b=lambda k: r[k]['barriers']['test']['loss']['max_minus_mean_ends']['value']; \
 print(f\"test loss barrier: linear {b('linear'):.3f}, after alignment {b('aligned'):.3f}\")" \
   "$OUT/mlp/model-r000--model-r001.connect.json"
+
+# 7. Fit versus flatness across depths (seed 000's analysis, small): 3 depths x 3 restarts, ||H||_F of
+#    every minimum, then ellipses, Pareto fronts, lambda_d, rho_RMS and lambda_G (pareto.json + figures).
+mkdir -p "$OUT/sweep"
+for d in 1 2 4; do
+  lscape train --model mlp --depth "$d" --width 48 --dataset mnist-5k --loss mse --optimizer adam --lr 1e-3 \
+    --epochs 3 --restarts 3 --seed 0 --out "$OUT/sweep/d$d" --overwrite --quiet
+done
+for f in "$OUT"/sweep/d*/model-r*.safetensors; do
+  lscape probe "$f" --frobenius --matvecs 45 --quiet
+done
+lscape pareto "$OUT/sweep" --group-by model.depth --x train_loss --y frobenius --target val_loss \
+  --out "$OUT/sweep/pareto.json"
