@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lscape_cli.cli.console import emit_json, err
+from lscape_cli.cli.console import StatusLine, emit_json, err
 from lscape_cli.cli.options import (
     DataRootOpt,
     DeviceOpt,
@@ -144,7 +144,7 @@ def connect(
     data = {s: (setup.splits.x[s], setup.splits.y[s]) for s in ("train", "test")}
     t_load = time.perf_counter() - t0
     quiet = quiet or json_out
-    with _Progress(quiet) as on_step:
+    with StatusLine(quiet, "connect") as on_step:
         try:
             results, timing, more = C.run_connect(
                 setup.loaded.module,
@@ -284,30 +284,6 @@ def _endpoint(module: Any) -> Any:
         {n: p.detach() for n, p in module.named_parameters()},
         {n: t.detach() for n, t in module.named_buffers()},
     )
-
-
-class _Progress:
-    """A one-line status on stderr fed by the core's on_step callbacks."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.status: Any = None
-
-    def __enter__(self) -> Any:
-        if self.quiet:
-            return None
-        self.status = err.status("connect: starting")
-        self.status.start()
-
-        def on_step(info: dict[str, Any]) -> None:
-            text = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
-            self.status.update(f"connect: {text}")
-
-        return on_step
-
-    def __exit__(self, *exc: object) -> None:
-        if self.status is not None:
-            self.status.stop()
 
 
 def _record(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from rich.console import Console
 
 err = Console(stderr=True, highlight=False)
@@ -13,3 +16,34 @@ def emit_json(text: str) -> None:
 
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     sys.stdout.flush()
+
+
+class StatusLine:
+    """A one-line spinner on stderr fed by the core's ``on_step`` callbacks (a no-op when quiet).
+
+    Use as ``with StatusLine(quiet, "probe") as on_step: core_call(..., on_step=on_step)``.
+    """
+
+    def __init__(self, quiet: bool, label: str) -> None:
+        self.quiet, self.label = quiet, label
+        self.status: Any = None
+
+    def __enter__(self) -> Callable[[dict[str, Any]], None] | None:
+        if self.quiet:
+            return None
+        self.status = err.status(f"{self.label}: starting")
+        self.status.start()
+
+        def on_step(info: dict[str, Any]) -> None:
+            text = ", ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in info.items()
+                if not isinstance(v, (list, dict))
+            )
+            self.status.update(f"{self.label}: {text}")
+
+        return on_step
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.stop()

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from lscape_cli.cli.common import EXIT_CHECK_FAILED, default_output, load_for_eval, parse_floats
-from lscape_cli.cli.console import emit_json, err
+from lscape_cli.cli.console import StatusLine, emit_json, err
 from lscape_cli.cli.options import (
     DataRootOpt,
     DeviceOpt,
@@ -344,7 +344,7 @@ def _measure(
                 str(exc), "--mode", "use --mode eval for models with BatchNorm or dropout"
             ) from exc
 
-    with _Progress(quiet) as on_step:
+    with StatusLine(quiet, "probe") as on_step:
         if num_batches == 1 and batch_size is None:
             res = run_probe(objective(setup.x, setup.y), req, on_step)
             return res.results, res.scalars
@@ -373,34 +373,6 @@ def _measure(
             "per_batch": per_batch,
         }
     }, scalars
-
-
-class _Progress:
-    """A one-line spinner on stderr fed by the estimators' on_step callbacks."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.status: Any = None
-
-    def __enter__(self) -> Any:
-        if self.quiet:
-            return None
-        self.status = err.status("probe: starting")
-        self.status.start()
-
-        def on_step(info: dict[str, Any]) -> None:
-            text = ", ".join(
-                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                for k, v in info.items()
-                if not isinstance(v, (list, dict))
-            )
-            self.status.update(f"probe: {text}")
-
-        return on_step
-
-    def __exit__(self, *exc: object) -> None:
-        if self.status is not None:
-            self.status.stop()
 
 
 def _record(
