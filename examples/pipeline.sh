@@ -26,6 +26,17 @@ print(f\"{sys.argv[1]}: loss={r['loss']['value']:.4f} lambda_max={r['lambda_max'
 trace={r['trace']['estimate']:.1f}+-{r['trace']['stderr']:.1f} fro={r['frobenius']['estimate']:.2f}\")" "$f"
 done
 
+# 4b. The landscape around restart 0 (seed 001's pictures): a 51x51 plane along two filter-normalised random
+#     directions at distance 1.5 (contour, 3-D surface, heat map), then ten random 1-D directions on one
+#     axis with seed 001's 1D sharpness; grids, directions and plots land beside the checkpoint.
+lscape slice "$OUT/mlp/model-r000.safetensors" --dims 2 --range 1.5 --steps 51
+lscape slice "$OUT/mlp/model-r000.safetensors" --dims 1 --count 10 --range 1.5 \
+  --out "$OUT/mlp/model-r000.slice1d.json"
+python -c "import json,sys; r=json.load(open(sys.argv[1]))['results']; s=r['sharpness_1d']; \
+w=[l['basin']['width'] for l in r['lines']]; \
+print(f\"1D sharpness {s['value']:.2f} over {len(w)} directions; basin width {min(w):.3f}..{max(w):.3f}\")" \
+  "$OUT/mlp/model-r000.slice1d.json"
+
 # 5. Mode connectivity between the two restarts: loss and error along the straight path, and again after
 #    permuting restart 1's hidden units onto restart 0 (weight matching); JSON + plot beside restart 0.
 lscape connect "$OUT/mlp/model-r000.safetensors" "$OUT/mlp/model-r001.safetensors" --align weights

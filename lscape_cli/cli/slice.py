@@ -11,6 +11,7 @@ Outputs (STEM = the ``--out`` path without ``.json``, by default ``CKPT.slice``)
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -434,8 +435,9 @@ class _Run:
         }
         save_directions(self.paths.directions, self.dirs, self.setup.loaded.spec.to_dict(), info)
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
+        """sha256 of the directions (computed once)."""
         from lscape_cli.core.directions import digest
 
         return digest(self.dirs)
@@ -1105,30 +1107,29 @@ def _speed(run: _Run) -> dict[str, Any]:
 
 
 class _Progress:
-    """A one-line status on stderr: points done and time per point."""
+    """Points done and time per point, on the shared one-line status (``console.StatusLine``)."""
 
     def __init__(self, quiet: bool, total: int) -> None:
-        self.quiet, self.total = quiet, total
-        self.done, self.computed = 0, 0
-        self.status: Any = None
+        from lscape_cli.cli.console import StatusLine
+
+        self.line = StatusLine(quiet, "slice")
+        self.total, self.done, self.computed = total, 0, 0
+        self.on_step: Any = None
         self.t0 = time.perf_counter()
 
     def __enter__(self) -> _Progress:
-        if not self.quiet:
-            self.status = err.status("slice: starting")
-            self.status.start()
+        self.on_step = self.line.__enter__()
         return self
 
     def advance(self, done: int, computed: int) -> None:
         self.done += done
         self.computed += computed
-        if self.status is not None and self.computed:
+        if self.on_step is not None and self.computed:
             per = (time.perf_counter() - self.t0) / self.computed
-            self.status.update(f"slice: {self.done}/{self.total} points, {per * 1e3:.2f} ms/point")
+            self.on_step({"points": f"{self.done}/{self.total}", "ms_per_point": per * 1e3})
 
     def __exit__(self, *exc: object) -> None:
-        if self.status is not None:
-            self.status.stop()
+        self.line.__exit__(*exc)
 
 
 def _summary(record: dict[str, Any], paths: _Paths) -> None:
@@ -1173,7 +1174,7 @@ def _summary(record: dict[str, Any], paths: _Paths) -> None:
         table.add_row(
             "speed",
             f"{sp['seconds_per_point'] * 1e3:.3g} ms/point",
-            f"{sp['seconds_per_point_over_forward_pass']:.2f} x one forward pass; {sp['points_evaluated']} points",
+            f"{sp['seconds_per_point_over_forward_pass']:.2f} forward passes per point; {sp['points_evaluated']} points",
         )
     err.print(table)
     files = [res["outputs"]["grid"], res["outputs"]["directions"], *res["outputs"]["plots"]]
