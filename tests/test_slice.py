@@ -76,6 +76,8 @@ def test_filter_normalised_directions_have_the_parameters_filter_norms() -> None
     keep = D.random_directions(theta, 1, seed=4, norm="filter", bias="keep")[0]
     raw = D.gaussian_direction(theta, torch.Generator().manual_seed(4))
     assert all(torch.equal(keep[n], raw[n]) for n, t in theta.items() if t.dim() == 1)
+    unit = D.random_directions(theta, 1, seed=4, norm="unit", bias="zero")[0]
+    assert D.length(unit) == pytest.approx(1.0, rel=1e-12) and torch.count_nonzero(unit["conv1.bias"]) == 0
     layer = D.random_directions(theta, 1, seed=4, norm="layer", bias="filter")[0]
     assert all(torch.isclose(layer[n].norm(), t.norm(), rtol=1e-12) for n, t in theta.items())
     # the same seed gives the same first direction whatever the count; orthogonalising comes after

@@ -88,7 +88,10 @@ def slice_(
     ] = None,
     norm: Annotated[
         str,
-        typer.Option(help="Random directions: filter (Li et al. 2018), layer or none.", rich_help_panel=AXES),
+        typer.Option(
+            help="Random directions: filter (Li et al. 2018), layer, unit (length 1; seed 003) or none.",
+            rich_help_panel=AXES,
+        ),
     ] = "filter",
     bias: Annotated[
         str,
@@ -271,7 +274,7 @@ class _Options:
         import math
 
         choices = {
-            "--norm": (self.norm, ("filter", "layer", "none")),
+            "--norm": (self.norm, ("filter", "layer", "none", "unit")),
             "--bias": (self.bias, ("zero", "filter", "keep")),
             "--strategy": (self.strategy, ("auto", "loop", "vmap")),
             "--zscale": (self.zscale, ("auto", "linear", "log")),
@@ -755,9 +758,8 @@ class _Directions:
         return dirs, info, self.extra
 
     def _norm_label(self) -> str:
-        return {"filter": "filter-normalised", "layer": "layer-normalised", "none": "unnormalised"}[
-            self.opts.norm
-        ]
+        names = {"filter": "filter-normalised", "layer": "layer-normalised", "unit": "unit length"}
+        return names.get(self.opts.norm, "unnormalised")
 
     def _random(self, info: dict[str, Any]) -> list[Any]:
         from lscape_cli.core.directions import random_directions

@@ -7,7 +7,9 @@ Peers often normalise per *tensor* while citing per-filter normalisation; here t
 
 - ``norm="filter"``: per output filter/neuron (dim 0 of every tensor with ``ndim >= 2``);
 - ``norm="layer"``: per tensor, ``d <- d / ||d|| * ||theta||``;
-- ``norm="none"``: the raw Gaussian draw.
+- ``norm="none"``: the raw Gaussian draw;
+- ``norm="unit"``: the whole direction scaled to length 1 (seed 003's "unit directions u, v"; not
+  scale-invariant, so slices of differently scaled networks are not comparable).
 
 One-dimensional tensors (biases, BatchNorm weights and biases) follow ``bias``:
 
@@ -24,7 +26,7 @@ import torch
 from lscape_cli.core.hvp import HVP, Objective, Params, ProgressFn
 from lscape_cli.core.spectrum import EigenResult, lanczos
 
-NORMS = ("filter", "layer", "none")
+NORMS = ("filter", "layer", "none", "unit")
 BIAS_POLICIES = ("zero", "filter", "keep")
 
 
@@ -56,7 +58,7 @@ def normalize(d: Params, theta: Params, norm: str = "filter", bias: str = "zero"
         th = theta[name]
         if th.dim() <= 1 and bias == "zero":
             out[name] = torch.zeros_like(dn)
-        elif (th.dim() <= 1 and bias == "keep") or norm == "none":
+        elif (th.dim() <= 1 and bias == "keep") or norm in ("none", "unit"):
             out[name] = dn.clone()
         elif norm == "layer":
             out[name] = dn * (th.norm() / dn.norm().clamp_min(1e-30))
@@ -64,6 +66,9 @@ def normalize(d: Params, theta: Params, norm: str = "filter", bias: str = "zero"
             out[name] = dn.sign() * th.abs()
         else:
             out[name] = _per_filter(dn, th)
+    if norm == "unit":
+        size = float(sum((t.double() ** 2).sum() for t in out.values())) ** 0.5
+        out = {n: t / max(size, 1e-300) for n, t in out.items()}
     return out
 
 
