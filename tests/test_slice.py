@@ -149,6 +149,24 @@ def test_the_factored_engine_equals_one_forward_per_point(
     assert evaluate_points(space, coeffs, x, y, "mse", 7, block=3)[0].allclose(want_l, rtol=1e-12)
 
 
+def test_auto_strategy_times_both_once_where_it_is_not_cpu(monkeypatch) -> None:
+    model = _model("mlp", input_shape=(6,), depth=1, width=4)
+    x, y = _data((6,))
+    theta = _params(model)
+    dirs = D.random_directions(theta, 2, seed=0)
+    monkeypatch.setattr(SurfaceEvaluator, "_initial_strategy", lambda self: None)  # as on a GPU
+    stats: dict = {}
+    coeffs = torch.tensor([[0.1 * i, -0.2 * i] for i in range(4)], dtype=torch.float64)
+    first = _evaluator(model, theta, dirs, x, y, stats=stats)
+    a, b = first.evaluate(coeffs[:2]), first.evaluate(coeffs[2:])
+    assert set(stats["seconds_per_point_by_strategy"]) == {"loop", "vmap"}
+    assert stats["strategy"] in ("loop", "vmap")
+    later = _evaluator(model, theta, dirs, x, y, stats=stats)  # e.g. the next line of a 1-D slice
+    assert later._chosen == stats["strategy"]
+    ref = evaluate_points_reference(Subspace(model, theta, {}, dirs), coeffs, x, y, "ce")[0]
+    assert torch.allclose(torch.cat([a[0], b[0]]), ref, rtol=1e-12)
+
+
 def test_an_uncached_first_layer_and_train_mode_give_the_same_points() -> None:
     model = _model("resnet", input_shape=(1, 8, 8), width=2, stages=1)
     x, y = _data((1, 8, 8), n=12)
