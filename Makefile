@@ -15,7 +15,7 @@ BENCH_STAMP := $(BENCH_VENV)/.lscape-complete
 
 .PHONY: venv demo test test-slow lint samples bench clean-venv
 
-$(STAMP): $(REQS)
+$(STAMP):  # keyed by the hash of $(REQS) in its path: a changed list means a new venv
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -42,7 +42,7 @@ lint: venv
 samples: venv
 	PATH=$(BIN):$$PATH bash scripts/make_samples.sh
 
-$(BENCH_STAMP): $(BENCH_REQS)
+$(BENCH_STAMP):  # keyed by the hash of $(BENCH_REQS)
 	rm -rf $(BENCH_VENV)
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_BIN)/pip install --quiet --upgrade pip
