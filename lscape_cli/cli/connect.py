@@ -14,6 +14,7 @@ from lscape_cli.cli.options import (
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
+    LossOverrideOpt,
     MaxBatchOpt,
     ModelConfigOpt,
     QuietOpt,
@@ -75,9 +76,7 @@ def connect(
     bn_batch_size: Annotated[
         int, typer.Option(min=2, help="Chunk size for BatchNorm re-estimation.", rich_help_panel=PATHS)
     ] = 128,
-    loss: Annotated[
-        str | None, typer.Option(help="Override the checkpoints' loss (ce, mse).", rich_help_panel=DATA)
-    ] = None,
+    loss: LossOverrideOpt = None,
     data_root_: DataRootOpt = None,
     model_config: ModelConfigOpt = None,
     seed: SeedOpt = 0,

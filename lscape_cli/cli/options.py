@@ -45,3 +45,14 @@ def data_root(value: Path | None) -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "lscape" / "data"
+
+
+ModeOpt = Annotated[
+    str, typer.Option("--mode", help="eval (BatchNorm running statistics; default) or train.")
+]
+LossOverrideOpt = Annotated[
+    str | None, typer.Option("--loss", help="Override the checkpoint's loss (ce, mse).")
+]
+DatasetOverrideOpt = Annotated[
+    str | None, typer.Option("--dataset", help="Override the checkpoint's dataset.")
+]

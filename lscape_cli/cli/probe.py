@@ -13,11 +13,14 @@ from lscape_cli.cli.common import EXIT_CHECK_FAILED, default_output, load_for_ev
 from lscape_cli.cli.console import StatusLine, emit_json, err
 from lscape_cli.cli.options import (
     DataRootOpt,
+    DatasetOverrideOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
+    LossOverrideOpt,
     MaxBatchOpt,
     ModelConfigOpt,
+    ModeOpt,
     QuietOpt,
     SeedOpt,
     SplitOpt,
@@ -145,15 +148,9 @@ def probe(
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Samples per batch with --num-batches.", rich_help_panel=DATA)
     ] = None,
-    mode: Annotated[
-        str, typer.Option(help="eval (BatchNorm running stats; default) or train.", rich_help_panel=DATA)
-    ] = "eval",
-    loss: Annotated[
-        str | None, typer.Option(help="Override the checkpoint's loss (ce, mse).", rich_help_panel=DATA)
-    ] = None,
-    dataset: Annotated[
-        str | None, typer.Option(help="Override the checkpoint's dataset.", rich_help_panel=DATA)
-    ] = None,
+    mode: ModeOpt = "eval",
+    loss: LossOverrideOpt = None,
+    dataset: DatasetOverrideOpt = None,
     data_root_: DataRootOpt = None,
     model_config: ModelConfigOpt = None,
     seed: SeedOpt = 0,

@@ -23,11 +23,14 @@ from lscape_cli.cli.common import default_output, load_for_eval
 from lscape_cli.cli.console import emit_json, err
 from lscape_cli.cli.options import (
     DataRootOpt,
+    DatasetOverrideOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
+    LossOverrideOpt,
     MaxBatchOpt,
     ModelConfigOpt,
+    ModeOpt,
     QuietOpt,
     SeedOpt,
     SplitOpt,
@@ -106,15 +109,9 @@ def slice_(
         float, typer.Option(help="--eigen: relative Ritz-residual tolerance.", rich_help_panel=AXES)
     ] = 1e-6,
     split: SplitOpt = "train",
-    mode: Annotated[
-        str, typer.Option(help="eval (default; BatchNorm running stats) or train.", rich_help_panel=DATA)
-    ] = "eval",
-    loss: Annotated[
-        str | None, typer.Option(help="Override the checkpoint's loss (ce, mse).", rich_help_panel=DATA)
-    ] = None,
-    dataset: Annotated[
-        str | None, typer.Option(help="Override the checkpoint's dataset.", rich_help_panel=DATA)
-    ] = None,
+    mode: ModeOpt = "eval",
+    loss: LossOverrideOpt = None,
+    dataset: DatasetOverrideOpt = None,
     data_root_: DataRootOpt = None,
     model_config: ModelConfigOpt = None,
     seed: SeedOpt = 0,
