@@ -207,7 +207,10 @@ def test_lanczos_restarts_after_an_invariant_subspace() -> None:
 # --- Trace and Frobenius norm -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("estimator", [trace.hutchinson, trace.hutchpp])
+ESTIMATORS = [trace.hutchinson, trace.hutchpp, trace.krylov_hutchpp]
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_trace_and_frobenius_within_three_stderr(problem: Problem, estimator: object) -> None:
     res = estimator(HVP(problem.obj), num_matvecs=60, seed=0)  # type: ignore[operator]
     assert res.trace.num_matvecs == res.frobenius.num_matvecs == 60
@@ -216,7 +219,7 @@ def test_trace_and_frobenius_within_three_stderr(problem: Problem, estimator: ob
     assert abs(res.frobenius_sq.estimate - exact_frobenius(problem) ** 2) <= 3 * res.frobenius_sq.stderr
 
 
-@pytest.mark.parametrize("estimator", [trace.hutchinson, trace.hutchpp])
+@pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_trace_error_shrinks_with_budget(problem: Problem, estimator: object) -> None:
     op = DenseOperator(
         problem.hessian, problem.obj.params
@@ -248,6 +251,41 @@ def test_hutchpp_beats_hutchinson_on_a_low_rank_spectrum() -> None:
         for fn in (trace.hutchinson, trace.hutchpp)
     }
     assert errors["hutchpp"] < 0.25 * errors["hutchinson"]
+
+
+def test_krylov_hutchpp_beats_hutchpp_on_a_decaying_spectrum() -> None:
+    # λ_i = 100 / i: no gap for a one-step sketch to find; 30 Lanczos steps capture more of the top.
+    basis = torch.linalg.qr(
+        torch.randn(200, 200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ).Q
+    eigenvalues = 100.0 / torch.arange(1, 201, dtype=torch.float64)
+    op = DenseOperator(
+        basis @ torch.diag(eigenvalues) @ basis.T, {"w": torch.zeros(200, dtype=torch.float64)}
+    )
+    exact_tr, exact_fro = float(eigenvalues.sum()), float(eigenvalues.square().sum().sqrt())
+
+    def rms(fn: object) -> tuple[float, float]:
+        runs = [fn(op, 45, seed=s) for s in range(10)]  # type: ignore[operator]
+        tr = math.sqrt(sum((r.trace.estimate - exact_tr) ** 2 for r in runs) / len(runs))
+        fro = math.sqrt(sum((r.frobenius.estimate - exact_fro) ** 2 for r in runs) / len(runs))
+        return tr, fro
+
+    (tr_pp, fro_pp), (tr_k, fro_k) = rms(trace.hutchpp), rms(trace.krylov_hutchpp)
+    assert tr_k < 0.6 * tr_pp and fro_k < 0.3 * fro_pp
+
+
+def test_krylov_hutchpp_top_part_is_exact_when_the_space_is_exhausted() -> None:
+    # 12 Lanczos steps span R^12: the recurrence alone gives tr(H) = Σα and ‖H‖_F² = ‖T‖_F² exactly, and the
+    # one probe left is projected to zero.
+    basis = torch.linalg.qr(
+        torch.randn(12, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ).Q
+    eigenvalues = torch.linspace(-1.0, 5.0, 12, dtype=torch.float64)
+    h = basis @ torch.diag(eigenvalues) @ basis.T
+    op = DenseOperator(h, {"w": torch.zeros(12, dtype=torch.float64)})
+    res = trace.krylov_hutchpp(op, num_matvecs=13, seed=0, lanczos_fraction=0.95)
+    assert res.trace.estimate == pytest.approx(float(eigenvalues.sum()), abs=1e-10)
+    assert res.frobenius_sq.estimate == pytest.approx(float(eigenvalues.square().sum()), rel=1e-12)
 
 
 # --- Spectral density -------------------------------------------------------------------------------------
@@ -370,3 +408,44 @@ def test_repeated_runs_do_not_accumulate_tensors(problem: Problem) -> None:
         spectrum.lanczos(op, k=1, max_iter=10)
     assert live_tensors() <= before
     assert math.isfinite(trace.hutchinson(op, 4).trace.estimate)
+
+
+class _DiagonalOperator:
+    """``H = diag(d)`` in the operator's dtype: a large operator whose spectrum is known exactly."""
+
+    def __init__(self, d: torch.Tensor) -> None:
+        self.d = d
+        self.params = {"w": torch.zeros_like(d)}
+        self.batch_size = 1
+        self.num_matvecs = 0
+
+    def __call__(self, v: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.hvp_many([v])[0]
+
+    def hvp_many(self, vs: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        self.num_matvecs += len(vs)
+        return [{"w": self.d * v["w"]} for v in vs]
+
+    @property
+    def dim(self) -> int:
+        return self.d.numel()
+
+    def __enter__(self) -> _DiagonalOperator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_float32_products_give_eigenvalues_to_1e6() -> None:
+    # 200k float32 parameters (a CNN's size): the products are float32, the recurrence and basis float64.
+    # A float32 recurrence (inner products over 2e5 entries) puts errors of ~1e-6 into T_m.
+    gen = torch.Generator().manual_seed(0)
+    d = torch.rand(200_000, generator=gen, dtype=torch.float64) * 4.0 - 0.5  # bulk in [-0.5, 3.5]
+    d[:3] = torch.tensor([6.137, 5.127, 4.286], dtype=torch.float64)  # the CNN's top-3 (bench reference)
+    d32 = d.float()
+    exact = torch.sort(d32.double(), descending=True).values[:3]
+    res = spectrum.lanczos(_DiagonalOperator(d32), k=3, tol=1e-7, max_iter=300, seed=0)
+    assert res.converged
+    err = (torch.tensor(res.eigenvalues, dtype=torch.float64) - exact).abs() / exact
+    assert float(err.max()) < 1e-6

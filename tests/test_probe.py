@@ -44,7 +44,11 @@ def test_default_set_writes_a_documented_record(cli, ckpt: Path) -> None:
     assert res["lambda_max"]["method"] == "lanczos" and res["lambda_max"]["converged"]
     assert res["lambda_max"]["relative_residual"] <= 1e-6 * 1.0001
     for key in ("trace", "frobenius"):
-        assert res[key]["method"] == "hutch++" and res[key]["num_matvecs"] == 45 and res[key]["stderr"] > 0
+        assert (
+            res[key]["method"] == "krylov-hutch++"
+            and res[key]["num_matvecs"] == 45
+            and res[key]["stderr"] > 0
+        )
     assert rec["config"]["evaluation"]["mode"] == "eval" and rec["config"]["evaluation"]["split"] == "train"
     from lscape_cli.storage.files import sha256_file
 

@@ -54,8 +54,12 @@ def probe(
         bool, typer.Option("--frobenius", help="||H||_F (same products as --trace).", rich_help_panel=CURV)
     ] = False,
     trace_method: Annotated[
-        str, typer.Option(help="hutch++ or hutchinson.", rich_help_panel=CURV)
-    ] = "hutch++",
+        str,
+        typer.Option(
+            help="krylov-hutch++ (Lanczos-deflated, 2/3 of the products), hutch++ or hutchinson.",
+            rich_help_panel=CURV,
+        ),
+    ] = "krylov-hutch++",
     matvecs: Annotated[
         int,
         typer.Option(
@@ -299,7 +303,7 @@ def _check_syntax(expr: str) -> None:
 
 def _validate(trace_method: str, kind: str, bias: str, metric: str, hvp: str) -> None:
     choices = {
-        "--trace-method": (trace_method, ("hutch++", "hutchinson")),
+        "--trace-method": (trace_method, ("krylov-hutch++", "hutch++", "hutchinson")),
         "--sharpness-kind": (kind, ("l2", "filter", "adaptive")),
         "--bias": (bias, ("zero", "filter", "keep")),
         "--pac-bayes-metric": (metric, ("error", "loss")),

@@ -90,8 +90,8 @@ def slq(
 ) -> SpectralDensity:
     """Stochastic Lanczos quadrature: ``num_runs`` runs of ``num_steps`` Lanczos steps from Rademacher starts.
 
-    Each run keeps its own basis for full reorthogonalisation (``num_steps`` vectors of ``n`` parameters),
-    released before the next run.
+    Each run keeps its own basis for full reorthogonalisation (``num_steps`` float64 vectors of ``n``
+    parameters, allocated once at that size), released before the next run.
 
     Args:
         op: the Hessian operator (entered as a context manager: its graph is released on return).
@@ -110,7 +110,7 @@ def slq(
     with op:
         start_count = op.num_matvecs
         for r in range(num_runs):
-            kry = Krylov(op, flatten(rademacher(op.params, generator)))
+            kry = Krylov(op, flatten(rademacher(op.params, generator)), capacity=min(num_steps, op.dim))
             while kry.step() and kry.size < min(num_steps, op.dim):
                 pass
             theta, s = torch.linalg.eigh(kry.tridiagonal())

@@ -50,7 +50,7 @@ class ProbeRequest:
     lambda_min: bool = False
     trace: bool = False
     frobenius: bool = False
-    trace_method: str = "hutch++"  # "hutch++" or "hutchinson"
+    trace_method: str = "krylov-hutch++"  # a key of trace.TRACE_METHODS
     trace_matvecs: int = 45
     density: bool = False
     density_runs: int = 10
@@ -182,7 +182,7 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
 
 def _trace_density(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
     if req.needs_trace:
-        fn = trace.hutchpp if req.trace_method == "hutch++" else trace.hutchinson
+        fn = trace.TRACE_METHODS[req.trace_method]
         tf = fn(op, num_matvecs=req.trace_matvecs, seed=req.seed, on_step=on_step)
         out.results["trace"] = {**tf.trace.to_dict(), "seed": req.seed}
         out.results["frobenius"] = {**tf.frobenius.to_dict(), "seed": req.seed}
