@@ -154,15 +154,20 @@ def test_objective_refuses_a_random_model(digits: tuple[torch.Tensor, torch.Tens
 # --- Eigenvalues ------------------------------------------------------------------------------------------
 
 
-def test_lanczos_top_eigenvalues(problem: Problem) -> None:
+@pytest.mark.parametrize("stop", spectrum.STOPS)
+def test_lanczos_top_eigenvalues(problem: Problem, stop: str) -> None:
     exact = problem.eigenvalues.flip(0)
     for k in (1, 3):
-        res = spectrum.lanczos(HVP(problem.obj), k=k, tol=1e-6, eigenvectors=True)
-        assert res.converged and res.num_matvecs == res.iterations < 80
+        res = spectrum.lanczos(HVP(problem.obj), k=k, tol=1e-6, eigenvectors=True, stop=stop)
+        assert res.converged and res.num_matvecs == res.iterations < 80 and res.stop == stop
         torch.testing.assert_close(
             torch.tensor(res.eigenvalues, dtype=torch.float64), exact[:k], rtol=1e-6, atol=0
         )
-        assert all(r <= 1e-6 * abs(t) for r, t in zip(res.residuals, res.eigenvalues, strict=True))
+        tested = res.residuals if stop == "residual" else res.error_bounds
+        assert tested is not None and res.error_bounds is not None
+        assert all(r <= 1e-6 * abs(t) for r, t in zip(tested, res.eigenvalues, strict=True))
+        errors = (torch.tensor(res.eigenvalues, dtype=torch.float64) - exact[:k]).abs()
+        assert all(e <= b + 1e-12 for e, b in zip(errors.tolist(), res.error_bounds, strict=True))
         for theta, y, reported in zip(res.eigenvalues, res.eigenvectors or [], res.residuals, strict=True):
             y = flatten(y)
             true_residual = float((problem.hessian @ y - theta * y).norm())
@@ -172,9 +177,18 @@ def test_lanczos_top_eigenvalues(problem: Problem) -> None:
             )  # the recurrence residual is the real one
 
 
+def test_bound_stop_needs_no_more_products_than_the_residual_stop(problem: Problem) -> None:
+    for k in (1, 3):
+        bound = spectrum.lanczos(HVP(problem.obj), k=k, tol=1e-6, stop="bound")
+        residual = spectrum.lanczos(HVP(problem.obj), k=k, tol=1e-6, stop="residual")
+        assert bound.num_matvecs <= residual.num_matvecs
+        assert bound.error_bounds is not None
+        assert all(b <= r for b, r in zip(bound.error_bounds, bound.residuals, strict=True))
+
+
 def test_lanczos_smallest_and_both(problem: Problem) -> None:
     lam_min, lam_max = float(problem.eigenvalues[0]), float(problem.eigenvalues[-1])
-    res = spectrum.lanczos(HVP(problem.obj), k=1, which="smallest", tol=1e-6)
+    res = spectrum.lanczos(HVP(problem.obj), k=1, which="smallest", tol=1e-6, stop="residual")
     assert res.converged and res.residuals[0] <= 1e-6 * abs(res.eigenvalues[0])
     assert res.eigenvalues[0] == pytest.approx(lam_min, abs=1e-6 * abs(lam_min))
     both = spectrum.lanczos(HVP(problem.obj), k=1, which="both", tol=1e-6)

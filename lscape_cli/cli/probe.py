@@ -81,6 +81,13 @@ def probe(
         float, typer.Option(help="Relative Ritz-residual tolerance for eigenvalues.", rich_help_panel=CURV)
     ] = 1e-6,
     max_iter: Annotated[int, typer.Option(min=2, help="Most Lanczos steps.", rich_help_panel=CURV)] = 200,
+    stop: Annotated[
+        str,
+        typer.Option(
+            help="Eigenvalue stop: bound (error bound min(r, r^2/gap) <= tol*|lambda|) or residual (r itself).",
+            rich_help_panel=CURV,
+        ),
+    ] = "bound",
     hvp: Annotated[
         str, typer.Option(help="HVP strategy: auto, double_backward, fwd_rev, vmap.", rich_help_panel=CURV)
     ] = "auto",
@@ -182,7 +189,7 @@ def probe(
 
     t0 = time.perf_counter()
     checks = list(check or [])
-    _validate(trace_method, sharpness_kind, bias, pac_bayes_metric, hvp)
+    _validate(trace_method, sharpness_kind, bias, pac_bayes_metric, hvp, stop)
     for expr in checks:
         _check_syntax(expr)
     out_path = out or default_output(checkpoint, "probe.json")
@@ -244,6 +251,7 @@ def probe(
         optimizer=training.get("optimizer"),
         momentum=float(training.get("momentum") or 0.0),
         tol=tol,
+        eig_stop=stop,
         max_iter=max_iter,
         seed=seed,
         hvp_strategy=hvp,
@@ -301,13 +309,14 @@ def _check_syntax(expr: str) -> None:
         raise LscapeError(str(exc), "--check", "write a comparison such as 'lambda_max < 200'") from exc
 
 
-def _validate(trace_method: str, kind: str, bias: str, metric: str, hvp: str) -> None:
+def _validate(trace_method: str, kind: str, bias: str, metric: str, hvp: str, stop: str) -> None:
     choices = {
         "--trace-method": (trace_method, ("krylov-hutch++", "hutch++", "hutchinson")),
         "--sharpness-kind": (kind, ("l2", "filter", "adaptive")),
         "--bias": (bias, ("zero", "filter", "keep")),
         "--pac-bayes-metric": (metric, ("error", "loss")),
         "--hvp": (hvp, ("auto", "double_backward", "fwd_rev", "vmap")),
+        "--stop": (stop, ("bound", "residual")),
     }
     for option, (value, allowed) in choices.items():
         if value not in allowed:

@@ -8,8 +8,9 @@ repeats it on disjoint batches and summarises every scalar (mean, std, min, max)
 Keys of ``results`` (each estimate carries its method, budget, seed and uncertainty/convergence):
 
 - ``loss``: ``{"value", "accuracy", "num_samples"}`` at the checkpoint.
-- ``lambda_max``: ``{"estimate", "residual", "relative_residual", "converged", "iterations",
-  "num_matvecs", "method", "tol", "seed"}`` (Lanczos, Ritz-residual stop).
+- ``lambda_max``: ``{"estimate", "residual", "relative_residual", "error_bound", "converged",
+  "iterations", "num_matvecs", "method", "tol", "stop", "seed"}`` (Lanczos, stopped on the Ritz
+  residual's error bound ``min(r, r²/δ̂)`` or on ``r`` itself, see :mod:`lscape_cli.core.spectrum`).
 - ``top_k``: ``{"eigenvalues", "residuals", ...}`` the K largest, same run as ``lambda_max``.
 - ``lambda_min``: like ``lambda_max`` for the smallest (most negative) eigenvalue.
 - ``condition_number``: ``{"estimate": lambda_max/lambda_min or null, "note"}``.
@@ -72,6 +73,7 @@ class ProbeRequest:
     optimizer: str | None = None
     momentum: float = 0.0
     tol: float = 1e-6
+    eig_stop: str = "bound"  # "bound" or "residual" (spectrum.lanczos)
     max_iter: int = 200
     seed: int = 0
     hvp_strategy: str = "auto"
@@ -132,7 +134,14 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
     top = req.needs_lambda_max
     which = "both" if (top and req.lambda_min) else ("largest" if top else "smallest")
     res = spectrum.lanczos(
-        op, k=k if top else 1, which=which, tol=req.tol, max_iter=req.max_iter, seed=req.seed, on_step=on_step
+        op,
+        k=k if top else 1,
+        which=which,
+        tol=req.tol,
+        max_iter=req.max_iter,
+        seed=req.seed,
+        on_step=on_step,
+        stop=req.eig_stop,
     )
     common = {
         "converged": res.converged,
@@ -140,15 +149,18 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
         "num_matvecs": res.num_matvecs,
         "method": res.method,
         "tol": res.tol,
+        "stop": res.stop,
         "seed": req.seed,
     }
     n_top = k if top else 0
     rel = res.relative_residuals
+    bounds = res.error_bounds or res.residuals
     if top:
         out.results["lambda_max"] = {
             "estimate": res.eigenvalues[0],
             "residual": res.residuals[0],
             "relative_residual": rel[0],
+            "error_bound": bounds[0],
             **common,
         }
         out.scalars["lambda_max"] = res.eigenvalues[0]
@@ -157,6 +169,7 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
                 "eigenvalues": res.eigenvalues[:k],
                 "residuals": res.residuals[:k],
                 "relative_residuals": rel[:k],
+                "error_bounds": bounds[:k],
                 **common,
             }
             out.scalars.update({f"lambda_{i + 1}": v for i, v in enumerate(res.eigenvalues[:k])})
@@ -166,6 +179,7 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
             "estimate": lo,
             "residual": res.residuals[n_top],
             "relative_residual": rel[n_top],
+            "error_bound": bounds[n_top],
             **common,
         }
         out.scalars["lambda_min"] = lo
