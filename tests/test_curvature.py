@@ -378,7 +378,7 @@ def test_linear_regression_closed_form() -> None:
 
 
 def test_graph_is_released_after_every_estimator(problem: Problem) -> None:
-    op = HVP(problem.objective(24))
+    op = HVP(problem.objective(24), "double_backward")
     runs = [
         lambda: spectrum.lanczos(op, k=2),
         lambda: spectrum.power_iteration(op, max_iter=20),
@@ -399,7 +399,7 @@ def test_graph_is_released_after_every_estimator(problem: Problem) -> None:
 
 
 def test_graph_outlives_estimators_only_inside_a_callers_block(problem: Problem) -> None:
-    op = HVP(problem.obj)
+    op = HVP(problem.obj, "double_backward")
     with op:
         spectrum.lanczos(op, k=1)
         assert op.has_graph  # kept for the next estimator: built once for both

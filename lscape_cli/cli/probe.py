@@ -89,8 +89,28 @@ def probe(
         ),
     ] = "bound",
     hvp: Annotated[
-        str, typer.Option(help="HVP strategy: auto, double_backward, fwd_rev, vmap.", rich_help_panel=CURV)
+        str,
+        typer.Option(
+            help="HVP strategy: auto (the fastest measured on this model and device), double_backward, fwd_rev, vmap.",
+            rich_help_panel=CURV,
+        ),
     ] = "auto",
+    memory_budget: Annotated[
+        float | None,
+        typer.Option(
+            metavar="MIB",
+            help="Memory for kept gradient graphs (also bounds a chunk) [default: 2048; CUDA: half the free memory].",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
+    retain_chunks: Annotated[
+        int | None,
+        typer.Option(
+            help="Chunk graphs double_backward keeps between products; 0: least memory, every chunk recomputed "
+            "[default: as many as fit --memory-budget].",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
     sharpness: Annotated[
         str | None,
         typer.Option(
@@ -190,6 +210,7 @@ def probe(
     t0 = time.perf_counter()
     checks = list(check or [])
     _validate(trace_method, sharpness_kind, bias, pac_bayes_metric, hvp, stop)
+    _validate_memory(memory_budget, retain_chunks)
     for expr in checks:
         _check_syntax(expr)
     out_path = out or default_output(checkpoint, "probe.json")
@@ -255,6 +276,8 @@ def probe(
         max_iter=max_iter,
         seed=seed,
         hvp_strategy=hvp,
+        memory_budget_mib=memory_budget,
+        retain_chunks=retain_chunks,
         bias=bias,
     )
     t_load = time.perf_counter() - t0
@@ -315,12 +338,25 @@ def _validate(trace_method: str, kind: str, bias: str, metric: str, hvp: str, st
         "--sharpness-kind": (kind, ("l2", "filter", "adaptive")),
         "--bias": (bias, ("zero", "filter", "keep")),
         "--pac-bayes-metric": (metric, ("error", "loss")),
-        "--hvp": (hvp, ("auto", "double_backward", "fwd_rev", "vmap")),
+        "--hvp": (hvp, ("auto", "measure", "double_backward", "fwd_rev", "vmap")),
         "--stop": (stop, ("bound", "residual")),
     }
     for option, (value, allowed) in choices.items():
         if value not in allowed:
             raise LscapeError(f"unknown value {value!r}", option, f"choose one of: {', '.join(allowed)}")
+
+
+def _validate_memory(memory_budget: float | None, retain_chunks: int | None) -> None:
+    if memory_budget is not None and not memory_budget > 0:  # also refuses nan
+        raise LscapeError(
+            f"memory budget must be positive, got {memory_budget:g}", "--memory-budget", "give MiB, e.g. 2048"
+        )
+    if retain_chunks is not None and retain_chunks < 0:
+        raise LscapeError(
+            f"cannot keep {retain_chunks} chunk graphs",
+            "--retain-chunks",
+            "give 0 (recompute every chunk) or more, or leave it out to follow --memory-budget",
+        )
 
 
 def _measure(

@@ -8,6 +8,10 @@ repeats it on disjoint batches and summarises every scalar (mean, std, min, max)
 Keys of ``results`` (each estimate carries its method, budget, seed and uncertainty/convergence):
 
 - ``loss``: ``{"value", "accuracy", "num_samples"}`` at the checkpoint.
+- ``hvp`` (when Hessian-vector products ran): the strategy, how it was chosen (``seconds_per_product``
+  of each candidate under ``auto``), and the memory plan: ``chunk_size``, ``num_chunks``,
+  ``retain_chunks``, ``memory_budget_mib``, measured ``graph_bytes_per_sample`` (see
+  :func:`lscape_cli.core.hvp.plan`).
 - ``lambda_max``: ``{"estimate", "residual", "relative_residual", "error_bound", "converged",
   "iterations", "num_matvecs", "method", "tol", "stop", "seed"}`` (Lanczos, stopped on the Ritz
   residual's error bound ``min(r, r²/δ̂)`` or on ``r`` itself, see :mod:`lscape_cli.core.spectrum`).
@@ -37,7 +41,7 @@ from typing import Any
 from lscape_cli.core import density as dens
 from lscape_cli.core import sharpness as sharp
 from lscape_cli.core import spectrum, trace
-from lscape_cli.core.hvp import HVP, Objective, gradient, norm
+from lscape_cli.core.hvp import HVP, Objective, gradient, norm, plan
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -77,6 +81,8 @@ class ProbeRequest:
     max_iter: int = 200
     seed: int = 0
     hvp_strategy: str = "auto"
+    memory_budget_mib: float | None = None  # kept gradient graphs; None: the device's default (core.hvp.plan)
+    retain_chunks: int | None = None  # kept chunk graphs; None: as many as fit the budget
     bias: str = "zero"  # filter-normalised sharpness: bias policy
 
     @property
@@ -105,14 +111,19 @@ def _finite(v: float | None) -> float | None:
 def run_probe(obj: Objective, req: ProbeRequest, on_step: ProgressFn | None = None) -> ProbeOutput:
     """Run every measurement ``req`` asks for at ``obj.params``."""
     out = ProbeOutput()
+    chunking = plan(obj, req.memory_budget_mib, req.retain_chunks)  # chunk size from measured memory
+    obj = chunking.apply(obj)
     loss, acc = sharp.loss_accuracy(obj, obj.params)
     out.results["loss"] = {"value": loss, "accuracy": acc, "num_samples": obj.num_samples}
     out.scalars.update(loss=loss, accuracy=acc)
-    with HVP(obj, strategy=req.hvp_strategy) as op:  # one gradient graph for every HVP estimator, then freed
+    # one gradient graph for every HVP estimator, then freed
+    with HVP(obj, req.hvp_strategy, chunking.retain_chunks) as op:
         if req.needs_lambda_max or req.lambda_min:
             _eigen(op, req, out, on_step)
         if req.needs_trace or req.density:
             _trace_density(op, req, out, on_step)
+    if op.num_matvecs:
+        out.results["hvp"] = {**op.describe(), **chunking.to_dict()}
     if req.grad_norm:
         g = float(norm(gradient(obj)))
         out.results["grad_norm"] = {"estimate": g, "method": "exact (whole split)"}
