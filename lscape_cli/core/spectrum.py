@@ -150,13 +150,17 @@ class _Basis:
     def project_out(self, w: torch.Tensor) -> torch.Tensor:
         """``w`` minus its component in the basis, by two classical Gram-Schmidt passes ("twice is enough").
 
-        The arithmetic runs in the basis' dtype (no temporary copies of the basis); ``w`` keeps its dtype.
+        Updates ``w`` in place when it has the basis' dtype (no vector-sized temporaries), else returns
+        a new tensor of ``w``'s dtype; coefficients are computed in the basis' dtype.
         """
         for _ in range(2):
             filled = self._filled()
             coeffs = [b @ w.to(b.dtype) for b in filled]  # all coefficients from the same w: classical GS
             for b, c in zip(filled, coeffs, strict=True):
-                w = w - (c @ b).to(w.dtype)
+                if w.dtype == b.dtype:
+                    w.addmv_(b.T, c, alpha=-1.0)
+                else:
+                    w = w - (c @ b).to(w.dtype)
         return w
 
 
@@ -214,7 +218,7 @@ class Krylov:
         self.alpha.append(a)
         exhausted = b <= 10 * torch.finfo(self.dtype).eps * self._scale
         self.beta.append(0.0 if exhausted else b)
-        self.next = None if exhausted else w / b
+        self.next = None if exhausted else w.div_(b)
         return not exhausted
 
     def restart(self, generator: torch.Generator) -> bool:
