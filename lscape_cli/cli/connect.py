@@ -159,13 +159,14 @@ def connect(
             raise LscapeError(str(exc), str(checkpoint_b), "report this as a bug") from exc
     record = _record(checkpoint_a, checkpoint_b, out_path, setup, req, results, warnings + more)
     record["timing_s"] = {"load": t_load, **timing}
+    from lscape_cli.storage.records import to_json, write_record
+
+    write_record(out_path, record)  # the measurements first: a failing plot loses nothing
     if plot:
         t_plot = time.perf_counter()
         record["results"]["plot"] = _plot(record, out_path, checkpoint_a, checkpoint_b)
         record["timing_s"]["plot"] = time.perf_counter() - t_plot
-    from lscape_cli.storage.records import to_json, write_record
-
-    write_record(out_path, record)
+        write_record(out_path, record)
     if json_out:
         emit_json(to_json(record))
     elif not quiet:
