@@ -78,7 +78,11 @@ def probe(
         bool, typer.Option("--grad-norm", help="||grad L|| over the split.", rich_help_panel=CURV)
     ] = False,
     tol: Annotated[
-        float, typer.Option(help="Relative Ritz-residual tolerance for eigenvalues.", rich_help_panel=CURV)
+        float,
+        typer.Option(
+            help="Relative tolerance on each eigenvalue's error bound (or residual, see --stop).",
+            rich_help_panel=CURV,
+        ),
     ] = 1e-6,
     max_iter: Annotated[int, typer.Option(min=2, help="Most Lanczos steps.", rich_help_panel=CURV)] = 200,
     stop: Annotated[
@@ -91,7 +95,8 @@ def probe(
     hvp: Annotated[
         str,
         typer.Option(
-            help="HVP strategy: auto (the fastest measured on this model and device), double_backward, fwd_rev, vmap.",
+            help="HVP strategy: auto (CPU: double_backward; else measure), measure (time all on this model and "
+            "device, use the fastest), double_backward, fwd_rev, vmap.",
             rich_help_panel=CURV,
         ),
     ] = "auto",
