@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from lscape_cli import models
+from lscape_cli.core import _hvp_calibration as calibration
 from lscape_cli.core import hvp as H
 from lscape_cli.core import trace
 from lscape_cli.core.hvp import HVP, STRATEGIES, Objective, Timings, choose, flatten, gaussian, plan
@@ -136,8 +137,8 @@ def test_measure_can_batch_with_vmap_and_keep_single_products_elsewhere(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake = Timings({"double_backward": 2.0, "fwd_rev": 3.0, "vmap": 1.0}, build=0.5)
-    monkeypatch.setattr(H, "_MEASURED", {})
-    monkeypatch.setattr(H, "_measure", lambda obj, batch_size: fake)
+    monkeypatch.setattr(calibration, "_MEASURED", {})
+    monkeypatch.setattr(calibration, "_measure", lambda obj, batch_size: fake)
     obj = _objective("mlp", 32, torch.float64, depth=1, width=8)
     op = HVP(obj, "measure", batch_size=4)
     assert op.batch_size == 4  # asking resolves the measurement: batches go to vmap

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from lscape_cli.core.hvp import Params
+from lscape_cli.core.params import Params
 
 Perms = dict[str, torch.Tensor]
 FAMILIES = ("mlp", "cnn", "resnet", "linear")

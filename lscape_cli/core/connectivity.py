@@ -45,8 +45,8 @@ from torch import nn
 from torch.func import functional_call
 
 from lscape_cli.core import alignment as al
-from lscape_cli.core.hvp import Params
 from lscape_cli.core.objective import loss_mean, loss_sum
+from lscape_cli.core.params import Params
 from lscape_cli.core.surface import Subspace, evaluate_points
 from lscape_cli.core.training import has_batchnorm
 

@@ -8,8 +8,9 @@ evaluated in chunks of at most ``max_batch`` samples, each chunk weighted by its
 changes nothing beyond float rounding. ``H = ∇²L(θ)`` is never formed: estimators only see ``v ↦ Hv``
 (Pearlmutter 1994, "Fast exact multiplication by the Hessian", Neural Computation 6(1)).
 
-Vectors are name -> tensor dicts shaped like the parameters (:data:`Params`); helpers below do the
-linear algebra on them (dot, norm, axpy, flatten/unflatten).
+Vectors are name -> tensor dicts shaped like the parameters (:data:`Params`); :mod:`lscape_cli.core.params`
+does the linear algebra on them (dot, norm, axpy, flatten/unflatten), re-exported here. The strategies
+live in :mod:`lscape_cli.core._hvp_strategies`, their timing in :mod:`lscape_cli.core._hvp_calibration`.
 
 Strategies (same numbers up to rounding, different cost; DESIGN.md "Performance principles"):
 
@@ -37,28 +38,13 @@ Strategies (same numbers up to rounding, different cost; DESIGN.md "Performance 
   and 0.5 s (CNN); the first ``torch.func`` transform in a process also imports ``torch._dynamo``
   (1.2 s there), which the first calibration pays.
 
-Memory (:func:`plan`): one forward and gradient pass with ``create_graph=True`` on 2 and on 4 samples,
-under :func:`torch.autograd.graph.saved_tensors_hooks`, measures the bytes per sample of the largest
-tensor saved for backward and of all of them (the graph ``double_backward`` keeps per chunk). The chunk
-size is then the smallest of ``max_batch``, the split, the memory budget over the graph bytes per sample,
-and on CPU :data:`CPU_TENSOR_BYTES` over the largest tensor's bytes per sample: glibc serves allocations
-above its mmap threshold (adaptive, at most 32 MiB on 64-bit) with fresh ``mmap`` pages and returns them
-on free, so a chunk whose activations exceed it page-faults every activation again on every product (a
-width-16 SimpleCNN product on 4,000 MNIST images, one thread: 3.0 s in one chunk, 1.25 s in 7 chunks
-of 572). Chunks are then
-balanced (``ceil(N / ceil(N / cap))`` samples each). ``retain_chunks`` caps how many chunk graphs
-``double_backward`` keeps between products: all when they fit in the budget, otherwise as many as fit
-next to one rebuilt chunk; the others rebuild their gradient graph for every product (one forward +
-backward more per product and chunk) and free it at once. ``None`` keeps all (fastest); ``0`` keeps
-none (memory of one chunk).
+Memory: :mod:`lscape_cli.core.memory` chooses the chunk size and how many chunk graphs
+``double_backward`` keeps (``retain_chunks``), from the measured size of the graph.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -66,20 +52,80 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev, jvp, vmap
+from torch.func import functional_call
 
+from lscape_cli.core._hvp_calibration import (
+    AMORTISED_PRODUCTS,
+    CALIBRATION_SAMPLES,
+    Calibration,
+    Timings,
+    calibrate,
+    choose,
+)
+from lscape_cli.core._hvp_strategies import STRATEGIES, _DoubleBackward, _FwdRev, _Strategy, _VMap
+from lscape_cli.core.memory import (
+    CPU_TENSOR_BYTES,
+    DEFAULT_MEMORY_BUDGET_MIB,
+    Footprint,
+    Plan,
+    default_memory_budget_mib,
+    footprint,
+    plan,
+)
 from lscape_cli.core.objective import LOSSES, loss_sum
+from lscape_cli.core.params import (
+    Params,
+    axpy,
+    dot,
+    flatten,
+    gaussian,
+    norm,
+    numel,
+    rademacher,
+    scale,
+    unflatten,
+)
 
-Params = dict[str, torch.Tensor]
+__all__ = [  # the HVP interface, and what its users import from here
+    "AMORTISED_PRODUCTS",
+    "CALIBRATION_SAMPLES",
+    "CHOICES",
+    "CPU_STRATEGY",
+    "CPU_TENSOR_BYTES",
+    "DEFAULT_MEMORY_BUDGET_MIB",
+    "HVP",
+    "STRATEGIES",
+    "Calibration",
+    "DenseOperator",
+    "Footprint",
+    "Objective",
+    "Operator",
+    "Params",
+    "Plan",
+    "ProgressFn",
+    "Shard",
+    "Timings",
+    "axpy",
+    "calibrate",
+    "choose",
+    "default_memory_budget_mib",
+    "dot",
+    "flatten",
+    "footprint",
+    "gaussian",
+    "gradient",
+    "loss_and_gradient",
+    "norm",
+    "numel",
+    "plan",
+    "rademacher",
+    "scale",
+    "unflatten",
+]
+
 ProgressFn = Callable[[dict[str, Any]], None]
-STRATEGIES = ("double_backward", "fwd_rev", "vmap")
 CHOICES = ("auto", "measure", *STRATEGIES)  # what a caller may ask for
 CPU_STRATEGY = "double_backward"  # ``auto`` on CPU (module docstring)
-CPU_TENSOR_BYTES = 30 << 20  # CPU: largest saved tensor per chunk, under glibc's 32 MiB mmap threshold
-DEFAULT_MEMORY_BUDGET_MIB = 2048.0  # retained gradient graphs, CPU and other non-CUDA devices
-CUDA_BUDGET_FRACTION = 0.5  # CUDA: default budget, this fraction of the free device memory
-CALIBRATION_SAMPLES = 128  # CPU: samples ``auto`` times the strategies on
-AMORTISED_PRODUCTS = 20  # ``auto`` charges double_backward's graph build as spread over this many products
 _RANDOM_MODULES = (
     nn.Dropout,
     nn.Dropout1d,
@@ -88,74 +134,6 @@ _RANDOM_MODULES = (
     nn.AlphaDropout,
     nn.modules.batchnorm._BatchNorm,
 )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Linear algebra on name -> tensor dicts.
-
-
-def dot(a: Params, b: Params) -> torch.Tensor:
-    """Inner product ``Σ_name <a[name], b[name]>`` as a 0-d tensor."""
-    return torch.stack([torch.vdot(a[k].flatten(), b[k].flatten()) for k in a]).sum()
-
-
-def norm(a: Params) -> torch.Tensor:
-    """Euclidean norm of the concatenated vector, as a 0-d tensor."""
-    return torch.sqrt(dot(a, a))
-
-
-def axpy(alpha: float | torch.Tensor, x: Params, y: Params) -> Params:
-    """``y + alpha * x`` as a new dict."""
-    return {k: y[k] + alpha * x[k] for k in y}
-
-
-def scale(alpha: float | torch.Tensor, x: Params) -> Params:
-    """``alpha * x`` as a new dict."""
-    return {k: alpha * t for k, t in x.items()}
-
-
-def flatten(a: Params) -> torch.Tensor:
-    """Concatenate a dict's tensors (in its key order) into one 1-d tensor of length ``numel(a)``."""
-    return torch.cat([t.reshape(-1) for t in a.values()])
-
-
-def unflatten(flat: torch.Tensor, like: Params) -> Params:
-    """Inverse of :func:`flatten`: views of ``flat`` shaped like ``like``'s tensors."""
-    out, start = {}, 0
-    for k, t in like.items():
-        out[k] = flat[start : start + t.numel()].view_as(t)
-        start += t.numel()
-    return out
-
-
-def numel(a: Params) -> int:
-    """Total number of scalars in a dict of tensors."""
-    return sum(t.numel() for t in a.values())
-
-
-def rademacher(like: Params, generator: torch.Generator) -> Params:
-    """A vector of independent ±1 entries shaped like ``like``.
-
-    Drawn on the CPU from ``generator`` so that a seed gives the same probe on every device and dtype.
-    """
-    flat = (
-        torch.randint(0, 2, (numel(like),), generator=generator, dtype=torch.int8).to(torch.float64) * 2 - 1
-    )
-    return unflatten(flat.to(device=_device(like), dtype=_dtype(like)), like)
-
-
-def gaussian(like: Params, generator: torch.Generator) -> Params:
-    """A standard normal vector shaped like ``like`` (drawn on the CPU in float64, see :func:`rademacher`)."""
-    flat = torch.randn(numel(like), generator=generator, dtype=torch.float64)
-    return unflatten(flat.to(device=_device(like), dtype=_dtype(like)), like)
-
-
-def _dtype(a: Params) -> torch.dtype:
-    return next(iter(a.values())).dtype
-
-
-def _device(a: Params) -> torch.device:
-    return next(iter(a.values())).device
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -274,448 +252,6 @@ def loss_and_gradient(obj: Objective) -> tuple[float, Params]:
 def gradient(obj: Objective) -> Params:
     """The full-split gradient ``∇L(θ)``; ``norm(gradient(obj))`` is the gradient norm."""
     return loss_and_gradient(obj)[1]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Memory plan: chunk size and retained graphs from measured bytes per sample.
-
-
-@dataclass(frozen=True)
-class Footprint:
-    """Bytes per sample of the tensors a chunk's gradient graph saves for backward (``create_graph=True``).
-
-    Attributes:
-        largest_tensor_bytes_per_sample: the largest single saved tensor (an activation or its derivative).
-        graph_bytes_per_sample: all saved tensors together, the graph ``double_backward`` keeps per chunk.
-    """
-
-    largest_tensor_bytes_per_sample: int
-    graph_bytes_per_sample: int
-
-
-def footprint(obj: Objective) -> Footprint:
-    """Measure :class:`Footprint` with one forward and gradient pass on 2 and one on 4 samples.
-
-    The tensors saved for backward are recorded in saving order; the growth of each from 2 to 4 samples
-    is its size per sample, so parameter-sized tensors count for nothing. Storages that exist already
-    (data, parameters, buffers) are skipped, and a storage saved twice counts once. When the two passes
-    save different sequences (or the split holds fewer samples), sizes are divided by the sample count.
-    """
-    n = int(obj.y.shape[0])
-    small, large = min(2, n), min(4, n)
-    sizes_large = _saved_storage_bytes(obj, large)
-    sizes_small = _saved_storage_bytes(obj, small) if large > small else []
-    if large > small and len(sizes_small) == len(sizes_large):
-        step = large - small
-        per = [math.ceil(max(0, b - a) / step) for a, b in zip(sizes_small, sizes_large, strict=True)]
-    else:
-        per = [math.ceil(b / large) for b in sizes_large]
-    return Footprint(max(per, default=0), sum(per))
-
-
-def _saved_storage_bytes(obj: Objective, count: int) -> list[int]:
-    """Sizes of the new storages saved by one chunk's forward and ``create_graph`` backward, in order."""
-    existing = [obj.x, obj.y, *obj.params.values(), *obj.buffers.values()]
-    skip = {t.untyped_storage().data_ptr() for t in existing}
-    sizes: list[int] = []
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        ptr = storage.data_ptr()
-        if ptr not in skip and storage.nbytes() > 0:
-            skip.add(ptr)
-            sizes.append(storage.nbytes())
-        return t
-
-    leaves = {n: p.detach().requires_grad_(True) for n, p in obj.params.items()}
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        value = obj.chunk_loss(leaves, obj.x[:count], obj.y[:count])
-        torch.autograd.grad(value, list(leaves.values()), create_graph=True, allow_unused=True)
-    return sizes
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How an objective's data is chunked, and how many chunk graphs ``double_backward`` keeps.
-
-    Attributes:
-        chunk_size: samples per chunk (the objective's new ``max_batch``).
-        num_chunks: chunks of this process's data.
-        retain_chunks: chunk graphs kept between products; the rest are rebuilt per product.
-        memory_budget_mib: the budget for kept graphs (MiB).
-        graph_bytes_per_sample, largest_tensor_bytes_per_sample: the measured :class:`Footprint`.
-        limited_by: what set the chunk size: ``split`` (all in one chunk), ``max_batch``,
-            ``tensor_size`` (CPU, :data:`CPU_TENSOR_BYTES`) or ``memory_budget``.
-    """
-
-    chunk_size: int
-    num_chunks: int
-    retain_chunks: int
-    memory_budget_mib: float
-    graph_bytes_per_sample: int
-    largest_tensor_bytes_per_sample: int
-    limited_by: str
-
-    def apply(self, obj: Objective) -> Objective:
-        """``obj`` evaluated in chunks of :attr:`chunk_size` (same loss, same derivatives)."""
-        return dataclasses.replace(obj, max_batch=self.chunk_size)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values for records."""
-        return dataclasses.asdict(self)
-
-
-def default_memory_budget_mib(device: torch.device) -> float:
-    """:data:`DEFAULT_MEMORY_BUDGET_MIB`, or on CUDA :data:`CUDA_BUDGET_FRACTION` of the free memory."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return CUDA_BUDGET_FRACTION * free / 2**20
-    return DEFAULT_MEMORY_BUDGET_MIB
-
-
-def plan(obj: Objective, memory_budget_mib: float | None = None, retain_chunks: int | None = None) -> Plan:
-    """Chunk size and retained graphs for ``obj`` from its measured :func:`footprint`.
-
-    Args:
-        obj: the objective; its ``max_batch`` is an upper bound on the chunk size.
-        memory_budget_mib: bytes (MiB) the kept gradient graphs may take; ``None``:
-            :func:`default_memory_budget_mib`. A chunk's graph must fit in it, which also bounds the chunk.
-        retain_chunks: overrides the number of kept graphs (``0``: rebuild every chunk per product).
-    """
-    budget = default_memory_budget_mib(obj.x.device) if memory_budget_mib is None else memory_budget_mib
-    if not budget > 0 or (retain_chunks is not None and retain_chunks < 0):
-        raise ValueError(
-            f"memory_budget_mib must be > 0 and retain_chunks >= 0, got {budget}, {retain_chunks}"
-        )
-    fp = footprint(obj)
-    n = int(obj.y.shape[0])
-    budget_bytes = int(budget * 2**20)
-    caps = {"split": n, "max_batch": obj.max_batch}
-    if obj.x.device.type == "cpu" and fp.largest_tensor_bytes_per_sample > 0:
-        caps["tensor_size"] = CPU_TENSOR_BYTES // fp.largest_tensor_bytes_per_sample
-    if fp.graph_bytes_per_sample > 0:
-        caps["memory_budget"] = budget_bytes // fp.graph_bytes_per_sample
-    limited_by = min(caps, key=lambda k: caps[k])  # the first of equal caps: "split" before the others
-    num_chunks = math.ceil(n / max(1, caps[limited_by]))
-    chunk = math.ceil(n / num_chunks)  # balanced: no small remainder chunk
-    graph = chunk * fp.graph_bytes_per_sample
-    if retain_chunks is not None:
-        retain = min(retain_chunks, num_chunks)
-    elif num_chunks * graph <= budget_bytes:
-        retain = num_chunks
-    else:  # leave room for the chunk being rebuilt
-        retain = max(0, budget_bytes // max(graph, 1) - 1)
-    return Plan(
-        chunk,
-        num_chunks,
-        retain,
-        budget,
-        fp.graph_bytes_per_sample,
-        fp.largest_tensor_bytes_per_sample,
-        limited_by,
-    )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Strategies.
-
-
-class _Strategy(Protocol):
-    def apply(self, vs: list[Params]) -> list[Params]: ...
-
-    def release(self) -> None: ...
-
-    @property
-    def has_graph(self) -> bool: ...
-
-
-class _DoubleBackward:
-    """Second backward pass through per-chunk gradient graphs built once (see the module docstring)."""
-
-    def __init__(self, obj: Objective, retain_chunks: int | None) -> None:
-        self.obj = obj
-        self.retain_chunks = retain_chunks
-        self.leaves: Params | None = None
-        self.graphs: list[tuple[torch.Tensor, ...]] | None = (
-            None  # per retained chunk: ∇loss_c, with its graph
-        )
-
-    @property
-    def has_graph(self) -> bool:
-        return self.graphs is not None
-
-    def _chunk_grad(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        assert self.leaves is not None
-        value = self.obj.chunk_loss(self.leaves, xb, yb)
-        leaves = list(self.leaves.values())
-        parts = torch.autograd.grad(value, leaves, create_graph=True, allow_unused=True)
-        return tuple(p if p is not None else torch.zeros_like(t) for p, t in zip(parts, leaves, strict=True))
-
-    def _build(self) -> None:
-        # Fresh leaves sharing storage with obj.params: the caller's tensors never get requires_grad or .grad.
-        self.leaves = {n: p.detach().requires_grad_(True) for n, p in self.obj.params.items()}
-        retained = list(self.obj.chunks())[: self.retain_chunks]  # None: every chunk
-        self.graphs = [self._chunk_grad(xb, yb) for xb, yb in retained]
-
-    def _vjp(self, g: tuple[torch.Tensor, ...], v: list[torch.Tensor], retain: bool) -> list[torch.Tensor]:
-        """``∂(g·v)/∂θ`` for one chunk; gradient entries with no graph (constant in θ) contribute 0."""
-        assert self.leaves is not None
-        leaves = list(self.leaves.values())
-        pairs = [(gi, vi) for gi, vi in zip(g, v, strict=True) if gi.requires_grad]
-        if not pairs:
-            return [torch.zeros_like(t) for t in leaves]
-        outputs, directions = zip(*pairs, strict=True)
-        out = torch.autograd.grad(
-            outputs, leaves, grad_outputs=directions, retain_graph=retain, allow_unused=True
-        )
-        return [o if o is not None else torch.zeros_like(t) for o, t in zip(out, leaves, strict=True)]
-
-    def _one(self, v: Params) -> Params:
-        assert self.graphs is not None and self.leaves is not None
-        directions = [v[n] for n in self.leaves]
-        acc = [torch.zeros_like(t) for t in self.leaves.values()]
-        for i, (xb, yb) in enumerate(self.obj.chunks()):
-            kept = i < len(self.graphs)
-            g = self.graphs[i] if kept else self._chunk_grad(xb, yb)  # not kept: rebuilt, used once, freed
-            for total, part in zip(acc, self._vjp(g, directions, retain=kept), strict=True):
-                total += part
-        return dict(zip(self.leaves, acc, strict=True))
-
-    def apply(self, vs: list[Params]) -> list[Params]:
-        if self.graphs is None:
-            self._build()
-        return [self._one(v) for v in vs]
-
-    def release(self) -> None:
-        self.graphs = None
-        self.leaves = None
-
-
-def _functional_hvp(obj: Objective) -> Callable[[Params, torch.Tensor, torch.Tensor], Params]:
-    """``(v, x_c, y_c) -> H_c v`` by forward-over-reverse ``jvp(jacrev(L_c))`` at ``obj.params``."""
-
-    def hvp_chunk(v: Params, xb: torch.Tensor, yb: torch.Tensor) -> Params:
-        grad_fn = jacrev(lambda p: obj.chunk_loss(p, xb, yb))
-        return jvp(grad_fn, (obj.params,), (v,))[1]
-
-    return hvp_chunk
-
-
-class _FwdRev:
-    """Forward-over-reverse products, chunk by chunk; nothing is kept between products."""
-
-    has_graph = False
-
-    def __init__(self, obj: Objective) -> None:
-        self.obj = obj
-        self.hvp_chunk = _functional_hvp(obj)
-
-    def apply(self, vs: list[Params]) -> list[Params]:
-        out = []
-        with torch.no_grad():
-            for v in vs:
-                acc = {n: torch.zeros_like(p) for n, p in self.obj.params.items()}
-                for xb, yb in self.obj.chunks():
-                    acc = axpy(1.0, self.hvp_chunk(v, xb, yb), acc)
-                out.append(acc)
-        return out
-
-    def release(self) -> None:
-        return None
-
-
-class _VMap:
-    """``batch_size`` forward-over-reverse products at once through ``torch.func.vmap``."""
-
-    has_graph = False
-
-    def __init__(self, obj: Objective, batch_size: int) -> None:
-        self.obj = obj
-        self.batch_size = batch_size
-        self.batched = vmap(_functional_hvp(obj), in_dims=(0, None, None))
-
-    def apply(self, vs: list[Params]) -> list[Params]:
-        out: list[Params] = []
-        with torch.no_grad():
-            for start in range(0, len(vs), self.batch_size):
-                group = vs[start : start + self.batch_size]
-                stacked = {n: torch.stack([v[n] for v in group]) for n in self.obj.params}
-                acc = {n: torch.zeros_like(t) for n, t in stacked.items()}
-                for xb, yb in self.obj.chunks():
-                    acc = axpy(1.0, self.batched(stacked, xb, yb), acc)
-                out.extend({n: acc[n][i] for n in acc} for i in range(len(group)))
-        return out
-
-    def release(self) -> None:
-        return None
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Choosing a strategy by measurement ("measure", and "auto" off the CPU).
-
-
-@dataclass(frozen=True)
-class Timings:
-    """Seconds measured on one calibration chunk (``None``: the strategy failed there, e.g. out of memory).
-
-    Attributes:
-        product: per product: ``double_backward`` through a kept graph, ``fwd_rev``, and ``vmap`` on
-            batches of ``batch_size`` vectors (a batch's time over its size).
-        build: ``double_backward``'s gradient graph of the chunk (also the extra cost of a chunk whose
-            graph is rebuilt for every product).
-    """
-
-    product: dict[str, float | None]
-    build: float
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """What ``auto`` measured and chose.
-
-    Attributes:
-        single: strategy for one vector at a time (Lanczos, SLQ).
-        batched: strategy for batches of vectors (Hutchinson, Hutch++).
-        seconds_per_product: per strategy on the calibration chunk, ``double_backward`` including the
-            rebuilt chunks' share (see :func:`choose`).
-        build_seconds: ``double_backward``'s graph build on the calibration chunk.
-        samples: calibration chunk size; seconds: wall time spent calibrating (0 when cached).
-    """
-
-    single: str
-    batched: str
-    seconds_per_product: dict[str, float | None]
-    build_seconds: float
-    samples: int
-    seconds: float
-    cached: bool
-
-
-_MEASURED: dict[tuple[Any, ...], Timings] = {}  # this process's calibrations (see calibrate)
-
-
-def choose(timings: Timings, rebuilt_fraction: float = 0.0) -> tuple[str, str, dict[str, float | None]]:
-    """The fastest strategy per product for single vectors and for batches, from measured timings.
-
-    ``double_backward`` costs ``product + rebuilt_fraction * build`` per product (chunks whose graph is
-    not kept are rebuilt each time) plus, for the decision only, the kept chunks' one-off build spread
-    over :data:`AMORTISED_PRODUCTS` products. ``vmap`` only competes for batches.
-
-    Returns:
-        ``(single, batched, seconds_per_product)``.
-    """
-    per = dict(timings.product)
-    if per.get("double_backward") is not None:
-        per["double_backward"] = per["double_backward"] + rebuilt_fraction * timings.build  # type: ignore[operator]
-    cost = {k: v for k, v in per.items() if v is not None}
-    if "double_backward" in cost:
-        cost["double_backward"] += (1.0 - rebuilt_fraction) * timings.build / AMORTISED_PRODUCTS
-    if not cost:
-        raise RuntimeError("no HVP strategy ran on this objective")
-    singles = {k: v for k, v in cost.items() if k != "vmap"} or cost
-    return min(singles, key=lambda k: singles[k]), min(cost, key=lambda k: cost[k]), per
-
-
-def calibrate(obj: Objective, retain_chunks: int | None = None, batch_size: int = 8) -> Calibration:
-    """Time every strategy on ``obj``'s first chunk (at most :data:`CALIBRATION_SAMPLES` on CPU).
-
-    Each candidate runs a warm-up and then a few products (the best time counts: a shared machine only
-    ever adds time). Timings are cached per process; in a data-parallel objective every rank measures
-    and the timings averaged over ranks decide, so all ranks choose alike.
-    """
-    n = int(obj.y.shape[0])
-    samples = min(n, obj.max_batch, CALIBRATION_SAMPLES if obj.x.device.type == "cpu" else n)
-    key = (
-        obj.x.device.type,
-        _device_name(obj.x.device),
-        _dtype(obj.params),
-        type(obj.model).__qualname__,
-        tuple((k, tuple(t.shape)) for k, t in obj.params.items()),
-        tuple(obj.x.shape[1:]),
-        obj.loss,
-        samples,
-        batch_size,
-    )
-    t0 = time.perf_counter()
-    timings = _MEASURED.get(key)
-    cached = timings is not None
-    if obj.shard is not None:  # all ranks measure when any must, so the collectives below match
-        cached = float(obj.reduce(torch.tensor([0.0 if cached else 1.0], device=obj.x.device))) == 0
-    if timings is None or not cached:
-        sub = dataclasses.replace(obj, x=obj.x[:samples], y=obj.y[:samples], max_batch=samples, shard=None)
-        with warnings.catch_warnings():  # torch.func's first use imports torch._dynamo, which warns
-            warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.")
-            timings = _agree(obj, _measure(sub, batch_size))
-        _MEASURED[key] = timings
-    chunks = math.ceil(n / obj.max_batch)
-    kept = chunks if retain_chunks is None else min(retain_chunks, chunks)
-    single, batched, per = choose(timings, (chunks - kept) / chunks)
-    spent = 0.0 if cached else time.perf_counter() - t0
-    return Calibration(single, batched, per, timings.build, samples, spent, cached)
-
-
-def _measure(obj: Objective, batch_size: int) -> Timings:
-    """One calibration: warm-up, then the best of a few timed runs per strategy."""
-    generator = torch.Generator().manual_seed(0)
-    vs = [gaussian(obj.params, generator) for _ in range(batch_size)]
-    db = _DoubleBackward(obj, None)
-
-    def rebuild() -> None:
-        db.release()
-        db._build()
-
-    build = _best(obj, rebuild, 1)
-    product: dict[str, float | None] = {"double_backward": _best(obj, lambda: db.apply(vs[:1]), 2)}
-    db.release()
-    fwd_rev = _FwdRev(obj)
-    product["fwd_rev"] = _guarded(obj, lambda: _best(obj, lambda: fwd_rev.apply(vs[:1]), 2))
-    batched = _VMap(obj, batch_size)
-    product["vmap"] = _guarded(obj, lambda: _best(obj, lambda: batched.apply(vs), 1) / len(vs))
-    return Timings(product, build)
-
-
-def _best(obj: Objective, fn: Callable[[], object], repeats: int) -> float:
-    """Least wall time of ``repeats`` calls after one warm-up call (device work included)."""
-    fn()
-    best = math.inf
-    for _ in range(repeats):
-        _synchronize(obj.x.device)
-        start = time.perf_counter()
-        fn()
-        _synchronize(obj.x.device)
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def _guarded(obj: Objective, fn: Callable[[], float]) -> float | None:
-    """``fn()``, or ``None`` when the strategy cannot run here (out of memory, unsupported op)."""
-    try:
-        return fn()
-    except (RuntimeError, NotImplementedError):
-        if obj.x.device.type == "cuda":
-            torch.cuda.empty_cache()
-        return None
-
-
-def _agree(obj: Objective, timings: Timings) -> Timings:
-    """Average the timings over ranks (identity in one process): every rank then makes the same choice."""
-    if obj.shard is None:
-        return timings
-    names = list(timings.product)
-    values = [math.nan if timings.product[k] is None else timings.product[k] for k in names]
-    local = torch.tensor([*values, timings.build, 1.0], dtype=torch.float64, device=obj.x.device)
-    summed = obj.reduce(local)
-    *means, build = (summed / summed[-1]).tolist()[:-1]  # means over ranks
-    return Timings({k: None if math.isnan(v) else v for k, v in zip(names, means, strict=True)}, build)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -49,8 +49,8 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from torch.func import functional_call, vmap
 
-from lscape_cli.core.hvp import Params
 from lscape_cli.core.objective import loss_sum
+from lscape_cli.core.params import Params
 
 ProgressFn = Callable[[dict[str, Any]], None]
 STRATEGIES = ("auto", "loop", "vmap")
