@@ -9,9 +9,9 @@ Keys of ``results`` (each estimate carries its method, budget, seed and uncertai
 
 - ``loss``: ``{"value", "accuracy", "num_samples"}`` at the checkpoint.
 - ``hvp`` (when Hessian-vector products ran): the strategy, how it was chosen (``seconds_per_product``
-  of each candidate under ``auto``), and the memory plan: ``chunk_size``, ``num_chunks``,
+  of each candidate under ``measure``), and the memory plan: ``chunk_size``, ``num_chunks``,
   ``retain_chunks``, ``memory_budget_mib``, measured ``graph_bytes_per_sample`` (see
-  :func:`lscape_cli.core.hvp.plan`).
+  :func:`lscape_cli.core.memory.plan`).
 - ``lambda_max``: ``{"estimate", "residual", "relative_residual", "error_bound", "converged",
   "iterations", "num_matvecs", "method", "tol", "stop", "seed"}`` (Lanczos, stopped on the Ritz
   residual's error bound ``min(r, r²/δ̂)`` or on ``r`` itself, see :mod:`lscape_cli.core.spectrum`).
@@ -81,7 +81,7 @@ class ProbeRequest:
     max_iter: int = 200
     seed: int = 0
     hvp_strategy: str = "auto"
-    memory_budget_mib: float | None = None  # kept gradient graphs; None: the device's default (core.hvp.plan)
+    memory_budget_mib: float | None = None  # kept gradient graphs; None: the device's default (memory.plan)
     retain_chunks: int | None = None  # kept chunk graphs; None: as many as fit the budget
     bias: str = "zero"  # filter-normalised sharpness: bias policy
 
