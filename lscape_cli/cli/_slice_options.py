@@ -1,0 +1,170 @@
+"""What `lscape slice` was asked for: the parsed options, their checks, and where the outputs go.
+
+:class:`Options` holds the command's settings once Typer has parsed them; :meth:`Options.validate` turns
+a bad value into an :class:`~lscape_cli.errors.LscapeError` that names the flag. :class:`Paths` places
+the record, the grid, the directions file and the partial grids beside one another (see the outputs in
+:mod:`lscape_cli.cli.slice`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lscape_cli.errors import LscapeError
+
+
+@dataclass
+class Options:
+    """The parsed options of one `lscape slice` run."""
+
+    dims: int
+    radius: float | None  # None: 1, or the trajectory's reach with --pca (resolved by Directions)
+    steps: int
+    count: int
+    toward: Path | None
+    pca: Path | None
+    eigen: bool
+    directions: Path | None
+    norm: str
+    bias: str
+    orthogonalize: bool
+    eigen_tol: float
+    seed: int
+    memory_budget_mib: int
+    strategy: str
+    basin_threshold: float
+    fit_radius: float | None
+    zscale: str
+    resume: bool
+    plot: bool
+
+    @property
+    def kind(self) -> str:
+        if self.directions is not None:
+            return "file"
+        return "toward" if self.toward else "pca" if self.pca else "eigen" if self.eigen else "random"
+
+    @property
+    def needed(self) -> int:
+        """Directions the grid needs: 2 for a plane, ``count`` for lines."""
+        return 2 if self.dims == 2 else self.count
+
+    def validate(self) -> None:
+        """Refuse a bad option with an error that names it (the first problem, in flag order)."""
+        self._check_choices()
+        self._check_grid()
+        self._check_kind()
+        for option, value in (
+            ("--basin-threshold", self.basin_threshold),
+            ("--fit-radius", self.fit_radius),
+            ("--eigen-tol", self.eigen_tol),
+        ):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise LscapeError(f"{option} must be positive, got {value}", option, "give a positive number")
+
+    def _check_choices(self) -> None:
+        choices = {
+            "--norm": (self.norm, ("filter", "layer", "none", "unit")),
+            "--bias": (self.bias, ("zero", "filter", "keep")),
+            "--strategy": (self.strategy, ("auto", "loop", "vmap")),
+            "--zscale": (self.zscale, ("auto", "linear", "log")),
+        }
+        for option, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise LscapeError(f"unknown value {value!r}", option, f"choose one of: {', '.join(allowed)}")
+
+    def _check_grid(self) -> None:
+        if self.dims not in (1, 2):
+            raise LscapeError(
+                f"--dims must be 1 or 2, got {self.dims}",
+                "--dims",
+                "use --dims 1 (lines) or --dims 2 (a plane)",
+            )
+        if self.radius is not None and not (math.isfinite(self.radius) and self.radius > 0):
+            raise LscapeError(
+                f"range must be positive, got {self.radius}",
+                "--range",
+                "give a positive radius, e.g. --range 1.5",
+            )
+        if self.steps < 2:
+            raise LscapeError(
+                f"steps must be at least 2, got {self.steps}",
+                "--steps",
+                "give 2 or more points per axis, e.g. --steps 51",
+            )
+        if self.count < 1:
+            raise LscapeError(
+                f"count must be at least 1, got {self.count}",
+                "--count",
+                "give a positive number of directions",
+            )
+        if self.count > 1 and self.dims != 1:
+            raise LscapeError(
+                "--count needs --dims 1", "--count", "add --dims 1 for N independent 1-D directions"
+            )
+
+    def _check_kind(self) -> None:
+        given = [
+            o
+            for o, v in (
+                ("--toward", self.toward),
+                ("--pca", self.pca),
+                ("--eigen", self.eigen),
+                ("--directions", self.directions),
+            )
+            if v
+        ]
+        if len(given) > 1:
+            raise LscapeError(
+                f"choose one kind of direction, got {' and '.join(given)}", given[1], "pass only one of them"
+            )
+        if self.toward is not None and self.count > 1:
+            raise LscapeError("--toward gives a single direction", "--count", "use --count 1 with --toward")
+
+    def describe(self) -> dict[str, Any]:
+        """The direction settings for the record."""
+        out: dict[str, Any] = {"kind": self.kind, "count": self.needed}
+        if self.kind in ("random", "toward"):
+            out.update(norm=self.norm, bias=self.bias, seed=self.seed, distribution="gaussian N(0, I)")
+        if self.kind in ("random", "toward", "file"):
+            out["orthogonalize"] = self.orthogonalize
+        if self.kind == "eigen":
+            out.update(tol=self.eigen_tol, seed=self.seed, method="lanczos", which="largest")
+        return out
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The record's path and the stem that its sibling files share."""
+
+    record: Path
+    stem: Path  # record path without .json
+
+    @classmethod
+    def of(cls, record: Path) -> Paths:
+        if not record.parent.is_dir():
+            raise LscapeError(
+                "output directory does not exist", str(record.parent), "create it or choose another --out"
+            )
+        name = record.name[: -len(".json")] if record.name.endswith(".json") else record.name
+        return cls(record, record.with_name(name))
+
+    def sibling(self, suffix: str) -> Path:
+        return self.stem.with_name(f"{self.stem.name}.{suffix}")
+
+    @property
+    def grid(self) -> Path:
+        return self.sibling("safetensors")
+
+    @property
+    def directions(self) -> Path:
+        return self.sibling("directions.safetensors")
+
+    def partials(self) -> list[Path]:
+        """The partial grids an interrupted run left (one per rank)."""
+        from lscape_cli.storage.slices import partial_files
+
+        return partial_files(self.stem)
