@@ -118,6 +118,32 @@ def test_cli_numbers_match_the_dense_hessian(cli, ckpt: Path) -> None:
     assert abs(res["frobenius"]["estimate"] - fro) <= 3 * res["frobenius"]["stderr"]
 
 
+def test_trace_methods_and_stop_rules_from_the_cli(cli, ckpt: Path, error_line) -> None:
+    base = ("--lambda-max", "--trace", "--dtype", "float64", "--quiet", "--device", "cpu")
+    runs = {}
+    for method, stop in (("krylov-hutch++", "bound"), ("hutch++", "residual"), ("hutchinson", "bound")):
+        out = ckpt.with_name(f"{method}-{stop}.probe.json")
+        r = cli("probe", ckpt, *base, "--trace-method", method, "--stop", stop, "--out", out)
+        assert r.exit_code == 0, r.output
+        res = _record(out)["results"]
+        assert res["trace"]["method"] == res["frobenius"]["method"] == method
+        lmax = res["lambda_max"]
+        tested = lmax["residual"] if stop == "residual" else lmax["error_bound"]
+        assert lmax["stop"] == stop and tested <= 1e-6 * abs(lmax["estimate"]) * 1.0001
+        runs[method] = res
+    lams = [r["lambda_max"]["estimate"] for r in runs.values()]
+    assert max(lams) - min(lams) <= 1e-6 * abs(lams[0])
+    traces = [(r["trace"]["estimate"], r["trace"]["stderr"]) for r in runs.values()]
+    for (a, sa), (b, sb) in zip(traces, traces[1:], strict=False):  # unbiased estimators of one trace
+        assert abs(a - b) <= 3 * math.hypot(sa, sb)
+    r = cli("probe", ckpt, "--stop", "never", "--device", "cpu")
+    assert error_line(r) == "Error: unknown value 'never': --stop (choose one of: bound, residual)"
+    r = cli("probe", ckpt, "--trace-method", "hutch", "--device", "cpu")
+    assert error_line(r) == (
+        "Error: unknown value 'hutch': --trace-method (choose one of: krylov-hutch++, hutch++, hutchinson)"
+    )
+
+
 def test_check_gates(cli, ckpt: Path) -> None:
     ok = cli(
         "probe", ckpt, "--check", "lambda_max < 1e6", "--check", "loss >= 0", "--quiet", "--device", "cpu"
