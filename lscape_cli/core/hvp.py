@@ -64,7 +64,7 @@ from lscape_cli.core._hvp_calibration import (
 )
 from lscape_cli.core._hvp_strategies import STRATEGIES, _DoubleBackward, _FwdRev, _Strategy, _VMap
 from lscape_cli.core.memory import (
-    CPU_TENSOR_BYTES,
+    CPU_CHUNK_GRAPH_BYTES,
     DEFAULT_MEMORY_BUDGET_MIB,
     Footprint,
     Plan,
@@ -91,7 +91,7 @@ __all__ = [  # the HVP interface, and what its users import from here
     "CALIBRATION_SAMPLES",
     "CHOICES",
     "CPU_STRATEGY",
-    "CPU_TENSOR_BYTES",
+    "CPU_CHUNK_GRAPH_BYTES",
     "DEFAULT_MEMORY_BUDGET_MIB",
     "HVP",
     "STRATEGIES",

@@ -4,11 +4,17 @@ Memory (:func:`plan`): one forward and gradient pass with ``create_graph=True`` 
 under :func:`torch.autograd.graph.saved_tensors_hooks`, measures the bytes per sample of the largest
 tensor saved for backward and of all of them (the graph ``double_backward`` keeps per chunk). The chunk
 size is then the smallest of ``max_batch``, the split, the memory budget over the graph bytes per sample,
-and on CPU :data:`CPU_TENSOR_BYTES` over the largest tensor's bytes per sample: glibc serves allocations
-above its mmap threshold (adaptive, at most 32 MiB on 64-bit) with fresh ``mmap`` pages and returns them
-on free, so a chunk whose activations exceed it page-faults every activation again on every product (a
-width-16 SimpleCNN product on 4,000 MNIST images, one thread: 3.0 s in one chunk, 1.25 s in 7 chunks
-of 572). Chunks are then
+and on CPU :data:`CPU_CHUNK_GRAPH_BYTES` over the graph bytes per sample. glibc serves large
+allocations with fresh ``mmap`` pages (its threshold adapts up to 32 MiB) and gives the top of its heap
+back to the kernel beyond a trim threshold (twice that), so when one chunk's product needs more
+temporary memory than that, every product page-faults its activations in again. Measured on 4,000 MNIST
+images, two threads, double_backward, seconds per product (minor faults per product): width-16
+SimpleCNN (208 kB of graph per sample) 1.05 s (0.24 M) in chunks of 572 (each activation just under
+30 MiB), 1.06 s (0.20 M) in 286, 0.73 s (1 k) in 143, 0.69 s (0) in 72; width-8 (104 kB) 1.14 s (0.61 M)
+in one chunk, 0.6–0.7 s (0.1–0.2 M) in 1,000, 0.41 s (22 k) in 500, 0.35 s (0) in 250, 0.42 s (0) in
+125. A 32 MiB graph per chunk (161 and 323 samples) lands on the fault-free side; the seed-000 MLP
+(1.4 kB per sample) keeps its 4,000 samples in one chunk (10 ms per product; 11-12 ms in 2-4 chunks).
+Chunks are then
 balanced (``ceil(N / ceil(N / cap))`` samples each). ``retain_chunks`` caps how many chunk graphs
 ``double_backward`` keeps between products: all when they fit in the budget, otherwise as many as fit
 next to one rebuilt chunk; the others rebuild their gradient graph for every product (one forward +
@@ -28,7 +34,7 @@ import torch
 if TYPE_CHECKING:
     from lscape_cli.core.hvp import Objective
 
-CPU_TENSOR_BYTES = 30 << 20  # CPU: largest saved tensor per chunk, under glibc's 32 MiB mmap threshold
+CPU_CHUNK_GRAPH_BYTES = 32 << 20  # CPU: one chunk's gradient graph (module docstring: page faults)
 DEFAULT_MEMORY_BUDGET_MIB = 2048.0  # retained gradient graphs, CPU and other non-CUDA devices
 CUDA_BUDGET_FRACTION = 0.5  # CUDA: default budget, this fraction of the free device memory
 
@@ -98,7 +104,7 @@ class Plan:
         memory_budget_mib: the budget for kept graphs (MiB).
         graph_bytes_per_sample, largest_tensor_bytes_per_sample: the measured :class:`Footprint`.
         limited_by: what set the chunk size: ``split`` (all in one chunk), ``max_batch``,
-            ``tensor_size`` (CPU, :data:`CPU_TENSOR_BYTES`) or ``memory_budget``.
+            ``cpu_chunk`` (:data:`CPU_CHUNK_GRAPH_BYTES`) or ``memory_budget``.
     """
 
     chunk_size: int
@@ -144,8 +150,8 @@ def plan(obj: Objective, memory_budget_mib: float | None = None, retain_chunks: 
     n = int(obj.y.shape[0])
     budget_bytes = int(budget * 2**20)
     caps = {"split": n, "max_batch": obj.max_batch}
-    if obj.x.device.type == "cpu" and fp.largest_tensor_bytes_per_sample > 0:
-        caps["tensor_size"] = CPU_TENSOR_BYTES // fp.largest_tensor_bytes_per_sample
+    if obj.x.device.type == "cpu" and fp.graph_bytes_per_sample > 0:
+        caps["cpu_chunk"] = CPU_CHUNK_GRAPH_BYTES // fp.graph_bytes_per_sample
     if fp.graph_bytes_per_sample > 0:
         caps["memory_budget"] = budget_bytes // fp.graph_bytes_per_sample
     limited_by = min(caps, key=lambda k: caps[k])  # the first of equal caps: "split" before the others
