@@ -284,10 +284,16 @@ def curvlinops_op(p: Problem, check: bool = False) -> Any:
     return op
 
 
-def lscape_op(p: Problem) -> Any:
-    from lscape_cli.core.hvp import HVP, Objective
+_PLANS: dict[int, Any] = {}  # one memory plan per problem, as `lscape probe` makes once per run
 
-    return HVP(Objective.from_module(p.model, p.x, p.y, p.loss))
+
+def lscape_op(p: Problem) -> Any:
+    """The operator `lscape probe` builds: chunked and retained by the measured memory plan."""
+    from lscape_cli.core.hvp import HVP, Objective, plan
+
+    obj = Objective.from_module(p.model, p.x, p.y, p.loss)
+    pl = _PLANS.setdefault(id(p), plan(obj))
+    return HVP(pl.apply(obj), retain_chunks=pl.retain_chunks)
 
 
 # ---------------------------------------------------------------------------------------------------------
