@@ -102,7 +102,7 @@ class EigenResult:
         }
 
 
-class _Basis:
+class Basis:
     """Rows ``q_0 … q_{m-1}`` of an orthonormal basis, in blocks allocated as it grows (never copied).
 
     With a known length (``capacity``, e.g. SLQ's ``num_steps``) one block of exactly that many rows is
@@ -119,6 +119,7 @@ class _Basis:
         self.size = 0
 
     def append(self, q: torch.Tensor) -> None:
+        """Store ``q`` (already orthonormal to the rows) as the next row."""
         if self.size == sum(b.shape[0] for b in self.blocks):
             self.blocks.append(torch.empty((self.block, self.n), dtype=self.dtype, device=self.device))
         self.blocks[-1][self.size - self.block * (len(self.blocks) - 1)] = q
@@ -146,6 +147,27 @@ class _Basis:
             start += b.shape[0]
         assert out is not None
         return out
+
+    def extend(self, w: torch.Tensor, seed: int) -> bool:
+        """Append ``w`` orthonormalised against the rows; False (nothing added) when they already span ℝⁿ.
+
+        A ``w`` (numerically) in the span of the rows is replaced by a Gaussian vector seeded by ``seed``,
+        as Householder QR completes a rank-deficient matrix: the rows stay orthonormal and independent of
+        anything drawn later, and ``n`` vectors in ``n`` dimensions always span everything.
+        """
+        if self.size >= self.n:
+            return False
+        w = w.double()
+        for attempt in range(4):
+            ref = float(torch.linalg.vector_norm(w))
+            w = self.project_out(w)
+            length = float(torch.linalg.vector_norm(w))
+            if length > 100 * torch.finfo(self.dtype).eps * ref:
+                break
+            gen = torch.Generator().manual_seed(1_000_003 * seed + attempt)
+            w = torch.randn(self.n, generator=gen, dtype=torch.float64).to(self.device)
+        self.append(w / length)
+        return True
 
     def project_out(self, w: torch.Tensor) -> torch.Tensor:
         """``w`` minus its component in the basis, by two classical Gram-Schmidt passes ("twice is enough").
@@ -195,7 +217,7 @@ class Krylov:
     ) -> None:
         self.op = op
         self.dtype = start.dtype  # the operator's dtype: products run in it
-        self.basis = _Basis(start.numel(), basis_dtype, start.device, capacity)
+        self.basis = Basis(start.numel(), basis_dtype, start.device, capacity)
         self.alpha: list[float] = []
         self.beta: list[float] = []
         start = start.double()

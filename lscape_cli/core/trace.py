@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from lscape_cli.core.hvp import Operator, Params, ProgressFn, flatten, rademacher, unflatten
+from lscape_cli.core.spectrum import Basis, Krylov
 
 
 @dataclass(frozen=True)
@@ -151,42 +152,15 @@ def hutchinson(
     return _assemble(mean_stderr(quad), mean_stderr(sq), "hutchinson", num_matvecs)
 
 
-def _orthonormalise_columns(y: torch.Tensor) -> torch.Tensor:
-    """Orthonormal columns spanning at least ``y``'s, in place (two classical Gram-Schmidt passes each).
-
-    A column (numerically) in the span of the previous ones is replaced by a fixed pseudo-random vector
-    orthogonal to them, as Householder QR completes a rank-deficient matrix: the columns are always
-    orthonormal, independent of the probes drawn later (so the estimators stay unbiased), and a sketch
-    of ``n`` vectors in ``n`` dimensions always spans everything.
-    """
-    scale = float(torch.linalg.vector_norm(y, dim=0).max()) if y.numel() else 0.0
-    for j in range(min(y.shape[1], y.shape[0])):
-        col, ref = y[:, j].double().clone(), scale
-        for attempt in range(4):
-            for _ in range(2):
-                if j > 0:
-                    prev = y[:, :j]
-                    col = col - (prev @ (prev.T @ col.to(y.dtype))).double()
-            n = float(torch.linalg.vector_norm(col))
-            if n > 100 * torch.finfo(y.dtype).eps * ref or attempt == 3:
-                break
-            gen = torch.Generator().manual_seed(1_000_003 * j + attempt)
-            col = torch.randn(y.shape[0], generator=gen, dtype=torch.float64).to(y.device)
-            ref = float(torch.linalg.vector_norm(col))
-        y[:, j] = col / n if n > 0 else 0.0
-    y[:, y.shape[0] :] = 0.0  # more columns than dimensions: the first n already span R^n
-    return y
-
-
 def hutchpp(
     op: Operator, num_matvecs: int = 45, seed: int = 0, on_step: ProgressFn | None = None
 ) -> TraceFrobenius:
     """Hutch++ estimates of ``tr(H)`` and ``‖H‖_F`` (see the module docstring for the estimators).
 
     The budget splits as ``k = num_matvecs // 3`` sketch products, ``k`` products with the basis ``Q``,
-    and ``num_matvecs − 2k`` deflated Hutchinson probes. Memory: the ``n × k`` sketch, orthonormalised
-    in place into ``Q``, plus one vector and its product at a time (``tr(QᵀHQ)`` and ``‖HQ‖_F²`` are
-    accumulated column by column).
+    and ``num_matvecs − 2k`` deflated Hutchinson probes. Memory: ``Q`` (``k`` vectors; each sketch
+    product is orthonormalised into it as it arrives, by :class:`~lscape_cli.core.spectrum.Basis`), plus
+    one vector and its product at a time (``tr(QᵀHQ)`` and ``‖HQ‖_F²`` are accumulated row by row).
 
     Args:
         op: the Hessian operator (entered as a context manager).
@@ -203,30 +177,29 @@ def hutchpp(
     k = num_matvecs // 3
     generator = torch.Generator().manual_seed(seed)
     like = flatten(op.params)
+    q = Basis(like.numel(), like.dtype, like.device, capacity=min(k, like.numel()))
     with op:
-        y = like.new_empty((like.numel(), k))
-        for start in range(0, k, op.batch_size):  # Y = H S, column by column; S is not kept
+        for start in range(0, k, op.batch_size):  # Q: Y = H S orthonormalised as it comes; S is not kept
             group = [rademacher(op.params, generator) for _ in range(min(op.batch_size, k - start))]
             for j, h in enumerate(op.hvp_many(group)):
-                y[:, start + j] = flatten(h)
+                q.extend(flatten(h), seed=start + j)
             if on_step is not None:
                 on_step({"num_matvecs": start + len(group), "total": num_matvecs})
-        q = _orthonormalise_columns(y)  # (n, k), Y's storage
         top_trace = top_fro = 0.0
-        for start in range(0, k, op.batch_size):  # tr(QᵀHQ) and ‖HQ‖_F², one column at a time
-            cols = range(start, min(start + op.batch_size, k))
-            for j, h in zip(cols, op.hvp_many([unflatten(q[:, j], op.params) for j in cols]), strict=True):
-                hf = flatten(h)
-                top_trace += float(q[:, j].double() @ hf.double())
-                top_fro += float(hf.double().square().sum())
+        for start in range(0, q.size, op.batch_size):  # tr(QᵀHQ) and ‖HQ‖_F², one row at a time
+            rows = range(start, min(start + op.batch_size, q.size))
+            for j, h in zip(rows, op.hvp_many([unflatten(q.row(j), op.params) for j in rows]), strict=True):
+                hf = flatten(h).double()
+                top_trace += float(q.row(j).double() @ hf)
+                top_fro += float(hf.square().sum())
             if on_step is not None:
-                on_step({"num_matvecs": k + cols.stop, "total": num_matvecs})
+                on_step({"num_matvecs": k + rows.stop, "total": num_matvecs})
 
         def deflated_probe() -> torch.Tensor:  # P g = g − Q Qᵀ g
-            g = flatten(rademacher(op.params, generator))
-            return g - q @ (q.T @ g)
+            return q.project_out(flatten(rademacher(op.params, generator)))
 
-        quad, sq = _probe_stats(op, deflated_probe, num_matvecs - 2 * k, on_step, 2 * k, num_matvecs)
+        used = k + q.size  # fewer than 2k only when k exceeds the dimension
+        quad, sq = _probe_stats(op, deflated_probe, num_matvecs - used, on_step, used, num_matvecs)
     tr_mean, tr_se = mean_stderr(quad)
     fro_mean, fro_se = mean_stderr(sq)
     return _assemble((top_trace + tr_mean, tr_se), (top_fro + fro_mean, fro_se), "hutch++", num_matvecs)
@@ -272,8 +245,6 @@ def krylov_hutchpp(
         raise ValueError(f"krylov hutch++ needs num_matvecs >= 3, got {num_matvecs}")
     if not 0 < lanczos_fraction < 1:
         raise ValueError(f"lanczos_fraction must be in (0, 1), got {lanczos_fraction}")
-    from lscape_cli.core.spectrum import Krylov
-
     k = min(max(1, round(lanczos_fraction * num_matvecs)), num_matvecs - 1, op.dim)
     generator = torch.Generator().manual_seed(seed)
     with op:
