@@ -33,6 +33,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _machine import cpu_name  # noqa: E402
+
 from lscape_cli import datasets  # noqa: E402
 from lscape_cli.cli.options import data_root  # noqa: E402
 from lscape_cli.core import connectivity as C  # noqa: E402
@@ -129,7 +131,7 @@ def main() -> None:
         rows, agree = _measure(args.repeats, threads)
         lines += rows
     notes = [
-        f"Machine: {_cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} on CPU, "
+        f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} on CPU, "
         f"Python {platform.python_version()}; per thread setting {args.repeats} interleaved repeats after "
         "one warm-up each. The machine was shared with other jobs, so absolute times are noisy; the "
         "ratios within a thread setting are the result.",
@@ -149,16 +151,6 @@ def main() -> None:
             "benchmark environment (`make bench` builds it).\n\n"
         )
         args.write.write_text(header + text)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

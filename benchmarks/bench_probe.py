@@ -1150,11 +1150,9 @@ def table(task: str, rows: list[dict[str, Any]], ref: dict[str, Any], repeats: d
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    from _machine import cpu_name
+
+    cpu = cpu_name()
     from importlib.metadata import version
 
     import scipy

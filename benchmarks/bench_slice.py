@@ -46,6 +46,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _machine import cpu_name  # noqa: E402
+
 from lscape_cli import datasets  # noqa: E402
 from lscape_cli.cli.options import data_root  # noqa: E402
 from lscape_cli.core import directions as D  # noqa: E402
@@ -251,7 +253,7 @@ def main() -> None:
         rows, line_agree = _line(max(args.repeats, 5), threads)
         line += rows
     notes = [
-        f"Machine: {_cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} on CPU, Python "
+        f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} on CPU, Python "
         f"{platform.python_version()}; {args.repeats} interleaved rounds after a warm-up (the line: "
         f"{max(args.repeats, 5)}). The machine was shared with other jobs, so absolute times are noisy; the "
         "ratios within one thread setting are the result; with 2 threads on 2 busy cores the medians swing "
@@ -302,16 +304,6 @@ def main() -> None:
             "grid point and shifts alternate columns by a step, which the agreement notes quantify.\n\n"
         )
         args.write.write_text(header + text)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":
