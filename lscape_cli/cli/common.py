@@ -38,8 +38,12 @@ def load_for_eval(
     loss: str | None = None,
     mode: str = "eval",
     max_batch: int = 4096,
+    samples: int | None = None,
 ) -> EvalSetup:
-    """Rebuild model + data from the checkpoint's metadata (``dataset``/``loss`` override it)."""
+    """Rebuild model + data from the checkpoint's metadata (``dataset``/``loss`` override it).
+
+    ``samples``: keep only the first M samples of the split (the protocol of ``lscape train --track``).
+    """
     from lscape_cli import datasets
     from lscape_cli.core.objective import LOSSES
     from lscape_cli.runtime import resolve_device, resolve_dtype
@@ -75,16 +79,20 @@ def load_for_eval(
         )
     if mode == "train":
         loaded.module.train()
+    x, y = splits.x[split], splits.y[split]
+    if samples is not None:
+        x, y = x[:samples], y[:samples]
     protocol = {
         "split": split,
-        "num_samples": int(splits.y[split].shape[0]),
+        "num_samples": int(y.shape[0]),
+        "samples": samples,
         "mode": mode,
         "loss": loss,
         "weighting": "mean over samples, chunks weighted by sample count",
         "max_batch": max_batch,
         "dataset": splits.describe(),
     }
-    return EvalSetup(loaded, splits, splits.x[split], splits.y[split], loss, split, device, dtype, protocol)
+    return EvalSetup(loaded, splits, x, y, loss, split, device, dtype, protocol)
 
 
 def parse_floats(text: str | None, option: str) -> tuple[float, ...]:

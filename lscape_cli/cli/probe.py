@@ -184,6 +184,14 @@ def probe(
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Samples per batch with --num-batches.", rich_help_panel=DATA)
     ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Use only the first M samples of the split (as lscape train --track-samples).",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
     mode: ModeOpt = "eval",
     loss: LossOverrideOpt = None,
     dataset: DatasetOverrideOpt = None,
@@ -234,6 +242,7 @@ def probe(
         loss=loss,
         mode=mode,
         max_batch=max_batch,
+        samples=samples,
     )
     flags = [
         lambda_max,

@@ -112,6 +112,10 @@ class Tracker:
         """M, the samples every tracked value is measured on."""
         return int(self.y.shape[0])
 
+    def describe(self) -> dict[str, Any]:
+        """The protocol, for the record's ``config.tracking``."""
+        return {**self.spec.to_dict(self.num_samples), "loss": self.loss, "max_batch": self.max_batch}
+
     def measure(
         self, model: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]
     ) -> tuple[dict[str, Any], dict[str, float]]:
@@ -137,3 +141,22 @@ def num_matvecs(results: dict[str, Any]) -> int:
     """
     eig = results.get("lambda_max") or results.get("lambda_min") or {}
     return int(eig.get("num_matvecs", 0)) + int((results.get("trace") or {}).get("num_matvecs", 0))
+
+
+def make_spec(
+    track: str, every: int = 1, split: str = "train", samples: int | None = None, seed: int = 0
+) -> TrackSpec:
+    """A :class:`TrackSpec` from the ``--track*`` options (ValueError on a bad value)."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"unknown split {split!r}; use train, val or test")
+    if every < 1 or (samples is not None and samples < 1):
+        raise ValueError("--track-every and --track-samples must be positive")
+    quantities, request = parse_track(track, seed)
+    return TrackSpec(quantities, request, every, split, samples)
+
+
+def make_tracker(spec: TrackSpec, splits: Any, cfg: Any) -> Tracker:
+    """The tracker of a training run: ``spec.split`` of ``splits``, the run's loss and chunk size."""
+    if splits.y[spec.split].shape[0] == 0:
+        raise ValueError(f"the {spec.split} split is empty; track another split or give it samples")
+    return Tracker(spec, splits.x[spec.split], splits.y[spec.split], cfg.loss, cfg.max_batch)

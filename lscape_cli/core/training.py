@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -265,6 +265,24 @@ def initial_states(
         )
     model.to(device=device, dtype=dtype)
     return states
+
+
+def shard_restarts(restarts: int, shard: str | None) -> list[int]:
+    """Restart indices of shard ``"I/N"`` (contiguous, sizes differ by at most one); all without a shard."""
+    if shard is None:
+        return list(range(restarts))
+    i, _, n = shard.partition("/")
+    if not (i.isdigit() and n.isdigit() and int(i) < int(n)):
+        raise ValueError(f"invalid shard {shard!r}; give I/N with 0 <= I < N, e.g. 0/4")
+    k, m = int(i), int(n)
+    if m > restarts:
+        raise ValueError(f"{m} shards of {restarts} restart(s) would leave some empty")
+    return list(range(k * restarts // m, (k + 1) * restarts // m))
+
+
+def relabel(results: list[RunResult], restarts: list[int]) -> list[RunResult]:
+    """Give each result its restart index in the whole sweep (a shard trains a slice of it)."""
+    return [replace(r, restart=k) for r, k in zip(results, restarts, strict=True)]
 
 
 def total_steps(cfg: TrainConfig, n: int) -> int:
