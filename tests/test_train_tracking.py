@@ -143,3 +143,36 @@ def test_batch_64_and_full_batch_lambda_max_during_training(
     assert len(series["16"]) == len(series["full"]) == 3
     assert series["16"] != series["full"]
     assert all(v > 0 for v in series["16"] + series["full"])
+
+
+def test_probe_snapshot_all_gives_a_series_equal_to_tracking(
+    tmp_path: Path, cli, tiny_args, read_json
+) -> None:
+    """Curvature after the fact: probing every stored snapshot gives what --track gave during training."""
+    from lscape_cli.storage.schemas import validate
+
+    out = tmp_path / "run"
+    args = ["--epochs", "3", "--save-trajectory", "1", "--track", "lambda_max", "--track-samples", "40"]
+    assert cli(*tiny_args(out, *args)).exit_code == 0
+    traj, rec = out / "model.trajectory.safetensors", tmp_path / "series.json"
+    result = cli("probe", traj, "--snapshot", "all", "--lambda-max", "--samples", "40", "--out", rec, "-q")
+    assert result.exit_code == 0, result.output
+    record = read_json(rec)
+    validate(record, "probe.schema.json")
+    series = record["results"]["snapshots"]["series"]
+    assert [s["epoch"] for s in series] == [0, 1, 2, 3] and [s["index"] for s in series] == [0, 1, 2, 3]
+    history = read_json(out / "model.train.json")["results"]["history"]
+    for entry, point in zip(history, series[1:], strict=True):
+        assert point["step"] == entry["step"]
+        tracked = entry["tracked"]["lambda_max"]["estimate"]
+        assert math.isclose(point["lambda_max"]["estimate"], tracked, rel_tol=1e-5)
+    some = cli("probe", traj, "--snapshot", "0,3", "--lambda-max", "--out", tmp_path / "s.json", "-q")
+    assert some.exit_code == 0, some.output
+    assert [s["epoch"] for s in read_json(tmp_path / "s.json")["results"]["snapshots"]["series"]] == [0, 3]
+
+
+def test_probe_snapshot_of_a_missing_epoch_is_one_error_line(tiny_run: Path, cli, error_line) -> None:
+    traj = tiny_run / "model.trajectory.safetensors"
+    line = error_line(cli("probe", traj, "--snapshot", "7", "--out", traj.parent / "x.json"))
+    assert line == "Error: no snapshot at epoch 7: --snapshot (give 'all' or epochs from [0, 1, 2])"
+    assert not (traj.parent / "x.json").exists()

@@ -24,6 +24,7 @@ class EvalSetup:
     device: Any
     dtype: Any
     protocol: dict[str, Any]
+    snapshots: Any = None  # storage.trajectory.Snapshots when the input is a trajectory file
 
 
 def load_for_eval(
@@ -39,10 +40,12 @@ def load_for_eval(
     mode: str = "eval",
     max_batch: int = 4096,
     samples: int | None = None,
+    trajectory: bool = False,
 ) -> EvalSetup:
     """Rebuild model + data from the checkpoint's metadata (``dataset``/``loss`` override it).
 
     ``samples``: keep only the first M samples of the split (the protocol of ``lscape train --track``).
+    ``trajectory``: the input is a trajectory file; the module holds its last snapshot.
     """
     from lscape_cli import datasets
     from lscape_cli.core.objective import LOSSES
@@ -54,7 +57,13 @@ def load_for_eval(
     if mode not in ("eval", "train"):
         raise LscapeError(f"unknown mode {mode!r}", "--mode", "use eval or train")
     device, dtype = resolve_device(device_name), resolve_dtype(dtype_name)
-    loaded = load_model(checkpoint, model_config, device=device, dtype=dtype)
+    snapshots = None
+    if trajectory:
+        from lscape_cli.storage.trajectory import load_snapshot_model
+
+        loaded, snapshots = load_snapshot_model(checkpoint, device=device, dtype=dtype)
+    else:
+        loaded = load_model(checkpoint, model_config, device=device, dtype=dtype)
     meta = loaded.checkpoint.meta
     dmeta = dict(meta.get("dataset") or {})
     if dataset is not None:
@@ -92,7 +101,7 @@ def load_for_eval(
         "max_batch": max_batch,
         "dataset": splits.describe(),
     }
-    return EvalSetup(loaded, splits, x, y, loss, split, device, dtype, protocol)
+    return EvalSetup(loaded, splits, x, y, loss, split, device, dtype, protocol, snapshots)
 
 
 def parse_floats(text: str | None, option: str) -> tuple[float, ...]:

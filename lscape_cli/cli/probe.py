@@ -192,6 +192,13 @@ def probe(
             rich_help_panel=DATA,
         ),
     ] = None,
+    snapshot: Annotated[
+        str | None,
+        typer.Option(
+            help="CHECKPOINT is a trajectory file: probe every snapshot (all) or those of the listed epochs.",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
     mode: ModeOpt = "eval",
     loss: LossOverrideOpt = None,
     dataset: DatasetOverrideOpt = None,
@@ -243,6 +250,7 @@ def probe(
         mode=mode,
         max_batch=max_batch,
         samples=samples,
+        trajectory=snapshot is not None,
     )
     flags = [
         lambda_max,
@@ -299,7 +307,11 @@ def probe(
 
     with group_from_env(setup.device) as group:
         quiet = quiet or json_out or not group.is_main
-        results, scalars = _measure(setup, req, num_batches, batch_size, seed, max_batch, quiet, group)
+        measure = (setup, req, num_batches, batch_size, seed, max_batch, quiet, group)
+        if snapshot is None:
+            results, scalars = _measure(*measure)
+        else:
+            results, scalars = _measure_series(setup.snapshots.select(snapshot), *measure)
     if not group.is_main:
         return
     t_measure = time.perf_counter() - t0 - t_load
@@ -433,6 +445,16 @@ def _measure(
             "per_batch": per_batch,
         }
     }, scalars
+
+
+def _measure_series(indices: list[int], setup: Any, *measure: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`_measure` at each chosen snapshot of a trajectory; the scalars (for --check) are the last's."""
+    snaps, series, scalars = setup.snapshots, [], {}
+    for t in indices:
+        setup.loaded.module.load_state_dict(snaps.state(t), strict=True)
+        results, scalars = _measure(setup, *measure)
+        series.append({"index": t, "epoch": snaps.epochs[t], "step": snaps.steps[t], **results})
+    return {"snapshots": {"count": len(snaps.epochs), "series": series}}, scalars
 
 
 def _record(
