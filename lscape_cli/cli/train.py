@@ -278,13 +278,13 @@ def train(
     per-epoch history, final metrics), NAME.trajectory.safetensors with --save-trajectory. A diverged
     restart is recorded in its JSON, gets no checkpoint, and the command exits 1.
 
+    \b
     Example:
         lscape train --model mlp --depth 4 --width 48 --dataset mnist-5k --loss mse --optimizer adam --lr 1e-3 --restarts 3 --out runs/d4
-
-    Example (seed 003, lambda_max during training, small vs large batch):
-        lscape train --model cnn --optimizer sgd --lr 0.05 --batch-size 64 --epochs 20 --track lambda_max --track-every 2 --track-samples 1000 --out runs/b64
-        lscape train --model cnn --optimizer sgd --lr 0.05 --batch-size 2048 --epochs 20 --track lambda_max --track-every 2 --track-samples 1000 --out runs/b2048
-    """
+        # seed 003: lambda_max during training, small vs large batch
+        lscape train --model cnn --optimizer sgd --lr 0.05 --batch-size 64 --epochs 20 --track lambda_max --track-every 2 --out runs/b64
+        lscape train --model cnn --optimizer sgd --lr 0.05 --batch-size 2048 --epochs 20 --track lambda_max --track-every 2 --out runs/b2048
+    """  # noqa: D301 (a literal \b keeps Click from re-wrapping the examples)
     from lscape_cli.core.objective import LOSSES
     from lscape_cli.core.tracking import make_spec
     from lscape_cli.core.train_rules import parse_schedule, parse_tol_rule
