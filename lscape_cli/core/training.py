@@ -44,6 +44,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from lscape_cli.core.objective import chunked_mean, loss_mean, loss_sum
+from lscape_cli.core.surface import first_layer
 from lscape_cli.core.tracking import Tracker
 from lscape_cli.core.train_rules import LossWindow, parse_schedule, parse_tol_rule
 
@@ -136,6 +137,8 @@ class StackedModel:
         self.buffers = {n: torch.stack([s[n] for s in states]) for n, _ in model.named_buffers()}
         self.loop_train = has_batchnorm(model)
         self.r = len(states)
+        self.first = _first_linear(model)
+        self.after = _After(model)
 
     def logits(self, x: torch.Tensor, train: bool, per_restart_x: bool) -> torch.Tensor:
         """(R, N, C) outputs; ``x`` is (N, ...) shared or (R, N, ...) per restart."""
@@ -148,10 +151,33 @@ class StackedModel:
                 outs.append(functional_call(self.model, (p, b), (x[r] if per_restart_x else x,)))
             return torch.stack(outs)
 
+        if self.first is not None and not per_restart_x:
+            return self._shared_first_layer(x)
+
         def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
             return functional_call(self.model, (p, b), (xb,))
 
         return vmap(one, in_dims=(0, 0, 0 if per_restart_x else None))(self.params, self.buffers, x)
+
+    def _shared_first_layer(self, x: torch.Tensor) -> torch.Tensor:
+        """Shared-input forward of a model whose first layer is Linear: that layer for all R as ONE GEMM.
+
+        ``vmap`` would broadcast the shared input into R batched matrix products (R copies of ``x``);
+        one ``(N, D) @ (D, R*H)`` product does the same multiply-adds at a large GEMM's speed, and its
+        backward is one GEMM too. Each column of the product is the restart's own ``x @ W_r^T``.
+        """
+        w = self.params[f"{self.first}.weight"]  # (R, H, D)
+        b = self.params.get(f"{self.first}.bias")  # (R, H) or None
+        z_in = self.model.first_layer_input(x)  # type: ignore[operator]
+        z = z_in @ w.flatten(0, 1).T if b is None else torch.addmm(b.flatten(), z_in, w.flatten(0, 1).T)
+        z = z.view(z.shape[0], self.r, -1).transpose(0, 1)  # (R, N, H)
+        rest = {f"inner.{n}": t for n, t in self.params.items() if not n.startswith(f"{self.first}.")}
+        bufs = {f"inner.{n}": t for n, t in self.buffers.items()}
+
+        def one(p: dict[str, torch.Tensor], bb: dict[str, torch.Tensor], zr: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.after, (p, bb), (zr,))
+
+        return vmap(one)(rest, bufs, z)
 
     @torch.no_grad()
     def evaluate(
@@ -170,6 +196,24 @@ class StackedModel:
         """Restart ``r``'s state_dict in the module's key order, on CPU."""
         merged = {**self.params, **self.buffers}
         return {k: merged[k][r].detach().to("cpu").clone() for k in self.model.state_dict()}
+
+
+class _After(nn.Module):
+    """A model's ``forward_after_first`` as a forward, so ``functional_call`` can run it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.inner = model
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """The layers after the first."""
+        return self.inner.forward_after_first(z)  # type: ignore[operator]
+
+
+def _first_linear(model: nn.Module) -> str | None:
+    """The model's first layer when it is an ``nn.Linear`` that can be factored out, else None."""
+    name = first_layer(model)
+    return name if name is not None and isinstance(model.get_submodule(name), nn.Linear) else None
 
 
 class Optimizer:
@@ -231,6 +275,7 @@ class _Track:
     snap_epochs: list[list[int]] = field(init=False)
     snap_steps: list[list[int]] = field(init=False)
     tracking_s: list[float] = field(init=False)
+    last_eval: tuple[int, dict[str, torch.Tensor]] | None = None  # (epoch, metrics) of the latest evaluation
 
     def __post_init__(self) -> None:
         r, rule = self.r, parse_tol_rule(self.cfg.tol_rule)
@@ -417,6 +462,8 @@ def _end_epoch(
     run_loss, grad_norm, lr = epoch_stats
     do_eval = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
     metrics = _eval_all(stacked, splits, cfg) if do_eval else None
+    if metrics is not None:
+        tr.last_eval = (epoch, metrics)
     losses, gnorms = run_loss.tolist(), grad_norm.tolist()
     for i in ran:
         if tr.stop[i] is None:
@@ -526,7 +573,9 @@ def _finish(
             _snapshot(stacked, tr, tr.epochs[i], [i])
     if cfg.restore_best:
         _restore_best(stacked, tr)
-    metrics = _eval_all(stacked, splits, cfg)
+    fresh = tr.last_eval is not None and tr.last_eval[0] == max(tr.epochs) and "interrupted" not in tr.stop
+    # parameters have not moved since the last epoch's evaluation unless the best state was put back
+    metrics = tr.last_eval[1] if fresh and not cfg.restore_best else _eval_all(stacked, splits, cfg)  # type: ignore[index]
     results = []
     for i, seed in enumerate(seeds):
         traj = None
