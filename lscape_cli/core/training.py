@@ -151,7 +151,7 @@ class StackedModel:
                 outs.append(functional_call(self.model, (p, b), (x[r] if per_restart_x else x,)))
             return torch.stack(outs)
 
-        if self.first is not None and not per_restart_x:
+        if train and self.first is not None and not per_restart_x:
             return self._shared_first_layer(x)
 
         def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
@@ -160,7 +160,7 @@ class StackedModel:
         return vmap(one, in_dims=(0, 0, 0 if per_restart_x else None))(self.params, self.buffers, x)
 
     def _shared_first_layer(self, x: torch.Tensor) -> torch.Tensor:
-        """Shared-input forward of a model whose first layer is Linear: that layer for all R as ONE GEMM.
+        """Full-batch forward of a model whose first layer is Linear: that layer for all R as ONE GEMM.
 
         ``vmap`` would broadcast the shared input into R batched matrix products (R copies of ``x``);
         one ``(N, D) @ (D, R*H)`` product does the same multiply-adds at a large GEMM's speed, and its
