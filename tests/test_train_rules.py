@@ -196,3 +196,34 @@ def test_shards_write_what_one_run_writes(tmp_path: Path, cli, tiny_args, read_j
 def test_bad_shard_is_one_error_line(shard: str, cli, tiny_args, error_line, tmp_path: Path) -> None:
     line = error_line(cli(*tiny_args(tmp_path / "o", "--restarts", "3", "--shard", shard)))
     assert "--shard" in line
+
+
+def test_pareto_flags_runs_that_stopped_on_their_budget(tmp_path: Path, cli, tiny_args, read_json) -> None:
+    """A run given --tol that ran out of epochs is flagged; one whose --grad-tol fired is not."""
+    runs = {"budget": ["--tol", "1e-12"], "converged": ["--grad-tol", "1e6"], "no-rule": []}
+    for name, extra in runs.items():
+        assert cli(*tiny_args(tmp_path / name, "--name", name, *extra)).exit_code == 0
+    assert read_json(tmp_path / "budget" / "budget.train.json")["results"]["stopped_on_budget"] is True
+    assert read_json(tmp_path / "converged" / "converged.train.json")["results"]["stop_reason"] == "grad_tol"
+    out = tmp_path / "p.json"
+    result = cli(
+        "pareto",
+        tmp_path,
+        "--group-by",
+        "model.depth",
+        "--x",
+        "train_loss",
+        "--y",
+        "val_loss",
+        "--target",
+        "test_loss",
+        "--no-params",
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    record = read_json(out)
+    (group,) = record["results"]["groups"].values()
+    assert [Path(p).name for p in group["stopped_on_budget"]] == ["budget.safetensors"]
+    assert "1 of 3 runs stopped on their budget before their convergence rule fired" in record["warnings"]

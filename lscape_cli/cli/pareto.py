@@ -66,7 +66,7 @@ def pareto(
     import numpy as np
 
     from lscape_cli.core import pareto as P
-    from lscape_cli.storage.runs import collect
+    from lscape_cli.storage.runs import collect, stopped_on_budget
 
     t0 = time.perf_counter()
     if not out.parent.is_dir():
@@ -84,9 +84,15 @@ def pareto(
         summary = P.group_summary(table[g][:, :2])
         summary["runs"] = [str(r.checkpoint) for r in rs]
         summary["target_mean"] = float(table[g][:, 2].mean())
+        summary["stopped_on_budget"] = [str(r.checkpoint) for r in rs if stopped_on_budget(r)]
         if params:
             summary["parameters"] = _param_stats(rs, align, warnings)
         per_group[str(g)] = summary
+    budget = sum(len(s["stopped_on_budget"]) for s in per_group.values())
+    if budget:
+        warnings.append(
+            f"{budget} of {len(runs)} runs stopped on their budget before their convergence rule fired"
+        )
     keys = list(groups)
     means = np.array([table[g].mean(axis=0) for g in keys])
     across = {"groups": [str(g) for g in keys]}

@@ -106,12 +106,20 @@ def collect(paths: list[Path]) -> list[Run]:
                 scalars = _probe_scalars(rec["results"])
         else:
             run.config.update(_flat_config(rec["config"]))
+            run.config["training.stop_reason"] = rec["results"]["stop_reason"]
             scalars = dict(rec["results"]["final"])
         run.metrics.update(scalars)
         run.sources.update({k: str(path) for k in scalars})
     for run in runs.values():
         _fill_from_checkpoint(run)
     return sorted(runs.values(), key=lambda r: str(r.checkpoint))
+
+
+def stopped_on_budget(run: Run) -> bool:
+    """True when a run given a convergence rule (tol, grad_tol, patience) ran out of epochs/steps instead."""
+    rules = ("training.tol", "training.grad_tol", "training.patience")
+    has_rule = any(run.config.get(k) is not None for k in rules)
+    return has_rule and run.config.get("training.stop_reason") in ("epochs", "max_steps")
 
 
 def _fill_from_checkpoint(run: Run) -> None:
