@@ -217,7 +217,13 @@ def _first_linear(model: nn.Module) -> str | None:
 
 
 class Optimizer:
-    """Element-wise optimizers on stacked parameters, following torch.optim's update rules."""
+    """Element-wise optimizers on stacked parameters, following torch.optim's update rules.
+
+    One update is a handful of ``torch._foreach_*`` calls over all parameter tensors (torch.optim's
+    multi-tensor arithmetic, e.g. ``addcdiv`` for Adam), not a dozen kernels per tensor. When some
+    restarts have stopped, the same arithmetic runs on copies and only the active rows are written back,
+    so an active restart's numbers do not depend on whether the others are still running.
+    """
 
     def __init__(self, cfg: TrainConfig, params: dict[str, torch.Tensor]) -> None:
         self.cfg = cfg
@@ -228,32 +234,52 @@ class Optimizer:
     @torch.no_grad()
     def step(self, params: dict[str, torch.Tensor], active: torch.Tensor, lr: float) -> None:
         """Update the restarts where ``active`` (R,) is True, at rate ``lr``; the rest stay frozen."""
-        c = self.cfg
         self.t += 1
-        for n, p in params.items():
-            g = p.grad
-            mask = active.view(-1, *([1] * (p.dim() - 1)))
-            if c.optimizer == "adamw":
-                new_p = p * (1 - lr * c.weight_decay)
-            else:
-                new_p = p.clone()
-                g = g + c.weight_decay * p if c.weight_decay else g
-            if c.optimizer == "sgd":
-                if c.momentum:
-                    buf = g.clone() if self.t == 1 else self.m[n] * c.momentum + g
-                    self.m[n] = torch.where(mask, buf, self.m[n])
-                    g = g + c.momentum * buf if c.nesterov else buf
-                new_p = new_p - lr * g
-            else:
-                m = self.m[n].lerp(g, 1 - c.beta1)
-                v = self.v[n] * c.beta2 + (1 - c.beta2) * g * g
-                self.m[n] = torch.where(mask, m, self.m[n])
-                self.v[n] = torch.where(mask, v, self.v[n])
-                bc1 = 1 - c.beta1**self.t
-                bc2 = 1 - c.beta2**self.t
-                new_p = new_p - (lr / bc1) * m / (v.sqrt() / math.sqrt(bc2) + c.eps)
-            p.copy_(torch.where(mask, new_p, p))
+        names = list(params)
+        ps, gs = [params[n] for n in names], [params[n].grad for n in names]
+        ms, vs = [self.m[n] for n in names], [self.v[n] for n in names if n in self.v]
+        if bool(active.all()):
+            self._update(ps, gs, ms, vs, lr)  # type: ignore[arg-type]
+        else:
+            new = [[t.clone() for t in ts] for ts in (ps, ms, vs)]
+            self._update(*new[:1], gs, *new[1:], lr)  # type: ignore[arg-type]
+            for old, upd in zip((ps, ms, vs), new, strict=True):
+                for a, b in zip(old, upd, strict=True):
+                    a.copy_(torch.where(active.view(-1, *([1] * (a.dim() - 1))), b, a))
+        for p in ps:
             p.grad = None
+
+    def _update(
+        self,
+        ps: list[torch.Tensor],
+        gs: list[torch.Tensor],
+        ms: list[torch.Tensor],
+        vs: list[torch.Tensor],
+        lr: float,
+    ) -> None:
+        """torch.optim's SGD (momentum, Nesterov) / Adam / AdamW step, in place on the lists."""
+        c = self.cfg
+        if c.weight_decay and c.optimizer == "adamw":
+            torch._foreach_mul_(ps, 1 - lr * c.weight_decay)
+        elif c.weight_decay:
+            gs = torch._foreach_add(gs, ps, alpha=c.weight_decay)
+        if c.optimizer == "sgd":
+            if c.momentum:
+                if self.t == 1:
+                    torch._foreach_copy_(ms, gs)
+                else:
+                    torch._foreach_mul_(ms, c.momentum)
+                    torch._foreach_add_(ms, gs)
+                gs = torch._foreach_add(gs, ms, alpha=c.momentum) if c.nesterov else ms
+            torch._foreach_add_(ps, gs, alpha=-lr)
+            return
+        torch._foreach_lerp_(ms, gs, 1 - c.beta1)
+        torch._foreach_mul_(vs, c.beta2)
+        torch._foreach_addcmul_(vs, gs, gs, 1 - c.beta2)
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_div_(denom, math.sqrt(1 - c.beta2**self.t))
+        torch._foreach_add_(denom, c.eps)
+        torch._foreach_addcdiv_(ps, ms, denom, -(lr / (1 - c.beta1**self.t)))
 
 
 @dataclass
