@@ -614,7 +614,7 @@ def _summary(results: list[Any], stems: list[Path]) -> None:
             str(res.restart),
             str(res.seed),
             res.stop_reason,
-            str(res.epochs),
+            str(res.epochs) + (f" (kept {res.best_epoch})" if res.best_epoch is not None else ""),
             str(res.steps),
             f"{f.get('train_loss', float('nan')):.4g}",
             f"{f.get('val_loss', float('nan')):.4g}",
