@@ -112,6 +112,24 @@ def _one_depth(depth: int, splits: Any, args: argparse.Namespace) -> dict[str, A
     return {"batched": t_batched, "sequential": t_seq, "plain": t_plain, "max_abs_diff": diff}
 
 
+def _gemm_rates(restarts: int) -> dict[str, float]:
+    """GFLOP/s of the first layer's product for one restart and for all restarts as one GEMM.
+
+    Full-batch training is this product (forward) and its transpose (weight gradient): the rate
+    bounds what batching can gain once per-call overheads are gone.
+    """
+    x = torch.rand(4000, 784)
+    rates = {}
+    for name, cols in (("one_restart", 48), ("all_restarts", 48 * restarts)):
+        w = torch.randn(cols, 784)
+        x @ w.T  # warm-up
+        t0, n = time.perf_counter(), max(1, 400 // cols * 5)
+        for _ in range(n):
+            x @ w.T
+        rates[name] = 2 * 4000 * 784 * cols * n / (time.perf_counter() - t0) / 1e9
+    return rates
+
+
 def _measure(args: argparse.Namespace) -> dict[int, dict[str, Any]]:
     torch.set_num_threads(args.threads)
     splits = datasets.load(datasets.DatasetSpec("mnist-5k"), data_root(None))
@@ -184,7 +202,14 @@ def main() -> None:
         f"Python {platform.python_version()}; {args.restarts} restarts x {args.steps} full-batch Adam steps, "
         f"medians of {args.repeats} interleaved repeats."
     )
-    lines = [head, "", *_table(res, args), "", *_protocol(res, args)]
+    g = _gemm_rates(args.restarts)
+    gemm = (
+        f"First-layer GEMM (4000 x 784 by 784 x H): {g['one_restart']:.1f} GFLOP/s for one restart "
+        f"(H = 48), {g['all_restarts']:.1f} GFLOP/s for all {args.restarts} as one product "
+        f"(H = {48 * args.restarts}): batching can gain at most {g['all_restarts'] / g['one_restart']:.2f}x "
+        "on the multiply-adds that dominate a full-batch step."
+    )
+    lines = [head, "", *_table(res, args), "", gemm, "", *_protocol(res, args)]
     text = "\n".join(lines)
     print(text)
     if args.write is not None:
