@@ -176,3 +176,21 @@ def test_probe_snapshot_of_a_missing_epoch_is_one_error_line(tiny_run: Path, cli
     line = error_line(cli("probe", traj, "--snapshot", "7", "--out", traj.parent / "x.json"))
     assert line == "Error: no snapshot at epoch 7: --snapshot (give 'all' or epochs from [0, 1, 2])"
     assert not (traj.parent / "x.json").exists()
+
+
+def test_tracking_a_batchnorm_model_uses_its_running_statistics(
+    tmp_path: Path, cli, tiny_args, read_json
+) -> None:
+    """Eval mode with each restart's own BatchNorm statistics: the probe of the checkpoint agrees."""
+    out = tmp_path / "res"
+    args = ["--model", "resnet", "--width", "4", "--restarts", "2", "--track", "lambda_max,trace"]
+    assert cli(*tiny_args(out, *args, "--track-samples", "32")).exit_code == 0
+    rec = tmp_path / "p.json"
+    result = cli(
+        "probe", out / "model-r001.safetensors", "--lambda-max", "--trace", "--samples", "32", "--out", rec
+    )
+    assert result.exit_code == 0, result.output
+    probed = read_json(rec)["results"]
+    tracked = read_json(out / "model-r001.train.json")["results"]["history"][-1]["tracked"]
+    assert math.isclose(tracked["lambda_max"]["estimate"], probed["lambda_max"]["estimate"], rel_tol=1e-6)
+    assert math.isclose(tracked["trace"]["estimate"], probed["trace"]["estimate"], rel_tol=1e-5)
