@@ -178,13 +178,13 @@ def test_probe_snapshot_of_a_missing_epoch_is_one_error_line(tiny_run: Path, cli
     assert not (traj.parent / "x.json").exists()
 
 
-def test_tracking_a_batchnorm_model_uses_its_running_statistics(
-    tmp_path: Path, cli, tiny_args, read_json
-) -> None:
+def test_tracking_a_batchnorm_model_uses_its_running_statistics(tmp_path: Path, cli, read_json) -> None:
     """Eval mode with each restart's own BatchNorm statistics: the probe of the checkpoint agrees."""
     out = tmp_path / "res"
-    args = ["--model", "resnet", "--width", "4", "--restarts", "2", "--track", "lambda_max,trace"]
-    assert cli(*tiny_args(out, *args, "--track-samples", "32")).exit_code == 0
+    args = "--model resnet --width 4 --dataset digits --train-size 64 --val-size 32 --test-size 32 --epochs 2"
+    args += " --restarts 2 --device cpu --quiet --track lambda_max,trace --track-samples 32"
+    result = cli("train", *args.split(), "--out", out)
+    assert result.exit_code == 0, result.output
     rec = tmp_path / "p.json"
     result = cli(
         "probe", out / "model-r001.safetensors", "--lambda-max", "--trace", "--samples", "32", "--out", rec
