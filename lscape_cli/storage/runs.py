@@ -115,13 +115,6 @@ def collect(paths: list[Path]) -> list[Run]:
     return sorted(runs.values(), key=lambda r: str(r.checkpoint))
 
 
-def stopped_on_budget(run: Run) -> bool:
-    """True when a run given a convergence rule (tol, grad_tol, patience) ran out of epochs/steps instead."""
-    rules = ("training.tol", "training.grad_tol", "training.patience")
-    has_rule = any(run.config.get(k) is not None for k in rules)
-    return has_rule and run.config.get("training.stop_reason") in ("epochs", "max_steps")
-
-
 def _fill_from_checkpoint(run: Run) -> None:
     """Configuration and final metrics from the checkpoint header when no train record gave them."""
     if run.config and "train_loss" in run.metrics:
