@@ -13,7 +13,7 @@ BENCH_VENV  ?= $(HOME)/.cache/lscape/bench-$(BENCH_KEY)
 BENCH_BIN   := $(BENCH_VENV)/bin
 BENCH_STAMP := $(BENCH_VENV)/.lscape-complete
 
-.PHONY: venv demo test test-slow lint samples bench clean-venv
+.PHONY: venv demo test test-slow lint typecheck check samples bench clean-venv
 
 $(STAMP):  # keyed by the hash of $(REQS) in its path: a changed list means a new venv
 	rm -rf $(VENV)
@@ -38,6 +38,13 @@ test-slow: venv
 lint: venv
 	$(BIN)/ruff check lscape_cli tests benchmarks scripts
 	$(BIN)/ruff format --check lscape_cli tests benchmarks scripts
+
+# mypy over the package ([tool.mypy] in pyproject.toml: --strict on lscape_cli.core).
+typecheck: venv
+	$(BIN)/mypy
+
+# What CI runs: the tests, then lint and types.
+check: test lint typecheck
 
 samples: venv
 	PATH=$(BIN):$$PATH bash scripts/make_samples.sh
