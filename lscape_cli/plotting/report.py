@@ -68,6 +68,10 @@ def _draw(ax: Any, panel: Panel, colours: dict[Any, Any]) -> None:
     ax.set_title(panel.title, fontsize=10)
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel(panel.ylabel)
+    if panel.xlabel == "epoch":
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if panel.log_y:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)

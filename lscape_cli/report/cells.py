@@ -62,6 +62,11 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def fmt_err(value: Any) -> str:
+    """An uncertainty: 2 significant digits."""
+    return f"{value:.2g}" if isinstance(value, float) and math.isfinite(value) else fmt(value)
+
+
 def get(data: Any, pointer: str) -> Any:
     """The value at a JSON pointer (``None`` when any step is missing)."""
     node = data
@@ -93,7 +98,7 @@ def pm_cell(record: str, data: Any, mean_ptr: str, err_ptr: str, note: str = "")
     text = fmt(value)
     if err is not None:
         sources.append(Source(record, err_ptr, err))
-        text += f" ± {fmt(err)}"
+        text += f" ± {fmt_err(err)}"
     return Cell(text, tuple(sources), note, sort=_num(value))
 
 
@@ -105,7 +110,7 @@ def spread_cell(record: str, data: Any, base: str, note: str = "") -> Cell:
     parts = [(k, summary.get(k)) for k in ("mean", "std", "min", "max")]
     sources = tuple(Source(record, f"{base}/{k}", v) for k, v in parts if v is not None)
     mean, std, lo, hi = (v for _, v in parts)
-    text = fmt(mean) + (f" ± {fmt(std)}" if std is not None else "")
+    text = fmt(mean) + (f" ± {fmt_err(std)}" if std is not None else "")
     if lo is not None and hi is not None:
         text += f" [{fmt(lo)}, {fmt(hi)}]"
     return Cell(text, sources, note, sort=_num(mean))
@@ -120,7 +125,7 @@ def mean_std_cell(sources: list[Source], note: str = "") -> Cell:
     text = fmt(mean)
     if len(vals) > 1:
         std = math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-        text += f" ± {fmt(std)}"
+        text += f" ± {fmt_err(std)}"
     return Cell(text, tuple(sources), note or f"mean ± std over {len(vals)} runs", "mean_std", sort=mean)
 
 

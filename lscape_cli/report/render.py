@@ -62,11 +62,11 @@ def _td(cell: Cell) -> str:
     return f"<td{attrs}>{html.escape(cell.text)}{badge}</td>"
 
 
-def _table_html(t: Table) -> str:
+def _table_html(t: Table, section_title: str) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
     body = "\n".join("<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in t.rows)
     parts = [
-        f'<h3 id="table-{t.key}">{html.escape(t.title)}</h3>',
+        f'<h3 id="table-{t.key}">{html.escape(t.title)}</h3>' if t.title != section_title else "",
         f'<div class="scroll"><table data-table="{t.key}"><thead><tr>{head}</tr></thead>',
         f"<tbody>\n{body}\n</tbody></table></div>",
     ]
@@ -83,9 +83,9 @@ def _image_html(img: Image) -> str:
     return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(img.title)}"><figcaption>{cap}</figcaption></figure>'
 
 
-def _block_html(block: object) -> str:
+def _block_html(block: object, section_title: str) -> str:
     if isinstance(block, Table):
-        return _table_html(block)
+        return _table_html(block, section_title)
     if isinstance(block, Image):
         return _image_html(block)
     if isinstance(block, Bullets):
@@ -100,7 +100,7 @@ def to_html(doc: Document) -> str:
     body = []
     for s in doc.sections:
         body.append(f'<section id="{s.key}"><h2>{html.escape(s.title)}</h2>')
-        body += [_block_html(b) for b in s.blocks]
+        body += [_block_html(b, s.title) for b in s.blocks]
         body.append("</section>")
     foot = "".join(f"<p>{html.escape(line)}</p>" for line in doc.footer[:2])
     commands = "".join(f"<li><code>{html.escape(c)}</code></li>" for c in doc.footer[2:])
@@ -120,8 +120,9 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _table_md(t: Table) -> str:
-    lines = [f"### {t.title}", "", "| " + " | ".join(_md_cell(c) for c in t.columns) + " |"]
+def _table_md(t: Table, section_title: str) -> str:
+    lines = [f"### {t.title}", ""] if t.title != section_title else []
+    lines += ["| " + " | ".join(_md_cell(c) for c in t.columns) + " |"]
     lines.append("|" + "|".join([":--"] + ["--:"] * (len(t.columns) - 1)) + "|")
     lines += ["| " + " | ".join(_md_cell(display(c)) for c in row) + " |" for row in t.rows]
     if t.caption:
@@ -138,7 +139,7 @@ def to_markdown(doc: Document, image_links: dict[int, str]) -> str:
         out += [f"## {s.title}", ""]
         for b in s.blocks:
             if isinstance(b, Table):
-                out.append(_table_md(b))
+                out.append(_table_md(b, s.title))
             elif isinstance(b, Image):
                 out.append(f"![{b.title}]({image_links[id(b)]})" + (f"\n\n*{b.caption}*" if b.caption else ""))
             elif isinstance(b, Bullets):
@@ -192,6 +193,7 @@ def to_latex(t: Table, origin: str) -> str:
             *rows,
             r"\bottomrule",
             r"\end{tabular}",
+            *([r"\par\footnotesize"] + [rf"[{i}] {latex_escape(n)}\\" for i, n in enumerate(t.footnotes, 1)] if t.footnotes else []),
             r"\end{table}",
             "",
         ]

@@ -53,9 +53,9 @@ def join(records: list[Record], root: Path, out_dir: Path) -> list[Run]:
         if rec.kind == "train":
             entry = rec.data["results"].get("checkpoint")
             if entry is None:  # diverged: no checkpoint, still part of the inventory
-                runs[str(rec.path)] = Run(str(rec.path), _label(rec.path, root), None, rec)
-                continue
-            run = _run_for(runs, entry, rec.path, root)
+                run = runs[str(rec.path)] = Run(str(rec.path), _label(rec.path, root), None)
+            else:
+                run = _run_for(runs, entry, rec.path, root)
             run.train = rec
             run.meta = rec.data["config"]
             run.meta_record, run.meta_prefix = rel(rec.path, out_dir), "/config"
