@@ -96,11 +96,11 @@ def _legend(fig: Any, axes: list[Any], keys: list[Any], colours: dict[Any, Any],
         bar.set_ticks(ticks, labels=[str(keys[i]) for i in ticks])
 
 
-def grid(panels: list[Panel], keys: list[Any], compare: str, splits: bool = False, ncols: int = 3) -> Any:
+def grid(panels: list[Panel], keys: list[Any], compare: str, splits: bool = False, ncols: int = 2) -> Any:
     """Panels in a grid sharing one colour scale (a legend or colour bar) for the compare key."""
     ncols = min(ncols, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig = new_figure(3.6 * ncols + 1.6, 2.9 * nrows)
+    fig = new_figure(4.2 * ncols + 1.4, 3.0 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
     colours, few = _palette(keys)
     for ax, panel in zip(axes, panels, strict=False):

@@ -35,6 +35,8 @@ td[title]{cursor:help}
 .warn{border:1px solid #f04438;background:#fef3f2;padding:8px 14px;border-radius:4px;margin:10px 0}
 .warn ul{margin:4px 0;padding-left:18px}
 ol.notes{font-size:12px;color:#444;padding-left:24px;overflow-wrap:anywhere}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:8px 16px}
+.gallery figure{margin:6px 0}
 figure{margin:14px 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:12.5px;color:#555}
 footer{margin-top:32px;border-top:1px solid #ddd;font-size:12px;color:#555;overflow-wrap:anywhere}
@@ -94,13 +96,29 @@ def _block_html(block: object, section_title: str) -> str:
     return f"<p>{html.escape(str(block))}</p>"
 
 
+def _blocks_html(blocks: list[object], section_title: str) -> list[str]:
+    """Blocks in order; consecutive figures found beside records share a grid (they come in sets)."""
+    out: list[str] = []
+    gallery: list[str] = []
+    for b in [*blocks, None]:
+        if isinstance(b, Image) and b.file is not None:
+            gallery.append(_image_html(b))
+            continue
+        if gallery:
+            out.append('<div class="gallery">' + "".join(gallery) + "</div>")
+            gallery = []
+        if b is not None:
+            out.append(_block_html(b, section_title))
+    return out
+
+
 def to_html(doc: Document) -> str:
     """The whole page."""
     nav = "".join(f'<li><a href="#{s.key}">{html.escape(s.title)}</a></li>' for s in doc.sections)
     body = []
     for s in doc.sections:
         body.append(f'<section id="{s.key}"><h2>{html.escape(s.title)}</h2>')
-        body += [_block_html(b, s.title) for b in s.blocks]
+        body += _blocks_html(s.blocks, s.title)
         body.append("</section>")
     foot = "".join(f"<p>{html.escape(line)}</p>" for line in doc.footer[:2])
     commands = "".join(f"<li><code>{html.escape(c)}</code></li>" for c in doc.footer[2:])
