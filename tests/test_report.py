@@ -1,4 +1,4 @@
-"""`lscape report`: every number traces to its record, the page is self-contained, stale inputs are flagged."""
+"""`lscape report`: every number traces to its record, the page is self-contained, stale inputs flagged."""
 
 from __future__ import annotations
 
@@ -75,20 +75,54 @@ def study(tmp_path_factory: pytest.TempPathFactory, cli: Callable[..., Result], 
     for depth, restarts in ((1, 2), (2, 1)):
         r = cli(*tiny_args(root / f"d{depth}", "--depth", depth, "--restarts", restarts, "--eval-every", 1))
         assert r.exit_code == 0, r.output
-    probe = ("--top-k", "2", "--trace", "--frobenius", "--matvecs", "12", "--sharpness", "0.05", "--stability")
+    probe = (
+        "--top-k",
+        "2",
+        "--trace",
+        "--frobenius",
+        "--matvecs",
+        "12",
+        "--sharpness",
+        "0.05",
+        "--stability",
+    )
     for ckpt in sorted(root.glob("d*/*.safetensors")):
         r = cli("probe", ckpt, *probe, "--quiet")
         assert r.exit_code == 0, r.output
     a, b = root / "d1/model-r000.safetensors", root / "d1/model-r001.safetensors"
-    r = cli("probe", a, "--lambda-max", "--num-batches", "2", "--batch-size", "16", "--split", "test",
-            "--out", root / "d1/model-r000.batches.probe.json", "--quiet")
+    r = cli(
+        "probe",
+        a,
+        "--lambda-max",
+        "--num-batches",
+        "2",
+        "--batch-size",
+        "16",
+        "--split",
+        "test",
+        "--out",
+        root / "d1/model-r000.batches.probe.json",
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     r = cli("slice", a, "--dims", "1", "--count", "2", "--steps", "5", "--range", "0.5", "--quiet")
     assert r.exit_code == 0, r.output
     r = cli("connect", a, b, "--points", "5", "--quiet")
     assert r.exit_code == 0, r.output
-    r = cli("pareto", root, "--group-by", "model.depth", "--x", "train_loss", "--y", "frobenius",
-            "--no-params", "--out", root / "pareto.json", "--quiet")
+    r = cli(
+        "pareto",
+        root,
+        "--group-by",
+        "model.depth",
+        "--x",
+        "train_loss",
+        "--y",
+        "frobenius",
+        "--no-params",
+        "--out",
+        root / "pareto.json",
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     return root
 
@@ -128,7 +162,9 @@ def test_every_number_comes_from_its_record(report: Path) -> None:
                 values = [v for _, _, v in sources]
                 for rec, pointer, value in sources:
                     assert get(_load(report.parent, rec), pointer) == value, (name, rec, pointer)
-                numeric = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+                numeric = [
+                    float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+                ]
                 kind = attrs.get("data-aggregate")
                 if kind == "mean_std" and numeric:
                     assert _close(_shown(text)[0], sum(numeric) / len(numeric)), (name, text)
@@ -196,7 +232,9 @@ def test_markdown_twin(report: Path) -> None:
         assert (report.parent / link).is_file(), link
 
 
-def test_stale_and_missing_checkpoints_are_flagged(study: Path, tmp_path: Path, cli: Callable[..., Result]) -> None:
+def test_stale_and_missing_checkpoints_are_flagged(
+    study: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
     copy_dir = tmp_path / "study"
     shutil.copytree(study, copy_dir)
     with open(copy_dir / "d1/model-r001.safetensors", "ab") as fh:
@@ -227,7 +265,12 @@ def test_tracked_quantities_are_plotted(tiny_run: Path, tmp_path: Path, cli: Cal
         for h in rec["results"]["history"]:
             e = h["epoch"]
             h["tracked"] = {
-                "lambda_max": {"estimate": 10.0 * e + i, "residual": 1e-6, "converged": True, "num_matvecs": 20},
+                "lambda_max": {
+                    "estimate": 10.0 * e + i,
+                    "residual": 1e-6,
+                    "converged": True,
+                    "num_matvecs": 20,
+                },
                 "trace": {"estimate": 100.0 + e, "stderr": 2.0, "method": "hutch++", "num_matvecs": 30},
                 "top_k": {"eigenvalues": [10.0 * e, 5.0 * e], "residuals": [1e-6, 1e-6]},
             }
@@ -251,7 +294,10 @@ def test_bad_input(tmp_path: Path, study: Path, cli: Callable[..., Result], erro
     line = error_line(cli("report", empty, "--out", tmp_path / "r.html"))
     assert line == f"Error: no lscape records under {empty} (run lscape train/probe first)"
     line = error_line(cli("report", study, "--compare", "model.colour", "--out", tmp_path / "r.html"))
-    assert line.startswith("Error: unknown key 'model.colour': --compare (known keys: ") and "model.depth" in line
+    assert (
+        line.startswith("Error: unknown key 'model.colour': --compare (known keys: ")
+        and "model.depth" in line
+    )
     newer = tmp_path / "newer"
     newer.mkdir()
     rec = json.loads((study / "d2/model.probe.json").read_text())
@@ -261,7 +307,9 @@ def test_bad_input(tmp_path: Path, study: Path, cli: Callable[..., Result], erro
     assert not (tmp_path / "r.html").exists()
 
 
-def test_foreign_json_skipped_and_nothing_else_written(study: Path, tmp_path: Path, cli: Callable[..., Result]) -> None:
+def test_foreign_json_skipped_and_nothing_else_written(
+    study: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
     src = tmp_path / "s"
     shutil.copytree(study / "d2", src)
     (src / "other.json").write_text('{"hello": 1}')
@@ -275,13 +323,19 @@ def test_foreign_json_skipped_and_nothing_else_written(study: Path, tmp_path: Pa
     assert sorted(p.relative_to(src) for p in src.rglob("*")) == before
     assert sorted(p.name for p in out_dir.iterdir()) == ["r-figures", "r-tables", "r.html", "r.md"]
     warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("Warning: skipped")]
-    assert len(warnings) == 2 and any("other.json" in w for w in warnings) and any("broken.json" in w for w in warnings)
+    assert (
+        len(warnings) == 2
+        and any("other.json" in w for w in warnings)
+        and any("broken.json" in w for w in warnings)
+    )
 
 
 def test_readme_example_on_the_samples(tmp_path: Path, cli: Callable[..., Result]) -> None:
     """README: lscape report sample_checkpoints/ --compare model.name --out ... (samples copied)."""
     samples = Path(__file__).parents[1] / "sample_checkpoints"
-    shutil.copytree(samples, tmp_path / "s", ignore=shutil.ignore_patterns("report*", "*.probe.json", "*.slice*", "*--*"))
+    shutil.copytree(
+        samples, tmp_path / "s", ignore=shutil.ignore_patterns("report*", "*.probe.json", "*.slice*", "*--*")
+    )
     out = tmp_path / "s/report.html"
     r = cli("report", tmp_path / "s", "--compare", "model.name", "--out", out)
     assert r.exit_code == 0, r.output
@@ -292,6 +346,9 @@ def test_readme_example_on_the_samples(tmp_path: Path, cli: Callable[..., Result
 
 def test_report_does_not_import_torch(report: Path, study: Path, tmp_path: Path) -> None:
     argv = ["report", str(study), "--out", str(tmp_path / "r.html"), "--quiet"]
-    code = f"import sys; from lscape_cli.cli import app; app({argv!r}, standalone_mode=False); print('torch' in sys.modules)"
+    code = (
+        f"import sys; from lscape_cli.cli import app; app({argv!r}, standalone_mode=False); "
+        "print('torch' in sys.modules)"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "False", res.stderr

@@ -14,16 +14,19 @@ from lscape_cli.cli.options import JsonOpt, QuietOpt
 
 def report(
     inputs: Annotated[
-        list[Path], typer.Argument(help="Directories searched recursively for lscape records (or record files).")
+        list[Path],
+        typer.Argument(help="Directories searched recursively for lscape records (or record files)."),
     ],
     out: Annotated[
-        Path, typer.Option(help="The HTML page; STEM.md, STEM-tables/ and STEM-figures/ are written beside it.")
+        Path,
+        typer.Option(help="The HTML page; STEM.md, STEM-tables/ and STEM-figures/ are written beside it."),
     ] = Path("report.html"),
     compare: Annotated[
         str | None, typer.Option(help="Settings key that orders and colours runs, e.g. training.optimizer.")
     ] = None,
     group_by: Annotated[
-        str | None, typer.Option(help="Settings key whose values group restarts (mean ± std), e.g. model.depth.")
+        str | None,
+        typer.Option(help="Settings key whose values group restarts (mean ± std), e.g. model.depth."),
     ] = None,
     title: Annotated[str | None, typer.Option(help="Page title [default: lscape report].")] = None,
     json_out: JsonOpt = False,
@@ -43,10 +46,27 @@ def report(
     for line in res.skipped:
         err.print(f"Warning: skipped {line}", markup=False, soft_wrap=True)
     if json_out:
-        emit_json(json.dumps({k: str(v) for k, v in res.paths.items()} | {"runs": res.num_runs, "records": res.counts, "stale": res.stale, "skipped": res.skipped, "tables": res.tables, "figures": res.figures}, indent=2))
+        emit_json(
+            json.dumps(
+                {k: str(v) for k, v in res.paths.items()}
+                | {
+                    "runs": res.num_runs,
+                    "records": res.counts,
+                    "stale": res.stale,
+                    "skipped": res.skipped,
+                    "tables": res.tables,
+                    "figures": res.figures,
+                },
+                indent=2,
+            )
+        )
     elif not quiet:
         for line in res.stale:
             err.print(f"Stale: {line}", markup=False, soft_wrap=True)
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(res.counts.items()))
         err.print(f"lscape report: {res.num_runs} runs from {kinds} records", markup=False, soft_wrap=True)
-        err.print(f"wrote {res.paths['html']} (+ {res.paths['markdown'].name}, {res.paths['tables'].name}/, {res.paths['figures'].name}/)", markup=False, soft_wrap=True)
+        err.print(
+            f"wrote {res.paths['html']} (+ {res.paths['markdown'].name}, {res.paths['tables'].name}/, {res.paths['figures'].name}/)",
+            markup=False,
+            soft_wrap=True,
+        )

@@ -49,7 +49,9 @@ def _check_out(out: Path) -> None:
     if out.suffix.lower() not in (".html", ".htm"):
         raise LscapeError("--out must name an .html file", str(out), "e.g. --out study/report.html")
     if not out.parent.is_dir():
-        raise LscapeError("output directory does not exist", str(out.parent), "create it or choose another --out")
+        raise LscapeError(
+            "output directory does not exist", str(out.parent), "create it or choose another --out"
+        )
 
 
 def _root(inputs: tuple[Path, ...]) -> Path:
@@ -103,9 +105,14 @@ def document(req: ReportRequest, study: Study, runs: list[Run], rels: dict[str, 
     if table is not None:
         sections.append(Section("curvature", "Curvature", [table]))
     if req.group_by:
-        sections.append(Section("groups", f"Groups by {req.group_by}", [inventory.groups(runs, rels, req.group_by)]))
+        sections.append(
+            Section("groups", f"Groups by {req.group_by}", [inventory.groups(runs, rels, req.group_by)])
+        )
     groups = _groups(runs, req.group_by)
-    curves: list[Block] = [*figures.training_curves(groups, colour, req.group_by), *figures.tracked(runs, colour)]
+    curves: list[Block] = [
+        *figures.training_curves(groups, colour, req.group_by),
+        *figures.tracked(runs, colour),
+    ]
     if curves:
         sections.append(Section("training", "Training curves", curves))
     versus = figures.versus(runs, rels, colour)

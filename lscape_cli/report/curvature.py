@@ -60,10 +60,20 @@ def _eigen_column(i: int) -> CellFn:
             return spread_cell(r, d, f"/results/batches/summary/{name}", "mean ± std [min, max] over batches")
         if get(d, "/results/top_k") is not None:
             return pm_cell(
-                r, d, f"/results/top_k/eigenvalues/{i}", f"/results/top_k/error_bounds/{i}", _eig_note(d, "top_k")
+                r,
+                d,
+                f"/results/top_k/eigenvalues/{i}",
+                f"/results/top_k/error_bounds/{i}",
+                _eig_note(d, "top_k"),
             )
         if i == 0:
-            return pm_cell(r, d, "/results/lambda_max/estimate", "/results/lambda_max/error_bound", _eig_note(d, "lambda_max"))
+            return pm_cell(
+                r,
+                d,
+                "/results/lambda_max/estimate",
+                "/results/lambda_max/error_bound",
+                _eig_note(d, "lambda_max"),
+            )
         return Cell(DASH)
 
     return cell
@@ -72,7 +82,9 @@ def _eigen_column(i: int) -> CellFn:
 def _simple(key: str, err: str | None, note: Callable[[dict[str, Any]], str], scalar: str) -> CellFn:
     def cell(r: str, d: dict[str, Any]) -> Cell:
         if _batched(d):
-            return spread_cell(r, d, f"/results/batches/summary/{scalar}", "mean ± std [min, max] over batches")
+            return spread_cell(
+                r, d, f"/results/batches/summary/{scalar}", "mean ± std [min, max] over batches"
+            )
         if err is None:
             return value_cell(r, d, f"/results/{key}/estimate", note(d))
         return pm_cell(r, d, f"/results/{key}/estimate", f"/results/{key}/{err}", note(d))
@@ -83,7 +95,11 @@ def _simple(key: str, err: str | None, note: Callable[[dict[str, Any]], str], sc
 def _sharpness(i: int) -> CellFn:
     def cell(r: str, d: dict[str, Any]) -> Cell:
         if _batched(d):
-            return spread_cell(r, d, "/results/batches/summary/sharpness_max", "max rise; mean over batches") if i == 0 else Cell(DASH)
+            return (
+                spread_cell(r, d, "/results/batches/summary/sharpness_max", "max rise; mean over batches")
+                if i == 0
+                else Cell(DASH)
+            )
         rnd = get(d, f"/results/sharpness/{i}/random") or {}
         note = (
             f"max loss rise over {rnd.get('num_directions')} random {get(d, f'/results/sharpness/{i}/kind')} "
@@ -109,7 +125,10 @@ def _pac(r: str, d: dict[str, Any]) -> Cell:
     if _batched(d):
         return spread_cell(r, d, "/results/batches/summary/pac_bayes_sigma", "mean over batches")
     p = get(d, "/results/pac_bayes/isotropic") or {}
-    note = f"largest sigma with {p.get('metric')} rise within {p.get('target')}; bracket {p.get('bracket')}, {p.get('status')}"
+    note = (
+        f"largest sigma with {p.get('metric')} rise within {p.get('target')}; "
+        f"bracket {p.get('bracket')}, {p.get('status')}"
+    )
     return value_cell(r, d, "/results/pac_bayes/isotropic/sigma", note)
 
 
@@ -121,7 +140,9 @@ def _stability(r: str, d: dict[str, Any]) -> Cell:
     sources = tuple(Source(r, p, get(d, p)) for p in ptrs if get(d, p) is not None)
     verdict = {True: "stable", False: "unstable", None: "no verdict"}[s.get("stable")]
     text = f"{fmt(s['eta_lambda_max'])} vs {fmt(s.get('threshold'))}: {verdict}"
-    return Cell(text, sources, str(s.get("rule", "")), badge="" if s.get("stable") is not False else "unstable")
+    return Cell(
+        text, sources, str(s.get("rule", "")), badge="" if s.get("stable") is not False else "unstable"
+    )
 
 
 def _columns(records: list[Record]) -> list[tuple[str, CellFn]]:
@@ -129,9 +150,16 @@ def _columns(records: list[Record]) -> list[tuple[str, CellFn]]:
     datas = [r.data for r in records]
 
     def has(pointer: str) -> bool:
-        return any(get(d, pointer) is not None or get(d, "/results/batches/summary/" + pointer.split("/")[2]) is not None for d in datas)
+        return any(
+            get(d, pointer) is not None
+            or get(d, "/results/batches/summary/" + pointer.split("/")[2]) is not None
+            for d in datas
+        )
 
-    k = max([len(get(d, "/results/top_k/eigenvalues") or []) for d in datas] + [1 if has("/results/lambda_max") else 0])
+    k = max(
+        [len(get(d, "/results/top_k/eigenvalues") or []) for d in datas]
+        + [1 if has("/results/lambda_max") else 0]
+    )
     cols: list[tuple[str, CellFn]] = [(f"λ{i + 1}", _eigen_column(i)) for i in range(k)]
     for header, key, err, scalar in (
         ("trace", "trace", "stderr", "trace"),
@@ -145,13 +173,21 @@ def _columns(records: list[Record]) -> list[tuple[str, CellFn]]:
             cols.append((header, _simple(key, err, _note_fn(key, err), scalar)))
     radii = max(len(get(d, "/results/sharpness") or []) for d in datas)
     for i in range(radii):
-        eps = next(get(d, f"/results/sharpness/{i}/eps") for d in datas if get(d, f"/results/sharpness/{i}") is not None)
+        eps = next(
+            get(d, f"/results/sharpness/{i}/eps")
+            for d in datas
+            if get(d, f"/results/sharpness/{i}") is not None
+        )
         cols.append((f"ε-sharpness (ε={fmt(eps)})", _sharpness(i)))
     if radii == 0 and has("/results/sharpness_max"):
         cols.append(("ε-sharpness", _sharpness(0)))
     sigmas = max(len(get(d, "/results/noise/curve") or []) for d in datas)
     for i in range(sigmas):
-        sigma = next(get(d, f"/results/noise/curve/{i}/sigma") for d in datas if get(d, f"/results/noise/curve/{i}") is not None)
+        sigma = next(
+            get(d, f"/results/noise/curve/{i}/sigma")
+            for d in datas
+            if get(d, f"/results/noise/curve/{i}") is not None
+        )
         cols.append((f"noise loss rise (σ={fmt(sigma)})", _noise(i)))
     if has("/results/pac_bayes") or has("/results/pac_bayes_sigma"):
         cols.append(("PAC-Bayes σ", _pac))

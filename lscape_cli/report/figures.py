@@ -34,7 +34,9 @@ def _history(run: Run) -> list[dict[str, Any]]:
     return list((run.train.data.get("results") or {}).get("history") or []) if run.train else []
 
 
-def _curve_panels(groups: dict[Any, list[Run]], colour: str | None, metric: str, gkey: str | None) -> list[plots.Panel]:
+def _curve_panels(
+    groups: dict[Any, list[Run]], colour: str | None, metric: str, gkey: str | None
+) -> list[plots.Panel]:
     panels = []
     for g, runs in groups.items():
         title = f"{gkey} = {g}" if gkey else "all runs"
@@ -42,7 +44,11 @@ def _curve_panels(groups: dict[Any, list[Run]], colour: str | None, metric: str,
         for run in runs:
             hist = _history(run)
             for split, style in plots.SPLIT_STYLE.items():
-                pts = [(h["epoch"], h[f"{split}_{metric}"]) for h in hist if h.get(f"{split}_{metric}") is not None]
+                pts = [
+                    (h["epoch"], h[f"{split}_{metric}"])
+                    for h in hist
+                    if h.get(f"{split}_{metric}") is not None
+                ]
                 if pts:
                     xs, ys = zip(*pts, strict=True)
                     panel.series.append(plots.Series(colour_key(run, colour), list(xs), list(ys), style))
@@ -59,7 +65,11 @@ def training_curves(groups: dict[Any, list[Run]], colour: str | None, gkey: str 
         panels = _curve_panels(groups, colour, metric, gkey)
         if panels:
             fig = plots.grid(panels, _keys(runs, colour), colour or "", splits=True)
-            out.append(Image(f"curves-{metric}.png", title, plots.png(fig), "train: solid, val: dashed, test: dotted"))
+            out.append(
+                Image(
+                    f"curves-{metric}.png", title, plots.png(fig), "train: solid, val: dashed, test: dotted"
+                )
+            )
     return out
 
 
@@ -108,7 +118,11 @@ def tracked(runs: list[Run], colour: str | None) -> list[Image]:
     if not panels:
         return []
     fig = plots.grid(panels, _keys(runs, colour), colour or "")
-    return [Image("tracked.png", "Quantities tracked during training", plots.png(fig), "band: ± one standard error")]
+    return [
+        Image(
+            "tracked.png", "Quantities tracked during training", plots.png(fig), "band: ± one standard error"
+        )
+    ]
 
 
 def versus(runs: list[Run], rels: dict[str, str], colour: str | None) -> list[Image]:
@@ -120,12 +134,16 @@ def versus(runs: list[Run], rels: dict[str, str], colour: str | None) -> list[Im
         if gap is not None and "lambda_max" in v:
             gap_pts.append((float(v["lambda_max"].value), gap, colour_key(run, colour)))
         if "test_loss" in v and "sharpness_max" in v:
-            sharp_pts.append((float(v["sharpness_max"].value), float(v["test_loss"].value), colour_key(run, colour)))
+            sharp_pts.append(
+                (float(v["sharpness_max"].value), float(v["test_loss"].value), colour_key(run, colour))
+            )
     panels = []
     if gap_pts:
         panels.append(plots.Panel("gap vs final λmax", "final λmax", "train acc − test acc", points=gap_pts))
     if sharp_pts:
-        panels.append(plots.Panel("test loss vs ε-sharpness", "ε-sharpness (max rise)", "test loss", points=sharp_pts))
+        panels.append(
+            plots.Panel("test loss vs ε-sharpness", "ε-sharpness (max rise)", "test loss", points=sharp_pts)
+        )
     if not panels:
         return []
     fig = plots.grid(panels, _keys(runs, colour), colour or "", ncols=2)

@@ -69,7 +69,7 @@ def probe_values(data: dict[str, Any], record: str) -> dict[str, Source]:
 
 
 def gap_cell(values: dict[str, Source], kind: str) -> Cell:
-    """train acc − test acc (``gap_acc``) or test loss − train loss (``gap_loss``)."""
+    """Train acc − test acc (``gap_acc``) or test loss − train loss (``gap_loss``)."""
     a, b = ("train_accuracy", "test_accuracy") if kind == "gap_acc" else ("test_loss", "train_loss")
     if a not in values or b not in values:
         return Cell(DASH)
@@ -97,7 +97,9 @@ def _setting(run: Run, pointer: str, rels: dict[str, str]) -> Cell:
 
 
 def _model(run: Run, rels: dict[str, str]) -> Cell:
-    sources = [s for p in ("/model/name", "/model/config/depth", "/model/config/width") if (s := _src(run, p))]
+    sources = [
+        s for p in ("/model/name", "/model/config/depth", "/model/config/width") if (s := _src(run, p))
+    ]
     if not sources:
         return Cell(DASH)
     text = str(sources[0].value)
@@ -120,7 +122,9 @@ def inventory(runs: list[Run], rels: dict[str, str], keys: list[str]) -> Table:
     columns += [name for name, _ in SETTINGS]
     columns += ["epochs", "stop", "train loss", "val loss", "test loss", "train acc", "val acc", "test acc"]
     columns += ["gap (acc)", "gap (loss)"]
-    table = Table("inventory", "Run inventory", columns, caption=GAP_NOTE["gap_acc"] + "; " + GAP_NOTE["gap_loss"])
+    table = Table(
+        "inventory", "Run inventory", columns, caption=GAP_NOTE["gap_acc"] + "; " + GAP_NOTE["gap_loss"]
+    )
     for run in runs:
         values = run_values(run, rels)
         row = [run_cell(run)]
@@ -189,6 +193,8 @@ def _gap_mean(vals: list[dict[str, Source]]) -> Cell:
     gaps = [gap_value(v, "gap_acc") for v in vals]
     sources = [Source("", "", g) for g in gaps if g is not None]
     cell = mean_std_cell(sources, "mean ± std of train accuracy − test accuracy")
-    cell.sources = tuple(s for v in vals if gap_value(v, "gap_acc") is not None for s in gap_cell(v, "gap_acc").sources)
+    cell.sources = tuple(
+        s for v in vals if gap_value(v, "gap_acc") is not None for s in gap_cell(v, "gap_acc").sources
+    )
     cell.aggregate = "mean_std_gap"
     return cell

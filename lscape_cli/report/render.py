@@ -17,9 +17,11 @@ from lscape_cli.report.cells import Cell, Table
 from lscape_cli.report.document import Bullets, Document, Image
 
 CSS = """
-body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d1d1f;margin:0;background:#fafafa}
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d1d1f;
+margin:0;background:#fafafa}
 main{max-width:1200px;margin:0 auto;padding:16px 24px;background:#fff}
-h1{font-size:24px;margin:8px 0}h2{font-size:19px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h1{font-size:24px;margin:8px 0}
+h2{font-size:19px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 h3{font-size:15px;margin:18px 0 6px}
 nav ul{display:flex;flex-wrap:wrap;gap:4px 16px;padding:0;list-style:none;margin:8px 0}
 .scroll{overflow-x:auto;max-width:100%;border:1px solid #e3e3e3}
@@ -31,7 +33,8 @@ th:first-child{background:#f3f4f6}
 tr:hover td{background:#f8fbff}
 td[title]{cursor:help}
 .caption{color:#555;font-size:12.5px;margin:4px 0 10px}
-.badge{display:inline-block;background:#b42318;color:#fff;border-radius:3px;padding:0 4px;font-size:11px;margin-left:4px}
+.badge{display:inline-block;background:#b42318;color:#fff;border-radius:3px;padding:0 4px;font-size:11px;
+margin-left:4px}
 .warn{border:1px solid #f04438;background:#fef3f2;padding:8px 14px;border-radius:4px;margin:10px 0}
 .warn ul{margin:4px 0;padding-left:18px}
 ol.notes{font-size:12px;color:#444;padding-left:24px;overflow-wrap:anywhere}
@@ -75,14 +78,19 @@ def _table_html(t: Table, section_title: str) -> str:
     if t.caption:
         parts.append(f'<p class="caption">{html.escape(t.caption)}</p>')
     if t.footnotes:
-        parts.append('<ol class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in t.footnotes) + "</ol>")
+        parts.append(
+            '<ol class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in t.footnotes) + "</ol>"
+        )
     return "\n".join(parts)
 
 
 def _image_html(img: Image) -> str:
     data = base64.b64encode(img.png).decode("ascii")
     cap = html.escape(img.title + (f" ({img.caption})" if img.caption else ""))
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(img.title)}"><figcaption>{cap}</figcaption></figure>'
+    alt = html.escape(img.title)
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{alt}"><figcaption>{cap}</figcaption></figure>'
+    )
 
 
 def _block_html(block: object, section_title: str) -> str:
@@ -159,7 +167,9 @@ def to_markdown(doc: Document, image_links: dict[int, str]) -> str:
             if isinstance(b, Table):
                 out.append(_table_md(b, s.title))
             elif isinstance(b, Image):
-                out.append(f"![{b.title}]({image_links[id(b)]})" + (f"\n\n*{b.caption}*" if b.caption else ""))
+                out.append(
+                    f"![{b.title}]({image_links[id(b)]})" + (f"\n\n*{b.caption}*" if b.caption else "")
+                )
             elif isinstance(b, Bullets):
                 out.append("\n".join(f"- {'**[!]** ' if b.warn else ''}{i}" for i in b.items))
             else:
@@ -180,11 +190,33 @@ def to_csv(t: Table) -> str:
 
 
 LATEX = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "λ": r"$\lambda$",
-    "ε": r"$\varepsilon$", "σ": r"$\sigma$", "η": r"$\eta$", "ρ": r"$\rho$", "θ": r"$\theta$", "α": r"$\alpha$",
-    "‖": r"$\|$", "·": r"$\cdot$", "×": r"$\times$", "−": r"$-$", "–": "--", "₂": r"$_2$", "→": r"$\to$",
-    "≤": r"$\le$", "κ": r"$\kappa$",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "λ": r"$\lambda$",
+    "ε": r"$\varepsilon$",
+    "σ": r"$\sigma$",
+    "η": r"$\eta$",
+    "ρ": r"$\rho$",
+    "θ": r"$\theta$",
+    "α": r"$\alpha$",
+    "‖": r"$\|$",
+    "·": r"$\cdot$",
+    "×": r"$\times$",
+    "−": r"$-$",
+    "–": "--",
+    "₂": r"$_2$",
+    "→": r"$\to$",
+    "≤": r"$\le$",
+    "κ": r"$\kappa$",
 }
 
 
@@ -194,12 +226,13 @@ def latex_escape(text: str) -> str:
 
 
 def to_latex(t: Table, origin: str) -> str:
-    """A ``booktabs`` table (needs ``\\usepackage{booktabs}``), cells as shown in the report."""
+    r"""A ``booktabs`` table (needs ``\usepackage{booktabs}``), cells as shown in the report."""
     spec = "l" + "r" * (len(t.columns) - 1)
     rows = [" & ".join(latex_escape(display(c)) for c in row) + r" \\" for row in t.rows]
     return "\n".join(
         [
-            f"% {t.title}: written by lscape report from {origin}; values and their sources are in the HTML report.",
+            f"% {t.title}: written by lscape report from {origin}; "
+            "values and their sources are in the HTML report.",
             r"\begin{table}[ht]",
             r"\centering",
             rf"\caption{{{latex_escape(t.title)}}}",
@@ -211,7 +244,11 @@ def to_latex(t: Table, origin: str) -> str:
             *rows,
             r"\bottomrule",
             r"\end{tabular}",
-            *([r"\par\footnotesize"] + [rf"[{i}] {latex_escape(n)}\\" for i, n in enumerate(t.footnotes, 1)] if t.footnotes else []),
+            *(
+                [r"\par\footnotesize"] + [rf"[{i}] {latex_escape(n)}\\" for i, n in enumerate(t.footnotes, 1)]
+                if t.footnotes
+                else []
+            ),
             r"\end{table}",
             "",
         ]

@@ -14,7 +14,8 @@ BARRIER_DEFINITIONS = (
     "Barriers along a path v(α), α in [0, 1], on the test split: "
     "max − mean of ends = max_α v − (v(0)+v(1))/2 (Frankle et al. 2020); "
     "chord = max_α [v(α) − ((1−α)v(0) + αv(1))] (Entezari et al. 2022); "
-    "max − max of ends = max_α v − max(v(0), v(1)). On a grid these are lower bounds of the continuous maxima."
+    "max − max of ends = max_α v − max(v(0), v(1)). "
+    "On a grid these are lower bounds of the continuous maxima."
 )
 
 
@@ -49,14 +50,26 @@ def _slice_row(rec: Record, r: str) -> list[Cell]:
         value_cell(r, d, "/results/centre/loss"),
     ]
     if get(d, "/results/lines") is not None:
-        widths = [(i, ln["basin"]["width"]) for i, ln in enumerate(d["results"]["lines"]) if ln["basin"]["width"] is not None]
+        widths = [
+            (i, ln["basin"]["width"])
+            for i, ln in enumerate(d["results"]["lines"])
+            if ln["basin"]["width"] is not None
+        ]
         lo, hi = min(widths, key=lambda t: t[1]), max(widths, key=lambda t: t[1])
         basin = Cell(
             f"{fmt(lo[1])} .. {fmt(hi[1])}",
-            (Source(r, f"/results/lines/{lo[0]}/basin/width", lo[1]), Source(r, f"/results/lines/{hi[0]}/basin/width", hi[1])),
-            f"width of the interval where L − L(θ) ≤ {get(d, '/results/lines/0/basin/threshold')}; min .. max over directions",
+            (
+                Source(r, f"/results/lines/{lo[0]}/basin/width", lo[1]),
+                Source(r, f"/results/lines/{hi[0]}/basin/width", hi[1]),
+            ),
+            f"width of the interval where L − L(θ) ≤ {get(d, '/results/lines/0/basin/threshold')}; "
+            "min .. max over directions",
         )
-        return row + [value_cell(r, d, "/results/sharpness_1d/value", str(get(d, "/results/sharpness_1d/method"))), basin, Cell(DASH)]
+        return row + [
+            value_cell(r, d, "/results/sharpness_1d/value", str(get(d, "/results/sharpness_1d/method"))),
+            basin,
+            Cell(DASH),
+        ]
     eig = get(d, "/results/plane/quadratic/eigenvalues") or []
     quad = Cell(
         ", ".join(fmt(v) for v in eig),
@@ -75,9 +88,20 @@ def slices(records: list[Record], rels: dict[str, str]) -> list[Block]:
     table = Table(
         "slices",
         "Slices",
-        ["record", "dims", "directions", "range", "steps", "split", "loss at θ",
-         "1D sharpness / max rise", "basin width / area", "quadratic-fit eigenvalues (2-D)"],
-        caption="1-D: 1D sharpness = max over directions and α of L(θ+αd) − L(θ); basin width min .. max over "
+        [
+            "record",
+            "dims",
+            "directions",
+            "range",
+            "steps",
+            "split",
+            "loss at θ",
+            "1D sharpness / max rise",
+            "basin width / area",
+            "quadratic-fit eigenvalues (2-D)",
+        ],
+        caption="1-D: 1D sharpness = max over directions and α of L(θ+αd) − L(θ); "
+        "basin width min .. max over "
         "directions. 2-D: max rise, basin area (grid cells around the centre) and the eigenvalues of a "
         "quadratic fitted near θ.",
     )
@@ -102,9 +126,19 @@ def _barrier(r: str, d: dict[str, Any], path: str, split: str, metric: str, defi
 
 def connect(records: list[Record], rels: dict[str, str]) -> list[Block]:
     """Mode connectivity: barriers per path with their definitions, and the path plots."""
-    cols = ["record", "A", "B", "path", "buffers", "distance",
-            "test loss: max − mean ends", "test loss: chord", "test loss: max − max ends",
-            "test error: max − mean ends", "train loss: max − mean ends"]
+    cols = [
+        "record",
+        "A",
+        "B",
+        "path",
+        "buffers",
+        "distance",
+        "test loss: max − mean ends",
+        "test loss: chord",
+        "test loss: max − max ends",
+        "test error: max − mean ends",
+        "train loss: max − mean ends",
+    ]
     table = Table("connect", "Mode connectivity", cols, caption=BARRIER_DEFINITIONS)
     blocks: list[Block] = [table]
     for rec in records:
@@ -114,17 +148,24 @@ def connect(records: list[Record], rels: dict[str, str]) -> list[Block]:
         for path in ("linear", "aligned", "curve"):
             if get(d, f"/results/{path}") is None:
                 continue
-            table.rows.append([
-                _stale_cell(r, rec), Cell(str(a)), Cell(str(b)),
-                Cell(f"{path}: {get(d, f'/results/{path}/endpoint_b')}", note=str(get(d, f"/results/{path}/formula"))),
-                value_cell(r, d, f"/results/{path}/buffers"),
-                value_cell(r, d, f"/results/{path}/distance", "‖θ_B − θ_A‖₂"),
-                _barrier(r, d, path, "test", "loss", "max_minus_mean_ends"),
-                _barrier(r, d, path, "test", "loss", "chord"),
-                _barrier(r, d, path, "test", "loss", "max_minus_max_ends"),
-                _barrier(r, d, path, "test", "error", "max_minus_mean_ends"),
-                _barrier(r, d, path, "train", "loss", "max_minus_mean_ends"),
-            ])
+            table.rows.append(
+                [
+                    _stale_cell(r, rec),
+                    Cell(str(a)),
+                    Cell(str(b)),
+                    Cell(
+                        f"{path}: {get(d, f'/results/{path}/endpoint_b')}",
+                        note=str(get(d, f"/results/{path}/formula")),
+                    ),
+                    value_cell(r, d, f"/results/{path}/buffers"),
+                    value_cell(r, d, f"/results/{path}/distance", "‖θ_B − θ_A‖₂"),
+                    _barrier(r, d, path, "test", "loss", "max_minus_mean_ends"),
+                    _barrier(r, d, path, "test", "loss", "chord"),
+                    _barrier(r, d, path, "test", "loss", "max_minus_max_ends"),
+                    _barrier(r, d, path, "test", "error", "max_minus_mean_ends"),
+                    _barrier(r, d, path, "train", "loss", "max_minus_mean_ends"),
+                ]
+            )
         png = get(d, "/results/plot/png")
         blocks += _images(rec, [png] if png else [], r)
     return blocks
@@ -139,22 +180,34 @@ def pareto(records: list[Record], rels: dict[str, str]) -> list[Block]:
         table = Table(
             f"pareto-{n + 1}" if len(records) > 1 else "pareto",
             f"Pareto analysis by {gkey} ({r})",
-            [str(gkey), "runs", f"mean {x}", f"mean {y}", "λ_d (TLS on front)", "ρ_RMS", "spread", "aligned spread"],
-            caption="λ_d: minus the slope of a total-least-squares line through the group's Pareto hull chain; "
+            [
+                str(gkey),
+                "runs",
+                f"mean {x}",
+                f"mean {y}",
+                "λ_d (TLS on front)",
+                "ρ_RMS",
+                "spread",
+                "aligned spread",
+            ],
+            caption="λ_d: minus the slope of a total-least-squares line through the group's "
+            "Pareto hull chain; "
             "ρ_RMS: RMS parameter norm; spread: mean distance to the centroid (after permutation alignment).",
         )
         for g in get(d, "/results/groups") or {}:
             base = f"/results/groups/{g.replace('~', '~0').replace('/', '~1')}"
-            table.rows.append([
-                _stale_cell(g, rec),
-                value_cell(r, d, f"{base}/n"),
-                value_cell(r, d, f"{base}/mean/0"),
-                value_cell(r, d, f"{base}/mean/1"),
-                value_cell(r, d, f"{base}/tls/lambda", str(get(d, f"{base}/tls/status") or "")),
-                value_cell(r, d, f"{base}/parameters/rho_rms"),
-                value_cell(r, d, f"{base}/parameters/spread_about_centroid"),
-                value_cell(r, d, f"{base}/parameters/spread_after_alignment"),
-            ])
+            table.rows.append(
+                [
+                    _stale_cell(g, rec),
+                    value_cell(r, d, f"{base}/n"),
+                    value_cell(r, d, f"{base}/mean/0"),
+                    value_cell(r, d, f"{base}/mean/1"),
+                    value_cell(r, d, f"{base}/tls/lambda", str(get(d, f"{base}/tls/status") or "")),
+                    value_cell(r, d, f"{base}/parameters/rho_rms"),
+                    value_cell(r, d, f"{base}/parameters/spread_about_centroid"),
+                    value_cell(r, d, f"{base}/parameters/spread_after_alignment"),
+                ]
+            )
         blocks.append(table)
         if get(d, "/results/across_groups/lambda_g") is not None:
             blocks.append(_across(r, d, f"pareto-global-{n + 1}" if len(records) > 1 else "pareto-global"))
@@ -171,12 +224,14 @@ def _across(r: str, d: dict[str, Any], key: str) -> Table:
         caption=str(get(d, "/results/across_groups/method") or ""),
     )
     a = "/results/across_groups"
-    table.rows.append([
-        value_cell(r, d, f"{a}/lambda_g"),
-        value_cell(r, d, f"{a}/mae_without_curvature"),
-        value_cell(r, d, f"{a}/mae_with_curvature"),
-        value_cell(r, d, f"{a}/relative_improvement"),
-    ])
+    table.rows.append(
+        [
+            value_cell(r, d, f"{a}/lambda_g"),
+            value_cell(r, d, f"{a}/mae_without_curvature"),
+            value_cell(r, d, f"{a}/mae_with_curvature"),
+            value_cell(r, d, f"{a}/relative_improvement"),
+        ]
+    )
     return table
 
 

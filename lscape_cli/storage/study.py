@@ -112,7 +112,9 @@ def _check(rec: Record, hashes: _Hashes) -> None:
         if digest is None:
             rec.stale.append(f"{role} {entry.get('path')} is missing")
         elif digest != entry.get("sha256"):
-            rec.stale.append(f"{role} {entry.get('path')} changed since the record was written (sha256 differs)")
+            rec.stale.append(
+                f"{role} {entry.get('path')} changed since the record was written (sha256 differs)"
+            )
 
 
 def scan(paths: list[Path]) -> Study:
@@ -192,14 +194,22 @@ def _umask() -> int:
 def write_report(
     out: Path, html: str, markdown: str, tables: dict[str, str], figures: dict[str, bytes]
 ) -> dict[str, Path]:
-    """Write a report's files (each replaced atomically): ``out`` (HTML), its Markdown twin, and the
-    ``STEM-tables/`` and ``STEM-figures/`` folders beside it. Returns the paths written."""
+    """Write a report's files, each replaced atomically; returns the paths written.
+
+    ``out`` (HTML), its Markdown twin, and the ``STEM-tables/`` and ``STEM-figures/`` folders beside it.
+    """
     paths = report_paths(out)
     if not out.parent.is_dir():
-        raise LscapeError("output directory does not exist", str(out.parent), "create it or choose another --out")
+        raise LscapeError(
+            "output directory does not exist", str(out.parent), "create it or choose another --out"
+        )
     for key in ("tables", "figures"):
         if paths[key].exists() and not paths[key].is_dir():
-            raise LscapeError("a file is in the way of the report's folder", str(paths[key]), "move it or choose another --out")
+            raise LscapeError(
+                "a file is in the way of the report's folder",
+                str(paths[key]),
+                "move it or choose another --out",
+            )
     _fill_dir(paths["tables"], {k: v.encode() for k, v in tables.items()})
     _fill_dir(paths["figures"], figures)
     for key, text in (("markdown", markdown), ("html", html)):
