@@ -116,17 +116,24 @@ def spread_cell(record: str, data: Any, base: str, note: str = "") -> Cell:
     return Cell(text, sources, note, sort=_num(mean))
 
 
-def mean_std_cell(sources: list[Source], note: str = "") -> Cell:
-    """``mean ± std`` (ddof 1) over values from several records, listing every source."""
-    vals = [float(s.value) for s in sources if _num(s.value) is not None]
-    if not vals:
+def mean_std_cell(
+    values: list[float], sources: tuple[Source, ...], note: str = "", aggregate: str = "mean_std"
+) -> Cell:
+    """``mean ± std`` (ddof 1) of values taken from several records, listing every source."""
+    if not values:
         return Cell(DASH, note=note)
-    mean = math.fsum(vals) / len(vals)
+    mean = math.fsum(values) / len(values)
     text = fmt(mean)
-    if len(vals) > 1:
-        std = math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+    if len(values) > 1:
+        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
         text += f" ± {fmt_err(std)}"
-    return Cell(text, tuple(sources), note or f"mean ± std over {len(vals)} runs", "mean_std", sort=mean)
+    return Cell(text, sources, note or f"mean ± std over {len(values)} runs", aggregate, sort=mean)
+
+
+def sources_mean_std(sources: list[Source], note: str = "") -> Cell:
+    """:func:`mean_std_cell` of the numeric values of ``sources``."""
+    numeric = [s for s in sources if _num(s.value) is not None]
+    return mean_std_cell([float(s.value) for s in numeric], tuple(numeric), note)
 
 
 def text_cell(text: Any, sort: float | None = None, note: str = "") -> Cell:

@@ -149,16 +149,13 @@ def _columns(records: list[Record]) -> list[tuple[str, CellFn]]:
     """The columns some record can fill, in a fixed order."""
     datas = [r.data for r in records]
 
-    def has(pointer: str) -> bool:
-        return any(
-            get(d, pointer) is not None
-            or get(d, "/results/batches/summary/" + pointer.split("/")[2]) is not None
-            for d in datas
-        )
+    def has(key: str, scalar: str | None = None) -> bool:
+        """Some record holds ``results.<key>``, or its per-batch summary holds ``scalar``."""
+        summary = f"/results/batches/summary/{scalar or key}"
+        return any(get(d, f"/results/{key}") is not None or get(d, summary) is not None for d in datas)
 
     k = max(
-        [len(get(d, "/results/top_k/eigenvalues") or []) for d in datas]
-        + [1 if has("/results/lambda_max") else 0]
+        [len(get(d, "/results/top_k/eigenvalues") or []) for d in datas] + [1 if has("lambda_max") else 0]
     )
     cols: list[tuple[str, CellFn]] = [(f"λ{i + 1}", _eigen_column(i)) for i in range(k)]
     for header, key, err, scalar in (
@@ -169,7 +166,7 @@ def _columns(records: list[Record]) -> list[tuple[str, CellFn]]:
         ("effective rank", "effective_rank", None, "effective_rank"),
         ("grad norm", "grad_norm", None, "grad_norm"),
     ):
-        if has(f"/results/{key}"):
+        if has(key, scalar):
             cols.append((header, _simple(key, err, _note_fn(key, err), scalar)))
     radii = max(len(get(d, "/results/sharpness") or []) for d in datas)
     for i in range(radii):
@@ -179,7 +176,7 @@ def _columns(records: list[Record]) -> list[tuple[str, CellFn]]:
             if get(d, f"/results/sharpness/{i}") is not None
         )
         cols.append((f"ε-sharpness (ε={fmt(eps)})", _sharpness(i)))
-    if radii == 0 and has("/results/sharpness_max"):
+    if radii == 0 and has("sharpness", "sharpness_max"):
         cols.append(("ε-sharpness", _sharpness(0)))
     sigmas = max(len(get(d, "/results/noise/curve") or []) for d in datas)
     for i in range(sigmas):
@@ -189,7 +186,7 @@ def _columns(records: list[Record]) -> list[tuple[str, CellFn]]:
             if get(d, f"/results/noise/curve/{i}") is not None
         )
         cols.append((f"noise loss rise (σ={fmt(sigma)})", _noise(i)))
-    if has("/results/pac_bayes") or has("/results/pac_bayes_sigma"):
+    if has("pac_bayes", "pac_bayes_sigma"):
         cols.append(("PAC-Bayes σ", _pac))
     if any(get(d, "/results/stability/eta_lambda_max") is not None for d in datas):
         cols.append(("η·λmax (stability)", _stability))

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from lscape_cli.report.cells import DASH, Cell, Source, Table, fmt, get, mean_std_cell, text_cell
+from lscape_cli.report.cells import (
+    DASH,
+    Cell,
+    Source,
+    Table,
+    fmt,
+    get,
+    mean_std_cell,
+    sources_mean_std,
+    text_cell,
+)
 from lscape_cli.report.runs import Run, key_source, main_probe, sort_key
 
 FINALS = ("train_loss", "val_loss", "test_loss", "train_accuracy", "val_accuracy", "test_accuracy")
@@ -183,18 +193,15 @@ def groups(runs: list[Run], rels: dict[str, str], key: str) -> Table:
     for value in sorted(buckets, key=sort_key):
         vals = buckets[value]
         row = [text_cell(value), text_cell(len(vals), len(vals))]
-        row += [mean_std_cell([v[m] for v in vals if m in v]) for _, m in present]
+        row += [sources_mean_std([v[m] for v in vals if m in v]) for _, m in present]
         row.append(_gap_mean(vals))
         table.rows.append(row)
     return table
 
 
 def _gap_mean(vals: list[dict[str, Source]]) -> Cell:
-    gaps = [gap_value(v, "gap_acc") for v in vals]
-    sources = [Source("", "", g) for g in gaps if g is not None]
-    cell = mean_std_cell(sources, "mean ± std of train accuracy − test accuracy")
-    cell.sources = tuple(
-        s for v in vals if gap_value(v, "gap_acc") is not None for s in gap_cell(v, "gap_acc").sources
-    )
-    cell.aggregate = "mean_std_gap"
-    return cell
+    """Mean ± std of the runs' gaps; sources come in (train accuracy, test accuracy) pairs."""
+    cells = [c for c in (gap_cell(v, "gap_acc") for v in vals) if c.sort is not None]
+    sources = tuple(s for c in cells for s in c.sources)
+    note = "mean ± std of train accuracy − test accuracy"
+    return mean_std_cell([c.sort for c in cells if c.sort is not None], sources, note, "mean_std_gap")
