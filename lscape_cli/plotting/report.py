@@ -88,9 +88,9 @@ def _draw(ax: Any, panel: Panel, colours: dict[Any, Any]) -> None:
     ax.grid(alpha=0.3)
 
 
-LEFT, RIGHT, TOP, BOTTOM = 0.75, 1.5, 0.35, 0.6  # fixed margins (inches): constrained layout is slow
+LEFT, RIGHT, TOP, BOTTOM = 1.0, 1.5, 0.35, 0.6  # fixed margins (inches): constrained layout is slow
 PANEL_W, PANEL_H = 4.0, 2.6  # each panel's axes, in inches
-GAP_W, GAP_H = 0.9, 0.75  # between panels: room for the tick labels and axis labels
+GAP_W, GAP_H = 1.05, 0.75  # between panels: room for the tick labels and axis labels
 
 
 def _legend(fig: Any, keys: list[Any], colours: dict[Any, Any], few: bool, title: str, splits: bool) -> None:

@@ -99,7 +99,11 @@ def _tracked_panels(runs: list[Run], colour: str | None) -> list[plots.Panel]:
                 for suffix, est, err in tracked_scalars(obj):
                     series.setdefault((name, suffix), []).append((h["epoch"], est, err))
         for (name, suffix), pts in series.items():
-            panel = panels.setdefault(name, plots.Panel(name, "epoch", name))
+            if name not in panels:
+                noise = suffix.startswith("σ")  # noise: the loss rise at the first sigma
+                title = f"{name}: loss rise at {suffix}" if noise else name
+                panels[name] = plots.Panel(title, "epoch", "loss rise" if noise else name)
+            panel = panels[name]
             style = STYLES[int(suffix[1:]) - 1 if suffix.startswith("λ") else 0]
             s = plots.Series(colour_key(run, colour), [p[0] for p in pts], [p[1] for p in pts], style)
             if any(p[2] is not None for p in pts):
