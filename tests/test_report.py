@@ -355,3 +355,20 @@ def test_report_does_not_import_torch(report: Path, study: Path, tmp_path: Path)
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "False", res.stderr
+
+
+def test_json_summary(study: Path, tmp_path: Path, cli: Callable[..., Result]) -> None:
+    r = cli("report", study, "--out", tmp_path / "r.html", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["runs"] == 3 and res["records"] == {
+        "connect": 1,
+        "pareto": 1,
+        "probe": 4,
+        "slice": 1,
+        "train": 3,
+    }
+    assert Path(res["html"]).is_file() and Path(res["markdown"]).is_file()
+    assert "inventory.csv" in res["tables"] and "inventory.tex" in res["tables"]
+    assert all((Path(res["tables_dir"]) / t).is_file() for t in res["tables"])
+    assert all((Path(res["figures_dir"]) / f).is_file() for f in res["figures"]) and res["figures"]

@@ -46,27 +46,12 @@ def report(
     for line in res.skipped:
         err.print(f"Warning: skipped {line}", markup=False, soft_wrap=True)
     if json_out:
-        emit_json(
-            json.dumps(
-                {k: str(v) for k, v in res.paths.items()}
-                | {
-                    "runs": res.num_runs,
-                    "records": res.counts,
-                    "stale": res.stale,
-                    "skipped": res.skipped,
-                    "tables": res.tables,
-                    "figures": res.figures,
-                },
-                indent=2,
-            )
-        )
+        emit_json(json.dumps(res.to_dict(), indent=2))
     elif not quiet:
         for line in res.stale:
             err.print(f"Stale: {line}", markup=False, soft_wrap=True)
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(res.counts.items()))
         err.print(f"lscape report: {res.num_runs} runs from {kinds} records", markup=False, soft_wrap=True)
-        err.print(
-            f"wrote {res.paths['html']} (+ {res.paths['markdown'].name}, {res.paths['tables'].name}/, {res.paths['figures'].name}/)",
-            markup=False,
-            soft_wrap=True,
-        )
+        p = res.paths
+        extra = f"{p['markdown'].name}, {p['tables'].name}/, {p['figures'].name}/"
+        err.print(f"wrote {p['html']} (+ {extra})", markup=False, soft_wrap=True)

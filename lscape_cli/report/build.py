@@ -44,6 +44,21 @@ class ReportResult:
     tables: list[str] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (what ``lscape report --json`` prints)."""
+        return {
+            "html": str(self.paths["html"]),
+            "markdown": str(self.paths["markdown"]),
+            "tables_dir": str(self.paths["tables"]),
+            "figures_dir": str(self.paths["figures"]),
+            "runs": self.num_runs,
+            "records": self.counts,
+            "stale": self.stale,
+            "skipped": self.skipped,
+            "tables": self.tables,
+            "figures": self.figures,
+        }
+
 
 def _check_out(out: Path) -> None:
     if out.suffix.lower() not in (".html", ".htm"):
@@ -77,11 +92,18 @@ def make_report(req: ReportRequest) -> ReportResult:
     tables.update({f"{t.key}.tex": to_latex(t, origin) for t in doc.tables})
     generated = {img.name: img.png for img in doc.images if img.file is None}
     written = write_report(req.out, to_html(doc), to_markdown(doc, links), tables, generated)
+    stale = [f"{rels[str(r.path)]}: {s}" for r in study.records for s in r.stale]
+    return ReportResult(
+        written, len(runs), _counts(study), stale, study.skipped, sorted(tables), sorted(generated)
+    )
+
+
+def _counts(study: Study) -> dict[str, int]:
+    """Records per kind."""
     counts: dict[str, int] = {}
     for r in study.records:
         counts[r.kind] = counts.get(r.kind, 0) + 1
-    stale = [f"{rels[str(r.path)]}: {s}" for r in study.records for s in r.stale]
-    return ReportResult(written, len(runs), counts, stale, study.skipped, sorted(tables), sorted(generated))
+    return counts
 
 
 def _image_links(images: list[Image], figures_dir: Path, out_dir: Path) -> dict[int, str]:
@@ -151,10 +173,7 @@ def _provenance(study: Study, rels: dict[str, str]) -> Section:
 
 
 def _summary(req: ReportRequest, study: Study, runs: list[Run]) -> str:
-    counts: dict[str, int] = {}
-    for r in study.records:
-        counts[r.kind] = counts.get(r.kind, 0) + 1
-    kinds = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(_counts(study).items()))
     stale = sum(bool(r.stale) for r in study.records)
     when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     extra = "".join(f"; {o} {k}" for o, k in (("compare", req.compare), ("group by", req.group_by)) if k)
