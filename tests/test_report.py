@@ -86,8 +86,10 @@ def study(tmp_path_factory: pytest.TempPathFactory, cli: Callable[..., Result], 
         "0.05",
         "--stability",
     )
+    extra = ("--lambda-min", "--density", "--density-runs", "2", "--density-steps", "8", "--noise", "0.01",
+             "--noise-samples", "3", "--pac-bayes")  # fmt: skip
     for ckpt in sorted(root.glob("d*/*.safetensors")):
-        r = cli("probe", ckpt, *probe, "--quiet")
+        r = cli("probe", ckpt, *probe, *(extra if ckpt.parent.name == "d2" else ()), "--quiet")
         assert r.exit_code == 0, r.output
     a, b = root / "d1/model-r000.safetensors", root / "d1/model-r001.safetensors"
     r = cli(
@@ -184,6 +186,8 @@ def test_curvature_rows_and_protocol(report: Path, study: Path) -> None:
     rows = parse(report).tables["curvature"]
     header = [t for _, t in rows[0]]
     assert header[:4] == ["run", "split", "λ1", "λ2"] and "trace" in header and "η·λmax (stability)" in header
+    for column in ("λmin", "condition number", "effective rank", "noise loss rise (σ=0.01)", "PAC-Bayes σ"):
+        assert column in header
     by_run = {(r[0][1], r[1][1]): r for r in rows[1:]}
     batched = by_run[("d1/model-r000", "test")]
     rec = json.loads((study / "d1/model-r000.batches.probe.json").read_text())
