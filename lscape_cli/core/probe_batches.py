@@ -107,7 +107,8 @@ def probe_series(
     {"count", "series"}}``, one results object per snapshot with its ``index``, ``epoch`` and ``step``,
     and the last snapshot's scalars (for ``--check``).
     """
-    series, scalars = [], {}
+    series: list[dict[str, Any]] = []
+    scalars: dict[str, float | None] = {}
     for t in indices:
         data.module.load_state_dict(snapshots.state(t), strict=True)
         results, scalars = probe_split(data, req, batches, group, on_step)

@@ -95,7 +95,7 @@ class RunResult:
     steps: int
     epochs: int
     final: dict[str, float]  # {split}_loss / {split}_accuracy, eval mode, whole split
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
     trajectory: dict[str, torch.Tensor] | None = None  # name -> (T, *shape)
     trajectory_epochs: list[int] = field(default_factory=list)
     trajectory_steps: list[int] = field(default_factory=list)
@@ -110,7 +110,7 @@ def init_parameters(model: nn.Module, init: str, seed: int) -> None:
             torch.manual_seed(seed)
             for module in model.modules():
                 if module is not model and hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
+                    module.reset_parameters()  # type: ignore[operator]
         return
     kind, _, arg = init.partition(":")
     if kind != "normal" or not arg:
@@ -155,7 +155,8 @@ class StackedModel:
             return self._shared_first_layer(x)
 
         def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.model, (p, b), (xb,))
+            out: torch.Tensor = functional_call(self.model, (p, b), (xb,))
+            return out
 
         return vmap(one, in_dims=(0, 0, 0 if per_restart_x else None))(self.params, self.buffers, x)
 
@@ -175,7 +176,8 @@ class StackedModel:
         bufs = {f"inner.{n}": t for n, t in self.buffers.items()}
 
         def one(p: dict[str, torch.Tensor], bb: dict[str, torch.Tensor], zr: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.after, (p, bb), (zr,))
+            out: torch.Tensor = functional_call(self.after, (p, bb), (zr,))
+            return out
 
         return vmap(one)(rest, bufs, z)
 
@@ -207,7 +209,8 @@ class _After(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """The layers after the first."""
-        return self.inner.forward_after_first(z)  # type: ignore[operator]
+        out: torch.Tensor = self.inner.forward_after_first(z)  # type: ignore[operator]
+        return out
 
 
 def _first_linear(model: nn.Module) -> str | None:
@@ -242,7 +245,7 @@ class Optimizer:
             self._update(ps, gs, ms, vs, lr)  # type: ignore[arg-type]
         else:
             new = [[t.clone() for t in ts] for ts in (ps, ms, vs)]
-            self._update(*new[:1], gs, *new[1:], lr)  # type: ignore[arg-type]
+            self._update(new[0], gs, new[1], new[2], lr)  # type: ignore[arg-type]
             for old, upd in zip((ps, ms, vs), new, strict=True):
                 for a, b in zip(old, upd, strict=True):
                     a.copy_(torch.where(active.view(-1, *([1] * (a.dim() - 1))), b, a))
@@ -252,7 +255,7 @@ class Optimizer:
     def _update(
         self,
         ps: list[torch.Tensor],
-        gs: list[torch.Tensor],
+        gs: tuple[torch.Tensor, ...] | list[torch.Tensor],
         ms: list[torch.Tensor],
         vs: list[torch.Tensor],
         lr: float,
@@ -454,8 +457,8 @@ def _train_epoch(
         for i in torch.nonzero(newly_bad).flatten().tolist():
             tr.stop[i] = "diverged"
         active = active & finite
-        torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
-        gnorm = torch.sqrt(sum(p.grad.flatten(1).pow(2).sum(1) for p in stacked.params.values()))  # type: ignore[union-attr]
+        torch.where(active, losses, torch.zeros_like(losses)).sum().backward()  # type: ignore[no-untyped-call]
+        gnorm = torch.sqrt(sum(p.grad.flatten(1).pow(2).sum(1) for p in stacked.params.values()))  # type: ignore[union-attr, arg-type, misc]
         lr = cfg.lr * schedule.factor(opt.t + 1, epoch, budget)
         opt.step(stacked.params, active, lr)
         loss_acc += torch.where(active, losses.detach(), 0.0)

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
 from lscape_cli import __version__
 from lscape_cli.core.training import RunResult
-from lscape_cli.storage.checkpoint import save_checkpoint, save_trajectory
+from lscape_cli.storage.checkpoint import CheckpointMeta, save_checkpoint, save_trajectory
 from lscape_cli.storage.files import sha256_file
 from lscape_cli.storage.records import environment, make_record, write_record
 
@@ -37,23 +37,36 @@ TRAIN_SCHEMA = "lscape.train/1"
 BUDGET_REASONS = ("epochs", "max_steps")
 
 
-def run_summary(res: RunResult, tracking_s: float, train_s: float) -> dict[str, Any]:
-    """``stopped_on_budget``, ``best_epoch`` and ``tracking`` for one restart's ``results``."""
+def tracking_summary(res: RunResult, tracking_s: float, train_s: float) -> dict[str, Any] | None:
+    """``results.tracking`` of one restart (None when nothing was tracked)."""
     tracked = [e for e in res.history if "tracked" in e]
-    tracking = None
-    if tracked:
-        tracking = {
-            "wall_time_s": tracking_s,
-            "share_of_training": tracking_s / train_s if train_s > 0 else None,
-            "restart_wall_time_s": res.tracking_s,
-            "num_matvecs": sum(int(e["tracking_cost"]["num_matvecs"]) for e in tracked),
-            "epochs": [e["epoch"] for e in tracked],
-        }
+    if not tracked:
+        return None
     return {
-        "stopped_on_budget": res.stop_reason in BUDGET_REASONS,
-        "best_epoch": res.best_epoch,
-        "tracking": tracking,
+        "wall_time_s": tracking_s,
+        "share_of_training": tracking_s / train_s if train_s > 0 else None,
+        "restart_wall_time_s": res.tracking_s,
+        "num_matvecs": sum(int(e["tracking_cost"]["num_matvecs"]) for e in tracked),
+        "epochs": [e["epoch"] for e in tracked],
     }
+
+
+class TrainResults(TypedDict):
+    """``results`` of a ``lscape.train/1`` record (one restart)."""
+
+    restart: int
+    seed: int
+    stop_reason: str  # epochs, max_steps, tol, tol_window, grad_tol, patience, diverged or interrupted
+    steps: int
+    epochs: int
+    num_parameters: int
+    final: dict[str, float]  # {split}_loss and {split}_accuracy, eval mode, whole split
+    history: list[dict[str, Any]]  # one entry per evaluation or tracked epoch (``tracked`` there)
+    checkpoint: dict[str, Any] | None  # {"path", "sha256"}; null when the restart diverged
+    trajectory: dict[str, Any] | None  # {"path", "sha256", "snapshots", "epochs"} with --save-trajectory
+    stopped_on_budget: bool  # stopped on epochs/max_steps, not on a convergence rule
+    best_epoch: int | None  # with --restore-best: the epoch whose state the checkpoint holds
+    tracking: dict[str, Any] | None  # with --track: wall_time_s, share_of_training, ... (module docstring)
 
 
 def write_run(
@@ -79,7 +92,7 @@ def write_run(
         "dtype": ctx["dtype"],
     }
     versions = {"lscape": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
-    meta = {
+    meta: CheckpointMeta = {
         "model": ctx["model"],
         "dataset": ctx["dataset"],
         "training": training,
@@ -93,7 +106,7 @@ def write_run(
     if res.stop_reason == "diverged":
         warnings.append(f"training diverged (non-finite loss) at step {res.steps}; no checkpoint written")
     else:
-        save_checkpoint(ckpt_path, res.state, meta)
+        save_checkpoint(ckpt_path, res.state, dict(meta))
         outputs["checkpoint"] = {"path": ckpt_path.name, "sha256": sha256_file(ckpt_path)}
         if res.trajectory is not None:
             traj_path = Path(str(stem) + ".trajectory.safetensors")
@@ -114,7 +127,7 @@ def write_run(
             )  # stale, from an overwritten run
     if res.stop_reason == "interrupted":
         warnings.append("training was interrupted (Ctrl-C); the checkpoint holds the state reached")
-    results = {
+    results: TrainResults = {
         "restart": res.restart,
         "seed": res.seed,
         "stop_reason": res.stop_reason,
@@ -123,8 +136,11 @@ def write_run(
         "num_parameters": ctx["num_parameters"],
         "final": res.final,
         "history": res.history,
-        **outputs,
-        **run_summary(res, ctx["tracking_s"], timing["train"]),
+        "checkpoint": outputs["checkpoint"],
+        "trajectory": outputs["trajectory"],
+        "stopped_on_budget": res.stop_reason in BUDGET_REASONS,
+        "best_epoch": res.best_epoch,
+        "tracking": tracking_summary(res, ctx["tracking_s"], timing["train"]),
     }
     config = {
         "model": ctx["model"],
@@ -149,7 +165,7 @@ def write_run(
         command=command,
         inputs={},
         config=config,
-        results=results,
+        results=dict(results),
         timing_s=timing,
         warnings=warnings,
         env=environment(ctx["device"]),

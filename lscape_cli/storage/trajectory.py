@@ -62,8 +62,8 @@ def load_snapshot_model(
             str(path),
             "probe the checkpoints themselves",
         )
-    epochs = [int(e) for e in traj.meta.get("epochs", [])]  # type: ignore[union-attr]
-    steps = [int(s) for s in traj.meta.get("steps", [])]  # type: ignore[union-attr]
+    epochs = [int(e) for e in traj.meta.get("epochs", [])]
+    steps = [int(s) for s in traj.meta.get("steps", [])]
     snaps = Snapshots(path, traj.state, epochs, steps)
     last = snaps.state(len(epochs) - 1)
     load_state_strict(module, last, str(path))
