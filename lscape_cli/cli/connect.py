@@ -117,7 +117,7 @@ def connect(
         checkpoint_a, checkpoint_b, model_config, device, dtype, data_root(data_root_), loss, max_batch
     )
     from lscape_cli.core import connectivity as C
-    from lscape_cli.core.training import has_batchnorm
+    from lscape_cli.core.stacked import has_batchnorm
 
     if align == "weights":
         _check_alignable(setup.loaded.spec)

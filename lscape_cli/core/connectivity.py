@@ -47,8 +47,8 @@ from torch.func import functional_call
 from lscape_cli.core import alignment as al
 from lscape_cli.core.objective import loss_mean, loss_sum
 from lscape_cli.core.params import Params
+from lscape_cli.core.stacked import has_batchnorm
 from lscape_cli.core.surface import Subspace, evaluate_points
-from lscape_cli.core.training import has_batchnorm
 
 ProgressFn = Callable[[dict[str, Any]], None]
 Data = dict[str, tuple[torch.Tensor, torch.Tensor]]  # split -> (x, y)
