@@ -174,6 +174,7 @@ def test_batched_restarts_equal_sequential_runs(case: str, digits: Any, spec_for
 
 
 def test_shards_write_what_one_run_writes(tmp_path: Path, cli, tiny_args, read_json) -> None:
+    """With minibatches, two shards write byte for byte the files of one run (records less timings)."""
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     assert cli(*tiny_args(whole, "--restarts", "3")).exit_code == 0
     for shard in ("0/2", "1/2"):
@@ -190,6 +191,24 @@ def test_shards_write_what_one_run_writes(tmp_path: Path, cli, tiny_args, read_j
             strip = lambda h: [{k: v for k, v in e.items() if k != "wall_time_s"} for e in h]  # noqa: E731
             assert strip(a["results"].pop("history")) == strip(b["results"].pop("history"))
             assert a["results"] == b["results"]
+
+
+def test_full_batch_shards_equal_one_run_to_float_rounding(tmp_path: Path, cli, tiny_args) -> None:
+    """Full batch: one product serves every restart's first layer, so its width (the restarts in the
+    process) can change the last bits; the shards agree with the run to float rounding."""
+    from lscape_cli.storage.checkpoint import load_checkpoint
+
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    args = ["--restarts", "3", "--batch-size", "full", "--epochs", "5"]
+    assert cli(*tiny_args(whole, *args)).exit_code == 0
+    for shard in ("0/2", "1/2"):
+        assert cli(*tiny_args(parts, *args, "--shard", shard)).exit_code == 0
+    for r in range(3):
+        a = load_checkpoint(whole / f"model-r00{r}.safetensors")
+        b = load_checkpoint(parts / f"model-r00{r}.safetensors")
+        assert a.meta["training"] == b.meta["training"]
+        for k, v in a.state.items():
+            assert torch.allclose(v, b.state[k], rtol=1e-5, atol=1e-6), (r, k)
 
 
 @pytest.mark.parametrize("shard", ["2/2", "1", "a/b", "0/4"])
