@@ -246,3 +246,19 @@ def test_pareto_flags_runs_that_stopped_on_their_budget(tmp_path: Path, cli, tin
     (group,) = record["results"]["groups"].values()
     assert [Path(p).name for p in group["stopped_on_budget"]] == ["budget.safetensors"]
     assert "1 of 3 runs stopped on their budget before their convergence rule fired" in record["warnings"]
+
+
+def test_restore_best_without_a_validation_split_is_one_error_line(
+    cli, tiny_args, error_line, tmp_path: Path
+) -> None:
+    line = error_line(cli(*tiny_args(tmp_path / "o", "--restore-best", "--val-size", "0")))
+    assert line == (
+        "Error: --patience and --restore-best need a validation split: --val-size 0 "
+        "(give --val-size > 0 or drop them)"
+    )
+
+
+@pytest.mark.parametrize("rule", ["window", "window:0", "steps", "window:x"])
+def test_bad_tol_rule_is_one_error_line(rule: str, cli, tiny_args, error_line, tmp_path: Path) -> None:
+    line = error_line(cli(*tiny_args(tmp_path / "o", "--tol", "1e-3", "--tol-rule", rule)))
+    assert line.startswith(f"Error: unknown tolerance rule {rule!r}: --tol-rule")
