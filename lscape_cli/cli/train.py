@@ -312,9 +312,9 @@ def train(
         epochs=epochs,
         max_steps=max_steps,
         tol=tol,
-        tol_rule=_parsed(lambda t: parse_tol_rule(t) and t, "--tol-rule", tol_rule),
+        tol_rule=_checked(parse_tol_rule, "--tol-rule", tol_rule),
         grad_tol=grad_tol,
-        schedule=_parsed(lambda t: parse_schedule(t) and t, "--schedule", schedule),
+        schedule=_checked(parse_schedule, "--schedule", schedule),
         restore_best=restore_best,
         patience=patience,
         min_delta=min_delta,
@@ -375,6 +375,12 @@ def _parsed(fn: Any, option: str, *args: Any) -> Any:
         return fn(*args)
     except ValueError as exc:
         raise LscapeError(str(exc), option, f"see lscape train --help for {option}") from exc
+
+
+def _checked(parse: Any, option: str, text: str) -> str:
+    """``text`` once ``parse`` accepts it (the config keeps the text, the engine parses it again)."""
+    _parsed(parse, option, text)
+    return text
 
 
 def _valid_init(init: str) -> bool:
