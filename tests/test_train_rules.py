@@ -154,6 +154,8 @@ def test_restore_best_keeps_the_best_validation_epoch(digits: Any, spec_for) -> 
 CASES = {
     "adam-mlp": ("mlp", dict(optimizer="adam", lr=1e-2, batch_size=32)),
     "sgd-momentum-mlp": ("mlp", dict(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=32)),
+    "adamw-mlp": ("mlp", dict(optimizer="adamw", lr=1e-2, weight_decay=0.1, batch_size=32)),
+    "sgd-nesterov-cnn": ("cnn", dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, batch_size=64)),
     "adam-cnn": ("cnn", dict(optimizer="adam", lr=1e-3, batch_size=64)),
     "adam-mlp-full-batch": ("mlp", dict(optimizer="adam", lr=1e-2, batch_size=None, schedule="cosine")),
 }
