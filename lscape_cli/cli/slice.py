@@ -28,6 +28,7 @@ from lscape_cli.cli._slice_run import Run
 from lscape_cli.cli.common import default_output, load_for_eval
 from lscape_cli.cli.console import emit_json
 from lscape_cli.cli.options import (
+    DataFileOpt,
     DataRootOpt,
     DatasetOverrideOpt,
     DeviceOpt,
@@ -35,12 +36,16 @@ from lscape_cli.cli.options import (
     JsonOpt,
     LossOverrideOpt,
     MaxBatchOpt,
+    ModelArgsOpt,
     ModelConfigOpt,
+    ModelDefOpt,
     ModeOpt,
     QuietOpt,
     SeedOpt,
     SplitOpt,
+    TrustModelDefOpt,
     data_root,
+    user_inputs,
 )
 
 AXES = "Directions"
@@ -118,6 +123,10 @@ def slice_(
     dataset: DatasetOverrideOpt = None,
     data_root_: DataRootOpt = None,
     model_config: ModelConfigOpt = None,
+    model_def: ModelDefOpt = None,
+    model_args: ModelArgsOpt = None,
+    trust_model_def: TrustModelDefOpt = False,
+    data: DataFileOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
@@ -208,10 +217,12 @@ def slice_(
         loss=loss,
         mode=mode,
         max_batch=max_batch,
+        user=user_inputs(model_def, model_args, trust_model_def, data),
     )
     from lscape_cli.distributed import group_from_env
 
     run = Run(checkpoint, setup, opts, paths, max_batch, t0, model_config)
+    run.warnings.extend(setup.warnings)
     with group_from_env(setup.device) as group:
         run.group = group
         quiet = quiet or json_out or not group.is_main
