@@ -332,7 +332,12 @@ def get_entry(name: str) -> DatasetEntry:
         loader = _torchvision_loader(cls_name, cls_name.lower())
         return DatasetEntry(name, f"torchvision.datasets.{cls_name}", loader, 5000, 0, offline=False)
     if name not in REGISTRY:
-        raise LscapeError(f"unknown dataset {name!r}", "--dataset", f"choose one of: {', '.join(REGISTRY)}")
+        names = ", ".join(n for n in REGISTRY if n != "file")
+        raise LscapeError(
+            f"unknown dataset {name!r}",
+            "--dataset",
+            f"choose one of: {names}, torchvision:CLASS, or --data FILE",
+        )
     return REGISTRY[name]
 
 

@@ -10,16 +10,21 @@ import typer
 
 from lscape_cli.cli.console import StatusLine, emit_json, err
 from lscape_cli.cli.options import (
+    DataFileOpt,
     DataRootOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
     LossOverrideOpt,
     MaxBatchOpt,
+    ModelArgsOpt,
     ModelConfigOpt,
+    ModelDefOpt,
     QuietOpt,
     SeedOpt,
+    TrustModelDefOpt,
     data_root,
+    user_inputs,
 )
 from lscape_cli.errors import LscapeError
 
@@ -79,6 +84,10 @@ def connect(
     loss: LossOverrideOpt = None,
     data_root_: DataRootOpt = None,
     model_config: ModelConfigOpt = None,
+    model_def: ModelDefOpt = None,
+    model_args: ModelArgsOpt = None,
+    trust_model_def: TrustModelDefOpt = False,
+    data: DataFileOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
@@ -111,10 +120,12 @@ def connect(
         raise LscapeError(
             "output directory does not exist", str(out_path.parent), "create it or choose another --out"
         )
-    warnings = _compatible(checkpoint_a, checkpoint_b, model_config)
+    warnings = _compatible(checkpoint_a, checkpoint_b, model_config, model_def)
+    user = user_inputs(model_def, model_args, trust_model_def, data)
     setup, b_loaded = _load(
-        checkpoint_a, checkpoint_b, model_config, device, dtype, data_root(data_root_), loss, max_batch
+        checkpoint_a, checkpoint_b, model_config, device, dtype, data_root(data_root_), loss, max_batch, user
     )
+    warnings += setup.warnings + [w for w in b_loaded.warnings if w not in setup.warnings]
     from lscape_cli.core import connectivity as C
     from lscape_cli.core.training import has_batchnorm
 
@@ -204,11 +215,11 @@ def _describe_model(model: dict[str, Any], other: dict[str, Any]) -> str:
     return f"{model.get('name')}({', '.join(f'{k}={cfg[k]}' for k in keys)})"
 
 
-def _compatible(a: Path, b: Path, model_config: Path | None) -> list[str]:
+def _compatible(a: Path, b: Path, model_config: Path | None, model_def: str | None = None) -> list[str]:
     """Refuse checkpoints of different architectures or datasets (metadata only, no tensors loaded)."""
     from lscape_cli.storage.checkpoint import read_metadata, read_raw_metadata
 
-    if model_config is not None:  # one description for both files
+    if model_config is not None or model_def is not None:  # one description for both files
         read_raw_metadata(a), read_raw_metadata(b)
         return []
     ma, mb = read_metadata(a), read_metadata(b)
@@ -249,6 +260,7 @@ def _load(
     root: Path,
     loss: str | None,
     max_batch: int,
+    user: Any = None,
 ) -> tuple[Any, Any]:
     from lscape_cli.cli.common import load_for_eval
     from lscape_cli.storage.checkpoint import load_model
@@ -262,8 +274,9 @@ def _load(
         root=root,
         loss=loss,
         max_batch=max_batch,
+        user=user,
     )
-    return setup, load_model(b, model_config, device=setup.device, dtype=setup.dtype)
+    return setup, load_model(b, model_config, device=setup.device, dtype=setup.dtype, user=user)
 
 
 def _check_alignable(spec: Any) -> None:

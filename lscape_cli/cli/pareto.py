@@ -9,7 +9,14 @@ from typing import Annotated, Any
 import typer
 
 from lscape_cli.cli.console import emit_json, err
-from lscape_cli.cli.options import JsonOpt, QuietOpt
+from lscape_cli.cli.options import (
+    JsonOpt,
+    ModelArgsOpt,
+    ModelDefOpt,
+    QuietOpt,
+    TrustModelDefOpt,
+    user_inputs,
+)
 from lscape_cli.errors import LscapeError
 
 PARETO_SCHEMA = "lscape.pareto/1"
@@ -51,6 +58,9 @@ def pareto(
         bool,
         typer.Option("--align/--no-align", help="Also the spread after aligning each restart to the first."),
     ] = True,
+    model_def: ModelDefOpt = None,
+    model_args: ModelArgsOpt = None,
+    trust_model_def: TrustModelDefOpt = False,
     out: Annotated[Path, typer.Option(help="Output JSON; figures go beside it.")] = Path("pareto.json"),
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -85,7 +95,8 @@ def pareto(
         summary["runs"] = [str(r.checkpoint) for r in rs]
         summary["target_mean"] = float(table[g][:, 2].mean())
         if params:
-            summary["parameters"] = _param_stats(rs, align, warnings)
+            user = user_inputs(model_def, model_args, trust_model_def, None)
+            summary["parameters"] = _param_stats(rs, align, warnings, user)
         per_group[str(g)] = summary
     keys = list(groups)
     means = np.array([table[g].mean(axis=0) for g in keys])
@@ -146,13 +157,13 @@ def _group(runs: list[Any], key: str) -> dict[Any, list[Any]]:
     return dict(sorted(groups.items(), key=lambda kv: (isinstance(kv[0], str), kv[0])))
 
 
-def _param_stats(runs: list[Any], align: bool, warnings: list[str]) -> dict[str, Any]:
+def _param_stats(runs: list[Any], align: bool, warnings: list[str], user: Any = None) -> dict[str, Any]:
     import numpy as np
 
     from lscape_cli.core import pareto as P
     from lscape_cli.storage.checkpoint import load_model
 
-    loaded = [load_model(r.checkpoint) for r in runs]
+    loaded = [load_model(r.checkpoint, user=user) for r in runs]
     flat = np.stack(
         [
             np.concatenate([p.detach().double().numpy().ravel() for p in lm.module.parameters()])
