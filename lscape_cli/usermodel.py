@@ -16,6 +16,8 @@ names the source again (``--model-def``) or accepts the recorded one (``--trust-
 runs under a guard: the factory's own randomness does not leak into torch's global generator, and a
 factory that prints, or changes torch's global settings, the environment or the working directory, is
 refused (its output would corrupt ``--json`` records; its settings would change every later result).
+Environment variables are not watched: libraries set their own on import (torchvision sets
+``TORCHINDUCTOR_CACHE_DIR``).
 """
 
 from __future__ import annotations
@@ -177,7 +179,6 @@ def _global_state() -> dict[str, Any]:
         "torch anomaly detection": torch.is_anomaly_enabled(),
         "torch threads": torch.get_num_threads(),
         "working directory": os.getcwd(),
-        "environment variables": dict(os.environ),
     }
 
 
@@ -193,12 +194,7 @@ def _restore(before: dict[str, Any], after: dict[str, Any]) -> None:
         "working directory": os.chdir,
     }
     for key, value in before.items():
-        if after[key] == value:
-            continue
-        if key == "environment variables":
-            os.environ.clear()
-            os.environ.update(value)
-        else:
+        if after[key] != value:
             setters[key](value)
 
 
@@ -226,9 +222,8 @@ def guard(source: str, notes: list[str]) -> Iterator[None]:
     changed = [k for k in before if before[k] != after[k]]
     if changed:
         key = changed[0]
-        shown = "" if key == "environment variables" else f" ({before[key]} -> {after[key]})"
         raise LscapeError(
-            f"the model code changed global state: {key}{shown}",
+            f"the model code changed global state: {key} ({before[key]} -> {after[key]})",
             source,
             "build the model without changing process-wide settings (e.g. pass dtype= to layers)",
         )
