@@ -399,3 +399,127 @@ def test_split_array_assigns_samples(tmp_path: Path) -> None:
     splits = datasets.load(datasets.DatasetSpec("file", path=str(tmp_path / "d.npz")), tmp_path)
     assert splits.sizes() == {"train": 6, "val": 2, "test": 2}
     assert splits.x["test"][:, 0].tolist() == [6.0, 12.0]
+
+
+def test_permuted_copy_of_a_user_mlp_aligns_to_zero_barrier(tmp_path: Path, cli, read_json) -> None:
+    from lscape_cli.core import alignment as al
+    from lscape_cli.core.permutation_trace import traced_spec
+    from lscape_cli.storage.checkpoint import load_checkpoint, save_checkpoint
+
+    model = write_model(tmp_path, "m.py", MLP_LN)
+    data = write_data(tmp_path / "d.npz", (8,))
+    run = tmp_path / "run"
+    train = ("--model-def", f"{model}:build", "--data", data, "--epochs", "3", "--batch-size", "8")
+    _ok(cli("train", *train, "--out", run, "--device", "cpu", "--quiet"))
+    a = run / "model.safetensors"
+    ckpt = load_checkpoint(a)
+    namespace: dict[str, Any] = {}
+    exec(MLP_LN, namespace)
+    spec = traced_spec(namespace["build"](), torch.zeros(1, 8))
+    assert sorted(spec.sizes.values()) == [8, 8]  # two hidden layers; the LayerNorm follows the first
+    b = run / "permuted.safetensors"
+    save_checkpoint(b, al.permute(spec, ckpt.state, al.random_permutation(spec, 3)), ckpt.meta)
+    out = tmp_path / "ab.connect.json"
+    args = ("--trust-model-def", "--align", "weights", "--points", "5", "--no-plot", "--out", out)
+    _ok(cli("connect", a, b, *args, "--device", "cpu", "--quiet"))
+    res = read_json(out)["results"]
+    assert res["linear"]["barriers"]["train"]["loss"]["max_minus_mean_ends"]["value"] > 1e-3
+    aligned = res["aligned"]
+    assert aligned["alignment"]["function_check"]["passed"]
+    assert aligned["distance"] == 0.0
+    assert aligned["barriers"]["train"]["loss"]["max_minus_mean_ends"]["value"] == 0.0
+
+
+SHUFFLE = """
+import torch
+from torch import nn
+
+
+class Shuffle(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.fc(x)).flip(-1))
+
+
+def build() -> nn.Module:
+    return Shuffle()
+"""
+
+
+def test_refused_alignment_is_one_line(tmp_path: Path, cli, error_line) -> None:
+    from safetensors.torch import save_file
+
+    model = write_model(tmp_path, "shuffle.py", SHUFFLE)
+    data = write_data(tmp_path / "d.npz", (8,))
+    namespace: dict[str, Any] = {}
+    exec(SHUFFLE, namespace)
+    for name in ("a", "b"):
+        save_file(namespace["build"]().state_dict(), tmp_path / f"{name}.safetensors")
+    argv = [
+        "connect",
+        tmp_path / "a.safetensors",
+        tmp_path / "b.safetensors",
+        "--model-def",
+        f"{model}:build",
+    ]
+    line = error_line(cli(*argv, "--data", data, "--align", "weights", "--device", "cpu"))
+    assert line == (
+        f"Error: cannot align {model}:build: an operation not known to commute with a permutation of units "
+        "at node 'flip' (call_method flip): --align weights (connect without --align (the linear path only))"
+    )
+    assert not list(tmp_path.glob("*.connect.json"))
+
+
+def _traced_cases() -> dict[str, tuple[Any, tuple[int, ...], int]]:
+    """name -> (factory, input shape, number of groups the structure has)."""
+    import torchvision
+
+    from lscape_cli import models
+
+    def registry(name: str, **opts: Any) -> Any:
+        return lambda: models.build(models.make_spec(name, {**opts, "input_shape": (1, 8, 8)}))
+
+    def source(text: str, **kwargs: Any) -> Any:
+        namespace: dict[str, Any] = {}
+        exec(text, namespace)
+        return lambda: namespace["build"](**kwargs)
+
+    return {
+        "mlp-layernorm-gelu": (source(MLP_LN), (8,), 2),
+        "conv1d-sequence": (source(SEQ), (2, 12), 2),
+        "registry-mlp": (registry("mlp", depth=3, width=6), (1, 8, 8), 3),
+        "registry-cnn": (registry("cnn", width=3, hidden=5), (1, 8, 8), 3),
+        "registry-resnet": (registry("resnet", width=4, blocks=2), (1, 8, 8), 6),
+        # stem+layer1 stream, 3 more streams, 2 inner groups per stage
+        "torchvision-resnet18": (lambda: torchvision.models.resnet18(num_classes=10), (3, 8, 8), 12),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_traced_cases()))
+def test_traced_permutations_keep_the_function(case: str) -> None:
+    from lscape_cli.core import alignment as al
+    from lscape_cli.core.permutation_trace import traced_spec
+
+    factory, shape, groups = _traced_cases()[case]
+    torch.manual_seed(0)
+    model = factory().double().eval()
+    x = torch.randn(4, *shape, dtype=torch.float64)
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    spec = traced_spec(model, x)
+    assert len(spec.sizes) == groups
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    al.check_spec(spec, {**params, **buffers})
+    perms = al.random_permutation(spec, 1)
+    moved = (al.permute(spec, params, perms), al.permute(spec, buffers, perms))
+    gap = al.function_gap(model, (params, buffers), moved, x)
+    assert gap.passed, gap
+    assert any(not torch.equal(moved[0][n], params[n]) for n in params)

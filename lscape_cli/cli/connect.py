@@ -44,7 +44,8 @@ def connect(
         str,
         typer.Option(
             help="none, or weights: permute B's hidden units onto A by weight matching (Git Re-Basin) and "
-            "add the linear path to the aligned B (mlp, cnn, resnet).",
+            "add the linear path to the aligned B (registry models; your own models' structure is derived by "
+            "tracing, or refused).",
             rich_help_panel=PATHS,
         ),
     ] = "none",
@@ -129,8 +130,9 @@ def connect(
     from lscape_cli.core import connectivity as C
     from lscape_cli.core.training import has_batchnorm
 
+    perm_spec = setup.loaded.spec
     if align == "weights":
-        _check_alignable(setup.loaded.spec)
+        perm_spec = _alignment_spec(setup)
     if reset_bn and not has_batchnorm(setup.loaded.module):
         warnings.append("--reset-bn has no effect: the model has no BatchNorm")
     req = C.ConnectRequest(
@@ -158,7 +160,7 @@ def connect(
         try:
             results, timing, more = C.run_connect(
                 setup.loaded.module,
-                setup.loaded.spec,
+                perm_spec,
                 _endpoint(setup.loaded.module),
                 _endpoint(b_loaded.module),
                 data,
@@ -279,15 +281,18 @@ def _load(
     return setup, load_model(b, model_config, device=setup.device, dtype=setup.dtype, user=user)
 
 
-def _check_alignable(spec: Any) -> None:
-    from lscape_cli.core.alignment import FAMILIES
+def _alignment_spec(setup: Any) -> Any:
+    """The registry's permutation structure, or one derived by tracing a user model (or one line why not)."""
+    from lscape_cli.core.permutation_trace import spec_for
 
-    if spec.name not in FAMILIES:
+    spec = setup.loaded.spec
+    try:
+        return spec_for(setup.loaded.module, spec, setup.x[:2])
+    except ValueError as exc:
+        name = getattr(spec.config, "source", spec.name)
         raise LscapeError(
-            f"no permutation structure known for model {spec.name!r}",
-            "--align weights",
-            f"alignment supports: {', '.join(FAMILIES)}",
-        )
+            f"cannot align {name}: {exc}", "--align weights", "connect without --align (the linear path only)"
+        ) from exc
 
 
 def _endpoint(module: Any) -> Any:

@@ -184,6 +184,7 @@ def _aligned(loaded: list[Any], warnings: list[str]) -> Any:
     import numpy as np
 
     from lscape_cli.core import alignment
+    from lscape_cli.core.permutation_trace import spec_for
 
     def params(lm: Any) -> dict[str, Any]:
         return {n: p.detach() for n, p in lm.module.named_parameters()}
@@ -193,7 +194,8 @@ def _aligned(loaded: list[Any], warnings: list[str]) -> Any:
     rows = [np.concatenate([params(ref)[n].double().numpy().ravel() for n in names])]
     for lm in loaded[1:]:
         try:
-            moved = alignment.align(ref.spec, params(ref), params(lm)).params
+            spec = spec_for(ref.module, ref.spec)
+            moved = alignment.align(spec, params(ref), params(lm)).params
         except ValueError as exc:  # a family without a known permutation structure
             warnings.append(f"spread_after_alignment omitted: {exc}")
             return None
