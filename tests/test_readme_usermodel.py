@@ -29,7 +29,10 @@ def _blocks() -> list[tuple[str, str]]:
 
 def test_the_section_has_what_the_issue_promises() -> None:
     commands = [line for kind, body in _blocks() if kind == "bash" for line in body.splitlines()]
-    assert "lscape probe my.safetensors --model-def my_model.py:build --data my_data.npz --lambda-max" in commands
+    assert (
+        "lscape probe my.safetensors --model-def my_model.py:build --data my_data.npz --lambda-max"
+        in commands
+    )
     assert any(c.startswith("lscape connect") and "--align weights" in c for c in commands)
     assert any("torchvision:resnet18" in c for c in commands)
 

@@ -523,3 +523,37 @@ def test_traced_permutations_keep_the_function(case: str) -> None:
     gap = al.function_gap(model, (params, buffers), moved, x)
     assert gap.passed, gap
     assert any(not torch.equal(moved[0][n], params[n]) for n in params)
+
+
+def _write_idx(path: Path, arr: np.ndarray) -> None:
+    """The MNIST idx format: magic (0, 0, 0x08 unsigned byte, ndim), big-endian int32 dims, bytes."""
+    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    path.write_bytes(header + arr.astype(np.uint8).tobytes())
+
+
+def test_any_torchvision_dataset_class(tmp_path: Path, cli, read_json, error_line) -> None:
+    """``--dataset torchvision:KMNIST`` (none of the three named ones), files in torchvision's layout."""
+    raw = tmp_path / "kmnist" / "KMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 40), ("t10k", 10)):
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    run = tmp_path / "run"
+    args = ("--dataset", "torchvision:KMNIST", "--data-root", tmp_path, "--val-size", "8", "--epochs", "1")
+    _ok(cli("train", "--model", "mlp", "--width", "8", *args, "--out", run, "--device", "cpu", "--quiet"))
+    dataset = read_json(run / "model.train.json")["config"]["dataset"]
+    assert dataset["name"] == "torchvision:KMNIST"
+    assert dataset["sizes"] == {"train": 32, "val": 8, "test": 10} and dataset["num_classes"] == 10
+    _ok(cli("probe", run / "model.safetensors", "--lambda-max", "--data-root", tmp_path, "--quiet"))
+    empty, run = tmp_path / "empty", tmp_path / "run2"
+    line = error_line(cli("train", "--dataset", "torchvision:KMNIST", "--data-root", empty, "--out", run))
+    assert line == (
+        f"Error: dataset 'torchvision:KMNIST' not found: {empty / 'kmnist'} (pass --download to fetch it, "
+        "point --data-root/LSCAPE_DATA at a copy, or use the bundled offline dataset mnist-5k)"
+    )
+    line = error_line(cli("train", "--dataset", "torchvision:Nope", "--out", run))
+    assert "torchvision has no dataset class 'Nope'" in line
+    line = error_line(cli("train", "--dataset", "torchvision:SVHN", "--data-root", empty, "--out", run))
+    assert "torchvision.datasets.SVHN does not take root/train/download" in line
+    assert not run.exists()
