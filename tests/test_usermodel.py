@@ -557,3 +557,19 @@ def test_any_torchvision_dataset_class(tmp_path: Path, cli, read_json, error_lin
     line = error_line(cli("train", "--dataset", "torchvision:SVHN", "--data-root", empty, "--out", run))
     assert "torchvision.datasets.SVHN does not take root/train/download" in line
     assert not run.exists()
+
+
+def test_pareto_aligns_restarts_of_a_user_model(tmp_path: Path, cli, read_json, error_line) -> None:
+    model = write_model(tmp_path, "m.py", MLP_LN)
+    data = write_data(tmp_path / "d.npz", (8,))
+    run = tmp_path / "run"
+    train = ("--model-def", f"{model}:build", "--data", data, "--epochs", "2", "--restarts", "3")
+    _ok(cli("train", *train, "--out", run, "--device", "cpu", "--quiet"))
+    for ckpt in sorted(run.glob("*.safetensors")):
+        _ok(cli("probe", ckpt, "--trust-model-def", "--frobenius", "--device", "cpu", "--quiet"))
+    out = tmp_path / "pareto.json"
+    _ok(cli("pareto", run, "--group-by", "training.lr", "--trust-model-def", "--out", out, "--quiet"))
+    stats = read_json(out)["results"]["groups"]["0.01"]["parameters"]
+    assert 0 < stats["spread_after_alignment"] < stats["spread_about_centroid"]
+    line = error_line(cli("pareto", run, "--group-by", "training.lr", "--out", tmp_path / "p2.json"))
+    assert "was trained from user code" in line
