@@ -140,14 +140,25 @@ def make_config(source: str, kwargs: dict[str, Any], where: str = "--model-def")
             f"{where} {source} with weights={kwargs['weights']!r}",
             "drop 'weights' from --model-args; load trained weights from a safetensors file instead",
         )
-    if src.kind != "file":
+    if src.kind == "torchvision":
         return UserModelConfig(source=source, kwargs=dict(kwargs))
-    path = Path(src.target)
+    path = Path(src.target) if src.kind == "file" else _module_file(src.target, where)
     if not path.is_file():
         raise LscapeError("model definition file not found", f"{where} {src.target}", "check the path")
     return UserModelConfig(
         source=source, kwargs=dict(kwargs), file=str(path.resolve()), sha256=sha256_file(path)
     )
+
+
+def _module_file(name: str, where: str) -> Path:
+    """The file defining module ``name`` (finding it imports its parent packages, as importing would)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError) as exc:
+        raise LscapeError(f"module {name!r} not found ({exc})", where, "put it on PYTHONPATH") from exc
+    if spec is None or not spec.origin or not Path(spec.origin).is_file():
+        raise LscapeError(f"module {name!r} not found", where, "put it on PYTHONPATH or give PATH.py:FUNC")
+    return Path(spec.origin)
 
 
 def config_from_dict(data: dict[str, Any]) -> UserModelConfig:
@@ -318,8 +329,8 @@ def build_user(cfg: UserModelConfig, notes: list[str], where: str = "--model-def
     from lscape_cli.storage.files import sha256_file
 
     src = parse_source(cfg.source, where)
-    if src.kind == "file":
-        path = Path(cfg.file or src.target)
+    if src.kind != "torchvision":
+        path = Path(cfg.file or src.target) if src.kind == "file" else _module_file(src.target, where)
         if not path.is_file():
             raise LscapeError("model definition file not found", f"{where} {path}", "check the path")
         now = sha256_file(path)

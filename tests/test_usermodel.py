@@ -573,3 +573,19 @@ def test_pareto_aligns_restarts_of_a_user_model(tmp_path: Path, cli, read_json, 
     assert 0 < stats["spread_after_alignment"] < stats["spread_about_centroid"]
     line = error_line(cli("pareto", run, "--group-by", "training.lr", "--out", tmp_path / "p2.json"))
     assert "was trained from user code" in line
+
+
+def test_package_module_source(tmp_path: Path, cli, read_json, monkeypatch: pytest.MonkeyPatch) -> None:
+    pkg = tmp_path / "lab_models_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "nets.py").write_text(MLP_LN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = write_data(tmp_path / "d.npz", (8,))
+    run = tmp_path / "run"
+    source = "lab_models_pkg.nets:build"
+    _ok(cli("train", "--model-def", source, "--data", data, "--epochs", "1", "--out", run, "--quiet"))
+    cfg = read_json(run / "model.train.json")["config"]["model"]["config"]
+    assert cfg["file"] == str((pkg / "nets.py").resolve())
+    assert cfg["sha256"] == hashlib.sha256((pkg / "nets.py").read_bytes()).hexdigest()
+    _ok(cli("probe", run / "model.safetensors", "--model-def", source, "--grad-norm", "--quiet"))
