@@ -14,7 +14,7 @@ JSON file). The checkpoint records the source, the kwargs and the sha256 of the 
 Importing code is an explicit act: a ``user`` spec read from a checkpoint is only built when the user
 names the source again (``--model-def``) or accepts the recorded one (``--trust-model-def``). Building
 runs under a guard: the factory's own randomness does not leak into torch's global generator, and a
-factory that prints, or changes torch's global settings, the environment or the working directory, is
+factory that prints, or changes torch's global settings or the working directory, is
 refused (its output would corrupt ``--json`` records; its settings would change every later result).
 Environment variables are not watched: libraries set their own on import (torchvision sets
 ``TORCHINDUCTOR_CACHE_DIR``).
