@@ -127,7 +127,7 @@ def test_torchvision_resnet18(tmp_path: Path, cli, read_json) -> None:
     _ok(cli("train", *args, "--epochs", "1", "--batch-size", "10", "--restarts", "2", "--out", run, *common))
     a, b = run / "model-r000.safetensors", run / "model-r001.safetensors"
     assert read_json(run / "model-r000.train.json")["config"]["model"]["name"] == "torchvision"
-    _ok(cli("probe", a, "--lambda-max", "--max-iter", "3", *common))  # library code: no flag needed
+    _ok(cli("probe", a, "--lambda-max", "--max-iter", "2", *common))  # library code: no flag needed
     assert read_json(run / "model-r000.probe.json")["results"]["lambda_max"]["estimate"] > 0
     _ok(cli("slice", a, "--dims", "1", "--steps", "3", "--no-plot", *common))
     _ok(cli("connect", a, b, "--points", "3", "--no-plot", *common))
