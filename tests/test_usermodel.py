@@ -584,8 +584,11 @@ def test_package_module_source(tmp_path: Path, cli, read_json, monkeypatch: pyte
     data = write_data(tmp_path / "d.npz", (8,))
     run = tmp_path / "run"
     source = "lab_models_pkg.nets:build"
-    _ok(cli("train", "--model-def", source, "--data", data, "--epochs", "1", "--out", run, "--quiet"))
+    (tmp_path / "args.json").write_text('{"width": 5}')  # --model-args also takes a JSON file
+    margs = ("--model-args", tmp_path / "args.json")
+    _ok(cli("train", "--model-def", source, *margs, "--data", data, "--epochs", "1", "--out", run, "--quiet"))
     cfg = read_json(run / "model.train.json")["config"]["model"]["config"]
+    assert cfg["kwargs"] == {"width": 5}
     assert cfg["file"] == str((pkg / "nets.py").resolve())
     assert cfg["sha256"] == hashlib.sha256((pkg / "nets.py").read_bytes()).hexdigest()
     _ok(cli("probe", run / "model.safetensors", "--model-def", source, "--grad-norm", "--quiet"))
