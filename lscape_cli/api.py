@@ -176,9 +176,27 @@ def slice(  # noqa: A001 - the command's name
 
     x, y = _pick(data, model, split)
     req = SliceRequest(
-        dims, radius, steps, count, None, None, False, None, norm, bias, False, 1e-6, seed, 1024, "auto",
-        0.1, None, "auto", False, False,
-    )  # fmt: skip
+        dims=dims,
+        radius=radius,
+        steps=steps,
+        count=count,
+        toward=None,
+        pca=None,
+        eigen=False,
+        directions=None,
+        norm=norm,
+        bias=bias,
+        orthogonalize=False,
+        eigen_tol=1e-6,
+        seed=seed,
+        memory_budget_mib=1024,
+        strategy="auto",
+        basin_threshold=0.1,
+        fit_radius=None,
+        zscale="auto",
+        resume=False,
+        plot=False,
+    )
     req.validate()
     _, dtype = _device_dtype(model)
     sd = SliceData(model, x, y, loss, split, "eval", dtype, max_batch, _describe(model), "in-memory")
