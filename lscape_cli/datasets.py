@@ -396,7 +396,7 @@ def load(
     xs = {s: raw.x[idx[s]] for s in ("train", "val")}
     ys = {s: raw.y[idx[s]] for s in ("train", "val")}
     if raw.x_val is not None:
-        xs["val"], ys["val"] = raw.x_val, raw.y_val  # type: ignore[assignment]
+        xs["val"], ys["val"] = raw.x_val, raw.y_val
     if raw.x_test is not None:
         keep = idx.get("test_subset", np.arange(raw.y_test.shape[0]))  # type: ignore[union-attr]
         xs["test"], ys["test"] = raw.x_test[keep], raw.y_test[keep]  # type: ignore[index]

@@ -268,7 +268,8 @@ def _factory(src: Source, cfg: UserModelConfig, where: str) -> Callable[..., Any
         import torchvision
 
         try:
-            return torchvision.models.get_model_builder(src.func)
+            builder: Callable[..., Any] = torchvision.models.get_model_builder(src.func)
+            return builder
         except ValueError as exc:
             raise LscapeError(
                 f"torchvision has no model {src.func!r}",
@@ -289,8 +290,8 @@ def _factory(src: Source, cfg: UserModelConfig, where: str) -> Callable[..., Any
             where,
             "fix the module (or put it on PYTHONPATH)",
         ) from exc
-    fn = getattr(module, src.func, None)
-    if not callable(fn):
+    fn: Callable[..., Any] | None = getattr(module, src.func, None)
+    if fn is None or not callable(fn):
         public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
         raise LscapeError(
             f"{src.target} has no function {src.func!r}",

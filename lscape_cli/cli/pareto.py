@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -67,7 +67,7 @@ def pareto(
     from lscape_cli.core.pareto_study import ParetoRequest, run_pareto
     from lscape_cli.plotting import pareto as plots
     from lscape_cli.storage.checkpoint import load_model
-    from lscape_cli.storage.pareto_record import write_pareto
+    from lscape_cli.storage.pareto_record import ParetoResults, write_pareto
     from lscape_cli.storage.records import to_json
     from lscape_cli.storage.runs import collect
 
@@ -82,13 +82,13 @@ def pareto(
     res = run_pareto(runs, req, lambda path: load_model(path, user=user))
     stem = out.with_name(out.name[: -len(".json")] if out.name.endswith(".json") else out.name)
     figures = plots.all_figures(res.results, stem, res.keys, res.table)
-    results = {**res.results, "figures": [str(p.name) for p in figures]}
+    results = cast("ParetoResults", {**res.results, "figures": [str(p.name) for p in figures]})
     timing = {"total": time.perf_counter() - t0}
     record = write_pareto(out, invocation(), inputs, runs, results, res.warnings, timing)
     if json_out:
         emit_json(to_json(record))
     if not quiet and not json_out:
-        _print(results, out)
+        _print(dict(results), out)
 
 
 def _print(results: dict[str, Any], out: Path) -> None:

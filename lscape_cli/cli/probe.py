@@ -196,7 +196,7 @@ def probe(
     model_def: ModelDefOpt = None,
     model_args: ModelArgsOpt = None,
     trust_model_def: TrustModelDefOpt = False,
-    data: DataFileOpt = None,
+    data_file: DataFileOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
@@ -242,7 +242,7 @@ def probe(
         loss=loss,
         mode=mode,
         max_batch=max_batch,
-        user=user_inputs(model_def, model_args, trust_model_def, data),
+        user=user_inputs(model_def, model_args, trust_model_def, data_file),
     )
     flags = [
         lambda_max,

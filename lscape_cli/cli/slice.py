@@ -121,7 +121,7 @@ def slice_(
     model_def: ModelDefOpt = None,
     model_args: ModelArgsOpt = None,
     trust_model_def: TrustModelDefOpt = False,
-    data: DataFileOpt = None,
+    data_file: DataFileOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
@@ -218,7 +218,7 @@ def slice_(
         loss=loss,
         mode=mode,
         max_batch=max_batch,
-        user=user_inputs(model_def, model_args, trust_model_def, data),
+        user=user_inputs(model_def, model_args, trust_model_def, data_file),
     )
     with group_from_env(setup.device) as group:
         quiet = quiet or json_out or not group.is_main

@@ -152,7 +152,7 @@ def train(
     num_samples: Annotated[
         int | None, typer.Option(help="synthetic: samples [2000].", rich_help_panel=DATA)
     ] = None,
-    data: DataFileOpt = None,
+    data_file: DataFileOpt = None,
     data_root_: DataRootOpt = None,
     download: Annotated[
         bool, typer.Option(help="Download a torchvision dataset if missing.", rich_help_panel=DATA)
@@ -286,8 +286,8 @@ def train(
     from lscape_cli.datasets import DatasetSpec
 
     dspec = DatasetSpec(
-        name="file" if data else dataset,
-        path=str(data.resolve()) if data else None,
+        name="file" if data_file else dataset,
+        path=str(data_file.resolve()) if data_file else None,
         split_seed=split_seed,
         train_size=train_size,
         val_size=val_size,
@@ -311,7 +311,7 @@ def train(
         dtype_name=dtype,
         json_out=json_out,
         quiet=quiet or json_out,
-        user=user_inputs(model_def, model_args, False, data),
+        user=user_inputs(model_def, model_args, False, data_file),
     )
 
 

@@ -9,7 +9,7 @@ module never opens a file.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,7 +64,7 @@ class ParetoResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def run_pareto(runs: list[RunLike], req: ParetoRequest, load: Loader) -> ParetoResult:
+def run_pareto(runs: Sequence[RunLike], req: ParetoRequest, load: Loader) -> ParetoResult:
     """The study of ``runs`` that ``req`` asks for (``load`` reads a checkpoint when ``req.params``)."""
     _check_homogeneous(runs)
     groups = _group(runs, req.group_by)
@@ -113,7 +113,7 @@ def _metric(run: RunLike, name: str) -> float:
     return float(value)
 
 
-def _check_homogeneous(runs: list[RunLike]) -> None:
+def _check_homogeneous(runs: Sequence[RunLike]) -> None:
     for key in ("dataset.name", "training.loss"):
         values = sorted({str(r.config.get(key)) for r in runs})
         if len(values) > 1:
@@ -124,7 +124,7 @@ def _check_homogeneous(runs: list[RunLike]) -> None:
             )
 
 
-def _group(runs: list[RunLike], key: str) -> dict[Any, list[RunLike]]:
+def _group(runs: Sequence[RunLike], key: str) -> dict[Any, list[RunLike]]:
     groups: dict[Any, list[RunLike]] = {}
     for r in runs:
         if key not in r.config:
@@ -173,7 +173,7 @@ def _aligned(loaded: list[Any], warnings: list[str]) -> Any:
     return np.stack(rows)
 
 
-def _multi(runs: list[RunLike], specs: list[str], reference: str | None) -> dict[str, Any]:
+def _multi(runs: Sequence[RunLike], specs: list[str], reference: str | None) -> dict[str, Any]:
     names, senses = [], []
     for spec in specs:
         name, _, sense = spec.partition(":")

@@ -240,15 +240,15 @@ class _Tracer:
             self.register(name, "bias", (g,))
         return Feat(g, ndim - 1)
 
-    def conv(self, node: fx.Node, m: nn.Module, name: str, f: Feat | None) -> Feat:
-        if m.groups != 1:  # type: ignore[attr-defined]
+    def conv(self, node: fx.Node, m: nn.Conv1d | nn.Conv2d | nn.Conv3d, name: str, f: Feat | None) -> Feat:
+        if m.groups != 1:
             raise self.refuse(node, "grouped convolution")
         if f is not None and (f.axis != 1 or f.flat is not None):
             raise self.refuse(node, "convolution whose channels are not the permuted axis")
-        w = m.weight  # type: ignore[attr-defined]
+        w: torch.Tensor = m.weight
         g = self.new_group(name, int(w.shape[0]))
         self.register(name, "weight", (g, None if f is None else f.group, *([None] * (w.dim() - 2))))
-        if m.bias is not None:  # type: ignore[attr-defined]
+        if m.bias is not None:
             self.register(name, "bias", (g,))
         return Feat(g, 1)
 
@@ -312,14 +312,15 @@ class _Tracer:
     def reduce(self, node: fx.Node, f: Feat | None) -> Feat | None:
         assert f is not None
         ndim = len(self.shape(self.tensor_args(node)[0]) or ())
-        dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+        given: Any = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
         keepdim = bool(node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False))
-        if dims is None or f.flat is not None:
+        given = [given] if isinstance(given, int) else given
+        if not isinstance(given, (list, tuple)) or not all(isinstance(d, int) for d in given) or f.flat:
             raise self.refuse(node, "a reduction over permuted units")
-        dims = [d % ndim for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
+        dims = [int(d) % ndim for d in given]
         if f.axis in dims:
             raise self.refuse(node, "a reduction over permuted units")
-        return Feat(f.group, f.axis if keepdim else f.axis - sum(d < f.axis for d in dims))
+        return Feat(f.group, f.axis if keepdim else f.axis - sum(1 for d in dims if d < f.axis))
 
     # ---- the result
     def spec(self, state: dict[str, torch.Tensor]) -> PermutationSpec:
@@ -344,7 +345,12 @@ def _target_name(node: fx.Node) -> str:
 
 def _nested_nodes(args: Any) -> list[fx.Node]:
     out: list[fx.Node] = []
-    fx.node.map_arg(args, lambda n: out.append(n) or n)
+
+    def keep(n: fx.Node) -> fx.Node:
+        out.append(n)
+        return n
+
+    fx.node.map_arg(args, keep)
     return out
 
 

@@ -12,17 +12,32 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
 from lscape_cli import __version__
 from lscape_cli.core.training import RunResult
-from lscape_cli.storage.checkpoint import save_checkpoint, save_trajectory
+from lscape_cli.storage.checkpoint import CheckpointMeta, save_checkpoint, save_trajectory
 from lscape_cli.storage.files import sha256_file
 from lscape_cli.storage.records import environment, make_record, write_record
 
 TRAIN_SCHEMA = "lscape.train/1"
+
+
+class TrainResults(TypedDict):
+    """``results`` of a ``lscape.train/1`` record (one restart)."""
+
+    restart: int
+    seed: int
+    stop_reason: str  # epochs, max_steps, tol, patience, diverged or interrupted
+    steps: int
+    epochs: int
+    num_parameters: int
+    final: dict[str, float]  # {split}_loss and {split}_accuracy, eval mode, whole split
+    history: list[dict[str, Any]]  # one entry per evaluation
+    checkpoint: dict[str, Any] | None  # {"path", "sha256"}; null when the restart diverged
+    trajectory: dict[str, Any] | None  # {"path", "sha256", "snapshots", "epochs"} with --save-trajectory
 
 
 def write_run(
@@ -46,7 +61,7 @@ def write_run(
         "dtype": ctx["dtype"],
     }
     versions = {"lscape": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
-    meta = {
+    meta: CheckpointMeta = {
         "model": ctx["model"],
         "dataset": ctx["dataset"],
         "training": training,
@@ -60,7 +75,7 @@ def write_run(
     if res.stop_reason == "diverged":
         warnings.append(f"training diverged (non-finite loss) at step {res.steps}; no checkpoint written")
     else:
-        save_checkpoint(ckpt_path, res.state, meta)
+        save_checkpoint(ckpt_path, res.state, dict(meta))
         outputs["checkpoint"] = {"path": ckpt_path.name, "sha256": sha256_file(ckpt_path)}
         if res.trajectory is not None:
             traj_path = Path(str(stem) + ".trajectory.safetensors")
@@ -81,7 +96,7 @@ def write_run(
             )  # stale, from an overwritten run
     if res.stop_reason == "interrupted":
         warnings.append("training was interrupted (Ctrl-C); the checkpoint holds the state reached")
-    results = {
+    results: TrainResults = {
         "restart": res.restart,
         "seed": res.seed,
         "stop_reason": res.stop_reason,
@@ -90,7 +105,8 @@ def write_run(
         "num_parameters": ctx["num_parameters"],
         "final": res.final,
         "history": res.history,
-        **outputs,
+        "checkpoint": outputs["checkpoint"],
+        "trajectory": outputs["trajectory"],
     }
     config = {
         "model": ctx["model"],
@@ -114,7 +130,7 @@ def write_run(
         command=command,
         inputs={},
         config=config,
-        results=results,
+        results=dict(results),
         timing_s=timing,
         warnings=warnings,
         env=environment(ctx["device"]),
