@@ -118,6 +118,15 @@ def test_train_probe_slice_connect(case: str, tmp_path: Path, cli, read_json) ->
     _ok(cli("connect", a, b, "--trust-model-def", "--points", "3", "--no-plot", *common))
     path = read_json(run / "model-r000--model-r001.connect.json")["results"]["linear"]
     assert len(path["train"]["loss"]) == 3
+    from lscape_cli.storage.schemas import validate
+
+    for name, kind in (
+        ("model-r000.train.json", "train"),
+        ("model-r000.probe.json", "probe"),
+        ("model-r000.slice.json", "slice"),
+        ("model-r000--model-r001.connect.json", "connect"),
+    ):
+        validate(read_json(run / name), f"{kind}.schema.json")
 
 
 def test_torchvision_resnet18(tmp_path: Path, cli, read_json) -> None:

@@ -36,7 +36,11 @@ JSON_KEYS = ("model", "dataset", "training", "metrics", "versions")
 
 
 class ModelMeta(TypedDict):
-    """``model``: a registry name and the options of its config dataclass."""
+    """``model``: a registry name and the options of its config dataclass.
+
+    ``user``/``torchvision`` models carry a :class:`lscape_cli.usermodel.UserModelConfig` as ``config``
+    (source, kwargs, file, sha256, input_shape, num_classes).
+    """
 
     name: str
     config: dict[str, Any]
@@ -45,7 +49,7 @@ class ModelMeta(TypedDict):
 class CheckpointMeta(TypedDict, total=False):
     """A checkpoint's (or trajectory's) parsed header metadata; see the module docstring per key."""
 
-    schema: str | None  # "lscape.checkpoint/1"; None for a plain file described by --model-config
+    schema: str | None  # "lscape.checkpoint/1"; None for a plain file described by --model-config/--model-def
     model: ModelMeta
     dataset: dict[str, Any]  # DatasetSpec.describe(): name, split seed, sizes, normalisation, shapes
     training: dict[str, Any]  # TrainConfig.to_dict() + seed, restart(s), base_seed, stop_reason, ...
