@@ -83,7 +83,8 @@ def load_for_eval(
         )
     from lscape_cli.usermodel import check_on_data
 
-    check_on_data(loaded.module, splits.x[split], splits.num_classes, loss, str(checkpoint), True)
+    sample = splits.x[split] if len(splits.x[split]) else splits.x["train"]  # an empty split checks nothing
+    check_on_data(loaded.module, sample, splits.num_classes, loss, str(checkpoint), True)
     if mode == "train":
         loaded.module.train()
     protocol = {

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from lscape_cli.usermodel import UserInputs
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or float64.")]
@@ -94,7 +97,7 @@ DataFileOpt = Annotated[
 
 def user_inputs(
     model_def: str | None, model_args: str | None, trust_model_def: bool, data: Path | None
-) -> object:
+) -> UserInputs:
     """The four options above as one :class:`lscape_cli.usermodel.UserInputs`."""
     from lscape_cli.usermodel import UserInputs
 
