@@ -383,14 +383,23 @@ def check_on_data(
     """Run the model (eval mode) on two samples: it must take them and return ``(N, C)`` scores.
 
     With ``deterministic``, two passes must agree: Hessian-vector products and slices assume the loss is
-    a function of the parameters, so a forward that draws random numbers in eval mode is refused.
+    a function of the parameters, so a forward that draws random numbers in eval mode is refused. A
+    forward that prints is refused too (it would corrupt ``--json`` output).
     """
     was_training = module.training
     module.eval()
+    printed = io.StringIO()
     try:
-        _check_outputs(module, x[:2], num_classes, loss, where, deterministic)
+        with contextlib.redirect_stdout(printed):
+            _check_outputs(module, x[:2], num_classes, loss, where, deterministic)
     finally:
         module.train(was_training)
+    if printed.getvalue().strip():
+        raise LscapeError(
+            f"the model's forward printed to stdout ({printed.getvalue().strip().splitlines()[0][:80]!r})",
+            where,
+            "remove the print: lscape keeps stdout for --json records",
+        )
 
 
 def _check_outputs(

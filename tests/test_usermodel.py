@@ -289,6 +289,11 @@ BAD_MODELS = {
         "forward is not deterministic in eval mode",
     ),
     "syntax": ("def build(:\n", "importing"),
+    "prints-in-forward": (
+        "from torch import nn\nclass M(nn.Linear):\n    def forward(self, x):\n        print(x.shape)\n"
+        "        return super().forward(x)\ndef build():\n    return M(8, 3)\n",
+        "the model's forward printed to stdout ('torch.Size([2, 8])')",
+    ),
 }
 
 
