@@ -85,6 +85,7 @@ from lscape_cli.core.params import (
     scale,
     unflatten,
 )
+from lscape_cli.core.progress import ProgressFn
 
 __all__ = [  # the HVP interface, and what its users import from here
     "AMORTISED_PRODUCTS",
@@ -123,7 +124,6 @@ __all__ = [  # the HVP interface, and what its users import from here
     "unflatten",
 ]
 
-ProgressFn = Callable[[dict[str, Any]], None]
 CHOICES = ("auto", "measure", *STRATEGIES)  # what a caller may ask for
 CPU_STRATEGY = "double_backward"  # ``auto`` on CPU (module docstring)
 _RANDOM_MODULES = (
