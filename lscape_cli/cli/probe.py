@@ -342,17 +342,14 @@ def _check_syntax(expr: str) -> None:
 
 
 def _validate(trace_method: str, kind: str, bias: str, metric: str, hvp: str, stop: str) -> None:
-    choices = {
-        "--trace-method": (trace_method, ("krylov-hutch++", "hutch++", "hutchinson")),
-        "--sharpness-kind": (kind, ("l2", "filter", "adaptive")),
-        "--bias": (bias, ("zero", "filter", "keep")),
-        "--pac-bayes-metric": (metric, ("error", "loss")),
-        "--hvp": (hvp, ("auto", "measure", "double_backward", "fwd_rev", "vmap")),
-        "--stop": (stop, ("bound", "residual")),
-    }
-    for option, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise LscapeError(f"unknown value {value!r}", option, f"choose one of: {', '.join(allowed)}")
+    from lscape_cli.core import choices as ch
+
+    ch.TraceMethod.check(trace_method, "--trace-method")
+    ch.SharpnessKind.check(kind, "--sharpness-kind")
+    ch.BiasPolicy.check(bias, "--bias")
+    ch.PacBayesMetric.check(metric, "--pac-bayes-metric")
+    ch.HvpStrategy.check(hvp, "--hvp")
+    ch.EigStop.check(stop, "--stop")
 
 
 def _validate_memory(memory_budget: float | None, retain_chunks: int | None) -> None:

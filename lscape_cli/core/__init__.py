@@ -77,26 +77,51 @@ _WHERE = {
     "eigen_directions": "directions",
     "align": "alignment",
     "ProgressFn": "progress",
+    # the options' vocabularies (str Enums)
+    "Align": "choices",
+    "BiasPolicy": "choices",
+    "Curve": "choices",
+    "CurveOptimizer": "choices",
+    "EigStop": "choices",
+    "HvpStrategy": "choices",
+    "Norm": "choices",
+    "PacBayesMetric": "choices",
+    "SharpnessKind": "choices",
+    "SliceStrategy": "choices",
+    "TraceMethod": "choices",
+    "ZScale": "choices",
 }
 
 __all__ = [
+    "Align",
     "Batches",
+    "BiasPolicy",
     "ConnectRequest",
+    "Curve",
     "CurveConfig",
+    "CurveOptimizer",
+    "EigStop",
     "EigenResult",
     "Endpoint",
     "Grid",
     "HVP",
+    "HvpStrategy",
     "LOSSES",
+    "Norm",
     "Objective",
+    "PacBayesMetric",
     "ParetoRequest",
     "ProbeRequest",
     "ProgressFn",
+    "SharpnessKind",
     "SliceData",
     "SliceRequest",
     "SliceResult",
+    "SliceStrategy",
     "SplitData",
+    "TraceMethod",
     "TrainConfig",
+    "ZScale",
     "align",
     "effective_rank",
     "eigen_directions",
@@ -127,6 +152,20 @@ __all__ = [
 
 if TYPE_CHECKING:
     from lscape_cli.core.alignment import align
+    from lscape_cli.core.choices import (
+        Align,
+        BiasPolicy,
+        Curve,
+        CurveOptimizer,
+        EigStop,
+        HvpStrategy,
+        Norm,
+        PacBayesMetric,
+        SharpnessKind,
+        SliceStrategy,
+        TraceMethod,
+        ZScale,
+    )
     from lscape_cli.core.connectivity import ConnectRequest, CurveConfig, Endpoint, run_connect
     from lscape_cli.core.density import effective_rank, slq
     from lscape_cli.core.directions import eigen_directions, pca_directions, random_directions

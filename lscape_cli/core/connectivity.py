@@ -44,6 +44,7 @@ from torch import nn
 from torch.func import functional_call
 
 from lscape_cli.core import alignment as al
+from lscape_cli.core.choices import Align, CurveOptimizer
 from lscape_cli.core.objective import evaluate, loss_mean
 from lscape_cli.core.params import Params
 from lscape_cli.core.progress import ProgressFn
@@ -52,8 +53,8 @@ from lscape_cli.core.training import has_batchnorm
 
 Data = dict[str, tuple[torch.Tensor, torch.Tensor]]  # split -> (x, y)
 CURVES = ("bezier", "polychain")
-ALIGNS = ("none", "weights")
-OPTIMIZERS = ("adam", "sgd")
+ALIGNS = Align.values()
+OPTIMIZERS = CurveOptimizer.values()
 BARRIERS = ("max_minus_mean_ends", "chord", "max_minus_max_ends")
 FORMULAS = {
     "linear": "(1-alpha)*theta_A + alpha*theta_B",

@@ -24,11 +24,12 @@ from typing import Any
 
 import torch
 
+from lscape_cli.core.choices import PacBayesMetric, SharpnessKind
 from lscape_cli.core.directions import gaussian_direction, normalize
 from lscape_cli.core.hvp import Objective, Params, axpy, loss_and_gradient, norm, scale
 from lscape_cli.core.objective import evaluate
 
-KINDS = ("l2", "filter", "adaptive")
+KINDS = SharpnessKind.values()
 
 
 @torch.no_grad()
@@ -215,7 +216,7 @@ def pac_bayes_sigma(
     Bisection on log sigma with fixed draws (common random numbers); the final bracket is the
     convergence state.
     """
-    if metric not in ("error", "loss"):
+    if metric not in PacBayesMetric.values():
         raise ValueError(f"metric must be 'error' or 'loss', got {metric!r}")
     base_loss, base_acc = loss_accuracy(obj, obj.params)
     gen = torch.Generator().manual_seed(seed)

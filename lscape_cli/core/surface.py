@@ -48,11 +48,12 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from torch.func import functional_call, vmap
 
+from lscape_cli.core.choices import SliceStrategy
 from lscape_cli.core.objective import evaluate, loss_sum
 from lscape_cli.core.params import Params
 from lscape_cli.core.progress import ProgressFn
 
-STRATEGIES = ("auto", "loop", "vmap")
+STRATEGIES = SliceStrategy.values()
 DEFAULT_BUDGET = 1 << 30  # bytes of cached first-layer outputs / vmapped activations
 CPU_CHUNK_BYTES = 16 << 20  # CPU: first-layer output per chunk (see chunk_size)
 
