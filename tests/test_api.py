@@ -1,64 +1,58 @@
-"""The Python API: its docstring examples run, and it gives the numbers the commands write."""
+"""``lscape_cli.core`` is the library a notebook imports: every name it lists loads, and its example works."""
 
 from __future__ import annotations
 
-import doctest
+import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
+import pytest
 import torch
 
-from lscape_cli import api
+import lscape_cli.core as core
 
 
-def test_every_docstring_example_runs() -> None:
-    result = doctest.testmod(sys.modules["lscape_cli.api"], optionflags=doctest.ELLIPSIS)
-    names = [n for n in ("probe", "slice", "connect", "train") if ">>>" in (getattr(api, n).__doc__ or "")]
-    assert names == ["probe", "slice", "connect", "train"]
-    assert result.attempted >= 20 and result.failed == 0, result
+def test_every_listed_name_loads_from_its_module() -> None:
+    for name in core.__all__:
+        assert getattr(core, name) is not None, name
+    with pytest.raises(AttributeError):
+        _ = core.no_such_name
 
 
-def test_api_probe_and_connect_equal_the_commands(tmp_path: Path, cli, read_json) -> None:
-    from lscape_cli.storage.checkpoint import load_model
-    from lscape_cli.usermodel import UserInputs
-
-    model_file = tmp_path / "m.py"
-    model_file.write_text(
-        "from torch import nn\n\ndef build(width: int = 6):\n"
-        "    return nn.Sequential(nn.Linear(5, width), nn.GELU(), nn.Linear(width, 3))\n"
-    )
-    rng = np.random.default_rng(0)
-    data = tmp_path / "d.npz"
-    np.savez(data, x=rng.standard_normal((60, 5)).astype(np.float32), y=np.arange(60) % 3)
-    run = tmp_path / "run"
-    train = ("--model-def", f"{model_file}:build", "--data", data, "--restarts", "2", "--epochs", "2")
-    assert cli("train", *train, "--out", run, "--device", "cpu", "--quiet").exit_code == 0
-    a, b = run / "model-r000.safetensors", run / "model-r001.safetensors"
-    flags = ("--lambda-max", "--trace", "--device", "cpu", "--quiet", "--trust-model-def")
-    assert cli("probe", a, *flags).exit_code == 0
-    from_cli = read_json(run / "model-r000.probe.json")["results"]
-    trusted = UserInputs(trust_model_def=True)
-    ma, mb = (load_model(p, user=trusted).module for p in (a, b))
-    from_api = api.probe(ma, data, lambda_max=True, trace=True)
-    for key in ("loss", "lambda_max", "trace"):
-        assert from_api[key] == from_cli[key], key
-    connect = ("--points", "5", "--no-plot", "--device", "cpu", "--quiet", "--trust-model-def")
-    assert cli("connect", a, b, *connect, "--align", "weights").exit_code == 0
-    record = read_json(run / "model-r000--model-r001.connect.json")["results"]
-    splits = api.splits_of(data, ma)
-    got = api.connect(ma, mb, {s: splits[s] for s in ("train", "test")}, points=5, align="weights")
-    for path in ("linear", "aligned"):
-        assert got[path]["train"]["loss"] == record[path]["train"]["loss"]
-        assert got[path]["barriers"] == record[path]["barriers"]
+def test_importing_the_package_loads_no_torch() -> None:
+    code = "import sys, lscape_cli.core; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
-def test_api_train_leaves_the_model_alone() -> None:
+def test_the_docstring_example_matches_the_dense_hessian() -> None:
+    from lscape_cli.core import HVP, Objective, hutchpp, lanczos
+
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    x, y = torch.randn(32, 4), torch.arange(32) % 2
-    runs = api.train(model, {"train": (x, y), "test": (x[:8], y[:8])}, epochs=2, batch_size=8, seeds=(0, 1))
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert len(runs) == 2 and runs[0].history[0]["train_loss"] != runs[1].history[0]["train_loss"]
-    assert set(runs[0].final) >= {"train_loss", "test_loss", "test_accuracy"}
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 3)).double()
+    x, y = torch.randn(40, 4, dtype=torch.float64), torch.randint(0, 3, (40,))
+    obj = Objective.from_module(model, x, y, loss="ce")
+    op = HVP(obj)
+    top = lanczos(op, k=3)
+    tf = hutchpp(op, num_matvecs=45, seed=0)
+
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss(v: torch.Tensor) -> torch.Tensor:
+        parts, i = {}, 0
+        for n, s in zip(names, shapes, strict=True):
+            parts[n] = v[i : i + s.numel()].reshape(s)
+            i += s.numel()
+        logits = torch.func.functional_call(model, parts, (x,))
+        return torch.nn.functional.cross_entropy(logits, y)
+
+    eig = torch.linalg.eigvalsh(torch.func.hessian(loss)(flat)).flip(0)
+    assert top.converged
+    assert top.eigenvalues == pytest.approx(eig[:3].tolist(), rel=1e-6)
+    exact = float(eig.sum())
+    assert abs(tf.trace.estimate - exact) <= 4 * tf.trace.stderr + 1e-9
+
+
+def test_the_listed_names_are_the_lazy_table() -> None:
+    assert sorted(core.__all__) == sorted(core._WHERE)

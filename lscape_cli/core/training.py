@@ -35,6 +35,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from lscape_cli.core.objective import chunked_mean, loss_mean, loss_sum
+from lscape_cli.core.progress import ProgressFn
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -211,9 +212,6 @@ class _Track:
     snaps: list[list[dict[str, torch.Tensor]]]
     snap_epochs: list[list[int]]
     snap_steps: list[list[int]]
-
-
-ProgressFn = Callable[[dict[str, Any]], None]
 
 
 def train_restarts(
