@@ -400,9 +400,7 @@ def _path(
         "buffers": bufs.mode,
         "alpha": t.tolist(),
         **curves,
-        "barriers": {
-            s: {m: barriers(c[m], t.tolist()) for m in metrics} for s, c in curves.items()
-        },
+        "barriers": {s: {m: barriers(c[m], t.tolist()) for m in metrics} for s, c in curves.items()},
     }
     return result
 
