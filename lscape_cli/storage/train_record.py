@@ -67,13 +67,15 @@ def write_run(
         "device": ctx["device"],
         "dtype": ctx["dtype"],
     }
-    regression = task_of_config(ctx) == "regression"
+    metrics: dict[str, float | None] = dict(res.final.items())
+    if task_of_config(ctx) == "regression":
+        metrics = undefined_accuracy(metrics)  # null, not NaN, in the header's JSON
     versions = {"lscape": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
     meta: CheckpointMeta = {
         "model": ctx["model"],
         "dataset": ctx["dataset"],
         "training": training,
-        "metrics": undefined_accuracy(res.final) if regression else res.final,  # no NaN in the header
+        "metrics": metrics,
         "versions": versions,
     }
     ckpt_path = Path(str(stem) + ".safetensors")
