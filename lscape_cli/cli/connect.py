@@ -268,9 +268,10 @@ def _table(results: dict[str, Any], out_path: Path) -> None:
         caption="barriers: max - mean of ends (relative), chord, max - max of ends",
     )
     error = "error" in results["linear"]["barriers"]["train"]  # no error rate for regression data
-    for col in ("path", "split", "loss max-mean", "rel.", "chord", "max-max", "error max-mean")[
-        : 7 if error else 6
-    ]:
+    cols = ["path", "split", "loss max-mean", "rel.", "chord", "max-max"] + (
+        ["error max-mean"] if error else []
+    )
+    for col in cols:
         table.add_column(col, justify="left" if col in ("path", "split") else "right")
     for key in ("linear", "aligned", "curve"):
         path = results.get(key)

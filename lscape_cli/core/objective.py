@@ -24,7 +24,6 @@ import torch.nn.functional as F  # noqa: N812
 from torch.func import functional_call
 
 LOSSES = ("ce", "mse")
-TASKS = ("classification", "regression")
 
 
 def task_of(y: torch.Tensor) -> str:

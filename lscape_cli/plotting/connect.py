@@ -1,10 +1,10 @@
 """The ``connect`` figure: loss and error along the paths between two minima, barriers marked.
 
 A 2x2 grid (rows: loss, error; columns: train, test split); one row (loss) for regression data, which
-have no error rate. Every path in the record (linear, linear to
-the aligned B, trained curve) is one coloured line. The barrier ``max - mean of the ends`` is drawn as a
-vertical segment at its ``alpha``, from the mean of the end values (a dashed horizontal line) up to the
-path's maximum, and labelled with its value.
+have no error rate. Every path in the record (linear, linear to the aligned B, trained curve) is one
+coloured line. The barrier ``max - mean of the ends`` is drawn as a vertical segment at its ``alpha``,
+from the mean of the end values (a dashed horizontal line) up to the path's maximum, and labelled with
+its value.
 """
 
 from __future__ import annotations
