@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,13 @@ class EvalSetup:
     loaded: Any  # storage.checkpoint.LoadedModel
     splits: Any  # datasets.Splits
     x: Any  # (N, ...) tensor of the chosen split
-    y: Any  # (N,) labels
+    y: Any  # (N,) labels, or (N,) / (N, D) regression targets
     loss: str
     split: str
     device: Any
     dtype: Any
     protocol: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)  # for the record (e.g. a changed model or data file)
     snapshots: Any = None  # storage.trajectory.Snapshots when the input is a trajectory file
 
 
@@ -41,11 +42,14 @@ def load_for_eval(
     max_batch: int = 4096,
     samples: int | None = None,
     trajectory: bool = False,
+    user: Any = None,
 ) -> EvalSetup:
     """Rebuild model + data from the checkpoint's metadata (``dataset``/``loss`` override it).
 
     ``samples``: keep only the first M samples of the split (the protocol of ``lscape train --track``).
     ``trajectory``: the input is a trajectory file; the module holds its last snapshot.
+    ``user`` (a :class:`lscape_cli.usermodel.UserInputs`) names the user's model (``--model-def``) and
+    data file (``--data``).
     """
     from lscape_cli import datasets
     from lscape_cli.core.objective import LOSSES
@@ -63,22 +67,25 @@ def load_for_eval(
 
         loaded, snapshots = load_snapshot_model(checkpoint, device=device, dtype=dtype)
     else:
-        loaded = load_model(checkpoint, model_config, device=device, dtype=dtype)
+        loaded = load_model(checkpoint, model_config, device=device, dtype=dtype, user=user)
     meta = loaded.checkpoint.meta
-    dmeta = dict(meta.get("dataset") or {})
-    if dataset is not None:
-        dmeta = {**dmeta, "name": dataset} if dmeta.get("name") == dataset else {"name": dataset}
+    dmeta = _dataset_meta(dict(meta.get("dataset") or {}), dataset, getattr(user, "data", None))
     if not dmeta:
         raise LscapeError(
             "no dataset described for this checkpoint",
             str(checkpoint),
-            "pass --dataset NAME (or a 'dataset' entry in --model-config)",
+            "pass --data FILE or --dataset NAME (or a 'dataset' entry in --model-config)",
         )
     splits = datasets.load(datasets.DatasetSpec.from_dict(dmeta), root, device=device, dtype=dtype)
+    warnings = list(loaded.warnings)
+    if dmeta.get("sha256") and dmeta["sha256"] != splits.spec.sha256:
+        warnings.append(f"data file {dmeta.get('path')} changed since the checkpoint was written (sha256)")
     loss = loss or str((meta.get("training") or {}).get("loss", "ce"))
     if loss not in LOSSES:
         raise LscapeError(f"unknown loss {loss!r}", "--loss", f"choose one of: {', '.join(LOSSES)}")
-    expected = tuple(getattr(loaded.spec.config, "input_shape", splits.input_shape))
+    splits.check_loss(loss)
+    _fill_user_shapes(loaded, splits)
+    expected = tuple(getattr(loaded.spec.config, "input_shape", None) or splits.input_shape)
     if tuple(splits.input_shape) != expected:
         raise LscapeError(
             f"dataset {splits.spec.name!r} gives inputs {tuple(splits.input_shape)} but the model "
@@ -86,6 +93,10 @@ def load_for_eval(
             str(checkpoint),
             "evaluate on the dataset the model was trained on",
         )
+    from lscape_cli.usermodel import check_on_data
+
+    sample = splits.x[split] if len(splits.x[split]) else splits.x["train"]  # an empty split checks nothing
+    check_on_data(loaded.module, sample, splits.num_classes, loss, str(checkpoint), True, splits.task)
     if mode == "train":
         loaded.module.train()
     x, y = splits.x[split], splits.y[split]
@@ -101,7 +112,32 @@ def load_for_eval(
         "max_batch": max_batch,
         "dataset": splits.describe(),
     }
-    return EvalSetup(loaded, splits, x, y, loss, split, device, dtype, protocol, snapshots)
+    return EvalSetup(loaded, splits, x, y, loss, split, device, dtype, protocol, warnings, snapshots)
+
+
+def _dataset_meta(recorded: dict[str, Any], dataset: str | None, data: Path | None) -> dict[str, Any]:
+    """The dataset to evaluate on: the recorded one, or ``--dataset NAME``, or ``--data FILE``."""
+    if dataset is not None and data is not None:
+        raise LscapeError("--dataset and --data both name the data", f"{dataset} vs {data}", "pass one")
+    if data is not None:
+        path = str(data.resolve())
+        same = recorded.get("name") == "file" and recorded.get("path") == path
+        return recorded if same else {"name": "file", "path": path}
+    if dataset is not None:
+        return {**recorded, "name": dataset} if recorded.get("name") == dataset else {"name": dataset}
+    return recorded
+
+
+def _fill_user_shapes(loaded: Any, splits: Any) -> None:
+    """A user model loaded from a plain file learns its input shape and classes from the data."""
+    from dataclasses import replace
+
+    from lscape_cli.models import ModelSpec
+
+    spec = loaded.spec
+    if spec.name in ("user", "torchvision") and spec.config.input_shape is None:
+        cfg = replace(spec.config, input_shape=tuple(splits.input_shape), num_classes=splits.num_classes)
+        loaded.spec = ModelSpec(spec.name, cfg)
 
 
 def parse_floats(text: str | None, option: str) -> tuple[float, ...]:

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from lscape_cli.core.objective import loss_mean
+from lscape_cli.core.progress import ProgressFn
 from lscape_cli.core.stacked import Optimizer, StackedModel
 from lscape_cli.core.tracking import Tracker
 from lscape_cli.core.train_rules import LossWindow, parse_schedule, parse_tol_rule
@@ -153,17 +154,25 @@ class _Track:
         )
 
 
-ProgressFn = Callable[[dict[str, Any]], None]
-
-
 def initial_states(
-    model: nn.Module, init: str, seeds: list[int], device: torch.device, dtype: torch.dtype
+    model: nn.Module,
+    init: str,
+    seeds: list[int],
+    device: torch.device,
+    dtype: torch.dtype,
+    initial_state: Callable[[int], dict[str, torch.Tensor]] | None = None,
 ) -> list[dict[str, torch.Tensor]]:
-    """One state_dict per seed, drawn in float32 on CPU (the same draws on every device and dtype)."""
+    """One state_dict per seed, drawn in float32 on CPU (the same draws on every device and dtype).
+
+    ``initial_state``: seed -> the restart's initial ``state_dict``; default: ``init`` applied to ``model``.
+    """
     model.to(device="cpu", dtype=torch.float32)
     states = []
     for s in seeds:
-        init_parameters(model, init, s)
+        if initial_state is None:
+            init_parameters(model, init, s)
+        else:
+            model.load_state_dict(initial_state(s))
         states.append(
             {
                 k: v.detach().clone().to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
@@ -208,6 +217,7 @@ def train_restarts(
     dtype: torch.dtype,
     on_epoch: ProgressFn | None = None,
     tracker: Tracker | None = None,
+    initial_state: Callable[[int], dict[str, torch.Tensor]] | None = None,
 ) -> list[RunResult]:
     """Train one restart per seed, all together; returns one :class:`RunResult` per seed.
 
@@ -220,10 +230,13 @@ def train_restarts(
         dtype: parameter dtype.
         on_epoch: called after every epoch with a summary dict (for progress bars).
         tracker: probes each restart during training (see the module docstring).
+        initial_state: seed -> the restart's initial ``state_dict`` (e.g. a user factory's own
+            initialisation); default: ``cfg.init`` applied to ``model``.
     """
     if splits.x["train"].dtype != dtype:
         raise ValueError(f"data dtype {splits.x['train'].dtype} differs from parameter dtype {dtype}")
-    stacked = StackedModel(model, initial_states(model, cfg.init, seeds, device, dtype))
+    states = initial_states(model, cfg.init, seeds, device, dtype, initial_state)
+    stacked = StackedModel(model, states)
     opt = Optimizer(cfg, stacked.params)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     tr = _Track(len(seeds), cfg)
