@@ -466,6 +466,13 @@ def _record(
     )
 
 
+def _uncertainty(r: dict[str, Any]) -> str:
+    """``+- u (stderr s, rounding f)`` and the advice when rounding dominates."""
+    parts = [f"stderr {r['stderr']:.3g}"] + ([f"rounding {r['rounding']:.2g}"] if r.get("rounding") else [])
+    text = f"+- {r['uncertainty']:.3g} ({', '.join(parts)})"
+    return f"{text}; {r['note']}" if r.get("note") else text
+
+
 def _table(results: dict[str, Any], scalars: dict[str, float | None], out_path: Path) -> None:
     from rich.table import Table
 
@@ -490,7 +497,7 @@ def _describe(key: str, results: dict[str, Any], summary: dict[str, Any] | None)
         )
     r = results.get(key) or {}
     if "stderr" in r:
-        return f"+- {r['stderr']:.3g} (1 s.e.)", f"{r['method']}, {r['num_matvecs']} HVPs"
+        return _uncertainty(r), f"{r['method']}, {r['num_matvecs']} HVPs"
     if "residual" in r:
         state = "converged" if r["converged"] else "NOT converged"
         return f"residual {r['residual']:.2g} ({state})", f"{r['method']}, {r['num_matvecs']} HVPs"

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lscape_cli.core import density as dens
+from lscape_cli.core import rounding, spectrum, trace
 from lscape_cli.core import sharpness as sharp
-from lscape_cli.core import spectrum, trace
 from lscape_cli.core.hvp import HVP, Objective, gradient, norm, plan
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -57,6 +57,7 @@ class ProbeRequest:
     frobenius: bool = False
     trace_method: str = "krylov-hutch++"  # a key of trace.TRACE_METHODS
     trace_matvecs: int = 45
+    rounding_products: int = rounding.DEFAULT_PRODUCTS  # per dtype, for the rounding floor (0: skip)
     density: bool = False
     density_runs: int = 10
     density_steps: int = 80
@@ -121,7 +122,7 @@ def run_probe(obj: Objective, req: ProbeRequest, on_step: ProgressFn | None = No
         if req.needs_lambda_max or req.lambda_min:
             _eigen(op, req, out, on_step)
         if req.needs_trace or req.density:
-            _trace_density(op, req, out, on_step)
+            _trace_density(obj, op, req, out, on_step)
     if op.num_matvecs:
         out.results["hvp"] = {**op.describe(), **chunking.to_dict()}
     if req.grad_norm:
@@ -162,6 +163,7 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
         "tol": res.tol,
         "stop": res.stop,
         "seed": req.seed,
+        "error_bound_includes_rounding": False,  # bounds for the operator in the run's dtype
     }
     n_top = k if top else 0
     rel = res.relative_residuals
@@ -205,10 +207,17 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
             out.scalars["condition_number"] = kappa
 
 
-def _trace_density(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
+def _trace_density(
+    obj: Objective, op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None
+) -> None:
+    rnd = rounding.for_objective(obj, op, req.rounding_products, req.seed) if req.rounding_products else None
+    if rnd is not None:
+        out.results["rounding"] = rnd.to_dict()
     if req.needs_trace:
         fn = trace.TRACE_METHODS[req.trace_method]
         tf = fn(op, num_matvecs=req.trace_matvecs, seed=req.seed, on_step=on_step)
+        if rnd is not None:
+            tf = tf.with_rounding(rnd.trace, rnd.frobenius_sq)
         out.results["trace"] = {**tf.trace.to_dict(), "seed": req.seed}
         out.results["frobenius"] = {**tf.frobenius.to_dict(), "seed": req.seed}
         out.scalars.update(trace=tf.trace.estimate, frobenius=tf.frobenius.estimate)
@@ -216,6 +225,9 @@ def _trace_density(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: Progre
         d = dens.slq(
             op, num_runs=req.density_runs, num_steps=req.density_steps, seed=req.seed, on_step=on_step
         )
+        d_trace, d_moment2 = dens.trace(d), dens.moment(d, 2)
+        if rnd is not None:
+            d_trace, d_moment2 = d_trace.with_rounding(rnd.trace), d_moment2.with_rounding(rnd.frobenius_sq)
         curve = dens.density_curve(d)
         out.results["density"] = {
             "nodes": d.nodes.tolist(),
@@ -230,8 +242,8 @@ def _trace_density(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: Progre
             "seed": req.seed,
             "method": "stochastic Lanczos quadrature",
             "dim": d.dim,
-            "trace": dens.trace(d).to_dict(),
-            "moment2": dens.moment(d, 2).to_dict(),
+            "trace": d_trace.to_dict(),
+            "moment2": d_moment2.to_dict(),
         }
         erank = dens.effective_rank_slq(d)
         out.results["effective_rank"] = {
