@@ -2,7 +2,7 @@
 
 A run in float32 does not multiply by ``H`` but by a perturbed operator ``H̃ = H + E``: every product
 carries the rounding of the forward and both backward passes (on a small CE CNN near zero loss,
-``‖H̃v − Hv‖ / ‖Hv‖`` is about 1e-5, two hundred times float32's unit roundoff). Hutchinson, Hutch++ and
+``‖H̃v − Hv‖ / ‖Hv‖`` is about 1e-5, a hundred times float32's machine epsilon). Hutchinson, Hutch++ and
 krylov-hutch++ are unbiased for ``tr(H̃)`` and ``‖H̃‖_F²`` whatever their sketch, so rounding moves the
 estimates by
 
