@@ -371,7 +371,7 @@ def _uncertainty(r: dict[str, Any]) -> str:
     """``+- u (stderr s, rounding f)`` and the advice when rounding dominates."""
     parts = [f"stderr {r['stderr']:.3g}"] + ([f"rounding {r['rounding']:.2g}"] if r.get("rounding") else [])
     text = f"+- {r['uncertainty']:.3g} ({', '.join(parts)})"
-    return f"{text}; {r['note']}" if r.get("note") else text
+    return f"{text}; rounding dominates: rerun with --dtype float64" if r.get("note") else text
 
 
 def _table(results: dict[str, Any], scalars: dict[str, float | None], out_path: Path) -> None:
