@@ -27,7 +27,8 @@ cross-entropy (1,034 parameters, 128 images). ``--seeds 200`` (the default) make
 fall outside 90-99% with probability ~0.2% per row; 40 seeds would leave it ~20% per row.
 
 Usage: ``python benchmarks/bench_uncertainty.py [--seeds 200] [--replicates 3] [--write docs/benchmarks.md]``
-(one thread; about 10 minutes on the 2-core machine of docs/benchmarks.md while it was shared).
+(one thread; 25 minutes of wall time on the 2-core machine of docs/benchmarks.md while four other
+jobs shared it).
 """
 
 from __future__ import annotations

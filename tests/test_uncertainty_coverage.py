@@ -1,4 +1,4 @@
-"""Coverage of the reported uncertainties against exact dense Hessians (slow: ~10 minutes on 2 cores).
+"""Coverage of the reported uncertainties against exact dense Hessians (slow: ~25 min on 2 cores).
 
 Runs ``benchmarks/bench_uncertainty.py`` (its docstring says what it measures): an MSE MLP and a CE CNN,
 float64 and float32, every trace method, tr(H) and ‖H‖_F, 200 seeds each; every row must have
