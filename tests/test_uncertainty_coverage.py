@@ -8,6 +8,7 @@ float64 and float32, every trace method, tr(H) and ‖H‖_F, 200 seeds each; ev
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ def test_uncertainties_cover_the_truth_as_often_as_they_claim() -> None:
     )
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses look their module up while the class is created
     spec.loader.exec_module(bench)
     rows = bench.main(["--seeds", "200"])
     assert len(rows) == 2 * 2 * 3 * 2  # problems x dtypes x methods x quantities
