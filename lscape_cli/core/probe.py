@@ -14,13 +14,17 @@ Keys of ``results`` (each estimate carries its method, budget, seed and uncertai
   ``retain_chunks``, ``memory_budget_mib``, measured ``graph_bytes_per_sample`` (see
   :func:`lscape_cli.core.memory.plan`).
 - ``lambda_max``: ``{"estimate", "residual", "relative_residual", "error_bound", "converged",
-  "iterations", "num_matvecs", "method", "tol", "stop", "seed"}`` (Lanczos, stopped on the Ritz
-  residual's error bound ``min(r, r²/δ̂)`` or on ``r`` itself, see :mod:`lscape_cli.core.spectrum`).
+  "iterations", "num_matvecs", "method", "tol", "stop", "seed", "error_bound_includes_rounding"}``
+  (Lanczos, stopped on the Ritz residual's error bound ``min(r, r²/δ̂)`` or on ``r`` itself, see
+  :mod:`lscape_cli.core.spectrum`; bounds for the products in the run's dtype, so without rounding).
 - ``top_k``: ``{"eigenvalues", "residuals", ...}`` the K largest, same run as ``lambda_max``.
 - ``lambda_min``: like ``lambda_max`` for the smallest (most negative) eigenvalue.
 - ``condition_number``: ``{"estimate": lambda_max/lambda_min or null, "note"}``.
-- ``trace``, ``frobenius``: ``{"estimate", "stderr", "method", "num_matvecs", "seed"}``, both from one
-  set of Hessian-vector products (Hutchinson or Hutch++).
+- ``trace``, ``frobenius``: ``{"estimate", "stderr", "rounding", "uncertainty", "dof", "method",
+  "num_matvecs", "seed"}`` (+ ``"note"`` when rounding dominates), both from one set of Hessian-vector
+  products (Hutchinson, Hutch++ or krylov-hutch++; :mod:`lscape_cli.core.trace`).
+- ``rounding``: the measured floating-point floor (:meth:`lscape_cli.core.rounding.Rounding.to_dict`),
+  with the trace or the density.
 - ``density``: SLQ ``{"nodes", "weights", "grid", "density", "sigma", "num_runs", "num_steps",
   "num_matvecs", "seed", "trace", "moment2"}``.
 - ``effective_rank``: ``{"estimate", "method"}`` (from the SLQ measure); ``stable_rank`` and
@@ -39,8 +43,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lscape_cli.core import density as dens
+from lscape_cli.core import rounding, spectrum, trace
 from lscape_cli.core import sharpness as sharp
-from lscape_cli.core import spectrum, trace
 from lscape_cli.core.hvp import HVP, Objective, gradient, norm, plan
 from lscape_cli.core.objective import task_of
 from lscape_cli.core.progress import ProgressFn
@@ -59,6 +63,7 @@ class ProbeRequest:
     frobenius: bool = False
     trace_method: str = "krylov-hutch++"  # a key of trace.TRACE_METHODS
     trace_matvecs: int = 45
+    rounding_products: int = rounding.DEFAULT_PRODUCTS  # per dtype, for the rounding floor (0: skip)
     density: bool = False
     density_runs: int = 10
     density_steps: int = 80
@@ -134,7 +139,7 @@ def run_probe(obj: Objective, req: ProbeRequest, on_step: ProgressFn | None = No
         if req.needs_lambda_max or req.lambda_min:
             _eigen(op, req, out, on_step)
         if req.needs_trace or req.density:
-            _trace_density(op, req, out, on_step)
+            _trace_density(obj, op, req, out, on_step)
     if op.num_matvecs:
         out.results["hvp"] = {**op.describe(), **chunking.to_dict()}
     if req.grad_norm:
@@ -175,6 +180,7 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
         "tol": res.tol,
         "stop": res.stop,
         "seed": req.seed,
+        "error_bound_includes_rounding": False,  # bounds for the operator in the run's dtype
     }
     n_top = k if top else 0
     rel = res.relative_residuals
@@ -218,10 +224,17 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
             out.scalars["condition_number"] = kappa
 
 
-def _trace_density(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
+def _trace_density(
+    obj: Objective, op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None
+) -> None:
+    rnd = rounding.for_objective(obj, op, req.rounding_products, req.seed) if req.rounding_products else None
+    if rnd is not None:
+        out.results["rounding"] = rnd.to_dict()
     if req.needs_trace:
         fn = trace.TRACE_METHODS[req.trace_method]
         tf = fn(op, num_matvecs=req.trace_matvecs, seed=req.seed, on_step=on_step)
+        if rnd is not None:
+            tf = tf.with_rounding(rnd.trace, rnd.frobenius_sq)
         out.results["trace"] = {**tf.trace.to_dict(), "seed": req.seed}
         out.results["frobenius"] = {**tf.frobenius.to_dict(), "seed": req.seed}
         out.scalars.update(trace=tf.trace.estimate, frobenius=tf.frobenius.estimate)
@@ -229,6 +242,9 @@ def _trace_density(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: Progre
         d = dens.slq(
             op, num_runs=req.density_runs, num_steps=req.density_steps, seed=req.seed, on_step=on_step
         )
+        d_trace, d_moment2 = dens.trace(d), dens.moment(d, 2)
+        if rnd is not None:
+            d_trace, d_moment2 = d_trace.with_rounding(rnd.trace), d_moment2.with_rounding(rnd.frobenius_sq)
         curve = dens.density_curve(d)
         out.results["density"] = {
             "nodes": d.nodes.tolist(),
@@ -243,8 +259,8 @@ def _trace_density(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: Progre
             "seed": req.seed,
             "method": "stochastic Lanczos quadrature",
             "dim": d.dim,
-            "trace": dens.trace(d).to_dict(),
-            "moment2": dens.moment(d, 2).to_dict(),
+            "trace": d_trace.to_dict(),
+            "moment2": d_moment2.to_dict(),
         }
         erank = dens.effective_rank_slq(d)
         out.results["effective_rank"] = {
