@@ -209,8 +209,11 @@ def slice_(
         mode=mode,
         max_batch=max_batch,
     )
+    from lscape_cli.core.budget import Problem, check, grid_demands
     from lscape_cli.distributed import group_from_env
 
+    size = Problem.of(setup.loaded.module, int(setup.y.shape[0]))
+    check(grid_demands(opts.dims, opts.steps, opts.count, size), setup.device)
     run = Run(checkpoint, setup, opts, paths, max_batch, t0, model_config)
     with group_from_env(setup.device) as group:
         run.group = group

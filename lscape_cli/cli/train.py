@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -53,7 +54,7 @@ def output_stems(out: Path, name: str, restarts: int) -> list[Path]:
     return [out / f"{name}-r{r:0{width}d}" for r in range(restarts)]
 
 
-def _check_outputs(out: Path, stems: list[Path], trajectory: bool, overwrite: bool) -> None:
+def _check_outputs(out: Path, name: str, restarts: int, trajectory: bool, overwrite: bool) -> None:
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise LscapeError(
@@ -62,13 +63,33 @@ def _check_outputs(out: Path, stems: list[Path], trajectory: bool, overwrite: bo
     if out.exists() and not out.is_dir():
         raise LscapeError("--out exists and is not a directory", str(out), "choose a directory path")
     suffixes = [".safetensors", ".train.json"] + ([".trajectory.safetensors"] if trajectory else [])
-    clash = [str(s) + suf for s in stems for suf in suffixes if Path(str(s) + suf).exists()]
+    clash = _existing_outputs(out, name, restarts, suffixes)
     if clash and not overwrite:
         raise LscapeError(
             "output exists",
             clash[0] + (f" and {len(clash) - 1} more" if len(clash) > 1 else ""),
             "pass --overwrite to replace, or choose another --out/--name",
         )
+
+
+def _existing_outputs(out: Path, name: str, restarts: int, suffixes: list[str]) -> list[str]:
+    """Files in OUT that this run would write (one listing of OUT, however many restarts)."""
+    if not out.is_dir():
+        return []
+    stems = {s.name for s in output_stems(out, name, 1)} if restarts == 1 else None
+    width = max(3, len(str(restarts - 1)))
+    pattern = re.compile(re.escape(name) + r"-r(\d+)")
+    clash = []
+    for path in sorted(out.iterdir()):
+        for suffix in suffixes:
+            stem = path.name[: -len(suffix)] if path.name.endswith(suffix) else None
+            if stem is None or (suffix == ".safetensors" and stem.endswith(".trajectory")):
+                continue
+            match = pattern.fullmatch(stem)
+            mine = match is not None and len(match[1]) == width and int(match[1]) < restarts
+            if (stem in stems) if stems is not None else mine:
+                clash.append(str(path))
+    return clash
 
 
 def _model_options(**opts: Any) -> dict[str, Any]:
@@ -240,8 +261,7 @@ def train(
         )
     if init != "default" and not _valid_init(init):
         raise LscapeError(f"invalid init {init!r}", "--init", "use 'default' or 'normal:STD', e.g. normal:1")
-    stems = output_stems(out, name, restarts)
-    _check_outputs(out, stems, save_trajectory is not None, overwrite)
+    _check_outputs(out, name, restarts, save_trajectory is not None, overwrite)
     cfg = TrainConfig(
         loss=loss,
         optimizer=optimizer,
@@ -293,7 +313,7 @@ def train(
         seed=seed,
         restarts=restarts,
         out=out,
-        stems=stems,
+        name=name,
         root=data_root(data_root_),
         download=download,
         device_name=device,
@@ -320,7 +340,7 @@ def run_training(
     seed: int,
     restarts: int,
     out: Path,
-    stems: list[Path],
+    name: str,
     root: Path,
     download: bool,
     device_name: str,
@@ -332,6 +352,7 @@ def run_training(
     import json
 
     from lscape_cli import datasets, models
+    from lscape_cli.core import budget
     from lscape_cli.core.training import train_restarts
     from lscape_cli.runtime import resolve_device, resolve_dtype
 
@@ -339,6 +360,7 @@ def run_training(
     device, dtype = resolve_device(device_name), resolve_dtype(dtype_name)
     if download:
         datasets.download(dspec.name, root)
+    budget.check(budget.synthetic_demands(dspec.num_samples, dspec.input_dim), device)
     splits = datasets.load(dspec, root, device=device, dtype=dtype)
     if cfg.patience is not None and splits.sizes()["val"] == 0:
         raise LscapeError(
@@ -347,7 +369,12 @@ def run_training(
     mspec = models.make_spec(
         model_name, {**model_opts, "input_shape": splits.input_shape, "num_classes": splits.num_classes}
     )
+    n_train = splits.sizes()["train"]
+    size = budget.Problem(budget.num_parameters_of(lambda: models.build(mspec)), n_train, dtype.itemsize)
+    every, batch = cfg.trajectory_every, cfg.batch_size or n_train
+    budget.check(budget.training_demands(restarts, cfg.epochs, cfg.max_steps, batch, every, size), device)
     module = models.build(mspec)
+    stems = output_stems(out, name, restarts)
     t_setup = time.perf_counter() - t0
     seeds = [seed + r for r in range(restarts)]
     with _progress(quiet, cfg.epochs, restarts) as on_epoch:

@@ -38,9 +38,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from lscape_cli.core import density as dens
 from lscape_cli.core import sharpness as sharp
 from lscape_cli.core import spectrum, trace
+from lscape_cli.core.budget import GRADIENT_FORWARDS, Demand, Problem, check, count
 from lscape_cli.core.hvp import HVP, Objective, gradient, norm, plan
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -102,6 +105,42 @@ class ProbeOutput:
 
     results: dict[str, Any] = field(default_factory=dict)
     scalars: dict[str, float | None] = field(default_factory=dict)
+
+
+def demands(req: ProbeRequest, size: Problem) -> list[Demand]:
+    """What each count of ``req`` asks of the machine (:func:`lscape_cli.core.budget.enforce`)."""
+    out: list[Demand] = []
+    if req.needs_lambda_max or req.lambda_min:
+        steps = min(count(req.max_iter), size.num_params)  # Lanczos stops at the dimension
+        k = max(1, req.top_k) * (2 if req.lambda_min and req.needs_lambda_max else 1)
+        if req.top_k > 0:
+            out.append(Demand("--top-k", req.top_k, "eigenpairs", k * size.hvp, size.vectors(k, 8)))
+        out.append(
+            Demand("--max-iter", req.max_iter, "Lanczos steps", steps * size.hvp, size.vectors(steps, 8))
+        )
+    if req.needs_trace:
+        m = count(req.trace_matvecs)
+        out.append(Demand("--matvecs", req.trace_matvecs, "trace products", m * size.hvp, size.vectors(m)))
+    if req.density:
+        steps, runs = count(req.density_steps), count(req.density_runs)
+        basis = size.vectors(steps)
+        out.append(Demand("--density-steps", req.density_steps, "SLQ steps", steps * size.hvp, basis))
+        out.append(Demand("--density-runs", req.density_runs, "SLQ runs", runs * steps * size.hvp))
+    radii = len(req.sharpness_eps)
+    grad = GRADIENT_FORWARDS * size.forward
+    directions = radii * count(req.sharpness_directions) * size.forward
+    out.append(Demand("--directions", req.sharpness_directions, "sharpness directions", directions))
+    ascent = radii * count(req.sharpness_steps) * grad
+    out.append(Demand("--ascent-steps", req.sharpness_steps, "sharpness ascent steps", ascent))
+    noise = len(req.noise_sigmas) * count(req.noise_samples) * size.forward
+    out.append(Demand("--noise-samples", req.noise_samples, "weight-noise draws", noise))
+    return out
+
+
+def check_budget(req: ProbeRequest, module: torch.nn.Module, num_samples: int) -> None:
+    """Refuse ``req`` before any work when a count in it exceeds this machine (:class:`BudgetError`)."""
+    device = next(module.parameters()).device
+    check(demands(req, Problem.of(module, num_samples)), device)
 
 
 def _finite(v: float | None) -> float | None:
