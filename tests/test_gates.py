@@ -32,9 +32,9 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def started(*args: object, **kwargs: object) -> None:
         raise AssertionError("work started before the refusal")
 
-    import lscape_cli.core.slice_run as slice_run
     import lscape_cli.core.connectivity as connectivity
     import lscape_cli.core.probe as probe
+    import lscape_cli.core.slice_run as slice_run
     import lscape_cli.core.training as training
 
     monkeypatch.setattr(probe, "run_probe", started)
