@@ -92,6 +92,7 @@ def pareto(
     across = {"groups": [str(g) for g in keys]}
     if len(keys) >= 2:
         across.update(P.global_lambda(means[:, 0], means[:, 1], means[:, 2]))
+        warnings.extend([across.pop("warning")] if "warning" in across else [])
     else:
         warnings.append("lambda_G needs at least two groups")
     results: dict[str, Any] = {

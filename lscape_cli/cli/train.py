@@ -349,8 +349,6 @@ def run_training(
     quiet: bool,
 ) -> None:
     """Load data, build the model, train, write every file, report."""
-    import json
-
     from lscape_cli import datasets, models
     from lscape_cli.core import budget
     from lscape_cli.core.training import train_restarts
@@ -397,7 +395,7 @@ def run_training(
     ]
     if json_out:
         for text in texts:
-            emit_json(json.dumps(json.loads(text)))  # one record per line (JSON Lines)
+            emit_json(text)  # one record per line (JSON Lines)
     if not quiet:
         _summary(results, stems)
     _final_status(results)

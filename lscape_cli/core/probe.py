@@ -192,46 +192,29 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
         seed=req.seed,
         on_step=on_step,
         stop=req.eig_stop,
+        k_smallest=1,  # lambda_min is one eigenvalue whatever --top-k asks at the other end
+        true_residuals=True,
     )
-    common = {
-        "converged": res.converged,
+    run = {
         "iterations": res.iterations,
         "num_matvecs": res.num_matvecs,
         "method": res.method,
         "tol": res.tol,
         "stop": res.stop,
         "seed": req.seed,
+        "shared_run": which == "both",
+        "residual_method": "||Hv - lambda v||, one product per pair after the run",
     }
     n_top = k if top else 0
-    rel = res.relative_residuals
-    bounds = res.error_bounds or res.residuals
     if top:
-        out.results["lambda_max"] = {
-            "estimate": res.eigenvalues[0],
-            "residual": res.residuals[0],
-            "relative_residual": rel[0],
-            "error_bound": bounds[0],
-            **common,
-        }
+        out.results["lambda_max"] = {**_pairs(res, 0, 1, single=True), **run}
         out.scalars["lambda_max"] = res.eigenvalues[0]
         if req.top_k > 0:
-            out.results["top_k"] = {
-                "eigenvalues": res.eigenvalues[:k],
-                "residuals": res.residuals[:k],
-                "relative_residuals": rel[:k],
-                "error_bounds": bounds[:k],
-                **common,
-            }
+            out.results["top_k"] = {**_pairs(res, 0, k), **run}
             out.scalars.update({f"lambda_{i + 1}": v for i, v in enumerate(res.eigenvalues[:k])})
     if req.lambda_min:
         lo = res.eigenvalues[n_top]
-        out.results["lambda_min"] = {
-            "estimate": lo,
-            "residual": res.residuals[n_top],
-            "relative_residual": rel[n_top],
-            "error_bound": bounds[n_top],
-            **common,
-        }
+        out.results["lambda_min"] = {**_pairs(res, n_top, n_top + 1, single=True), **run}
         out.scalars["lambda_min"] = lo
         if top:
             kappa = spectrum.condition_number(res.eigenvalues[0], lo)
@@ -242,6 +225,28 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
             )
             out.results["condition_number"] = {"estimate": kappa, "note": note}
             out.scalars["condition_number"] = kappa
+
+
+def _pairs(res: spectrum.EigenResult, start: int, stop: int, single: bool = False) -> dict[str, Any]:
+    """The record of pairs ``start:stop`` of one Lanczos run, converged on their own bounds."""
+    flags = (res.converged_pairs or [res.converged] * len(res.eigenvalues))[start:stop]
+    part = {
+        "eigenvalues": res.eigenvalues[start:stop],
+        "residuals": res.residuals[start:stop],
+        "relative_residuals": res.relative_residuals[start:stop],
+        "error_bounds": (res.error_bounds or res.residuals)[start:stop],
+        "ritz_residual_estimates": (res.ritz_residuals or res.residuals)[start:stop],
+    }
+    if not single:
+        return {**part, "converged": all(flags), "converged_pairs": flags}
+    return {
+        "estimate": part["eigenvalues"][0],
+        "residual": part["residuals"][0],
+        "relative_residual": part["relative_residuals"][0],
+        "error_bound": part["error_bounds"][0],
+        "ritz_residual_estimate": part["ritz_residual_estimates"][0],
+        "converged": flags[0],
+    }
 
 
 def _trace_density(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
@@ -272,12 +277,9 @@ def _trace_density(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: Progre
             "trace": dens.trace(d).to_dict(),
             "moment2": dens.moment(d, 2).to_dict(),
         }
-        erank = dens.effective_rank_slq(d)
-        out.results["effective_rank"] = {
-            "estimate": erank,
-            "method": "slq measure (p = |lambda| / sum |lambda|)",
-        }
-        out.scalars["effective_rank"] = erank
+        erank = dens.effective_rank_jackknife(d)
+        out.results["effective_rank"] = {**erank, "method": "slq measure (p = |lambda| / sum |lambda|)"}
+        out.scalars["effective_rank"] = erank["estimate"]
 
 
 def _sharpness(obj: Objective, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
@@ -293,10 +295,11 @@ def _sharpness(obj: Objective, req: ProbeRequest, out: ProbeOutput, on_step: Pro
                 obj, eps, req.sharpness_steps, req.seed + i, adaptive=req.sharpness_kind == "adaptive"
             )
         if req.sharpness_kind == "l2" and lam is not None:
-            pred = {
-                "half_eps2_lambda_max": 0.5 * eps**2 * lam,
-                "note": "quadratic model: the max rise over the eps-ball is about 1/2 eps^2 lambda_max",
-            }
+            pred = sharp.ball_prediction(eps, _grad_norm(obj, out), lam)
+            if "worst_case" in row:
+                rise = row["worst_case"]["max_rise"]
+                pred["measured_max_rise"] = rise
+                pred["measured_over_first_plus_second_order"] = rise / pred["first_plus_second_order"]
             if "trace" in out.scalars:
                 pred["half_eps2_trace_over_n"] = 0.5 * eps**2 * out.scalars["trace"] / _dim(obj)  # type: ignore[operator]
             row["quadratic_prediction"] = pred
@@ -308,6 +311,12 @@ def _sharpness(obj: Objective, req: ProbeRequest, out: ProbeOutput, on_step: Pro
         out.scalars["sharpness_worst"] = rows[0]["worst_case"]["max_rise"]
 
 
+def _grad_norm(obj: Objective, out: ProbeOutput) -> float:
+    """``||g||`` over the split: the one measured by ``--grad-norm``, else one gradient now."""
+    known = out.scalars.get("grad_norm")
+    return known if known is not None else float(norm(gradient(obj)))
+
+
 def _dim(obj: Objective) -> int:
     return sum(p.numel() for p in obj.params.values())
 
@@ -316,8 +325,13 @@ def _noise(obj: Objective, req: ProbeRequest, out: ProbeOutput) -> None:
     res = sharp.weight_noise(obj, list(req.noise_sigmas), req.noise_samples, req.seed, req.magnitude_aware)
     tr = out.scalars.get("trace")
     if tr is not None and not req.magnitude_aware:
+        g = _grad_norm(obj, out)
         for row in res["curve"]:
-            row["predicted_rise_half_sigma2_trace"] = 0.5 * row["sigma"] ** 2 * tr
+            pred = sharp.noise_prediction(
+                row["sigma"], tr, g, req.noise_samples, row["loss_rise"], row["loss_rise_stderr"]
+            )
+            row["predicted_rise_half_sigma2_trace"] = pred.pop("predicted_rise_half_sigma2_trace")
+            row["quadratic_model"] = pred
     out.results["noise"] = res
 
 
