@@ -499,7 +499,8 @@ def _describe(key: str, results: dict[str, Any], summary: dict[str, Any] | None)
         )
     r = results.get(key) or {}
     if "stderr" in r:
-        return f"+- {r['stderr']:.3g} (1 s.e.)", f"{r['method']}, {r['num_matvecs']} HVPs"
+        se = "n/a (one run)" if r["stderr"] is None else f"+- {r['stderr']:.3g} (1 s.e.)"
+        return se, f"{r['method']}, {r['num_matvecs']} HVPs"
     if "residual" in r:
         state = "converged" if r["converged"] else "NOT converged"
         return f"residual {r['residual']:.2g} ({state})", f"{r['method']}, {r['num_matvecs']} HVPs"
