@@ -288,7 +288,7 @@ class ModelSpec:
         name = data.get("name")
         if not isinstance(name, str) or name not in REGISTRY:
             raise LscapeError(f"unknown model {name!r}", where, f"known models: {', '.join(REGISTRY)}")
-        return make_spec(name, dict(data.get("config") or {}), where=where)  # type: ignore[arg-type]
+        return make_spec(name, dict(data.get("config") or {}), where=where)  # type: ignore[call-overload]
 
 
 def make_spec(name: str, options: dict[str, object], where: str = "--model") -> ModelSpec:
@@ -306,7 +306,7 @@ def make_spec(name: str, options: dict[str, object], where: str = "--model") -> 
         )
     opts = dict(options)
     if "input_shape" in opts:
-        opts["input_shape"] = tuple(int(v) for v in opts["input_shape"])  # type: ignore[union-attr]
+        opts["input_shape"] = tuple(int(v) for v in opts["input_shape"])  # type: ignore[attr-defined]
     cfg = cfg_cls(**opts)
     _validate(name, cfg, where)
     return ModelSpec(name, cfg)
@@ -326,7 +326,7 @@ def _validate(name: str, cfg: object, where: str) -> None:
             "use an image dataset (digits, mnist-5k, mnist, ...) or the mlp/linear model",
         )
     if hasattr(cfg, "activation"):
-        _act(cfg.activation)  # type: ignore[attr-defined]
+        _act(cfg.activation)
 
 
 def build(spec: ModelSpec) -> nn.Module:

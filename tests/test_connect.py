@@ -15,6 +15,7 @@ from lscape_cli.core import alignment as al
 from lscape_cli.core import connectivity as C
 from lscape_cli.core.objective import evaluate
 from lscape_cli.storage.checkpoint import load_model, save_checkpoint
+from lscape_cli.storage.schemas import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_checkpoints"
@@ -191,6 +192,7 @@ def mlp_pair(tmp_path_factory: pytest.TempPathFactory, runner: Any) -> tuple[Pat
 def test_the_record_is_complete_and_the_plot_is_written(mlp_pair: tuple[Path, Path, dict]) -> None:
     a, _, rec = mlp_pair
     assert rec["schema"] == "lscape.connect/1"
+    validate(rec, "connect.schema.json")
     assert set(rec["inputs"]) == {"checkpoint_a", "checkpoint_b"}
     assert rec["config"]["evaluation"]["splits"] == ["train", "test"]
     assert rec["config"]["evaluation"]["mode"] == "eval" and rec["config"]["request"]["points"] == 21

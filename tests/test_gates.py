@@ -34,10 +34,12 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
 
     import lscape_cli.core.connectivity as connectivity
     import lscape_cli.core.probe as probe
+    import lscape_cli.core.probe_batches as probe_batches
     import lscape_cli.core.slice_run as slice_run
     import lscape_cli.core.training as training
 
     monkeypatch.setattr(probe, "run_probe", started)
+    monkeypatch.setattr(probe_batches, "run_probe", started)
     monkeypatch.setattr(slice_run, "run_slice", started)
     monkeypatch.setattr(connectivity, "run_connect", started)
     monkeypatch.setattr(training, "train_restarts", started)

@@ -23,7 +23,6 @@ from lscape_cli.cli.options import (
 )
 from lscape_cli.errors import LscapeError
 
-CONNECT_SCHEMA = "lscape.connect/1"
 PATHS = "Paths"
 CURVE = "Curve fitting"
 DATA = "Data and output"
@@ -106,12 +105,14 @@ def connect(
     _validate(align, curve, curve_optimizer)
     if not curve_lr > 0:
         raise LscapeError(f"the learning rate must be positive, got {curve_lr}", "--curve-lr", "e.g. 1e-3")
-    out_path = out or _default_out(checkpoint_a, checkpoint_b)
+    from lscape_cli.storage.connect_record import compatible, connect_record, default_output
+
+    out_path = out or default_output(checkpoint_a, checkpoint_b)
     if not out_path.parent.is_dir():
         raise LscapeError(
             "output directory does not exist", str(out_path.parent), "create it or choose another --out"
         )
-    warnings = _compatible(checkpoint_a, checkpoint_b, model_config)
+    warnings = compatible(checkpoint_a, checkpoint_b, model_config)
     setup, b_loaded = _load(
         checkpoint_a, checkpoint_b, model_config, device, dtype, data_root(data_root_), loss, max_batch
     )
@@ -161,7 +162,11 @@ def connect(
             )
         except ValueError as exc:  # a failed function check of the alignment
             raise LscapeError(str(exc), str(checkpoint_b), "report this as a bug") from exc
-    record = _record(checkpoint_a, checkpoint_b, out_path, setup, req, results, warnings + more)
+    from lscape_cli.cli import invocation
+
+    record = connect_record(
+        checkpoint_a, checkpoint_b, out_path, invocation(), setup, req, results, warnings + more
+    )
     record["timing_s"] = {"load": t_load, **timing}
     from lscape_cli.storage.records import to_json, write_record
 
@@ -177,15 +182,6 @@ def connect(
         _table(record["results"], out_path)
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    return name[: -len(".safetensors")] if name.endswith(".safetensors") else path.stem
-
-
-def _default_out(a: Path, b: Path) -> Path:
-    return a.with_name(f"{_stem(a)}--{_stem(b)}.connect.json")
-
-
 def _validate(align: str, curve: str, optimizer: str) -> None:
     choices = {
         "--align": (align, ("none", "weights")),
@@ -195,53 +191,6 @@ def _validate(align: str, curve: str, optimizer: str) -> None:
     for option, (value, allowed) in choices.items():
         if value not in allowed:
             raise LscapeError(f"unknown value {value!r}", option, f"choose one of: {', '.join(allowed)}")
-
-
-def _describe_model(model: dict[str, Any], other: dict[str, Any]) -> str:
-    """``mlp(depth=4)``: the name plus the config entries that differ from ``other``'s."""
-    cfg, ocfg = model.get("config") or {}, other.get("config") or {}
-    keys = (
-        sorted(cfg)
-        if model.get("name") != other.get("name")
-        else sorted(k for k in cfg if cfg[k] != ocfg.get(k))
-    )
-    return f"{model.get('name')}({', '.join(f'{k}={cfg[k]}' for k in keys)})"
-
-
-def _compatible(a: Path, b: Path, model_config: Path | None) -> list[str]:
-    """Refuse checkpoints of different architectures or datasets (metadata only, no tensors loaded)."""
-    from lscape_cli.storage.checkpoint import read_metadata, read_raw_metadata
-
-    if model_config is not None:  # one description for both files
-        read_raw_metadata(a), read_raw_metadata(b)
-        return []
-    ma, mb = read_metadata(a), read_metadata(b)
-    model_a, model_b = dict(ma.get("model") or {}), dict(mb.get("model") or {})  # type: ignore[call-overload]
-    if model_a != model_b:
-        raise LscapeError(
-            f"the checkpoints have different architectures: A is {_describe_model(model_a, model_b)}, "
-            f"B is {_describe_model(model_b, model_a)}",
-            f"{a} vs {b}",
-            "connect two checkpoints of the same model",
-        )
-    da, db = dict(ma.get("dataset") or {}), dict(mb.get("dataset") or {})  # type: ignore[call-overload]
-    for key in ("name", "normalization", "input_dim"):
-        if da.get(key) != db.get(key):
-            raise LscapeError(
-                f"the checkpoints were trained on different data: A has {key}={da.get(key)!r}, "
-                f"B has {key}={db.get(key)!r}",
-                f"{a} vs {b}",
-                "connect two checkpoints trained on the same dataset",
-            )
-    warnings = [
-        f"A and B differ in dataset {key} ({da.get(key)!r} vs {db.get(key)!r}); both are evaluated on A's split"
-        for key in ("split_seed", "train_size", "val_size", "test_size", "num_samples")
-        if da.get(key) != db.get(key)
-    ]
-    la, lb = (dict(m.get("training") or {}).get("loss") for m in (ma, mb))  # type: ignore[call-overload]
-    if la != lb:
-        warnings.append(f"A was trained with loss {la!r} and B with {lb!r}; the path uses A's (or --loss)")
-    return warnings
 
 
 def _load(
@@ -290,52 +239,13 @@ def _endpoint(module: Any) -> Any:
     )
 
 
-def _record(
-    a: Path,
-    b: Path,
-    out_path: Path,
-    setup: Any,
-    req: Any,
-    results: dict[str, Any],
-    warnings: list[str],
-) -> dict[str, Any]:
-    from lscape_cli.cli import invocation
-    from lscape_cli.storage.records import environment, make_record
-
-    protocol = {k: v for k, v in setup.protocol.items() if k not in ("split", "num_samples")}
-    evaluation = {
-        **protocol,
-        "splits": ["train", "test"],
-        "num_samples": {s: int(setup.splits.y[s].shape[0]) for s in ("train", "test")},
-        "bn_statistics_split": "train",
-    }
-    config = {
-        "request": req.to_dict(),
-        "evaluation": evaluation,
-        "device": str(setup.device),
-        "dtype": str(setup.dtype).replace("torch.", ""),
-        "seed": req.seed,
-        "model": setup.loaded.spec.to_dict(),
-    }
-    return make_record(
-        CONNECT_SCHEMA,
-        out_path=out_path,
-        command=invocation(),
-        inputs={"checkpoint_a": a, "checkpoint_b": b},
-        config=config,
-        results=results,
-        timing_s={},
-        warnings=warnings,
-        env=environment(str(setup.device)),
-    )
-
-
 def _plot(record: dict[str, Any], out_path: Path, a: Path, b: Path) -> dict[str, str]:
     from lscape_cli.plotting.connect import plot_connect
+    from lscape_cli.storage.connect_record import checkpoint_stem
 
     name = out_path.name
     stem = out_path.with_name(name[: -len(".json")] if name.endswith(".json") else name)
-    written = plot_connect(record, stem, f"{_stem(a)} → {_stem(b)}")
+    written = plot_connect(record, stem, f"{checkpoint_stem(a)} → {checkpoint_stem(b)}")
     return {p.suffix.lstrip("."): p.name for p in written}
 
 

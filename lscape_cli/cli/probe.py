@@ -28,7 +28,6 @@ from lscape_cli.cli.options import (
 )
 from lscape_cli.errors import LscapeError
 
-PROBE_SCHEMA = "lscape.probe/1"
 CURV = "Curvature"
 FLAT = "Flatness"
 DATA = "Data and budget"
@@ -286,31 +285,35 @@ def probe(
     )
     check_budget(req, setup.loaded.module, int(setup.y.shape[0]))
     t_load = time.perf_counter() - t0
+    from lscape_cli.cli import invocation
+    from lscape_cli.core.probe_batches import Batches, SplitData, probe_split
     from lscape_cli.distributed import group_from_env
+    from lscape_cli.storage.probe_record import write_probe
+    from lscape_cli.storage.records import to_json
 
+    data = SplitData(setup.loaded.module, setup.x, setup.y, setup.loss, setup.split, max_batch)
+    batches = Batches(num_batches, batch_size, seed)
     with group_from_env(setup.device) as group:
         quiet = quiet or json_out or not group.is_main
-        results, scalars = _measure(setup, req, num_batches, batch_size, seed, max_batch, quiet, group)
+        with StatusLine(quiet, "probe") as on_step:
+            results, scalars = probe_split(data, req, batches, group, on_step)
     if not group.is_main:
         return
     t_measure = time.perf_counter() - t0 - t_load
     check_rows = [_evaluate(e, scalars) for e in checks]
     if check_rows:
         results["checks"] = check_rows
-    record = _record(
-        checkpoint,
+    record = write_probe(
         out_path,
-        setup,
-        req,
-        results,
-        num_batches,
-        batch_size,
-        {"load": t_load, "measure": t_measure},
-        group.world_size,
+        command=invocation(),
+        checkpoint=checkpoint,
+        req=req,
+        batches=batches,
+        setup=setup,
+        results=results,
+        timing={"load": t_load, "measure": t_measure},
+        world_size=group.world_size,
     )
-    from lscape_cli.storage.records import to_json, write_record
-
-    write_record(out_path, record)
     if json_out:
         emit_json(to_json(record))
     elif not quiet:
@@ -371,108 +374,6 @@ def _validate_memory(memory_budget: float | None, retain_chunks: int | None) -> 
             "--retain-chunks",
             "give 0 (recompute every chunk) or more, or leave it out to follow --memory-budget",
         )
-
-
-def _measure(
-    setup: Any,
-    req: Any,
-    num_batches: int,
-    batch_size: int | None,
-    seed: int,
-    max_batch: int,
-    quiet: bool,
-    group: Any,
-) -> tuple[dict[str, Any], dict[str, float | None]]:
-    import torch
-
-    from lscape_cli.core.hvp import Objective
-    from lscape_cli.core.probe import run_on_batches, run_probe
-
-    def objective(x: Any, y: Any) -> Objective:
-        start, stop = group.bounds(int(y.shape[0]))  # this rank's slice (everything when single-process)
-        try:
-            return Objective.from_module(
-                setup.loaded.module,
-                x[start:stop],
-                y[start:stop],
-                setup.loss,
-                max_batch,
-                shard=group.shard(int(y.shape[0])),
-            )
-        except ValueError as exc:
-            raise LscapeError(
-                str(exc), "--mode", "use --mode eval for models with BatchNorm or dropout"
-            ) from exc
-
-    with StatusLine(quiet, "probe") as on_step:
-        if num_batches == 1 and batch_size is None:
-            res = run_probe(objective(setup.x, setup.y), req, on_step)
-            return res.results, res.scalars
-        n = int(setup.y.shape[0])
-        size = batch_size or n // num_batches
-        if size < 1 or size * num_batches > n:
-            raise LscapeError(
-                f"{num_batches} disjoint batches of {size} need {num_batches * size} samples but the "
-                f"{setup.split} split has {n}",
-                "--num-batches/--batch-size",
-                "lower them or use a larger split",
-            )
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(setup.y.device)
-        objs = [
-            objective(setup.x[perm[i * size : (i + 1) * size]], setup.y[perm[i * size : (i + 1) * size]])
-            for i in range(num_batches)
-        ]
-        per_batch, summary = run_on_batches(objs, req, on_step)
-    scalars = {k: v["mean"] for k, v in summary.items()}
-    return {
-        "batches": {
-            "num_batches": num_batches,
-            "batch_size": size,
-            "seed": seed,
-            "summary": summary,
-            "per_batch": per_batch,
-        }
-    }, scalars
-
-
-def _record(
-    checkpoint: Path,
-    out_path: Path,
-    setup: Any,
-    req: Any,
-    results: dict[str, Any],
-    num_batches: int,
-    batch_size: int | None,
-    timing: dict[str, float],
-    world_size: int,
-) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    from lscape_cli.cli import invocation
-    from lscape_cli.storage.records import environment, make_record
-
-    config = {
-        "request": asdict(req),
-        "evaluation": setup.protocol,
-        "device": str(setup.device),
-        "dtype": str(setup.dtype).replace("torch.", ""),
-        "seed": req.seed,
-        "num_batches": num_batches,
-        "batch_size": batch_size,
-        "world_size": world_size,
-        "model": setup.loaded.spec.to_dict(),
-    }
-    return make_record(
-        PROBE_SCHEMA,
-        out_path=out_path,
-        command=invocation(),
-        inputs={"checkpoint": checkpoint},
-        config=config,
-        results=results,
-        timing_s=timing,
-        warnings=[],
-        env=environment(str(setup.device)),
-    )
 
 
 def _table(results: dict[str, Any], scalars: dict[str, float | None], out_path: Path) -> None:

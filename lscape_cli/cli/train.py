@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,7 +23,6 @@ from lscape_cli.cli.options import (
 )
 from lscape_cli.errors import DivergedError, LscapeError
 
-TRAIN_SCHEMA = "lscape.train/1"
 MODEL = "Model"
 DATA = "Data"
 OPTIM = "Optimisation"
@@ -389,8 +387,11 @@ def run_training(
         "base_seed": seed,
         "num_parameters": models.num_parameters(module),
     }
+    from lscape_cli.cli import invocation
+    from lscape_cli.storage.train_record import write_run
+
     texts = [
-        _write_run(res, stem, context, {"setup": t_setup, "train": t_train})
+        write_run(res, stem, context, {"setup": t_setup, "train": t_train}, invocation())
         for res, stem in zip(results, stems, strict=True)
     ]
     if json_out:
@@ -399,104 +400,6 @@ def run_training(
     if not quiet:
         _summary(results, stems)
     _final_status(results)
-
-
-def _write_run(res: Any, stem: Path, ctx: dict[str, Any], timing: dict[str, float]) -> str:
-    import torch
-
-    from lscape_cli import __version__
-    from lscape_cli.cli import invocation
-    from lscape_cli.storage.checkpoint import save_checkpoint, save_trajectory
-    from lscape_cli.storage.files import sha256_file
-    from lscape_cli.storage.records import environment, make_record, write_record
-
-    training = {
-        **ctx["cfg"].to_dict(),
-        "seed": res.seed,
-        "restart": res.restart,
-        "restarts": ctx["restarts"],
-        "base_seed": ctx["base_seed"],
-        "stop_reason": res.stop_reason,
-        "steps": res.steps,
-        "epochs_run": res.epochs,
-        "device": ctx["device"],
-        "dtype": ctx["dtype"],
-    }
-    versions = {"lscape": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
-    meta = {
-        "model": ctx["model"],
-        "dataset": ctx["dataset"],
-        "training": training,
-        "metrics": res.final,
-        "versions": versions,
-    }
-    ckpt_path = Path(str(stem) + ".safetensors")
-    json_path = Path(str(stem) + ".train.json")
-    outputs: dict[str, Any] = {"checkpoint": None, "trajectory": None}
-    warnings = []
-    if res.stop_reason == "diverged":
-        warnings.append(f"training diverged (non-finite loss) at step {res.steps}; no checkpoint written")
-    else:
-        save_checkpoint(ckpt_path, res.state, meta)
-        outputs["checkpoint"] = {"path": ckpt_path.name, "sha256": sha256_file(ckpt_path)}
-        if res.trajectory is not None:
-            traj_path = Path(str(stem) + ".trajectory.safetensors")
-            save_trajectory(
-                traj_path,
-                res.trajectory,
-                {**meta, "epochs": res.trajectory_epochs, "steps": res.trajectory_steps},
-            )
-            outputs["trajectory"] = {
-                "path": traj_path.name,
-                "sha256": sha256_file(traj_path),
-                "snapshots": len(res.trajectory_epochs),
-                "epochs": res.trajectory_epochs,
-            }
-        else:
-            Path(str(stem) + ".trajectory.safetensors").unlink(
-                missing_ok=True
-            )  # stale, from an overwritten run
-    if res.stop_reason == "interrupted":
-        warnings.append("training was interrupted (Ctrl-C); the checkpoint holds the state reached")
-    results = {
-        "restart": res.restart,
-        "seed": res.seed,
-        "stop_reason": res.stop_reason,
-        "steps": res.steps,
-        "epochs": res.epochs,
-        "num_parameters": ctx["num_parameters"],
-        "final": res.final,
-        "history": res.history,
-        **outputs,
-    }
-    config = {
-        "model": ctx["model"],
-        "dataset": ctx["dataset"],
-        "training": ctx["cfg"].to_dict(),
-        "seed": res.seed,
-        "base_seed": ctx["base_seed"],
-        "restarts": ctx["restarts"],
-        "device": ctx["device"],
-        "dtype": ctx["dtype"],
-        "evaluation": {
-            "mode": "eval",
-            "splits": ["train", "val", "test"],
-            "max_batch": ctx["cfg"].max_batch,
-            "weighting": "mean over samples",
-        },
-    }
-    record = make_record(
-        TRAIN_SCHEMA,
-        out_path=json_path,
-        command=invocation(),
-        inputs={},
-        config=config,
-        results=results,
-        timing_s=timing,
-        warnings=warnings,
-        env=environment(ctx["device"]),
-    )
-    return write_record(json_path, record)
 
 
 class _progress:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -338,7 +338,7 @@ def fit_curve(
                 point = combine([a, bend, b], coefficients(cfg.kind, t)[0].tolist())
                 value = loss_mean(functional_call(model, (point, scratch), (x[idx],)), y[idx], loss)
                 opt.zero_grad(set_to_none=True)
-                value.backward()
+                value.backward()  # type: ignore[no-untyped-call]
                 opt.step()
                 steps += 1
                 total += float(value.detach()) * idx.shape[0]
@@ -383,7 +383,7 @@ class Endpoint:
 
 
 def _distance(a: Params, b: Params) -> float:
-    return float(torch.sqrt(sum(((a[n] - b[n]).double() ** 2).sum() for n in a)))
+    return float(torch.sqrt(cast(torch.Tensor, sum(((a[n] - b[n]).double() ** 2).sum() for n in a))))
 
 
 def _path(

@@ -196,7 +196,7 @@ def _bound_warning(bound: float, values: np.ndarray) -> str:
     )
 
 
-def hypervolume(points: np.ndarray, reference: Sequence[float]) -> float:
+def hypervolume(points: np.ndarray, reference: Sequence[float] | np.ndarray) -> float:
     """Exact hypervolume dominated by ``points`` (minimisation) up to ``reference``, any dimension.
 
     Recursive slicing on the last objective; exact and fine for the tens of points a study has.

@@ -391,7 +391,7 @@ def summarize(scalars: list[dict[str, float | None]]) -> dict[str, dict[str, Any
             summary[key] = {"mean": None, "std": None, "min": None, "max": None, "n": 0}
             continue
         mean = sum(vals) / len(vals)  # type: ignore[arg-type]
-        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None  # type: ignore[operator]
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None  # type: ignore[operator, misc]
         summary[key] = {"mean": mean, "std": std, "min": min(vals), "max": max(vals), "n": len(vals)}  # type: ignore[type-var]
     return summary
 

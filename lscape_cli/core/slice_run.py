@@ -14,7 +14,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -54,8 +54,11 @@ class SliceData:
 class Group(Protocol):
     """The place of this process in a ``torchrun`` job (:class:`lscape_cli.distributed.Group`)."""
 
-    rank: int
-    world_size: int
+    @property
+    def rank(self) -> int: ...  # noqa: D102
+
+    @property
+    def world_size(self) -> int: ...  # noqa: D102
 
     @property
     def is_main(self) -> bool: ...  # noqa: D102
@@ -266,7 +269,8 @@ def _gather(group: Group, loss: Any, acc: Any, computed: tuple[list[int], list[f
     """One collective at the end: every rank's points to every rank (rank 0 writes them)."""
     if not group.active:
         return
-    for idx, ls, ac in group.gather(computed):  # type: ignore[misc]
+    gathered = cast(list[tuple[list[int], list[float], list[float]]], group.gather(computed))
+    for idx, ls, ac in gathered:
         for p, lv, av in zip(idx, ls, ac, strict=True):
             loss[p], acc[p] = lv, av
 
@@ -350,7 +354,7 @@ def _reference(data: SliceData) -> tuple[float, float, float]:
     times, result = [], (0.0, 0.0)
     model, x, y, n = data.module, data.x, data.y, data.num_samples
     max_batch = chunk_size(model, x, data.max_batch)  # the grid engine's chunks: same sums at the centre
-    params = dict(model.named_parameters())
+    params: dict[str, torch.Tensor] = dict(model.named_parameters())
     with torch.no_grad():
         for _ in range(3):
             buffers = {k: b.clone() for k, b in model.named_buffers()}  # train mode: BatchNorm writes them

@@ -90,7 +90,7 @@ def chunk_size(model: nn.Module, x: torch.Tensor, max_batch: int, target_bytes: 
     with torch.no_grad():
         out = model.get_submodule(name)(model.first_layer_input(x[:1]))  # type: ignore[operator]
     per_sample = out.numel() * out.element_size()
-    return max(1, min(max_batch, target_bytes // max(per_sample, 1)))
+    return max(1, min(max_batch, int(target_bytes // max(per_sample, 1))))
 
 
 def first_layer(model: nn.Module) -> str | None:
@@ -112,7 +112,8 @@ class _After(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """The layers after the first."""
-        return self.inner.forward_after_first(z)  # type: ignore[operator]
+        out: torch.Tensor = self.inner.forward_after_first(z)  # type: ignore[operator]
+        return out
 
 
 class _Slots:
@@ -134,11 +135,12 @@ class _Slots:
         for name, t in tensors.items():
             module, leaf = self._where[name]
             table = module._parameters if leaf in module._parameters else module._buffers
-            table[leaf] = t  # a plain tensor (no Parameter wrapper): read by the forward, never trained
+            table[leaf] = t  # type: ignore[assignment]  # a plain tensor (no Parameter wrapper): read by the forward, never trained
 
     def __call__(self, state: Params, inp: torch.Tensor) -> torch.Tensor:
         self.assign(state)
-        return self.net(inp)
+        out: torch.Tensor = self.net(inp)
+        return out
 
 
 def _loss_sum(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss: str) -> torch.Tensor:
@@ -309,7 +311,8 @@ class SurfaceEvaluator:
         if self._slots is not None:
             return self._slots(state, inp)
         buffers = {k: b.clone() for k, b in self._buffers.items()}  # train mode: BatchNorm writes them
-        return functional_call(self._net, (state, buffers), (inp,))
+        out: torch.Tensor = functional_call(self._net, (state, buffers), (inp,))
+        return out
 
     def _loop(self, rows: list[list[float]]) -> tuple[torch.Tensor, torch.Tensor]:
         states = self._states(rows)

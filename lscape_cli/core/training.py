@@ -92,7 +92,7 @@ def init_parameters(model: nn.Module, init: str, seed: int) -> None:
             torch.manual_seed(seed)
             for module in model.modules():
                 if module is not model and hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
+                    module.reset_parameters()  # type: ignore[operator]
         return
     kind, _, arg = init.partition(":")
     if kind != "normal" or not arg:
@@ -132,7 +132,8 @@ class StackedModel:
             return torch.stack(outs)
 
         def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.model, (p, b), (xb,))
+            out: torch.Tensor = functional_call(self.model, (p, b), (xb,))
+            return out
 
         return vmap(one, in_dims=(0, 0, 0 if per_restart_x else None))(self.params, self.buffers, x)
 
@@ -171,6 +172,7 @@ class Optimizer:
         self.t += 1
         for n, p in params.items():
             g = p.grad
+            assert g is not None  # step() follows backward()
             mask = active.view(-1, *([1] * (p.dim() - 1)))
             if c.optimizer == "adamw":
                 new_p = p * (1 - c.lr * c.weight_decay)
@@ -328,8 +330,8 @@ def _train_epoch(
         for i in torch.nonzero(newly_bad).flatten().tolist():
             tr.stop[i] = "diverged"
         active = active & finite
-        torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
-        gnorm = torch.sqrt(sum(p.grad.flatten(1).pow(2).sum(1) for p in stacked.params.values()))  # type: ignore[union-attr]
+        torch.where(active, losses, torch.zeros_like(losses)).sum().backward()  # type: ignore[no-untyped-call]
+        gnorm = torch.sqrt(sum(p.grad.flatten(1).pow(2).sum(1) for p in stacked.params.values()))  # type: ignore[union-attr, arg-type, misc]
         opt.step(stacked.params, active)
         loss_acc += torch.where(active, losses.detach(), 0.0)
         gnorm_acc += torch.where(active, gnorm, 0.0)

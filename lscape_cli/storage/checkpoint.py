@@ -19,6 +19,7 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -26,9 +27,32 @@ from safetensors import SafetensorError, safe_open
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage.files import atomic_path, check_input
 
+if TYPE_CHECKING:
+    from lscape_cli.models import ModelSpec
+
 CHECKPOINT_SCHEMA = "lscape.checkpoint/1"
 TRAJECTORY_SCHEMA = "lscape.trajectory/1"
 JSON_KEYS = ("model", "dataset", "training", "metrics", "versions")
+
+
+class ModelMeta(TypedDict):
+    """``model``: a registry name and the options of its config dataclass."""
+
+    name: str
+    config: dict[str, Any]
+
+
+class CheckpointMeta(TypedDict, total=False):
+    """A checkpoint's (or trajectory's) parsed header metadata; see the module docstring per key."""
+
+    schema: str | None  # "lscape.checkpoint/1"; None for a plain file described by --model-config
+    model: ModelMeta
+    dataset: dict[str, Any]  # DatasetSpec.describe(): name, split seed, sizes, normalisation, shapes
+    training: dict[str, Any]  # TrainConfig.to_dict() + seed, restart(s), base_seed, stop_reason, ...
+    metrics: dict[str, float]  # {split}_loss, {split}_accuracy
+    versions: dict[str, str]  # lscape, torch, python
+    epochs: list[int]  # trajectory files: the epoch of each snapshot
+    steps: list[int]  # trajectory files: the step of each snapshot
 
 
 @dataclass
@@ -37,7 +61,7 @@ class Checkpoint:
 
     path: Path
     state: dict[str, torch.Tensor]
-    meta: dict[str, object]
+    meta: CheckpointMeta
 
 
 _DTYPES = {
@@ -146,7 +170,7 @@ def read_raw_metadata(path: Path) -> dict[str, str]:
         raise _open_error(path, exc) from exc
 
 
-def read_metadata(path: Path, expect: str = CHECKPOINT_SCHEMA) -> dict[str, object]:
+def read_metadata(path: Path, expect: str = CHECKPOINT_SCHEMA) -> dict[str, Any]:
     """Parsed lscape metadata (no tensors loaded); error if the file carries none or another schema."""
     raw = read_raw_metadata(path)
     schema = raw.get("lscape_schema")
@@ -164,7 +188,7 @@ def read_metadata(path: Path, expect: str = CHECKPOINT_SCHEMA) -> dict[str, obje
             str(path),
             "use the lscape version that wrote it",
         )
-    meta: dict[str, object] = {"schema": schema}
+    meta: dict[str, Any] = {"schema": schema}
     for key, value in raw.items():
         if key in ("format", "lscape_schema"):
             continue
@@ -177,7 +201,7 @@ def read_metadata(path: Path, expect: str = CHECKPOINT_SCHEMA) -> dict[str, obje
     return meta
 
 
-def read_model_config(path: Path) -> dict[str, object]:
+def read_model_config(path: Path) -> dict[str, Any]:
     """A ``--model-config`` JSON file: ``{"model": {...}, "dataset": {...}}`` or just the model part."""
     check_input(path, "model config")
     try:
@@ -195,7 +219,7 @@ def load_checkpoint(path: Path, model_config: Path | None = None) -> Checkpoint:
     """Tensors plus metadata; ``model_config`` describes a plain safetensors file from elsewhere."""
     if model_config is not None:
         read_raw_metadata(path)
-        meta: dict[str, object] = {"schema": None, **read_model_config(model_config)}
+        meta: dict[str, Any] = {"schema": None, **read_model_config(model_config)}
     else:
         meta = read_metadata(path)
     _check_complete(path)
@@ -204,7 +228,7 @@ def load_checkpoint(path: Path, model_config: Path | None = None) -> Checkpoint:
             state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise _open_error(path, exc) from exc
-    return Checkpoint(path=path, state=state, meta=meta)
+    return Checkpoint(path=path, state=state, meta=cast(CheckpointMeta, meta))
 
 
 def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
@@ -244,7 +268,7 @@ def load_trajectory(path: Path) -> Checkpoint:
     _check_complete(path)
     with safe_open(str(path), framework="pt") as fh:
         state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
-    return Checkpoint(path=path, state=state, meta=meta)
+    return Checkpoint(path=path, state=state, meta=cast(CheckpointMeta, meta))
 
 
 @dataclass
@@ -253,7 +277,7 @@ class LoadedModel:
 
     module: torch.nn.Module
     checkpoint: Checkpoint
-    spec: object  # lscape_cli.models.ModelSpec
+    spec: ModelSpec
 
 
 def load_model(
@@ -278,7 +302,7 @@ def load_model(
             "checkpoint metadata has no 'model' entry", str(path), "pass --model-config spec.json"
         )
     where = f"{model_config or path} (model description)"
-    spec = ModelSpec.from_dict(ckpt.meta["model"], where=where)  # type: ignore[arg-type]
+    spec = ModelSpec.from_dict(dict(ckpt.meta["model"]), where=where)
     module = build(spec)
     load_state_strict(module, ckpt.state, str(path))
     module.to(device=device, dtype=dtype).eval()
