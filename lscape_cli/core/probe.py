@@ -12,21 +12,29 @@ Keys of ``results`` (each estimate carries its method, budget, seed and uncertai
   of each candidate under ``measure``), and the memory plan: ``chunk_size``, ``num_chunks``,
   ``retain_chunks``, ``memory_budget_mib``, measured ``graph_bytes_per_sample`` (see
   :func:`lscape_cli.core.memory.plan`).
-- ``lambda_max``: ``{"estimate", "residual", "relative_residual", "error_bound", "converged",
-  "iterations", "num_matvecs", "method", "tol", "stop", "seed"}`` (Lanczos, stopped on the Ritz
-  residual's error bound ``min(r, r²/δ̂)`` or on ``r`` itself, see :mod:`lscape_cli.core.spectrum`).
-- ``top_k``: ``{"eigenvalues", "residuals", ...}`` the K largest, same run as ``lambda_max``.
-- ``lambda_min``: like ``lambda_max`` for the smallest (most negative) eigenvalue.
+- ``lambda_max``: ``{"estimate", "residual", "relative_residual", "ritz_residual_estimate",
+  "error_bound", "converged", "iterations", "num_matvecs", "method", "tol", "stop", "seed", "shared_run",
+  "residual_method"}`` (Lanczos, stopped on the Ritz residual's error bound ``min(r, r²/δ̂)`` or on ``r``
+  itself, see :mod:`lscape_cli.core.spectrum`); ``residual`` is ``‖Hv − λv‖`` computed with one more
+  product per reported pair, ``ritz_residual_estimate`` the recurrence's estimate the stop used.
+- ``top_k``: ``{"eigenvalues", "residuals", "ritz_residual_estimates", "converged", "converged_pairs",
+  ...}`` the K largest, same run as ``lambda_max``.
+- ``lambda_min``: like ``lambda_max`` for the smallest (most negative) eigenvalue; with ``lambda_max`` in
+  one run over both ends (``shared_run``), each quantity is judged on its own pairs and the run stops
+  once all have converged.
 - ``condition_number``: ``{"estimate": lambda_max/lambda_min or null, "note"}``.
 - ``trace``, ``frobenius``: ``{"estimate", "stderr", "method", "num_matvecs", "seed"}``, both from one
   set of Hessian-vector products (Hutchinson or Hutch++).
 - ``density``: SLQ ``{"nodes", "weights", "grid", "density", "sigma", "num_runs", "num_steps",
   "num_matvecs", "seed", "trace", "moment2"}``.
-- ``effective_rank``: ``{"estimate", "method"}`` (from the SLQ measure); ``stable_rank`` and
+- ``effective_rank``: ``{"estimate", "stderr", "stderr_method", "num_runs", "num_steps", "num_matvecs",
+  "method"}`` (from the SLQ measure, jackknife standard error over runs); ``stable_rank`` and
   ``participation_ratio``: ``{"estimate", "from"}`` when their inputs were measured.
 - ``grad_norm``: ``{"estimate", "method": "exact"}``.
-- ``sharpness``: one entry per eps: ``{"eps", "random", "worst_case", "quadratic_prediction"}``.
-- ``noise``: weight-noise robustness curve with the ``1/2 sigma^2 tr(H)`` prediction when the trace is known.
+- ``sharpness``: one entry per eps: ``{"eps", "random", "worst_case", "quadratic_prediction"}``; the
+  prediction shows ``eps ||g||`` beside ``1/2 eps^2 lambda_max`` (:func:`.sharpness.ball_prediction`).
+- ``noise``: weight-noise robustness curve with the ``1/2 sigma^2 tr(H)`` prediction when the trace is
+  known, compared with the measured rise (:func:`.sharpness.noise_prediction`).
 - ``pac_bayes``: the largest sigma within the target (and its magnitude-aware variant when asked).
 - ``stability``: ``eta * lambda_max`` against the optimiser's threshold.
 """
