@@ -21,7 +21,8 @@ Lanczos (Lanczos 1950; Golub & Van Loan, "Matrix Computations", 4th ed., §10.1)
 ``T_m s_i = θ_i s_i`` has residual ``‖H y_i − θ_i y_i‖ = |β_m · s_{m,i}|`` (the last component of ``s_i``),
 so the stopping test costs no extra product. Once a pair has converged that estimate can underflow to
 exactly 0, so ``true_residuals=True`` (what ``lscape probe`` reports) computes ``‖H y_i − θ_i y_i‖`` for
-every reported pair with one more product each and keeps the estimates as ``ritz_residuals``. The basis is kept and every new vector is orthogonalised
+every reported pair with one more product each and keeps the estimates as ``ritz_residuals``.
+The basis is kept and every new vector is orthogonalised
 against all previous ones (two classical Gram-Schmidt passes, "twice is enough"), so the recurrence's
 residual stays the true residual up to rounding of the products and no spurious copies ("ghosts") of
 converged eigenvalues appear. Memory: ``m`` vectors of ``n`` parameters.
