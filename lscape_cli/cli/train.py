@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from lscape_cli.cli.console import emit_json, err
+from lscape_cli.cli._train_report import Progress, print_summary
+from lscape_cli.cli.console import emit_json
 from lscape_cli.cli.options import (
+    DataFileOpt,
     DataRootOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
     MaxBatchOpt,
+    ModelArgsOpt,
+    ModelDefOpt,
     OverwriteOpt,
     QuietOpt,
     SeedOpt,
     data_root,
+    user_inputs,
 )
 from lscape_cli.errors import DivergedError, LscapeError
 
@@ -44,60 +48,20 @@ def _batch_size(value: str) -> int | None:
     return n
 
 
-def output_stems(out: Path, name: str, restarts: int) -> list[Path]:
-    """File stems per restart: ``OUT/NAME`` for one run, ``OUT/NAME-r000`` ... (sorting by restart) for many."""
-    if restarts == 1:
-        return [out / name]
-    width = max(3, len(str(restarts - 1)))
-    return [out / f"{name}-r{r:0{width}d}" for r in range(restarts)]
-
-
-def _check_outputs(out: Path, name: str, restarts: int, trajectory: bool, overwrite: bool) -> None:
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise LscapeError(
-            "output directory's parent does not exist", str(parent), "create it first or choose another --out"
-        )
-    if out.exists() and not out.is_dir():
-        raise LscapeError("--out exists and is not a directory", str(out), "choose a directory path")
-    suffixes = [".safetensors", ".train.json"] + ([".trajectory.safetensors"] if trajectory else [])
-    clash = _existing_outputs(out, name, restarts, suffixes)
-    if clash and not overwrite:
-        raise LscapeError(
-            "output exists",
-            clash[0] + (f" and {len(clash) - 1} more" if len(clash) > 1 else ""),
-            "pass --overwrite to replace, or choose another --out/--name",
-        )
-
-
-def _existing_outputs(out: Path, name: str, restarts: int, suffixes: list[str]) -> list[str]:
-    """Files in OUT that this run would write (one listing of OUT, however many restarts)."""
-    if not out.is_dir():
-        return []
-    stems = {s.name for s in output_stems(out, name, 1)} if restarts == 1 else None
-    width = max(3, len(str(restarts - 1)))
-    pattern = re.compile(re.escape(name) + r"-r(\d+)")
-    clash = []
-    for path in sorted(out.iterdir()):
-        for suffix in suffixes:
-            stem = path.name[: -len(suffix)] if path.name.endswith(suffix) else None
-            if stem is None or (suffix == ".safetensors" and stem.endswith(".trajectory")):
-                continue
-            match = pattern.fullmatch(stem)
-            mine = match is not None and len(match[1]) == width and int(match[1]) < restarts
-            if (stem in stems) if stems is not None else mine:
-                clash.append(str(path))
-    return clash
-
-
 def _model_options(**opts: Any) -> dict[str, Any]:
     return {k: v for k, v in opts.items() if v is not None}
 
 
 def train(
     model: Annotated[
-        str, typer.Option(help="Architecture: mlp, cnn, resnet, linear.", rich_help_panel=MODEL)
+        str,
+        typer.Option(
+            help="Architecture: mlp, cnn, resnet, linear, or torchvision:NAME (e.g. torchvision:resnet18).",
+            rich_help_panel=MODEL,
+        ),
     ] = "mlp",
+    model_def: ModelDefOpt = None,
+    model_args: ModelArgsOpt = None,
     depth: Annotated[int | None, typer.Option(help="mlp: hidden layers [1].", rich_help_panel=MODEL)] = None,
     width: Annotated[
         int | None,
@@ -137,7 +101,8 @@ def train(
     dataset: Annotated[
         str,
         typer.Option(
-            help="digits, mnist-5k (offline), mnist, fashion-mnist, cifar10 (torchvision), synthetic.",
+            help="digits, mnist-5k (offline), mnist, fashion-mnist, cifar10, torchvision:CLASS (torchvision), "
+            "synthetic.",
             rich_help_panel=DATA,
         ),
     ] = "mnist-5k",
@@ -162,6 +127,7 @@ def train(
     num_samples: Annotated[
         int | None, typer.Option(help="synthetic: samples [2000].", rich_help_panel=DATA)
     ] = None,
+    data_file: DataFileOpt = None,
     data_root_: DataRootOpt = None,
     download: Annotated[
         bool, typer.Option(help="Download a torchvision dataset if missing.", rich_help_panel=DATA)
@@ -259,7 +225,9 @@ def train(
         )
     if init != "default" and not _valid_init(init):
         raise LscapeError(f"invalid init {init!r}", "--init", "use 'default' or 'normal:STD', e.g. normal:1")
-    _check_outputs(out, name, restarts, save_trajectory is not None, overwrite)
+    from lscape_cli.storage.train_record import check_outputs
+
+    check_outputs(out, name, restarts, save_trajectory is not None, overwrite)
     cfg = TrainConfig(
         loss=loss,
         optimizer=optimizer,
@@ -294,7 +262,8 @@ def train(
     from lscape_cli.datasets import DatasetSpec
 
     dspec = DatasetSpec(
-        name=dataset,
+        name="file" if data_file else dataset,
+        path=str(data_file.resolve()) if data_file else None,
         split_seed=split_seed,
         train_size=train_size,
         val_size=val_size,
@@ -318,6 +287,7 @@ def train(
         dtype_name=dtype,
         json_out=json_out,
         quiet=quiet or json_out,
+        user=user_inputs(model_def, model_args, False, data_file),
     )
 
 
@@ -345,12 +315,14 @@ def run_training(
     dtype_name: str,
     json_out: bool,
     quiet: bool,
+    user: Any = None,
 ) -> None:
     """Load data, build the model, train, write every file, report."""
     from lscape_cli import datasets, models
     from lscape_cli.core import budget
     from lscape_cli.core.training import train_restarts
     from lscape_cli.runtime import resolve_device, resolve_dtype
+    from lscape_cli.storage.train_record import output_stems
 
     t0 = time.perf_counter()
     device, dtype = resolve_device(device_name), resolve_dtype(dtype_name)
@@ -362,19 +334,17 @@ def run_training(
         raise LscapeError(
             "--patience needs a validation split", "--val-size 0", "give --val-size > 0 or drop --patience"
         )
-    mspec = models.make_spec(
-        model_name, {**model_opts, "input_shape": splits.input_shape, "num_classes": splits.num_classes}
-    )
-    n_train = splits.sizes()["train"]
-    size = budget.Problem(budget.num_parameters_of(lambda: models.build(mspec)), n_train, dtype.itemsize)
-    every, batch = cfg.trajectory_every, cfg.batch_size or n_train
+    mspec, module, initial_state, notes = _model_for(model_name, model_opts, user, splits, cfg)
+    size = budget.Problem.of(module, splits.sizes()["train"])
+    every, batch = cfg.trajectory_every, cfg.batch_size or size.num_samples
     budget.check(budget.training_demands(restarts, cfg.epochs, cfg.max_steps, batch, every, size), device)
-    module = models.build(mspec)
-    stems = output_stems(out, name, restarts)
+    stems = output_stems(out, name, restarts)  # after the budget: a huge --restarts is refused first
     t_setup = time.perf_counter() - t0
     seeds = [seed + r for r in range(restarts)]
-    with _progress(quiet, cfg.epochs, restarts) as on_epoch:
-        results = train_restarts(module, splits, cfg, seeds, device, dtype, on_epoch=on_epoch)
+    with Progress(quiet, cfg.epochs, restarts) as on_epoch:
+        results = train_restarts(
+            module, splits, cfg, seeds, device, dtype, on_epoch=on_epoch, initial_state=initial_state
+        )
     t_train = time.perf_counter() - t0 - t_setup
     out.mkdir(exist_ok=True)
     context = {
@@ -386,6 +356,7 @@ def run_training(
         "restarts": restarts,
         "base_seed": seed,
         "num_parameters": models.num_parameters(module),
+        "warnings": notes,
     }
     from lscape_cli.cli import invocation
     from lscape_cli.storage.train_record import write_run
@@ -398,66 +369,48 @@ def run_training(
         for text in texts:
             emit_json(text)  # one record per line (JSON Lines)
     if not quiet:
-        _summary(results, stems)
+        print_summary(results, stems)
     _final_status(results)
 
 
-class _progress:
-    """A rich progress bar on stderr (a no-op when quiet); yields the engine's on_epoch callback."""
+def _model_for(name: str, opts: dict[str, Any], user: Any, splits: Any, cfg: Any) -> tuple[Any, ...]:
+    """``(spec, module, initial_state, warnings)``: a registry model, or the user's (``--model-def``)."""
+    from lscape_cli import models, usermodel
 
-    def __init__(self, quiet: bool, epochs: int, restarts: int) -> None:
-        self.quiet, self.epochs, self.restarts = quiet, epochs, restarts
-        self.bar: Any = None
-
-    def __enter__(self) -> Any:
-        if self.quiet:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            TextColumn("train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
+    source = user.model_def if user is not None and user.model_def else None
+    if name.startswith("torchvision:"):
+        source = source or name
+    if source is None:
+        if user is not None and user.model_args:
+            raise LscapeError(
+                "--model-args is for --model-def and torchvision models",
+                "--model-args",
+                "registry models take --depth, --width, ...",
+            )
+        mspec = models.make_spec(
+            name, {**opts, "input_shape": splits.input_shape, "num_classes": splits.num_classes}
         )
-        self.bar.start()
-        task = self.bar.add_task("", total=self.epochs)
-
-        def on_epoch(info: dict[str, Any]) -> None:
-            losses = [v for v in info["train_loss"] if v == v]
-            desc = f"active {info['active']}/{self.restarts}  loss {min(losses):.4g}" if losses else ""
-            self.bar.update(task, completed=info["epoch"], description=desc)
-
-        return on_epoch
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def _summary(results: list[Any], stems: list[Path]) -> None:
-    from rich.table import Table
-
-    table = Table(title="lscape train", show_lines=False)
-    for col in ("run", "seed", "stop", "epochs", "steps", "train loss", "val loss", "test acc", "file"):
-        table.add_column(col)
-    for res, stem in zip(results, stems, strict=True):
-        f = res.final
-        table.add_row(
-            str(res.restart),
-            str(res.seed),
-            res.stop_reason,
-            str(res.epochs),
-            str(res.steps),
-            f"{f.get('train_loss', float('nan')):.4g}",
-            f"{f.get('val_loss', float('nan')):.4g}",
-            f"{f.get('test_accuracy', float('nan')):.4f}",
-            "-" if res.stop_reason == "diverged" else f"{stem.name}.safetensors",
+        _check_model_size(mspec, splits)
+        return mspec, models.build(mspec), None, []
+    if opts:
+        raise LscapeError(
+            f"--{next(iter(opts))} applies to the registry models, not to {source}",
+            "--model-def",
+            "pass the model's own arguments with --model-args JSON",
         )
-    err.print(table)
+    kwargs = usermodel.parse_kwargs(user.model_args if user is not None else None)
+    tm = usermodel.for_training(source, kwargs, splits, cfg.loss, cfg.init)
+    return tm.spec, tm.module, tm.initial_state, tm.notes
+
+
+def _check_model_size(mspec: Any, splits: Any) -> None:
+    """Refuse a registry model too large for the device, counted on the meta device before building it."""
+    from lscape_cli import models
+    from lscape_cli.core import budget
+
+    x = splits.x["train"]
+    n = budget.num_parameters_of(lambda: models.build(mspec))
+    budget.check([budget.model_demand(n, x.element_size())], x.device)
 
 
 def _final_status(results: list[Any]) -> None:

@@ -209,17 +209,20 @@ def training_demands(
         samples, option, value = count(max_steps) * batch, "--max-steps", max_steps
     per_sample = GRADIENT_FORWARDS * size.forward / max(size.num_samples, 1)
     return [
-        Demand(
-            "--width/--depth",
-            size.num_params,
-            "its parameters and training state",
-            bytes=state,
-            label=f"a model of {size.num_params:.3g} parameters",
-        ),
+        model_demand(size.num_params, size.itemsize),
         Demand("--restarts", restarts, "restarts trained together", bytes=r * state),
         Demand(option, value, "training", r * samples * per_sample),
         *_trajectory(restarts, epochs, snapshots_every, size),
     ]
+
+
+def model_demand(num_params: int, itemsize: int) -> Demand:
+    """A model's parameters and training state (gradients, two optimizer moments), one restart."""
+    state = count(num_params) * itemsize * TRAINING_COPIES
+    label = f"a model of {num_params:.3g} parameters"
+    return Demand(
+        "--width/--depth", num_params, "its parameters and training state", bytes=state, label=label
+    )
 
 
 def _trajectory(restarts: int, epochs: int, every: int | None, size: Problem) -> list[Demand]:

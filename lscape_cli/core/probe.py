@@ -42,7 +42,6 @@ Keys of ``results`` (each estimate carries its method, budget, seed and uncertai
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,8 +52,7 @@ from lscape_cli.core import sharpness as sharp
 from lscape_cli.core import spectrum, trace
 from lscape_cli.core.budget import GRADIENT_FORWARDS, Demand, Problem, check, count
 from lscape_cli.core.hvp import HVP, Objective, gradient, norm, plan
-
-ProgressFn = Callable[[dict[str, Any]], None]
+from lscape_cli.core.progress import ProgressFn
 
 
 @dataclass(frozen=True)

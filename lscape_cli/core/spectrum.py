@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 
+from lscape_cli.core.choices import EigStop
 from lscape_cli.core.hvp import Operator, Params, ProgressFn, flatten, gaussian, unflatten
 
 WHICH = ("largest", "smallest", "both")
@@ -307,7 +308,7 @@ def _error_bounds(theta: torch.Tensor, res: torch.Tensor, idx: torch.Tensor) -> 
     return out
 
 
-STOPS = ("bound", "residual")
+STOPS = EigStop.values()
 
 
 def _ends(k: int, which: str, k_smallest: int | None) -> tuple[int, int]:

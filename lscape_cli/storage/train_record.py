@@ -10,6 +10,7 @@ The ``lscape.train/1`` record (schema: ``storage/schemas/train.schema.json``): `
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any, TypedDict
@@ -18,6 +19,7 @@ import torch
 
 from lscape_cli import __version__
 from lscape_cli.core.training import RunResult
+from lscape_cli.errors import LscapeError
 from lscape_cli.storage.checkpoint import CheckpointMeta, save_checkpoint, save_trajectory
 from lscape_cli.storage.files import sha256_file
 from lscape_cli.storage.records import environment, make_record, write_record
@@ -71,7 +73,7 @@ def write_run(
     ckpt_path = Path(str(stem) + ".safetensors")
     json_path = Path(str(stem) + ".train.json")
     outputs: dict[str, Any] = {"checkpoint": None, "trajectory": None}
-    warnings = []
+    warnings = list(ctx.get("warnings", []))
     if res.stop_reason == "diverged":
         warnings.append(f"training diverged (non-finite loss) at step {res.steps}; no checkpoint written")
     else:
@@ -136,3 +138,49 @@ def write_run(
         env=environment(ctx["device"]),
     )
     return write_record(json_path, record)
+
+
+def output_stems(out: Path, name: str, restarts: int) -> list[Path]:
+    """File stems per restart: ``OUT/NAME`` for one run, ``OUT/NAME-r000``, ... (by restart) for many."""
+    if restarts == 1:
+        return [out / name]
+    width = max(3, len(str(restarts - 1)))
+    return [out / f"{name}-r{r:0{width}d}" for r in range(restarts)]
+
+
+def check_outputs(out: Path, name: str, restarts: int, trajectory: bool, overwrite: bool) -> None:
+    """Refuse an output directory whose parent is missing, or files that exist without ``overwrite``."""
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise LscapeError(
+            "output directory's parent does not exist", str(parent), "create it first or choose another --out"
+        )
+    if out.exists() and not out.is_dir():
+        raise LscapeError("--out exists and is not a directory", str(out), "choose a directory path")
+    suffixes = [".safetensors", ".train.json"] + ([".trajectory.safetensors"] if trajectory else [])
+    clash = _existing_outputs(out, name, restarts, suffixes)
+    if clash and not overwrite:
+        raise LscapeError(
+            "output exists",
+            clash[0] + (f" and {len(clash) - 1} more" if len(clash) > 1 else ""),
+            "pass --overwrite to replace, or choose another --out/--name",
+        )
+
+
+def _existing_outputs(out: Path, name: str, restarts: int, suffixes: list[str]) -> list[str]:
+    """Files in OUT this run would write, from one listing of OUT (not one lookup per restart)."""
+    if not out.is_dir():
+        return []
+    width = max(3, len(str(restarts - 1)))
+    pattern = re.compile(re.escape(name) + r"-r(\d+)")
+    clash = []
+    for path in sorted(out.iterdir()):
+        for suffix in suffixes:
+            if not path.name.endswith(suffix):
+                continue
+            stem = path.name[: -len(suffix)]
+            match = pattern.fullmatch(stem)
+            mine = match is not None and len(match[1]) == width and int(match[1]) < restarts
+            if stem == name if restarts == 1 else mine:
+                clash.append(str(path))
+    return clash
