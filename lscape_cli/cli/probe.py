@@ -92,6 +92,41 @@ def probe(
             rich_help_panel=CURV,
         ),
     ] = "bound",
+    curvature: Annotated[
+        str,
+        typer.Option(
+            help="Matrix of every spectral quantity: hessian, ggn (generalised Gauss-Newton = exact Fisher), "
+            "fisher (Monte-Carlo, labels sampled from the model) or empirical-fisher (per-sample gradients).",
+            rich_help_panel=CURV,
+        ),
+    ] = "hessian",
+    fisher_samples: Annotated[
+        int, typer.Option(min=1, help="--curvature fisher: labels drawn per input.", rich_help_panel=CURV)
+    ] = 1,
+    params: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--params",
+            metavar="REGEX",
+            help="Restrict spectral quantities to the parameters whose names fully match (repeatable), "
+            "e.g. 'hidden\\.0\\..*'.",
+            rich_help_panel=CURV,
+        ),
+    ] = None,
+    per_layer: Annotated[
+        bool,
+        typer.Option(
+            "--per-layer", help="Also each module's block, one run each (a table).", rich_help_panel=CURV
+        ),
+    ] = False,
+    save_eigenvectors: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Write the top-k eigenvectors as a direction file for lscape slice --directions.",
+            rich_help_panel=CURV,
+        ),
+    ] = None,
     hvp: Annotated[
         str,
         typer.Option(
@@ -206,15 +241,20 @@ def probe(
     Writes CKPT.probe.json (every estimate with its method, budget, seed and uncertainty). Exit codes:
     0 ok, 1 error, 3 a --check failed.
 
-    Example:
+    Example commands:
+
+    \b
         lscape probe sample_checkpoints/mlp-d4-r000.safetensors --lambda-max --trace --json | jq .results.lambda_max
-    """
+        lscape probe sample_checkpoints/mlp-d4-r000.safetensors --curvature ggn --per-layer --top-k 3
+        lscape probe sample_checkpoints/mlp-d4-r000.safetensors --params 'hidden.0.*' --top-k 2 \\
+            --save-eigenvectors top2.safetensors
+    """  # noqa: D301 (\b keeps click from re-wrapping the examples)
     from lscape_cli.core import checks as chk
     from lscape_cli.core.probe import ProbeRequest
 
     t0 = time.perf_counter()
     checks = list(check or [])
-    _validate(trace_method, sharpness_kind, bias, pac_bayes_metric, hvp, stop)
+    _validate(trace_method, sharpness_kind, bias, pac_bayes_metric, hvp, stop, curvature)
     _validate_memory(memory_budget, retain_chunks)
     for expr in checks:
         _check_syntax(expr)
@@ -223,6 +263,9 @@ def probe(
         raise LscapeError(
             "output directory does not exist", str(out_path.parent), "create it or choose another --out"
         )
+    from lscape_cli.cli import _probe_curvature as pc
+
+    pc.check_eigenvector_output(save_eigenvectors, num_batches, batch_size)
     setup = load_for_eval(
         checkpoint,
         model_config=model_config,
@@ -249,9 +292,13 @@ def probe(
         stability,
     ]
     default_set = not any(flags)
+    pc.check_params(setup.loaded.module, params)
     training = setup.loaded.checkpoint.meta.get("training") or {}
     req = ProbeRequest(
-        lambda_max=lambda_max or default_set or "lambda_max" in _refs(checks),
+        lambda_max=lambda_max
+        or default_set
+        or "lambda_max" in _refs(checks)
+        or save_eigenvectors is not None,
         top_k=top_k,
         lambda_min=lambda_min,
         trace=trace or default_set,
@@ -284,13 +331,20 @@ def probe(
         memory_budget_mib=memory_budget,
         retain_chunks=retain_chunks,
         bias=bias,
+        curvature=curvature,
+        fisher_samples=fisher_samples,
+        params=tuple(params or ()),
+        per_layer=per_layer,
+        eigenvectors=save_eigenvectors is not None,
     )
     t_load = time.perf_counter() - t0
     from lscape_cli.distributed import group_from_env
 
     with group_from_env(setup.device) as group:
         quiet = quiet or json_out or not group.is_main
-        results, scalars = _measure(setup, req, num_batches, batch_size, seed, max_batch, quiet, group)
+        results, scalars, vectors = _measure(
+            setup, req, num_batches, batch_size, seed, max_batch, quiet, group
+        )
     if not group.is_main:
         return
     t_measure = time.perf_counter() - t0 - t_load
@@ -311,10 +365,16 @@ def probe(
     from lscape_cli.storage.records import to_json, write_record
 
     write_record(out_path, record)
+    if save_eigenvectors is not None and vectors is not None:
+        pc.save_eigenvectors(save_eigenvectors, vectors, checkpoint, setup.loaded.spec.to_dict(), results)
     if json_out:
         emit_json(to_json(record))
     elif not quiet:
         _table(results, scalars, out_path)
+        if "per_layer" in results:
+            from lscape_cli.cli._probe_curvature import layer_table
+
+            err.print(layer_table(results))
     failed = [c for c in check_rows if not c["passed"]]
     if failed:
         for c in failed:
@@ -337,7 +397,9 @@ def _check_syntax(expr: str) -> None:
         raise LscapeError(str(exc), "--check", "write a comparison such as 'lambda_max < 200'") from exc
 
 
-def _validate(trace_method: str, kind: str, bias: str, metric: str, hvp: str, stop: str) -> None:
+def _validate(
+    trace_method: str, kind: str, bias: str, metric: str, hvp: str, stop: str, curvature: str
+) -> None:
     choices = {
         "--trace-method": (trace_method, ("krylov-hutch++", "hutch++", "hutchinson")),
         "--sharpness-kind": (kind, ("l2", "filter", "adaptive")),
@@ -345,6 +407,7 @@ def _validate(trace_method: str, kind: str, bias: str, metric: str, hvp: str, st
         "--pac-bayes-metric": (metric, ("error", "loss")),
         "--hvp": (hvp, ("auto", "measure", "double_backward", "fwd_rev", "vmap")),
         "--stop": (stop, ("bound", "residual")),
+        "--curvature": (curvature, ("hessian", "ggn", "fisher", "empirical-fisher")),
     }
     for option, (value, allowed) in choices.items():
         if value not in allowed:
@@ -373,7 +436,7 @@ def _measure(
     max_batch: int,
     quiet: bool,
     group: Any,
-) -> tuple[dict[str, Any], dict[str, float | None]]:
+) -> tuple[dict[str, Any], dict[str, float | None], Any]:
     import torch
 
     from lscape_cli.core.hvp import Objective
@@ -398,7 +461,7 @@ def _measure(
     with StatusLine(quiet, "probe") as on_step:
         if num_batches == 1 and batch_size is None:
             res = run_probe(objective(setup.x, setup.y), req, on_step)
-            return res.results, res.scalars
+            return res.results, res.scalars, res.eigenvectors
         n = int(setup.y.shape[0])
         size = batch_size or n // num_batches
         if size < 1 or size * num_batches > n:
@@ -415,15 +478,19 @@ def _measure(
         ]
         per_batch, summary = run_on_batches(objs, req, on_step)
     scalars = {k: v["mean"] for k, v in summary.items()}
-    return {
-        "batches": {
-            "num_batches": num_batches,
-            "batch_size": size,
-            "seed": seed,
-            "summary": summary,
-            "per_batch": per_batch,
-        }
-    }, scalars
+    return (
+        {
+            "batches": {
+                "num_batches": num_batches,
+                "batch_size": size,
+                "seed": seed,
+                "summary": summary,
+                "per_batch": per_batch,
+            }
+        },
+        scalars,
+        None,
+    )
 
 
 def _record(
@@ -469,7 +536,11 @@ def _record(
 def _table(results: dict[str, Any], scalars: dict[str, float | None], out_path: Path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"lscape probe -> {out_path}")
+    cur = results.get("curvature") or {}
+    what = "" if cur.get("kind", "hessian") == "hessian" else f" ({cur['kind']})"
+    if isinstance(cur.get("params"), list):
+        what += f" [block: {cur['num_params']:,} parameters]"
+    table = Table(title=f"lscape probe{what} -> {out_path}")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     table.add_column("uncertainty / convergence")

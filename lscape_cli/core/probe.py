@@ -8,6 +8,10 @@ repeats it on disjoint batches and summarises every scalar (mean, std, min, max)
 Keys of ``results`` (each estimate carries its method, budget, seed and uncertainty/convergence):
 
 - ``loss``: ``{"value", "accuracy", "num_samples"}`` at the checkpoint.
+- ``curvature``: which matrix the spectral quantities below describe (``kind``: ``hessian``, ``ggn``,
+  ``fisher`` or ``empirical-fisher``, its ``definition``, for ``fisher`` ``mc_samples`` and ``mc_seed``;
+  see :mod:`lscape_cli.core.curvature`), and the parameter block: ``params`` (``"all"`` or the names
+  matched by ``ProbeRequest.params``) and ``num_params``.
 - ``hvp`` (when Hessian-vector products ran): the strategy, how it was chosen (``seconds_per_product``
   of each candidate under ``measure``), and the memory plan: ``chunk_size``, ``num_chunks``,
   ``retain_chunks``, ``memory_budget_mib``, measured ``graph_bytes_per_sample`` (see
@@ -29,19 +33,29 @@ Keys of ``results`` (each estimate carries its method, budget, seed and uncertai
 - ``noise``: weight-noise robustness curve with the ``1/2 sigma^2 tr(H)`` prediction when the trace is known.
 - ``pac_bayes``: the largest sigma within the target (and its magnitude-aware variant when asked).
 - ``stability``: ``eta * lambda_max`` against the optimiser's threshold.
+- ``per_layer`` (when asked): ``{"grouping", "blocks": [{"block", "params", "num_params", "lambda_max",
+  "top_k", "lambda_min", "trace", "frobenius", "density", "effective_rank", "num_matvecs", "seconds"}],
+  "num_matvecs", "seconds", "note"}``: the same spectral quantities for each module's block of the
+  curvature (principal sub-matrix, :mod:`lscape_cli.core.blocks`), one estimator run per block.
+
+Sharpness predictions, noise predictions and stability use ``λmax`` and ``tr`` of the full Hessian; with
+another curvature or a parameter block they are left out (stability says why).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lscape_cli.core import blocks, spectrum, trace
 from lscape_cli.core import density as dens
 from lscape_cli.core import sharpness as sharp
-from lscape_cli.core import spectrum, trace
-from lscape_cli.core.hvp import HVP, Objective, gradient, norm, plan
+from lscape_cli.core.curvature import GGN, Curvature, operator
+from lscape_cli.core.hvp import HVP, Objective, Params, gradient, norm, plan
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -84,6 +98,11 @@ class ProbeRequest:
     memory_budget_mib: float | None = None  # kept gradient graphs; None: the device's default (memory.plan)
     retain_chunks: int | None = None  # kept chunk graphs; None: as many as fit the budget
     bias: str = "zero"  # filter-normalised sharpness: bias policy
+    curvature: str = "hessian"  # a key of curvature.CURVATURES: the matrix of every spectral quantity
+    fisher_samples: int = 1  # curvature "fisher": labels drawn per input
+    params: tuple[str, ...] = ()  # regular expressions: restrict spectral quantities to this block
+    per_layer: bool = False  # also every module's block, one run each
+    eigenvectors: bool = False  # keep the top-k Ritz vectors (ProbeOutput.eigenvectors)
 
     @property
     def needs_lambda_max(self) -> bool:
@@ -95,6 +114,11 @@ class ProbeRequest:
         """Trace and Frobenius norm come from the same products."""
         return self.trace or self.frobenius
 
+    @property
+    def full_hessian(self) -> bool:
+        """Whether λmax and tr describe the whole Hessian (what sharpness and stability predictions need)."""
+        return self.curvature == "hessian" and not self.params
+
 
 @dataclass
 class ProbeOutput:
@@ -102,6 +126,7 @@ class ProbeOutput:
 
     results: dict[str, Any] = field(default_factory=dict)
     scalars: dict[str, float | None] = field(default_factory=dict)
+    eigenvectors: list[Params] | None = None  # top-k unit Ritz vectors over all parameters, when asked
 
 
 def _finite(v: float | None) -> float | None:
@@ -116,14 +141,23 @@ def run_probe(obj: Objective, req: ProbeRequest, on_step: ProgressFn | None = No
     loss, acc = sharp.loss_accuracy(obj, obj.params)
     out.results["loss"] = {"value": loss, "accuracy": acc, "num_samples": obj.num_samples}
     out.scalars.update(loss=loss, accuracy=acc)
-    # one gradient graph for every HVP estimator, then freed
-    with HVP(obj, req.hvp_strategy, chunking.retain_chunks) as op:
-        if req.needs_lambda_max or req.lambda_min:
-            _eigen(op, req, out, on_step)
-        if req.needs_trace or req.density:
-            _trace_density(op, req, out, on_step)
+    cur = Curvature(req.curvature, req.fisher_samples, req.seed)
+    names = blocks.select(obj.params, req.params) if req.params else list(obj.params)
+    target = blocks.restrict(obj, names) if req.params else obj
+    # one graph for every estimator, then freed
+    with operator(target, cur, req.hvp_strategy, chunking.retain_chunks) as op:
+        _spectral(op, req, out, on_step)
     if op.num_matvecs:
         out.results["hvp"] = {**op.describe(), **chunking.to_dict()}
+        out.results["curvature"] = {
+            **cur.describe(),
+            "params": names if req.params else "all",
+            "num_params": op.dim,
+        }
+    if out.eigenvectors is not None and req.params:
+        out.eigenvectors = [blocks.embed(v, obj.params) for v in out.eigenvectors]
+    if req.per_layer:
+        out.results["per_layer"] = _per_layer(target, cur, req, chunking.retain_chunks, on_step)
     if req.grad_norm:
         g = float(norm(gradient(obj)))
         out.results["grad_norm"] = {"estimate": g, "method": "exact (whole split)"}
@@ -140,7 +174,39 @@ def run_probe(obj: Objective, req: ProbeRequest, on_step: ProgressFn | None = No
     return out
 
 
-def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
+def _spectral(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
+    """Every spectral quantity ``req`` asks for, on one operator."""
+    if req.needs_lambda_max or req.lambda_min:
+        _eigen(op, req, out, on_step)
+    if req.needs_trace or req.density:
+        _trace_density(op, req, out, on_step)
+
+
+def _per_layer(
+    obj: Objective, cur: Curvature, req: ProbeRequest, retain: int | None, on_step: ProgressFn | None
+) -> dict[str, Any]:
+    """The spectral quantities of each module's block of the curvature, one estimator run per block."""
+    sub_req = dataclasses.replace(req, eigenvectors=False)
+    rows = []
+    for owner, names in blocks.layers(list(obj.params)).items():
+        t0 = time.perf_counter()
+        sub = ProbeOutput()
+        with operator(blocks.restrict(obj, names), cur, req.hvp_strategy, retain) as op:
+            _spectral(op, sub_req, sub, on_step)
+        seconds = time.perf_counter() - t0
+        row = {"block": owner, "params": names, "num_params": op.dim, **sub.results}
+        rows.append({**row, "num_matvecs": op.num_matvecs, "seconds": seconds})
+    return {
+        "grouping": "module (parameter tensors grouped by the module that owns them)",
+        "blocks": rows,
+        "num_matvecs": sum(r["num_matvecs"] for r in rows),
+        "seconds": sum(r["seconds"] for r in rows),
+        "note": "each block is the principal sub-matrix of the curvature for its parameters (others fixed), "
+        "estimated by its own run: about one whole-model run of products per block",
+    }
+
+
+def _eigen(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
     k = max(1, req.top_k)
     top = req.needs_lambda_max
     which = "both" if (top and req.lambda_min) else ("largest" if top else "smallest")
@@ -153,7 +219,10 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
         seed=req.seed,
         on_step=on_step,
         stop=req.eig_stop,
+        eigenvectors=req.eigenvectors and top,
     )
+    if res.eigenvectors is not None:
+        out.eigenvectors = res.eigenvectors[:k]
     common = {
         "converged": res.converged,
         "iterations": res.iterations,
@@ -205,7 +274,7 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
             out.scalars["condition_number"] = kappa
 
 
-def _trace_density(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
+def _trace_density(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
     if req.needs_trace:
         fn = trace.TRACE_METHODS[req.trace_method]
         tf = fn(op, num_matvecs=req.trace_matvecs, seed=req.seed, on_step=on_step)
@@ -243,7 +312,7 @@ def _trace_density(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: Progre
 
 def _sharpness(obj: Objective, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
     rows = []
-    lam = out.scalars.get("lambda_max")
+    lam = out.scalars.get("lambda_max") if req.full_hessian else None
     for i, eps in enumerate(req.sharpness_eps):
         row: dict[str, Any] = {"eps": eps, "kind": req.sharpness_kind}
         row["random"] = sharp.random_sharpness(
@@ -258,7 +327,7 @@ def _sharpness(obj: Objective, req: ProbeRequest, out: ProbeOutput, on_step: Pro
                 "half_eps2_lambda_max": 0.5 * eps**2 * lam,
                 "note": "quadratic model: the max rise over the eps-ball is about 1/2 eps^2 lambda_max",
             }
-            if "trace" in out.scalars:
+            if out.scalars.get("trace") is not None:
                 pred["half_eps2_trace_over_n"] = 0.5 * eps**2 * out.scalars["trace"] / _dim(obj)  # type: ignore[operator]
             row["quadratic_prediction"] = pred
         rows.append(row)
@@ -275,7 +344,7 @@ def _dim(obj: Objective) -> int:
 
 def _noise(obj: Objective, req: ProbeRequest, out: ProbeOutput) -> None:
     res = sharp.weight_noise(obj, list(req.noise_sigmas), req.noise_samples, req.seed, req.magnitude_aware)
-    tr = out.scalars.get("trace")
+    tr = out.scalars.get("trace") if req.full_hessian else None
     if tr is not None and not req.magnitude_aware:
         for row in res["curve"]:
             row["predicted_rise_half_sigma2_trace"] = 0.5 * row["sigma"] ** 2 * tr
@@ -304,6 +373,12 @@ def _pac_bayes(obj: Objective, req: ProbeRequest, out: ProbeOutput) -> None:
 
 def _stability(req: ProbeRequest, out: ProbeOutput) -> None:
     lam = out.scalars.get("lambda_max")
+    if not req.full_hessian:
+        out.results["stability"] = {
+            "stable": None,
+            "note": "needs lambda_max of the full Hessian (--curvature hessian, no --params)",
+        }
+        return
     if req.lr is None or req.optimizer is None or lam is None:
         out.results["stability"] = {
             "stable": None,
