@@ -262,10 +262,29 @@ class Directions:
         ]
         self.extra["short"] = [f"direction {i + 1}" for i in range(self.opts.needed)]
         self.extra["what"] = f"directions from {path.name} ({src.get('kind', '?')})"
+        if src.get("kind") == "eigen":
+            self._saved_eigen(path.name, src.get("settings", {}))
         return [
             {n: d[n].to(device=t.device, dtype=t.dtype) for n, t in self.theta.items()}
             for d in dirs[: self.opts.needed]
         ]
+
+    def _saved_eigen(self, name: str, settings: dict[str, Any]) -> None:
+        """Labels with the eigenvalues saved by `lscape probe --save-eigenvectors` (nothing recomputed)."""
+        cur = settings.get("curvature") or {"kind": "hessian"}
+        eig = settings.get("eigenvalues") or []
+        if len(eig) < self.opts.needed:
+            return
+        kind = cur.get("kind", "hessian")
+        self.extra["labels"] = [
+            f"{n}: {kind} eigenvector {i + 1} of {name} (lambda = {lam:.4g})"
+            for i, (n, lam) in enumerate(zip(self._axis_names(), eig, strict=False))
+        ]
+        self.extra["short"] = [
+            f"eigenvector {i + 1} (lambda = {eig[i]:.4g})" for i in range(self.opts.needed)
+        ]
+        if kind == "hessian":  # v^T H v = lambda (blocks too: v is zero outside): the parabola checks it
+            self.extra["eigenvalues"] = eig[: self.opts.needed]
 
     def _facts(self, dirs: list[Any], info: dict[str, Any]) -> dict[str, Any]:
         from lscape_cli.core import directions as D

@@ -537,9 +537,10 @@ def _table(results: dict[str, Any], scalars: dict[str, float | None], out_path: 
     from rich.table import Table
 
     cur = results.get("curvature") or {}
-    what = "" if cur.get("kind", "hessian") == "hessian" else f" ({cur['kind']})"
+    parts = [] if cur.get("kind", "hessian") == "hessian" else [cur["kind"]]
     if isinstance(cur.get("params"), list):
-        what += f" [block: {cur['num_params']:,} parameters]"
+        parts.append(f"block of {cur['num_params']:,} parameters")
+    what = f" ({', '.join(parts)})" if parts else ""
     table = Table(title=f"lscape probe{what} -> {out_path}")
     table.add_column("quantity")
     table.add_column("value", justify="right")
