@@ -33,7 +33,13 @@ def ckpt(tmp_path: Path) -> Path:
 
 
 def _results(ckpt: Path) -> dict:
-    return json.loads(ckpt.with_name("m.probe.json").read_text())["results"]
+    """The record's results, after validating the record against its JSON Schema."""
+    rec = json.loads(ckpt.with_name("m.probe.json").read_text())
+    pytest.importorskip("jsonschema")
+    from lscape_cli.storage.schemas import validate
+
+    validate(rec, "probe.schema.json")
+    return rec["results"]
 
 
 def test_ggn_per_layer_prints_a_table_and_records_every_block(cli, ckpt: Path) -> None:
@@ -42,7 +48,7 @@ def test_ggn_per_layer_prints_a_table_and_records_every_block(cli, ckpt: Path) -
     assert result.exit_code == 0, result.output
     res = _results(ckpt)
     assert res["curvature"]["kind"] == "ggn" and res["curvature"]["params"] == "all"
-    assert res["hvp"]["strategy"].startswith("jvp-vjp")
+    assert res["hvp"]["strategy"] == "jvp_vjp" and res["hvp"]["chosen_by"] == "only-strategy"
     layers = res["per_layer"]
     names = [b["block"] for b in layers["blocks"]]
     assert names == list(blocks.layers([n for n, _ in load_model(ckpt).module.named_parameters()]))

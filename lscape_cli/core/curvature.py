@@ -26,8 +26,11 @@ gradient descent", Neural Computation 14(7)). ``M`` is positive semi-definite by
   Both losses are negative log-likelihoods of exponential families in their natural parameter ``z``,
   so the *exact* Fisher equals the GGN (``E_ỹ[g gᵀ] = ∇²_z ℓ``): ``--curvature ggn`` is the exact
   Fisher, and ``fisher`` measures the Monte-Carlo matrix the natural-gradient literature (K-FAC, EKFAC)
-  uses. The labels are drawn once per operator from ``seed`` (on the CPU, chunk by chunk in data
-  order), so the matrix is fixed while an estimator runs; estimates are of this sampled matrix, whose
+  uses. The labels are drawn once per operator from ``seed`` (on the CPU, for the whole split at once,
+  so chunking does not change them), and the matrix is fixed while an estimator runs. Under
+  ``torch.distributed`` every rank draws for its own shard from the same seed, so the draws (each one
+  a correct sample) differ from a single process's and the estimates agree with it only in
+  expectation; estimates are of this sampled matrix, whose
   expectation over the labels is the GGN, and ``S`` and the seed are recorded with every estimate.
 - ``empirical-fisher``: ``(1/N) Σ_i ∇ℓ_i ∇ℓ_iᵀ`` with the per-sample gradients ``∇ℓ_i = J_iᵀ ∇_z ℓ_i`` at
   the true labels (Kunstner, Hennig & Balles 2019, "Limitations of the empirical Fisher approximation
@@ -285,12 +288,20 @@ class GGN:
         return out
 
     def describe(self) -> dict[str, Any]:
-        """How products are computed, and the chunking (for records)."""
+        """How products are computed, and the chunking (for records; the keys of ``HVP.describe``).
+
+        ``jvp_vjp`` is the one strategy (module docstring); nothing is measured or batched.
+        """
         n = int(self._obj.y.shape[0])
         chunks = math.ceil(n / self._obj.max_batch)
         return {
-            "strategy": "jvp-vjp (double backward through kept output graphs)",
-            "chosen_by": "fixed",
+            "strategy": "jvp_vjp",
+            "batched_strategy": "jvp_vjp",
+            "batch_size": self.batch_size,
+            "chosen_by": "only-strategy",
+            "seconds_per_product": None,
+            "graph_build_seconds": None,
+            "calibration": None,
             "chunk_size": min(n, self._obj.max_batch),
             "num_chunks": chunks,
             "retain_chunks": chunks if self._retain is None else min(chunks, self._retain),
