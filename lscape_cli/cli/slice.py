@@ -1,32 +1,21 @@
 """`lscape slice`: loss and accuracy on a line or plane through a checkpoint -> CKPT.slice.json (+ grid, plots).
 
-Outputs (STEM = the ``--out`` path without ``.json``, by default ``CKPT.slice``):
-
-- ``STEM.json``: the ``lscape.slice/1`` record (keys documented in docs/formats.md and
-  :func:`lscape_cli.cli._slice_report.build_results`).
-- ``STEM.safetensors``: the grid (``lscape.slice-grid/1``, :mod:`lscape_cli.storage.slices`).
-- ``STEM.directions.safetensors``: the directions (``lscape.directions/1``), reusable with ``--directions``.
-- ``STEM.lines.{png,pdf}`` (1-D) or ``STEM.{contour,surface,heatmap}.{png,pdf}`` (2-D).
-- ``STEM.partial*.safetensors`` while the grid is being computed (``--resume`` continues from them).
-
-This module is the command: its options, then one :class:`~lscape_cli.cli._slice_run.Run`. The work lives
-in ``_slice_options`` (checks, paths), ``_slice_run`` (the grid and the files it writes),
-``_slice_directions`` (the directions of each kind) and ``_slice_report`` (results, console output).
+The command: its options -> :class:`~lscape_cli.core.slice_request.SliceRequest` ->
+:func:`~lscape_cli.core.slice_run.run_slice` -> :func:`~lscape_cli.storage.slice_record.write_slice`
+(which lists the files written).
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from lscape_cli.cli._slice_options import Options, Paths
 from lscape_cli.cli._slice_report import print_summary
-from lscape_cli.cli._slice_run import Run
-from lscape_cli.cli.common import default_output, load_for_eval
-from lscape_cli.cli.console import emit_json
+from lscape_cli.cli.common import EvalSetup, default_output, load_for_eval
+from lscape_cli.cli.console import StatusLine, emit_json
 from lscape_cli.cli.options import (
     DataRootOpt,
     DatasetOverrideOpt,
@@ -42,6 +31,12 @@ from lscape_cli.cli.options import (
     SplitOpt,
     data_root,
 )
+
+if TYPE_CHECKING:
+    from lscape_cli.core.slice_request import SliceRequest
+    from lscape_cli.core.slice_run import SliceData
+    from lscape_cli.distributed import Group
+    from lscape_cli.storage.slice_record import SlicePaths
 
 AXES = "Directions"
 GRID = "Grid"
@@ -172,8 +167,14 @@ def slice_(
     Example:
         lscape slice sample_checkpoints/mlp-d4-r000.safetensors --dims 2 --range 1.5 --steps 51
     """
+    from lscape_cli.cli import EXIT_INTERRUPTED, fail
+    from lscape_cli.core.slice_request import SliceRequest
+    from lscape_cli.distributed import group_from_env
+    from lscape_cli.storage.records import to_json
+    from lscape_cli.storage.slice_record import SlicePaths
+
     t0 = time.perf_counter()
-    opts = Options(
+    req = SliceRequest(
         dims=dims,
         radius=range_,
         steps=steps,
@@ -195,8 +196,8 @@ def slice_(
         resume=resume,
         plot=plot,
     )
-    opts.validate()
-    paths = Paths.of(out or default_output(checkpoint, "slice.json"))
+    req.validate()
+    paths = SlicePaths.of(out or default_output(checkpoint, "slice.json"))
     setup = load_for_eval(
         checkpoint,
         model_config=model_config,
@@ -209,25 +210,70 @@ def slice_(
         mode=mode,
         max_batch=max_batch,
     )
-    from lscape_cli.distributed import group_from_env
-
-    run = Run(checkpoint, setup, opts, paths, max_batch, t0, model_config)
     with group_from_env(setup.device) as group:
-        run.group = group
         quiet = quiet or json_out or not group.is_main
         try:
-            run.execute(quiet)
+            record = _run(checkpoint, setup, req, paths, model_config, group, quiet, t0)
         except KeyboardInterrupt:
-            from lscape_cli.cli import EXIT_INTERRUPTED, fail
-
             saved = [str(p) for p in paths.partials()]
             where = f"partial grid in {saved[0]}" if saved else "no point had finished"
             raise fail(f"interrupted: {where} (re-run with --resume to continue)", EXIT_INTERRUPTED) from None
-    if not group.is_main:
+    if record is None:
         return
-    from lscape_cli.storage.records import to_json
-
     if json_out:
-        emit_json(to_json(run.record))
+        emit_json(to_json(record))
     elif not quiet:
-        print_summary(run.record, paths)
+        print_summary(record, paths.record)
+
+
+def _run(
+    checkpoint: Path,
+    setup: EvalSetup,
+    req: SliceRequest,
+    paths: SlicePaths,
+    model_config: Path | None,
+    group: Group,
+    quiet: bool,
+    t0: float,
+) -> dict[str, Any] | None:
+    """Read the inputs, run the slice, and on rank 0 write its files; the record (None on other ranks)."""
+    from lscape_cli.cli import invocation
+    from lscape_cli.core.slice_run import run_slice
+    from lscape_cli.plotting.slices import save_slice_plots, slice_figure
+    from lscape_cli.storage.slice_record import SliceContext, SliceFiles, load_source, write_slice
+
+    timing = {"load": time.perf_counter() - t0}
+    data = _data(setup, checkpoint)
+    store = SliceFiles(paths, checkpoint, data.checkpoint_sha256, data.model)
+    source = load_source(req, model_config)
+    with StatusLine(quiet, "slice") as on_step:
+        res = run_slice(data, req, source, store, group, on_step)
+    if not group.is_main:
+        return None
+    dtype = str(setup.dtype).replace("torch.", "")
+    ctx = SliceContext(
+        checkpoint, invocation(), setup.protocol, str(setup.device), dtype, data.model, data.max_batch
+    )
+    title = f"{checkpoint.name}: {data.loss} loss on {data.split} ({data.num_samples} samples)"
+    plots = (lambda: save_slice_plots(slice_figure(res, title), paths.stem)) if req.plot else None
+    return write_slice(paths, res, ctx, plots, {**timing, **res.timing}, t0)
+
+
+def _data(setup: EvalSetup, checkpoint: Path) -> SliceData:
+    from lscape_cli.core.slice_run import SliceData
+    from lscape_cli.storage.files import sha256_file
+
+    metric = (setup.loaded.checkpoint.meta.get("metrics") or {}).get(f"{setup.split}_loss")
+    return SliceData(
+        module=setup.loaded.module,
+        x=setup.x,
+        y=setup.y,
+        loss=setup.loss,
+        split=setup.split,
+        mode=setup.protocol["mode"],
+        dtype=setup.dtype,
+        max_batch=setup.protocol["max_batch"],
+        model=setup.loaded.spec.to_dict(),
+        checkpoint_sha256=sha256_file(checkpoint),
+        checkpoint_metric=metric,
+    )

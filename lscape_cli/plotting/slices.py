@@ -13,9 +13,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lscape_cli.plotting import new_figure, save
+
+if TYPE_CHECKING:
+    from lscape_cli.core.slice_run import SliceResult
 
 CMAP = "viridis"
 
@@ -35,6 +38,27 @@ class SliceFigure:
     trajectory: list[list[float]] | None = None  # (T, dims) coordinates of snapshots (PCA)
     trajectory_epochs: list[int] | None = None
     zscale: str = "auto"
+
+
+def slice_figure(res: SliceResult, title: str) -> SliceFigure:
+    """The figure of a finished slice (rank 0's :class:`~lscape_cli.core.slice_run.SliceResult`)."""
+    from lscape_cli.core.slice_results import trajectory_coords
+
+    d = res.directions
+    coords = trajectory_coords(res)
+    return SliceFigure(
+        alphas=res.grid.alphas,
+        loss=res.loss,
+        accuracy=res.accuracy,
+        centre_loss=res.centre_loss,
+        dims=res.grid.dims,
+        labels=d.labels if res.grid.dims == 2 else d.short,
+        description=d.what,
+        title=title,
+        trajectory=None if coords is None else coords.tolist(),
+        trajectory_epochs=None if d.trajectory is None else d.trajectory.epochs,
+        zscale=res.request.zscale,
+    )
 
 
 def _np(x: Any) -> Any:

@@ -1,9 +1,7 @@
-"""What `lscape slice` was asked for: the parsed options, their checks, and where the outputs go.
+"""What a slice is asked for: :class:`SliceRequest`, its checks and the settings the record keeps.
 
-:class:`Options` holds the command's settings once Typer has parsed them; :meth:`Options.validate` turns
-a bad value into an :class:`~lscape_cli.errors.LscapeError` that names the flag. :class:`Paths` places
-the record, the grid, the directions file and the partial grids beside one another (see the outputs in
-:mod:`lscape_cli.cli.slice`).
+:meth:`SliceRequest.validate` turns a bad value into an :class:`~lscape_cli.errors.LscapeError` that
+names the flag of `lscape slice` (the first problem, in flag order).
 """
 
 from __future__ import annotations
@@ -16,12 +14,12 @@ from typing import Any
 from lscape_cli.errors import LscapeError
 
 
-@dataclass
-class Options:
-    """The parsed options of one `lscape slice` run."""
+@dataclass(frozen=True)
+class SliceRequest:
+    """The settings of one slice (the options of `lscape slice`)."""
 
     dims: int
-    radius: float | None  # None: 1, or the trajectory's reach with --pca (resolved by Directions)
+    radius: float | None  # None: 1, or the trajectory's reach with --pca (resolved with the directions)
     steps: int
     count: int
     toward: Path | None
@@ -43,6 +41,7 @@ class Options:
 
     @property
     def kind(self) -> str:
+        """The kind of directions: file, toward, pca, eigen or random."""
         if self.directions is not None:
             return "file"
         return "toward" if self.toward else "pca" if self.pca else "eigen" if self.eigen else "random"
@@ -134,37 +133,3 @@ class Options:
         if self.kind == "eigen":
             out.update(tol=self.eigen_tol, seed=self.seed, method="lanczos", which="largest")
         return out
-
-
-@dataclass(frozen=True)
-class Paths:
-    """The record's path and the stem that its sibling files share."""
-
-    record: Path
-    stem: Path  # record path without .json
-
-    @classmethod
-    def of(cls, record: Path) -> Paths:
-        if not record.parent.is_dir():
-            raise LscapeError(
-                "output directory does not exist", str(record.parent), "create it or choose another --out"
-            )
-        name = record.name[: -len(".json")] if record.name.endswith(".json") else record.name
-        return cls(record, record.with_name(name))
-
-    def sibling(self, suffix: str) -> Path:
-        return self.stem.with_name(f"{self.stem.name}.{suffix}")
-
-    @property
-    def grid(self) -> Path:
-        return self.sibling("safetensors")
-
-    @property
-    def directions(self) -> Path:
-        return self.sibling("directions.safetensors")
-
-    def partials(self) -> list[Path]:
-        """The partial grids an interrupted run left (one per rank)."""
-        from lscape_cli.storage.slices import partial_files
-
-        return partial_files(self.stem)
