@@ -294,6 +294,7 @@ def entries() -> list[tuple[str, str, str, Callable[[Problem, int], float]]]:
             l_trace(TRACE_MATVECS),
         ),
         ("lscape", "krylov-hutch++ 30 products", "trace", l_trace(30)),
+        ("lscape", "krylov-hutch++ 24 products", "trace", l_trace(24)),
         ("lscape", "krylov-hutch++ 15 products", "trace", l_trace(15)),
         ("curvlinops", f"hutchpp_trace({TRACE_MATVECS})", "trace", c_trace),
         ("hessian-eigenthings", f"trace(hutch++, {TRACE_MATVECS})", "trace", e_trace),
