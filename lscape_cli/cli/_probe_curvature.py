@@ -8,6 +8,7 @@ from typing import Any
 from lscape_cli.errors import LscapeError
 
 GREEK = {"lambda_max": "λmax", "lambda_min": "λmin"}
+LOG_WIDTH = 160  # the most columns a table takes when stderr is a file or pipe (a terminal: its width)
 
 
 def check_params(module: Any, patterns: list[str] | None) -> None:
@@ -78,6 +79,19 @@ def save_eigenvectors(
     save_directions(path, dirs, model, info)
 
 
+def print_table(table: Any) -> None:
+    """Print a rich table on stderr; into a file or pipe as wide as it needs (up to :data:`LOG_WIDTH`).
+
+    Rich assumes 80 columns off a terminal and wraps every cell to fit, which makes logs hard to read.
+    """
+    from rich.console import Console
+
+    from lscape_cli.cli.console import err
+
+    console = err if err.is_terminal else Console(stderr=True, highlight=False, width=LOG_WIDTH)
+    console.print(table)
+
+
 def _eig(entry: dict[str, Any] | None) -> str:
     if not entry:
         return ""
@@ -101,7 +115,6 @@ def layer_table(results: dict[str, Any]) -> Any:
     table = Table(
         title=f"per-layer {kind} blocks: {len(rows)} runs, {layers['num_matvecs']} products, "
         f"{layers['seconds']:.1f} s",
-        caption="λ: estimate ± error bound; trace, ‖·‖_F: estimate ± 1 s.e.",
     )
     columns = [("block", "left"), ("params", "right")]
     present = [
@@ -109,6 +122,10 @@ def layer_table(results: dict[str, Any]) -> Any:
         for k in ("lambda_max", "top_k", "lambda_min", "trace", "frobenius", "effective_rank")
         if k in rows[0]
     ]
+    notes = ["λ: estimate ± error bound"] if "lambda_max" in present or "lambda_min" in present else []
+    if "trace" in present:
+        notes.append("trace, ‖·‖_F: estimate ± 1 s.e.")
+    table.caption = "; ".join(notes)
     columns += [
         (GREEK.get(k, "‖·‖_F" if k == "frobenius" else k.replace("_", " ")), "right") for k in present
     ]

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from lscape_cli.cli.common import EXIT_CHECK_FAILED, default_output, load_for_eval, parse_floats
-from lscape_cli.cli.console import StatusLine, emit_json, err
+from lscape_cli.cli.console import StatusLine, emit_json
 from lscape_cli.cli.options import (
     DataRootOpt,
     DatasetOverrideOpt,
@@ -372,9 +372,7 @@ def probe(
     elif not quiet:
         _table(results, scalars, out_path)
         if "per_layer" in results:
-            from lscape_cli.cli._probe_curvature import layer_table
-
-            err.print(layer_table(results))
+            pc.print_table(pc.layer_table(results))
     failed = [c for c in check_rows if not c["passed"]]
     if failed:
         for c in failed:
@@ -549,7 +547,9 @@ def _table(results: dict[str, Any], scalars: dict[str, float | None], out_path: 
     flat = results.get("batches", {}).get("summary")
     for key, value in scalars.items():
         table.add_row(key, "null" if value is None else f"{value:.6g}", *_describe(key, results, flat))
-    err.print(table)
+    from lscape_cli.cli._probe_curvature import print_table
+
+    print_table(table)
 
 
 def _describe(key: str, results: dict[str, Any], summary: dict[str, Any] | None) -> tuple[str, str]:
@@ -561,9 +561,10 @@ def _describe(key: str, results: dict[str, Any], summary: dict[str, Any] | None)
             "mean over batches",
         )
     r = results.get(key) or {}
+    hvps = "HVPs" if (results.get("curvature") or {}).get("kind", "hessian") == "hessian" else "products"
     if "stderr" in r:
-        return f"+- {r['stderr']:.3g} (1 s.e.)", f"{r['method']}, {r['num_matvecs']} HVPs"
+        return f"+- {r['stderr']:.3g} (1 s.e.)", f"{r['method']}, {r['num_matvecs']} {hvps}"
     if "residual" in r:
         state = "converged" if r["converged"] else "NOT converged"
-        return f"residual {r['residual']:.2g} ({state})", f"{r['method']}, {r['num_matvecs']} HVPs"
+        return f"residual {r['residual']:.2g} ({state})", f"{r['method']}, {r['num_matvecs']} {hvps}"
     return "", str(r.get("method", ""))
