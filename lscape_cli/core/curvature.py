@@ -31,7 +31,10 @@ gradient descent", Neural Computation 14(7)). ``M`` is positive semi-definite by
   ``torch.distributed`` every rank draws for its own shard from the same seed, so the draws (each one
   a correct sample) differ from a single process's and the estimates agree with it only in
   expectation; estimates are of this sampled matrix, whose
-  expectation over the labels is the GGN, and ``S`` and the seed are recorded with every estimate.
+  expectation over the labels is the GGN, and ``S`` and the seed are recorded with every estimate. The
+  uncertainty an estimator reports (a trace's standard error, a Ritz residual) is that of the estimate
+  of this sampled matrix; the spread due to the label draws is not in it (it shrinks as ``1/√S``:
+  compare seeds, or raise ``S``).
 - ``empirical-fisher``: ``(1/N) Σ_i ∇ℓ_i ∇ℓ_iᵀ`` with the per-sample gradients ``∇ℓ_i = J_iᵀ ∇_z ℓ_i`` at
   the true labels (Kunstner, Hennig & Balles 2019, "Limitations of the empirical Fisher approximation
   for natural gradient descent", NeurIPS), i.e. ``Λ_i = g_i g_iᵀ`` with ``g_i = ∇_z ℓ(z_i, y_i)``; no
@@ -123,7 +126,9 @@ class _OutputCurvature:
         return self.scale * t
 
 
-def label_draws(kind: str, loss: str, num_samples: int, mc_samples: int, num_outputs: int, seed: int) -> Any:
+def label_draws(
+    kind: str, loss: str, num_samples: int, mc_samples: int, num_outputs: int, seed: int
+) -> torch.Tensor | None:
     """The randomness behind ``fisher``'s sampled labels for a whole split, drawn at once on the CPU.
 
     Uniforms ``(N, S)`` for cross-entropy (inverse-CDF draws), standard normals ``(N, S, C)`` for the
