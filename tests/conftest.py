@@ -19,6 +19,9 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -224,3 +227,27 @@ def bitwise_equal(a: Any, b: Any) -> bool:
 @pytest.fixture(scope="session")
 def same_bits() -> Callable[[Any, Any], bool]:
     return bitwise_equal
+
+
+# ------------------------------------------------------------------------------------------ torchrun
+
+
+@pytest.fixture(scope="session")
+def torchrun() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``torchrun(*lscape_args)``: ``lscape`` under torchrun with 2 CPU processes on a free port."""
+
+    def run(*args: Any) -> subprocess.CompletedProcess[str]:
+        with socket.socket() as s:  # a port no other job holds right now (fixed ports clash across runs)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        exe = Path(sys.executable).with_name("torchrun")
+        argv = [str(exe), "--nproc-per-node", "2", "--master-port", str(port), "-m", "lscape_cli"]
+        return subprocess.run(
+            [*argv, *[str(a) for a in args]],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            timeout=240,
+        )
+
+    return run

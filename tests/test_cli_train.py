@@ -143,6 +143,7 @@ def test_train_records_validate_against_the_json_schema(
     assert not validator.is_valid({**record, "results": {**record["results"], "stop_reason": "bored"}})
 
 
+@pytest.mark.slow  # two fresh processes: ~20 s (make test-slow)
 def test_same_seed_gives_the_same_bytes_across_processes(tmp_path: Path, cli, tiny_args) -> None:
     """Two in-process runs and one fresh process: identical checkpoints and trajectories on CPU."""
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"

@@ -15,6 +15,7 @@ from lscape_cli.core import alignment as al
 from lscape_cli.core import connectivity as C
 from lscape_cli.core.objective import evaluate
 from lscape_cli.storage.checkpoint import load_model, save_checkpoint
+from lscape_cli.storage.schemas import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_checkpoints"
@@ -191,6 +192,7 @@ def mlp_pair(tmp_path_factory: pytest.TempPathFactory, runner: Any) -> tuple[Pat
 def test_the_record_is_complete_and_the_plot_is_written(mlp_pair: tuple[Path, Path, dict]) -> None:
     a, _, rec = mlp_pair
     assert rec["schema"] == "lscape.connect/1"
+    validate(rec, "connect.schema.json")
     assert set(rec["inputs"]) == {"checkpoint_a", "checkpoint_b"}
     assert rec["config"]["evaluation"]["splits"] == ["train", "test"]
     assert rec["config"]["evaluation"]["mode"] == "eval" and rec["config"]["request"]["points"] == 21
@@ -214,8 +216,8 @@ def test_the_ends_reproduce_each_checkpoints_own_loss(
 
     The path places alpha = 0 and 1 as ``1 * theta_A + 0 * theta_B`` (exactly theta_A) and sums chunk
     losses in float64 like ``connectivity.direct_eval`` (a plain ``functional_call`` at each checkpoint,
-    recorded under ``ends``), so those agree bit for bit. ``objective.evaluate`` -- the protocol behind
-    the checkpoints' stored metrics -- divides in float32, so it agrees to float rounding (1e-6).
+    recorded under ``ends``), so those agree bit for bit. ``objective.evaluate`` in the module's own
+    chunks (4096, not the path engine's) agrees to float rounding (1e-6).
     """
     a, b, rec = mlp_pair
     lin, ends = rec["results"]["linear"], rec["results"]["ends"]
@@ -231,7 +233,7 @@ def test_the_ends_reproduce_each_checkpoints_own_loss(
         own_b = evaluate(lm_b.module, sp.x[split], sp.y[split], "mse")
         assert lin[split]["loss"][0] == pytest.approx(own_a[0], rel=1e-6, abs=0)
         assert lin[split]["loss"][-1] == pytest.approx(own_b[0], rel=1e-6, abs=0)
-        assert lin[split]["accuracy"][0] == pytest.approx(own_a[1], rel=1e-6)  # evaluate() divides in float32
+        assert lin[split]["accuracy"][0] == pytest.approx(own_a[1], rel=1e-6)
         assert lin[split]["accuracy"][-1] == pytest.approx(own_b[1], rel=1e-6)
         check = rec["results"]["end_check"][split]
         assert check["a_abs_diff"] <= 1e-6 * own_a[0] and check["b_abs_diff"] <= 1e-6 * own_b[0]

@@ -16,7 +16,7 @@ from torch import nn
 
 from lscape_cli import datasets, models
 from lscape_cli.core import blocks, spectrum
-from lscape_cli.core.curvature import GGN, Curvature, operator
+from lscape_cli.core.curvature import GGN, Curvature, curvature_operator
 from lscape_cli.core.hvp import HVP, Objective, flatten, gaussian, unflatten
 from lscape_cli.core.objective import loss_mean, loss_sum
 
@@ -191,7 +191,7 @@ def test_block_spectrum_is_the_dense_sub_block_and_interlaces(problem: Problem, 
         idx = torch.cat([torch.arange(offsets[names.index(n)], offsets[names.index(n) + 1]) for n in group])
         sub = torch.linalg.eigvalsh(full[idx][:, idx])
         block_obj = blocks.restrict(problem.obj, blocks.select(problem.obj.params, (rf"{owner}\..*",)))
-        op = operator(block_obj, Curvature(kind))
+        op = curvature_operator(block_obj, Curvature(kind))
         res = spectrum.lanczos(op, k=1, which="both", tol=1e-10, max_iter=op.dim)
         assert res.eigenvalues[0] == pytest.approx(float(sub[-1]), rel=1e-7, abs=1e-10)
         assert res.eigenvalues[0] <= float(lam_full[-1]) * (1 + 1e-9)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from lscape_cli.core import pareto as P
+from lscape_cli.storage.schemas import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_checkpoints" / "mlp-digits.safetensors"
@@ -136,6 +137,7 @@ def test_pareto_on_a_depth_sweep(cli, sweep: Path, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     rec = json.loads(out.read_text())
     assert rec["schema"] == "lscape.pareto/1"
+    validate(rec, "pareto.schema.json")
     res = rec["results"]
     assert set(res["groups"]) == {"1", "2"} and res["num_runs"] == 6
     for g in res["groups"].values():
@@ -256,7 +258,9 @@ def test_general_multi_metric_mode(cli, sweep: Path, tmp_path: Path) -> None:
         "--quiet",
     )
     assert r.exit_code == 0, r.output
-    multi = json.loads(out.read_text())["results"]["multi"]
+    rec = json.loads(out.read_text())
+    validate(rec, "pareto.schema.json")
+    multi = rec["results"]["multi"]
     assert multi["metrics"] == ["train_loss", "test_accuracy", "frobenius"] and multi["hypervolume"] > 0
     assert 1 <= len(multi["front"]) <= 6
     r = cli("pareto", sweep, "--metric", "train_loss:low", "--out", out)

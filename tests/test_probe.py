@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -346,7 +343,8 @@ def test_batchnorm_in_train_mode_is_refused(cli, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
 
 
-def test_two_processes_give_the_numbers_of_one(cli, ckpt: Path, tmp_path: Path) -> None:
+@pytest.mark.slow  # torchrun: ~20 s (make test-slow)
+def test_two_processes_give_the_numbers_of_one(cli, torchrun, ckpt: Path, tmp_path: Path) -> None:
     args = [
         "--lambda-max",
         "--top-k",
@@ -365,28 +363,7 @@ def test_two_processes_give_the_numbers_of_one(cli, ckpt: Path, tmp_path: Path) 
     ]
     r = cli("probe", ckpt, *args, "--out", tmp_path / "one.json")
     assert r.exit_code == 0, r.output
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            str(torchrun),
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29517",
-            "-m",
-            "lscape_cli",
-            "probe",
-            str(ckpt),
-            *args,
-            "--out",
-            str(tmp_path / "two.json"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
-    )
+    proc = torchrun("probe", ckpt, *args, "--out", tmp_path / "two.json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     one, two = _record(tmp_path / "one.json"), _record(tmp_path / "two.json")
     assert two["config"]["world_size"] == 2

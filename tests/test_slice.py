@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,7 @@ from lscape_cli import models
 from lscape_cli.core import directions as D
 from lscape_cli.core import slices as S
 from lscape_cli.core.surface import Subspace, SurfaceEvaluator, evaluate_points, evaluate_points_reference
+from lscape_cli.storage.schemas import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_checkpoints"
@@ -286,6 +284,7 @@ def test_plane_record_files_and_centre(cli, ckpt: Path) -> None:
     assert r.exit_code == 0, r.output
     rec = _record(ckpt.with_name("m.slice.json"))
     assert rec["schema"] == "lscape.slice/1" and rec["config"]["evaluation"]["mode"] == "eval"
+    validate(rec, "slice.schema.json")
     res = rec["results"]
     c = res["centre"]
     assert c["loss"] == c["reference_loss"]  # the grid engine at 0 is the model's own forward, bit for bit
@@ -313,6 +312,7 @@ def test_lines_reuse_directions_and_json_stdout(cli, ckpt: Path, tmp_path: Path)
     assert r.exit_code == 0, r.output
     rec = json.loads(r.stdout)
     assert rec == _record(ckpt.with_name("m.slice.json"))
+    validate(rec, "slice.schema.json")
     res = rec["results"]
     assert len(res["lines"]) == 3 and res["grid"]["shape"] == [3, 7]
     s = res["sharpness_1d"]
@@ -476,31 +476,12 @@ def test_bad_inputs(cli, ckpt: Path, tmp_path: Path, error_line) -> None:
     assert "direction file holds 1 direction(s), this slice needs 2" in error_line(needs)
 
 
-def test_two_processes_give_the_grid_of_one(cli, ckpt: Path, tmp_path: Path) -> None:
+@pytest.mark.slow  # torchrun: ~20 s (make test-slow)
+def test_two_processes_give_the_grid_of_one(cli, torchrun, ckpt: Path, tmp_path: Path) -> None:
     args = ["--steps", "7", "--dims", "2", "--dtype", "float64", "--device", "cpu", "--quiet", "--no-plot"]
     r = cli("slice", ckpt, *args, "--out", tmp_path / "one.json")
     assert r.exit_code == 0, r.output
-    torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run(
-        [
-            str(torchrun),
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29531",
-            "-m",
-            "lscape_cli",
-            "slice",
-            str(ckpt),
-            *args,
-            "--out",
-            str(tmp_path / "two.json"),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        timeout=240,
-    )
+    proc = torchrun("slice", ckpt, *args, "--out", tmp_path / "two.json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     one, two = _record(tmp_path / "one.json"), _record(tmp_path / "two.json")
     assert two["config"]["world_size"] == 2 and two["results"]["speed"]["points_evaluated"] == 49

@@ -79,7 +79,7 @@ def save_eigenvectors(
     save_directions(path, dirs, model, info)
 
 
-def print_table(table: Any) -> None:
+def print_wide(table: Any) -> None:
     """Print a rich table on stderr; into a file or pipe as wide as it needs (up to :data:`LOG_WIDTH`).
 
     Rich assumes 80 columns off a terminal and wraps every cell to fit, which makes logs hard to read.

@@ -10,20 +10,24 @@ import typer
 
 from lscape_cli.cli.console import StatusLine, emit_json, err
 from lscape_cli.cli.options import (
+    DataFileOpt,
     DataRootOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
     LossOverrideOpt,
     MaxBatchOpt,
+    ModelArgsOpt,
     ModelConfigOpt,
+    ModelDefOpt,
     QuietOpt,
     SeedOpt,
+    TrustModelDefOpt,
     data_root,
+    user_inputs,
 )
 from lscape_cli.errors import LscapeError
 
-CONNECT_SCHEMA = "lscape.connect/1"
 PATHS = "Paths"
 CURVE = "Curve fitting"
 DATA = "Data and output"
@@ -39,7 +43,8 @@ def connect(
         str,
         typer.Option(
             help="none, or weights: permute B's hidden units onto A by weight matching (Git Re-Basin) and "
-            "add the linear path to the aligned B (mlp, cnn, resnet).",
+            "add the linear path to the aligned B (registry models; your own models' structure is derived by "
+            "tracing, or refused).",
             rich_help_panel=PATHS,
         ),
     ] = "none",
@@ -79,6 +84,10 @@ def connect(
     loss: LossOverrideOpt = None,
     data_root_: DataRootOpt = None,
     model_config: ModelConfigOpt = None,
+    model_def: ModelDefOpt = None,
+    model_args: ModelArgsOpt = None,
+    trust_model_def: TrustModelDefOpt = False,
+    data_file: DataFileOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
@@ -106,20 +115,25 @@ def connect(
     _validate(align, curve, curve_optimizer)
     if not curve_lr > 0:
         raise LscapeError(f"the learning rate must be positive, got {curve_lr}", "--curve-lr", "e.g. 1e-3")
-    out_path = out or _default_out(checkpoint_a, checkpoint_b)
+    from lscape_cli.storage.connect_record import compatible, connect_record, default_output
+
+    out_path = out or default_output(checkpoint_a, checkpoint_b)
     if not out_path.parent.is_dir():
         raise LscapeError(
             "output directory does not exist", str(out_path.parent), "create it or choose another --out"
         )
-    warnings = _compatible(checkpoint_a, checkpoint_b, model_config)
+    warnings = compatible(checkpoint_a, checkpoint_b, model_config, model_def)
+    user = user_inputs(model_def, model_args, trust_model_def, data_file)
     setup, b_loaded = _load(
-        checkpoint_a, checkpoint_b, model_config, device, dtype, data_root(data_root_), loss, max_batch
+        checkpoint_a, checkpoint_b, model_config, device, dtype, data_root(data_root_), loss, max_batch, user
     )
+    warnings += setup.warnings + [w for w in b_loaded.warnings if w not in setup.warnings]
     from lscape_cli.core import connectivity as C
     from lscape_cli.core.training import has_batchnorm
 
+    perm_spec = setup.loaded.spec
     if align == "weights":
-        _check_alignable(setup.loaded.spec)
+        perm_spec = _alignment_spec(setup)
     if reset_bn and not has_batchnorm(setup.loaded.module):
         warnings.append("--reset-bn has no effect: the model has no BatchNorm")
     req = C.ConnectRequest(
@@ -147,7 +161,7 @@ def connect(
         try:
             results, timing, more = C.run_connect(
                 setup.loaded.module,
-                setup.loaded.spec,
+                perm_spec,
                 _endpoint(setup.loaded.module),
                 _endpoint(b_loaded.module),
                 data,
@@ -157,7 +171,11 @@ def connect(
             )
         except ValueError as exc:  # a failed function check of the alignment
             raise LscapeError(str(exc), str(checkpoint_b), "report this as a bug") from exc
-    record = _record(checkpoint_a, checkpoint_b, out_path, setup, req, results, warnings + more)
+    from lscape_cli.cli import invocation
+
+    record = connect_record(
+        checkpoint_a, checkpoint_b, out_path, invocation(), setup, req, results, warnings + more
+    )
     record["timing_s"] = {"load": t_load, **timing}
     from lscape_cli.storage.records import to_json, write_record
 
@@ -173,71 +191,12 @@ def connect(
         _table(record["results"], out_path)
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    return name[: -len(".safetensors")] if name.endswith(".safetensors") else path.stem
-
-
-def _default_out(a: Path, b: Path) -> Path:
-    return a.with_name(f"{_stem(a)}--{_stem(b)}.connect.json")
-
-
 def _validate(align: str, curve: str, optimizer: str) -> None:
-    choices = {
-        "--align": (align, ("none", "weights")),
-        "--curve": (curve, ("none", "bezier", "polychain")),
-        "--curve-optimizer": (optimizer, ("adam", "sgd")),
-    }
-    for option, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise LscapeError(f"unknown value {value!r}", option, f"choose one of: {', '.join(allowed)}")
+    from lscape_cli.core import choices as ch
 
-
-def _describe_model(model: dict[str, Any], other: dict[str, Any]) -> str:
-    """``mlp(depth=4)``: the name plus the config entries that differ from ``other``'s."""
-    cfg, ocfg = model.get("config") or {}, other.get("config") or {}
-    keys = (
-        sorted(cfg)
-        if model.get("name") != other.get("name")
-        else sorted(k for k in cfg if cfg[k] != ocfg.get(k))
-    )
-    return f"{model.get('name')}({', '.join(f'{k}={cfg[k]}' for k in keys)})"
-
-
-def _compatible(a: Path, b: Path, model_config: Path | None) -> list[str]:
-    """Refuse checkpoints of different architectures or datasets (metadata only, no tensors loaded)."""
-    from lscape_cli.storage.checkpoint import read_metadata, read_raw_metadata
-
-    if model_config is not None:  # one description for both files
-        read_raw_metadata(a), read_raw_metadata(b)
-        return []
-    ma, mb = read_metadata(a), read_metadata(b)
-    model_a, model_b = dict(ma.get("model") or {}), dict(mb.get("model") or {})  # type: ignore[call-overload]
-    if model_a != model_b:
-        raise LscapeError(
-            f"the checkpoints have different architectures: A is {_describe_model(model_a, model_b)}, "
-            f"B is {_describe_model(model_b, model_a)}",
-            f"{a} vs {b}",
-            "connect two checkpoints of the same model",
-        )
-    da, db = dict(ma.get("dataset") or {}), dict(mb.get("dataset") or {})  # type: ignore[call-overload]
-    for key in ("name", "normalization", "input_dim"):
-        if da.get(key) != db.get(key):
-            raise LscapeError(
-                f"the checkpoints were trained on different data: A has {key}={da.get(key)!r}, "
-                f"B has {key}={db.get(key)!r}",
-                f"{a} vs {b}",
-                "connect two checkpoints trained on the same dataset",
-            )
-    warnings = [
-        f"A and B differ in dataset {key} ({da.get(key)!r} vs {db.get(key)!r}); both are evaluated on A's split"
-        for key in ("split_seed", "train_size", "val_size", "test_size", "num_samples")
-        if da.get(key) != db.get(key)
-    ]
-    la, lb = (dict(m.get("training") or {}).get("loss") for m in (ma, mb))  # type: ignore[call-overload]
-    if la != lb:
-        warnings.append(f"A was trained with loss {la!r} and B with {lb!r}; the path uses A's (or --loss)")
-    return warnings
+    ch.Align.check(align, "--align")
+    ch.Curve.check(curve, "--curve")
+    ch.CurveOptimizer.check(optimizer, "--curve-optimizer")
 
 
 def _load(
@@ -249,6 +208,7 @@ def _load(
     root: Path,
     loss: str | None,
     max_batch: int,
+    user: Any = None,
 ) -> tuple[Any, Any]:
     from lscape_cli.cli.common import load_for_eval
     from lscape_cli.storage.checkpoint import load_model
@@ -262,19 +222,23 @@ def _load(
         root=root,
         loss=loss,
         max_batch=max_batch,
+        user=user,
     )
-    return setup, load_model(b, model_config, device=setup.device, dtype=setup.dtype)
+    return setup, load_model(b, model_config, device=setup.device, dtype=setup.dtype, user=user)
 
 
-def _check_alignable(spec: Any) -> None:
-    from lscape_cli.core.alignment import FAMILIES
+def _alignment_spec(setup: Any) -> Any:
+    """The registry's permutation structure, or one derived by tracing a user model (or one line why not)."""
+    from lscape_cli.core.permutation_trace import spec_for
 
-    if spec.name not in FAMILIES:
+    spec = setup.loaded.spec
+    try:
+        return spec_for(setup.loaded.module, spec, setup.x[:2])
+    except ValueError as exc:
+        name = getattr(spec.config, "source", spec.name)
         raise LscapeError(
-            f"no permutation structure known for model {spec.name!r}",
-            "--align weights",
-            f"alignment supports: {', '.join(FAMILIES)}",
-        )
+            f"cannot align {name}: {exc}", "--align weights", "connect without --align (the linear path only)"
+        ) from exc
 
 
 def _endpoint(module: Any) -> Any:
@@ -286,52 +250,13 @@ def _endpoint(module: Any) -> Any:
     )
 
 
-def _record(
-    a: Path,
-    b: Path,
-    out_path: Path,
-    setup: Any,
-    req: Any,
-    results: dict[str, Any],
-    warnings: list[str],
-) -> dict[str, Any]:
-    from lscape_cli.cli import invocation
-    from lscape_cli.storage.records import environment, make_record
-
-    protocol = {k: v for k, v in setup.protocol.items() if k not in ("split", "num_samples")}
-    evaluation = {
-        **protocol,
-        "splits": ["train", "test"],
-        "num_samples": {s: int(setup.splits.y[s].shape[0]) for s in ("train", "test")},
-        "bn_statistics_split": "train",
-    }
-    config = {
-        "request": req.to_dict(),
-        "evaluation": evaluation,
-        "device": str(setup.device),
-        "dtype": str(setup.dtype).replace("torch.", ""),
-        "seed": req.seed,
-        "model": setup.loaded.spec.to_dict(),
-    }
-    return make_record(
-        CONNECT_SCHEMA,
-        out_path=out_path,
-        command=invocation(),
-        inputs={"checkpoint_a": a, "checkpoint_b": b},
-        config=config,
-        results=results,
-        timing_s={},
-        warnings=warnings,
-        env=environment(str(setup.device)),
-    )
-
-
 def _plot(record: dict[str, Any], out_path: Path, a: Path, b: Path) -> dict[str, str]:
     from lscape_cli.plotting.connect import plot_connect
+    from lscape_cli.storage.connect_record import checkpoint_stem
 
     name = out_path.name
     stem = out_path.with_name(name[: -len(".json")] if name.endswith(".json") else name)
-    written = plot_connect(record, stem, f"{_stem(a)} → {_stem(b)}")
+    written = plot_connect(record, stem, f"{checkpoint_stem(a)} → {checkpoint_stem(b)}")
     return {p.suffix.lstrip("."): p.name for p in written}
 
 

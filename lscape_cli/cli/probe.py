@@ -5,13 +5,15 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from lscape_cli.cli._probe_report import print_table
 from lscape_cli.cli.common import EXIT_CHECK_FAILED, default_output, load_for_eval, parse_floats
 from lscape_cli.cli.console import StatusLine, emit_json
 from lscape_cli.cli.options import (
+    DataFileOpt,
     DataRootOpt,
     DatasetOverrideOpt,
     DeviceOpt,
@@ -19,16 +21,19 @@ from lscape_cli.cli.options import (
     JsonOpt,
     LossOverrideOpt,
     MaxBatchOpt,
+    ModelArgsOpt,
     ModelConfigOpt,
+    ModelDefOpt,
     ModeOpt,
     QuietOpt,
     SeedOpt,
     SplitOpt,
+    TrustModelDefOpt,
     data_root,
+    user_inputs,
 )
 from lscape_cli.errors import LscapeError
 
-PROBE_SCHEMA = "lscape.probe/1"
 CURV = "Curvature"
 FLAT = "Flatness"
 DATA = "Data and budget"
@@ -224,6 +229,10 @@ def probe(
     dataset: DatasetOverrideOpt = None,
     data_root_: DataRootOpt = None,
     model_config: ModelConfigOpt = None,
+    model_def: ModelDefOpt = None,
+    model_args: ModelArgsOpt = None,
+    trust_model_def: TrustModelDefOpt = False,
+    data_file: DataFileOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
@@ -277,6 +286,7 @@ def probe(
         loss=loss,
         mode=mode,
         max_batch=max_batch,
+        user=user_inputs(model_def, model_args, trust_model_def, data_file),
     )
     flags = [
         lambda_max,
@@ -338,41 +348,46 @@ def probe(
         eigenvectors=save_eigenvectors is not None,
     )
     t_load = time.perf_counter() - t0
+    from lscape_cli.cli import invocation
+    from lscape_cli.core.probe_batches import Batches, SplitData, probe_split
     from lscape_cli.distributed import group_from_env
+    from lscape_cli.storage.probe_record import write_probe
+    from lscape_cli.storage.records import to_json
 
+    data = SplitData(setup.loaded.module, setup.x, setup.y, setup.loss, setup.split, max_batch)
+    batches = Batches(num_batches, batch_size, seed)
     with group_from_env(setup.device) as group:
         quiet = quiet or json_out or not group.is_main
-        results, scalars, vectors = _measure(
-            setup, req, num_batches, batch_size, seed, max_batch, quiet, group
-        )
+        with StatusLine(quiet, "probe") as on_step:
+            out = probe_split(data, req, batches, group, on_step)
+        results, scalars = out.results, out.scalars
     if not group.is_main:
         return
     t_measure = time.perf_counter() - t0 - t_load
     check_rows = [chk.evaluate(e, scalars) for e in checks] if checks else []
     if check_rows:
         results["checks"] = check_rows
-    record = _record(
-        checkpoint,
+    record = write_probe(
         out_path,
-        setup,
-        req,
-        results,
-        num_batches,
-        batch_size,
-        {"load": t_load, "measure": t_measure},
-        group.world_size,
+        command=invocation(),
+        checkpoint=checkpoint,
+        req=req,
+        batches=batches,
+        setup=setup,
+        results=results,
+        timing={"load": t_load, "measure": t_measure},
+        world_size=group.world_size,
     )
-    from lscape_cli.storage.records import to_json, write_record
-
-    write_record(out_path, record)
-    if save_eigenvectors is not None and vectors is not None:
-        pc.save_eigenvectors(save_eigenvectors, vectors, checkpoint, setup.loaded.spec.to_dict(), results)
+    if save_eigenvectors is not None and out.eigenvectors is not None:
+        pc.save_eigenvectors(
+            save_eigenvectors, out.eigenvectors, checkpoint, setup.loaded.spec.to_dict(), results
+        )
     if json_out:
         emit_json(to_json(record))
     elif not quiet:
-        _table(results, scalars, out_path)
+        print_table(results, scalars, out_path)
         if "per_layer" in results:
-            pc.print_table(pc.layer_table(results))
+            pc.print_wide(pc.layer_table(results))
     failed = [c for c in check_rows if not c["passed"]]
     if failed:
         for c in failed:
@@ -398,18 +413,15 @@ def _check_syntax(expr: str) -> None:
 def _validate(
     trace_method: str, kind: str, bias: str, metric: str, hvp: str, stop: str, curvature: str
 ) -> None:
-    choices = {
-        "--trace-method": (trace_method, ("krylov-hutch++", "hutch++", "hutchinson")),
-        "--sharpness-kind": (kind, ("l2", "filter", "adaptive")),
-        "--bias": (bias, ("zero", "filter", "keep")),
-        "--pac-bayes-metric": (metric, ("error", "loss")),
-        "--hvp": (hvp, ("auto", "measure", "double_backward", "fwd_rev", "vmap")),
-        "--stop": (stop, ("bound", "residual")),
-        "--curvature": (curvature, ("hessian", "ggn", "fisher", "empirical-fisher")),
-    }
-    for option, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise LscapeError(f"unknown value {value!r}", option, f"choose one of: {', '.join(allowed)}")
+    from lscape_cli.core import choices as ch
+
+    ch.TraceMethod.check(trace_method, "--trace-method")
+    ch.SharpnessKind.check(kind, "--sharpness-kind")
+    ch.BiasPolicy.check(bias, "--bias")
+    ch.PacBayesMetric.check(metric, "--pac-bayes-metric")
+    ch.HvpStrategy.check(hvp, "--hvp")
+    ch.EigStop.check(stop, "--stop")
+    ch.CurvatureKind.check(curvature, "--curvature")
 
 
 def _validate_memory(memory_budget: float | None, retain_chunks: int | None) -> None:
@@ -423,148 +435,3 @@ def _validate_memory(memory_budget: float | None, retain_chunks: int | None) -> 
             "--retain-chunks",
             "give 0 (recompute every chunk) or more, or leave it out to follow --memory-budget",
         )
-
-
-def _measure(
-    setup: Any,
-    req: Any,
-    num_batches: int,
-    batch_size: int | None,
-    seed: int,
-    max_batch: int,
-    quiet: bool,
-    group: Any,
-) -> tuple[dict[str, Any], dict[str, float | None], Any]:
-    import torch
-
-    from lscape_cli.core.hvp import Objective
-    from lscape_cli.core.probe import run_on_batches, run_probe
-
-    def objective(x: Any, y: Any) -> Objective:
-        start, stop = group.bounds(int(y.shape[0]))  # this rank's slice (everything when single-process)
-        try:
-            return Objective.from_module(
-                setup.loaded.module,
-                x[start:stop],
-                y[start:stop],
-                setup.loss,
-                max_batch,
-                shard=group.shard(int(y.shape[0])),
-            )
-        except ValueError as exc:
-            raise LscapeError(
-                str(exc), "--mode", "use --mode eval for models with BatchNorm or dropout"
-            ) from exc
-
-    with StatusLine(quiet, "probe") as on_step:
-        if num_batches == 1 and batch_size is None:
-            res = run_probe(objective(setup.x, setup.y), req, on_step)
-            return res.results, res.scalars, res.eigenvectors
-        n = int(setup.y.shape[0])
-        size = batch_size or n // num_batches
-        if size < 1 or size * num_batches > n:
-            raise LscapeError(
-                f"{num_batches} disjoint batches of {size} need {num_batches * size} samples but the "
-                f"{setup.split} split has {n}",
-                "--num-batches/--batch-size",
-                "lower them or use a larger split",
-            )
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(setup.y.device)
-        objs = [
-            objective(setup.x[perm[i * size : (i + 1) * size]], setup.y[perm[i * size : (i + 1) * size]])
-            for i in range(num_batches)
-        ]
-        per_batch, summary = run_on_batches(objs, req, on_step)
-    scalars = {k: v["mean"] for k, v in summary.items()}
-    return (
-        {
-            "batches": {
-                "num_batches": num_batches,
-                "batch_size": size,
-                "seed": seed,
-                "summary": summary,
-                "per_batch": per_batch,
-            }
-        },
-        scalars,
-        None,
-    )
-
-
-def _record(
-    checkpoint: Path,
-    out_path: Path,
-    setup: Any,
-    req: Any,
-    results: dict[str, Any],
-    num_batches: int,
-    batch_size: int | None,
-    timing: dict[str, float],
-    world_size: int,
-) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    from lscape_cli.cli import invocation
-    from lscape_cli.storage.records import environment, make_record
-
-    config = {
-        "request": asdict(req),
-        "evaluation": setup.protocol,
-        "device": str(setup.device),
-        "dtype": str(setup.dtype).replace("torch.", ""),
-        "seed": req.seed,
-        "num_batches": num_batches,
-        "batch_size": batch_size,
-        "world_size": world_size,
-        "model": setup.loaded.spec.to_dict(),
-    }
-    return make_record(
-        PROBE_SCHEMA,
-        out_path=out_path,
-        command=invocation(),
-        inputs={"checkpoint": checkpoint},
-        config=config,
-        results=results,
-        timing_s=timing,
-        warnings=[],
-        env=environment(str(setup.device)),
-    )
-
-
-def _table(results: dict[str, Any], scalars: dict[str, float | None], out_path: Path) -> None:
-    from rich.table import Table
-
-    cur = results.get("curvature") or {}
-    parts = [] if cur.get("kind", "hessian") == "hessian" else [cur["kind"]]
-    if isinstance(cur.get("params"), list):
-        parts.append(f"block of {cur['num_params']:,} parameters")
-    what = f" ({', '.join(parts)})" if parts else ""
-    table = Table(title=f"lscape probe{what} -> {out_path}")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
-    table.add_column("uncertainty / convergence")
-    table.add_column("method, budget")
-    flat = results.get("batches", {}).get("summary")
-    for key, value in scalars.items():
-        table.add_row(key, "null" if value is None else f"{value:.6g}", *_describe(key, results, flat))
-    from lscape_cli.cli._probe_curvature import print_table
-
-    print_table(table)
-
-
-def _describe(key: str, results: dict[str, Any], summary: dict[str, Any] | None) -> tuple[str, str]:
-    if summary is not None:
-        s = summary[key]
-        std = "n/a" if s["std"] is None else f"{s['std']:.3g}"
-        return (
-            f"std {std} over {s['n']} batches (min {s['min']:.4g}, max {s['max']:.4g})",
-            "mean over batches",
-        )
-    r = results.get(key) or {}
-    hvps = "HVPs" if (results.get("curvature") or {}).get("kind", "hessian") == "hessian" else "products"
-    if "stderr" in r:
-        return f"+- {r['stderr']:.3g} (1 s.e.)", f"{r['method']}, {r['num_matvecs']} {hvps}"
-    if "residual" in r:
-        state = "converged" if r["converged"] else "NOT converged"
-        return f"residual {r['residual']:.2g} ({state})", f"{r['method']}, {r['num_matvecs']} {hvps}"
-    return "", str(r.get("method", ""))

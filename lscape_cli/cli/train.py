@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from lscape_cli.cli.console import emit_json, err
+from lscape_cli.cli._train_report import Progress, print_summary
+from lscape_cli.cli.console import emit_json
 from lscape_cli.cli.options import (
+    DataFileOpt,
     DataRootOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
     MaxBatchOpt,
+    ModelArgsOpt,
+    ModelDefOpt,
     OverwriteOpt,
     QuietOpt,
     SeedOpt,
     data_root,
+    user_inputs,
 )
 from lscape_cli.errors import DivergedError, LscapeError
 
-TRAIN_SCHEMA = "lscape.train/1"
 MODEL = "Model"
 DATA = "Data"
 OPTIM = "Optimisation"
@@ -45,40 +48,20 @@ def _batch_size(value: str) -> int | None:
     return n
 
 
-def output_stems(out: Path, name: str, restarts: int) -> list[Path]:
-    """File stems per restart: ``OUT/NAME`` for one run, ``OUT/NAME-r000`` ... (sorting by restart) for many."""
-    if restarts == 1:
-        return [out / name]
-    width = max(3, len(str(restarts - 1)))
-    return [out / f"{name}-r{r:0{width}d}" for r in range(restarts)]
-
-
-def _check_outputs(out: Path, stems: list[Path], trajectory: bool, overwrite: bool) -> None:
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise LscapeError(
-            "output directory's parent does not exist", str(parent), "create it first or choose another --out"
-        )
-    if out.exists() and not out.is_dir():
-        raise LscapeError("--out exists and is not a directory", str(out), "choose a directory path")
-    suffixes = [".safetensors", ".train.json"] + ([".trajectory.safetensors"] if trajectory else [])
-    clash = [str(s) + suf for s in stems for suf in suffixes if Path(str(s) + suf).exists()]
-    if clash and not overwrite:
-        raise LscapeError(
-            "output exists",
-            clash[0] + (f" and {len(clash) - 1} more" if len(clash) > 1 else ""),
-            "pass --overwrite to replace, or choose another --out/--name",
-        )
-
-
 def _model_options(**opts: Any) -> dict[str, Any]:
     return {k: v for k, v in opts.items() if v is not None}
 
 
 def train(
     model: Annotated[
-        str, typer.Option(help="Architecture: mlp, cnn, resnet, linear.", rich_help_panel=MODEL)
+        str,
+        typer.Option(
+            help="Architecture: mlp, cnn, resnet, linear, or torchvision:NAME (e.g. torchvision:resnet18).",
+            rich_help_panel=MODEL,
+        ),
     ] = "mlp",
+    model_def: ModelDefOpt = None,
+    model_args: ModelArgsOpt = None,
     depth: Annotated[int | None, typer.Option(help="mlp: hidden layers [1].", rich_help_panel=MODEL)] = None,
     width: Annotated[
         int | None,
@@ -118,7 +101,8 @@ def train(
     dataset: Annotated[
         str,
         typer.Option(
-            help="digits, mnist-5k (offline), mnist, fashion-mnist, cifar10 (torchvision), synthetic.",
+            help="digits, mnist-5k (offline), mnist, fashion-mnist, cifar10, torchvision:CLASS (torchvision), "
+            "synthetic.",
             rich_help_panel=DATA,
         ),
     ] = "mnist-5k",
@@ -143,6 +127,7 @@ def train(
     num_samples: Annotated[
         int | None, typer.Option(help="synthetic: samples [2000].", rich_help_panel=DATA)
     ] = None,
+    data_file: DataFileOpt = None,
     data_root_: DataRootOpt = None,
     download: Annotated[
         bool, typer.Option(help="Download a torchvision dataset if missing.", rich_help_panel=DATA)
@@ -240,8 +225,10 @@ def train(
         )
     if init != "default" and not _valid_init(init):
         raise LscapeError(f"invalid init {init!r}", "--init", "use 'default' or 'normal:STD', e.g. normal:1")
+    from lscape_cli.storage.train_record import check_outputs, output_stems
+
     stems = output_stems(out, name, restarts)
-    _check_outputs(out, stems, save_trajectory is not None, overwrite)
+    check_outputs(out, stems, save_trajectory is not None, overwrite)
     cfg = TrainConfig(
         loss=loss,
         optimizer=optimizer,
@@ -276,7 +263,8 @@ def train(
     from lscape_cli.datasets import DatasetSpec
 
     dspec = DatasetSpec(
-        name=dataset,
+        name="file" if data_file else dataset,
+        path=str(data_file.resolve()) if data_file else None,
         split_seed=split_seed,
         train_size=train_size,
         val_size=val_size,
@@ -300,6 +288,7 @@ def train(
         dtype_name=dtype,
         json_out=json_out,
         quiet=quiet or json_out,
+        user=user_inputs(model_def, model_args, False, data_file),
     )
 
 
@@ -327,6 +316,7 @@ def run_training(
     dtype_name: str,
     json_out: bool,
     quiet: bool,
+    user: Any = None,
 ) -> None:
     """Load data, build the model, train, write every file, report."""
     import json
@@ -344,14 +334,13 @@ def run_training(
         raise LscapeError(
             "--patience needs a validation split", "--val-size 0", "give --val-size > 0 or drop --patience"
         )
-    mspec = models.make_spec(
-        model_name, {**model_opts, "input_shape": splits.input_shape, "num_classes": splits.num_classes}
-    )
-    module = models.build(mspec)
+    mspec, module, initial_state, notes = _model_for(model_name, model_opts, user, splits, cfg)
     t_setup = time.perf_counter() - t0
     seeds = [seed + r for r in range(restarts)]
-    with _progress(quiet, cfg.epochs, restarts) as on_epoch:
-        results = train_restarts(module, splits, cfg, seeds, device, dtype, on_epoch=on_epoch)
+    with Progress(quiet, cfg.epochs, restarts) as on_epoch:
+        results = train_restarts(
+            module, splits, cfg, seeds, device, dtype, on_epoch=on_epoch, initial_state=initial_state
+        )
     t_train = time.perf_counter() - t0 - t_setup
     out.mkdir(exist_ok=True)
     context = {
@@ -363,173 +352,50 @@ def run_training(
         "restarts": restarts,
         "base_seed": seed,
         "num_parameters": models.num_parameters(module),
+        "warnings": notes,
     }
+    from lscape_cli.cli import invocation
+    from lscape_cli.storage.train_record import write_run
+
     texts = [
-        _write_run(res, stem, context, {"setup": t_setup, "train": t_train})
+        write_run(res, stem, context, {"setup": t_setup, "train": t_train}, invocation())
         for res, stem in zip(results, stems, strict=True)
     ]
     if json_out:
         for text in texts:
             emit_json(json.dumps(json.loads(text)))  # one record per line (JSON Lines)
     if not quiet:
-        _summary(results, stems)
+        print_summary(results, stems)
     _final_status(results)
 
 
-def _write_run(res: Any, stem: Path, ctx: dict[str, Any], timing: dict[str, float]) -> str:
-    import torch
+def _model_for(name: str, opts: dict[str, Any], user: Any, splits: Any, cfg: Any) -> tuple[Any, ...]:
+    """``(spec, module, initial_state, warnings)``: a registry model, or the user's (``--model-def``)."""
+    from lscape_cli import models, usermodel
 
-    from lscape_cli import __version__
-    from lscape_cli.cli import invocation
-    from lscape_cli.storage.checkpoint import save_checkpoint, save_trajectory
-    from lscape_cli.storage.files import sha256_file
-    from lscape_cli.storage.records import environment, make_record, write_record
-
-    training = {
-        **ctx["cfg"].to_dict(),
-        "seed": res.seed,
-        "restart": res.restart,
-        "restarts": ctx["restarts"],
-        "base_seed": ctx["base_seed"],
-        "stop_reason": res.stop_reason,
-        "steps": res.steps,
-        "epochs_run": res.epochs,
-        "device": ctx["device"],
-        "dtype": ctx["dtype"],
-    }
-    versions = {"lscape": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
-    meta = {
-        "model": ctx["model"],
-        "dataset": ctx["dataset"],
-        "training": training,
-        "metrics": res.final,
-        "versions": versions,
-    }
-    ckpt_path = Path(str(stem) + ".safetensors")
-    json_path = Path(str(stem) + ".train.json")
-    outputs: dict[str, Any] = {"checkpoint": None, "trajectory": None}
-    warnings = []
-    if res.stop_reason == "diverged":
-        warnings.append(f"training diverged (non-finite loss) at step {res.steps}; no checkpoint written")
-    else:
-        save_checkpoint(ckpt_path, res.state, meta)
-        outputs["checkpoint"] = {"path": ckpt_path.name, "sha256": sha256_file(ckpt_path)}
-        if res.trajectory is not None:
-            traj_path = Path(str(stem) + ".trajectory.safetensors")
-            save_trajectory(
-                traj_path,
-                res.trajectory,
-                {**meta, "epochs": res.trajectory_epochs, "steps": res.trajectory_steps},
+    source = user.model_def if user is not None and user.model_def else None
+    if name.startswith("torchvision:"):
+        source = source or name
+    if source is None:
+        if user is not None and user.model_args:
+            raise LscapeError(
+                "--model-args is for --model-def and torchvision models",
+                "--model-args",
+                "registry models take --depth, --width, ...",
             )
-            outputs["trajectory"] = {
-                "path": traj_path.name,
-                "sha256": sha256_file(traj_path),
-                "snapshots": len(res.trajectory_epochs),
-                "epochs": res.trajectory_epochs,
-            }
-        else:
-            Path(str(stem) + ".trajectory.safetensors").unlink(
-                missing_ok=True
-            )  # stale, from an overwritten run
-    if res.stop_reason == "interrupted":
-        warnings.append("training was interrupted (Ctrl-C); the checkpoint holds the state reached")
-    results = {
-        "restart": res.restart,
-        "seed": res.seed,
-        "stop_reason": res.stop_reason,
-        "steps": res.steps,
-        "epochs": res.epochs,
-        "num_parameters": ctx["num_parameters"],
-        "final": res.final,
-        "history": res.history,
-        **outputs,
-    }
-    config = {
-        "model": ctx["model"],
-        "dataset": ctx["dataset"],
-        "training": ctx["cfg"].to_dict(),
-        "seed": res.seed,
-        "base_seed": ctx["base_seed"],
-        "restarts": ctx["restarts"],
-        "device": ctx["device"],
-        "dtype": ctx["dtype"],
-        "evaluation": {
-            "mode": "eval",
-            "splits": ["train", "val", "test"],
-            "max_batch": ctx["cfg"].max_batch,
-            "weighting": "mean over samples",
-        },
-    }
-    record = make_record(
-        TRAIN_SCHEMA,
-        out_path=json_path,
-        command=invocation(),
-        inputs={},
-        config=config,
-        results=results,
-        timing_s=timing,
-        warnings=warnings,
-        env=environment(ctx["device"]),
-    )
-    return write_record(json_path, record)
-
-
-class _progress:
-    """A rich progress bar on stderr (a no-op when quiet); yields the engine's on_epoch callback."""
-
-    def __init__(self, quiet: bool, epochs: int, restarts: int) -> None:
-        self.quiet, self.epochs, self.restarts = quiet, epochs, restarts
-        self.bar: Any = None
-
-    def __enter__(self) -> Any:
-        if self.quiet:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            TextColumn("train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
+        mspec = models.make_spec(
+            name, {**opts, "input_shape": splits.input_shape, "num_classes": splits.num_classes}
         )
-        self.bar.start()
-        task = self.bar.add_task("", total=self.epochs)
-
-        def on_epoch(info: dict[str, Any]) -> None:
-            losses = [v for v in info["train_loss"] if v == v]
-            desc = f"active {info['active']}/{self.restarts}  loss {min(losses):.4g}" if losses else ""
-            self.bar.update(task, completed=info["epoch"], description=desc)
-
-        return on_epoch
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def _summary(results: list[Any], stems: list[Path]) -> None:
-    from rich.table import Table
-
-    table = Table(title="lscape train", show_lines=False)
-    for col in ("run", "seed", "stop", "epochs", "steps", "train loss", "val loss", "test acc", "file"):
-        table.add_column(col)
-    for res, stem in zip(results, stems, strict=True):
-        f = res.final
-        table.add_row(
-            str(res.restart),
-            str(res.seed),
-            res.stop_reason,
-            str(res.epochs),
-            str(res.steps),
-            f"{f.get('train_loss', float('nan')):.4g}",
-            f"{f.get('val_loss', float('nan')):.4g}",
-            f"{f.get('test_accuracy', float('nan')):.4f}",
-            "-" if res.stop_reason == "diverged" else f"{stem.name}.safetensors",
+        return mspec, models.build(mspec), None, []
+    if opts:
+        raise LscapeError(
+            f"--{next(iter(opts))} applies to the registry models, not to {source}",
+            "--model-def",
+            "pass the model's own arguments with --model-args JSON",
         )
-    err.print(table)
+    kwargs = usermodel.parse_kwargs(user.model_args if user is not None else None)
+    tm = usermodel.for_training(source, kwargs, splits, cfg.loss, cfg.init)
+    return tm.spec, tm.module, tm.initial_state, tm.notes
 
 
 def _final_status(results: list[Any]) -> None:

@@ -96,7 +96,8 @@ def _functional_hvp(obj: Objective) -> Callable[[Params, torch.Tensor, torch.Ten
 
     def hvp_chunk(v: Params, xb: torch.Tensor, yb: torch.Tensor) -> Params:
         grad_fn = jacrev(lambda p: obj.chunk_loss(p, xb, yb))
-        return jvp(grad_fn, (obj.params,), (v,))[1]
+        out: Params = jvp(grad_fn, (obj.params,), (v,))[1]
+        return out
 
     return hvp_chunk
 

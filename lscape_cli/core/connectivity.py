@@ -35,9 +35,8 @@ re-estimated by train-mode forward passes over the training split (:func:`reesti
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -45,16 +44,17 @@ from torch import nn
 from torch.func import functional_call
 
 from lscape_cli.core import alignment as al
-from lscape_cli.core.objective import loss_mean, loss_sum
+from lscape_cli.core.choices import Align, CurveOptimizer
+from lscape_cli.core.objective import evaluate, loss_mean
 from lscape_cli.core.params import Params
+from lscape_cli.core.progress import ProgressFn
 from lscape_cli.core.surface import Subspace, evaluate_points
 from lscape_cli.core.training import has_batchnorm
 
-ProgressFn = Callable[[dict[str, Any]], None]
 Data = dict[str, tuple[torch.Tensor, torch.Tensor]]  # split -> (x, y)
 CURVES = ("bezier", "polychain")
-ALIGNS = ("none", "weights")
-OPTIMIZERS = ("adam", "sgd")
+ALIGNS = Align.values()
+OPTIMIZERS = CurveOptimizer.values()
 BARRIERS = ("max_minus_mean_ends", "chord", "max_minus_max_ends")
 FORMULAS = {
     "linear": "(1-alpha)*theta_A + alpha*theta_B",
@@ -265,13 +265,7 @@ def direct_eval(
 
     Chunks of ``max_batch`` samples, their sums accumulated in float64 and divided by the sample count.
     """
-    total, correct = 0.0, 0
-    for start in range(0, int(y.shape[0]), max_batch):
-        logits = functional_call(model, (params, buffers), (x[start : start + max_batch],))
-        yb = y[start : start + max_batch]
-        total += float(loss_sum(logits, yb, loss))
-        correct += int((logits.argmax(-1) == yb).sum())
-    return total / int(y.shape[0]), correct / int(y.shape[0])
+    return evaluate(model, x, y, loss, max_batch, params=params, buffers=buffers)
 
 
 # ----------------------------------------------------------------------------------------------- curves
@@ -338,7 +332,7 @@ def fit_curve(
                 point = combine([a, bend, b], coefficients(cfg.kind, t)[0].tolist())
                 value = loss_mean(functional_call(model, (point, scratch), (x[idx],)), y[idx], loss)
                 opt.zero_grad(set_to_none=True)
-                value.backward()
+                value.backward()  # type: ignore[no-untyped-call]
                 opt.step()
                 steps += 1
                 total += float(value.detach()) * idx.shape[0]
@@ -383,7 +377,7 @@ class Endpoint:
 
 
 def _distance(a: Params, b: Params) -> float:
-    return float(torch.sqrt(sum(((a[n] - b[n]).double() ** 2).sum() for n in a)))
+    return float(torch.sqrt(cast(torch.Tensor, sum(((a[n] - b[n]).double() ** 2).sum() for n in a))))
 
 
 def _path(

@@ -60,9 +60,10 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch.func import functional_call
 
+from lscape_cli.core.choices import CurvatureKind
 from lscape_cli.core.hvp import HVP, Objective, Params, flatten, numel, unflatten
 
-CURVATURES = ("hessian", "ggn", "fisher", "empirical-fisher")
+CURVATURES = CurvatureKind.values()
 DEFINITIONS = {
     "hessian": "H = Hessian of the mean loss",
     "ggn": "G = (1/N) sum_i J_i^T (d^2 loss_i / dz^2) J_i (generalised Gauss-Newton; = exact Fisher)",
@@ -329,7 +330,7 @@ class GGN:
             self.close()
 
 
-def operator(
+def curvature_operator(
     obj: Objective,
     curvature: Curvature,
     hvp_strategy: str = "auto",

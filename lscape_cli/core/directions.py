@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import torch
 
+from lscape_cli.core.choices import BiasPolicy, Norm
 from lscape_cli.core.hvp import HVP, Objective, Params, ProgressFn
 from lscape_cli.core.spectrum import EigenResult, lanczos
 
-NORMS = ("filter", "layer", "none", "unit")
-BIAS_POLICIES = ("zero", "filter", "keep")
+NORMS = Norm.values()
+BIAS_POLICIES = BiasPolicy.values()
 
 
 def gaussian_direction(like: Params, generator: torch.Generator) -> Params:
@@ -44,7 +45,8 @@ def gaussian_direction(like: Params, generator: torch.Generator) -> Params:
 def _per_filter(d: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     flat_d, flat_t = d.reshape(d.shape[0], -1), theta.reshape(theta.shape[0], -1)
     ratio = flat_t.norm(dim=1, keepdim=True) / flat_d.norm(dim=1, keepdim=True).clamp_min(1e-30)
-    return (flat_d * ratio).reshape(d.shape)
+    out: torch.Tensor = (flat_d * ratio).reshape(d.shape)
+    return out
 
 
 def normalize(d: Params, theta: Params, norm: str = "filter", bias: str = "zero") -> Params:
@@ -114,7 +116,7 @@ def cosine(a: Params, b: Params) -> float:
 
 def length(d: Params) -> float:
     """Euclidean norm of a direction."""
-    return _dot(d, d) ** 0.5
+    return float(_dot(d, d) ** 0.5)
 
 
 def random_directions(

@@ -169,7 +169,7 @@ def global_lambda(
     }
 
 
-def hypervolume(points: np.ndarray, reference: Sequence[float]) -> float:
+def hypervolume(points: np.ndarray, reference: Sequence[float] | np.ndarray) -> float:
     """Exact hypervolume dominated by ``points`` (minimisation) up to ``reference``, any dimension.
 
     Recursive slicing on the last objective; exact and fine for the tens of points a study has.

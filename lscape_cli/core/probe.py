@@ -47,17 +47,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lscape_cli.core import blocks, spectrum, trace
 from lscape_cli.core import density as dens
 from lscape_cli.core import sharpness as sharp
-from lscape_cli.core.curvature import GGN, Curvature, operator
+from lscape_cli.core.curvature import GGN, Curvature, curvature_operator
 from lscape_cli.core.hvp import HVP, Objective, Params, gradient, norm, plan
-
-ProgressFn = Callable[[dict[str, Any]], None]
+from lscape_cli.core.progress import ProgressFn
 
 
 @dataclass(frozen=True)
@@ -145,7 +143,7 @@ def run_probe(obj: Objective, req: ProbeRequest, on_step: ProgressFn | None = No
     names = blocks.select(obj.params, req.params) if req.params else list(obj.params)
     target = blocks.restrict(obj, names) if req.params else obj
     # one graph for every estimator, then freed
-    with operator(target, cur, req.hvp_strategy, chunking.retain_chunks) as op:
+    with curvature_operator(target, cur, req.hvp_strategy, chunking.retain_chunks) as op:
         _spectral(op, req, out, on_step)
     if op.num_matvecs:
         out.results["hvp"] = {**op.describe(), **chunking.to_dict()}
@@ -191,7 +189,7 @@ def _per_layer(
     for owner, names in blocks.layers(list(obj.params)).items():
         t0 = time.perf_counter()
         sub = ProbeOutput()
-        with operator(blocks.restrict(obj, names), cur, req.hvp_strategy, retain) as op:
+        with curvature_operator(blocks.restrict(obj, names), cur, req.hvp_strategy, retain) as op:
             _spectral(op, sub_req, sub, on_step)
         seconds = time.perf_counter() - t0
         row = {"block": owner, "params": names, "num_params": op.dim, **sub.results}
@@ -413,7 +411,7 @@ def summarize(scalars: list[dict[str, float | None]]) -> dict[str, dict[str, Any
             summary[key] = {"mean": None, "std": None, "min": None, "max": None, "n": 0}
             continue
         mean = sum(vals) / len(vals)  # type: ignore[arg-type]
-        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None  # type: ignore[operator]
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None  # type: ignore[operator, misc]
         summary[key] = {"mean": mean, "std": std, "min": min(vals), "max": max(vals), "n": len(vals)}  # type: ignore[type-var]
     return summary
 

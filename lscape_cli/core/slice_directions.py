@@ -21,7 +21,7 @@ from lscape_cli.errors import LscapeError
 
 if TYPE_CHECKING:
     from lscape_cli.core.hvp import Objective
-    from lscape_cli.core.slice_run import SliceRequest
+    from lscape_cli.core.slice_request import SliceRequest
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def _lines(res: SliceResult, loss: torch.Tensor, l0: float) -> dict[str, Any]:
     lines = []
     for k in range(grid.count):
         row = loss[k].tolist()
-        line = {
+        line: dict[str, Any] = {
             "direction": k,
             "max_rise": S.max_rise(loss[k], l0, [a]),
             "basin": S.basin_1d(alphas, row, l0, res.request.basin_threshold),

@@ -14,12 +14,12 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
 
-from lscape_cli.core.objective import loss_sum
+from lscape_cli.core.objective import evaluate
 from lscape_cli.core.params import Params
 from lscape_cli.core.progress import ProgressFn
 from lscape_cli.core.slice_directions import SliceDirections, SliceInput, build_directions
@@ -54,8 +54,11 @@ class SliceData:
 class Group(Protocol):
     """The place of this process in a ``torchrun`` job (:class:`lscape_cli.distributed.Group`)."""
 
-    rank: int
-    world_size: int
+    @property
+    def rank(self) -> int: ...  # noqa: D102
+
+    @property
+    def world_size(self) -> int: ...  # noqa: D102
 
     @property
     def is_main(self) -> bool: ...  # noqa: D102
@@ -266,7 +269,8 @@ def _gather(group: Group, loss: Any, acc: Any, computed: tuple[list[int], list[f
     """One collective at the end: every rank's points to every rank (rank 0 writes them)."""
     if not group.active:
         return
-    for idx, ls, ac in group.gather(computed):  # type: ignore[misc]
+    gathered = cast(list[tuple[list[int], list[float], list[float]]], group.gather(computed))
+    for idx, ls, ac in gathered:
         for p, lv, av in zip(idx, ls, ac, strict=True):
             loss[p], acc[p] = lv, av
 
@@ -348,18 +352,11 @@ def _centre(
 def _reference(data: SliceData) -> tuple[float, float, float]:
     """The model's own loss/accuracy at the checkpoint and the median time of one forward over the split."""
     times, result = [], (0.0, 0.0)
-    model, x, y, n = data.module, data.x, data.y, data.num_samples
-    max_batch = chunk_size(model, x, data.max_batch)  # the grid engine's chunks: same sums at the centre
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for _ in range(3):
-            buffers = {k: b.clone() for k, b in model.named_buffers()}  # train mode: BatchNorm writes them
-            t = time.perf_counter()
-            total, correct = 0.0, 0
-            for s in range(0, n, max_batch):
-                logits = torch.func.functional_call(model, (params, buffers), (x[s : s + max_batch],))
-                total += float(loss_sum(logits, y[s : s + max_batch], data.loss))
-                correct += int((logits.argmax(-1) == y[s : s + max_batch]).sum())
-            times.append(time.perf_counter() - t)
-            result = (total / n, correct / n)
+    model = data.module
+    max_batch = chunk_size(model, data.x, data.max_batch)  # the grid engine's chunks: same sums at the centre
+    for _ in range(3):
+        buffers = {k: b.clone() for k, b in model.named_buffers()}  # train mode: BatchNorm writes them
+        t = time.perf_counter()
+        result = evaluate(model, data.x, data.y, data.loss, max_batch, buffers=buffers)
+        times.append(time.perf_counter() - t)
     return result[0], result[1], statistics.median(times)

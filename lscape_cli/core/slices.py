@@ -207,7 +207,7 @@ def basin_2d(
     }
 
 
-def _nearest(points: list[tuple[float, ...]], radius: float, minimum: int) -> list[int]:
+def _nearest(points: Sequence[tuple[float, ...]], radius: float, minimum: int) -> list[int]:
     """Indices of the points within ``radius`` (max-norm) of 0, or the ``minimum`` nearest."""
     dist = [max(abs(c) for c in p) for p in points]
     inside = [i for i, d in enumerate(dist) if d <= radius + 1e-12 * max(radius, 1.0)]
@@ -249,11 +249,11 @@ def quadratic_2d(
 ) -> dict[str, Any]:
     """Fit ``L = a + g.x + x^T H x / 2`` (x = (alpha, beta)) near 0; ``hessian`` H and its eigenvalues."""
     pts, vals = [], []
-    for i, a in enumerate(alphas):
-        for j, b in enumerate(betas):
+    for i, ai in enumerate(alphas):
+        for j, bj in enumerate(betas):
             v = float(losses[i, j])
             if math.isfinite(v):
-                pts.append((a, b))
+                pts.append((ai, bj))
                 vals.append(v)
     base = {"fit_radius": radius, "method": "least-squares quadratic a + g.x + x^T H x / 2 near 0"}
     if len(pts) < 6:

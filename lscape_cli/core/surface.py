@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,11 +48,12 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from torch.func import functional_call, vmap
 
-from lscape_cli.core.objective import loss_sum
+from lscape_cli.core.choices import SliceStrategy
+from lscape_cli.core.objective import evaluate, loss_sum
 from lscape_cli.core.params import Params
+from lscape_cli.core.progress import ProgressFn
 
-ProgressFn = Callable[[dict[str, Any]], None]
-STRATEGIES = ("auto", "loop", "vmap")
+STRATEGIES = SliceStrategy.values()
 DEFAULT_BUDGET = 1 << 30  # bytes of cached first-layer outputs / vmapped activations
 CPU_CHUNK_BYTES = 16 << 20  # CPU: first-layer output per chunk (see chunk_size)
 
@@ -90,7 +90,7 @@ def chunk_size(model: nn.Module, x: torch.Tensor, max_batch: int, target_bytes: 
     with torch.no_grad():
         out = model.get_submodule(name)(model.first_layer_input(x[:1]))  # type: ignore[operator]
     per_sample = out.numel() * out.element_size()
-    return max(1, min(max_batch, target_bytes // max(per_sample, 1)))
+    return max(1, min(max_batch, int(target_bytes // max(per_sample, 1))))
 
 
 def first_layer(model: nn.Module) -> str | None:
@@ -112,7 +112,8 @@ class _After(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """The layers after the first."""
-        return self.inner.forward_after_first(z)  # type: ignore[operator]
+        out: torch.Tensor = self.inner.forward_after_first(z)  # type: ignore[operator]
+        return out
 
 
 class _Slots:
@@ -134,11 +135,12 @@ class _Slots:
         for name, t in tensors.items():
             module, leaf = self._where[name]
             table = module._parameters if leaf in module._parameters else module._buffers
-            table[leaf] = t  # a plain tensor (no Parameter wrapper): read by the forward, never trained
+            table[leaf] = t  # type: ignore[assignment]  # a plain tensor (no Parameter wrapper): read by the forward, never trained
 
     def __call__(self, state: Params, inp: torch.Tensor) -> torch.Tensor:
         self.assign(state)
-        return self.net(inp)
+        out: torch.Tensor = self.net(inp)
+        return out
 
 
 def _loss_sum(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss: str) -> torch.Tensor:
@@ -309,7 +311,8 @@ class SurfaceEvaluator:
         if self._slots is not None:
             return self._slots(state, inp)
         buffers = {k: b.clone() for k, b in self._buffers.items()}  # train mode: BatchNorm writes them
-        return functional_call(self._net, (state, buffers), (inp,))
+        out: torch.Tensor = functional_call(self._net, (state, buffers), (inp,))
+        return out
 
     def _loop(self, rows: list[list[float]]) -> tuple[torch.Tensor, torch.Tensor]:
         states = self._states(rows)
@@ -409,16 +412,12 @@ def evaluate_points_reference(
     max_batch: int = 4096,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The point-by-point reference (one full forward per point); tests and benchmarks compare to it."""
-    p, n = coeffs.shape[0], y.shape[0]
+    p = coeffs.shape[0]
     losses = torch.empty(p, dtype=torch.float64)
     accs = torch.empty(p, dtype=torch.float64)
     for i in range(p):
         params = space.point(coeffs[i])
-        total, correct = 0.0, 0
-        for start in range(0, n, max_batch):
-            logits = functional_call(space.model, (params, space.buffers), (x[start : start + max_batch],))
-            yb = y[start : start + max_batch]
-            total += float(loss_sum(logits, yb, loss))
-            correct += int((logits.argmax(-1) == yb).sum())
-        losses[i], accs[i] = total / n, correct / n
+        losses[i], accs[i] = evaluate(
+            space.model, x, y, loss, max_batch, params=params, buffers=space.buffers
+        )
     return losses, accs

@@ -35,6 +35,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from lscape_cli.core.objective import chunked_mean, loss_mean, loss_sum
+from lscape_cli.core.progress import ProgressFn
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -92,7 +93,7 @@ def init_parameters(model: nn.Module, init: str, seed: int) -> None:
             torch.manual_seed(seed)
             for module in model.modules():
                 if module is not model and hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
+                    module.reset_parameters()  # type: ignore[operator]
         return
     kind, _, arg = init.partition(":")
     if kind != "normal" or not arg:
@@ -132,7 +133,8 @@ class StackedModel:
             return torch.stack(outs)
 
         def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.model, (p, b), (xb,))
+            out: torch.Tensor = functional_call(self.model, (p, b), (xb,))
+            return out
 
         return vmap(one, in_dims=(0, 0, 0 if per_restart_x else None))(self.params, self.buffers, x)
 
@@ -171,6 +173,7 @@ class Optimizer:
         self.t += 1
         for n, p in params.items():
             g = p.grad
+            assert g is not None  # step() follows backward()
             mask = active.view(-1, *([1] * (p.dim() - 1)))
             if c.optimizer == "adamw":
                 new_p = p * (1 - c.lr * c.weight_decay)
@@ -211,9 +214,6 @@ class _Track:
     snap_steps: list[list[int]]
 
 
-ProgressFn = Callable[[dict[str, Any]], None]
-
-
 def train_restarts(
     model: nn.Module,
     splits: Any,
@@ -222,6 +222,7 @@ def train_restarts(
     device: torch.device,
     dtype: torch.dtype,
     on_epoch: ProgressFn | None = None,
+    initial_state: Callable[[int], dict[str, torch.Tensor]] | None = None,
 ) -> list[RunResult]:
     """Train one restart per seed, all together; returns one :class:`RunResult` per seed.
 
@@ -233,6 +234,8 @@ def train_restarts(
         device: where to train.
         dtype: parameter dtype.
         on_epoch: called after every epoch with a summary dict (for progress bars).
+        initial_state: seed -> the restart's initial ``state_dict`` (e.g. a user factory's own
+            initialisation); default: ``cfg.init`` applied to ``model``.
     """
     if splits.x["train"].dtype != dtype:
         raise ValueError(f"data dtype {splits.x['train'].dtype} differs from parameter dtype {dtype}")
@@ -241,7 +244,10 @@ def train_restarts(
         device="cpu", dtype=torch.float32
     )  # initialise in float32 on CPU: same draws on every device/dtype
     for s in seeds:
-        init_parameters(model, cfg.init, s)
+        if initial_state is None:
+            init_parameters(model, cfg.init, s)
+        else:
+            model.load_state_dict(initial_state(s))
         states.append(
             {
                 k: v.detach().clone().to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
@@ -328,8 +334,8 @@ def _train_epoch(
         for i in torch.nonzero(newly_bad).flatten().tolist():
             tr.stop[i] = "diverged"
         active = active & finite
-        torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
-        gnorm = torch.sqrt(sum(p.grad.flatten(1).pow(2).sum(1) for p in stacked.params.values()))  # type: ignore[union-attr]
+        torch.where(active, losses, torch.zeros_like(losses)).sum().backward()  # type: ignore[no-untyped-call]
+        gnorm = torch.sqrt(sum(p.grad.flatten(1).pow(2).sum(1) for p in stacked.params.values()))  # type: ignore[union-attr, arg-type, misc]
         opt.step(stacked.params, active)
         loss_acc += torch.where(active, losses.detach(), 0.0)
         gnorm_acc += torch.where(active, gnorm, 0.0)

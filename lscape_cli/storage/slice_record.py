@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import torch
 
@@ -29,6 +29,52 @@ from lscape_cli.storage.records import environment, make_record, write_record
 
 SLICE_SCHEMA = "lscape.slice/1"
 INPUT_ROLES = {"toward": "other", "pca": "trajectory", "file": "directions"}  # record inputs per kind
+
+
+class SliceCentre(TypedDict):
+    """``results.centre``: L(theta) from the grid engine next to the model's own forward pass."""
+
+    loss: float  # the grid engine at coefficients 0
+    accuracy: float
+    reference_loss: float  # the model's forward over the split
+    reference_accuracy: float
+    abs_difference: float
+    checkpoint_metric: float | None  # the checkpoint's recorded <split>_loss
+    method: str
+
+
+class SliceGrid(TypedDict, total=False):
+    """``results.grid``: the values (``[i][j]`` at ``(alpha_i, beta_j)``, or line i at ``alpha_j``)."""
+
+    shape: list[int]  # (count, steps) or (steps, steps)
+    alpha: list[float]
+    beta: list[float]  # planes only
+    loss: list[list[float | None]]  # non-finite as null, never imputed
+    accuracy: list[list[float | None]]
+    num_points: int
+    num_nonfinite: int
+
+
+class SliceOutputs(TypedDict):
+    """``results.outputs``: the files beside the record (names)."""
+
+    grid: str
+    directions: str
+    plots: list[str]
+
+
+class SliceResults(TypedDict, total=False):
+    """``results`` of a ``lscape.slice/1`` record (details in docs/formats.md)."""
+
+    centre: SliceCentre
+    grid: SliceGrid
+    directions: dict[str, Any]  # kind, count, digest, lengths, theta_norm, cosines (+ filter-norm check)
+    lines: list[dict[str, Any]]  # 1-D: per direction max_rise, basin, curvature (+ eigenvalue)
+    sharpness_1d: dict[str, Any]  # 1-D: seed 001's 1D sharpness (value, direction, per_direction, range)
+    plane: dict[str, Any]  # 2-D: max_rise, basin, quadratic, axes (+ eigenvalues)
+    trajectory: dict[str, Any]  # --pca: coords, epochs, steps, in_span_fraction, inside_range
+    speed: dict[str, Any]  # points_evaluated, seconds, forward_pass_s, engine, world_size
+    outputs: SliceOutputs
 
 
 @dataclass(frozen=True)
@@ -184,13 +230,11 @@ def write_slice(
     info = {**res.grid.describe(), "directions_digest": res.digest, "record": paths.record.name}
     grids.save_grid(paths.grid, tensors, info)
     written = plots() if plots is not None else []
-    results = {
-        **res.results,
-        "outputs": {
-            "grid": paths.grid.name,
-            "directions": paths.directions.name,
-            "plots": [p.name for p in written],
-        },
+    results = cast(SliceResults, dict(res.results))
+    results["outputs"] = {
+        "grid": paths.grid.name,
+        "directions": paths.directions.name,
+        "plots": [p.name for p in written],
     }
     timing["derive_and_plot"] = timing.pop("derive", 0.0) + time.perf_counter() - t
     timing["total"] = time.perf_counter() - t0
@@ -202,9 +246,7 @@ def write_slice(
     return record
 
 
-def _record(
-    paths: SlicePaths, res: SliceResult, ctx: SliceContext, results: dict[str, Any]
-) -> dict[str, Any]:
+def _record(paths: SlicePaths, res: SliceResult, ctx: SliceContext, results: SliceResults) -> dict[str, Any]:
     req = res.request
     config = {
         "slice": {**res.grid.describe(), "coefficients": res.grid.alphas},
@@ -235,7 +277,7 @@ def _record(
         command=ctx.command,
         inputs=inputs,
         config=config,
-        results=results,
+        results=dict(results),
         timing_s={},
         warnings=res.warnings,
         env=environment(ctx.device),
