@@ -233,3 +233,26 @@ def test_model_with_unused_parameter(digits: tuple[torch.Tensor, torch.Tensor]) 
     assert float(flatten({k: out[k] for k in ("unused.weight", "unused.bias")}).abs().sum()) == 0.0
     unused = blocks.restrict(obj, ["unused.weight", "unused.bias"])
     assert float(flatten(GGN(unused, Curvature("ggn"))(unused.params)).abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("outputs", [None, 2])
+def test_regression_targets_ggn_is_the_least_squares_hessian(outputs: int | None) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    y = (
+        torch.randn(30, generator=g, dtype=torch.float64)
+        if outputs is None
+        else torch.randn(30, outputs, generator=g, dtype=torch.float64)
+    )
+    model = nn.Linear(4, outputs or 1).double().eval()
+    obj = Objective.from_module(model, x, y, loss="mse")
+    ggn = matrix(GGN(obj, Curvature("ggn")))
+    torch.testing.assert_close(ggn, matrix(HVP(obj)), atol=1e-12, rtol=0)
+    x1 = torch.cat([x, torch.ones(30, 1, dtype=torch.float64)], 1)
+    gram = 2 * x1.T @ x1 / 30  # per output; weights row-major (D, 4), then the D biases
+    c = outputs or 1
+    torch.testing.assert_close(
+        ggn[: 4 * c, : 4 * c], torch.kron(torch.eye(c, dtype=torch.float64), gram[:4, :4])
+    )
+    ef = references(obj).empirical_fisher
+    torch.testing.assert_close(matrix(GGN(obj, Curvature("empirical-fisher"))), ef, atol=1e-12, rtol=0)

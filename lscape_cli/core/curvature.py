@@ -62,6 +62,7 @@ from torch.func import functional_call
 
 from lscape_cli.core.choices import CurvatureKind
 from lscape_cli.core.hvp import HVP, Objective, Params, flatten, numel, unflatten
+from lscape_cli.core.objective import mse_target
 
 CURVATURES = CurvatureKind.values()
 DEFINITIONS = {
@@ -153,8 +154,10 @@ def output_curvature(
     if kind == "ggn":
         return _OutputCurvature(probs=z.softmax(-1)) if loss == "ce" else _OutputCurvature(scale=2.0)
     if kind == "empirical-fisher":
-        target = F.one_hot(y, num_classes).to(z.dtype)
-        g = z.softmax(-1) - target if loss == "ce" else 2.0 * (z - target)
+        if loss == "ce":
+            g = z.softmax(-1) - F.one_hot(y, num_classes).to(z.dtype)
+        else:  # class labels (one-hot) or regression targets
+            g = 2.0 * (z - mse_target(y, num_classes, z.dtype))
         return _OutputCurvature(factors=g.unsqueeze(1))
     if kind != "fisher" or draws is None:
         raise ValueError(f"no output curvature for {kind!r} without label draws")

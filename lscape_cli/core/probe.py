@@ -7,7 +7,8 @@ repeats it on disjoint batches and summarises every scalar (mean, std, min, max)
 
 Keys of ``results`` (each estimate carries its method, budget, seed and uncertainty/convergence):
 
-- ``loss``: ``{"value", "accuracy", "num_samples"}`` at the checkpoint.
+- ``loss``: ``{"value", "accuracy", "num_samples"}`` at the checkpoint (for regression targets the
+  accuracy is NaN, written as ``null``, and is not a ``--check`` scalar).
 - ``curvature``: which matrix the spectral quantities below describe (``kind``: ``hessian``, ``ggn``,
   ``fisher`` or ``empirical-fisher``, its ``definition``, for ``fisher`` ``mc_samples`` and ``mc_seed``;
   see :mod:`lscape_cli.core.curvature`), and the parameter block: ``params`` (``"all"`` or the names
@@ -55,7 +56,10 @@ from lscape_cli.core import density as dens
 from lscape_cli.core import sharpness as sharp
 from lscape_cli.core.curvature import GGN, Curvature, curvature_operator
 from lscape_cli.core.hvp import HVP, Objective, Params, gradient, norm, plan
+from lscape_cli.core.objective import task_of
 from lscape_cli.core.progress import ProgressFn
+from lscape_cli.core.stats import mean_var
+from lscape_cli.errors import LscapeError
 
 
 @dataclass(frozen=True)
@@ -131,14 +135,25 @@ def _finite(v: float | None) -> float | None:
     return v if v is not None and math.isfinite(v) else None
 
 
+def _check_task(obj: Objective, req: ProbeRequest) -> None:
+    """PAC-Bayes on the error rate needs class labels: regression targets have no error rate."""
+    if req.pac_bayes and req.pac_bayes_metric == "error" and task_of(obj.y) == "regression":
+        raise LscapeError(
+            "PAC-Bayes on the error rate needs class labels, but the data are regression targets",
+            "--pac-bayes-metric",
+            "pass --pac-bayes-metric loss",
+        )
+
+
 def run_probe(obj: Objective, req: ProbeRequest, on_step: ProgressFn | None = None) -> ProbeOutput:
     """Run every measurement ``req`` asks for at ``obj.params``."""
     out = ProbeOutput()
+    _check_task(obj, req)
     chunking = plan(obj, req.memory_budget_mib, req.retain_chunks)  # chunk size from measured memory
     obj = chunking.apply(obj)
     loss, acc = sharp.loss_accuracy(obj, obj.params)
     out.results["loss"] = {"value": loss, "accuracy": acc, "num_samples": obj.num_samples}
-    out.scalars.update(loss=loss, accuracy=acc)
+    out.scalars.update(loss=loss, **({} if task_of(obj.y) == "regression" else {"accuracy": acc}))
     cur = Curvature(req.curvature, req.fisher_samples, req.seed)
     names = blocks.select(obj.params, req.params) if req.params else list(obj.params)
     target = blocks.restrict(obj, names) if req.params else obj
@@ -406,13 +421,13 @@ def summarize(scalars: list[dict[str, float | None]]) -> dict[str, dict[str, Any
     """Mean, std (ddof=1), min, max of every scalar over batches (nulls skipped and counted)."""
     summary: dict[str, dict[str, Any]] = {}
     for key in scalars[0]:
-        vals = [s[key] for s in scalars if s.get(key) is not None]
+        vals = [v for s in scalars if (v := s.get(key)) is not None]
         if not vals:
             summary[key] = {"mean": None, "std": None, "min": None, "max": None, "n": 0}
             continue
-        mean = sum(vals) / len(vals)  # type: ignore[arg-type]
-        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None  # type: ignore[operator, misc]
-        summary[key] = {"mean": mean, "std": std, "min": min(vals), "max": max(vals), "n": len(vals)}  # type: ignore[type-var]
+        mean, var = mean_var(vals)
+        std = math.sqrt(var) if len(vals) > 1 else None
+        summary[key] = {"mean": mean, "std": std, "min": min(vals), "max": max(vals), "n": len(vals)}
     return summary
 
 
