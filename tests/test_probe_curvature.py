@@ -44,9 +44,11 @@ def _results(ckpt: Path) -> dict:
 
 def test_ggn_per_layer_prints_a_table_and_records_every_block(cli, ckpt: Path) -> None:
     # README: lscape probe run/model.safetensors --curvature ggn --per-layer --top-k 3
-    result = cli("probe", ckpt, "--curvature", "ggn", "--per-layer", "--top-k", "3", *CPU)
+    result = cli("probe", ckpt, "--curvature", "ggn", "--per-layer", "--top-k", "3", "--trace", *CPU)
     assert result.exit_code == 0, result.output
     res = _results(ckpt)
+    # the rounding floor compares float32 GGN products with float64 GGN products (not the Hessian's)
+    assert res["rounding"]["relative_error"] < 1e-4 and res["trace"]["rounding"] >= 0
     assert res["curvature"]["kind"] == "ggn" and res["curvature"]["params"] == "all"
     assert res["hvp"]["strategy"] == "jvp_vjp" and res["hvp"]["chosen_by"] == "only-strategy"
     layers = res["per_layer"]

@@ -18,13 +18,17 @@ Keys of ``results`` (each estimate carries its method, budget, seed and uncertai
   ``retain_chunks``, ``memory_budget_mib``, measured ``graph_bytes_per_sample`` (see
   :func:`lscape_cli.core.memory.plan`).
 - ``lambda_max``: ``{"estimate", "residual", "relative_residual", "error_bound", "converged",
-  "iterations", "num_matvecs", "method", "tol", "stop", "seed"}`` (Lanczos, stopped on the Ritz
-  residual's error bound ``min(r, r²/δ̂)`` or on ``r`` itself, see :mod:`lscape_cli.core.spectrum`).
+  "iterations", "num_matvecs", "method", "tol", "stop", "seed", "error_bound_includes_rounding"}``
+  (Lanczos, stopped on the Ritz residual's error bound ``min(r, r²/δ̂)`` or on ``r`` itself, see
+  :mod:`lscape_cli.core.spectrum`; bounds for the products in the run's dtype, so without rounding).
 - ``top_k``: ``{"eigenvalues", "residuals", ...}`` the K largest, same run as ``lambda_max``.
 - ``lambda_min``: like ``lambda_max`` for the smallest (most negative) eigenvalue.
 - ``condition_number``: ``{"estimate": lambda_max/lambda_min or null, "note"}``.
-- ``trace``, ``frobenius``: ``{"estimate", "stderr", "method", "num_matvecs", "seed"}``, both from one
-  set of Hessian-vector products (Hutchinson or Hutch++).
+- ``trace``, ``frobenius``: ``{"estimate", "stderr", "rounding", "uncertainty", "dof", "method",
+  "num_matvecs", "seed"}`` (+ ``"note"`` when rounding dominates), both from one set of Hessian-vector
+  products (Hutchinson, Hutch++ or krylov-hutch++; :mod:`lscape_cli.core.trace`).
+- ``rounding``: the measured floating-point floor (:meth:`lscape_cli.core.rounding.Rounding.to_dict`),
+  with the trace or the density.
 - ``density``: SLQ ``{"nodes", "weights", "grid", "density", "sigma", "num_runs", "num_steps",
   "num_matvecs", "seed", "trace", "moment2"}``.
 - ``effective_rank``: ``{"estimate", "method"}`` (from the SLQ measure); ``stable_rank`` and
@@ -51,7 +55,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from lscape_cli.core import blocks, spectrum, trace
+from lscape_cli.core import blocks, rounding, spectrum, trace
 from lscape_cli.core import density as dens
 from lscape_cli.core import sharpness as sharp
 from lscape_cli.core.curvature import GGN, Curvature, curvature_operator
@@ -73,6 +77,7 @@ class ProbeRequest:
     frobenius: bool = False
     trace_method: str = "krylov-hutch++"  # a key of trace.TRACE_METHODS
     trace_matvecs: int = 45
+    rounding_products: int = rounding.DEFAULT_PRODUCTS  # per dtype, for the rounding floor (0: skip)
     density: bool = False
     density_runs: int = 10
     density_steps: int = 80
@@ -159,7 +164,7 @@ def run_probe(obj: Objective, req: ProbeRequest, on_step: ProgressFn | None = No
     target = blocks.restrict(obj, names) if req.params else obj
     # one graph for every estimator, then freed
     with curvature_operator(target, cur, req.hvp_strategy, chunking.retain_chunks) as op:
-        _spectral(op, req, out, on_step)
+        _spectral(target, op, cur, req, out, on_step)
     if op.num_matvecs:
         out.results["hvp"] = {**op.describe(), **chunking.to_dict()}
         out.results["curvature"] = {
@@ -187,12 +192,19 @@ def run_probe(obj: Objective, req: ProbeRequest, on_step: ProgressFn | None = No
     return out
 
 
-def _spectral(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
-    """Every spectral quantity ``req`` asks for, on one operator."""
+def _spectral(
+    obj: Objective,
+    op: HVP | GGN,
+    cur: Curvature,
+    req: ProbeRequest,
+    out: ProbeOutput,
+    on_step: ProgressFn | None,
+) -> None:
+    """Every spectral quantity ``req`` asks for, on one operator (of ``cur`` at ``obj``)."""
     if req.needs_lambda_max or req.lambda_min:
         _eigen(op, req, out, on_step)
     if req.needs_trace or req.density:
-        _trace_density(op, req, out, on_step)
+        _trace_density(obj, op, cur, req, out, on_step)
 
 
 def _per_layer(
@@ -204,8 +216,9 @@ def _per_layer(
     for owner, names in blocks.layers(list(obj.params)).items():
         t0 = time.perf_counter()
         sub = ProbeOutput()
-        with curvature_operator(blocks.restrict(obj, names), cur, req.hvp_strategy, retain) as op:
-            _spectral(op, sub_req, sub, on_step)
+        block = blocks.restrict(obj, names)
+        with curvature_operator(block, cur, req.hvp_strategy, retain) as op:
+            _spectral(block, op, cur, sub_req, sub, on_step)
         seconds = time.perf_counter() - t0
         row = {"block": owner, "params": names, "num_params": op.dim, **sub.results}
         rows.append({**row, "num_matvecs": op.num_matvecs, "seconds": seconds})
@@ -244,6 +257,7 @@ def _eigen(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: Progress
         "tol": res.tol,
         "stop": res.stop,
         "seed": req.seed,
+        "error_bound_includes_rounding": False,  # bounds for the operator in the run's dtype
     }
     n_top = k if top else 0
     rel = res.relative_residuals
@@ -287,10 +301,22 @@ def _eigen(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: Progress
             out.scalars["condition_number"] = kappa
 
 
-def _trace_density(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
+def _trace_density(
+    obj: Objective,
+    op: HVP | GGN,
+    cur: Curvature,
+    req: ProbeRequest,
+    out: ProbeOutput,
+    on_step: ProgressFn | None,
+) -> None:
+    rnd = _rounding(obj, op, cur, req)
+    if rnd is not None:
+        out.results["rounding"] = rnd.to_dict()
     if req.needs_trace:
         fn = trace.TRACE_METHODS[req.trace_method]
         tf = fn(op, num_matvecs=req.trace_matvecs, seed=req.seed, on_step=on_step)
+        if rnd is not None:
+            tf = tf.with_rounding(rnd.trace, rnd.frobenius_sq)
         out.results["trace"] = {**tf.trace.to_dict(), "seed": req.seed}
         out.results["frobenius"] = {**tf.frobenius.to_dict(), "seed": req.seed}
         out.scalars.update(trace=tf.trace.estimate, frobenius=tf.frobenius.estimate)
@@ -298,6 +324,9 @@ def _trace_density(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: 
         d = dens.slq(
             op, num_runs=req.density_runs, num_steps=req.density_steps, seed=req.seed, on_step=on_step
         )
+        d_trace, d_moment2 = dens.trace(d), dens.moment(d, 2)
+        if rnd is not None:
+            d_trace, d_moment2 = d_trace.with_rounding(rnd.trace), d_moment2.with_rounding(rnd.frobenius_sq)
         curve = dens.density_curve(d)
         out.results["density"] = {
             "nodes": d.nodes.tolist(),
@@ -312,8 +341,8 @@ def _trace_density(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: 
             "seed": req.seed,
             "method": "stochastic Lanczos quadrature",
             "dim": d.dim,
-            "trace": dens.trace(d).to_dict(),
-            "moment2": dens.moment(d, 2).to_dict(),
+            "trace": d_trace.to_dict(),
+            "moment2": d_moment2.to_dict(),
         }
         erank = dens.effective_rank_slq(d)
         out.results["effective_rank"] = {
@@ -321,6 +350,17 @@ def _trace_density(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: 
             "method": "slq measure (p = |lambda| / sum |lambda|)",
         }
         out.scalars["effective_rank"] = erank
+
+
+def _rounding(obj: Objective, op: HVP | GGN, cur: Curvature, req: ProbeRequest) -> rounding.Rounding | None:
+    """The rounding floor of ``op``'s products against the same matrix in the reference dtype (or None)."""
+    if not req.rounding_products:
+        return None
+    if cur.kind == "hessian":
+        return rounding.for_objective(obj, op, req.rounding_products, req.seed)
+    ref_dtype, scale = rounding.reference_dtype(next(iter(op.params.values())).dtype)
+    reference = GGN(rounding.cast(obj, ref_dtype), cur, retain_chunks=0)
+    return rounding.measure(op, reference, req.rounding_products, req.seed, scale)
 
 
 def _sharpness(obj: Objective, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
