@@ -169,4 +169,9 @@ def test_bad_curvature_options(cli, ckpt: Path, tmp_path: Path, error_line) -> N
     )
     assert "eigenvectors differ from batch to batch" in line
     assert "safetensors" in error_line(cli("probe", ckpt, "--save-eigenvectors", tmp_path / "v.txt"))
+    traj = ROOT / "sample_checkpoints" / "mlp-w32-traj.trajectory.safetensors"
+    line = error_line(
+        cli("probe", traj, "--snapshot", "all", "--save-eigenvectors", tmp_path / "v.safetensors")
+    )
+    assert "eigenvectors differ from snapshot to snapshot" in line
     assert not ckpt.with_name("m.probe.json").exists()

@@ -25,8 +25,10 @@ def check_params(module: Any, patterns: list[str] | None) -> None:
         ) from exc
 
 
-def check_eigenvector_output(path: Path | None, num_batches: int, batch_size: int | None) -> None:
-    """Refuse ``--save-eigenvectors`` where it cannot be written or is ambiguous (several batches)."""
+def check_eigenvector_output(
+    path: Path | None, num_batches: int, batch_size: int | None, snapshots: bool = False
+) -> None:
+    """Refuse ``--save-eigenvectors`` where it cannot be written or is ambiguous (batches, snapshots)."""
     if path is None:
         return
     if num_batches > 1 or batch_size is not None:
@@ -34,6 +36,12 @@ def check_eigenvector_output(path: Path | None, num_batches: int, batch_size: in
             "eigenvectors differ from batch to batch",
             "--save-eigenvectors",
             "drop --num-batches/--batch-size, or drop --save-eigenvectors",
+        )
+    if snapshots:
+        raise LscapeError(
+            "eigenvectors differ from snapshot to snapshot",
+            "--save-eigenvectors",
+            "probe one checkpoint for its eigenvectors, or drop --save-eigenvectors",
         )
     if not path.parent.is_dir():
         raise LscapeError(

@@ -129,7 +129,7 @@ def connect(
     )
     warnings += setup.warnings + [w for w in b_loaded.warnings if w not in setup.warnings]
     from lscape_cli.core import connectivity as C
-    from lscape_cli.core.training import has_batchnorm
+    from lscape_cli.core.stacked import has_batchnorm
 
     perm_spec = setup.loaded.spec
     if align == "weights":

@@ -224,6 +224,21 @@ def probe(
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Samples per batch with --num-batches.", rich_help_panel=DATA)
     ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Use only the first M samples of the split (as lscape train --track-samples).",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
+    snapshot: Annotated[
+        str | None,
+        typer.Option(
+            help="CHECKPOINT is a trajectory file: probe every snapshot (all) or those of the listed epochs.",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
     mode: ModeOpt = "eval",
     loss: LossOverrideOpt = None,
     dataset: DatasetOverrideOpt = None,
@@ -274,7 +289,7 @@ def probe(
         )
     from lscape_cli.cli import _probe_curvature as pc
 
-    pc.check_eigenvector_output(save_eigenvectors, num_batches, batch_size)
+    pc.check_eigenvector_output(save_eigenvectors, num_batches, batch_size, snapshot is not None)
     setup = load_for_eval(
         checkpoint,
         model_config=model_config,
@@ -286,6 +301,8 @@ def probe(
         loss=loss,
         mode=mode,
         max_batch=max_batch,
+        samples=samples,
+        trajectory=snapshot is not None,
         user=user_inputs(model_def, model_args, trust_model_def, data_file),
     )
     flags = [
@@ -349,7 +366,7 @@ def probe(
     )
     t_load = time.perf_counter() - t0
     from lscape_cli.cli import invocation
-    from lscape_cli.core.probe_batches import Batches, SplitData, probe_split
+    from lscape_cli.core.probe_batches import Batches, SplitData, probe_series, probe_split
     from lscape_cli.distributed import group_from_env
     from lscape_cli.storage.probe_record import write_probe
     from lscape_cli.storage.records import to_json
@@ -359,8 +376,13 @@ def probe(
     with group_from_env(setup.device) as group:
         quiet = quiet or json_out or not group.is_main
         with StatusLine(quiet, "probe") as on_step:
-            out = probe_split(data, req, batches, group, on_step)
-        results, scalars = out.results, out.scalars
+            if snapshot is None:
+                out = probe_split(data, req, batches, group, on_step)
+                results, scalars, vectors = out.results, out.scalars, out.eigenvectors
+            else:
+                picked = setup.snapshots.select(snapshot)
+                results, scalars = probe_series(data, setup.snapshots, picked, req, batches, group, on_step)
+                vectors = None
     if not group.is_main:
         return
     t_measure = time.perf_counter() - t0 - t_load
@@ -378,10 +400,8 @@ def probe(
         timing={"load": t_load, "measure": t_measure},
         world_size=group.world_size,
     )
-    if save_eigenvectors is not None and out.eigenvectors is not None:
-        pc.save_eigenvectors(
-            save_eigenvectors, out.eigenvectors, checkpoint, setup.loaded.spec.to_dict(), results
-        )
+    if save_eigenvectors is not None and vectors is not None:
+        pc.save_eigenvectors(save_eigenvectors, vectors, checkpoint, setup.loaded.spec.to_dict(), results)
     if json_out:
         emit_json(to_json(record))
     elif not quiet:
