@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -273,8 +273,7 @@ def probe(
         lscape probe sample_checkpoints/mlp-d4-r000.safetensors --params 'hidden.0.*' --top-k 2 \\
             --save-eigenvectors top2.safetensors
     """  # noqa: D301 (\b keeps click from re-wrapping the examples)
-    from lscape_cli.core import checks as chk
-    from lscape_cli.core.probe import ProbeRequest
+    from lscape_cli.core.probe import ProbeRequest, check_budget
 
     t0 = time.perf_counter()
     checks = list(check or [])
@@ -364,6 +363,7 @@ def probe(
         per_layer=per_layer,
         eigenvectors=save_eigenvectors is not None,
     )
+    check_budget(req, setup.loaded.module, int(setup.y.shape[0]))
     t_load = time.perf_counter() - t0
     from lscape_cli.cli import invocation
     from lscape_cli.core.probe_batches import Batches, SplitData, probe_series, probe_split
@@ -386,7 +386,7 @@ def probe(
     if not group.is_main:
         return
     t_measure = time.perf_counter() - t0 - t_load
-    check_rows = [chk.evaluate(e, scalars) for e in checks] if checks else []
+    check_rows = [_evaluate(e, scalars) for e in checks]
     if check_rows:
         results["checks"] = check_rows
     record = write_probe(
@@ -419,6 +419,15 @@ def _refs(checks: list[str]) -> set[str]:
     from lscape_cli.core import checks as chk
 
     return set().union(*(chk.referenced(e) for e in checks)) if checks else set()
+
+
+def _evaluate(expr: str, scalars: dict[str, float | None]) -> dict[str, Any]:
+    from lscape_cli.core import checks as chk
+
+    try:
+        return chk.evaluate(expr, scalars)
+    except chk.CheckError as exc:
+        raise LscapeError(str(exc), "--check", "compare finite quantities, e.g. 'lambda_max < 200'") from exc
 
 
 def _check_syntax(expr: str) -> None:
