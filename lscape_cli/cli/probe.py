@@ -377,8 +377,8 @@ def probe(
         quiet = quiet or json_out or not group.is_main
         with StatusLine(quiet, "probe") as on_step:
             if snapshot is None:
-                out = probe_split(data, req, batches, group, on_step)
-                results, scalars, vectors = out.results, out.scalars, out.eigenvectors
+                measured = probe_split(data, req, batches, group, on_step)
+                results, scalars, vectors = measured.results, measured.scalars, measured.eigenvectors
             else:
                 picked = setup.snapshots.select(snapshot)
                 results, scalars = probe_series(data, setup.snapshots, picked, req, batches, group, on_step)
