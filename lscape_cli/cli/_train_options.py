@@ -1,0 +1,193 @@
+"""Option declarations of `lscape train` (flags, defaults and help text), one alias per option."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+MODEL = "Model"
+DATA = "Data"
+OPTIM = "Optimisation"
+STOP = "Stopping"
+OUT = "Output"
+TRACK = "Tracking (curvature during training)"
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        help="Architecture: mlp, cnn, resnet, linear, or torchvision:NAME (e.g. torchvision:resnet18).",
+        rich_help_panel=MODEL,
+    ),
+]
+DepthOpt = Annotated[int | None, typer.Option(help="mlp: hidden layers [1].", rich_help_panel=MODEL)]
+WidthOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="mlp: units per hidden layer [48]; cnn: first conv channels [32]; resnet: first stage channels [16].",
+        rich_help_panel=MODEL,
+    ),
+]
+HiddenOpt = Annotated[
+    int | None, typer.Option(help="cnn: units of the FC layer [128].", rich_help_panel=MODEL)
+]
+ActivationOpt = Annotated[
+    str | None, typer.Option(help="relu, tanh, gelu, sigmoid, leaky_relu [relu].", rich_help_panel=MODEL)
+]
+BiasOpt = Annotated[
+    bool | None,
+    typer.Option("--bias/--no-bias", help="Bias terms (mlp, cnn, linear) [on].", rich_help_panel=MODEL),
+]
+StagesOpt = Annotated[int | None, typer.Option(help="resnet: stages [2].", rich_help_panel=MODEL)]
+BlocksOpt = Annotated[int | None, typer.Option(help="resnet: blocks per stage [1].", rich_help_panel=MODEL)]
+SkipOpt = Annotated[
+    bool | None,
+    typer.Option("--skip/--no-skip", help="resnet: residual connections [on].", rich_help_panel=MODEL),
+]
+BatchnormOpt = Annotated[
+    bool | None,
+    typer.Option("--batchnorm/--no-batchnorm", help="resnet: BatchNorm [on].", rich_help_panel=MODEL),
+]
+InitOpt = Annotated[
+    str,
+    typer.Option(help="'default' (framework) or 'normal:STD' (seed 000: normal:1).", rich_help_panel=MODEL),
+]
+DatasetOpt = Annotated[
+    str,
+    typer.Option(
+        help="digits, mnist-5k (offline), mnist, fashion-mnist, cifar10, torchvision:CLASS (torchvision), "
+        "synthetic.",
+        rich_help_panel=DATA,
+    ),
+]
+SplitSeedOpt = Annotated[int, typer.Option(help="Seed of the train/val/test split.", rich_help_panel=DATA)]
+TrainSizeOpt = Annotated[
+    int | None, typer.Option(help="Training samples [all left by the split].", rich_help_panel=DATA)
+]
+ValSizeOpt = Annotated[
+    int | None, typer.Option(help="Validation samples [dataset default].", rich_help_panel=DATA)
+]
+TestSizeOpt = Annotated[
+    int | None, typer.Option(help="Test samples [dataset default].", rich_help_panel=DATA)
+]
+NormalizationOpt = Annotated[
+    str, typer.Option(help="unit (pixels in [0,1]) or standard (train mean/std).", rich_help_panel=DATA)
+]
+InputDimOpt = Annotated[
+    int | None, typer.Option(help="synthetic: input features [20].", rich_help_panel=DATA)
+]
+NumSamplesOpt = Annotated[int | None, typer.Option(help="synthetic: samples [2000].", rich_help_panel=DATA)]
+DownloadOpt = Annotated[
+    bool, typer.Option(help="Download a torchvision dataset if missing.", rich_help_panel=DATA)
+]
+LossOpt = Annotated[
+    str,
+    typer.Option(help="ce, or mse (summed over outputs, one-hot targets; seed 000).", rich_help_panel=OPTIM),
+]
+OptimizerOpt = Annotated[str, typer.Option(help="sgd, adam or adamw.", rich_help_panel=OPTIM)]
+LrOpt = Annotated[float, typer.Option(help="Learning rate.", rich_help_panel=OPTIM)]
+MomentumOpt = Annotated[float, typer.Option(help="sgd momentum.", rich_help_panel=OPTIM)]
+NesterovOpt = Annotated[bool, typer.Option(help="sgd: Nesterov momentum.", rich_help_panel=OPTIM)]
+Beta1Opt = Annotated[float, typer.Option(help="adam/adamw beta1.", rich_help_panel=OPTIM)]
+Beta2Opt = Annotated[float, typer.Option(help="adam/adamw beta2.", rich_help_panel=OPTIM)]
+WeightDecayOpt = Annotated[
+    float, typer.Option(help="L2 (sgd, adam) or decoupled (adamw) weight decay.", rich_help_panel=OPTIM)
+]
+BatchSizeOpt = Annotated[
+    str, typer.Option(help="Minibatch size, or 'full' for full-batch steps.", rich_help_panel=OPTIM)
+]
+EpochsOpt = Annotated[
+    int, typer.Option(min=1, help="Epoch budget (full batch: steps).", rich_help_panel=STOP)
+]
+MaxStepsOpt = Annotated[int | None, typer.Option(min=1, help="Step budget.", rich_help_panel=STOP)]
+ScheduleOpt = Annotated[
+    str,
+    typer.Option(
+        help="Learning-rate schedule: constant, step:EVERY:GAMMA (epochs), cosine, linear-warmup:STEPS+cosine.",
+        rich_help_panel=OPTIM,
+    ),
+]
+TolOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Stop when |train loss change between epochs| < TOL (seed 000: 1e-6 with --batch-size full).",
+        rich_help_panel=STOP,
+    ),
+]
+TolRuleOpt = Annotated[
+    str,
+    typer.Option(
+        help="--tol rule: step (|l_e - l_e-1| < TOL) or window:K (relative change of K-epoch mean loss < TOL).",
+        rich_help_panel=STOP,
+    ),
+]
+GradTolOpt = Annotated[
+    float | None,
+    typer.Option(help="Stop when the epoch's mean gradient norm < GRAD_TOL.", rich_help_panel=STOP),
+]
+RestoreBestOpt = Annotated[
+    bool,
+    typer.Option(
+        "--restore-best",
+        help="Save the best validation epoch's state, not the last.",
+        rich_help_panel=STOP,
+    ),
+]
+PatienceOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="Stop after this many evaluations without val-loss improvement.", rich_help_panel=STOP
+    ),
+]
+MinDeltaOpt = Annotated[
+    float, typer.Option(help="Val-loss improvement that resets --patience.", rich_help_panel=STOP)
+]
+EvalEveryOpt = Annotated[
+    int,
+    typer.Option(min=1, help="Evaluate all splits every N epochs (and at the end).", rich_help_panel=STOP),
+]
+TrackOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Probe during training, e.g. lambda_max,top_k:3,trace,frobenius,grad_norm,sharpness:0.05,noise:0.01.",
+        rich_help_panel=TRACK,
+    ),
+]
+TrackEveryOpt = Annotated[
+    int, typer.Option(min=1, help="Track every N epochs (and the first and last).", rich_help_panel=TRACK)
+]
+TrackSplitOpt = Annotated[str, typer.Option(help="Split to track on.", rich_help_panel=TRACK)]
+TrackSamplesOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="Track on the first M samples of the split [all].", rich_help_panel=TRACK),
+]
+TrackSeedOpt = Annotated[int, typer.Option(help="Seed of the tracked estimators.", rich_help_panel=TRACK)]
+RestartsOpt = Annotated[
+    int,
+    typer.Option(
+        min=1, help="Independent runs, seeds seed..seed+R-1, trained together.", rich_help_panel=OUT
+    ),
+]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="I/N: train only shard I (0-based) of N of the restarts (separate processes or array jobs).",
+        rich_help_panel=OUT,
+    ),
+]
+OutOpt = Annotated[
+    Path, typer.Option(help="Output directory (created; its parent must exist).", rich_help_panel=OUT)
+]
+NameOpt = Annotated[
+    str,
+    typer.Option(help="File stem: NAME.safetensors, or NAME-r000... with restarts.", rich_help_panel=OUT),
+]
+SaveTrajectoryOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Snapshot parameters every N epochs into NAME.trajectory.safetensors (for PCA slices).",
+        rich_help_panel=OUT,
+    ),
+]

@@ -1,0 +1,65 @@
+"""Validation and assembly of `lscape train`'s options into the engine's configuration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lscape_cli.errors import LscapeError
+
+
+def batch_size_of(value: str) -> int | None:
+    """--batch-size as a count, ``None`` for 'full'."""
+    if value == "full":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise LscapeError(
+            f"invalid batch size {value!r}", "--batch-size", "give a positive integer or 'full'"
+        )
+    return n
+
+
+def model_options(**opts: Any) -> dict[str, Any]:
+    """The registry-model options that were given."""
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def parsed(fn: Any, option: str, *args: Any) -> Any:
+    """``fn(*args)``, its ValueError as the one-line error about ``option``."""
+    try:
+        return fn(*args)
+    except ValueError as exc:
+        raise LscapeError(str(exc), option, f"see lscape train --help for {option}") from exc
+
+
+def checked(parse: Any, option: str, text: str) -> str:
+    """``text`` once ``parse`` accepts it (the config keeps the text, the engine parses it again)."""
+    parsed(parse, option, text)
+    return text
+
+
+def valid_init(init: str) -> bool:
+    """Whether ``init`` is 'normal:STD' with a positive STD."""
+    kind, _, arg = init.partition(":")
+    try:
+        return kind == "normal" and float(arg) > 0
+    except ValueError:
+        return False
+
+
+def check_choices(loss: str, optimizer: str, init: str) -> None:
+    """Refuse an unknown --loss or --optimizer and a malformed --init."""
+    from lscape_cli.core.objective import LOSSES
+    from lscape_cli.core.training import OPTIMIZERS
+
+    if loss not in LOSSES:
+        raise LscapeError(f"unknown loss {loss!r}", "--loss", f"choose one of: {', '.join(LOSSES)}")
+    if optimizer not in OPTIMIZERS:
+        raise LscapeError(
+            f"unknown optimizer {optimizer!r}", "--optimizer", f"choose one of: {', '.join(OPTIMIZERS)}"
+        )
+    if init != "default" and not valid_init(init):
+        raise LscapeError(f"invalid init {init!r}", "--init", "use 'default' or 'normal:STD', e.g. normal:1")

@@ -1,0 +1,163 @@
+"""`lscape train`'s run: load data, build the model, train the restarts, write every file, report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from lscape_cli.cli._train_report import Progress, print_summary
+from lscape_cli.cli._train_request import parsed
+from lscape_cli.cli.console import emit_json
+from lscape_cli.errors import DivergedError, LscapeError
+
+
+def run_training(
+    model_name: str,
+    model_opts: dict[str, Any],
+    dspec: Any,
+    cfg: Any,
+    *,
+    seed: int,
+    restarts: int,
+    chosen: range,
+    track_spec: Any,
+    out: Path,
+    name: str,
+    root: Path,
+    download: bool,
+    device_name: str,
+    dtype_name: str,
+    json_out: bool,
+    quiet: bool,
+    user: Any = None,
+) -> None:
+    """Load data, build the model, train, write every file, report."""
+    from lscape_cli import datasets, models
+    from lscape_cli.core import budget
+    from lscape_cli.core.tracking import make_tracker
+    from lscape_cli.core.training import relabel, train_restarts
+    from lscape_cli.runtime import resolve_device, resolve_dtype
+    from lscape_cli.storage.train_record import output_stems
+
+    t0 = time.perf_counter()
+    device, dtype = resolve_device(device_name), resolve_dtype(dtype_name)
+    if download:
+        datasets.download(dspec.name, root)
+    budget.check(budget.synthetic_demands(dspec.num_samples, dspec.input_dim), device)
+    splits = datasets.load(dspec, root, device=device, dtype=dtype)
+    splits.check_loss(cfg.loss)
+    if (cfg.patience is not None or cfg.restore_best) and splits.sizes()["val"] == 0:
+        raise LscapeError(
+            "--patience and --restore-best need a validation split",
+            "--val-size 0",
+            "give --val-size > 0 or drop them",
+        )
+    tracker = None if track_spec is None else parsed(make_tracker, "--track-split", track_spec, splits, cfg)
+    mspec, module, initial_state, notes = _model_for(model_name, model_opts, user, splits, cfg)
+    size = budget.Problem.of(module, splits.sizes()["train"])
+    every, batch = cfg.trajectory_every, cfg.batch_size or size.num_samples
+    budget.check(budget.training_demands(restarts, cfg.epochs, cfg.max_steps, batch, every, size), device)
+    stems = output_stems(out, name, restarts, chosen)  # after the budget: a huge --restarts is refused first
+    t_setup = time.perf_counter() - t0
+    seeds = [seed + r for r in chosen]
+    with Progress(quiet, cfg.epochs, len(chosen)) as on_epoch:
+        results = train_restarts(
+            module,
+            splits,
+            cfg,
+            seeds,
+            device,
+            dtype,
+            on_epoch=on_epoch,
+            tracker=tracker,
+            initial_state=initial_state,
+        )
+    results = relabel(results, chosen)
+    t_train = time.perf_counter() - t0 - t_setup
+    out.mkdir(exist_ok=True)
+    context = {
+        "model": mspec.to_dict(),
+        "dataset": splits.describe(),
+        "cfg": cfg,
+        "device": str(device),
+        "dtype": dtype_name,
+        "restarts": restarts,
+        "base_seed": seed,
+        "num_parameters": models.num_parameters(module),
+        "warnings": notes,
+        "tracking": None if tracker is None else tracker.describe(),
+        "tracking_s": sum(r.tracking_s for r in results),
+    }
+    from lscape_cli.cli import invocation
+    from lscape_cli.storage.train_record import write_run
+
+    texts = [
+        write_run(res, stem, context, {"setup": t_setup, "train": t_train}, invocation())
+        for res, stem in zip(results, stems, strict=True)
+    ]
+    if json_out:
+        for text in texts:
+            emit_json(text)  # one record per line (JSON Lines)
+    if not quiet:
+        print_summary(results, stems, splits.task)
+    _final_status(results)
+
+
+def _model_for(name: str, opts: dict[str, Any], user: Any, splits: Any, cfg: Any) -> tuple[Any, ...]:
+    """``(spec, module, initial_state, warnings)``: a registry model, or the user's (``--model-def``)."""
+    from lscape_cli import models, usermodel
+
+    source = user.model_def if user is not None and user.model_def else None
+    if name.startswith("torchvision:"):
+        source = source or name
+    if source is None:
+        if user is not None and user.model_args:
+            raise LscapeError(
+                "--model-args is for --model-def and torchvision models",
+                "--model-args",
+                "registry models take --depth, --width, ...",
+            )
+        mspec = models.make_spec(
+            name, {**opts, "input_shape": splits.input_shape, "num_classes": splits.num_classes}
+        )
+        _check_model_size(mspec, splits)
+        return mspec, models.build(mspec), None, []
+    if opts:
+        raise LscapeError(
+            f"--{next(iter(opts))} applies to the registry models, not to {source}",
+            "--model-def",
+            "pass the model's own arguments with --model-args JSON",
+        )
+    kwargs = usermodel.parse_kwargs(user.model_args if user is not None else None)
+    tm = usermodel.for_training(source, kwargs, splits, cfg.loss, cfg.init)
+    return tm.spec, tm.module, tm.initial_state, tm.notes
+
+
+def _check_model_size(mspec: Any, splits: Any) -> None:
+    """Refuse a registry model too large for the device, counted on the meta device before building it."""
+    from lscape_cli import models
+    from lscape_cli.core import budget
+
+    x = splits.x["train"]
+    n = budget.num_parameters_of(lambda: models.build(mspec))
+    budget.check([budget.model_demand(n, x.element_size())], x.device)
+
+
+def _final_status(results: list[Any]) -> None:
+    diverged = [r for r in results if r.stop_reason == "diverged"]
+    if diverged:
+        which = ", ".join(f"{r.restart} (step {r.steps})" for r in diverged)
+        raise DivergedError(
+            f"{len(diverged)} of {len(results)} restart(s) diverged: non-finite training loss",
+            f"restart {which}",
+            "lower --lr or change --init"
+            + ("; the other restarts were saved" if len(diverged) < len(results) else ""),
+        )
+    if any(r.stop_reason == "interrupted" for r in results):
+        from lscape_cli.cli import EXIT_INTERRUPTED, fail
+
+        raise fail(
+            "training interrupted; the state reached was saved with stop_reason 'interrupted'",
+            EXIT_INTERRUPTED,
+        )
