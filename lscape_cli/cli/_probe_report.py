@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +55,20 @@ def _describe(key: str, results: dict[str, Any], summary: dict[str, Any] | None)
         state = "converged" if r["converged"] else "NOT converged"
         return f"residual {r['residual']:.2g} ({state})", f"{r['method']}, {r['num_matvecs']} {hvps}"
     return "", str(r.get("method", ""))
+
+
+def print_results(results: dict[str, Any], scalars: dict[str, float | None], out_path: Path) -> None:
+    """The table of estimates, then the per-layer table when there is one."""
+    from lscape_cli.cli._probe_curvature import layer_table, print_wide
+
+    print_table(results, scalars, out_path)
+    if "per_layer" in results:
+        print_wide(layer_table(results))
+
+
+def print_failed(check_rows: list[dict[str, Any]]) -> bool:
+    """One ``Check failed:`` line per failed --check on stderr; whether any failed."""
+    failed = [c for c in check_rows if not c["passed"]]
+    for c in failed:
+        print(f"Check failed: {c['expr']} (values: {c['values']})", file=sys.stderr)
+    return bool(failed)

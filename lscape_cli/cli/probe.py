@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
-from typing import Annotated, Any
 
 import typer
 
-from lscape_cli.cli._probe_report import print_table
-from lscape_cli.cli.common import EXIT_CHECK_FAILED, default_output, load_for_eval, parse_floats
+from lscape_cli.cli import _probe_options as o
+from lscape_cli.cli._probe_report import print_failed, print_results
+from lscape_cli.cli._probe_request import check_syntax, evaluate, output_path, refs, validate, validate_memory
+from lscape_cli.cli.common import EXIT_CHECK_FAILED, load_for_eval, parse_floats
 from lscape_cli.cli.console import StatusLine, emit_json
 from lscape_cli.cli.options import (
     DataFileOpt,
@@ -32,213 +31,49 @@ from lscape_cli.cli.options import (
     data_root,
     user_inputs,
 )
-from lscape_cli.errors import LscapeError
-
-CURV = "Curvature"
-FLAT = "Flatness"
-DATA = "Data and budget"
 
 
 def probe(
-    checkpoint: Annotated[Path, typer.Argument(help="A .safetensors checkpoint.")],
-    lambda_max: Annotated[
-        bool, typer.Option("--lambda-max", help="Largest Hessian eigenvalue (Lanczos).", rich_help_panel=CURV)
-    ] = False,
-    top_k: Annotated[
-        int,
-        typer.Option("--top-k", min=0, help="The K largest eigenvalues (seed 001: 3).", rich_help_panel=CURV),
-    ] = 0,
-    lambda_min: Annotated[
-        bool,
-        typer.Option("--lambda-min", help="Smallest eigenvalue and condition number.", rich_help_panel=CURV),
-    ] = False,
-    trace: Annotated[
-        bool, typer.Option("--trace", help="tr(H) with standard error.", rich_help_panel=CURV)
-    ] = False,
-    frobenius: Annotated[
-        bool, typer.Option("--frobenius", help="||H||_F (same products as --trace).", rich_help_panel=CURV)
-    ] = False,
-    trace_method: Annotated[
-        str,
-        typer.Option(
-            help="krylov-hutch++ (Lanczos-deflated, 2/3 of the products), hutch++ or hutchinson.",
-            rich_help_panel=CURV,
-        ),
-    ] = "krylov-hutch++",
-    matvecs: Annotated[
-        int,
-        typer.Option(
-            min=3, help="Hessian-vector products for trace/Frobenius (seed 000: 45).", rich_help_panel=CURV
-        ),
-    ] = 45,
-    density: Annotated[
-        bool,
-        typer.Option("--density", help="Spectral density (SLQ) and effective rank.", rich_help_panel=CURV),
-    ] = False,
-    density_runs: Annotated[int, typer.Option(min=1, help="SLQ runs.", rich_help_panel=CURV)] = 10,
-    density_steps: Annotated[
-        int, typer.Option(min=2, help="Lanczos steps per SLQ run.", rich_help_panel=CURV)
-    ] = 80,
-    grad_norm: Annotated[
-        bool, typer.Option("--grad-norm", help="||grad L|| over the split.", rich_help_panel=CURV)
-    ] = False,
-    tol: Annotated[
-        float,
-        typer.Option(
-            help="Relative tolerance on each eigenvalue's error bound (or residual, see --stop).",
-            rich_help_panel=CURV,
-        ),
-    ] = 1e-6,
-    max_iter: Annotated[int, typer.Option(min=2, help="Most Lanczos steps.", rich_help_panel=CURV)] = 200,
-    stop: Annotated[
-        str,
-        typer.Option(
-            help="Eigenvalue stop: bound (error bound min(r, r^2/gap) <= tol*|lambda|) or residual (r itself).",
-            rich_help_panel=CURV,
-        ),
-    ] = "bound",
-    curvature: Annotated[
-        str,
-        typer.Option(
-            help="Matrix of every spectral quantity: hessian, ggn (generalised Gauss-Newton = exact Fisher), "
-            "fisher (Monte-Carlo, labels sampled from the model) or empirical-fisher (per-sample gradients).",
-            rich_help_panel=CURV,
-        ),
-    ] = "hessian",
-    fisher_samples: Annotated[
-        int, typer.Option(min=1, help="--curvature fisher: labels drawn per input.", rich_help_panel=CURV)
-    ] = 1,
-    params: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--params",
-            metavar="REGEX",
-            help="Restrict spectral quantities to the parameters whose names fully match (repeatable), "
-            "e.g. 'hidden\\.0\\..*'.",
-            rich_help_panel=CURV,
-        ),
-    ] = None,
-    per_layer: Annotated[
-        bool,
-        typer.Option(
-            "--per-layer", help="Also each module's block, one run each (a table).", rich_help_panel=CURV
-        ),
-    ] = False,
-    save_eigenvectors: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="FILE",
-            help="Write the top-k eigenvectors as a direction file for lscape slice --directions.",
-            rich_help_panel=CURV,
-        ),
-    ] = None,
-    hvp: Annotated[
-        str,
-        typer.Option(
-            help="HVP strategy: auto (CPU: double_backward; else measure), measure (time all on this model and "
-            "device, use the fastest), double_backward, fwd_rev, vmap.",
-            rich_help_panel=CURV,
-        ),
-    ] = "auto",
-    memory_budget: Annotated[
-        float | None,
-        typer.Option(
-            metavar="MIB",
-            help="Memory for kept gradient graphs (also bounds a chunk) [default: 2048; CUDA: half the free memory].",
-            rich_help_panel=DATA,
-        ),
-    ] = None,
-    retain_chunks: Annotated[
-        int | None,
-        typer.Option(
-            help="Chunk graphs double_backward keeps between products; 0: least memory, every chunk recomputed "
-            "[default: as many as fit --memory-budget].",
-            rich_help_panel=DATA,
-        ),
-    ] = None,
-    sharpness: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated radii EPS: random-direction sharpness S_max/S_mean (seed 003).",
-            rich_help_panel=FLAT,
-        ),
-    ] = None,
-    sharpness_kind: Annotated[
-        str,
-        typer.Option(
-            help="l2 (||delta||=eps), filter (filter-normalised, eps relative) or adaptive (|theta|-scaled).",
-            rich_help_panel=FLAT,
-        ),
-    ] = "l2",
-    directions: Annotated[
-        int, typer.Option(min=1, help="Random directions per radius.", rich_help_panel=FLAT)
-    ] = 10,
-    ascent_steps: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            help="Worst-case sharpness by N steps of projected gradient ascent (SAM-style; 0: skip).",
-            rich_help_panel=FLAT,
-        ),
-    ] = 0,
-    bias: Annotated[
-        str,
-        typer.Option(
-            help="Filter-normalised directions on biases/BN: zero, filter, keep.", rich_help_panel=FLAT
-        ),
-    ] = "zero",
-    noise: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated sigmas: loss/accuracy under weight noise (seed 004).", rich_help_panel=FLAT
-        ),
-    ] = None,
-    noise_samples: Annotated[
-        int, typer.Option(min=2, help="Noise draws per sigma.", rich_help_panel=FLAT)
-    ] = 10,
-    magnitude_aware: Annotated[
-        bool, typer.Option(help="Noise scaled by |theta| (also for --pac-bayes).", rich_help_panel=FLAT)
-    ] = False,
-    pac_bayes: Annotated[
-        bool,
-        typer.Option(
-            "--pac-bayes",
-            help="Largest sigma keeping the error rise under the target (Jiang et al. 2020).",
-            rich_help_panel=FLAT,
-        ),
-    ] = False,
-    pac_bayes_target: Annotated[
-        float, typer.Option(help="Allowed rise for --pac-bayes.", rich_help_panel=FLAT)
-    ] = 0.1,
-    pac_bayes_metric: Annotated[str, typer.Option(help="error or loss.", rich_help_panel=FLAT)] = "error",
-    stability: Annotated[
-        bool, typer.Option("--stability", help="eta * lambda_max against 2 (seed 004).", rich_help_panel=FLAT)
-    ] = False,
+    checkpoint: o.CheckpointArg,
+    lambda_max: o.LambdaMaxOpt = False,
+    top_k: o.TopKOpt = 0,
+    lambda_min: o.LambdaMinOpt = False,
+    trace: o.TraceOpt = False,
+    frobenius: o.FrobeniusOpt = False,
+    trace_method: o.TraceMethodOpt = "krylov-hutch++",
+    matvecs: o.MatvecsOpt = 45,
+    density: o.DensityOpt = False,
+    density_runs: o.DensityRunsOpt = 10,
+    density_steps: o.DensityStepsOpt = 80,
+    grad_norm: o.GradNormOpt = False,
+    tol: o.TolOpt = 1e-6,
+    max_iter: o.MaxIterOpt = 200,
+    stop: o.StopOpt = "bound",
+    curvature: o.CurvatureOpt = "hessian",
+    fisher_samples: o.FisherSamplesOpt = 1,
+    params: o.ParamsOpt = None,
+    per_layer: o.PerLayerOpt = False,
+    save_eigenvectors: o.SaveEigenvectorsOpt = None,
+    hvp: o.HvpOpt = "auto",
+    memory_budget: o.MemoryBudgetOpt = None,
+    retain_chunks: o.RetainChunksOpt = None,
+    sharpness: o.SharpnessOpt = None,
+    sharpness_kind: o.SharpnessKindOpt = "l2",
+    directions: o.DirectionsOpt = 10,
+    ascent_steps: o.AscentStepsOpt = 0,
+    bias: o.BiasOpt = "zero",
+    noise: o.NoiseOpt = None,
+    noise_samples: o.NoiseSamplesOpt = 10,
+    magnitude_aware: o.MagnitudeAwareOpt = False,
+    pac_bayes: o.PacBayesOpt = False,
+    pac_bayes_target: o.PacBayesTargetOpt = 0.1,
+    pac_bayes_metric: o.PacBayesMetricOpt = "error",
+    stability: o.StabilityOpt = False,
     split: SplitOpt = "train",
-    num_batches: Annotated[
-        int,
-        typer.Option(
-            min=1, help="Repeat on N disjoint batches; report mean/std/min/max.", rich_help_panel=DATA
-        ),
-    ] = 1,
-    batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Samples per batch with --num-batches.", rich_help_panel=DATA)
-    ] = None,
-    samples: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Use only the first M samples of the split (as lscape train --track-samples).",
-            rich_help_panel=DATA,
-        ),
-    ] = None,
-    snapshot: Annotated[
-        str | None,
-        typer.Option(
-            help="CHECKPOINT is a trajectory file: probe every snapshot (all) or those of the listed epochs.",
-            rich_help_panel=DATA,
-        ),
-    ] = None,
+    num_batches: o.NumBatchesOpt = 1,
+    batch_size: o.BatchSizeOpt = None,
+    samples: o.SamplesOpt = None,
+    snapshot: o.SnapshotOpt = None,
     mode: ModeOpt = "eval",
     loss: LossOverrideOpt = None,
     dataset: DatasetOverrideOpt = None,
@@ -252,11 +87,8 @@ def probe(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     max_batch: MaxBatchOpt = 4096,
-    check: Annotated[
-        list[str] | None,
-        typer.Option(help="CI gate, e.g. 'lambda_max < 200' (repeatable); a failed check exits 3."),
-    ] = None,
-    out: Annotated[Path | None, typer.Option(help="Output JSON [CKPT.probe.json].")] = None,
+    check: o.CheckOpt = None,
+    out: o.OutOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -277,15 +109,11 @@ def probe(
 
     t0 = time.perf_counter()
     checks = list(check or [])
-    _validate(trace_method, sharpness_kind, bias, pac_bayes_metric, hvp, stop, curvature)
-    _validate_memory(memory_budget, retain_chunks)
+    validate(trace_method, sharpness_kind, bias, pac_bayes_metric, hvp, stop, curvature)
+    validate_memory(memory_budget, retain_chunks)
     for expr in checks:
-        _check_syntax(expr)
-    out_path = out or default_output(checkpoint, "probe.json")
-    if not out_path.parent.is_dir():
-        raise LscapeError(
-            "output directory does not exist", str(out_path.parent), "create it or choose another --out"
-        )
+        check_syntax(expr)
+    out_path = output_path(out, checkpoint)
     from lscape_cli.cli import _probe_curvature as pc
 
     pc.check_eigenvector_output(save_eigenvectors, num_batches, batch_size, snapshot is not None)
@@ -321,10 +149,7 @@ def probe(
     pc.check_params(setup.loaded.module, params)
     training = setup.loaded.checkpoint.meta.get("training") or {}
     req = ProbeRequest(
-        lambda_max=lambda_max
-        or default_set
-        or "lambda_max" in _refs(checks)
-        or save_eigenvectors is not None,
+        lambda_max=lambda_max or default_set or "lambda_max" in refs(checks) or save_eigenvectors is not None,
         top_k=top_k,
         lambda_min=lambda_min,
         trace=trace or default_set,
@@ -386,7 +211,7 @@ def probe(
     if not group.is_main:
         return
     t_measure = time.perf_counter() - t0 - t_load
-    check_rows = [_evaluate(e, scalars) for e in checks]
+    check_rows = [evaluate(e, scalars) for e in checks]
     if check_rows:
         results["checks"] = check_rows
     record = write_probe(
@@ -405,62 +230,6 @@ def probe(
     if json_out:
         emit_json(to_json(record))
     elif not quiet:
-        print_table(results, scalars, out_path)
-        if "per_layer" in results:
-            pc.print_wide(pc.layer_table(results))
-    failed = [c for c in check_rows if not c["passed"]]
-    if failed:
-        for c in failed:
-            print(f"Check failed: {c['expr']} (values: {c['values']})", file=sys.stderr)
+        print_results(results, scalars, out_path)
+    if print_failed(check_rows):
         raise typer.Exit(EXIT_CHECK_FAILED)
-
-
-def _refs(checks: list[str]) -> set[str]:
-    from lscape_cli.core import checks as chk
-
-    return set().union(*(chk.referenced(e) for e in checks)) if checks else set()
-
-
-def _evaluate(expr: str, scalars: dict[str, float | None]) -> dict[str, Any]:
-    from lscape_cli.core import checks as chk
-
-    try:
-        return chk.evaluate(expr, scalars)
-    except chk.CheckError as exc:
-        raise LscapeError(str(exc), "--check", "compare finite quantities, e.g. 'lambda_max < 200'") from exc
-
-
-def _check_syntax(expr: str) -> None:
-    from lscape_cli.core import checks as chk
-
-    try:
-        chk.parse(expr)
-    except chk.CheckError as exc:
-        raise LscapeError(str(exc), "--check", "write a comparison such as 'lambda_max < 200'") from exc
-
-
-def _validate(
-    trace_method: str, kind: str, bias: str, metric: str, hvp: str, stop: str, curvature: str
-) -> None:
-    from lscape_cli.core import choices as ch
-
-    ch.TraceMethod.check(trace_method, "--trace-method")
-    ch.SharpnessKind.check(kind, "--sharpness-kind")
-    ch.BiasPolicy.check(bias, "--bias")
-    ch.PacBayesMetric.check(metric, "--pac-bayes-metric")
-    ch.HvpStrategy.check(hvp, "--hvp")
-    ch.EigStop.check(stop, "--stop")
-    ch.CurvatureKind.check(curvature, "--curvature")
-
-
-def _validate_memory(memory_budget: float | None, retain_chunks: int | None) -> None:
-    if memory_budget is not None and not memory_budget > 0:  # also refuses nan
-        raise LscapeError(
-            f"memory budget must be positive, got {memory_budget:g}", "--memory-budget", "give MiB, e.g. 2048"
-        )
-    if retain_chunks is not None and retain_chunks < 0:
-        raise LscapeError(
-            f"cannot keep {retain_chunks} chunk graphs",
-            "--retain-chunks",
-            "give 0 (recompute every chunk) or more, or leave it out to follow --memory-budget",
-        )

@@ -1,0 +1,76 @@
+"""Validation of `lscape probe`'s options and its --check expressions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lscape_cli.errors import LscapeError
+
+
+def refs(checks: list[str]) -> set[str]:
+    """The quantities the --check expressions name."""
+    from lscape_cli.core import checks as chk
+
+    return set().union(*(chk.referenced(e) for e in checks)) if checks else set()
+
+
+def evaluate(expr: str, scalars: dict[str, float | None]) -> dict[str, Any]:
+    """One --check row evaluated on the measured scalars."""
+    from lscape_cli.core import checks as chk
+
+    try:
+        return chk.evaluate(expr, scalars)
+    except chk.CheckError as exc:
+        raise LscapeError(str(exc), "--check", "compare finite quantities, e.g. 'lambda_max < 200'") from exc
+
+
+def check_syntax(expr: str) -> None:
+    """Refuse a --check expression that does not parse, before anything runs."""
+    from lscape_cli.core import checks as chk
+
+    try:
+        chk.parse(expr)
+    except chk.CheckError as exc:
+        raise LscapeError(str(exc), "--check", "write a comparison such as 'lambda_max < 200'") from exc
+
+
+def validate(
+    trace_method: str, kind: str, bias: str, metric: str, hvp: str, stop: str, curvature: str
+) -> None:
+    """Refuse a choice option's unknown value with the option's name."""
+    from lscape_cli.core import choices as ch
+
+    ch.TraceMethod.check(trace_method, "--trace-method")
+    ch.SharpnessKind.check(kind, "--sharpness-kind")
+    ch.BiasPolicy.check(bias, "--bias")
+    ch.PacBayesMetric.check(metric, "--pac-bayes-metric")
+    ch.HvpStrategy.check(hvp, "--hvp")
+    ch.EigStop.check(stop, "--stop")
+    ch.CurvatureKind.check(curvature, "--curvature")
+
+
+def validate_memory(memory_budget: float | None, retain_chunks: int | None) -> None:
+    """Refuse a non-positive --memory-budget and a negative --retain-chunks."""
+    if memory_budget is not None and not memory_budget > 0:  # also refuses nan
+        raise LscapeError(
+            f"memory budget must be positive, got {memory_budget:g}", "--memory-budget", "give MiB, e.g. 2048"
+        )
+    if retain_chunks is not None and retain_chunks < 0:
+        raise LscapeError(
+            f"cannot keep {retain_chunks} chunk graphs",
+            "--retain-chunks",
+            "give 0 (recompute every chunk) or more, or leave it out to follow --memory-budget",
+        )
+
+
+def output_path(out: Path | None, checkpoint: Path) -> Path:
+    """--out, or CKPT.probe.json; refused when its directory does not exist."""
+    from lscape_cli.cli.common import default_output
+
+    out_path = out or default_output(checkpoint, "probe.json")
+    if not out_path.parent.is_dir():
+        raise LscapeError(
+            "output directory does not exist", str(out_path.parent), "create it or choose another --out"
+        )
+    return out_path
