@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Annotated, Any
 
-import typer
-
-from lscape_cli.cli.console import StatusLine, emit_json, err
+from lscape_cli.cli import _connect_options as o
+from lscape_cli.cli._connect_report import plot_path, print_table
+from lscape_cli.cli._connect_request import alignment_spec, endpoint, load_pair, validate
+from lscape_cli.cli.console import StatusLine, emit_json
 from lscape_cli.cli.options import (
     DataFileOpt,
     DataRootOpt,
@@ -28,59 +27,20 @@ from lscape_cli.cli.options import (
 )
 from lscape_cli.errors import LscapeError
 
-PATHS = "Paths"
-CURVE = "Curve fitting"
-DATA = "Data and output"
-
 
 def connect(
-    checkpoint_a: Annotated[Path, typer.Argument(help="First minimum (A, alpha = 0).")],
-    checkpoint_b: Annotated[Path, typer.Argument(help="Second minimum (B, alpha = 1), same model and data.")],
-    points: Annotated[
-        int, typer.Option(min=2, help="Points along each path, both ends included.", rich_help_panel=PATHS)
-    ] = 51,
-    align: Annotated[
-        str,
-        typer.Option(
-            help="none, or weights: permute B's hidden units onto A by weight matching (Git Re-Basin) and "
-            "add the linear path to the aligned B (registry models; your own models' structure is derived by "
-            "tracing, or refused).",
-            rich_help_panel=PATHS,
-        ),
-    ] = "none",
-    align_iters: Annotated[
-        int, typer.Option(min=1, help="Most weight-matching sweeps over all layers.", rich_help_panel=PATHS)
-    ] = 100,
-    curve: Annotated[
-        str,
-        typer.Option(
-            help="none, bezier or polychain: train the bend of a curve from A to B (to the aligned B with "
-            "--align weights) minimising the expected loss over t (Garipov et al. 2018).",
-            rich_help_panel=CURVE,
-        ),
-    ] = "none",
-    curve_epochs: Annotated[
-        int, typer.Option(min=1, help="Epochs over the training split.", rich_help_panel=CURVE)
-    ] = 20,
-    curve_lr: Annotated[float, typer.Option(help="Learning rate of the bend.", rich_help_panel=CURVE)] = 1e-3,
-    curve_optimizer: Annotated[
-        str, typer.Option(help="adam or sgd (momentum 0.9).", rich_help_panel=CURVE)
-    ] = "adam",
-    curve_batch_size: Annotated[
-        int, typer.Option(min=1, help="Minibatch size (one t drawn per minibatch).", rich_help_panel=CURVE)
-    ] = 128,
-    reset_bn: Annotated[
-        bool,
-        typer.Option(
-            "--reset-bn",
-            help="Re-estimate BatchNorm statistics at every point of the linear paths (curves always do); "
-            "default: interpolate the ends' statistics.",
-            rich_help_panel=PATHS,
-        ),
-    ] = False,
-    bn_batch_size: Annotated[
-        int, typer.Option(min=2, help="Chunk size for BatchNorm re-estimation.", rich_help_panel=PATHS)
-    ] = 128,
+    checkpoint_a: o.CheckpointAArg,
+    checkpoint_b: o.CheckpointBArg,
+    points: o.PointsOpt = 51,
+    align: o.AlignOpt = "none",
+    align_iters: o.AlignItersOpt = 100,
+    curve: o.CurveOpt = "none",
+    curve_epochs: o.CurveEpochsOpt = 20,
+    curve_lr: o.CurveLrOpt = 1e-3,
+    curve_optimizer: o.CurveOptimizerOpt = "adam",
+    curve_batch_size: o.CurveBatchSizeOpt = 128,
+    reset_bn: o.ResetBnOpt = False,
+    bn_batch_size: o.BnBatchSizeOpt = 128,
     loss: LossOverrideOpt = None,
     data_root_: DataRootOpt = None,
     model_config: ModelConfigOpt = None,
@@ -92,12 +52,8 @@ def connect(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     max_batch: MaxBatchOpt = 4096,
-    plot: Annotated[
-        bool, typer.Option("--plot/--no-plot", help="Write OUT.png and OUT.pdf.", rich_help_panel=DATA)
-    ] = True,
-    out: Annotated[
-        Path | None, typer.Option(help="Output JSON [A--B.connect.json beside A].", rich_help_panel=DATA)
-    ] = None,
+    plot: o.PlotOpt = True,
+    out: o.OutOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -112,9 +68,7 @@ def connect(
         lscape connect sample_checkpoints/mlp-d4-r000.safetensors sample_checkpoints/mlp-d4-r001.safetensors --align weights --curve bezier
     """
     t0 = time.perf_counter()
-    _validate(align, curve, curve_optimizer)
-    if not curve_lr > 0:
-        raise LscapeError(f"the learning rate must be positive, got {curve_lr}", "--curve-lr", "e.g. 1e-3")
+    validate(align, curve, curve_optimizer, curve_lr)
     from lscape_cli.storage.connect_record import compatible, connect_record, default_output
 
     out_path = out or default_output(checkpoint_a, checkpoint_b)
@@ -124,7 +78,7 @@ def connect(
         )
     warnings = compatible(checkpoint_a, checkpoint_b, model_config, model_def)
     user = user_inputs(model_def, model_args, trust_model_def, data_file)
-    setup, b_loaded = _load(
+    setup, b_loaded = load_pair(
         checkpoint_a, checkpoint_b, model_config, device, dtype, data_root(data_root_), loss, max_batch, user
     )
     warnings += setup.warnings + [w for w in b_loaded.warnings if w not in setup.warnings]
@@ -133,7 +87,7 @@ def connect(
 
     perm_spec = setup.loaded.spec
     if align == "weights":
-        perm_spec = _alignment_spec(setup)
+        perm_spec = alignment_spec(setup)
     if reset_bn and not has_batchnorm(setup.loaded.module):
         warnings.append("--reset-bn has no effect: the model has no BatchNorm")
     req = C.ConnectRequest(
@@ -166,8 +120,8 @@ def connect(
             results, timing, more = C.run_connect(
                 setup.loaded.module,
                 perm_spec,
-                _endpoint(setup.loaded.module),
-                _endpoint(b_loaded.module),
+                endpoint(setup.loaded.module),
+                endpoint(b_loaded.module),
                 data,
                 setup.loss,
                 req,
@@ -186,113 +140,10 @@ def connect(
     write_record(out_path, record)  # the measurements first: a failing plot loses nothing
     if plot:
         t_plot = time.perf_counter()
-        record["results"]["plot"] = _plot(record, out_path, checkpoint_a, checkpoint_b)
+        record["results"]["plot"] = plot_path(record, out_path, checkpoint_a, checkpoint_b)
         record["timing_s"]["plot"] = time.perf_counter() - t_plot
         write_record(out_path, record)
     if json_out:
         emit_json(to_json(record))
     elif not quiet:
-        _table(record["results"], out_path)
-
-
-def _validate(align: str, curve: str, optimizer: str) -> None:
-    from lscape_cli.core import choices as ch
-
-    ch.Align.check(align, "--align")
-    ch.Curve.check(curve, "--curve")
-    ch.CurveOptimizer.check(optimizer, "--curve-optimizer")
-
-
-def _load(
-    a: Path,
-    b: Path,
-    model_config: Path | None,
-    device: str,
-    dtype: str,
-    root: Path,
-    loss: str | None,
-    max_batch: int,
-    user: Any = None,
-) -> tuple[Any, Any]:
-    from lscape_cli.cli.common import load_for_eval
-    from lscape_cli.storage.checkpoint import load_model
-
-    setup = load_for_eval(
-        a,
-        model_config=model_config,
-        split="train",
-        device_name=device,
-        dtype_name=dtype,
-        root=root,
-        loss=loss,
-        max_batch=max_batch,
-        user=user,
-    )
-    return setup, load_model(b, model_config, device=setup.device, dtype=setup.dtype, user=user)
-
-
-def _alignment_spec(setup: Any) -> Any:
-    """The registry's permutation structure, or one derived by tracing a user model (or one line why not)."""
-    from lscape_cli.core.permutation_trace import spec_for
-
-    spec = setup.loaded.spec
-    try:
-        return spec_for(setup.loaded.module, spec, setup.x[:2])
-    except ValueError as exc:
-        name = getattr(spec.config, "source", spec.name)
-        raise LscapeError(
-            f"cannot align {name}: {exc}", "--align weights", "connect without --align (the linear path only)"
-        ) from exc
-
-
-def _endpoint(module: Any) -> Any:
-    from lscape_cli.core.connectivity import Endpoint
-
-    return Endpoint(
-        {n: p.detach() for n, p in module.named_parameters()},
-        {n: t.detach() for n, t in module.named_buffers()},
-    )
-
-
-def _plot(record: dict[str, Any], out_path: Path, a: Path, b: Path) -> dict[str, str]:
-    from lscape_cli.plotting.connect import plot_connect
-    from lscape_cli.storage.connect_record import checkpoint_stem
-
-    name = out_path.name
-    stem = out_path.with_name(name[: -len(".json")] if name.endswith(".json") else name)
-    written = plot_connect(record, stem, f"{checkpoint_stem(a)} → {checkpoint_stem(b)}")
-    return {p.suffix.lstrip("."): p.name for p in written}
-
-
-def _table(results: dict[str, Any], out_path: Path) -> None:
-    from rich.table import Table
-
-    table = Table(
-        title=f"lscape connect -> {out_path}",
-        caption="barriers: max - mean of ends (relative), chord, max - max of ends",
-    )
-    error = "error" in results["linear"]["barriers"]["train"]  # no error rate for regression data
-    cols = ["path", "split", "loss max-mean", "rel.", "chord", "max-max"] + (
-        ["error max-mean"] if error else []
-    )
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("path", "split") else "right")
-    for key in ("linear", "aligned", "curve"):
-        path = results.get(key)
-        if not path:
-            continue
-        for split in ("train", "test"):
-            lb = path["barriers"][split]["loss"]
-            rel = lb["max_minus_mean_ends"]["relative"]
-            row = [
-                path["path"] if key == "curve" else key,
-                split,
-                f"{lb['max_minus_mean_ends']['value']:.4g}",
-                "n/a" if rel is None else f"{rel:.3g}",
-                f"{lb['chord']['value']:.4g}",
-                f"{lb['max_minus_max_ends']['value']:.4g}",
-            ]
-            if error:
-                row.append(f"{path['barriers'][split]['error']['max_minus_mean_ends']['value']:.4g}")
-            table.add_row(*row)
-    err.print(table)
+        print_table(record["results"], out_path)

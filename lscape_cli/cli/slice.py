@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
-
+from lscape_cli.cli import _slice_options as o
 from lscape_cli.cli._slice_report import print_summary
 from lscape_cli.cli.common import EvalSetup, default_output, load_for_eval
 from lscape_cli.cli.console import StatusLine, emit_json
@@ -43,75 +42,21 @@ if TYPE_CHECKING:
     from lscape_cli.distributed import Group
     from lscape_cli.storage.slice_record import SlicePaths
 
-AXES = "Directions"
-GRID = "Grid"
-DATA = "Data and speed"
-OUT = "Output"
-
 
 def slice_(
-    checkpoint: Annotated[Path, typer.Argument(help="A .safetensors checkpoint (the centre of the slice).")],
-    dims: Annotated[int, typer.Option(help="1 (lines) or 2 (a plane).", rich_help_panel=GRID)] = 2,
-    range_: Annotated[
-        float | None,
-        typer.Option(
-            "--range",
-            help="Coefficients run over [-RANGE, RANGE] (seed 001: 1.5) [1; with --pca: 1.2 x the trajectory's reach].",
-            rich_help_panel=GRID,
-        ),
-    ] = None,
-    steps: Annotated[
-        int, typer.Option(help="Grid points per axis (odd: the centre is on the grid).", rich_help_panel=GRID)
-    ] = 51,
-    count: Annotated[
-        int,
-        typer.Option(help="With --dims 1: N independent directions (seed 001: 10).", rich_help_panel=GRID),
-    ] = 1,
-    toward: Annotated[
-        Path | None,
-        typer.Option(
-            help="First direction = OTHER.safetensors - CKPT (coefficient 1 reaches OTHER).",
-            rich_help_panel=AXES,
-        ),
-    ] = None,
-    pca: Annotated[
-        Path | None,
-        typer.Option(
-            help="Principal directions of a TRAJECTORY.safetensors (with the trajectory overlaid).",
-            rich_help_panel=AXES,
-        ),
-    ] = None,
-    eigen: Annotated[
-        bool,
-        typer.Option(
-            "--eigen", help="Top Hessian eigenvectors (Lanczos, as in probe).", rich_help_panel=AXES
-        ),
-    ] = False,
-    directions: Annotated[
-        Path | None,
-        typer.Option(
-            help="Reuse the directions of a *.slice.directions.safetensors file.", rich_help_panel=AXES
-        ),
-    ] = None,
-    norm: Annotated[
-        str,
-        typer.Option(
-            help="Random directions: filter (Li et al. 2018), layer, unit (length 1; seed 003) or none.",
-            rich_help_panel=AXES,
-        ),
-    ] = "filter",
-    bias: Annotated[
-        str,
-        typer.Option(
-            help="Random directions on biases/BatchNorm: zero, filter or keep.", rich_help_panel=AXES
-        ),
-    ] = "zero",
-    orthogonalize: Annotated[
-        bool, typer.Option(help="Gram-Schmidt the directions after normalising them.", rich_help_panel=AXES)
-    ] = False,
-    eigen_tol: Annotated[
-        float, typer.Option(help="--eigen: relative Ritz-residual tolerance.", rich_help_panel=AXES)
-    ] = 1e-6,
+    checkpoint: o.CheckpointArg,
+    dims: o.DimsOpt = 2,
+    range_: o.RangeOpt = None,
+    steps: o.StepsOpt = 51,
+    count: o.CountOpt = 1,
+    toward: o.TowardOpt = None,
+    pca: o.PcaOpt = None,
+    eigen: o.EigenOpt = False,
+    directions: o.DirectionsOpt = None,
+    norm: o.NormOpt = "filter",
+    bias: o.BiasOpt = "zero",
+    orthogonalize: o.OrthogonalizeOpt = False,
+    eigen_tol: o.EigenTolOpt = 1e-6,
     split: SplitOpt = "train",
     mode: ModeOpt = "eval",
     loss: LossOverrideOpt = None,
@@ -126,44 +71,14 @@ def slice_(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     max_batch: MaxBatchOpt = 4096,
-    memory_budget: Annotated[
-        int,
-        typer.Option(
-            min=1, help="MiB for cached first-layer outputs and batched points.", rich_help_panel=DATA
-        ),
-    ] = 1024,
-    strategy: Annotated[
-        str,
-        typer.Option(
-            help="Points one by one (loop), vmapped (vmap) or auto (loop on CPU, timed elsewhere).",
-            rich_help_panel=DATA,
-        ),
-    ] = "auto",
-    basin_threshold: Annotated[
-        float, typer.Option(help="Basin width/area: where L - L(centre) <= this.", rich_help_panel=OUT)
-    ] = 0.1,
-    fit_radius: Annotated[
-        float | None,
-        typer.Option(
-            help="Parabola fit within this distance of the centre [0.1 * range].", rich_help_panel=OUT
-        ),
-    ] = None,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume", help="Continue the partial grid left by an interrupted run.", rich_help_panel=OUT
-        ),
-    ] = False,
-    plot: Annotated[bool, typer.Option(help="Write PNG and PDF plots.", rich_help_panel=OUT)] = True,
-    zscale: Annotated[
-        str, typer.Option(help="Loss axis of 2-D plots: auto, linear or log.", rich_help_panel=OUT)
-    ] = "auto",
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="Output JSON [CKPT.slice.json]; the other files sit beside it.", rich_help_panel=OUT
-        ),
-    ] = None,
+    memory_budget: o.MemoryBudgetOpt = 1024,
+    strategy: o.StrategyOpt = "auto",
+    basin_threshold: o.BasinThresholdOpt = 0.1,
+    fit_radius: o.FitRadiusOpt = None,
+    resume: o.ResumeOpt = False,
+    plot: o.PlotOpt = True,
+    zscale: o.ZscaleOpt = "auto",
+    out: o.OutOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
