@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer.main
 
+import lscape_cli.cli
 from lscape_cli import __version__
 from lscape_cli.cli import app
 
@@ -61,3 +64,17 @@ def test_importing_the_cli_does_not_import_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+CLI_DIR = Path(lscape_cli.cli.__file__).parent
+NUMERICAL = re.compile(r"^\s*(import|from)\s+(torch|numpy|scipy)\b", re.M)
+
+
+@pytest.mark.parametrize("module", sorted(p.name for p in CLI_DIR.glob("*.py")))
+def test_cli_modules_are_thin_and_hold_no_numerical_code(module: str) -> None:
+    """Commands assemble options into core calls: a few hundred lines at most, no tensor library imported."""
+    text = (CLI_DIR / module).read_text()
+    assert len(text.splitlines()) <= 250, (
+        f"{module}: move its logic into core/, storage/ or a cli/_*.py helper"
+    )
+    assert not NUMERICAL.search(text), f"{module} imports a numerical library; that code belongs in core/"
