@@ -83,7 +83,12 @@ def probe(
             rich_help_panel=CURV,
         ),
     ] = 1e-6,
-    max_iter: Annotated[int, typer.Option(min=2, help="Most Lanczos steps (power iterations with --eig-method power).", rich_help_panel=CURV)] = 200,
+    max_iter: Annotated[
+        int,
+        typer.Option(
+            min=2, help="Most Lanczos steps (power iterations with --eig-method power).", rich_help_panel=CURV
+        ),
+    ] = 200,
     stop: Annotated[
         str,
         typer.Option(
