@@ -10,8 +10,8 @@ OUT=${1:-studies/seed000}
 case "$SCALE" in
   smoke)  # seconds: 2 depths x 3 restarts, 300 images, 30 full-batch steps
     DEPTHS="1 3"; RESTARTS=3; STEPS=30; EVAL=10; DATA=(--dataset digits --train-size 300 --val-size 150) ;;
-  small)  # a subset of depths on 1,000 offline MNIST images (mnist-5k), 2,000 steps at most
-    DEPTHS="1 2 3 4 6 8 10"; RESTARTS=5; STEPS=2000; EVAL=100
+  small)  # 6 of the 10 depths x 4 restarts on 1,000 offline MNIST images (mnist-5k), 1,000 steps at most
+    DEPTHS="1 2 3 4 6 8"; RESTARTS=4; STEPS=1000; EVAL=100
     DATA=(--dataset mnist-5k --train-size 1000 --val-size 500) ;;
   paper)  # the paper's protocol: 5,000/1,000 MNIST images (torchvision; add --download once), 25 restarts
     DEPTHS="1 2 3 4 5 6 7 8 9 10"; RESTARTS=25; STEPS=100000; EVAL=1000
