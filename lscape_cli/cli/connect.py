@@ -179,14 +179,11 @@ def connect(
 
 
 def _validate(align: str, curve: str, optimizer: str) -> None:
-    choices = {
-        "--align": (align, ("none", "weights")),
-        "--curve": (curve, ("none", "bezier", "polychain")),
-        "--curve-optimizer": (optimizer, ("adam", "sgd")),
-    }
-    for option, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise LscapeError(f"unknown value {value!r}", option, f"choose one of: {', '.join(allowed)}")
+    from lscape_cli.core import choices as ch
+
+    ch.Align.check(align, "--align")
+    ch.Curve.check(curve, "--curve")
+    ch.CurveOptimizer.check(optimizer, "--curve-optimizer")
 
 
 def _load(

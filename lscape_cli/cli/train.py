@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from lscape_cli.cli.console import emit_json, err
+from lscape_cli.cli._train_report import Progress, print_summary
+from lscape_cli.cli.console import emit_json
 from lscape_cli.cli.options import (
     DataRootOpt,
     DeviceOpt,
@@ -41,32 +42,6 @@ def _batch_size(value: str) -> int | None:
             f"invalid batch size {value!r}", "--batch-size", "give a positive integer or 'full'"
         )
     return n
-
-
-def output_stems(out: Path, name: str, restarts: int) -> list[Path]:
-    """File stems per restart: ``OUT/NAME`` for one run, ``OUT/NAME-r000`` ... (sorting by restart) for many."""
-    if restarts == 1:
-        return [out / name]
-    width = max(3, len(str(restarts - 1)))
-    return [out / f"{name}-r{r:0{width}d}" for r in range(restarts)]
-
-
-def _check_outputs(out: Path, stems: list[Path], trajectory: bool, overwrite: bool) -> None:
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise LscapeError(
-            "output directory's parent does not exist", str(parent), "create it first or choose another --out"
-        )
-    if out.exists() and not out.is_dir():
-        raise LscapeError("--out exists and is not a directory", str(out), "choose a directory path")
-    suffixes = [".safetensors", ".train.json"] + ([".trajectory.safetensors"] if trajectory else [])
-    clash = [str(s) + suf for s in stems for suf in suffixes if Path(str(s) + suf).exists()]
-    if clash and not overwrite:
-        raise LscapeError(
-            "output exists",
-            clash[0] + (f" and {len(clash) - 1} more" if len(clash) > 1 else ""),
-            "pass --overwrite to replace, or choose another --out/--name",
-        )
 
 
 def _model_options(**opts: Any) -> dict[str, Any]:
@@ -238,8 +213,10 @@ def train(
         )
     if init != "default" and not _valid_init(init):
         raise LscapeError(f"invalid init {init!r}", "--init", "use 'default' or 'normal:STD', e.g. normal:1")
+    from lscape_cli.storage.train_record import check_outputs, output_stems
+
     stems = output_stems(out, name, restarts)
-    _check_outputs(out, stems, save_trajectory is not None, overwrite)
+    check_outputs(out, stems, save_trajectory is not None, overwrite)
     cfg = TrainConfig(
         loss=loss,
         optimizer=optimizer,
@@ -348,7 +325,7 @@ def run_training(
     module = models.build(mspec)
     t_setup = time.perf_counter() - t0
     seeds = [seed + r for r in range(restarts)]
-    with _progress(quiet, cfg.epochs, restarts) as on_epoch:
+    with Progress(quiet, cfg.epochs, restarts) as on_epoch:
         results = train_restarts(module, splits, cfg, seeds, device, dtype, on_epoch=on_epoch)
     t_train = time.perf_counter() - t0 - t_setup
     out.mkdir(exist_ok=True)
@@ -373,66 +350,8 @@ def run_training(
         for text in texts:
             emit_json(json.dumps(json.loads(text)))  # one record per line (JSON Lines)
     if not quiet:
-        _summary(results, stems)
+        print_summary(results, stems)
     _final_status(results)
-
-
-class _progress:
-    """A rich progress bar on stderr (a no-op when quiet); yields the engine's on_epoch callback."""
-
-    def __init__(self, quiet: bool, epochs: int, restarts: int) -> None:
-        self.quiet, self.epochs, self.restarts = quiet, epochs, restarts
-        self.bar: Any = None
-
-    def __enter__(self) -> Any:
-        if self.quiet:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            TextColumn("train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        )
-        self.bar.start()
-        task = self.bar.add_task("", total=self.epochs)
-
-        def on_epoch(info: dict[str, Any]) -> None:
-            losses = [v for v in info["train_loss"] if v == v]
-            desc = f"active {info['active']}/{self.restarts}  loss {min(losses):.4g}" if losses else ""
-            self.bar.update(task, completed=info["epoch"], description=desc)
-
-        return on_epoch
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def _summary(results: list[Any], stems: list[Path]) -> None:
-    from rich.table import Table
-
-    table = Table(title="lscape train", show_lines=False)
-    for col in ("run", "seed", "stop", "epochs", "steps", "train loss", "val loss", "test acc", "file"):
-        table.add_column(col)
-    for res, stem in zip(results, stems, strict=True):
-        f = res.final
-        table.add_row(
-            str(res.restart),
-            str(res.seed),
-            res.stop_reason,
-            str(res.epochs),
-            str(res.steps),
-            f"{f.get('train_loss', float('nan')):.4g}",
-            f"{f.get('val_loss', float('nan')):.4g}",
-            f"{f.get('test_accuracy', float('nan')):.4f}",
-            "-" if res.stop_reason == "diverged" else f"{stem.name}.safetensors",
-        )
-    err.print(table)
 
 
 def _final_status(results: list[Any]) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,6 +34,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from lscape_cli.core.objective import chunked_mean, loss_mean, loss_sum
+from lscape_cli.core.progress import ProgressFn
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -211,9 +211,6 @@ class _Track:
     snaps: list[list[dict[str, torch.Tensor]]]
     snap_epochs: list[list[int]]
     snap_steps: list[list[int]]
-
-
-ProgressFn = Callable[[dict[str, Any]], None]
 
 
 def train_restarts(

@@ -12,6 +12,7 @@ import csv
 import html
 import io
 import json
+from collections.abc import Sequence
 
 from lscape_cli.report.cells import Cell, Table
 from lscape_cli.report.document import Bullets, Document, Image
@@ -104,7 +105,7 @@ def _block_html(block: object, section_title: str) -> str:
     return f"<p>{html.escape(str(block))}</p>"
 
 
-def _blocks_html(blocks: list[object], section_title: str) -> list[str]:
+def _blocks_html(blocks: Sequence[object], section_title: str) -> list[str]:
     """Blocks in order; consecutive figures found beside records share a grid (they come in sets)."""
     out: list[str] = []
     gallery: list[str] = []

@@ -140,4 +140,5 @@ def order(runs: list[Run], compare: str | None) -> list[Run]:
 def main_probe(run: Run) -> Record | None:
     """The probe record that speaks for the run's curvature: the first on the train split."""
     on_train = [p for p in run.probes if get(p.data, "/config/evaluation/split") == "train"]
-    return (on_train or run.probes or [None])[0]
+    candidates = on_train or run.probes
+    return candidates[0] if candidates else None

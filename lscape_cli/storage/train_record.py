@@ -18,6 +18,7 @@ import torch
 
 from lscape_cli import __version__
 from lscape_cli.core.training import RunResult
+from lscape_cli.errors import LscapeError
 from lscape_cli.storage.checkpoint import CheckpointMeta, save_checkpoint, save_trajectory
 from lscape_cli.storage.files import sha256_file
 from lscape_cli.storage.records import environment, make_record, write_record
@@ -136,3 +137,30 @@ def write_run(
         env=environment(ctx["device"]),
     )
     return write_record(json_path, record)
+
+
+def output_stems(out: Path, name: str, restarts: int) -> list[Path]:
+    """File stems per restart: ``OUT/NAME`` for one run, ``OUT/NAME-r000``, ... (by restart) for many."""
+    if restarts == 1:
+        return [out / name]
+    width = max(3, len(str(restarts - 1)))
+    return [out / f"{name}-r{r:0{width}d}" for r in range(restarts)]
+
+
+def check_outputs(out: Path, stems: list[Path], trajectory: bool, overwrite: bool) -> None:
+    """Refuse an output directory whose parent is missing, or files that exist without ``overwrite``."""
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise LscapeError(
+            "output directory's parent does not exist", str(parent), "create it first or choose another --out"
+        )
+    if out.exists() and not out.is_dir():
+        raise LscapeError("--out exists and is not a directory", str(out), "choose a directory path")
+    suffixes = [".safetensors", ".train.json"] + ([".trajectory.safetensors"] if trajectory else [])
+    clash = [str(s) + suf for s in stems for suf in suffixes if Path(str(s) + suf).exists()]
+    if clash and not overwrite:
+        raise LscapeError(
+            "output exists",
+            clash[0] + (f" and {len(clash) - 1} more" if len(clash) > 1 else ""),
+            "pass --overwrite to replace, or choose another --out/--name",
+        )
