@@ -14,6 +14,7 @@ Usage:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -64,10 +65,8 @@ def _warm() -> None:
 
     names = [*WARM_MODULES, *(m.name for m in pkgutil.walk_packages(lscape_cli.__path__, "lscape_cli."))]
     for name in names:
-        try:
+        with contextlib.suppress(ImportError):  # an optional dependency that is not installed
             importlib.import_module(name)
-        except ImportError:  # an optional dependency that is not installed
-            pass
     import torch
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))

@@ -58,7 +58,10 @@ def test_the_shim_runs_the_cli(lscape_env: dict[str, str], tmp_path: Path) -> No
     ok = subprocess.run(["lscape", "info", "--help"], env=lscape_env, capture_output=True, text=True)
     assert ok.returncode == 0 and "Example:" in ok.stdout, ok.stderr
     bad = subprocess.run(
-        ["lscape", "info", str(tmp_path / "missing.safetensors")], env=lscape_env, capture_output=True, text=True
+        ["lscape", "info", str(tmp_path / "missing.safetensors")],
+        env=lscape_env,
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 1 and bad.stderr.startswith("Error:") and "Traceback" not in bad.stderr
 

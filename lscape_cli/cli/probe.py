@@ -368,8 +368,9 @@ def _validate(trace_method: str, kind: str, bias: str, metric: str, hvp: str, st
 
 
 def _validate_power(eig_method: str, top_k: int, lambda_min: bool) -> None:
-    if eig_method not in ("lanczos", "power"):
-        raise LscapeError(f"unknown value {eig_method!r}", "--eig-method", "choose one of: lanczos, power")
+    from lscape_cli.core import choices as ch
+
+    ch.EigMethod.check(eig_method, "--eig-method")
     if eig_method == "power" and (top_k > 1 or lambda_min):
         raise LscapeError(
             "power iteration gives lambda_max only",

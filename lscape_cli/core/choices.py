@@ -100,6 +100,13 @@ class EigStop(Choice):
     RESIDUAL = "residual"
 
 
+class EigMethod(Choice):
+    """How probe finds lambda_max: Lanczos, or power iteration (seed 002's method)."""
+
+    LANCZOS = "lanczos"
+    POWER = "power"
+
+
 class Align(Choice):
     """Permutation alignment of connect's second checkpoint."""
 
