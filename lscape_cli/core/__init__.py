@@ -79,6 +79,7 @@ _WHERE = {
     "ProgressFn": "progress",
     # the options' vocabularies (str Enums)
     "Align": "choices",
+    "AxisScale": "choices",
     "BiasPolicy": "choices",
     "Curve": "choices",
     "CurveOptimizer": "choices",
@@ -95,6 +96,7 @@ _WHERE = {
 
 __all__ = [
     "Align",
+    "AxisScale",
     "Batches",
     "BiasPolicy",
     "ConnectRequest",
@@ -156,6 +158,7 @@ if TYPE_CHECKING:
     from lscape_cli.core.alignment import align
     from lscape_cli.core.choices import (
         Align,
+        AxisScale,
         BiasPolicy,
         Curve,
         CurveOptimizer,

@@ -107,6 +107,14 @@ class EigMethod(Choice):
     POWER = "power"
 
 
+class AxisScale(Choice):
+    """Axes of pareto's ellipse figure: linear, log, or log where the values span decades."""
+
+    AUTO = "auto"
+    LINEAR = "linear"
+    LOG = "log"
+
+
 class Align(Choice):
     """Permutation alignment of connect's second checkpoint."""
 
