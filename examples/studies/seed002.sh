@@ -27,7 +27,7 @@ lscape train "${CNN[@]}" --optimizer adam --lr 1e-3 --out "$OUT/adam-default"
 
 # 2. lambda_max on the test split: Lanczos (stopped on its error bound) with l2 epsilon-sharpness, then power
 #    iteration (stopped on its residual, at most POWER_ITERS products), then adaptive sharpness.
-for run in "$OUT"/*/; do
+for run in "$OUT"/*/; do run=${run%/}
   f="$run/model.safetensors"
   lscape probe "$f" --lambda-max --sharpness 0.05,0.1 --split test --quiet
   lscape probe "$f" --lambda-max --eig-method power --max-iter "$POWER_ITERS" --split test \
