@@ -9,7 +9,14 @@ from typing import Annotated, Any, cast
 import typer
 
 from lscape_cli.cli.console import emit_json, err
-from lscape_cli.cli.options import JsonOpt, QuietOpt
+from lscape_cli.cli.options import (
+    JsonOpt,
+    ModelArgsOpt,
+    ModelDefOpt,
+    QuietOpt,
+    TrustModelDefOpt,
+    user_inputs,
+)
 from lscape_cli.errors import LscapeError
 
 
@@ -48,6 +55,9 @@ def pareto(
             "two decades); on a log axis ellipses and means are of log10 values."
         ),
     ] = "auto",
+    model_def: ModelDefOpt = None,
+    model_args: ModelArgsOpt = None,
+    trust_model_def: TrustModelDefOpt = False,
     out: Annotated[Path, typer.Option(help="Output JSON; figures go beside it.")] = Path("pareto.json"),
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -77,7 +87,8 @@ def pareto(
         )
     req = ParetoRequest(group_by, x, y, target, tuple(metric or ()), reference, params, align)
     runs = collect(inputs)
-    res = run_pareto(runs, req, load_model)
+    user = user_inputs(model_def, model_args, trust_model_def, None)
+    res = run_pareto(runs, req, lambda path: load_model(path, user=user))
     stem = out.with_name(out.name[: -len(".json")] if out.name.endswith(".json") else out.name)
     figures = plots.all_figures(res.results, stem, res.keys, res.table, axes)
     scales = dict(zip(("x", "y"), plots.axis_scales(res.table, axes), strict=True))

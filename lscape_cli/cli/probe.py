@@ -13,6 +13,7 @@ from lscape_cli.cli._probe_report import print_table
 from lscape_cli.cli.common import EXIT_CHECK_FAILED, default_output, load_for_eval, parse_floats
 from lscape_cli.cli.console import StatusLine, emit_json
 from lscape_cli.cli.options import (
+    DataFileOpt,
     DataRootOpt,
     DatasetOverrideOpt,
     DeviceOpt,
@@ -20,12 +21,16 @@ from lscape_cli.cli.options import (
     JsonOpt,
     LossOverrideOpt,
     MaxBatchOpt,
+    ModelArgsOpt,
     ModelConfigOpt,
+    ModelDefOpt,
     ModeOpt,
     QuietOpt,
     SeedOpt,
     SplitOpt,
+    TrustModelDefOpt,
     data_root,
+    user_inputs,
 )
 from lscape_cli.errors import LscapeError
 
@@ -202,6 +207,10 @@ def probe(
     dataset: DatasetOverrideOpt = None,
     data_root_: DataRootOpt = None,
     model_config: ModelConfigOpt = None,
+    model_def: ModelDefOpt = None,
+    model_args: ModelArgsOpt = None,
+    trust_model_def: TrustModelDefOpt = False,
+    data_file: DataFileOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
@@ -248,6 +257,7 @@ def probe(
         loss=loss,
         mode=mode,
         max_batch=max_batch,
+        user=user_inputs(model_def, model_args, trust_model_def, data_file),
     )
     flags = [
         lambda_max,

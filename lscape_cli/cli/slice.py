@@ -17,6 +17,7 @@ from lscape_cli.cli._slice_report import print_summary
 from lscape_cli.cli.common import EvalSetup, default_output, load_for_eval
 from lscape_cli.cli.console import StatusLine, emit_json
 from lscape_cli.cli.options import (
+    DataFileOpt,
     DataRootOpt,
     DatasetOverrideOpt,
     DeviceOpt,
@@ -24,12 +25,16 @@ from lscape_cli.cli.options import (
     JsonOpt,
     LossOverrideOpt,
     MaxBatchOpt,
+    ModelArgsOpt,
     ModelConfigOpt,
+    ModelDefOpt,
     ModeOpt,
     QuietOpt,
     SeedOpt,
     SplitOpt,
+    TrustModelDefOpt,
     data_root,
+    user_inputs,
 )
 
 if TYPE_CHECKING:
@@ -113,6 +118,10 @@ def slice_(
     dataset: DatasetOverrideOpt = None,
     data_root_: DataRootOpt = None,
     model_config: ModelConfigOpt = None,
+    model_def: ModelDefOpt = None,
+    model_args: ModelArgsOpt = None,
+    trust_model_def: TrustModelDefOpt = False,
+    data_file: DataFileOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
@@ -209,6 +218,7 @@ def slice_(
         loss=loss,
         mode=mode,
         max_batch=max_batch,
+        user=user_inputs(model_def, model_args, trust_model_def, data_file),
     )
     with group_from_env(setup.device) as group:
         quiet = quiet or json_out or not group.is_main
@@ -250,6 +260,7 @@ def _run(
         res = run_slice(data, req, source, store, group, on_step)
     if not group.is_main:
         return None
+    res.warnings = list(setup.warnings) + res.warnings
     dtype = str(setup.dtype).replace("torch.", "")
     ctx = SliceContext(
         checkpoint, invocation(), setup.protocol, str(setup.device), dtype, data.model, data.max_batch

@@ -11,15 +11,19 @@ import typer
 from lscape_cli.cli._train_report import Progress, print_summary
 from lscape_cli.cli.console import emit_json
 from lscape_cli.cli.options import (
+    DataFileOpt,
     DataRootOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
     MaxBatchOpt,
+    ModelArgsOpt,
+    ModelDefOpt,
     OverwriteOpt,
     QuietOpt,
     SeedOpt,
     data_root,
+    user_inputs,
 )
 from lscape_cli.errors import DivergedError, LscapeError
 
@@ -50,8 +54,14 @@ def _model_options(**opts: Any) -> dict[str, Any]:
 
 def train(
     model: Annotated[
-        str, typer.Option(help="Architecture: mlp, cnn, resnet, linear.", rich_help_panel=MODEL)
+        str,
+        typer.Option(
+            help="Architecture: mlp, cnn, resnet, linear, or torchvision:NAME (e.g. torchvision:resnet18).",
+            rich_help_panel=MODEL,
+        ),
     ] = "mlp",
+    model_def: ModelDefOpt = None,
+    model_args: ModelArgsOpt = None,
     depth: Annotated[int | None, typer.Option(help="mlp: hidden layers [1].", rich_help_panel=MODEL)] = None,
     width: Annotated[
         int | None,
@@ -91,7 +101,8 @@ def train(
     dataset: Annotated[
         str,
         typer.Option(
-            help="digits, mnist-5k (offline), mnist, fashion-mnist, cifar10 (torchvision), synthetic.",
+            help="digits, mnist-5k (offline), mnist, fashion-mnist, cifar10, torchvision:CLASS (torchvision), "
+            "synthetic.",
             rich_help_panel=DATA,
         ),
     ] = "mnist-5k",
@@ -116,6 +127,7 @@ def train(
     num_samples: Annotated[
         int | None, typer.Option(help="synthetic: samples [2000].", rich_help_panel=DATA)
     ] = None,
+    data_file: DataFileOpt = None,
     data_root_: DataRootOpt = None,
     download: Annotated[
         bool, typer.Option(help="Download a torchvision dataset if missing.", rich_help_panel=DATA)
@@ -251,7 +263,8 @@ def train(
     from lscape_cli.datasets import DatasetSpec
 
     dspec = DatasetSpec(
-        name=dataset,
+        name="file" if data_file else dataset,
+        path=str(data_file.resolve()) if data_file else None,
         split_seed=split_seed,
         train_size=train_size,
         val_size=val_size,
@@ -275,6 +288,7 @@ def train(
         dtype_name=dtype,
         json_out=json_out,
         quiet=quiet or json_out,
+        user=user_inputs(model_def, model_args, False, data_file),
     )
 
 
@@ -302,6 +316,7 @@ def run_training(
     dtype_name: str,
     json_out: bool,
     quiet: bool,
+    user: Any = None,
 ) -> None:
     """Load data, build the model, train, write every file, report."""
     import json
@@ -319,14 +334,13 @@ def run_training(
         raise LscapeError(
             "--patience needs a validation split", "--val-size 0", "give --val-size > 0 or drop --patience"
         )
-    mspec = models.make_spec(
-        model_name, {**model_opts, "input_shape": splits.input_shape, "num_classes": splits.num_classes}
-    )
-    module = models.build(mspec)
+    mspec, module, initial_state, notes = _model_for(model_name, model_opts, user, splits, cfg)
     t_setup = time.perf_counter() - t0
     seeds = [seed + r for r in range(restarts)]
     with Progress(quiet, cfg.epochs, restarts) as on_epoch:
-        results = train_restarts(module, splits, cfg, seeds, device, dtype, on_epoch=on_epoch)
+        results = train_restarts(
+            module, splits, cfg, seeds, device, dtype, on_epoch=on_epoch, initial_state=initial_state
+        )
     t_train = time.perf_counter() - t0 - t_setup
     out.mkdir(exist_ok=True)
     context = {
@@ -338,6 +352,7 @@ def run_training(
         "restarts": restarts,
         "base_seed": seed,
         "num_parameters": models.num_parameters(module),
+        "warnings": notes,
     }
     from lscape_cli.cli import invocation
     from lscape_cli.storage.train_record import write_run
@@ -352,6 +367,35 @@ def run_training(
     if not quiet:
         print_summary(results, stems)
     _final_status(results)
+
+
+def _model_for(name: str, opts: dict[str, Any], user: Any, splits: Any, cfg: Any) -> tuple[Any, ...]:
+    """``(spec, module, initial_state, warnings)``: a registry model, or the user's (``--model-def``)."""
+    from lscape_cli import models, usermodel
+
+    source = user.model_def if user is not None and user.model_def else None
+    if name.startswith("torchvision:"):
+        source = source or name
+    if source is None:
+        if user is not None and user.model_args:
+            raise LscapeError(
+                "--model-args is for --model-def and torchvision models",
+                "--model-args",
+                "registry models take --depth, --width, ...",
+            )
+        mspec = models.make_spec(
+            name, {**opts, "input_shape": splits.input_shape, "num_classes": splits.num_classes}
+        )
+        return mspec, models.build(mspec), None, []
+    if opts:
+        raise LscapeError(
+            f"--{next(iter(opts))} applies to the registry models, not to {source}",
+            "--model-def",
+            "pass the model's own arguments with --model-args JSON",
+        )
+    kwargs = usermodel.parse_kwargs(user.model_args if user is not None else None)
+    tm = usermodel.for_training(source, kwargs, splits, cfg.loss, cfg.init)
+    return tm.spec, tm.module, tm.initial_state, tm.notes
 
 
 def _final_status(results: list[Any]) -> None:

@@ -72,7 +72,7 @@ def write_run(
     ckpt_path = Path(str(stem) + ".safetensors")
     json_path = Path(str(stem) + ".train.json")
     outputs: dict[str, Any] = {"checkpoint": None, "trajectory": None}
-    warnings = []
+    warnings = list(ctx.get("warnings", []))
     if res.stop_reason == "diverged":
         warnings.append(f"training diverged (non-finite loss) at step {res.steps}; no checkpoint written")
     else:
