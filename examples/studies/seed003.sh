@@ -12,9 +12,9 @@ case "$SCALE" in
   smoke)  # seconds: tiny models on 300 digits images, 2 epochs, tracked on 50 images
     MLPW=16; CNNW=4; EPOCHS=2; LOW_BATCH=150; TRACK=50; STEPS=5; DENSITY=(--density-runs 2 --density-steps 10)
     DATA=(--dataset digits --train-size 300 --val-size 100 --test-size 100) ;;
-  small)  # all 4,000 mnist-5k training images, 8 epochs, low-noise batch 512, tracked on 500 images
-    MLPW=64; CNNW=16; EPOCHS=8; LOW_BATCH=512; TRACK=500; STEPS=21; DENSITY=(--density-runs 4 --density-steps 40)
-    DATA=(--dataset mnist-5k) ;;
+  small)  # 2,000 mnist-5k training images, 6 epochs, low-noise batch 512, tracked on 300 images
+    MLPW=64; CNNW=16; EPOCHS=6; LOW_BATCH=512; TRACK=300; STEPS=21; DENSITY=(--density-runs 4 --density-steps 30)
+    DATA=(--dataset mnist-5k --train-size 2000 --val-size 500 --test-size 500) ;;
   paper)  # full MNIST (torchvision; add --download once), 10 epochs, batch 64 vs 2048
     MLPW=128; CNNW=32; EPOCHS=10; LOW_BATCH=2048; TRACK=2000; STEPS=51; DENSITY=(--density-runs 10 --density-steps 80)
     DATA=(--dataset mnist) ;;
