@@ -32,8 +32,9 @@ for m in "mlp --depth 2 --width $MLPW" "cnn --width $CNNW"; do
   lscape train --model $m "${COMMON[@]}" --batch-size "$LOW_BATCH" --lr 0.01 "${TRACKING[@]}" --out "$OUT/$arch-low-noise"
 done
 
-# 2. At the final weights: lambda_max, the spectral density and its effective rank (SLQ), S_eps on the
-#    training images the tracking used; a 2-D slice along two unit-norm random directions (seed 003's).
+# 2. At the final weights: lambda_max, the spectral density and its effective rank (SLQ) and S_eps on a
+#    seeded batch of TRACK training images (tracking used the first TRACK); a 2-D slice along two
+#    unit-norm random directions (seed 003's) on the validation split.
 for run in "$OUT"/*-noise; do
   lscape probe "$run/model.safetensors" --lambda-max --density "${DENSITY[@]}" --sharpness 0.05 \
     --num-batches 1 --batch-size "$TRACK" --quiet
