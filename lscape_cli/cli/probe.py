@@ -202,6 +202,21 @@ def probe(
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Samples per batch with --num-batches.", rich_help_panel=DATA)
     ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Use only the first M samples of the split (as lscape train --track-samples).",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
+    snapshot: Annotated[
+        str | None,
+        typer.Option(
+            help="CHECKPOINT is a trajectory file: probe every snapshot (all) or those of the listed epochs.",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
     mode: ModeOpt = "eval",
     loss: LossOverrideOpt = None,
     dataset: DatasetOverrideOpt = None,
@@ -257,6 +272,8 @@ def probe(
         loss=loss,
         mode=mode,
         max_batch=max_batch,
+        samples=samples,
+        trajectory=snapshot is not None,
         user=user_inputs(model_def, model_args, trust_model_def, data_file),
     )
     flags = [
@@ -312,7 +329,7 @@ def probe(
     )
     t_load = time.perf_counter() - t0
     from lscape_cli.cli import invocation
-    from lscape_cli.core.probe_batches import Batches, SplitData, probe_split
+    from lscape_cli.core.probe_batches import Batches, SplitData, probe_series, probe_split
     from lscape_cli.distributed import group_from_env
     from lscape_cli.storage.probe_record import write_probe
     from lscape_cli.storage.records import to_json
@@ -322,7 +339,11 @@ def probe(
     with group_from_env(setup.device) as group:
         quiet = quiet or json_out or not group.is_main
         with StatusLine(quiet, "probe") as on_step:
-            results, scalars = probe_split(data, req, batches, group, on_step)
+            if snapshot is None:
+                results, scalars = probe_split(data, req, batches, group, on_step)
+            else:
+                picked = setup.snapshots.select(snapshot)
+                results, scalars = probe_series(data, setup.snapshots, picked, req, batches, group, on_step)
     if not group.is_main:
         return
     t_measure = time.perf_counter() - t0 - t_load

@@ -32,6 +32,7 @@ DATA = "Data"
 OPTIM = "Optimisation"
 STOP = "Stopping"
 OUT = "Output"
+TRACK = "Tracking (curvature during training)"
 
 
 def _batch_size(value: str) -> int | None:
@@ -154,6 +155,13 @@ def train(
         int, typer.Option(min=1, help="Epoch budget (full batch: steps).", rich_help_panel=STOP)
     ] = 10,
     max_steps: Annotated[int | None, typer.Option(min=1, help="Step budget.", rich_help_panel=STOP)] = None,
+    schedule: Annotated[
+        str,
+        typer.Option(
+            help="Learning-rate schedule: constant, step:EVERY:GAMMA (epochs), cosine, linear-warmup:STEPS+cosine.",
+            rich_help_panel=OPTIM,
+        ),
+    ] = "constant",
     tol: Annotated[
         float | None,
         typer.Option(
@@ -161,6 +169,25 @@ def train(
             rich_help_panel=STOP,
         ),
     ] = None,
+    tol_rule: Annotated[
+        str,
+        typer.Option(
+            help="--tol rule: step (|l_e - l_e-1| < TOL) or window:K (relative change of K-epoch mean loss < TOL).",
+            rich_help_panel=STOP,
+        ),
+    ] = "step",
+    grad_tol: Annotated[
+        float | None,
+        typer.Option(help="Stop when the epoch's mean gradient norm < GRAD_TOL.", rich_help_panel=STOP),
+    ] = None,
+    restore_best: Annotated[
+        bool,
+        typer.Option(
+            "--restore-best",
+            help="Save the best validation epoch's state, not the last.",
+            rich_help_panel=STOP,
+        ),
+    ] = False,
     patience: Annotated[
         int | None,
         typer.Option(
@@ -176,12 +203,37 @@ def train(
             min=1, help="Evaluate all splits every N epochs (and at the end).", rich_help_panel=STOP
         ),
     ] = 1,
+    track: Annotated[
+        str | None,
+        typer.Option(
+            help="Probe during training, e.g. lambda_max,top_k:3,trace,frobenius,grad_norm,sharpness:0.05,noise:0.01.",
+            rich_help_panel=TRACK,
+        ),
+    ] = None,
+    track_every: Annotated[
+        int, typer.Option(min=1, help="Track every N epochs (and the first and last).", rich_help_panel=TRACK)
+    ] = 1,
+    track_split: Annotated[str, typer.Option(help="Split to track on.", rich_help_panel=TRACK)] = "train",
+    track_samples: Annotated[
+        int | None,
+        typer.Option(min=1, help="Track on the first M samples of the split [all].", rich_help_panel=TRACK),
+    ] = None,
+    track_seed: Annotated[
+        int, typer.Option(help="Seed of the tracked estimators.", rich_help_panel=TRACK)
+    ] = 0,
     restarts: Annotated[
         int,
         typer.Option(
             min=1, help="Independent runs, seeds seed..seed+R-1, trained together.", rich_help_panel=OUT
         ),
     ] = 1,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="I/N: train only shard I (0-based) of N of the restarts (separate processes or array jobs).",
+            rich_help_panel=OUT,
+        ),
+    ] = None,
     seed: SeedOpt = 0,
     out: Annotated[
         Path, typer.Option(help="Output directory (created; its parent must exist).", rich_help_panel=OUT)
@@ -211,11 +263,17 @@ def train(
     per-epoch history, final metrics), NAME.trajectory.safetensors with --save-trajectory. A diverged
     restart is recorded in its JSON, gets no checkpoint, and the command exits 1.
 
+    \b
     Example:
         lscape train --model mlp --depth 4 --width 48 --dataset mnist-5k --loss mse --optimizer adam --lr 1e-3 --restarts 3 --out runs/d4
-    """
+        # seed 003: lambda_max during training, small vs large batch
+        lscape train --model cnn --optimizer sgd --lr 0.05 --batch-size 64 --epochs 20 --track lambda_max --track-every 2 --out runs/b64
+        lscape train --model cnn --optimizer sgd --lr 0.05 --batch-size 2048 --epochs 20 --track lambda_max --track-every 2 --out runs/b2048
+    """  # noqa: D301 (a literal \b keeps Click from re-wrapping the examples)
     from lscape_cli.core.objective import LOSSES
-    from lscape_cli.core.training import OPTIMIZERS, TrainConfig
+    from lscape_cli.core.tracking import make_spec
+    from lscape_cli.core.train_rules import parse_schedule, parse_tol_rule
+    from lscape_cli.core.training import OPTIMIZERS, TrainConfig, shard_restarts
 
     if loss not in LOSSES:
         raise LscapeError(f"unknown loss {loss!r}", "--loss", f"choose one of: {', '.join(LOSSES)}")
@@ -227,7 +285,8 @@ def train(
         raise LscapeError(f"invalid init {init!r}", "--init", "use 'default' or 'normal:STD', e.g. normal:1")
     from lscape_cli.storage.train_record import check_outputs, output_stems
 
-    stems = output_stems(out, name, restarts)
+    chosen = _parsed(shard_restarts, "--shard", restarts, shard)
+    stems = [output_stems(out, name, restarts)[r] for r in chosen]
     check_outputs(out, stems, save_trajectory is not None, overwrite)
     cfg = TrainConfig(
         loss=loss,
@@ -242,6 +301,10 @@ def train(
         epochs=epochs,
         max_steps=max_steps,
         tol=tol,
+        tol_rule=_checked(parse_tol_rule, "--tol-rule", tol_rule),
+        grad_tol=grad_tol,
+        schedule=_checked(parse_schedule, "--schedule", schedule),
+        restore_best=restore_best,
         patience=patience,
         min_delta=min_delta,
         eval_every=eval_every,
@@ -273,6 +336,9 @@ def train(
         input_dim=input_dim,
         num_samples=num_samples,
     )
+    track_spec = None
+    if track is not None:
+        track_spec = _parsed(make_spec, "--track", track, track_every, track_split, track_samples, track_seed)
     run_training(
         model,
         model_opts,
@@ -280,6 +346,8 @@ def train(
         cfg,
         seed=seed,
         restarts=restarts,
+        chosen=chosen,
+        track_spec=track_spec,
         out=out,
         stems=stems,
         root=data_root(data_root_),
@@ -290,6 +358,20 @@ def train(
         quiet=quiet or json_out,
         user=user_inputs(model_def, model_args, False, data_file),
     )
+
+
+def _parsed(fn: Any, option: str, *args: Any) -> Any:
+    """``fn(*args)``, its ValueError as the one-line error about ``option``."""
+    try:
+        return fn(*args)
+    except ValueError as exc:
+        raise LscapeError(str(exc), option, f"see lscape train --help for {option}") from exc
+
+
+def _checked(parse: Any, option: str, text: str) -> str:
+    """``text`` once ``parse`` accepts it (the config keeps the text, the engine parses it again)."""
+    _parsed(parse, option, text)
+    return text
 
 
 def _valid_init(init: str) -> bool:
@@ -308,6 +390,8 @@ def run_training(
     *,
     seed: int,
     restarts: int,
+    chosen: list[int],
+    track_spec: Any,
     out: Path,
     stems: list[Path],
     root: Path,
@@ -322,7 +406,8 @@ def run_training(
     import json
 
     from lscape_cli import datasets, models
-    from lscape_cli.core.training import train_restarts
+    from lscape_cli.core.tracking import make_tracker
+    from lscape_cli.core.training import relabel, train_restarts
     from lscape_cli.runtime import resolve_device, resolve_dtype
 
     t0 = time.perf_counter()
@@ -330,17 +415,30 @@ def run_training(
     if download:
         datasets.download(dspec.name, root)
     splits = datasets.load(dspec, root, device=device, dtype=dtype)
-    if cfg.patience is not None and splits.sizes()["val"] == 0:
+    splits.check_loss(cfg.loss)
+    if (cfg.patience is not None or cfg.restore_best) and splits.sizes()["val"] == 0:
         raise LscapeError(
-            "--patience needs a validation split", "--val-size 0", "give --val-size > 0 or drop --patience"
+            "--patience and --restore-best need a validation split",
+            "--val-size 0",
+            "give --val-size > 0 or drop them",
         )
+    tracker = None if track_spec is None else _parsed(make_tracker, "--track-split", track_spec, splits, cfg)
     mspec, module, initial_state, notes = _model_for(model_name, model_opts, user, splits, cfg)
     t_setup = time.perf_counter() - t0
-    seeds = [seed + r for r in range(restarts)]
-    with Progress(quiet, cfg.epochs, restarts) as on_epoch:
+    seeds = [seed + r for r in chosen]
+    with Progress(quiet, cfg.epochs, len(chosen)) as on_epoch:
         results = train_restarts(
-            module, splits, cfg, seeds, device, dtype, on_epoch=on_epoch, initial_state=initial_state
+            module,
+            splits,
+            cfg,
+            seeds,
+            device,
+            dtype,
+            on_epoch=on_epoch,
+            tracker=tracker,
+            initial_state=initial_state,
         )
+    results = relabel(results, chosen)
     t_train = time.perf_counter() - t0 - t_setup
     out.mkdir(exist_ok=True)
     context = {
@@ -353,6 +451,8 @@ def run_training(
         "base_seed": seed,
         "num_parameters": models.num_parameters(module),
         "warnings": notes,
+        "tracking": None if tracker is None else tracker.describe(),
+        "tracking_s": sum(r.tracking_s for r in results),
     }
     from lscape_cli.cli import invocation
     from lscape_cli.storage.train_record import write_run
@@ -365,7 +465,7 @@ def run_training(
         for text in texts:
             emit_json(json.dumps(json.loads(text)))  # one record per line (JSON Lines)
     if not quiet:
-        print_summary(results, stems)
+        print_summary(results, stems, splits.task)
     _final_status(results)
 
 

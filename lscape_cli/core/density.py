@@ -132,7 +132,7 @@ def moment(d: SpectralDensity, k: int) -> Estimate:
     """``tr(H^k) ≈ n · Σ w θ^k`` with its standard error over runs (exact per run for ``k ≤ 2m − 1``)."""
     per_run = torch.zeros(d.num_runs, dtype=torch.float64).index_add_(0, d.run, d.weights * d.nodes**k)
     mean, se = mean_stderr(per_run * d.num_runs * d.dim)
-    return Estimate(mean, se, "slq", d.num_matvecs)
+    return Estimate(mean, se, "slq", d.num_matvecs, d.num_runs - 1 if d.num_runs > 1 else None)
 
 
 def trace(d: SpectralDensity) -> Estimate:

@@ -7,19 +7,24 @@ repeats it on disjoint batches and summarises every scalar (mean, std, min, max)
 
 Keys of ``results`` (each estimate carries its method, budget, seed and uncertainty/convergence):
 
-- ``loss``: ``{"value", "accuracy", "num_samples"}`` at the checkpoint.
+- ``loss``: ``{"value", "accuracy", "num_samples"}`` at the checkpoint (for regression targets the
+  accuracy is NaN, written as ``null``, and is not a ``--check`` scalar).
 - ``hvp`` (when Hessian-vector products ran): the strategy, how it was chosen (``seconds_per_product``
   of each candidate under ``measure``), and the memory plan: ``chunk_size``, ``num_chunks``,
   ``retain_chunks``, ``memory_budget_mib``, measured ``graph_bytes_per_sample`` (see
   :func:`lscape_cli.core.memory.plan`).
 - ``lambda_max``: ``{"estimate", "residual", "relative_residual", "error_bound", "converged",
-  "iterations", "num_matvecs", "method", "tol", "stop", "seed"}`` (Lanczos, stopped on the Ritz
-  residual's error bound ``min(r, r²/δ̂)`` or on ``r`` itself, see :mod:`lscape_cli.core.spectrum`).
+  "iterations", "num_matvecs", "method", "tol", "stop", "seed", "error_bound_includes_rounding"}``
+  (Lanczos, stopped on the Ritz residual's error bound ``min(r, r²/δ̂)`` or on ``r`` itself, see
+  :mod:`lscape_cli.core.spectrum`; bounds for the products in the run's dtype, so without rounding).
 - ``top_k``: ``{"eigenvalues", "residuals", ...}`` the K largest, same run as ``lambda_max``.
 - ``lambda_min``: like ``lambda_max`` for the smallest (most negative) eigenvalue.
 - ``condition_number``: ``{"estimate": lambda_max/lambda_min or null, "note"}``.
-- ``trace``, ``frobenius``: ``{"estimate", "stderr", "method", "num_matvecs", "seed"}``, both from one
-  set of Hessian-vector products (Hutchinson or Hutch++).
+- ``trace``, ``frobenius``: ``{"estimate", "stderr", "rounding", "uncertainty", "dof", "method",
+  "num_matvecs", "seed"}`` (+ ``"note"`` when rounding dominates), both from one set of Hessian-vector
+  products (Hutchinson, Hutch++ or krylov-hutch++; :mod:`lscape_cli.core.trace`).
+- ``rounding``: the measured floating-point floor (:meth:`lscape_cli.core.rounding.Rounding.to_dict`),
+  with the trace or the density.
 - ``density``: SLQ ``{"nodes", "weights", "grid", "density", "sigma", "num_runs", "num_steps",
   "num_matvecs", "seed", "trace", "moment2"}``.
 - ``effective_rank``: ``{"estimate", "method"}`` (from the SLQ measure); ``stable_rank`` and
@@ -38,10 +43,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lscape_cli.core import density as dens
+from lscape_cli.core import rounding, spectrum, trace
 from lscape_cli.core import sharpness as sharp
-from lscape_cli.core import spectrum, trace
 from lscape_cli.core.hvp import HVP, Objective, gradient, norm, plan
+from lscape_cli.core.objective import task_of
 from lscape_cli.core.progress import ProgressFn
+from lscape_cli.core.stats import mean_var
+from lscape_cli.errors import LscapeError
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,7 @@ class ProbeRequest:
     frobenius: bool = False
     trace_method: str = "krylov-hutch++"  # a key of trace.TRACE_METHODS
     trace_matvecs: int = 45
+    rounding_products: int = rounding.DEFAULT_PRODUCTS  # per dtype, for the rounding floor (0: skip)
     density: bool = False
     density_runs: int = 10
     density_steps: int = 80
@@ -107,20 +116,31 @@ def _finite(v: float | None) -> float | None:
     return v if v is not None and math.isfinite(v) else None
 
 
+def _check_task(obj: Objective, req: ProbeRequest) -> None:
+    """PAC-Bayes on the error rate needs class labels: regression targets have no error rate."""
+    if req.pac_bayes and req.pac_bayes_metric == "error" and task_of(obj.y) == "regression":
+        raise LscapeError(
+            "PAC-Bayes on the error rate needs class labels, but the data are regression targets",
+            "--pac-bayes-metric",
+            "pass --pac-bayes-metric loss",
+        )
+
+
 def run_probe(obj: Objective, req: ProbeRequest, on_step: ProgressFn | None = None) -> ProbeOutput:
     """Run every measurement ``req`` asks for at ``obj.params``."""
     out = ProbeOutput()
+    _check_task(obj, req)
     chunking = plan(obj, req.memory_budget_mib, req.retain_chunks)  # chunk size from measured memory
     obj = chunking.apply(obj)
     loss, acc = sharp.loss_accuracy(obj, obj.params)
     out.results["loss"] = {"value": loss, "accuracy": acc, "num_samples": obj.num_samples}
-    out.scalars.update(loss=loss, accuracy=acc)
+    out.scalars.update(loss=loss, **({} if task_of(obj.y) == "regression" else {"accuracy": acc}))
     # one gradient graph for every HVP estimator, then freed
     with HVP(obj, req.hvp_strategy, chunking.retain_chunks) as op:
         if req.needs_lambda_max or req.lambda_min:
             _eigen(op, req, out, on_step)
         if req.needs_trace or req.density:
-            _trace_density(op, req, out, on_step)
+            _trace_density(obj, op, req, out, on_step)
     if op.num_matvecs:
         out.results["hvp"] = {**op.describe(), **chunking.to_dict()}
     if req.grad_norm:
@@ -189,6 +209,7 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
         "tol": res.tol,
         "stop": res.stop,
         "seed": req.seed,
+        "error_bound_includes_rounding": False,  # bounds for the operator in the run's dtype
     }
     n_top = k if top else 0
     rel = res.relative_residuals
@@ -232,10 +253,17 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
             out.scalars["condition_number"] = kappa
 
 
-def _trace_density(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
+def _trace_density(
+    obj: Objective, op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None
+) -> None:
+    rnd = rounding.for_objective(obj, op, req.rounding_products, req.seed) if req.rounding_products else None
+    if rnd is not None:
+        out.results["rounding"] = rnd.to_dict()
     if req.needs_trace:
         fn = trace.TRACE_METHODS[req.trace_method]
         tf = fn(op, num_matvecs=req.trace_matvecs, seed=req.seed, on_step=on_step)
+        if rnd is not None:
+            tf = tf.with_rounding(rnd.trace, rnd.frobenius_sq)
         out.results["trace"] = {**tf.trace.to_dict(), "seed": req.seed}
         out.results["frobenius"] = {**tf.frobenius.to_dict(), "seed": req.seed}
         out.scalars.update(trace=tf.trace.estimate, frobenius=tf.frobenius.estimate)
@@ -243,6 +271,9 @@ def _trace_density(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: Progre
         d = dens.slq(
             op, num_runs=req.density_runs, num_steps=req.density_steps, seed=req.seed, on_step=on_step
         )
+        d_trace, d_moment2 = dens.trace(d), dens.moment(d, 2)
+        if rnd is not None:
+            d_trace, d_moment2 = d_trace.with_rounding(rnd.trace), d_moment2.with_rounding(rnd.frobenius_sq)
         curve = dens.density_curve(d)
         out.results["density"] = {
             "nodes": d.nodes.tolist(),
@@ -257,8 +288,8 @@ def _trace_density(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: Progre
             "seed": req.seed,
             "method": "stochastic Lanczos quadrature",
             "dim": d.dim,
-            "trace": dens.trace(d).to_dict(),
-            "moment2": dens.moment(d, 2).to_dict(),
+            "trace": d_trace.to_dict(),
+            "moment2": d_moment2.to_dict(),
         }
         erank = dens.effective_rank_slq(d)
         out.results["effective_rank"] = {
@@ -360,13 +391,13 @@ def summarize(scalars: list[dict[str, float | None]]) -> dict[str, dict[str, Any
     """Mean, std (ddof=1), min, max of every scalar over batches (nulls skipped and counted)."""
     summary: dict[str, dict[str, Any]] = {}
     for key in scalars[0]:
-        vals = [s[key] for s in scalars if s.get(key) is not None]
+        vals = [v for s in scalars if (v := s.get(key)) is not None]
         if not vals:
             summary[key] = {"mean": None, "std": None, "min": None, "max": None, "n": 0}
             continue
-        mean = sum(vals) / len(vals)  # type: ignore[arg-type]
-        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None  # type: ignore[operator, misc]
-        summary[key] = {"mean": mean, "std": std, "min": min(vals), "max": max(vals), "n": len(vals)}  # type: ignore[type-var]
+        mean, var = mean_var(vals)
+        std = math.sqrt(var) if len(vals) > 1 else None
+        summary[key] = {"mean": mean, "std": std, "min": min(vals), "max": max(vals), "n": len(vals)}
     return summary
 
 
