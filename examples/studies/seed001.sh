@@ -25,17 +25,18 @@ esac
 set -- $MLPS; MLP_LMC=${!#}         # the widest MLP and the middle CNN go into sections 3-4
 set -- $CNNS; CNN_LMC=${2:-$1}
 SGD=(--optimizer sgd --lr 0.01 --momentum 0.9)
+BEST=(--patience "$PATIENCE" --restore-best)   # stop when validation loss stops improving, keep the best epoch
 mkdir -p "$OUT/width" "$OUT/sweep"
 
 # 1. Train every model until validation loss stops improving; two seeds of the MLP and CNN used for mode
 #    connectivity; parameter snapshots every epoch for the PCA direction.
 for w in $MLPS; do R=1; [ "$w" = "$MLP_LMC" ] && R=2
   lscape train --model mlp --depth 1 --width "$w" "${DATA[@]}" "${SGD[@]}" --epochs "$EPOCHS" \
-    --patience "$PATIENCE" --restarts "$R" --save-trajectory 1 --out "$OUT/width/mlp-$w" --overwrite --quiet
+    "${BEST[@]}" --restarts "$R" --save-trajectory 1 --out "$OUT/width/mlp-$w" --overwrite --quiet
 done
 for w in $CNNS; do R=1; [ "$w" = "$CNN_LMC" ] && R=2
   lscape train --model cnn --width "$w" "${DATA[@]}" "${SGD[@]}" --epochs "$EPOCHS" \
-    --patience "$PATIENCE" --restarts "$R" --save-trajectory 1 --out "$OUT/width/cnn-$w" --overwrite --quiet
+    "${BEST[@]}" --restarts "$R" --save-trajectory 1 --out "$OUT/width/cnn-$w" --overwrite --quiet
 done
 
 # 2. Optimizer sweep, 5 epochs each: SGD 0.01, SGD 0.01 + momentum 0.9, Adam 1e-3.
