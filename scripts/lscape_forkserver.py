@@ -101,8 +101,10 @@ def serve(path: str) -> None:
     """Accept clients one at a time until one sends ``{"stop": true}``."""
     _warm()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
+    staging = f"{path}.{os.getpid()}"
+    server.bind(staging)
     server.listen()
+    os.replace(staging, path)  # the path appears only once the server accepts (a stale one is replaced)
     while True:
         conn, _ = server.accept()
         with conn:
@@ -110,7 +112,12 @@ def serve(path: str) -> None:
             chunks = [first]
             while chunk := conn.recv(1 << 16):
                 chunks.append(chunk)
-            request = json.loads(b"".join(chunks))
+            try:
+                request = json.loads(b"".join(chunks))
+            except ValueError:  # a client that connected and sent nothing usable
+                for fd in fds:
+                    os.close(fd)
+                continue
             if request.get("stop"):
                 for fd in fds:
                     os.close(fd)
