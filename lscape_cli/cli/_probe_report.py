@@ -24,6 +24,10 @@ def print_table(results: dict[str, Any], scalars: dict[str, float | None], out_p
 
 def _uncertainty(r: dict[str, Any]) -> str:
     """``+- u (stderr s, rounding f)`` and the advice when rounding dominates."""
+    if r["stderr"] is None:  # an effective rank from one SLQ run
+        return "n/a (one run)"
+    if "uncertainty" not in r:  # a standard error alone (the effective rank's jackknife)
+        return f"+- {r['stderr']:.3g} (1 s.e.)"
     parts = [f"stderr {r['stderr']:.3g}"] + ([f"rounding {r['rounding']:.2g}"] if r.get("rounding") else [])
     text = f"+- {r['uncertainty']:.3g} ({', '.join(parts)})"
     return f"{text}; rounding dominates: rerun with --dtype float64" if r.get("note") else text

@@ -155,6 +155,10 @@ def connect(
         max_batch=max_batch,
     )
     data = {s: (setup.splits.x[s], setup.splits.y[s]) for s in ("train", "test")}
+    from lscape_cli.core.budget import Problem, check, path_demands
+
+    size = Problem.of(setup.loaded.module, sum(int(y.shape[0]) for _, y in data.values()))
+    check(path_demands(points, curve_epochs, req.curve is not None, size), setup.device)
     t_load = time.perf_counter() - t0
     quiet = quiet or json_out
     with StatusLine(quiet, "connect") as on_step:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -246,8 +246,7 @@ def probe(
     Example:
         lscape probe sample_checkpoints/mlp-d4-r000.safetensors --lambda-max --trace --json | jq .results.lambda_max
     """
-    from lscape_cli.core import checks as chk
-    from lscape_cli.core.probe import ProbeRequest
+    from lscape_cli.core.probe import ProbeRequest, check_budget
 
     t0 = time.perf_counter()
     checks = list(check or [])
@@ -327,6 +326,7 @@ def probe(
         retain_chunks=retain_chunks,
         bias=bias,
     )
+    check_budget(req, setup.loaded.module, int(setup.y.shape[0]))
     t_load = time.perf_counter() - t0
     from lscape_cli.cli import invocation
     from lscape_cli.core.probe_batches import Batches, SplitData, probe_series, probe_split
@@ -347,7 +347,7 @@ def probe(
     if not group.is_main:
         return
     t_measure = time.perf_counter() - t0 - t_load
-    check_rows = [chk.evaluate(e, scalars) for e in checks] if checks else []
+    check_rows = [_evaluate(e, scalars) for e in checks]
     if check_rows:
         results["checks"] = check_rows
     record = write_probe(
@@ -376,6 +376,15 @@ def _refs(checks: list[str]) -> set[str]:
     from lscape_cli.core import checks as chk
 
     return set().union(*(chk.referenced(e) for e in checks)) if checks else set()
+
+
+def _evaluate(expr: str, scalars: dict[str, float | None]) -> dict[str, Any]:
+    from lscape_cli.core import checks as chk
+
+    try:
+        return chk.evaluate(expr, scalars)
+    except chk.CheckError as exc:
+        raise LscapeError(str(exc), "--check", "compare finite quantities, e.g. 'lambda_max < 200'") from exc
 
 
 def _check_syntax(expr: str) -> None:

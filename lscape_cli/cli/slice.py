@@ -220,6 +220,10 @@ def slice_(
         max_batch=max_batch,
         user=user_inputs(model_def, model_args, trust_model_def, data_file),
     )
+    from lscape_cli.core.budget import Problem, check, grid_demands
+
+    size = Problem.of(setup.loaded.module, int(setup.y.shape[0]))
+    check(grid_demands(req.dims, req.steps, req.count, size), setup.device)
     with group_from_env(setup.device) as group:
         quiet = quiet or json_out or not group.is_main
         try:

@@ -283,11 +283,10 @@ def train(
         )
     if init != "default" and not _valid_init(init):
         raise LscapeError(f"invalid init {init!r}", "--init", "use 'default' or 'normal:STD', e.g. normal:1")
-    from lscape_cli.storage.train_record import check_outputs, output_stems
+    from lscape_cli.storage.train_record import check_outputs
 
     chosen = _parsed(shard_restarts, "--shard", restarts, shard)
-    stems = [output_stems(out, name, restarts)[r] for r in chosen]
-    check_outputs(out, stems, save_trajectory is not None, overwrite)
+    check_outputs(out, name, restarts, save_trajectory is not None, overwrite, chosen)
     cfg = TrainConfig(
         loss=loss,
         optimizer=optimizer,
@@ -349,7 +348,7 @@ def train(
         chosen=chosen,
         track_spec=track_spec,
         out=out,
-        stems=stems,
+        name=name,
         root=data_root(data_root_),
         download=download,
         device_name=device,
@@ -393,7 +392,7 @@ def run_training(
     chosen: list[int],
     track_spec: Any,
     out: Path,
-    stems: list[Path],
+    name: str,
     root: Path,
     download: bool,
     device_name: str,
@@ -403,17 +402,18 @@ def run_training(
     user: Any = None,
 ) -> None:
     """Load data, build the model, train, write every file, report."""
-    import json
-
     from lscape_cli import datasets, models
+    from lscape_cli.core import budget
     from lscape_cli.core.tracking import make_tracker
     from lscape_cli.core.training import relabel, train_restarts
     from lscape_cli.runtime import resolve_device, resolve_dtype
+    from lscape_cli.storage.train_record import output_stems
 
     t0 = time.perf_counter()
     device, dtype = resolve_device(device_name), resolve_dtype(dtype_name)
     if download:
         datasets.download(dspec.name, root)
+    budget.check(budget.synthetic_demands(dspec.num_samples, dspec.input_dim), device)
     splits = datasets.load(dspec, root, device=device, dtype=dtype)
     splits.check_loss(cfg.loss)
     if (cfg.patience is not None or cfg.restore_best) and splits.sizes()["val"] == 0:
@@ -424,6 +424,11 @@ def run_training(
         )
     tracker = None if track_spec is None else _parsed(make_tracker, "--track-split", track_spec, splits, cfg)
     mspec, module, initial_state, notes = _model_for(model_name, model_opts, user, splits, cfg)
+    size = budget.Problem.of(module, splits.sizes()["train"])
+    every, batch = cfg.trajectory_every, cfg.batch_size or size.num_samples
+    budget.check(budget.training_demands(restarts, cfg.epochs, cfg.max_steps, batch, every, size), device)
+    all_stems = output_stems(out, name, restarts)  # after the budget: a huge --restarts is refused first
+    stems = [all_stems[r] for r in chosen]
     t_setup = time.perf_counter() - t0
     seeds = [seed + r for r in chosen]
     with Progress(quiet, cfg.epochs, len(chosen)) as on_epoch:
@@ -463,7 +468,7 @@ def run_training(
     ]
     if json_out:
         for text in texts:
-            emit_json(json.dumps(json.loads(text)))  # one record per line (JSON Lines)
+            emit_json(text)  # one record per line (JSON Lines)
     if not quiet:
         print_summary(results, stems, splits.task)
     _final_status(results)
@@ -486,6 +491,7 @@ def _model_for(name: str, opts: dict[str, Any], user: Any, splits: Any, cfg: Any
         mspec = models.make_spec(
             name, {**opts, "input_shape": splits.input_shape, "num_classes": splits.num_classes}
         )
+        _check_model_size(mspec, splits)
         return mspec, models.build(mspec), None, []
     if opts:
         raise LscapeError(
@@ -496,6 +502,16 @@ def _model_for(name: str, opts: dict[str, Any], user: Any, splits: Any, cfg: Any
     kwargs = usermodel.parse_kwargs(user.model_args if user is not None else None)
     tm = usermodel.for_training(source, kwargs, splits, cfg.loss, cfg.init)
     return tm.spec, tm.module, tm.initial_state, tm.notes
+
+
+def _check_model_size(mspec: Any, splits: Any) -> None:
+    """Refuse a registry model too large for the device, counted on the meta device before building it."""
+    from lscape_cli import models
+    from lscape_cli.core import budget
+
+    x = splits.x["train"]
+    n = budget.num_parameters_of(lambda: models.build(mspec))
+    budget.check([budget.model_demand(n, x.element_size())], x.device)
 
 
 def _final_status(results: list[Any]) -> None:

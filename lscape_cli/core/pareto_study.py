@@ -97,6 +97,7 @@ def run_pareto(runs: Sequence[RunLike], req: ParetoRequest, load: Loader) -> Par
     across: dict[str, Any] = {"groups": [str(g) for g in keys]}
     if len(keys) >= 2:
         across.update(P.global_lambda(means[:, 0], means[:, 1], means[:, 2]))
+        warnings.extend([across.pop("warning")] if "warning" in across else [])  # a boundary lambda_G
     else:
         warnings.append("lambda_G needs at least two groups")
     results: dict[str, Any] = {

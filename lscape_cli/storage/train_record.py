@@ -21,6 +21,7 @@ The ``lscape.train/1`` record (schema: ``storage/schemas/train.schema.json``): `
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any, TypedDict
@@ -191,8 +192,13 @@ def output_stems(out: Path, name: str, restarts: int) -> list[Path]:
     return [out / f"{name}-r{r:0{width}d}" for r in range(restarts)]
 
 
-def check_outputs(out: Path, stems: list[Path], trajectory: bool, overwrite: bool) -> None:
-    """Refuse an output directory whose parent is missing, or files that exist without ``overwrite``."""
+def check_outputs(
+    out: Path, name: str, restarts: int, trajectory: bool, overwrite: bool, chosen: list[int] | None = None
+) -> None:
+    """Refuse an output directory whose parent is missing, or files that exist without ``overwrite``.
+
+    ``chosen`` limits the check to the restarts this process writes (``--shard``); None means all.
+    """
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise LscapeError(
@@ -201,10 +207,32 @@ def check_outputs(out: Path, stems: list[Path], trajectory: bool, overwrite: boo
     if out.exists() and not out.is_dir():
         raise LscapeError("--out exists and is not a directory", str(out), "choose a directory path")
     suffixes = [".safetensors", ".train.json"] + ([".trajectory.safetensors"] if trajectory else [])
-    clash = [str(s) + suf for s in stems for suf in suffixes if Path(str(s) + suf).exists()]
+    clash = _existing_outputs(out, name, restarts, suffixes, None if chosen is None else set(chosen))
     if clash and not overwrite:
         raise LscapeError(
             "output exists",
             clash[0] + (f" and {len(clash) - 1} more" if len(clash) > 1 else ""),
             "pass --overwrite to replace, or choose another --out/--name",
         )
+
+
+def _existing_outputs(
+    out: Path, name: str, restarts: int, suffixes: list[str], chosen: set[int] | None
+) -> list[str]:
+    """Files in OUT this run would write, from one listing of OUT (not one lookup per restart)."""
+    if not out.is_dir():
+        return []
+    width = max(3, len(str(restarts - 1)))
+    pattern = re.compile(re.escape(name) + r"-r(\d+)")
+    clash = []
+    for path in sorted(out.iterdir()):
+        for suffix in suffixes:
+            if not path.name.endswith(suffix):
+                continue
+            stem = path.name[: -len(suffix)]
+            match = pattern.fullmatch(stem)
+            index = int(match[1]) if match is not None and len(match[1]) == width else None
+            mine = index is not None and index < restarts and (chosen is None or index in chosen)
+            if stem == name if restarts == 1 else mine:
+                clash.append(str(path))
+    return clash
