@@ -14,6 +14,7 @@ from lscape_cli import datasets, models
 from lscape_cli.core import sharpness as S
 from lscape_cli.core.hvp import Objective
 from lscape_cli.storage.checkpoint import load_model
+from lscape_cli.storage.schemas import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_checkpoints" / "mlp-digits.safetensors"
@@ -121,7 +122,9 @@ def test_power_iteration_from_the_cli_matches_the_dense_hessian(cli, ckpt: Path,
     out = ckpt.with_name("power.probe.json")
     r = cli("probe", ckpt, *base, "--max-iter", "5000", "--out", out)
     assert r.exit_code == 0, r.output
-    lmax = _record(out)["results"]["lambda_max"]
+    rec = _record(out)
+    validate(rec, "probe.schema.json")
+    lmax = rec["results"]["lambda_max"]
     lm = load_model(ckpt, dtype=torch.float64)
     sp = datasets.load(
         datasets.DatasetSpec.from_dict(lm.checkpoint.meta["dataset"]), Path("."), dtype=torch.float64

@@ -219,6 +219,7 @@ def _power(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
         "residual": res.residuals[0],
         "relative_residual": res.relative_residuals[0],
         "error_bound": res.residuals[0],
+        "ritz_residual_estimate": res.residuals[0],  # the stopping test uses the exact residual itself
         "converged": res.converged,
         "iterations": res.iterations,
         "num_matvecs": res.num_matvecs,
@@ -226,6 +227,9 @@ def _power(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
         "tol": res.tol,
         "stop": "residual",
         "seed": req.seed,
+        "shared_run": False,
+        "residual_method": "||Hv - theta v|| of the last iterate, from the product that made it",
+        "error_bound_includes_rounding": False,  # as for Lanczos: the operator in the run's dtype
         "note": "power iteration: the eigenvalue of largest magnitude; the bound is the residual",
     }
     out.scalars["lambda_max"] = theta
