@@ -56,7 +56,12 @@ TolOpt = Annotated[
         rich_help_panel=CURV,
     ),
 ]
-MaxIterOpt = Annotated[int, typer.Option(min=2, help="Most Lanczos steps.", rich_help_panel=CURV)]
+MaxIterOpt = Annotated[
+    int,
+    typer.Option(
+        min=2, help="Most Lanczos steps (power iterations with --eig-method power).", rich_help_panel=CURV
+    ),
+]
 StopOpt = Annotated[
     str,
     typer.Option(
@@ -96,6 +101,14 @@ SaveEigenvectorsOpt = Annotated[
     typer.Option(
         metavar="FILE",
         help="Write the top-k eigenvectors as a direction file for lscape slice --directions.",
+        rich_help_panel=CURV,
+    ),
+]
+EigMethodOpt = Annotated[
+    str,
+    typer.Option(
+        help="lambda_max by lanczos, or power iteration (seed 002; stopped on its residual, at most "
+        "--max-iter products; not with --top-k > 1 or --lambda-min).",
         rich_help_panel=CURV,
     ),
 ]

@@ -50,6 +50,19 @@ def validate(
     ch.CurvatureKind.check(curvature, "--curvature")
 
 
+def validate_power(eig_method: str, top_k: int, lambda_min: bool) -> None:
+    """Refuse an unknown --eig-method and power iteration asked for more than lambda_max."""
+    from lscape_cli.core import choices as ch
+
+    ch.EigMethod.check(eig_method, "--eig-method")
+    if eig_method == "power" and (top_k > 1 or lambda_min):
+        raise LscapeError(
+            "power iteration gives lambda_max only",
+            "--eig-method power",
+            "drop --top-k/--lambda-min or use --eig-method lanczos",
+        )
+
+
 def validate_memory(memory_budget: float | None, retain_chunks: int | None) -> None:
     """Refuse a non-positive --memory-budget and a negative --retain-chunks."""
     if memory_budget is not None and not memory_budget > 0:  # also refuses nan

@@ -7,8 +7,8 @@ import time
 import typer
 
 from lscape_cli.cli import _probe_options as o
+from lscape_cli.cli import _probe_request as rq
 from lscape_cli.cli._probe_report import print_failed, print_results
-from lscape_cli.cli._probe_request import check_syntax, evaluate, output_path, refs, validate, validate_memory
 from lscape_cli.cli.common import EXIT_CHECK_FAILED, load_for_eval, parse_floats
 from lscape_cli.cli.console import StatusLine, emit_json
 from lscape_cli.cli.options import (
@@ -54,6 +54,7 @@ def probe(
     params: o.ParamsOpt = None,
     per_layer: o.PerLayerOpt = False,
     save_eigenvectors: o.SaveEigenvectorsOpt = None,
+    eig_method: o.EigMethodOpt = "lanczos",
     hvp: o.HvpOpt = "auto",
     memory_budget: o.MemoryBudgetOpt = None,
     retain_chunks: o.RetainChunksOpt = None,
@@ -109,11 +110,12 @@ def probe(
 
     t0 = time.perf_counter()
     checks = list(check or [])
-    validate(trace_method, sharpness_kind, bias, pac_bayes_metric, hvp, stop, curvature)
-    validate_memory(memory_budget, retain_chunks)
+    rq.validate(trace_method, sharpness_kind, bias, pac_bayes_metric, hvp, stop, curvature)
+    rq.validate_power(eig_method, top_k, lambda_min)
+    rq.validate_memory(memory_budget, retain_chunks)
     for expr in checks:
-        check_syntax(expr)
-    out_path = output_path(out, checkpoint)
+        rq.check_syntax(expr)
+    out_path = rq.output_path(out, checkpoint)
     from lscape_cli.cli import _probe_curvature as pc
 
     pc.check_eigenvector_output(save_eigenvectors, num_batches, batch_size, snapshot is not None)
@@ -149,7 +151,10 @@ def probe(
     pc.check_params(setup.loaded.module, params)
     training = setup.loaded.checkpoint.meta.get("training") or {}
     req = ProbeRequest(
-        lambda_max=lambda_max or default_set or "lambda_max" in refs(checks) or save_eigenvectors is not None,
+        lambda_max=lambda_max
+        or default_set
+        or "lambda_max" in rq.refs(checks)
+        or save_eigenvectors is not None,
         top_k=top_k,
         lambda_min=lambda_min,
         trace=trace or default_set,
@@ -176,6 +181,7 @@ def probe(
         momentum=float(training.get("momentum") or 0.0),
         tol=tol,
         eig_stop=stop,
+        eig_method=eig_method,
         max_iter=max_iter,
         seed=seed,
         hvp_strategy=hvp,
@@ -211,7 +217,7 @@ def probe(
     if not group.is_main:
         return
     t_measure = time.perf_counter() - t0 - t_load
-    check_rows = [evaluate(e, scalars) for e in checks]
+    check_rows = [rq.evaluate(e, scalars) for e in checks]
     if check_rows:
         results["checks"] = check_rows
     record = write_probe(
