@@ -10,6 +10,7 @@ import typer
 
 from lscape_cli.cli.console import StatusLine, emit_json, err
 from lscape_cli.cli.options import (
+    POSITIVE,
     DataRootOpt,
     DeviceOpt,
     DtypeOpt,
@@ -19,9 +20,11 @@ from lscape_cli.cli.options import (
     ModelConfigOpt,
     QuietOpt,
     SeedOpt,
+    ThreadsOpt,
     data_root,
 )
 from lscape_cli.errors import LscapeError
+from lscape_cli.storage.files import refuse_overlap
 
 PATHS = "Paths"
 CURVE = "Curve fitting"
@@ -56,7 +59,9 @@ def connect(
     curve_epochs: Annotated[
         int, typer.Option(min=1, help="Epochs over the training split.", rich_help_panel=CURVE)
     ] = 20,
-    curve_lr: Annotated[float, typer.Option(help="Learning rate of the bend.", rich_help_panel=CURVE)] = 1e-3,
+    curve_lr: Annotated[
+        float, typer.Option(callback=POSITIVE, help="Learning rate of the bend.", rich_help_panel=CURVE)
+    ] = 1e-3,
     curve_optimizer: Annotated[
         str, typer.Option(help="adam or sgd (momentum 0.9).", rich_help_panel=CURVE)
     ] = "adam",
@@ -90,6 +95,7 @@ def connect(
     ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Loss and error along paths between two minima, with their barriers (mode connectivity).
 
@@ -103,15 +109,12 @@ def connect(
     """
     t0 = time.perf_counter()
     _validate(align, curve, curve_optimizer)
-    if not curve_lr > 0:
-        raise LscapeError(f"the learning rate must be positive, got {curve_lr}", "--curve-lr", "e.g. 1e-3")
     from lscape_cli.storage.connect_record import compatible, connect_record, default_output
 
     out_path = out or default_output(checkpoint_a, checkpoint_b)
-    if not out_path.parent.is_dir():
-        raise LscapeError(
-            "output directory does not exist", str(out_path.parent), "create it or choose another --out"
-        )
+    stem = _stem(out_path)
+    plots = [stem.with_name(f"{stem.name}.{fmt}") for fmt in ("png", "pdf")] if plot else []
+    refuse_overlap([out_path, *plots], [checkpoint_a, checkpoint_b, model_config])
     warnings = compatible(checkpoint_a, checkpoint_b, model_config)
     setup, b_loaded = _load(
         checkpoint_a, checkpoint_b, model_config, device, dtype, data_root(data_root_), loss, max_batch
@@ -235,13 +238,16 @@ def _endpoint(module: Any) -> Any:
     )
 
 
+def _stem(out_path: Path) -> Path:
+    name = out_path.name
+    return out_path.with_name(name[: -len(".json")] if name.endswith(".json") else name)
+
+
 def _plot(record: dict[str, Any], out_path: Path, a: Path, b: Path) -> dict[str, str]:
     from lscape_cli.plotting.connect import plot_connect
     from lscape_cli.storage.connect_record import checkpoint_stem
 
-    name = out_path.name
-    stem = out_path.with_name(name[: -len(".json")] if name.endswith(".json") else name)
-    written = plot_connect(record, stem, f"{checkpoint_stem(a)} → {checkpoint_stem(b)}")
+    written = plot_connect(record, _stem(out_path), f"{checkpoint_stem(a)} → {checkpoint_stem(b)}")
     return {p.suffix.lstrip("."): p.name for p in written}
 
 

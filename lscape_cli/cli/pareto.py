@@ -9,8 +9,8 @@ from typing import Annotated, Any, cast
 import typer
 
 from lscape_cli.cli.console import emit_json, err
-from lscape_cli.cli.options import JsonOpt, QuietOpt
-from lscape_cli.errors import LscapeError
+from lscape_cli.cli.options import JsonOpt, QuietOpt, ThreadsOpt
+from lscape_cli.storage.files import refuse_overlap
 
 
 def pareto(
@@ -44,6 +44,7 @@ def pareto(
     out: Annotated[Path, typer.Option(help="Output JSON; figures go beside it.")] = Path("pareto.json"),
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Fit-versus-flatness across groups of runs: ellipses, Pareto fronts, lambda_d, rho_RMS and lambda_G.
 
@@ -62,10 +63,7 @@ def pareto(
     from lscape_cli.storage.runs import collect
 
     t0 = time.perf_counter()
-    if not out.parent.is_dir():
-        raise LscapeError(
-            "output directory does not exist", str(out.parent), "create it or choose another --out"
-        )
+    refuse_overlap([out], [p for p in inputs if p.is_file()])
     req = ParetoRequest(group_by, x, y, target, tuple(metric or ()), reference, params, align)
     runs = collect(inputs)
     res = run_pareto(runs, req, load_model)

@@ -12,6 +12,7 @@ import typer
 from lscape_cli.cli.common import EXIT_CHECK_FAILED, default_output, load_for_eval, parse_floats
 from lscape_cli.cli.console import StatusLine, emit_json, err
 from lscape_cli.cli.options import (
+    POSITIVE,
     DataRootOpt,
     DatasetOverrideOpt,
     DeviceOpt,
@@ -24,9 +25,11 @@ from lscape_cli.cli.options import (
     QuietOpt,
     SeedOpt,
     SplitOpt,
+    ThreadsOpt,
     data_root,
 )
 from lscape_cli.errors import LscapeError
+from lscape_cli.storage.files import refuse_overlap
 
 CURV = "Curvature"
 FLAT = "Flatness"
@@ -79,6 +82,7 @@ def probe(
     tol: Annotated[
         float,
         typer.Option(
+            callback=POSITIVE,
             help="Relative tolerance on each eigenvalue's error bound (or residual, see --stop).",
             rich_help_panel=CURV,
         ),
@@ -103,6 +107,7 @@ def probe(
         float | None,
         typer.Option(
             metavar="MIB",
+            callback=POSITIVE,
             help="Memory for kept gradient graphs (also bounds a chunk) [default: 2048; CUDA: half the free memory].",
             rich_help_panel=DATA,
         ),
@@ -110,6 +115,7 @@ def probe(
     retain_chunks: Annotated[
         int | None,
         typer.Option(
+            min=0,
             help="Chunk graphs double_backward keeps between products; 0: least memory, every chunk recomputed "
             "[default: as many as fit --memory-budget].",
             rich_help_panel=DATA,
@@ -167,7 +173,7 @@ def probe(
         ),
     ] = False,
     pac_bayes_target: Annotated[
-        float, typer.Option(help="Allowed rise for --pac-bayes.", rich_help_panel=FLAT)
+        float, typer.Option(callback=POSITIVE, help="Allowed rise for --pac-bayes.", rich_help_panel=FLAT)
     ] = 0.1,
     pac_bayes_metric: Annotated[str, typer.Option(help="error or loss.", rich_help_panel=FLAT)] = "error",
     stability: Annotated[
@@ -199,6 +205,7 @@ def probe(
     out: Annotated[Path | None, typer.Option(help="Output JSON [CKPT.probe.json].")] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Measure curvature and flatness at a checkpoint (default: --lambda-max --trace --frobenius --grad-norm).
 
@@ -218,10 +225,7 @@ def probe(
     for expr in checks:
         _check_syntax(expr)
     out_path = out or default_output(checkpoint, "probe.json")
-    if not out_path.parent.is_dir():
-        raise LscapeError(
-            "output directory does not exist", str(out_path.parent), "create it or choose another --out"
-        )
+    refuse_overlap([out_path], [checkpoint, model_config])
     setup = load_for_eval(
         checkpoint,
         model_config=model_config,

@@ -17,6 +17,7 @@ from lscape_cli.cli._slice_report import print_summary
 from lscape_cli.cli.common import EvalSetup, default_output, load_for_eval
 from lscape_cli.cli.console import StatusLine, emit_json
 from lscape_cli.cli.options import (
+    POSITIVE,
     DataRootOpt,
     DatasetOverrideOpt,
     DeviceOpt,
@@ -29,8 +30,10 @@ from lscape_cli.cli.options import (
     QuietOpt,
     SeedOpt,
     SplitOpt,
+    ThreadsOpt,
     data_root,
 )
+from lscape_cli.storage.files import refuse_overlap
 
 if TYPE_CHECKING:
     from lscape_cli.core.slice_request import SliceRequest
@@ -51,6 +54,7 @@ def slice_(
         float | None,
         typer.Option(
             "--range",
+            callback=POSITIVE,
             help="Coefficients run over [-RANGE, RANGE] (seed 001: 1.5) [1; with --pca: 1.2 x the trajectory's reach].",
             rich_help_panel=GRID,
         ),
@@ -105,7 +109,10 @@ def slice_(
         bool, typer.Option(help="Gram-Schmidt the directions after normalising them.", rich_help_panel=AXES)
     ] = False,
     eigen_tol: Annotated[
-        float, typer.Option(help="--eigen: relative Ritz-residual tolerance.", rich_help_panel=AXES)
+        float,
+        typer.Option(
+            callback=POSITIVE, help="--eigen: relative Ritz-residual tolerance.", rich_help_panel=AXES
+        ),
     ] = 1e-6,
     split: SplitOpt = "train",
     mode: ModeOpt = "eval",
@@ -131,12 +138,17 @@ def slice_(
         ),
     ] = "auto",
     basin_threshold: Annotated[
-        float, typer.Option(help="Basin width/area: where L - L(centre) <= this.", rich_help_panel=OUT)
+        float,
+        typer.Option(
+            callback=POSITIVE, help="Basin width/area: where L - L(centre) <= this.", rich_help_panel=OUT
+        ),
     ] = 0.1,
     fit_radius: Annotated[
         float | None,
         typer.Option(
-            help="Parabola fit within this distance of the centre [0.1 * range].", rich_help_panel=OUT
+            callback=POSITIVE,
+            help="Parabola fit within this distance of the centre [0.1 * range].",
+            rich_help_panel=OUT,
         ),
     ] = None,
     resume: Annotated[
@@ -157,6 +169,7 @@ def slice_(
     ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Evaluate loss and accuracy on a line or plane through a checkpoint (random, toward, pca, eigen).
 
@@ -198,6 +211,9 @@ def slice_(
     )
     req.validate()
     paths = SlicePaths.of(out or default_output(checkpoint, "slice.json"))
+    refuse_overlap(
+        [paths.record, paths.grid, paths.directions], [checkpoint, toward, pca, directions, model_config]
+    )
     setup = load_for_eval(
         checkpoint,
         model_config=model_config,

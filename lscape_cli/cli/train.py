@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,6 +11,9 @@ import typer
 
 from lscape_cli.cli.console import emit_json, err
 from lscape_cli.cli.options import (
+    BETA,
+    NONNEGATIVE,
+    POSITIVE,
     DataRootOpt,
     DeviceOpt,
     DtypeOpt,
@@ -18,7 +22,9 @@ from lscape_cli.cli.options import (
     OverwriteOpt,
     QuietOpt,
     SeedOpt,
+    ThreadsOpt,
     data_root,
+    file_stem,
 )
 from lscape_cli.errors import DivergedError, LscapeError
 
@@ -52,11 +58,6 @@ def output_stems(out: Path, name: str, restarts: int) -> list[Path]:
 
 
 def _check_outputs(out: Path, stems: list[Path], trajectory: bool, overwrite: bool) -> None:
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise LscapeError(
-            "output directory's parent does not exist", str(parent), "create it first or choose another --out"
-        )
     if out.exists() and not out.is_dir():
         raise LscapeError("--out exists and is not a directory", str(out), "choose a directory path")
     suffixes = [".safetensors", ".train.json"] + ([".trajectory.safetensors"] if trajectory else [])
@@ -77,16 +78,19 @@ def train(
     model: Annotated[
         str, typer.Option(help="Architecture: mlp, cnn, resnet, linear.", rich_help_panel=MODEL)
     ] = "mlp",
-    depth: Annotated[int | None, typer.Option(help="mlp: hidden layers [1].", rich_help_panel=MODEL)] = None,
+    depth: Annotated[
+        int | None, typer.Option(min=1, max=1000, help="mlp: hidden layers [1].", rich_help_panel=MODEL)
+    ] = None,
     width: Annotated[
         int | None,
         typer.Option(
+            min=1,
             help="mlp: units per hidden layer [48]; cnn: first conv channels [32]; resnet: first stage channels [16].",
             rich_help_panel=MODEL,
         ),
     ] = None,
     hidden: Annotated[
-        int | None, typer.Option(help="cnn: units of the FC layer [128].", rich_help_panel=MODEL)
+        int | None, typer.Option(min=1, help="cnn: units of the FC layer [128].", rich_help_panel=MODEL)
     ] = None,
     activation: Annotated[
         str | None, typer.Option(help="relu, tanh, gelu, sigmoid, leaky_relu [relu].", rich_help_panel=MODEL)
@@ -95,9 +99,11 @@ def train(
         bool | None,
         typer.Option("--bias/--no-bias", help="Bias terms (mlp, cnn, linear) [on].", rich_help_panel=MODEL),
     ] = None,
-    stages: Annotated[int | None, typer.Option(help="resnet: stages [2].", rich_help_panel=MODEL)] = None,
+    stages: Annotated[
+        int | None, typer.Option(min=1, max=16, help="resnet: stages [2].", rich_help_panel=MODEL)
+    ] = None,
     blocks: Annotated[
-        int | None, typer.Option(help="resnet: blocks per stage [1].", rich_help_panel=MODEL)
+        int | None, typer.Option(min=1, max=1000, help="resnet: blocks per stage [1].", rich_help_panel=MODEL)
     ] = None,
     skip: Annotated[
         bool | None,
@@ -121,25 +127,27 @@ def train(
         ),
     ] = "mnist-5k",
     split_seed: Annotated[
-        int, typer.Option(help="Seed of the train/val/test split.", rich_help_panel=DATA)
+        int,
+        typer.Option(min=0, max=2**31 - 1, help="Seed of the train/val/test split.", rich_help_panel=DATA),
     ] = 0,
     train_size: Annotated[
-        int | None, typer.Option(help="Training samples [all left by the split].", rich_help_panel=DATA)
+        int | None,
+        typer.Option(min=1, help="Training samples [all left by the split].", rich_help_panel=DATA),
     ] = None,
     val_size: Annotated[
-        int | None, typer.Option(help="Validation samples [dataset default].", rich_help_panel=DATA)
+        int | None, typer.Option(min=0, help="Validation samples [dataset default].", rich_help_panel=DATA)
     ] = None,
     test_size: Annotated[
-        int | None, typer.Option(help="Test samples [dataset default].", rich_help_panel=DATA)
+        int | None, typer.Option(min=0, help="Test samples [dataset default].", rich_help_panel=DATA)
     ] = None,
     normalization: Annotated[
         str, typer.Option(help="unit (pixels in [0,1]) or standard (train mean/std).", rich_help_panel=DATA)
     ] = "unit",
     input_dim: Annotated[
-        int | None, typer.Option(help="synthetic: input features [20].", rich_help_panel=DATA)
+        int | None, typer.Option(min=1, help="synthetic: input features [20].", rich_help_panel=DATA)
     ] = None,
     num_samples: Annotated[
-        int | None, typer.Option(help="synthetic: samples [2000].", rich_help_panel=DATA)
+        int | None, typer.Option(min=3, help="synthetic: samples [2000].", rich_help_panel=DATA)
     ] = None,
     data_root_: DataRootOpt = None,
     download: Annotated[
@@ -152,13 +160,26 @@ def train(
         ),
     ] = "ce",
     optimizer: Annotated[str, typer.Option(help="sgd, adam or adamw.", rich_help_panel=OPTIM)] = "sgd",
-    lr: Annotated[float, typer.Option(help="Learning rate.", rich_help_panel=OPTIM)] = 0.01,
-    momentum: Annotated[float, typer.Option(help="sgd momentum.", rich_help_panel=OPTIM)] = 0.0,
+    lr: Annotated[
+        float, typer.Option(callback=POSITIVE, help="Learning rate (> 0).", rich_help_panel=OPTIM)
+    ] = 0.01,
+    momentum: Annotated[
+        float, typer.Option(callback=BETA, help="sgd momentum, in [0, 1).", rich_help_panel=OPTIM)
+    ] = 0.0,
     nesterov: Annotated[bool, typer.Option(help="sgd: Nesterov momentum.", rich_help_panel=OPTIM)] = False,
-    beta1: Annotated[float, typer.Option(help="adam/adamw beta1.", rich_help_panel=OPTIM)] = 0.9,
-    beta2: Annotated[float, typer.Option(help="adam/adamw beta2.", rich_help_panel=OPTIM)] = 0.999,
+    beta1: Annotated[
+        float, typer.Option(callback=BETA, help="adam/adamw beta1, in [0, 1).", rich_help_panel=OPTIM)
+    ] = 0.9,
+    beta2: Annotated[
+        float, typer.Option(callback=BETA, help="adam/adamw beta2, in [0, 1).", rich_help_panel=OPTIM)
+    ] = 0.999,
     weight_decay: Annotated[
-        float, typer.Option(help="L2 (sgd, adam) or decoupled (adamw) weight decay.", rich_help_panel=OPTIM)
+        float,
+        typer.Option(
+            callback=NONNEGATIVE,
+            help="L2 (sgd, adam) or decoupled (adamw) weight decay.",
+            rich_help_panel=OPTIM,
+        ),
     ] = 0.0,
     batch_size: Annotated[
         str, typer.Option(help="Minibatch size, or 'full' for full-batch steps.", rich_help_panel=OPTIM)
@@ -170,6 +191,7 @@ def train(
     tol: Annotated[
         float | None,
         typer.Option(
+            callback=POSITIVE,
             help="Stop when |train loss change between epochs| < TOL (seed 000: 1e-6 with --batch-size full).",
             rich_help_panel=STOP,
         ),
@@ -181,7 +203,10 @@ def train(
         ),
     ] = None,
     min_delta: Annotated[
-        float, typer.Option(help="Val-loss improvement that resets --patience.", rich_help_panel=STOP)
+        float,
+        typer.Option(
+            callback=NONNEGATIVE, help="Val-loss improvement that resets --patience.", rich_help_panel=STOP
+        ),
     ] = 0.0,
     eval_every: Annotated[
         int,
@@ -192,16 +217,23 @@ def train(
     restarts: Annotated[
         int,
         typer.Option(
-            min=1, help="Independent runs, seeds seed..seed+R-1, trained together.", rich_help_panel=OUT
+            min=1,
+            max=10_000,
+            help="Independent runs, seeds seed..seed+R-1, trained together.",
+            rich_help_panel=OUT,
         ),
     ] = 1,
     seed: SeedOpt = 0,
     out: Annotated[
-        Path, typer.Option(help="Output directory (created; its parent must exist).", rich_help_panel=OUT)
+        Path, typer.Option(help="Output directory (created with its parents).", rich_help_panel=OUT)
     ] = Path("run"),
     name: Annotated[
         str,
-        typer.Option(help="File stem: NAME.safetensors, or NAME-r000... with restarts.", rich_help_panel=OUT),
+        typer.Option(
+            callback=file_stem,
+            help="File stem: NAME.safetensors, or NAME-r000... with restarts.",
+            rich_help_panel=OUT,
+        ),
     ] = "model",
     save_trajectory: Annotated[
         int | None,
@@ -217,6 +249,7 @@ def train(
     max_batch: MaxBatchOpt = 4096,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Train a model (R restarts at once) and write one self-describing checkpoint + train record per restart.
 
@@ -304,7 +337,7 @@ def train(
 def _valid_init(init: str) -> bool:
     kind, _, arg = init.partition(":")
     try:
-        return kind == "normal" and float(arg) > 0
+        return kind == "normal" and math.isfinite(float(arg)) and float(arg) > 0
     except ValueError:
         return False
 
@@ -351,7 +384,6 @@ def run_training(
     with _progress(quiet, cfg.epochs, restarts) as on_epoch:
         results = train_restarts(module, splits, cfg, seeds, device, dtype, on_epoch=on_epoch)
     t_train = time.perf_counter() - t0 - t_setup
-    out.mkdir(exist_ok=True)
     context = {
         "model": mspec.to_dict(),
         "dataset": splits.describe(),

@@ -203,11 +203,9 @@ def read_metadata(path: Path, expect: str = CHECKPOINT_SCHEMA) -> dict[str, Any]
 
 def read_model_config(path: Path) -> dict[str, Any]:
     """A ``--model-config`` JSON file: ``{"model": {...}, "dataset": {...}}`` or just the model part."""
-    check_input(path, "model config")
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise LscapeError("model config is not valid JSON", str(path), str(exc)) from exc
+    from lscape_cli.storage.jsonio import read_json
+
+    data = read_json(path, "model config", max_bytes=2**20)
     if not isinstance(data, dict):
         raise LscapeError(
             "model config must be a JSON object", str(path), 'e.g. {"model": {"name": "mlp", ...}}'

@@ -6,7 +6,6 @@ train record, else the checkpoint's metadata) and its probe scalars, joined by t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,8 @@ def find_records(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out += sorted(p.rglob("*.probe.json")) + sorted(p.rglob("*.train.json"))
+            found = sorted(p.rglob("*.probe.json")) + sorted(p.rglob("*.train.json"))
+            out += [check_input(f, "record") for f in found]
         else:
             out.append(check_input(p, "record"))
     if not out:
@@ -75,18 +75,19 @@ def _probe_scalars(results: dict[str, Any]) -> dict[str, float | None]:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise LscapeError("not a JSON record", str(path), str(exc)) from exc
+    """A probe or train record, checked against its JSON Schema (errors name the file and key)."""
+    from lscape_cli.storage.jsonio import check_schema, read_json
+
+    data = read_json(path, "record")
     schema = data.get("schema") if isinstance(data, dict) else None
     if schema not in (PROBE, TRAIN):
         raise LscapeError(
-            f"expected a {PROBE} or {TRAIN} record, found {schema!r}",
+            f"expected a {PROBE} or {TRAIN} record, found {str(schema)[:60]!r}",
             str(path),
             "pass probe/train JSON files or the directories that hold them",
         )
-    return data
+    check_schema(data, "probe.schema.json" if schema == PROBE else "train.schema.json", path)
+    return dict(data)
 
 
 def collect(paths: list[Path]) -> list[Run]:

@@ -19,7 +19,7 @@ import torch
 from lscape_cli import __version__
 from lscape_cli.core.training import RunResult
 from lscape_cli.storage.checkpoint import CheckpointMeta, save_checkpoint, save_trajectory
-from lscape_cli.storage.files import sha256_file
+from lscape_cli.storage.files import remove_on_commit, sha256_file
 from lscape_cli.storage.records import environment, make_record, write_record
 
 TRAIN_SCHEMA = "lscape.train/1"
@@ -91,9 +91,7 @@ def write_run(
                 "epochs": res.trajectory_epochs,
             }
         else:
-            Path(str(stem) + ".trajectory.safetensors").unlink(
-                missing_ok=True
-            )  # stale, from an overwritten run
+            remove_on_commit(Path(str(stem) + ".trajectory.safetensors"))  # stale, from an overwritten run
     if res.stop_reason == "interrupted":
         warnings.append("training was interrupted (Ctrl-C); the checkpoint holds the state reached")
     results: TrainResults = {
