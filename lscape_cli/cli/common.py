@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lscape_cli.cli import EXIT_CHECK_FAILED  # noqa: F401 - re-exported for the commands
 from lscape_cli.errors import LscapeError
-
-EXIT_CHECK_FAILED = 3  # a --check gate evaluated to false (documented in the README)
 
 
 @dataclass
@@ -97,9 +97,9 @@ def parse_floats(text: str | None, option: str) -> tuple[float, ...]:
         raise LscapeError(
             f"invalid number list {text!r}", option, "give comma-separated numbers, e.g. 0.01,0.05"
         ) from exc
-    if not values or any(v <= 0 for v in values):
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
         raise LscapeError(
-            f"values must be positive: {text!r}", option, "give positive numbers, e.g. 0.01,0.05"
+            f"values must be finite and positive: {text!r}", option, "give positive numbers, e.g. 0.01,0.05"
         )
     return values
 

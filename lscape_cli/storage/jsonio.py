@@ -6,7 +6,8 @@
 of the first problem (e.g. ``results.final.train_loss: expected number, got string``).
 
 The validator covers the JSON Schema keywords those schemas use (``type``, ``required``,
-``properties``, ``additionalProperties``, ``items``, ``enum``, ``const``, ``pattern``, ``minimum``,
+``properties``, ``patternProperties``, ``additionalProperties``, ``minProperties``,
+``maxProperties``, ``items``, ``enum``, ``const``, ``pattern``, ``minimum``,
 ``exclusiveMinimum``, ``minItems``, ``maxItems``, ``propertyNames``, ``allOf``, ``oneOf``, ``$ref``,
 ``$defs``) with draft 2020-12 meaning; the tests check it agrees with the ``jsonschema`` package.
 """
@@ -164,25 +165,39 @@ def _object_problem(
     for name in schema.get("required", []):
         if name not in value:
             return _join(key, name), "missing"
-    props = schema.get("properties", {})
-    extra = schema.get("additionalProperties", True)
+    if "maxProperties" in schema and len(value) > schema["maxProperties"]:
+        return key, f"allows at most {schema['maxProperties']} keys, got {len(value)}"
+    if "minProperties" in schema and len(value) < schema["minProperties"]:
+        return key, f"needs at least {schema['minProperties']} keys, got {len(value)}"
     names = schema.get("propertyNames")
     for name, item in value.items():
         if names is not None:
             problem = first_problem(name, names, _join(key, name), root)
             if problem is not None:
                 return problem[0], f"key name: {problem[1]}"
-        if name in props:
-            sub = props[name]
-        elif extra is False:
-            return _join(key, name), "unexpected key"
-        elif isinstance(extra, dict):
-            sub = extra
-        else:
-            continue
+        problem = _member_problem(name, item, schema, key, root)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _member_problem(
+    name: str, item: Any, schema: dict[str, Any], key: str, root: dict[str, Any]
+) -> tuple[str, str] | None:
+    """Check one member against ``properties``, ``patternProperties`` and ``additionalProperties``."""
+    props = schema.get("properties", {})
+    patterns = [s for p, s in schema.get("patternProperties", {}).items() if re.search(p, name)]
+    for sub in ([props[name]] if name in props else []) + patterns:
         problem = first_problem(item, sub, _join(key, name), root)
         if problem is not None:
             return problem
+    if name in props or patterns:
+        return None
+    extra = schema.get("additionalProperties", True)
+    if extra is False:
+        return _join(key, name), "unexpected key"
+    if isinstance(extra, dict):
+        return first_problem(item, extra, _join(key, name), root)
     return None
 
 

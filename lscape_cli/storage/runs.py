@@ -117,6 +117,12 @@ def collect(paths: list[Path]) -> list[Run]:
 
 def _fill_from_checkpoint(run: Run) -> None:
     """Configuration and final metrics from the checkpoint header when no train record gave them."""
+    if run.checkpoint.exists() and sha256_file(run.checkpoint) != run.sha256:
+        raise LscapeError(
+            "checkpoint changed since its records were written (sha256 differs)",
+            str(run.checkpoint),
+            "re-run `lscape probe` (and `lscape train`) for it, or restore the original file",
+        )
     if run.config and "train_loss" in run.metrics:
         return
     if not run.checkpoint.exists():
@@ -124,12 +130,6 @@ def _fill_from_checkpoint(run: Run) -> None:
             "checkpoint named by a record is missing",
             str(run.checkpoint),
             "keep records beside their checkpoints, or pass the train records too",
-        )
-    if sha256_file(run.checkpoint) != run.sha256:
-        raise LscapeError(
-            "checkpoint changed since it was probed (sha256 differs)",
-            str(run.checkpoint),
-            "re-run `lscape probe` on it",
         )
     meta = read_metadata(run.checkpoint)
     if not run.config:
