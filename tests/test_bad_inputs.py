@@ -116,7 +116,6 @@ CASES: dict[str, Case] = {
     "train-lr-negative": Case("domain", f"{TRAIN} --lr -1", 2, "--lr"),
     "train-lr-nan": Case("domain", f"{TRAIN} --lr nan", 2, "--lr"),
     "train-lr-inf": Case("domain", f"{TRAIN} --lr inf", 2, "--lr"),
-    "train-lr-zero": Case("domain", f"{TRAIN} --lr 0", 2, "--lr"),
     "train-lr-text": Case("domain", f"{TRAIN} --lr fast", 2, "--lr"),
     "train-momentum-one": Case("domain", f"{TRAIN} --momentum 1", 2, "--momentum"),
     "train-beta1-one": Case("domain", f"{TRAIN} --optimizer adam --beta1 1.0", 2, "--beta1"),

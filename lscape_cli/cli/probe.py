@@ -221,7 +221,6 @@ def probe(
     t0 = time.perf_counter()
     checks = list(check or [])
     _validate(trace_method, sharpness_kind, bias, pac_bayes_metric, hvp, stop)
-    _validate_memory(memory_budget, retain_chunks)
     for expr in checks:
         _check_syntax(expr)
     out_path = out or default_output(checkpoint, "probe.json")
@@ -356,19 +355,6 @@ def _validate(trace_method: str, kind: str, bias: str, metric: str, hvp: str, st
     for option, (value, allowed) in choices.items():
         if value not in allowed:
             raise LscapeError(f"unknown value {value!r}", option, f"choose one of: {', '.join(allowed)}")
-
-
-def _validate_memory(memory_budget: float | None, retain_chunks: int | None) -> None:
-    if memory_budget is not None and not memory_budget > 0:  # also refuses nan
-        raise LscapeError(
-            f"memory budget must be positive, got {memory_budget:g}", "--memory-budget", "give MiB, e.g. 2048"
-        )
-    if retain_chunks is not None and retain_chunks < 0:
-        raise LscapeError(
-            f"cannot keep {retain_chunks} chunk graphs",
-            "--retain-chunks",
-            "give 0 (recompute every chunk) or more, or leave it out to follow --memory-budget",
-        )
 
 
 def _table(results: dict[str, Any], scalars: dict[str, float | None], out_path: Path) -> None:

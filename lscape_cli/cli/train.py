@@ -161,7 +161,7 @@ def train(
     ] = "ce",
     optimizer: Annotated[str, typer.Option(help="sgd, adam or adamw.", rich_help_panel=OPTIM)] = "sgd",
     lr: Annotated[
-        float, typer.Option(callback=POSITIVE, help="Learning rate (> 0).", rich_help_panel=OPTIM)
+        float, typer.Option(callback=NONNEGATIVE, help="Learning rate (>= 0).", rich_help_panel=OPTIM)
     ] = 0.01,
     momentum: Annotated[
         float, typer.Option(callback=BETA, help="sgd momentum, in [0, 1).", rich_help_panel=OPTIM)

@@ -216,7 +216,7 @@ def read_model_config(path: Path) -> dict[str, Any]:
 
 
 def check_model_entry(meta: dict[str, Any], where: str) -> None:
-    """``model`` must be ``{"name": str, "config": {...}}`` and ``dataset`` an object (errors name the key)."""
+    """``model`` must be ``{"name": str, "config": {...}}``, ``dataset`` an object; errors name the key."""
     model = meta.get("model")
     problems = []
     if not isinstance(model, dict):

@@ -68,9 +68,7 @@ def read_json(path: Path, what: str, max_bytes: int = MAX_BYTES, max_depth: int 
     except ValueError as exc:
         msg = getattr(exc, "msg", str(exc))
         where = f"{path} line {getattr(exc, 'lineno', '?')} column {getattr(exc, 'colno', '?')}"
-        raise LscapeError(
-            f"{what} is not valid JSON ({msg})", where, "pass a JSON file written by lscape"
-        ) from exc
+        raise LscapeError(f"{what} is not valid JSON ({msg})", where, "fix the JSON at that place") from exc
 
 
 def check_schema(data: Any, schema_file: str, path: Path, what: str = "record") -> None:
