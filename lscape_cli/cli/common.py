@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ class EvalSetup:
     device: Any
     dtype: Any
     protocol: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)  # for the record (also printed on stderr)
 
 
 def load_for_eval(
@@ -62,7 +63,7 @@ def load_for_eval(
             "pass --dataset NAME (or a 'dataset' entry in --model-config)",
         )
     splits = datasets.load(datasets.DatasetSpec.from_dict(dmeta), root, device=device, dtype=dtype)
-    loss = loss or str((meta.get("training") or {}).get("loss", "ce"))
+    loss, loss_source, warnings = _resolve_loss(loss, meta, checkpoint)
     if loss not in LOSSES:
         raise LscapeError(f"unknown loss {loss!r}", "--loss", f"choose one of: {', '.join(LOSSES)}")
     expected = tuple(getattr(loaded.spec.config, "input_shape", splits.input_shape))
@@ -80,11 +81,31 @@ def load_for_eval(
         "num_samples": int(splits.y[split].shape[0]),
         "mode": mode,
         "loss": loss,
+        "loss_source": loss_source,
         "weighting": "mean over samples, chunks weighted by sample count",
         "max_batch": max_batch,
         "dataset": splits.describe(),
     }
-    return EvalSetup(loaded, splits, splits.x[split], splits.y[split], loss, split, device, dtype, protocol)
+    setup = EvalSetup(loaded, splits, splits.x[split], splits.y[split], loss, split, device, dtype, protocol)
+    setup.warnings = warnings
+    return setup
+
+
+def _resolve_loss(loss: str | None, meta: Any, checkpoint: Path) -> tuple[str, str, list[str]]:
+    """The loss to evaluate, where it came from, and a warning when nothing said which loss to use."""
+    import sys
+
+    if loss is not None:
+        return loss, "--loss", []
+    recorded = (meta.get("training") or {}).get("loss")
+    if recorded is not None:
+        return str(recorded), "checkpoint training metadata", []
+    text = (
+        f"{checkpoint} carries no training metadata: evaluating cross-entropy (ce); "
+        "pass --loss mse if the model was trained with MSE"
+    )
+    print(f"Warning: {text}", file=sys.stderr)
+    return "ce", "default (no training metadata)", [text]
 
 
 def parse_floats(text: str | None, option: str) -> tuple[float, ...]:

@@ -119,6 +119,7 @@ def connect(
     setup, b_loaded = _load(
         checkpoint_a, checkpoint_b, model_config, device, dtype, data_root(data_root_), loss, max_batch
     )
+    warnings += setup.warnings
     from lscape_cli.core import connectivity as C
     from lscape_cli.core.training import has_batchnorm
 

@@ -7,7 +7,16 @@ from typing import Any
 
 from rich.console import Console
 
-err = Console(stderr=True, highlight=False)
+
+def _stderr_console() -> Console:
+    """Rich on stderr; when stderr is not a terminal (logs, CI) tables get room for every full value."""
+    import sys
+
+    wide = not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+    return Console(stderr=True, highlight=False, width=1000 if wide else None)
+
+
+err = _stderr_console()
 
 
 def emit_json(text: str) -> None:

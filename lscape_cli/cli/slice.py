@@ -266,6 +266,7 @@ def _run(
         res = run_slice(data, req, source, store, group, on_step)
     if not group.is_main:
         return None
+    res.warnings.extend(setup.warnings)
     dtype = str(setup.dtype).replace("torch.", "")
     ctx = SliceContext(
         checkpoint, invocation(), setup.protocol, str(setup.device), dtype, data.model, data.max_batch

@@ -78,7 +78,7 @@ def write_probe(
         config=config,
         results=results,
         timing_s=timing,
-        warnings=[],
+        warnings=list(getattr(setup, "warnings", [])),
         env=environment(str(setup.device)),
     )
     write_record(out_path, record)
