@@ -173,6 +173,30 @@ def _refuse_input(path: Path, tx: Transaction) -> None:
             )
 
 
+def _sweep_stale(path: Path) -> None:
+    """Remove the temporary files of ``path`` left by a killed process (``.NAME.PID.*.tmp``, PID gone)."""
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 :].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob metacharacters escaped."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it becomes ``path`` only once everything succeeded.
@@ -185,7 +209,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     if tx is not None:
         _refuse_input(path, tx)
     make_dirs(path.parent if str(path.parent) else Path("."))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    _sweep_stale(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent or ".")
     os.close(fd)
     try:
         yield Path(tmp)
