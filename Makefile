@@ -13,7 +13,7 @@ BENCH_VENV  ?= $(HOME)/.cache/lscape/bench-$(BENCH_KEY)
 BENCH_BIN   := $(BENCH_VENV)/bin
 BENCH_STAMP := $(BENCH_VENV)/.lscape-complete
 
-.PHONY: venv demo test test-slow lint typecheck check samples bench clean-venv
+.PHONY: venv demo test test-slow lint typecheck check samples bench report-check clean-venv
 
 $(STAMP):  # keyed by the hash of $(REQS) in its path: a changed list means a new venv
 	rm -rf $(VENV)
@@ -28,6 +28,11 @@ venv: $(STAMP)
 # The main job end to end on the offline default data (see README).
 demo: venv
 	PATH=$(BIN):$$PATH bash examples/pipeline.sh
+
+# Render the demo's report (else one of sample_checkpoints/) in headless Chromium at 1280 and 800 px;
+# installs Debian's chromium if missing. Look at report-check/report-*.png (not part of `make test`).
+report-check: venv
+	PATH=$(BIN):$$PATH bash scripts/report_check.sh
 
 test: venv
 	$(BIN)/python -m pytest -m "not slow" -q

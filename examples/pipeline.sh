@@ -57,3 +57,8 @@ for f in "$OUT"/sweep/d*/model-r*.safetensors; do
 done
 lscape pareto "$OUT/sweep" --group-by model.depth --x train_loss --y frobenius --target val_loss \
   --out "$OUT/sweep/pareto.json"
+
+# 8. One page for everything above: inventory, curvature, groups by depth, training curves, slices,
+#    connectivity and the Pareto analysis (report.html + report.md + report-tables/*.csv|*.tex).
+lscape report "$OUT" --group-by model.depth --compare model.depth --out "$OUT/report.html" --quiet
+echo "report: $OUT/report.html"

@@ -148,6 +148,9 @@ def _register() -> None:
     from lscape_cli.cli import pareto
 
     app.command("pareto")(funnel(pareto.pareto))
+    from lscape_cli.cli import report
+
+    app.command("report")(funnel(report.report))
 
 
 _register()

@@ -17,7 +17,8 @@ def new_figure(width: float = 6.4, height: float = 4.8, **kwargs: Any) -> Any:
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained", **kwargs)
+    kwargs.setdefault("layout", "constrained")
+    return Figure(figsize=(width, height), **kwargs)
 
 
 def save(fig: Any, stem: Path, formats: tuple[str, ...] = ("png", "pdf"), dpi: int = 150) -> list[Path]:

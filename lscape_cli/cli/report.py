@@ -1,0 +1,57 @@
+"""`lscape report`: one self-contained page and paper-ready tables for a whole study."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lscape_cli.cli.console import emit_json, err
+from lscape_cli.cli.options import JsonOpt, QuietOpt
+
+
+def report(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="Directories searched recursively for lscape records (or record files)."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(help="The HTML page; STEM.md, STEM-tables/ and STEM-figures/ are written beside it."),
+    ] = Path("report.html"),
+    compare: Annotated[
+        str | None, typer.Option(help="Settings key that orders and colours runs, e.g. training.optimizer.")
+    ] = None,
+    group_by: Annotated[
+        str | None,
+        typer.Option(help="Settings key whose values group restarts (mean ± std), e.g. model.depth."),
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="Page title [default: lscape report].")] = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Gather every train/probe/slice/connect/pareto record under DIRS into report.html, report.md and tables.
+
+    Reads, never recomputes: every number links to the record it came from; stale records (checkpoint
+    missing or changed) are flagged. Tables also go to report-tables/ as CSV and LaTeX (booktabs).
+
+    Example:
+        lscape report runs/ --group-by model.depth --compare model.depth --out runs/report.html
+    """
+    from lscape_cli.report import ReportRequest, make_report
+
+    res = make_report(ReportRequest(tuple(inputs), out, compare, group_by, title))
+    for line in res.skipped:
+        err.print(f"Warning: skipped {line}", markup=False, soft_wrap=True)
+    if json_out:
+        emit_json(json.dumps(res.to_dict(), indent=2))
+    elif not quiet:
+        for line in res.stale:
+            err.print(f"Stale: {line}", markup=False, soft_wrap=True)
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(res.counts.items()))
+        err.print(f"lscape report: {res.num_runs} runs from {kinds} records", markup=False, soft_wrap=True)
+        p = res.paths
+        extra = f"{p['markdown'].name}, {p['tables'].name}/, {p['figures'].name}/"
+        err.print(f"wrote {p['html']} (+ {extra})", markup=False, soft_wrap=True)

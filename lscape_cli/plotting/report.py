@@ -1,0 +1,156 @@
+"""Figures made for ``lscape report``: training curves, tracked quantities, gap and test loss vs curvature.
+
+Each function takes plain data (lists of numbers and labels, prepared by ``lscape_cli.report``) and
+returns a Figure; :func:`png` renders one to bytes. Runs are coloured by the value of the report's
+compare key: up to ten values get distinct colours and a legend, more get a viridis scale by rank.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from lscape_cli.plotting import new_figure
+
+SPLIT_STYLE = {"train": "-", "val": "--", "test": ":"}
+
+
+@dataclass
+class Series:
+    """One run's values over epochs (``low``/``high``: an uncertainty band, when known)."""
+
+    colour_key: Any
+    epochs: list[float]
+    values: list[float | None]
+    style: str = "-"
+    low: list[float | None] | None = None
+    high: list[float | None] | None = None
+
+
+@dataclass
+class Panel:
+    """One set of axes."""
+
+    title: str
+    xlabel: str
+    ylabel: str
+    series: list[Series] = field(default_factory=list)
+    points: list[tuple[float, float, Any]] = field(default_factory=list)  # scatter: x, y, colour key
+    log_y: bool = False
+
+
+def _palette(keys: list[Any]) -> tuple[dict[Any, Any], bool]:
+    """Colour per compare value, and whether the values are few enough for a legend."""
+    from matplotlib import colormaps
+
+    if len(keys) <= 10:
+        tab = colormaps["tab10"]
+        return {k: tab(i) for i, k in enumerate(keys)}, True
+    cmap = colormaps["viridis"]
+    return {k: cmap(i / (len(keys) - 1)) for i, k in enumerate(keys)}, False
+
+
+def _nan(values: list[float | None]) -> list[float]:
+    return [math.nan if v is None else float(v) for v in values]
+
+
+def _draw(ax: Any, panel: Panel, colours: dict[Any, Any]) -> None:
+    from matplotlib.collections import LineCollection
+
+    # one LineCollection per line style: hundreds of runs draw in one call instead of one per line
+    for style in sorted({s.style for s in panel.series}):
+        lines = [s for s in panel.series if s.style == style]
+        segs = [list(zip(s.epochs, _nan(s.values), strict=True)) for s in lines]
+        ax.add_collection(
+            LineCollection(
+                segs, colors=[colours[s.colour_key] for s in lines], linestyles=style, lw=1.1, alpha=0.85
+            )
+        )
+    for s in panel.series:
+        if s.low is not None and s.high is not None:
+            ax.fill_between(s.epochs, _nan(s.low), _nan(s.high), color=colours[s.colour_key], alpha=0.2, lw=0)
+    if panel.series:
+        ax.autoscale_view()
+    if panel.points:
+        xs, ys, ks = zip(*panel.points, strict=True)
+        ax.scatter(xs, ys, c=[colours[k] for k in ks], s=28, edgecolors="black", linewidths=0.4, zorder=3)
+    ax.set_title(panel.title, fontsize=10)
+    ax.set_xlabel(panel.xlabel)
+    ax.set_ylabel(panel.ylabel)
+    if panel.xlabel == "epoch":
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if panel.log_y:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+
+
+LEFT, RIGHT, TOP, BOTTOM = 1.0, 1.5, 0.35, 0.6  # fixed margins (inches): constrained layout is slow
+PANEL_W, PANEL_H = 4.0, 2.6  # each panel's axes, in inches
+GAP_W, GAP_H = 1.05, 0.75  # between panels: room for the tick labels and axis labels
+
+
+def _legend(fig: Any, keys: list[Any], colours: dict[Any, Any], few: bool, title: str, splits: bool) -> None:
+    from matplotlib import cm, colors
+    from matplotlib.lines import Line2D
+
+    w, h = fig.get_size_inches()
+    x0 = 1 - (RIGHT - 0.15) / w
+    handles = []
+    if few and title:
+        handles += [Line2D([], [], color=colours[k], lw=2, label=str(k)) for k in keys]
+    if splits:
+        handles += [Line2D([], [], color="0.3", ls=st, label=sp) for sp, st in SPLIT_STYLE.items()]
+    if handles:
+        fig.legend(
+            handles=handles,
+            loc="upper left",
+            bbox_to_anchor=(x0, 1 - TOP / h),
+            title=title or None,
+            fontsize=8,
+            title_fontsize=8,
+        )
+    if not few:
+        bottom = BOTTOM / h if not splits else BOTTOM / h
+        top = 1 - TOP / h - (0.9 / h if splits else 0)
+        cax = fig.add_axes((x0 + 0.05 / w, bottom, 0.15 / w, max(top - bottom, 0.1)))
+        bar = fig.colorbar(
+            cm.ScalarMappable(colors.Normalize(0, len(keys) - 1), "viridis"), cax=cax, label=title
+        )
+        ticks = list(range(0, len(keys), max(1, len(keys) // 8)))
+        bar.set_ticks(ticks, labels=[str(keys[i]) for i in ticks])
+
+
+def grid(panels: list[Panel], keys: list[Any], compare: str, splits: bool = False, ncols: int = 2) -> Any:
+    """Panels in a grid sharing one colour scale (a legend or colour bar) for the compare key."""
+    ncols = min(ncols, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    width = LEFT + RIGHT + ncols * PANEL_W + (ncols - 1) * GAP_W
+    height = TOP + BOTTOM + nrows * PANEL_H + (nrows - 1) * GAP_H
+    fig = new_figure(width, height, layout=None)
+    fig.subplots_adjust(
+        left=LEFT / width,
+        right=1 - RIGHT / width,
+        top=1 - TOP / height,
+        bottom=BOTTOM / height,
+        wspace=GAP_W / PANEL_W,
+        hspace=GAP_H / PANEL_H,
+    )
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    colours, few = _palette(keys)
+    for ax, panel in zip(axes, panels, strict=False):
+        _draw(ax, panel, colours)
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
+    _legend(fig, keys, colours, few, compare, splits)
+    return fig
+
+
+def png(fig: Any, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()

@@ -1,0 +1,197 @@
+"""``lscape report``: gather every record of a study and write one page (HTML + Markdown) and its tables.
+
+It reads, never recomputes: every number shown comes from a record (its source travels with it).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lscape_cli import __version__
+from lscape_cli.errors import LscapeError
+from lscape_cli.report import curvature, figures, inventory, studies
+from lscape_cli.report.document import Block, Bullets, Document, Image, Section
+from lscape_cli.report.render import to_csv, to_html, to_latex, to_markdown
+from lscape_cli.report.runs import Run, check_key, join, order, rel
+from lscape_cli.storage.study import Record, Study, report_paths, scan, write_report
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """What to report on and where to write it."""
+
+    inputs: tuple[Path, ...]  # directories (searched recursively) or record files
+    out: Path = Path("report.html")  # the HTML page; Markdown, tables and figures go beside it
+    compare: str | None = None  # settings key that orders and colours runs, e.g. training.optimizer
+    group_by: str | None = None  # settings key whose values group restarts, e.g. model.depth
+    title: str | None = None
+
+
+@dataclass
+class ReportResult:
+    """What was written, and what the reader should know about the inputs."""
+
+    paths: dict[str, Path]
+    num_runs: int
+    counts: dict[str, int]
+    stale: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (what ``lscape report --json`` prints)."""
+        return {
+            "html": str(self.paths["html"]),
+            "markdown": str(self.paths["markdown"]),
+            "tables_dir": str(self.paths["tables"]),
+            "figures_dir": str(self.paths["figures"]),
+            "runs": self.num_runs,
+            "records": self.counts,
+            "stale": self.stale,
+            "skipped": self.skipped,
+            "tables": self.tables,
+            "figures": self.figures,
+        }
+
+
+def _check_out(out: Path) -> None:
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise LscapeError("--out must name an .html file", str(out), "e.g. --out study/report.html")
+    if not out.parent.is_dir():
+        raise LscapeError(
+            "output directory does not exist", str(out.parent), "create it or choose another --out"
+        )
+
+
+def _root(inputs: tuple[Path, ...]) -> Path:
+    dirs = [p.resolve() if p.is_dir() else p.resolve().parent for p in inputs]
+    return Path(os.path.commonpath(dirs))
+
+
+def make_report(req: ReportRequest) -> ReportResult:
+    """Scan, assemble, render and write the report (the one call behind ``lscape report``)."""
+    _check_out(req.out)
+    study = scan(list(req.inputs))
+    out_dir = req.out.resolve().parent
+    rels = studies.relative_names(study.records, out_dir)
+    runs = join(study.records, _root(req.inputs), out_dir)
+    check_key(runs, req.compare, "--compare")
+    check_key(runs, req.group_by, "--group-by")
+    runs = order(runs, req.compare or req.group_by)
+    doc = document(req, study, runs, rels)
+    paths = report_paths(req.out)
+    links = _image_links(doc.images, paths["figures"], out_dir)
+    origin = ", ".join(str(p) for p in req.inputs)
+    tables = {f"{t.key}.csv": to_csv(t) for t in doc.tables}
+    tables.update({f"{t.key}.tex": to_latex(t, origin) for t in doc.tables})
+    generated = {img.name: img.png for img in doc.images if img.file is None}
+    written = write_report(req.out, to_html(doc), to_markdown(doc, links), tables, generated)
+    stale = [f"{rels[str(r.path)]}: {s}" for r in study.records for s in r.stale]
+    return ReportResult(
+        written, len(runs), _counts(study), stale, study.skipped, sorted(tables), sorted(generated)
+    )
+
+
+def _counts(study: Study) -> dict[str, int]:
+    """Records per kind."""
+    counts: dict[str, int] = {}
+    for r in study.records:
+        counts[r.kind] = counts.get(r.kind, 0) + 1
+    return counts
+
+
+def _image_links(images: list[Image], figures_dir: Path, out_dir: Path) -> dict[int, str]:
+    return {id(i): rel(i.file if i.file is not None else figures_dir / i.name, out_dir) for i in images}
+
+
+def _of(records: list[Record], kind: str) -> list[Record]:
+    return [r for r in records if r.kind == kind]
+
+
+def document(req: ReportRequest, study: Study, runs: list[Run], rels: dict[str, str]) -> Document:
+    """Every section that has records to show, in the order of the issue's seed studies."""
+    recs = study.records
+    keys = [k for k in dict.fromkeys([req.compare, req.group_by]) if k]
+    colour = req.compare or req.group_by
+    sections = [_provenance(study, rels)]
+    trained = [r for r in runs if r.train is not None or r.meta]
+    if trained:
+        sections.append(Section("inventory", "Run inventory", [inventory.inventory(trained, rels, keys)]))
+    table = curvature.curvature(runs, rels)
+    if table is not None:
+        sections.append(Section("curvature", "Curvature", [table]))
+    if req.group_by:
+        sections.append(
+            Section("groups", f"Groups by {req.group_by}", [inventory.groups(runs, rels, req.group_by)])
+        )
+    groups = _groups(runs, req.group_by)
+    curves: list[Block] = [
+        *figures.training_curves(groups, colour, req.group_by),
+        *figures.tracked(runs, colour),
+    ]
+    if curves:
+        sections.append(Section("training", "Training curves", curves))
+    versus = figures.versus(runs, rels, colour)
+    if versus:
+        sections.append(Section("versus", "Generalisation versus curvature", list(versus)))
+    for kind, title, fn in (
+        ("slice", "Slices", studies.slices),
+        ("connect", "Mode connectivity", studies.connect),
+        ("pareto", "Pareto analysis", studies.pareto),
+    ):
+        if _of(recs, kind):
+            sections.append(Section(kind, title, fn(_of(recs, kind), rels)))
+    sections = [s for s in sections if s.blocks]
+    return Document(req.title or "lscape report", _summary(req, study, runs), sections, _footer(study))
+
+
+def _groups(runs: list[Run], key: str | None) -> dict[Any, list[Run]]:
+    if key is None:
+        return {"all runs": runs}
+    out: dict[Any, list[Run]] = {}
+    for run in runs:
+        out.setdefault(figures.colour_key(run, key), []).append(run)
+    return out
+
+
+def _provenance(study: Study, rels: dict[str, str]) -> Section:
+    blocks: list[Block] = []
+    stale = [f"{rels[str(r.path)]}: {s}" for r in study.records for s in r.stale]
+    if stale:
+        blocks.append(f"{len(stale)} stale input(s): these records describe files that are gone or changed.")
+        blocks.append(Bullets(stale, warn=True))
+    if study.skipped:
+        blocks.append(f"{len(study.skipped)} JSON file(s) skipped (not lscape records this version reads):")
+        blocks.append(Bullets(study.skipped))
+    return Section("provenance", "Stale and skipped records", blocks)
+
+
+def _summary(req: ReportRequest, study: Study, runs: list[Run]) -> str:
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(_counts(study).items()))
+    stale = sum(bool(r.stale) for r in study.records)
+    when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    extra = "".join(f"; {o} {k}" for o, k in (("compare", req.compare), ("group by", req.group_by)) if k)
+    return (
+        f"{len(runs)} runs from {len(study.records)} records ({kinds}) under "
+        f"{', '.join(map(str, req.inputs))}{extra}; {stale} stale. Written {when} by lscape {__version__}."
+    )
+
+
+def _footer(study: Study) -> list[str]:
+    datas = [r.data for r in study.records]
+    lscape = sorted({str(d.get("lscape_version")) for d in datas})
+    torch = sorted({str((d.get("environment") or {}).get("torch")) for d in datas} - {"None"})
+    python = sorted({str((d.get("environment") or {}).get("python")) for d in datas} - {"None"})
+    commands = list(dict.fromkeys(shlex.join(map(str, d.get("command") or [])) for d in datas))
+    return [
+        f"Records written by lscape {', '.join(lscape)}; torch {', '.join(torch) or '–'}; "
+        f"python {', '.join(python) or '–'}.",
+        f"Report written by lscape {__version__}; it reads the records and recomputes nothing.",
+        *commands,
+    ]

@@ -1,0 +1,147 @@
+"""Table cells that remember where each number came from.
+
+Every number in a report table is a :class:`Cell` whose ``sources`` name the record (path relative to
+the report) and the JSON pointer of each value shown, so HTML carries them as ``data-src`` and a reader
+(or a test) can trace any number back to its record. Aggregates (group means) list all their sources.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+DASH = "–"  # shown where a run has no value for a column
+
+
+@dataclass(frozen=True)
+class Source:
+    """One value shown in a cell: the record it came from and where inside it."""
+
+    record: str  # path of the JSON record, relative to the report's directory
+    pointer: str  # RFC 6901 JSON pointer, e.g. "/results/lambda_max/estimate"
+    value: Any
+
+
+@dataclass
+class Cell:
+    """What a table shows in one place, its sources, and the protocol behind it (tooltip)."""
+
+    text: str
+    sources: tuple[Source, ...] = ()
+    note: str = ""  # protocol / method, shown as a tooltip in HTML
+    aggregate: str = ""  # "mean_std" when the cell summarises its sources
+    badge: str = ""  # e.g. "stale": a visible flag next to the text
+    sort: float | None = None  # numeric value for ordering
+
+
+@dataclass
+class Table:
+    """A titled table; ``key`` names its CSV/LaTeX files."""
+
+    key: str
+    title: str
+    columns: list[str]
+    rows: list[list[Cell]] = field(default_factory=list)
+    caption: str = ""  # shown under the table (definitions, protocol)
+    footnotes: list[str] = field(default_factory=list)  # numbered [1], [2], ... from row cells
+
+
+def fmt(value: Any) -> str:
+    """4 significant digits for floats, integers as they are, ``–`` for missing values."""
+    if value is None:
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return DASH
+        return f"{value:.4g}"
+    return str(value)
+
+
+def fmt_err(value: Any) -> str:
+    """An uncertainty: 2 significant digits."""
+    return f"{value:.2g}" if isinstance(value, float) and math.isfinite(value) else fmt(value)
+
+
+def get(data: Any, pointer: str) -> Any:
+    """The value at a JSON pointer (``None`` when any step is missing)."""
+    node = data
+    for part in pointer.strip("/").split("/") if pointer.strip("/") else []:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def value_cell(record: str, data: Any, pointer: str, note: str = "") -> Cell:
+    """A cell showing one value of a record."""
+    value = get(data, pointer)
+    if value is None:
+        return Cell(DASH, note=note)
+    return Cell(fmt(value), (Source(record, pointer, value),), note, sort=_num(value))
+
+
+def pm_cell(record: str, data: Any, mean_ptr: str, err_ptr: str, note: str = "") -> Cell:
+    """``value ± uncertainty`` from two pointers (just the value when the uncertainty is absent)."""
+    value, err = get(data, mean_ptr), get(data, err_ptr)
+    if value is None:
+        return Cell(DASH, note=note)
+    sources = [Source(record, mean_ptr, value)]
+    text = fmt(value)
+    if err is not None:
+        sources.append(Source(record, err_ptr, err))
+        text += f" ± {fmt_err(err)}"
+    return Cell(text, tuple(sources), note, sort=_num(value))
+
+
+def spread_cell(record: str, data: Any, base: str, note: str = "") -> Cell:
+    """``mean ± std [min, max]`` of a per-batch summary (``base`` points at its object)."""
+    summary = get(data, base)
+    if not isinstance(summary, dict) or summary.get("mean") is None:
+        return Cell(DASH, note=note)
+    parts = [(k, summary.get(k)) for k in ("mean", "std", "min", "max")]
+    sources = tuple(Source(record, f"{base}/{k}", v) for k, v in parts if v is not None)
+    mean, std, lo, hi = (v for _, v in parts)
+    text = fmt(mean) + (f" ± {fmt_err(std)}" if std is not None else "")
+    if lo is not None and hi is not None:
+        text += f" [{fmt(lo)}, {fmt(hi)}]"
+    return Cell(text, sources, note, sort=_num(mean))
+
+
+def mean_std_cell(
+    values: list[float], sources: tuple[Source, ...], note: str = "", aggregate: str = "mean_std"
+) -> Cell:
+    """``mean ± std`` (ddof 1) of values taken from several records, listing every source."""
+    if not values:
+        return Cell(DASH, note=note)
+    mean = math.fsum(values) / len(values)
+    text = fmt(mean)
+    if len(values) > 1:
+        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        text += f" ± {fmt_err(std)}"
+    return Cell(text, sources, note or f"mean ± std over {len(values)} runs", aggregate, sort=mean)
+
+
+def sources_mean_std(sources: list[Source], note: str = "") -> Cell:
+    """:func:`mean_std_cell` of the numeric values of ``sources``."""
+    numeric = [s for s in sources if _num(s.value) is not None]
+    return mean_std_cell([float(s.value) for s in numeric], tuple(numeric), note)
+
+
+def text_cell(text: Any, sort: float | None = None, note: str = "") -> Cell:
+    """A cell of plain text (names, settings)."""
+    return Cell(fmt(text), note=note, sort=sort)
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None

@@ -1,0 +1,154 @@
+"""The report's own figures, from train and probe records (seed 003 Figs. 1-5).
+
+- training curves: loss and accuracy per epoch on train/val/test, one panel per group;
+- tracked quantities: every scalar a train record's ``history[i]["tracked"]`` holds (the objects
+  ``lscape probe`` writes under ``results.<name>``), one panel per quantity, ± stderr as a band;
+- generalisation gap (train acc − test acc) versus final λmax and test loss versus ε-sharpness.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lscape_cli.plotting import report as plots
+from lscape_cli.report.document import Image
+from lscape_cli.report.inventory import gap_value, run_values
+from lscape_cli.report.runs import Run, key_source, sort_key
+
+STYLES = ("-", "--", ":", "-.")
+
+
+def colour_key(run: Run, key: str | None) -> Any:
+    """The value a run is coloured by (``all runs`` without a key)."""
+    if key is None:
+        return "all runs"
+    s = key_source(run, key)
+    return s.value if s else None
+
+
+def _keys(runs: list[Run], key: str | None) -> list[Any]:
+    return sorted({colour_key(r, key) for r in runs}, key=sort_key)
+
+
+def _history(run: Run) -> list[dict[str, Any]]:
+    return list((run.train.data.get("results") or {}).get("history") or []) if run.train else []
+
+
+def _curve_panels(
+    groups: dict[Any, list[Run]], colour: str | None, metric: str, gkey: str | None
+) -> list[plots.Panel]:
+    panels = []
+    for g, runs in groups.items():
+        title = f"{gkey} = {g}" if gkey else "all runs"
+        panel = plots.Panel(title, "epoch", metric)
+        for run in runs:
+            hist = _history(run)
+            for split, style in plots.SPLIT_STYLE.items():
+                pts = [
+                    (h["epoch"], h[f"{split}_{metric}"])
+                    for h in hist
+                    if h.get(f"{split}_{metric}") is not None
+                ]
+                if pts:
+                    xs, ys = zip(*pts, strict=True)
+                    panel.series.append(plots.Series(colour_key(run, colour), list(xs), list(ys), style))
+        if panel.series:
+            panels.append(panel)
+    return panels
+
+
+def training_curves(groups: dict[Any, list[Run]], colour: str | None, gkey: str | None) -> list[Image]:
+    """Loss and accuracy per epoch (train solid, val dashed, test dotted), one panel per group."""
+    runs = [r for rs in groups.values() for r in rs]
+    out = []
+    for metric, title in (("loss", "Loss per epoch"), ("accuracy", "Accuracy per epoch")):
+        panels = _curve_panels(groups, colour, metric, gkey)
+        if panels:
+            fig = plots.grid(panels, _keys(runs, colour), colour or "", splits=True)
+            out.append(
+                Image(
+                    f"curves-{metric}.png", title, plots.png(fig), "train: solid, val: dashed, test: dotted"
+                )
+            )
+    return out
+
+
+def tracked_scalars(obj: Any) -> list[tuple[str, float | None, float | None]]:
+    """``(suffix, estimate, stderr)`` for each scalar in a probe-style result object."""
+    if isinstance(obj, list):  # sharpness: one row per radius
+        obj = obj[0] if obj else {}
+        return [("", (obj.get("random") or {}).get("s_max"), None)] if isinstance(obj, dict) else []
+    if not isinstance(obj, dict):
+        return [("", obj, None)] if isinstance(obj, (int, float)) else []
+    if isinstance(obj.get("eigenvalues"), list):
+        return [(f"λ{i + 1}", v, None) for i, v in enumerate(obj["eigenvalues"])]
+    if isinstance(obj.get("curve"), list) and obj["curve"]:  # noise: the first sigma
+        row = obj["curve"][0]
+        return [(f"σ={row.get('sigma')}", row.get("loss_rise"), row.get("loss_rise_stderr"))]
+    if "estimate" in obj:
+        return [("", obj["estimate"], obj.get("stderr"))]
+    return []
+
+
+def _tracked_panels(runs: list[Run], colour: str | None) -> list[plots.Panel]:
+    panels: dict[str, plots.Panel] = {}
+    for run in runs:
+        series: dict[tuple[str, str], list[tuple[float, float | None, float | None]]] = {}
+        for h in _history(run):
+            for name, obj in (h.get("tracked") or {}).items():
+                for suffix, est, err in tracked_scalars(obj):
+                    series.setdefault((name, suffix), []).append((h["epoch"], est, err))
+        for (name, suffix), pts in series.items():
+            if name not in panels:
+                noise = suffix.startswith("σ")  # noise: the loss rise at the first sigma
+                title = f"{name}: loss rise at {suffix}" if noise else name
+                panels[name] = plots.Panel(title, "epoch", "loss rise" if noise else name)
+            panel = panels[name]
+            style = STYLES[int(suffix[1:]) - 1 if suffix.startswith("λ") else 0]
+            s = plots.Series(colour_key(run, colour), [p[0] for p in pts], [p[1] for p in pts], style)
+            if any(p[2] is not None for p in pts):
+                s.low = [None if p[1] is None or p[2] is None else p[1] - p[2] for p in pts]
+                s.high = [None if p[1] is None or p[2] is None else p[1] + p[2] for p in pts]
+            panel.series.append(s)
+    for name, panel in panels.items():
+        if name == "top_k":
+            panel.title = "top_k (λ1 solid, λ2 dashed, λ3 dotted)"
+    return list(panels.values())
+
+
+def tracked(runs: list[Run], colour: str | None) -> list[Image]:
+    """Every tracked quantity over epochs, one panel each (± stderr as a band when recorded)."""
+    panels = _tracked_panels(runs, colour)
+    if not panels:
+        return []
+    fig = plots.grid(panels, _keys(runs, colour), colour or "")
+    return [
+        Image(
+            "tracked.png", "Quantities tracked during training", plots.png(fig), "band: ± one standard error"
+        )
+    ]
+
+
+def versus(runs: list[Run], rels: dict[str, str], colour: str | None) -> list[Image]:
+    """Gap (train acc − test acc) vs final λmax, and test loss vs ε-sharpness: one point per run."""
+    gap_pts, sharp_pts = [], []
+    for run in runs:
+        v = run_values(run, rels)
+        gap = gap_value(v, "gap_acc")
+        if gap is not None and "lambda_max" in v:
+            gap_pts.append((float(v["lambda_max"].value), gap, colour_key(run, colour)))
+        if "test_loss" in v and "sharpness_max" in v:
+            sharp_pts.append(
+                (float(v["sharpness_max"].value), float(v["test_loss"].value), colour_key(run, colour))
+            )
+    panels = []
+    if gap_pts:
+        panels.append(plots.Panel("gap vs final λmax", "final λmax", "train acc − test acc", points=gap_pts))
+    if sharp_pts:
+        panels.append(
+            plots.Panel("test loss vs ε-sharpness", "ε-sharpness (max rise)", "test loss", points=sharp_pts)
+        )
+    if not panels:
+        return []
+    fig = plots.grid(panels, _keys(runs, colour), colour or "", ncols=2)
+    return [Image("versus.png", "Generalisation versus curvature", plots.png(fig), "one point per run")]

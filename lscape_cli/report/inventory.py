@@ -1,0 +1,207 @@
+"""Run inventory (seed 001 Table 1) and per-group aggregates.
+
+One row per run: model and size, dataset and split sizes, optimiser settings, epochs and stop reason,
+final losses and accuracies, and the generalisation gap (train accuracy − test accuracy, seed 003; and
+test loss − train loss). Values come from the train record, else from the checkpoint header.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lscape_cli.report.cells import (
+    DASH,
+    Cell,
+    Source,
+    Table,
+    fmt,
+    get,
+    mean_std_cell,
+    sources_mean_std,
+    text_cell,
+)
+from lscape_cli.report.runs import Run, key_source, main_probe, sort_key
+
+FINALS = ("train_loss", "val_loss", "test_loss", "train_accuracy", "val_accuracy", "test_accuracy")
+GAP_NOTE = {
+    "gap_acc": "generalisation gap: train accuracy − test accuracy",
+    "gap_loss": "generalisation gap: test loss − train loss",
+}
+
+
+def _src(run: Run, pointer: str) -> Source | None:
+    """A source for a value of the run's settings (``/training/lr`` ...)."""
+    value = get(run.meta, pointer)
+    return None if value is None else Source(run.meta_record, run.meta_prefix + pointer, value)
+
+
+def run_values(run: Run, rels: dict[str, str]) -> dict[str, Source]:
+    """Every per-run number the report shows, each with its source (keys are metric names)."""
+    out: dict[str, Source] = {}
+    if run.train is not None:
+        r, data = rels[str(run.train.path)], run.train.data
+        for name in FINALS:
+            p = f"/results/final/{name}"
+            if get(data, p) is not None:
+                out[name] = Source(r, p, get(data, p))
+        for name, p in (("num_parameters", "/results/num_parameters"), ("epochs_run", "/results/epochs")):
+            if get(data, p) is not None:
+                out[name] = Source(r, p, get(data, p))
+        if get(data, "/results/stop_reason") is not None:
+            out["stop_reason"] = Source(r, "/results/stop_reason", get(data, "/results/stop_reason"))
+    else:
+        for name in FINALS:
+            if (s := _src(run, f"/metrics/{name}")) is not None:
+                out[name] = s
+        for name, p in (("epochs_run", "/training/epochs_run"), ("stop_reason", "/training/stop_reason")):
+            if (s := _src(run, p)) is not None:
+                out[name] = s
+    probe = main_probe(run)
+    if probe is not None:
+        out.update(probe_values(probe.data, rels[str(probe.path)]))
+    return out
+
+
+def probe_values(data: dict[str, Any], record: str) -> dict[str, Source]:
+    """λmax, trace, ‖H‖_F, ε-sharpness (first radius) of a probe record (batch means when batched)."""
+    res = data.get("results") or {}
+    if "batches" in res:
+        base = "/results/batches/summary"
+        ptrs = {k: f"{base}/{k}/mean" for k in ("lambda_max", "trace", "frobenius", "sharpness_max")}
+    else:
+        ptrs = {
+            "lambda_max": "/results/lambda_max/estimate",
+            "trace": "/results/trace/estimate",
+            "frobenius": "/results/frobenius/estimate",
+            "sharpness_max": "/results/sharpness/0/random/s_max",
+        }
+    return {k: Source(record, p, get(data, p)) for k, p in ptrs.items() if get(data, p) is not None}
+
+
+def gap_cell(values: dict[str, Source], kind: str) -> Cell:
+    """Train acc − test acc (``gap_acc``) or test loss − train loss (``gap_loss``)."""
+    a, b = ("train_accuracy", "test_accuracy") if kind == "gap_acc" else ("test_loss", "train_loss")
+    if a not in values or b not in values:
+        return Cell(DASH)
+    gap = float(values[a].value) - float(values[b].value)
+    return Cell(fmt(gap), (values[a], values[b]), GAP_NOTE[kind], "difference", sort=gap)
+
+
+def gap_value(values: dict[str, Source], kind: str) -> float | None:
+    """The gap as a number (``None`` when a value is missing)."""
+    return gap_cell(values, kind).sort
+
+
+def _cell(values: dict[str, Source], name: str) -> Cell:
+    s = values.get(name)
+    return Cell(DASH) if s is None else Cell(fmt(s.value), (s,), sort=_sortable(s.value))
+
+
+def _sortable(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _setting(run: Run, pointer: str, rels: dict[str, str]) -> Cell:
+    s = _src(run, pointer)
+    return Cell(DASH) if s is None else Cell(fmt(s.value), (s,), sort=_sortable(s.value))
+
+
+def _model(run: Run, rels: dict[str, str]) -> Cell:
+    sources = [
+        s for p in ("/model/name", "/model/config/depth", "/model/config/width") if (s := _src(run, p))
+    ]
+    if not sources:
+        return Cell(DASH)
+    text = str(sources[0].value)
+    extra = [f"{s.pointer.rsplit('/', 1)[1]} {s.value}" for s in sources[1:]]
+    return Cell(text + (f" ({', '.join(extra)})" if extra else ""), tuple(sources))
+
+
+SETTINGS = (
+    ("optimizer", "/training/optimizer"),
+    ("lr", "/training/lr"),
+    ("momentum", "/training/momentum"),
+    ("batch", "/training/batch_size"),
+    ("weight decay", "/training/weight_decay"),
+)
+
+
+def inventory(runs: list[Run], rels: dict[str, str], keys: list[str]) -> Table:
+    """Seed 001 Table 1 for every run (``keys``: the compare/group keys, shown first)."""
+    columns = ["run", *keys, "model", "parameters", "dataset", "train / val / test"]
+    columns += [name for name, _ in SETTINGS]
+    columns += ["epochs", "stop", "train loss", "val loss", "test loss", "train acc", "val acc", "test acc"]
+    columns += ["gap (acc)", "gap (loss)"]
+    table = Table(
+        "inventory", "Run inventory", columns, caption=GAP_NOTE["gap_acc"] + "; " + GAP_NOTE["gap_loss"]
+    )
+    for run in runs:
+        values = run_values(run, rels)
+        row = [run_cell(run)]
+        for key in keys:
+            s = key_source(run, key)
+            row.append(Cell(DASH) if s is None else Cell(fmt(s.value), (s,), sort=_sortable(s.value)))
+        row += [_model(run, rels), _cell(values, "num_parameters"), _setting(run, "/dataset/name", rels)]
+        row.append(_sizes(run, rels))
+        row += [_setting(run, p, rels) for _, p in SETTINGS]
+        row += [_cell(values, "epochs_run"), _cell(values, "stop_reason")]
+        row += [_cell(values, n) for n in FINALS]
+        row += [gap_cell(values, "gap_acc"), gap_cell(values, "gap_loss")]
+        table.rows.append(row)
+    return table
+
+
+def run_cell(run: Run) -> Cell:
+    """The run's name, with a visible badge when any of its records is stale."""
+    note = "; ".join(run.stale)
+    return Cell(run.label, note=note, badge="stale" if run.stale else "")
+
+
+def _sizes(run: Run, rels: dict[str, str]) -> Cell:
+    sources = [s for split in ("train", "val", "test") if (s := _src(run, f"/dataset/sizes/{split}"))]
+    if len(sources) != 3:
+        return Cell(DASH)
+    return Cell(" / ".join(str(s.value) for s in sources), tuple(sources))
+
+
+GROUP_METRICS = (
+    ("train loss", "train_loss"),
+    ("val loss", "val_loss"),
+    ("test loss", "test_loss"),
+    ("test acc", "test_accuracy"),
+    ("λmax", "lambda_max"),
+    ("trace", "trace"),
+    ("‖H‖_F", "frobenius"),
+    ("ε-sharpness", "sharpness_max"),
+    ("epochs", "epochs_run"),
+)
+
+
+def groups(runs: list[Run], rels: dict[str, str], key: str) -> Table:
+    """Mean ± std (ddof 1) per value of ``key`` over the runs holding each metric."""
+    buckets: dict[Any, list[dict[str, Source]]] = {}
+    for run in runs:
+        s = key_source(run, key)
+        buckets.setdefault(s.value if s else None, []).append(run_values(run, rels))
+    present = [(h, m) for h, m in GROUP_METRICS if any(m in v for vs in buckets.values() for v in vs)]
+    table = Table(
+        "groups",
+        f"Groups by {key}",
+        [key, "runs", *(h for h, _ in present), "gap (acc)"],
+        caption="mean ± std (ddof 1) over the runs of each group; each cell lists the records it averages",
+    )
+    for value in sorted(buckets, key=sort_key):
+        vals = buckets[value]
+        row = [text_cell(value), text_cell(len(vals), len(vals))]
+        row += [sources_mean_std([v[m] for v in vals if m in v]) for _, m in present]
+        row.append(_gap_mean(vals))
+        table.rows.append(row)
+    return table
+
+
+def _gap_mean(vals: list[dict[str, Source]]) -> Cell:
+    """Mean ± std of the runs' gaps; sources come in (train accuracy, test accuracy) pairs."""
+    cells = [c for c in (gap_cell(v, "gap_acc") for v in vals) if c.sort is not None]
+    sources = tuple(s for c in cells for s in c.sources)
+    note = "mean ± std of train accuracy − test accuracy"
+    return mean_std_cell([c.sort for c in cells if c.sort is not None], sources, note, "mean_std_gap")

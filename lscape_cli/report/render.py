@@ -1,0 +1,256 @@
+"""Render a :class:`Document` as one self-contained HTML page, as Markdown, and its tables as CSV/LaTeX.
+
+The HTML embeds every figure as a ``data:`` URI and its styles inline: it makes no network request and
+needs no JavaScript. Each number's cell carries ``data-src``: a JSON list of ``[record, pointer, value]``
+naming where it came from, and a tooltip (``title``) with its method and budget.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from collections.abc import Sequence
+
+from lscape_cli.report.cells import Cell, Table
+from lscape_cli.report.document import Bullets, Document, Image
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d1d1f;
+margin:0;background:#fafafa}
+main{max-width:1200px;margin:0 auto;padding:16px 24px;background:#fff}
+h1{font-size:24px;margin:8px 0}
+h2{font-size:19px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h3{font-size:15px;margin:18px 0 6px}
+nav ul{display:flex;flex-wrap:wrap;gap:4px 16px;padding:0;list-style:none;margin:8px 0}
+.scroll{overflow-x:auto;max-width:100%;border:1px solid #e3e3e3}
+table{border-collapse:collapse;font-size:12.5px;font-variant-numeric:tabular-nums}
+th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap;vertical-align:top}
+th{background:#f3f4f6;position:sticky;top:0;text-align:right}
+th:first-child,td:first-child{text-align:left;position:sticky;left:0;background:#fff}
+th:first-child{background:#f3f4f6}
+tr:hover td{background:#f8fbff}
+td[title]{cursor:help}
+.caption{color:#555;font-size:12.5px;margin:4px 0 10px}
+.badge{display:inline-block;background:#b42318;color:#fff;border-radius:3px;padding:0 4px;font-size:11px;
+margin-left:4px}
+.warn{border:1px solid #f04438;background:#fef3f2;padding:8px 14px;border-radius:4px;margin:10px 0}
+.warn ul{margin:4px 0;padding-left:18px}
+ol.notes{font-size:12px;color:#444;padding-left:24px;overflow-wrap:anywhere}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:8px 16px}
+.gallery figure{margin:6px 0}
+figure{margin:14px 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:12.5px;color:#555}
+footer{margin-top:32px;border-top:1px solid #ddd;font-size:12px;color:#555;overflow-wrap:anywhere}
+code{font-size:12px}
+@media print{body{background:#fff}main{max-width:none;padding:0}.scroll{overflow:visible;border:0}
+table{font-size:8px}th,td{padding:1px 3px}figure{break-inside:avoid}}
+"""
+
+
+def display(cell: Cell) -> str:
+    """A cell's visible text (its badge in brackets), the same in HTML, Markdown, CSV and LaTeX."""
+    return f"{cell.text} [{cell.badge}]" if cell.badge else cell.text
+
+
+def _td(cell: Cell) -> str:
+    attrs = ""
+    if cell.sources:
+        src = json.dumps([[s.record, s.pointer, s.value] for s in cell.sources], ensure_ascii=False)
+        attrs += f' data-src="{html.escape(src)}"'
+    if cell.aggregate:
+        attrs += f' data-aggregate="{cell.aggregate}"'
+    if cell.note:
+        attrs += f' title="{html.escape(cell.note)}"'
+    badge = f' <span class="badge">[{html.escape(cell.badge)}]</span>' if cell.badge else ""
+    return f"<td{attrs}>{html.escape(cell.text)}{badge}</td>"
+
+
+def _table_html(t: Table, section_title: str) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
+    body = "\n".join("<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in t.rows)
+    parts = [
+        f'<h3 id="table-{t.key}">{html.escape(t.title)}</h3>' if t.title != section_title else "",
+        f'<div class="scroll"><table data-table="{t.key}"><thead><tr>{head}</tr></thead>',
+        f"<tbody>\n{body}\n</tbody></table></div>",
+    ]
+    if t.caption:
+        parts.append(f'<p class="caption">{html.escape(t.caption)}</p>')
+    if t.footnotes:
+        parts.append(
+            '<ol class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in t.footnotes) + "</ol>"
+        )
+    return "\n".join(parts)
+
+
+def _image_html(img: Image) -> str:
+    data = base64.b64encode(img.png).decode("ascii")
+    cap = html.escape(img.title + (f" ({img.caption})" if img.caption else ""))
+    alt = html.escape(img.title)
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{alt}"><figcaption>{cap}</figcaption></figure>'
+    )
+
+
+def _block_html(block: object, section_title: str) -> str:
+    if isinstance(block, Table):
+        return _table_html(block, section_title)
+    if isinstance(block, Image):
+        return _image_html(block)
+    if isinstance(block, Bullets):
+        items = "".join(f"<li>{html.escape(i)}</li>" for i in block.items)
+        return f'<div class="warn"><ul>{items}</ul></div>' if block.warn else f"<ul>{items}</ul>"
+    return f"<p>{html.escape(str(block))}</p>"
+
+
+def _blocks_html(blocks: Sequence[object], section_title: str) -> list[str]:
+    """Blocks in order; consecutive figures found beside records share a grid (they come in sets)."""
+    out: list[str] = []
+    gallery: list[str] = []
+    for b in [*blocks, None]:
+        if isinstance(b, Image) and b.file is not None:
+            gallery.append(_image_html(b))
+            continue
+        if gallery:
+            out.append('<div class="gallery">' + "".join(gallery) + "</div>")
+            gallery = []
+        if b is not None:
+            out.append(_block_html(b, section_title))
+    return out
+
+
+def to_html(doc: Document) -> str:
+    """The whole page."""
+    nav = "".join(f'<li><a href="#{s.key}">{html.escape(s.title)}</a></li>' for s in doc.sections)
+    body = []
+    for s in doc.sections:
+        body.append(f'<section id="{s.key}"><h2>{html.escape(s.title)}</h2>')
+        body += _blocks_html(s.blocks, s.title)
+        body.append("</section>")
+    foot = "".join(f"<p>{html.escape(line)}</p>" for line in doc.footer[:2])
+    commands = "".join(f"<li><code>{html.escape(c)}</code></li>" for c in doc.footer[2:])
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(doc.title)}</title><style>{CSS}</style></head>\n<body><main>\n"
+        f"<h1>{html.escape(doc.title)}</h1>\n<p>{html.escape(doc.summary)}</p>\n<nav><ul>{nav}</ul></nav>\n"
+        + "\n".join(body)
+        + f"\n<footer>{foot}<details{' open' if len(doc.footer) <= 32 else ''}>"
+        f"<summary>Command lines that produced the records ({len(doc.footer) - 2})</summary>"
+        f"<ul>{commands}</ul></details></footer>\n</main></body></html>\n"
+    )
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _table_md(t: Table, section_title: str) -> str:
+    lines = [f"### {t.title}", ""] if t.title != section_title else []
+    lines += ["| " + " | ".join(_md_cell(c) for c in t.columns) + " |"]
+    lines.append("|" + "|".join([":--"] + ["--:"] * (len(t.columns) - 1)) + "|")
+    lines += ["| " + " | ".join(_md_cell(display(c)) for c in row) + " |" for row in t.rows]
+    if t.caption:
+        lines += ["", f"*{t.caption}*"]
+    if t.footnotes:
+        lines += [""] + [f"{i}. {n}" for i, n in enumerate(t.footnotes, 1)]
+    return "\n".join(lines)
+
+
+def to_markdown(doc: Document, image_links: dict[int, str]) -> str:
+    """The same content as Markdown; ``image_links`` maps ``id(image)`` to its relative path."""
+    out = [f"# {doc.title}", "", doc.summary, ""]
+    for s in doc.sections:
+        out += [f"## {s.title}", ""]
+        for b in s.blocks:
+            if isinstance(b, Table):
+                out.append(_table_md(b, s.title))
+            elif isinstance(b, Image):
+                out.append(
+                    f"![{b.title}]({image_links[id(b)]})" + (f"\n\n*{b.caption}*" if b.caption else "")
+                )
+            elif isinstance(b, Bullets):
+                out.append("\n".join(f"- {'**[!]** ' if b.warn else ''}{i}" for i in b.items))
+            else:
+                out.append(str(b))
+            out.append("")
+    out += ["---", ""] + [f"{line}  " for line in doc.footer[:2]] + [""]
+    out += [f"- `{c}`" for c in doc.footer[2:]]
+    return "\n".join(out) + "\n"
+
+
+def to_csv(t: Table) -> str:
+    """The table's header and visible cell texts."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(t.columns)
+    writer.writerows([display(c) for c in row] for row in t.rows)
+    return buf.getvalue()
+
+
+LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "λ": r"$\lambda$",
+    "ε": r"$\varepsilon$",
+    "σ": r"$\sigma$",
+    "η": r"$\eta$",
+    "ρ": r"$\rho$",
+    "θ": r"$\theta$",
+    "α": r"$\alpha$",
+    "‖": r"$\|$",
+    "·": r"$\cdot$",
+    "×": r"$\times$",
+    "−": r"$-$",
+    "–": "--",
+    "₂": r"$_2$",
+    "→": r"$\to$",
+    "≤": r"$\le$",
+    "κ": r"$\kappa$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Text safe inside a LaTeX tabular cell (Greek letters and symbols in math mode)."""
+    return "".join(LATEX.get(ch, ch) for ch in text)
+
+
+def to_latex(t: Table, origin: str) -> str:
+    r"""A ``booktabs`` table (needs ``\usepackage{booktabs}``), cells as shown in the report."""
+    spec = "l" + "r" * (len(t.columns) - 1)
+    rows = [" & ".join(latex_escape(display(c)) for c in row) + r" \\" for row in t.rows]
+    return "\n".join(
+        [
+            f"% {t.title}: written by lscape report from {origin}; "
+            "values and their sources are in the HTML report.",
+            r"\begin{table}[ht]",
+            r"\centering",
+            rf"\caption{{{latex_escape(t.title)}}}",
+            rf"\label{{tab:lscape-{t.key}}}",
+            rf"\begin{{tabular}}{{{spec}}}",
+            r"\toprule",
+            " & ".join(latex_escape(c) for c in t.columns) + r" \\",
+            r"\midrule",
+            *rows,
+            r"\bottomrule",
+            r"\end{tabular}",
+            *(
+                [r"\par\footnotesize"] + [rf"[{i}] {latex_escape(n)}\\" for i, n in enumerate(t.footnotes, 1)]
+                if t.footnotes
+                else []
+            ),
+            r"\end{table}",
+            "",
+        ]
+    )

@@ -1,0 +1,378 @@
+"""`lscape report`: every number traces to its record, the page is self-contained, stale inputs flagged."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import Result
+
+from lscape_cli.report.cells import get
+from lscape_cli.report.render import latex_escape
+from lscape_cli.storage.study import checkpoint_metadata
+
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+class Page(HTMLParser):
+    """Tables (cells with their attributes and text), every src/href, and the sections of a report."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[tuple[dict[str, str], str]]]] = {}
+        self.links: list[tuple[str, str, str]] = []  # tag, attribute, value
+        self.sections: list[str] = []
+        self._table: str | None = None
+        self._cell: dict[str, str] | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        self.links += [(tag, k, v) for k, v in a.items() if k in ("src", "href")]
+        if tag == "section":
+            self.sections.append(a["id"])
+        if tag == "table":
+            self._table = a["data-table"]
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th") and self._table:
+            self._cell, self._text = a, []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self._table:
+            self.tables[self._table][-1].append((self._cell, "".join(self._text)))
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._text.append(data)
+
+
+def parse(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory, cli: Callable[..., Result], tiny_args: Any) -> Path:
+    """Two depths (2 + 1 restarts), probed (one per batch), a 1-D slice, a connect and a pareto record."""
+    root = tmp_path_factory.mktemp("study")
+    for depth, restarts in ((1, 2), (2, 1)):
+        r = cli(*tiny_args(root / f"d{depth}", "--depth", depth, "--restarts", restarts, "--eval-every", 1))
+        assert r.exit_code == 0, r.output
+    probe = (
+        "--top-k",
+        "2",
+        "--trace",
+        "--frobenius",
+        "--matvecs",
+        "12",
+        "--sharpness",
+        "0.05",
+        "--stability",
+    )
+    extra = ("--lambda-min", "--density", "--density-runs", "2", "--density-steps", "8", "--noise", "0.01",
+             "--noise-samples", "3", "--pac-bayes")  # fmt: skip
+    for ckpt in sorted(root.glob("d*/*.safetensors")):
+        r = cli("probe", ckpt, *probe, *(extra if ckpt.parent.name == "d2" else ()), "--quiet")
+        assert r.exit_code == 0, r.output
+    a, b = root / "d1/model-r000.safetensors", root / "d1/model-r001.safetensors"
+    r = cli(
+        "probe",
+        a,
+        "--lambda-max",
+        "--num-batches",
+        "2",
+        "--batch-size",
+        "16",
+        "--split",
+        "test",
+        "--out",
+        root / "d1/model-r000.batches.probe.json",
+        "--quiet",
+    )
+    assert r.exit_code == 0, r.output
+    r = cli("slice", a, "--dims", "1", "--count", "2", "--steps", "5", "--range", "0.5", "--quiet")
+    assert r.exit_code == 0, r.output
+    r = cli("connect", a, b, "--points", "5", "--quiet")
+    assert r.exit_code == 0, r.output
+    r = cli(
+        "pareto",
+        root,
+        "--group-by",
+        "model.depth",
+        "--x",
+        "train_loss",
+        "--y",
+        "frobenius",
+        "--no-params",
+        "--out",
+        root / "pareto.json",
+        "--quiet",
+    )
+    assert r.exit_code == 0, r.output
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(study: Path, tmp_path_factory: pytest.TempPathFactory, cli: Callable[..., Result]) -> Path:
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    r = cli("report", study, "--group-by", "model.depth", "--compare", "model.depth", "--out", out)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def _load(base: Path, name: str) -> Any:
+    path = base / name
+    if name.endswith(".safetensors"):
+        return checkpoint_metadata(path)
+    return json.loads(path.read_text())
+
+
+def _shown(text: str) -> list[float]:
+    return [float(m) for m in NUMBER.findall(text.replace("−", "-"))]
+
+
+def _close(shown: float, value: float) -> bool:
+    return math.isclose(shown, value, rel_tol=6e-4, abs_tol=1e-12)
+
+
+def test_every_number_comes_from_its_record(report: Path) -> None:
+    page = parse(report)
+    checked = 0
+    for name, rows in page.tables.items():
+        for row in rows[1:]:
+            for attrs, text in row:
+                if "data-src" not in attrs:
+                    continue
+                sources = json.loads(attrs["data-src"])
+                values = [v for _, _, v in sources]
+                for rec, pointer, value in sources:
+                    assert get(_load(report.parent, rec), pointer) == value, (name, rec, pointer)
+                numeric = [
+                    float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+                ]
+                kind = attrs.get("data-aggregate")
+                if kind == "mean_std" and numeric:
+                    assert _close(_shown(text)[0], sum(numeric) / len(numeric)), (name, text)
+                elif kind == "mean_std_gap":
+                    gaps = [a - b for a, b in zip(numeric[::2], numeric[1::2], strict=True)]
+                    assert _close(_shown(text)[0], sum(gaps) / len(gaps)), (name, text)
+                elif kind == "difference":
+                    assert _close(_shown(text)[0], numeric[0] - numeric[1]), (name, text)
+                elif kind is None and numeric:
+                    assert _close(_shown(text)[0], numeric[0]), (name, text, numeric)
+                checked += 1
+    assert checked > 50
+    assert {"inventory", "curvature", "groups", "slices", "connect", "pareto"} <= set(page.tables)
+
+
+def test_curvature_rows_and_protocol(report: Path, study: Path) -> None:
+    rows = parse(report).tables["curvature"]
+    header = [t for _, t in rows[0]]
+    assert header[:4] == ["run", "split", "λ1", "λ2"] and "trace" in header and "η·λmax (stability)" in header
+    for column in ("λmin", "condition number", "effective rank", "noise loss rise (σ=0.01)", "PAC-Bayes σ"):
+        assert column in header
+    by_run = {(r[0][1], r[1][1]): r for r in rows[1:]}
+    batched = by_run[("d1/model-r000", "test")]
+    rec = json.loads((study / "d1/model-r000.batches.probe.json").read_text())
+    s = rec["results"]["batches"]["summary"]["lambda_max"]
+    text = batched[2][1]
+    assert "[" in text and _close(_shown(text)[0], s["mean"]) and _close(_shown(text)[-1], s["max"])
+    assert "lanczos" in by_run[("d1/model-r000", "train")][2][0]["title"]  # method in the tooltip
+    assert len(rows) - 1 == 4  # three probes on train, one per batch on test
+
+
+def test_page_is_self_contained(report: Path) -> None:
+    page = parse(report)
+    html = report.read_text()
+    for tag, attr, value in page.links:
+        assert not value.startswith(("http://", "https://", "//")), (tag, attr, value)
+        if tag == "img":
+            assert value.startswith("data:image/png;base64,")
+        if tag == "a":
+            assert value.startswith("#")
+    assert "<script" not in html and "<link" not in html and "@import" not in html
+    imgs = [v for t, _, v in page.links if t == "img"]
+    assert len(imgs) >= 5  # loss, accuracy, versus, slice lines, connect, pareto figures
+    assert {"inventory", "curvature", "groups", "training", "versus", "slice", "connect", "pareto"} <= set(
+        page.sections
+    )
+
+
+def test_csv_and_latex_match_the_html(report: Path) -> None:
+    page = parse(report)
+    folder = report.with_name("report-tables")
+    assert sorted(p.stem for p in folder.glob("*.csv")) == sorted(page.tables)
+    for name, rows in page.tables.items():
+        html_rows = [[t.strip() for _, t in row] for row in rows]
+        with open(folder / f"{name}.csv", newline="") as fh:
+            assert list(csv.reader(fh)) == html_rows, name
+        tex = (folder / f"{name}.tex").read_text()
+        assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+        for row in html_rows:
+            assert " & ".join(latex_escape(t) for t in row) + r" \\" in tex.splitlines(), (name, row)
+
+
+def test_markdown_twin(report: Path) -> None:
+    md = report.with_suffix(".md").read_text()
+    page = parse(report)
+    for rows in page.tables.values():
+        for row in rows[1:]:
+            assert "| " + " | ".join(t.strip().replace("|", "\\|") for _, t in row) + " |" in md
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        assert (report.parent / link).is_file(), link
+
+
+def test_stale_and_missing_checkpoints_are_flagged(
+    study: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    copy_dir = tmp_path / "study"
+    shutil.copytree(study, copy_dir)
+    with open(copy_dir / "d1/model-r001.safetensors", "ab") as fh:
+        fh.write(b"\0")
+    (copy_dir / "d2/model.safetensors").unlink()
+    out = tmp_path / "r.html"
+    r = cli("report", copy_dir, "--out", out)
+    assert r.exit_code == 0, r.output
+    page = parse(out)
+    badges = {row[0][1] for row in page.tables["inventory"][1:] if "[stale]" in row[0][1]}
+    assert badges == {"d1/model-r001 [stale]", "d2/model [stale]"}
+    html = out.read_text()
+    assert 'class="warn"' in html and "changed since the record was written" in html and "is missing" in html
+    assert "Stale:" in r.stderr
+
+
+def test_tracked_quantities_are_plotted(tiny_run: Path, tmp_path: Path, cli: Callable[..., Result]) -> None:
+    """Train records whose history holds probe-style objects under "tracked" get one panel each."""
+    from lscape_cli.report import figures
+    from lscape_cli.report.runs import join
+    from lscape_cli.storage.study import scan
+
+    base = json.loads((tiny_run / "model.train.json").read_text())
+    for i, opt in enumerate(("sgd", "adam")):
+        rec = copy.deepcopy(base)
+        rec["config"]["training"]["optimizer"] = opt
+        rec["results"]["checkpoint"] = None  # a synthetic record: no checkpoint of its own
+        for h in rec["results"]["history"]:
+            e = h["epoch"]
+            h["tracked"] = {
+                "lambda_max": {
+                    "estimate": 10.0 * e + i,
+                    "residual": 1e-6,
+                    "converged": True,
+                    "num_matvecs": 20,
+                },
+                "trace": {"estimate": 100.0 + e, "stderr": 2.0, "method": "hutch++", "num_matvecs": 30},
+                "top_k": {"eigenvalues": [10.0 * e, 5.0 * e], "residuals": [1e-6, 1e-6]},
+            }
+        (tmp_path / f"{opt}.train.json").write_text(json.dumps(rec))
+    runs = join(scan([tmp_path]).records, tmp_path, tmp_path)
+    panels = {p.title.split()[0]: p for p in figures._tracked_panels(runs, "training.optimizer")}
+    assert set(panels) == {"lambda_max", "trace", "top_k"}
+    trace = panels["trace"].series[0]
+    assert trace.low == [v - 2.0 for v in trace.values] and trace.high == [v + 2.0 for v in trace.values]
+    assert sorted(s.colour_key for s in panels["lambda_max"].series) == ["adam", "sgd"]
+    assert len(panels["top_k"].series) == 4  # two eigenvalues per run
+    out = tmp_path / "r.html"
+    r = cli("report", tmp_path, "--compare", "training.optimizer", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "Quantities tracked during training" in out.read_text()
+
+
+def test_bad_input(tmp_path: Path, study: Path, cli: Callable[..., Result], error_line: Any) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = error_line(cli("report", empty, "--out", tmp_path / "r.html"))
+    assert line == f"Error: no lscape records under {empty} (run lscape train/probe first)"
+    line = error_line(cli("report", study, "--compare", "model.colour", "--out", tmp_path / "r.html"))
+    assert (
+        line.startswith("Error: unknown key 'model.colour': --compare (known keys: ")
+        and "model.depth" in line
+    )
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    rec = json.loads((study / "d2/model.probe.json").read_text())
+    (newer / "x.probe.json").write_text(json.dumps({**rec, "schema": "lscape.probe/2"}))
+    line = error_line(cli("report", newer, "--out", tmp_path / "r.html"))
+    assert "lscape.probe/2" in line and "lscape.probe/1" in line and "newer" in line
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_foreign_json_skipped_and_nothing_else_written(
+    study: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    src = tmp_path / "s"
+    shutil.copytree(study / "d2", src)
+    (src / "other.json").write_text('{"hello": 1}')
+    (src / "broken.json").write_text("{not json")
+    before = sorted(p.relative_to(src) for p in src.rglob("*"))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    for _ in range(2):  # the second run replaces the first
+        r = cli("report", src, "--out", out_dir / "r.html")
+        assert r.exit_code == 0, r.output
+    assert sorted(p.relative_to(src) for p in src.rglob("*")) == before
+    assert sorted(p.name for p in out_dir.iterdir()) == ["r-figures", "r-tables", "r.html", "r.md"]
+    warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("Warning: skipped")]
+    assert (
+        len(warnings) == 2
+        and any("other.json" in w for w in warnings)
+        and any("broken.json" in w for w in warnings)
+    )
+
+
+def test_readme_example_on_the_samples(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    """README: lscape report sample_checkpoints/ --compare model.name --out ... (samples copied)."""
+    samples = Path(__file__).parents[1] / "sample_checkpoints"
+    shutil.copytree(
+        samples, tmp_path / "s", ignore=shutil.ignore_patterns("report*", "*.probe.json", "*.slice*", "*--*")
+    )
+    out = tmp_path / "s/report.html"
+    r = cli("report", tmp_path / "s", "--compare", "model.name", "--out", out)
+    assert r.exit_code == 0, r.output
+    rows = parse(out).tables["inventory"]
+    assert len(rows) - 1 == len(list(samples.glob("*.train.json")))
+    assert [row[1][1] for row in rows[1:]] == sorted(row[1][1] for row in rows[1:])  # ordered by model.name
+
+
+def test_report_does_not_import_torch(report: Path, study: Path, tmp_path: Path) -> None:
+    argv = ["report", str(study), "--out", str(tmp_path / "r.html"), "--quiet"]
+    code = (
+        f"import sys; from lscape_cli.cli import app; app({argv!r}, standalone_mode=False); "
+        "print('torch' in sys.modules)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "False", res.stderr
+
+
+def test_json_summary(study: Path, tmp_path: Path, cli: Callable[..., Result]) -> None:
+    r = cli("report", study, "--out", tmp_path / "r.html", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["runs"] == 3 and res["records"] == {
+        "connect": 1,
+        "pareto": 1,
+        "probe": 4,
+        "slice": 1,
+        "train": 3,
+    }
+    assert Path(res["html"]).is_file() and Path(res["markdown"]).is_file()
+    assert "inventory.csv" in res["tables"] and "inventory.tex" in res["tables"]
+    assert all((Path(res["tables_dir"]) / t).is_file() for t in res["tables"])
+    assert all((Path(res["figures_dir"]) / f).is_file() for f in res["figures"]) and res["figures"]
