@@ -93,6 +93,14 @@ def _drop(key: str) -> Callable[[dict], None]:
     return edit
 
 
+def _blocked(name: str) -> Callable[[Path], None]:
+    def make(w: Path) -> None:
+        (w / name).parent.mkdir(parents=True, exist_ok=True)
+        (w / name).write_text("in the way")
+
+    return make
+
+
 def _symlink(name: str, target: str) -> Callable[[Path], None]:
     return lambda w: (w / name).symlink_to(w / target)
 
@@ -402,6 +410,19 @@ CASES: dict[str, Case] = {
         "model.probe.json",
     ),
     "train-out-is-a-file": Case("overlap", f"{TRAIN} --out {CKPT}", 1, "model.safetensors"),
+    "report-out-is-an-input-record": Case(
+        "overlap", f"report {W}/model.train.json --out {W}/model.train.json", 1, "model.train.json"
+    ),
+    "report-md-onto-an-input": Case(
+        "overlap", f"report {W}/r.md {W}/model.train.json --out {W}/r.html", 1, "r.md", _write("r.md", "{}")
+    ),
+    "report-folder-blocked-by-a-file": Case(
+        "exists", f"report {W} --out {W}/new/r.html", 1, "r-tables", _blocked("new/r-tables")
+    ),
+    "report-missing-input": Case("file", f"report {W}/nowhere", 1, "nowhere"),
+    "report-future-record": Case(
+        "record", f"report {W}", 1, "bad.json", _record("bad.json", _set("schema", "lscape.train/9"))
+    ),
     # ---- existing outputs, failed runs over a previous run (exit 1, nothing replaced) ---------------------
     "train-outputs-exist": Case("exists", f"{TRAIN} --out {W}", 1, "model.safetensors"),
     "train-all-restarts-diverge-over-a-run": Case(
@@ -454,7 +475,7 @@ def corpus_base(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, cli, t
 def test_the_corpus_is_large_and_spans_every_command() -> None:
     assert len(CASES) >= 60
     commands = {c.argv.split()[0] for c in CASES.values()}
-    assert commands == {"train", "probe", "slice", "connect", "pareto", "info"}
+    assert commands == {"train", "probe", "slice", "connect", "pareto", "info", "report"}
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -20,6 +20,7 @@ import contextlib
 import contextvars
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from lscape_cli.errors import LscapeError
 class Transaction:
     """The staged outputs, the inputs read, and the directories created by one command."""
 
-    staged: dict[Path, Path] = field(default_factory=dict)  # final path -> temporary file
+    staged: dict[Path, Path] = field(default_factory=dict)  # final path -> temporary file or folder
     removals: list[Path] = field(default_factory=list)  # stale files to delete on commit
     inputs: list[Path] = field(default_factory=list)
     created_dirs: list[Path] = field(default_factory=list)
@@ -40,7 +41,7 @@ class Transaction:
     def commit(self) -> None:
         """Rename every staged file onto its final name, then delete the stale files."""
         for final, tmp in self.staged.items():
-            os.replace(tmp, final)
+            _swap_in(tmp, final)
         self.staged.clear()
         self.created_dirs.clear()
         for path in self.removals:
@@ -49,12 +50,33 @@ class Transaction:
     def abort(self) -> None:
         """Delete every temporary file and every directory this command created (when empty)."""
         for tmp in self.staged.values():
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+            _remove(tmp)
         self.staged.clear()
         for d in reversed(self.created_dirs):
             with contextlib.suppress(OSError):
                 d.rmdir()
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` onto ``final``; a folder replaces the old folder (moved aside, then deleted)."""
+    if not tmp.is_dir():
+        os.replace(tmp, final)
+        return
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
+        os.replace(final, old / final.name)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 _ACTIVE: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar("lscape_tx", default=None)
@@ -227,4 +249,34 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; it replaces the folder ``path`` on success.
+
+    Inside a transaction the swap waits for the commit, like :func:`atomic_path`.
+    """
+    tx = _ACTIVE.get()
+    if path.exists() and not path.is_dir():
+        raise LscapeError(
+            "a file is in the way of an output folder", str(path), "move it or choose another --out"
+        )
+    make_dirs(path.parent if str(path.parent) else Path("."))
+    fresh = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield fresh
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(fresh, 0o777 & ~umask)
+        if tx is None:
+            _swap_in(fresh, path)
+        else:
+            old = tx.staged.pop(_key(path), None)
+            if old is not None:
+                _remove(old)
+            tx.staged[_key(path)] = fresh
+    except BaseException:
+        _remove(fresh)
         raise
