@@ -423,6 +423,18 @@ CASES: dict[str, Case] = {
     "report-future-record": Case(
         "record", f"report {W}", 1, "bad.json", _record("bad.json", _set("schema", "lscape.train/9"))
     ),
+    # ---- requests that cannot fit in memory, refused before allocating (exit 1) ------------------------
+    "train-width-beyond-memory": Case("memory", f"{TRAIN} --depth 4 --width 10000000", 1, "--width"),
+    "train-synthetic-beyond-memory": Case(
+        "memory",
+        f"{TRAIN} --dataset synthetic --num-samples 1000000000 --input-dim 1000000",
+        1,
+        "--num-samples",
+    ),
+    "slice-grid-beyond-memory": Case("memory", f"{SLICE} --dims 2 --steps 1000001", 1, "--steps"),
+    "probe-density-beyond-memory": Case(
+        "memory", f"{PROBE} --density --density-steps 100000000000", 1, "--density-steps"
+    ),
     # ---- existing outputs, failed runs over a previous run (exit 1, nothing replaced) ---------------------
     "train-outputs-exist": Case("exists", f"{TRAIN} --out {W}", 1, "model.safetensors"),
     "train-all-restarts-diverge-over-a-run": Case(

@@ -237,6 +237,14 @@ def probe(
         mode=mode,
         max_batch=max_batch,
     )
+    if density:
+        from lscape_cli.core import resources
+
+        params = sum(p.numel() for p in setup.loaded.module.parameters())
+        need = resources.density_bytes(params, density_steps)
+        resources.require(
+            need, f"a density of {density_steps:,} Lanczos steps", "--density-steps", setup.device
+        )
     flags = [
         lambda_max,
         top_k > 0,

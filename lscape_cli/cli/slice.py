@@ -210,6 +210,7 @@ def slice_(
         plot=plot,
     )
     req.validate()
+    _check_grid_memory(req)
     paths = SlicePaths.of(out or default_output(checkpoint, "slice.json"))
     refuse_overlap(
         [paths.record, paths.grid, paths.directions], [checkpoint, toward, pca, directions, model_config]
@@ -274,6 +275,16 @@ def _run(
     title = f"{checkpoint.name}: {data.loss} loss on {data.split} ({data.num_samples} samples)"
     plots = (lambda: save_slice_plots(slice_figure(res, title), paths.stem)) if req.plot else None
     return write_slice(paths, res, ctx, plots, {**timing, **res.timing}, t0)
+
+
+def _check_grid_memory(req: SliceRequest) -> None:
+    import torch
+
+    from lscape_cli.core import resources
+
+    points = req.steps**req.dims * (req.count if req.dims == 1 else 1)
+    need = resources.grid_bytes(points)
+    resources.require(need, f"a grid of {points:,} points", "--steps", torch.device("cpu"))
 
 
 def _data(setup: EvalSetup, checkpoint: Path) -> SliceData:

@@ -370,6 +370,7 @@ def run_training(
     device, dtype = resolve_device(device_name), resolve_dtype(dtype_name)
     if download:
         datasets.download(dspec.name, root)
+    _check_data_memory(dspec, device)
     splits = datasets.load(dspec, root, device=device, dtype=dtype)
     if cfg.patience is not None and splits.sizes()["val"] == 0:
         raise LscapeError(
@@ -378,6 +379,7 @@ def run_training(
     mspec = models.make_spec(
         model_name, {**model_opts, "input_shape": splits.input_shape, "num_classes": splits.num_classes}
     )
+    _check_train_memory(mspec, splits, cfg, restarts, device, dtype)
     module = models.build(mspec)
     t_setup = time.perf_counter() - t0
     seeds = [seed + r for r in range(restarts)]
@@ -407,6 +409,31 @@ def run_training(
     if not quiet:
         _summary(results, stems)
     _final_status(results)
+
+
+def _check_data_memory(dspec: Any, device: Any) -> None:
+    """A synthetic set is generated in memory: refuse one that cannot fit before generating it."""
+    from lscape_cli.core import resources
+
+    if dspec.name == "synthetic":
+        n, d = dspec.num_samples or 2000, dspec.input_dim or 20
+        need = 4.0 * n * (d + 1)
+        resources.require(need, f"synthetic data of {n:,} x {d:,}", "--num-samples or --input-dim", device)
+
+
+def _check_train_memory(mspec: Any, splits: Any, cfg: Any, restarts: int, device: Any, dtype: Any) -> None:
+    """Refuse a model/restart count whose weights, optimiser state and activations cannot fit."""
+    from lscape_cli import models
+    from lscape_cli.core import resources
+
+    params, acts = resources.model_sizes(lambda: models.build(mspec), tuple(splits.input_shape))
+    batch = min(cfg.batch_size or splits.sizes()["train"], splits.sizes()["train"])
+    states = resources.optimizer_states(cfg.optimizer, cfg.momentum)
+    need = resources.train_bytes(
+        params, acts, restarts=restarts, batch=batch, optimizer_states=states, element_bytes=dtype.itemsize
+    )
+    what = f"training {restarts} restart(s) of {params:,} parameters"
+    resources.require(need, what, "--width/--depth, --restarts or --batch-size", device)
 
 
 class _progress:
