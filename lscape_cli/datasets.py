@@ -31,7 +31,8 @@ class DatasetSpec:
 
     Attributes:
         name: registry name (``digits``, ``mnist-5k``, ``mnist``, ``fashion-mnist``, ``cifar10``,
-            ``synthetic``).
+            ``synthetic``), ``torchvision:CLASS`` for any torchvision dataset class taking
+            ``root/train/download``, or ``file`` for the user's tensor file at ``path``.
         split_seed: seed of the permutation that assigns samples to train/val/test.
         train_size: training samples used (None: all that the split leaves for training).
         val_size: validation samples (None: the dataset's default).
@@ -39,6 +40,8 @@ class DatasetSpec:
         normalization: ``unit`` (pixels in [0, 1]) or ``standard`` (train mean/std per channel).
         input_dim: synthetic only: number of input features.
         num_samples: synthetic only: total samples generated.
+        path: file only: absolute path of the data file (see :mod:`lscape_cli.userdata`).
+        sha256: file only: the file's sha256 when it was read (staleness shows as a warning).
     """
 
     name: str = "mnist-5k"
@@ -49,6 +52,8 @@ class DatasetSpec:
     normalization: str = "unit"
     input_dim: int | None = None
     num_samples: int | None = None
+    path: str | None = None
+    sha256: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Plain-JSON form."""
@@ -100,6 +105,8 @@ class RawData:
     num_classes: int
     x_test: np.ndarray | None = None  # a dataset's official test split, if it has one
     y_test: np.ndarray | None = None
+    x_val: np.ndarray | None = None  # a fixed validation split (user files that carry one)
+    y_val: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -138,15 +145,32 @@ def _load_mnist5k(spec: DatasetSpec, root: Path) -> RawData:
     return RawData(x=x, y=y, num_classes=10)
 
 
+def _torchvision_class(cls_name: str) -> type:
+    import torchvision  # imported only when a torchvision dataset is used
+
+    cls = getattr(torchvision.datasets, cls_name, None)
+    if not isinstance(cls, type):
+        raise LscapeError(
+            f"torchvision has no dataset class {cls_name!r}",
+            "--dataset",
+            "name a class of torchvision.datasets taking root/train/download, e.g. torchvision:CIFAR100",
+        )
+    return cls
+
+
 def _torchvision_loader(cls_name: str, folder: str) -> Callable[[DatasetSpec, Path], RawData]:
     def load(spec: DatasetSpec, root: Path) -> RawData:
-        import torchvision  # imported only when a torchvision dataset is used
-
-        cls = getattr(torchvision.datasets, cls_name)
+        cls = _torchvision_class(cls_name)
         where = root / folder
         try:
             train = cls(str(where), train=True, download=False)
             test = cls(str(where), train=False, download=False)
+        except TypeError as exc:
+            raise LscapeError(
+                f"torchvision.datasets.{cls_name} does not take root/train/download",
+                "--dataset",
+                "use a class with a train/test switch (MNIST, FashionMNIST, KMNIST, CIFAR10, CIFAR100, ...)",
+            ) from exc
         except RuntimeError as exc:
             raise LscapeError(
                 f"dataset {spec.name!r} not found",
@@ -154,18 +178,35 @@ def _torchvision_loader(cls_name: str, folder: str) -> Callable[[DatasetSpec, Pa
                 "pass --download to fetch it, point --data-root/LSCAPE_DATA at a copy, "
                 "or use the bundled offline dataset mnist-5k",
             ) from exc
-        return RawData(
-            *_tv_arrays(train), num_classes=10, x_test=_tv_arrays(test)[0], y_test=_tv_arrays(test)[1]
-        )
+        (x, y), (xt, yt) = _tv_arrays(train, cls_name), _tv_arrays(test, cls_name)
+        classes = getattr(train, "classes", None)
+        num_classes = len(classes) if classes else int(max(y.max(), yt.max())) + 1
+        return RawData(x, y, num_classes=num_classes, x_test=xt, y_test=yt)
 
     return load
 
 
-def _tv_arrays(ds: object) -> tuple[np.ndarray, np.ndarray]:
-    data = np.asarray(ds.data)  # type: ignore[attr-defined]
+def _tv_arrays(ds: object, cls_name: str) -> tuple[np.ndarray, np.ndarray]:
+    data, targets = getattr(ds, "data", None), getattr(ds, "targets", None)
+    if data is None or targets is None:
+        raise LscapeError(
+            f"torchvision.datasets.{cls_name} keeps no in-memory .data/.targets arrays",
+            "--dataset",
+            "convert it to a tensor file with x and y and pass --data FILE",
+        )
+    data = data.numpy() if hasattr(data, "numpy") else np.asarray(data)
     x = data.astype(np.float32) / 255.0
     x = x[:, None, :, :] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # NHWC -> NCHW for CIFAR
-    return x, np.asarray(ds.targets, dtype=np.int64)  # type: ignore[attr-defined]
+    targets = targets.numpy() if hasattr(targets, "numpy") else targets
+    return x, np.asarray(targets, dtype=np.int64)
+
+
+def _torchvision_names(name: str) -> tuple[str, str]:
+    """``(class name, folder under the data root)`` of a torchvision dataset."""
+    if name in _TORCHVISION:
+        return _TORCHVISION[name]
+    cls_name = name.partition(":")[2]
+    return cls_name, cls_name.lower()
 
 
 def download(name: str, root: Path) -> None:
@@ -173,11 +214,36 @@ def download(name: str, root: Path) -> None:
     entry = get_entry(name)
     if entry.offline:
         return
-    import torchvision
-
-    cls_name, folder = _TORCHVISION[name]
+    cls_name, folder = _torchvision_names(name)
+    cls = _torchvision_class(cls_name)
     for train in (True, False):
-        getattr(torchvision.datasets, cls_name)(str(root / folder), train=train, download=True)
+        cls(str(root / folder), train=train, download=True)
+
+
+def _load_file(spec: DatasetSpec, root: Path) -> RawData:
+    """The user's tensor file (see :mod:`lscape_cli.userdata`)."""
+    from lscape_cli import userdata
+
+    if not spec.path:
+        raise LscapeError("dataset 'file' has no path", "--data", "pass --data FILE")
+    path = Path(spec.path)
+    splits = userdata.validate(userdata.read_arrays(path), path)
+    classes = 1 + max(int(y.max()) for _, y in splits.values() if y.size)
+    x, y = splits["train"]
+
+    def floats(a: np.ndarray) -> np.ndarray:
+        return a.astype(np.float32, copy=False)
+
+    val, test = splits.get("val"), splits.get("test")
+    return RawData(
+        floats(x),
+        y.astype(np.int64),
+        num_classes=classes,
+        x_test=None if test is None else floats(test[0]),
+        y_test=None if test is None else test[1].astype(np.int64),
+        x_val=None if val is None else floats(val[0]),
+        y_val=None if val is None else val[1].astype(np.int64),
+    )
 
 
 def _load_synthetic(spec: DatasetSpec, root: Path) -> RawData:
@@ -240,6 +306,14 @@ REGISTRY: dict[str, DatasetEntry] = {
         0,
         offline=False,
     ),
+    "file": DatasetEntry(
+        "file",
+        "your own tensor file (--data FILE: .safetensors, .npz or .pt with x and y)",
+        _load_file,
+        default_val=0.1,
+        default_test=0.1,
+        offline=True,
+    ),
     "synthetic": DatasetEntry(
         "synthetic",
         "seeded teacher task, any --input-dim",
@@ -252,9 +326,18 @@ REGISTRY: dict[str, DatasetEntry] = {
 
 
 def get_entry(name: str) -> DatasetEntry:
-    """Registry lookup with an error that lists the known names."""
+    """Registry lookup with an error that lists the known names; ``torchvision:CLASS`` for any class."""
+    cls_name = name.partition(":")[2] if name.startswith("torchvision:") else ""
+    if cls_name:
+        loader = _torchvision_loader(cls_name, cls_name.lower())
+        return DatasetEntry(name, f"torchvision.datasets.{cls_name}", loader, 5000, 0, offline=False)
     if name not in REGISTRY:
-        raise LscapeError(f"unknown dataset {name!r}", "--dataset", f"choose one of: {', '.join(REGISTRY)}")
+        names = ", ".join(n for n in REGISTRY if n != "file")
+        raise LscapeError(
+            f"unknown dataset {name!r}",
+            "--dataset",
+            f"choose one of: {names}, torchvision:CLASS, or --data FILE",
+        )
     return REGISTRY[name]
 
 
@@ -267,6 +350,8 @@ def _split_indices(spec: DatasetSpec, entry: DatasetEntry, raw: RawData) -> dict
     n = raw.y.shape[0]
     has_test = raw.x_test is not None
     n_val = _default(entry.default_val, n) if spec.val_size is None else spec.val_size
+    if raw.x_val is not None:
+        n_val = 0  # a fixed validation split: nothing is held out for it
     n_test = (
         0 if has_test else (_default(entry.default_test, n) if spec.test_size is None else spec.test_size)
     )
@@ -298,6 +383,10 @@ def load(
         dtype: floating dtype of the inputs.
     """
     entry = get_entry(spec.name)
+    if spec.name == "file" and spec.path and Path(spec.path).is_file():
+        from lscape_cli.storage.files import sha256_file
+
+        spec = dataclasses.replace(spec, sha256=sha256_file(Path(spec.path)))
     if spec.normalization not in ("unit", "standard"):
         raise LscapeError(
             f"unknown normalization {spec.normalization!r}", "--normalization", "use unit or standard"
@@ -306,6 +395,8 @@ def load(
     idx = _split_indices(spec, entry, raw)
     xs = {s: raw.x[idx[s]] for s in ("train", "val")}
     ys = {s: raw.y[idx[s]] for s in ("train", "val")}
+    if raw.x_val is not None:
+        xs["val"], ys["val"] = raw.x_val, raw.y_val
     if raw.x_test is not None:
         keep = idx.get("test_subset", np.arange(raw.y_test.shape[0]))  # type: ignore[union-attr]
         xs["test"], ys["test"] = raw.x_test[keep], raw.y_test[keep]  # type: ignore[index]

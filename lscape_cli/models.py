@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from lscape_cli.errors import LscapeError
+from lscape_cli.usermodel import USER_KINDS, build_user, config_from_dict
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -271,7 +272,11 @@ REGISTRY: dict[str, ModelEntry] = {
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registry name plus its config: what a checkpoint stores to rebuild the model."""
+    """A registry name plus its config: what a checkpoint stores to rebuild the model.
+
+    ``user`` and ``torchvision`` models carry a :class:`~lscape_cli.usermodel.UserModelConfig` (their
+    source, kwargs and file hash) instead of a registry config.
+    """
 
     name: str
     config: object
@@ -279,13 +284,16 @@ class ModelSpec:
     def to_dict(self) -> dict[str, object]:
         """Plain-JSON form ``{"name": ..., "config": {...}}``."""
         cfg = dataclasses.asdict(self.config)  # type: ignore[call-overload]
-        cfg["input_shape"] = list(cfg["input_shape"])
+        if cfg.get("input_shape") is not None:
+            cfg["input_shape"] = list(cfg["input_shape"])
         return {"name": self.name, "config": cfg}
 
     @classmethod
     def from_dict(cls, data: dict[str, object], where: str = "model") -> ModelSpec:
         """Parse ``{"name", "config"}`` with errors that name the bad key."""
         name = data.get("name")
+        if name in USER_KINDS:
+            return cls(str(name), config_from_dict(dict(data.get("config") or {})))  # type: ignore[call-overload]
         if not isinstance(name, str) or name not in REGISTRY:
             raise LscapeError(f"unknown model {name!r}", where, f"known models: {', '.join(REGISTRY)}")
         return make_spec(name, dict(data.get("config") or {}), where=where)  # type: ignore[call-overload]
@@ -330,7 +338,20 @@ def _validate(name: str, cfg: object, where: str) -> None:
 
 
 def build(spec: ModelSpec) -> nn.Module:
-    """Instantiate the module (framework-default initialisation, from torch's global RNG)."""
+    """Instantiate the module (framework-default initialisation, from torch's global RNG).
+
+    torchvision builders are library code and build with no flags; a ``user`` model imports the user's
+    code, which only :func:`lscape_cli.storage.checkpoint.load_model` does, when the user asks for it.
+    """
+    if spec.name == "torchvision":
+        return build_user(spec.config, [])  # type: ignore[arg-type]
+    if spec.name == "user":
+        source = spec.config.source  # type: ignore[attr-defined]
+        raise LscapeError(
+            f"the model was built from user code {source}",
+            "model",
+            "pass --model-def to import it (or --trust-model-def to accept the recorded one)",
+        )
     return REGISTRY[spec.name].builder(spec.config)
 
 

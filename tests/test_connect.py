@@ -216,8 +216,8 @@ def test_the_ends_reproduce_each_checkpoints_own_loss(
 
     The path places alpha = 0 and 1 as ``1 * theta_A + 0 * theta_B`` (exactly theta_A) and sums chunk
     losses in float64 like ``connectivity.direct_eval`` (a plain ``functional_call`` at each checkpoint,
-    recorded under ``ends``), so those agree bit for bit. ``objective.evaluate`` -- the protocol behind
-    the checkpoints' stored metrics -- divides in float32, so it agrees to float rounding (1e-6).
+    recorded under ``ends``), so those agree bit for bit. ``objective.evaluate`` in the module's own
+    chunks (4096, not the path engine's) agrees to float rounding (1e-6).
     """
     a, b, rec = mlp_pair
     lin, ends = rec["results"]["linear"], rec["results"]["ends"]
@@ -233,7 +233,7 @@ def test_the_ends_reproduce_each_checkpoints_own_loss(
         own_b = evaluate(lm_b.module, sp.x[split], sp.y[split], "mse")
         assert lin[split]["loss"][0] == pytest.approx(own_a[0], rel=1e-6, abs=0)
         assert lin[split]["loss"][-1] == pytest.approx(own_b[0], rel=1e-6, abs=0)
-        assert lin[split]["accuracy"][0] == pytest.approx(own_a[1], rel=1e-6)  # evaluate() divides in float32
+        assert lin[split]["accuracy"][0] == pytest.approx(own_a[1], rel=1e-6)
         assert lin[split]["accuracy"][-1] == pytest.approx(own_b[1], rel=1e-6)
         check = rec["results"]["end_check"][split]
         assert check["a_abs_diff"] <= 1e-6 * own_a[0] and check["b_abs_diff"] <= 1e-6 * own_b[0]

@@ -137,7 +137,7 @@ def test_spec_round_trips_through_metadata() -> None:
         (
             DatasetSpec("nope"),
             "unknown dataset 'nope': --dataset (choose one of: digits, mnist-5k, mnist, "
-            "fashion-mnist, cifar10, synthetic)",
+            "fashion-mnist, cifar10, synthetic, torchvision:CLASS, or --data FILE)",
         ),
         (
             DatasetSpec("digits", val_size=2000),

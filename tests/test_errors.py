@@ -94,7 +94,7 @@ def test_info_without_an_argument_is_a_usage_error(cli, error_line) -> None:
 
 # ------------------------------------------------------------------------------------ lscape train
 
-DATASETS = "digits, mnist-5k, mnist, fashion-mnist, cifar10, synthetic"
+DATASETS = "digits, mnist-5k, mnist, fashion-mnist, cifar10, synthetic, torchvision:CLASS, or --data FILE"
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ class EvalSetup:
     device: Any
     dtype: Any
     protocol: dict[str, Any]
-    warnings: list[str] = field(default_factory=list)  # for the record (also printed on stderr)
+    warnings: list[str] = field(default_factory=list)  # for the record (e.g. a changed model or data file)
 
 
 def load_for_eval(
@@ -39,8 +39,13 @@ def load_for_eval(
     loss: str | None = None,
     mode: str = "eval",
     max_batch: int = 4096,
+    user: Any = None,
 ) -> EvalSetup:
-    """Rebuild model + data from the checkpoint's metadata (``dataset``/``loss`` override it)."""
+    """Rebuild model + data from the checkpoint's metadata (``dataset``/``loss`` override it).
+
+    ``user`` (a :class:`lscape_cli.usermodel.UserInputs`) names the user's model (``--model-def``) and
+    data file (``--data``).
+    """
     from lscape_cli import datasets
     from lscape_cli.core.objective import LOSSES
     from lscape_cli.runtime import resolve_device, resolve_dtype
@@ -51,22 +56,25 @@ def load_for_eval(
     if mode not in ("eval", "train"):
         raise LscapeError(f"unknown mode {mode!r}", "--mode", "use eval or train")
     device, dtype = resolve_device(device_name), resolve_dtype(dtype_name)
-    loaded = load_model(checkpoint, model_config, device=device, dtype=dtype)
+    loaded = load_model(checkpoint, model_config, device=device, dtype=dtype, user=user)
     meta = loaded.checkpoint.meta
-    dmeta = dict(meta.get("dataset") or {})
-    if dataset is not None:
-        dmeta = {**dmeta, "name": dataset} if dmeta.get("name") == dataset else {"name": dataset}
+    dmeta = _dataset_meta(dict(meta.get("dataset") or {}), dataset, getattr(user, "data", None))
     if not dmeta:
         raise LscapeError(
             "no dataset described for this checkpoint",
             str(checkpoint),
-            "pass --dataset NAME (or a 'dataset' entry in --model-config)",
+            "pass --data FILE or --dataset NAME (or a 'dataset' entry in --model-config)",
         )
     splits = datasets.load(datasets.DatasetSpec.from_dict(dmeta), root, device=device, dtype=dtype)
-    loss, loss_source, warnings = _resolve_loss(loss, meta, checkpoint)
+    warnings = list(loaded.warnings)
+    if dmeta.get("sha256") and dmeta["sha256"] != splits.spec.sha256:
+        warnings.append(f"data file {dmeta.get('path')} changed since the checkpoint was written (sha256)")
+    loss, loss_source, loss_warnings = _resolve_loss(loss, meta, checkpoint)
+    warnings += loss_warnings
     if loss not in LOSSES:
         raise LscapeError(f"unknown loss {loss!r}", "--loss", f"choose one of: {', '.join(LOSSES)}")
-    expected = tuple(getattr(loaded.spec.config, "input_shape", splits.input_shape))
+    _fill_user_shapes(loaded, splits)
+    expected = tuple(getattr(loaded.spec.config, "input_shape", None) or splits.input_shape)
     if tuple(splits.input_shape) != expected:
         raise LscapeError(
             f"dataset {splits.spec.name!r} gives inputs {tuple(splits.input_shape)} but the model "
@@ -74,6 +82,10 @@ def load_for_eval(
             str(checkpoint),
             "evaluate on the dataset the model was trained on",
         )
+    from lscape_cli.usermodel import check_on_data
+
+    sample = splits.x[split] if len(splits.x[split]) else splits.x["train"]  # an empty split checks nothing
+    check_on_data(loaded.module, sample, splits.num_classes, loss, str(checkpoint), True)
     if mode == "train":
         loaded.module.train()
     protocol = {
@@ -86,9 +98,33 @@ def load_for_eval(
         "max_batch": max_batch,
         "dataset": splits.describe(),
     }
-    setup = EvalSetup(loaded, splits, splits.x[split], splits.y[split], loss, split, device, dtype, protocol)
-    setup.warnings = warnings
-    return setup
+    x, y = splits.x[split], splits.y[split]
+    return EvalSetup(loaded, splits, x, y, loss, split, device, dtype, protocol, warnings)
+
+
+def _dataset_meta(recorded: dict[str, Any], dataset: str | None, data: Path | None) -> dict[str, Any]:
+    """The dataset to evaluate on: the recorded one, or ``--dataset NAME``, or ``--data FILE``."""
+    if dataset is not None and data is not None:
+        raise LscapeError("--dataset and --data both name the data", f"{dataset} vs {data}", "pass one")
+    if data is not None:
+        path = str(data.resolve())
+        same = recorded.get("name") == "file" and recorded.get("path") == path
+        return recorded if same else {"name": "file", "path": path}
+    if dataset is not None:
+        return {**recorded, "name": dataset} if recorded.get("name") == dataset else {"name": dataset}
+    return recorded
+
+
+def _fill_user_shapes(loaded: Any, splits: Any) -> None:
+    """A user model loaded from a plain file learns its input shape and classes from the data."""
+    from dataclasses import replace
+
+    from lscape_cli.models import ModelSpec
+
+    spec = loaded.spec
+    if spec.name in ("user", "torchvision") and spec.config.input_shape is None:
+        cfg = replace(spec.config, input_shape=tuple(splits.input_shape), num_classes=splits.num_classes)
+        loaded.spec = ModelSpec(spec.name, cfg)
 
 
 def _resolve_loss(loss: str | None, meta: Any, checkpoint: Path) -> tuple[str, str, list[str]]:

@@ -11,17 +11,23 @@ import typer
 from lscape_cli.cli.console import StatusLine, emit_json, err
 from lscape_cli.cli.options import (
     POSITIVE,
+    DataFileOpt,
     DataRootOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
     LossOverrideOpt,
     MaxBatchOpt,
+    ModelArgsOpt,
     ModelConfigOpt,
+    ModelDefOpt,
     QuietOpt,
     SeedOpt,
     ThreadsOpt,
+    TrustModelDefOpt,
     data_root,
+    user_files,
+    user_inputs,
 )
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage.files import refuse_overlap
@@ -41,7 +47,8 @@ def connect(
         str,
         typer.Option(
             help="none, or weights: permute B's hidden units onto A by weight matching (Git Re-Basin) and "
-            "add the linear path to the aligned B (mlp, cnn, resnet).",
+            "add the linear path to the aligned B (registry models; your own models' structure is derived by "
+            "tracing, or refused).",
             rich_help_panel=PATHS,
         ),
     ] = "none",
@@ -83,6 +90,10 @@ def connect(
     loss: LossOverrideOpt = None,
     data_root_: DataRootOpt = None,
     model_config: ModelConfigOpt = None,
+    model_def: ModelDefOpt = None,
+    model_args: ModelArgsOpt = None,
+    trust_model_def: TrustModelDefOpt = False,
+    data_file: DataFileOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
@@ -114,17 +125,21 @@ def connect(
     out_path = out or default_output(checkpoint_a, checkpoint_b)
     stem = _stem(out_path)
     plots = [stem.with_name(f"{stem.name}.{fmt}") for fmt in ("png", "pdf")] if plot else []
-    refuse_overlap([out_path, *plots], [checkpoint_a, checkpoint_b, model_config])
-    warnings = compatible(checkpoint_a, checkpoint_b, model_config)
-    setup, b_loaded = _load(
-        checkpoint_a, checkpoint_b, model_config, device, dtype, data_root(data_root_), loss, max_batch
+    refuse_overlap(
+        [out_path, *plots], [checkpoint_a, checkpoint_b, model_config, *user_files(model_def, data_file)]
     )
-    warnings += setup.warnings
+    warnings = compatible(checkpoint_a, checkpoint_b, model_config, model_def)
+    user = user_inputs(model_def, model_args, trust_model_def, data_file)
+    setup, b_loaded = _load(
+        checkpoint_a, checkpoint_b, model_config, device, dtype, data_root(data_root_), loss, max_batch, user
+    )
+    warnings += setup.warnings + [w for w in b_loaded.warnings if w not in setup.warnings]
     from lscape_cli.core import connectivity as C
     from lscape_cli.core.training import has_batchnorm
 
+    perm_spec = setup.loaded.spec
     if align == "weights":
-        _check_alignable(setup.loaded.spec)
+        perm_spec = _alignment_spec(setup)
     if reset_bn and not has_batchnorm(setup.loaded.module):
         warnings.append("--reset-bn has no effect: the model has no BatchNorm")
     req = C.ConnectRequest(
@@ -152,7 +167,7 @@ def connect(
         try:
             results, timing, more = C.run_connect(
                 setup.loaded.module,
-                setup.loaded.spec,
+                perm_spec,
                 _endpoint(setup.loaded.module),
                 _endpoint(b_loaded.module),
                 data,
@@ -183,14 +198,11 @@ def connect(
 
 
 def _validate(align: str, curve: str, optimizer: str) -> None:
-    choices = {
-        "--align": (align, ("none", "weights")),
-        "--curve": (curve, ("none", "bezier", "polychain")),
-        "--curve-optimizer": (optimizer, ("adam", "sgd")),
-    }
-    for option, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise LscapeError(f"unknown value {value!r}", option, f"choose one of: {', '.join(allowed)}")
+    from lscape_cli.core import choices as ch
+
+    ch.Align.check(align, "--align")
+    ch.Curve.check(curve, "--curve")
+    ch.CurveOptimizer.check(optimizer, "--curve-optimizer")
 
 
 def _load(
@@ -202,6 +214,7 @@ def _load(
     root: Path,
     loss: str | None,
     max_batch: int,
+    user: Any = None,
 ) -> tuple[Any, Any]:
     from lscape_cli.cli.common import load_for_eval
     from lscape_cli.storage.checkpoint import load_model
@@ -215,19 +228,23 @@ def _load(
         root=root,
         loss=loss,
         max_batch=max_batch,
+        user=user,
     )
-    return setup, load_model(b, model_config, device=setup.device, dtype=setup.dtype)
+    return setup, load_model(b, model_config, device=setup.device, dtype=setup.dtype, user=user)
 
 
-def _check_alignable(spec: Any) -> None:
-    from lscape_cli.core.alignment import FAMILIES
+def _alignment_spec(setup: Any) -> Any:
+    """The registry's permutation structure, or one derived by tracing a user model (or one line why not)."""
+    from lscape_cli.core.permutation_trace import spec_for
 
-    if spec.name not in FAMILIES:
+    spec = setup.loaded.spec
+    try:
+        return spec_for(setup.loaded.module, spec, setup.x[:2])
+    except ValueError as exc:
+        name = getattr(spec.config, "source", spec.name)
         raise LscapeError(
-            f"no permutation structure known for model {spec.name!r}",
-            "--align weights",
-            f"alignment supports: {', '.join(FAMILIES)}",
-        )
+            f"cannot align {name}: {exc}", "--align weights", "connect without --align (the linear path only)"
+        ) from exc
 
 
 def _endpoint(module: Any) -> Any:

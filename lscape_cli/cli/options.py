@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -67,6 +67,12 @@ def file_stem(value: str) -> str:
     return value
 
 
+def user_files(model_def: str | None, data_file: Path | None) -> list[Path | None]:
+    """The files ``--model-def PATH.py:FUNC`` and ``--data FILE`` read (for the output guard)."""
+    code = model_def.rsplit(":", 1)[0] if model_def else ""
+    return [Path(code) if code.endswith(".py") else None, data_file]
+
+
 def set_threads(value: int | None) -> int | None:
     """Apply ``--threads`` / ``$LSCAPE_THREADS`` to torch's pool (else torch follows $OMP_NUM_THREADS)."""
     if value is not None:
@@ -87,6 +93,10 @@ ThreadsOpt = Annotated[
         help="CPU threads for torch [default: $LSCAPE_THREADS, else $OMP_NUM_THREADS, else all cores].",
     ),
 ]
+
+
+if TYPE_CHECKING:
+    from lscape_cli.usermodel import UserInputs
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or float64.")]
@@ -141,3 +151,46 @@ LossOverrideOpt = Annotated[
 DatasetOverrideOpt = Annotated[
     str | None, typer.Option("--dataset", help="Override the checkpoint's dataset.")
 ]
+ModelDefOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model-def",
+        help="Your own model: PATH.py:FUNC, package.module:FUNC or torchvision:NAME; FUNC(**--model-args) "
+        "returns the nn.Module.",
+        rich_help_panel="Your own model and data",
+    ),
+]
+ModelArgsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model-args",
+        help="Keyword arguments of --model-def's FUNC: a JSON object or a .json file [recorded ones].",
+        rich_help_panel="Your own model and data",
+    ),
+]
+TrustModelDefOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-model-def",
+        help="Import the model code a checkpoint records (instead of naming it again with --model-def).",
+        rich_help_panel="Your own model and data",
+    ),
+]
+DataFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="Your own data: a .safetensors, .npz or .pt file with x, y (optional x_val/y_val, x_test/y_test "
+        "or a split array).",
+        rich_help_panel="Your own model and data",
+    ),
+]
+
+
+def user_inputs(
+    model_def: str | None, model_args: str | None, trust_model_def: bool, data: Path | None
+) -> UserInputs:
+    """The four options above as one :class:`lscape_cli.usermodel.UserInputs`."""
+    from lscape_cli.usermodel import UserInputs
+
+    return UserInputs(model_def, model_args, trust_model_def, data)

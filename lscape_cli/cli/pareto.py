@@ -9,7 +9,15 @@ from typing import Annotated, Any, cast
 import typer
 
 from lscape_cli.cli.console import emit_json, err
-from lscape_cli.cli.options import JsonOpt, QuietOpt, ThreadsOpt
+from lscape_cli.cli.options import (
+    JsonOpt,
+    ModelArgsOpt,
+    ModelDefOpt,
+    QuietOpt,
+    ThreadsOpt,
+    TrustModelDefOpt,
+    user_inputs,
+)
 from lscape_cli.storage.files import refuse_overlap
 
 
@@ -41,6 +49,9 @@ def pareto(
         bool,
         typer.Option("--align/--no-align", help="Also the spread after aligning each restart to the first."),
     ] = True,
+    model_def: ModelDefOpt = None,
+    model_args: ModelArgsOpt = None,
+    trust_model_def: TrustModelDefOpt = False,
     out: Annotated[Path, typer.Option(help="Output JSON; figures go beside it.")] = Path("pareto.json"),
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -66,7 +77,8 @@ def pareto(
     refuse_overlap([out], [p for p in inputs if p.is_file()])
     req = ParetoRequest(group_by, x, y, target, tuple(metric or ()), reference, params, align)
     runs = collect(inputs)
-    res = run_pareto(runs, req, load_model)
+    user = user_inputs(model_def, model_args, trust_model_def, None)
+    res = run_pareto(runs, req, lambda path: load_model(path, user=user))
     stem = out.with_name(out.name[: -len(".json")] if out.name.endswith(".json") else out.name)
     figures = plots.all_figures(res.results, stem, res.keys, res.table)
     results = cast("ParetoResults", {**res.results, "figures": [str(p.name) for p in figures]})

@@ -5,14 +5,16 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from lscape_cli.cli._probe_report import print_table
 from lscape_cli.cli.common import EXIT_CHECK_FAILED, default_output, load_for_eval, parse_floats
-from lscape_cli.cli.console import StatusLine, emit_json, err
+from lscape_cli.cli.console import StatusLine, emit_json
 from lscape_cli.cli.options import (
     POSITIVE,
+    DataFileOpt,
     DataRootOpt,
     DatasetOverrideOpt,
     DeviceOpt,
@@ -20,13 +22,18 @@ from lscape_cli.cli.options import (
     JsonOpt,
     LossOverrideOpt,
     MaxBatchOpt,
+    ModelArgsOpt,
     ModelConfigOpt,
+    ModelDefOpt,
     ModeOpt,
     QuietOpt,
     SeedOpt,
     SplitOpt,
     ThreadsOpt,
+    TrustModelDefOpt,
     data_root,
+    user_files,
+    user_inputs,
 )
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage.files import refuse_overlap
@@ -194,6 +201,10 @@ def probe(
     dataset: DatasetOverrideOpt = None,
     data_root_: DataRootOpt = None,
     model_config: ModelConfigOpt = None,
+    model_def: ModelDefOpt = None,
+    model_args: ModelArgsOpt = None,
+    trust_model_def: TrustModelDefOpt = False,
+    data_file: DataFileOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
@@ -224,7 +235,7 @@ def probe(
     for expr in checks:
         _check_syntax(expr)
     out_path = out or default_output(checkpoint, "probe.json")
-    refuse_overlap([out_path], [checkpoint, model_config])
+    refuse_overlap([out_path], [checkpoint, model_config, *user_files(model_def, data_file)])
     setup = load_for_eval(
         checkpoint,
         model_config=model_config,
@@ -236,6 +247,7 @@ def probe(
         loss=loss,
         mode=mode,
         max_batch=max_batch,
+        user=user_inputs(model_def, model_args, trust_model_def, data_file),
     )
     if density:
         from lscape_cli.core import resources
@@ -328,7 +340,7 @@ def probe(
     if json_out:
         emit_json(to_json(record))
     elif not quiet:
-        _table(results, scalars, out_path)
+        print_table(results, scalars, out_path)
     failed = [c for c in check_rows if not c["passed"]]
     if failed:
         for c in failed:
@@ -352,45 +364,11 @@ def _check_syntax(expr: str) -> None:
 
 
 def _validate(trace_method: str, kind: str, bias: str, metric: str, hvp: str, stop: str) -> None:
-    choices = {
-        "--trace-method": (trace_method, ("krylov-hutch++", "hutch++", "hutchinson")),
-        "--sharpness-kind": (kind, ("l2", "filter", "adaptive")),
-        "--bias": (bias, ("zero", "filter", "keep")),
-        "--pac-bayes-metric": (metric, ("error", "loss")),
-        "--hvp": (hvp, ("auto", "measure", "double_backward", "fwd_rev", "vmap")),
-        "--stop": (stop, ("bound", "residual")),
-    }
-    for option, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise LscapeError(f"unknown value {value!r}", option, f"choose one of: {', '.join(allowed)}")
+    from lscape_cli.core import choices as ch
 
-
-def _table(results: dict[str, Any], scalars: dict[str, float | None], out_path: Path) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"lscape probe -> {out_path}")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
-    table.add_column("uncertainty / convergence")
-    table.add_column("method, budget")
-    flat = results.get("batches", {}).get("summary")
-    for key, value in scalars.items():
-        table.add_row(key, "null" if value is None else f"{value:.6g}", *_describe(key, results, flat))
-    err.print(table)
-
-
-def _describe(key: str, results: dict[str, Any], summary: dict[str, Any] | None) -> tuple[str, str]:
-    if summary is not None:
-        s = summary[key]
-        std = "n/a" if s["std"] is None else f"{s['std']:.3g}"
-        return (
-            f"std {std} over {s['n']} batches (min {s['min']:.4g}, max {s['max']:.4g})",
-            "mean over batches",
-        )
-    r = results.get(key) or {}
-    if "stderr" in r:
-        return f"+- {r['stderr']:.3g} (1 s.e.)", f"{r['method']}, {r['num_matvecs']} HVPs"
-    if "residual" in r:
-        state = "converged" if r["converged"] else "NOT converged"
-        return f"residual {r['residual']:.2g} ({state})", f"{r['method']}, {r['num_matvecs']} HVPs"
-    return "", str(r.get("method", ""))
+    ch.TraceMethod.check(trace_method, "--trace-method")
+    ch.SharpnessKind.check(kind, "--sharpness-kind")
+    ch.BiasPolicy.check(bias, "--bias")
+    ch.PacBayesMetric.check(metric, "--pac-bayes-metric")
+    ch.HvpStrategy.check(hvp, "--hvp")
+    ch.EigStop.check(stop, "--stop")

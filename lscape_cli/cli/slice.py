@@ -18,6 +18,7 @@ from lscape_cli.cli.common import EvalSetup, default_output, load_for_eval
 from lscape_cli.cli.console import StatusLine, emit_json
 from lscape_cli.cli.options import (
     POSITIVE,
+    DataFileOpt,
     DataRootOpt,
     DatasetOverrideOpt,
     DeviceOpt,
@@ -25,13 +26,18 @@ from lscape_cli.cli.options import (
     JsonOpt,
     LossOverrideOpt,
     MaxBatchOpt,
+    ModelArgsOpt,
     ModelConfigOpt,
+    ModelDefOpt,
     ModeOpt,
     QuietOpt,
     SeedOpt,
     SplitOpt,
     ThreadsOpt,
+    TrustModelDefOpt,
     data_root,
+    user_files,
+    user_inputs,
 )
 from lscape_cli.storage.files import refuse_overlap
 
@@ -120,6 +126,10 @@ def slice_(
     dataset: DatasetOverrideOpt = None,
     data_root_: DataRootOpt = None,
     model_config: ModelConfigOpt = None,
+    model_def: ModelDefOpt = None,
+    model_args: ModelArgsOpt = None,
+    trust_model_def: TrustModelDefOpt = False,
+    data_file: DataFileOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
@@ -213,7 +223,8 @@ def slice_(
     _check_grid_memory(req)
     paths = SlicePaths.of(out or default_output(checkpoint, "slice.json"))
     refuse_overlap(
-        [paths.record, paths.grid, paths.directions], [checkpoint, toward, pca, directions, model_config]
+        [paths.record, paths.grid, paths.directions],
+        [checkpoint, toward, pca, directions, model_config, *user_files(model_def, data_file)],
     )
     setup = load_for_eval(
         checkpoint,
@@ -226,6 +237,7 @@ def slice_(
         loss=loss,
         mode=mode,
         max_batch=max_batch,
+        user=user_inputs(model_def, model_args, trust_model_def, data_file),
     )
     with group_from_env(setup.device) as group:
         quiet = quiet or json_out or not group.is_main
@@ -267,7 +279,7 @@ def _run(
         res = run_slice(data, req, source, store, group, on_step)
     if not group.is_main:
         return None
-    res.warnings.extend(setup.warnings)
+    res.warnings = list(setup.warnings) + res.warnings
     dtype = str(setup.dtype).replace("torch.", "")
     ctx = SliceContext(
         checkpoint, invocation(), setup.protocol, str(setup.device), dtype, data.model, data.max_batch

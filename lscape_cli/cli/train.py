@@ -9,22 +9,27 @@ from typing import Annotated, Any
 
 import typer
 
-from lscape_cli.cli.console import emit_json, err
+from lscape_cli.cli._train_report import Progress, print_summary
+from lscape_cli.cli.console import emit_json
 from lscape_cli.cli.options import (
     BETA,
     NONNEGATIVE,
     POSITIVE,
+    DataFileOpt,
     DataRootOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
     MaxBatchOpt,
+    ModelArgsOpt,
+    ModelDefOpt,
     OverwriteOpt,
     QuietOpt,
     SeedOpt,
     ThreadsOpt,
     data_root,
     file_stem,
+    user_inputs,
 )
 from lscape_cli.errors import DivergedError, LscapeError
 
@@ -49,35 +54,20 @@ def _batch_size(value: str) -> int | None:
     return n
 
 
-def output_stems(out: Path, name: str, restarts: int) -> list[Path]:
-    """File stems per restart: ``OUT/NAME`` for one run, ``OUT/NAME-r000`` ... (sorting by restart) for many."""
-    if restarts == 1:
-        return [out / name]
-    width = max(3, len(str(restarts - 1)))
-    return [out / f"{name}-r{r:0{width}d}" for r in range(restarts)]
-
-
-def _check_outputs(out: Path, stems: list[Path], trajectory: bool, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise LscapeError("--out exists and is not a directory", str(out), "choose a directory path")
-    suffixes = [".safetensors", ".train.json"] + ([".trajectory.safetensors"] if trajectory else [])
-    clash = [str(s) + suf for s in stems for suf in suffixes if Path(str(s) + suf).exists()]
-    if clash and not overwrite:
-        raise LscapeError(
-            "output exists",
-            clash[0] + (f" and {len(clash) - 1} more" if len(clash) > 1 else ""),
-            "pass --overwrite to replace, or choose another --out/--name",
-        )
-
-
 def _model_options(**opts: Any) -> dict[str, Any]:
     return {k: v for k, v in opts.items() if v is not None}
 
 
 def train(
     model: Annotated[
-        str, typer.Option(help="Architecture: mlp, cnn, resnet, linear.", rich_help_panel=MODEL)
+        str,
+        typer.Option(
+            help="Architecture: mlp, cnn, resnet, linear, or torchvision:NAME (e.g. torchvision:resnet18).",
+            rich_help_panel=MODEL,
+        ),
     ] = "mlp",
+    model_def: ModelDefOpt = None,
+    model_args: ModelArgsOpt = None,
     depth: Annotated[
         int | None, typer.Option(min=1, max=1000, help="mlp: hidden layers [1].", rich_help_panel=MODEL)
     ] = None,
@@ -122,7 +112,8 @@ def train(
     dataset: Annotated[
         str,
         typer.Option(
-            help="digits, mnist-5k (offline), mnist, fashion-mnist, cifar10 (torchvision), synthetic.",
+            help="digits, mnist-5k (offline), mnist, fashion-mnist, cifar10, torchvision:CLASS (torchvision), "
+            "synthetic.",
             rich_help_panel=DATA,
         ),
     ] = "mnist-5k",
@@ -149,6 +140,7 @@ def train(
     num_samples: Annotated[
         int | None, typer.Option(min=3, help="synthetic: samples [2000].", rich_help_panel=DATA)
     ] = None,
+    data_file: DataFileOpt = None,
     data_root_: DataRootOpt = None,
     download: Annotated[
         bool, typer.Option(help="Download a torchvision dataset if missing.", rich_help_panel=DATA)
@@ -271,8 +263,10 @@ def train(
         )
     if init != "default" and not _valid_init(init):
         raise LscapeError(f"invalid init {init!r}", "--init", "use 'default' or 'normal:STD', e.g. normal:1")
+    from lscape_cli.storage.train_record import check_outputs, output_stems
+
     stems = output_stems(out, name, restarts)
-    _check_outputs(out, stems, save_trajectory is not None, overwrite)
+    check_outputs(out, stems, save_trajectory is not None, overwrite)
     cfg = TrainConfig(
         loss=loss,
         optimizer=optimizer,
@@ -307,7 +301,8 @@ def train(
     from lscape_cli.datasets import DatasetSpec
 
     dspec = DatasetSpec(
-        name=dataset,
+        name="file" if data_file else dataset,
+        path=str(data_file.resolve()) if data_file else None,
         split_seed=split_seed,
         train_size=train_size,
         val_size=val_size,
@@ -331,6 +326,7 @@ def train(
         dtype_name=dtype,
         json_out=json_out,
         quiet=quiet or json_out,
+        user=user_inputs(model_def, model_args, False, data_file),
     )
 
 
@@ -358,6 +354,7 @@ def run_training(
     dtype_name: str,
     json_out: bool,
     quiet: bool,
+    user: Any = None,
 ) -> None:
     """Load data, build the model, train, write every file, report."""
     import json
@@ -376,15 +373,14 @@ def run_training(
         raise LscapeError(
             "--patience needs a validation split", "--val-size 0", "give --val-size > 0 or drop --patience"
         )
-    mspec = models.make_spec(
-        model_name, {**model_opts, "input_shape": splits.input_shape, "num_classes": splits.num_classes}
-    )
-    _check_train_memory(mspec, splits, cfg, restarts, device, dtype)
-    module = models.build(mspec)
+    fits = lambda m: _check_train_memory(m, splits, cfg, restarts, device, dtype)  # noqa: E731
+    mspec, module, initial_state, notes = _model_for(model_name, model_opts, user, splits, cfg, fits)
     t_setup = time.perf_counter() - t0
     seeds = [seed + r for r in range(restarts)]
-    with _progress(quiet, cfg.epochs, restarts) as on_epoch:
-        results = train_restarts(module, splits, cfg, seeds, device, dtype, on_epoch=on_epoch)
+    with Progress(quiet, cfg.epochs, restarts) as on_epoch:
+        results = train_restarts(
+            module, splits, cfg, seeds, device, dtype, on_epoch=on_epoch, initial_state=initial_state
+        )
     t_train = time.perf_counter() - t0 - t_setup
     context = {
         "model": mspec.to_dict(),
@@ -395,6 +391,7 @@ def run_training(
         "restarts": restarts,
         "base_seed": seed,
         "num_parameters": models.num_parameters(module),
+        "warnings": notes,
     }
     from lscape_cli.cli import invocation
     from lscape_cli.storage.train_record import write_run
@@ -407,7 +404,7 @@ def run_training(
         for text in texts:
             emit_json(json.dumps(json.loads(text)))  # one record per line (JSON Lines)
     if not quiet:
-        _summary(results, stems)
+        print_summary(results, stems)
     _final_status(results)
 
 
@@ -436,62 +433,39 @@ def _check_train_memory(mspec: Any, splits: Any, cfg: Any, restarts: int, device
     resources.require(need, what, "--width/--depth, --restarts or --batch-size", device)
 
 
-class _progress:
-    """A rich progress bar on stderr (a no-op when quiet); yields the engine's on_epoch callback."""
+def _model_for(
+    name: str, opts: dict[str, Any], user: Any, splits: Any, cfg: Any, fits: Any
+) -> tuple[Any, ...]:
+    """``(spec, module, initial_state, warnings)``: a registry model, or the user's (``--model-def``).
 
-    def __init__(self, quiet: bool, epochs: int, restarts: int) -> None:
-        self.quiet, self.epochs, self.restarts = quiet, epochs, restarts
-        self.bar: Any = None
+    ``fits(spec)`` refuses a registry model that cannot fit in memory, before it is built.
+    """
+    from lscape_cli import models, usermodel
 
-    def __enter__(self) -> Any:
-        if self.quiet:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            TextColumn("train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
+    source = user.model_def if user is not None and user.model_def else None
+    if name.startswith("torchvision:"):
+        source = source or name
+    if source is None:
+        if user is not None and user.model_args:
+            raise LscapeError(
+                "--model-args is for --model-def and torchvision models",
+                "--model-args",
+                "registry models take --depth, --width, ...",
+            )
+        mspec = models.make_spec(
+            name, {**opts, "input_shape": splits.input_shape, "num_classes": splits.num_classes}
         )
-        self.bar.start()
-        task = self.bar.add_task("", total=self.epochs)
-
-        def on_epoch(info: dict[str, Any]) -> None:
-            losses = [v for v in info["train_loss"] if v == v]
-            desc = f"active {info['active']}/{self.restarts}  loss {min(losses):.4g}" if losses else ""
-            self.bar.update(task, completed=info["epoch"], description=desc)
-
-        return on_epoch
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def _summary(results: list[Any], stems: list[Path]) -> None:
-    from rich.table import Table
-
-    table = Table(title="lscape train", show_lines=False)
-    for col in ("run", "seed", "stop", "epochs", "steps", "train loss", "val loss", "test acc", "file"):
-        table.add_column(col)
-    for res, stem in zip(results, stems, strict=True):
-        f = res.final
-        table.add_row(
-            str(res.restart),
-            str(res.seed),
-            res.stop_reason,
-            str(res.epochs),
-            str(res.steps),
-            f"{f.get('train_loss', float('nan')):.4g}",
-            f"{f.get('val_loss', float('nan')):.4g}",
-            f"{f.get('test_accuracy', float('nan')):.4f}",
-            "-" if res.stop_reason == "diverged" else f"{stem.name}.safetensors",
+        fits(mspec)
+        return mspec, models.build(mspec), None, []
+    if opts:
+        raise LscapeError(
+            f"--{next(iter(opts))} applies to the registry models, not to {source}",
+            "--model-def",
+            "pass the model's own arguments with --model-args JSON",
         )
-    err.print(table)
+    kwargs = usermodel.parse_kwargs(user.model_args if user is not None else None)
+    tm = usermodel.for_training(source, kwargs, splits, cfg.loss, cfg.init)
+    return tm.spec, tm.module, tm.initial_state, tm.notes
 
 
 def _final_status(results: list[Any]) -> None:

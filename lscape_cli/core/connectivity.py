@@ -35,7 +35,6 @@ re-estimated by train-mode forward passes over the training split (:func:`reesti
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -45,16 +44,17 @@ from torch import nn
 from torch.func import functional_call
 
 from lscape_cli.core import alignment as al
-from lscape_cli.core.objective import loss_mean, loss_sum
+from lscape_cli.core.choices import Align, CurveOptimizer
+from lscape_cli.core.objective import evaluate, loss_mean
 from lscape_cli.core.params import Params
+from lscape_cli.core.progress import ProgressFn
 from lscape_cli.core.surface import Subspace, evaluate_points
 from lscape_cli.core.training import has_batchnorm
 
-ProgressFn = Callable[[dict[str, Any]], None]
 Data = dict[str, tuple[torch.Tensor, torch.Tensor]]  # split -> (x, y)
 CURVES = ("bezier", "polychain")
-ALIGNS = ("none", "weights")
-OPTIMIZERS = ("adam", "sgd")
+ALIGNS = Align.values()
+OPTIMIZERS = CurveOptimizer.values()
 BARRIERS = ("max_minus_mean_ends", "chord", "max_minus_max_ends")
 FORMULAS = {
     "linear": "(1-alpha)*theta_A + alpha*theta_B",
@@ -265,13 +265,7 @@ def direct_eval(
 
     Chunks of ``max_batch`` samples, their sums accumulated in float64 and divided by the sample count.
     """
-    total, correct = 0.0, 0
-    for start in range(0, int(y.shape[0]), max_batch):
-        logits = functional_call(model, (params, buffers), (x[start : start + max_batch],))
-        yb = y[start : start + max_batch]
-        total += float(loss_sum(logits, yb, loss))
-        correct += int((logits.argmax(-1) == yb).sum())
-    return total / int(y.shape[0]), correct / int(y.shape[0])
+    return evaluate(model, x, y, loss, max_batch, params=params, buffers=buffers)
 
 
 # ----------------------------------------------------------------------------------------------- curves

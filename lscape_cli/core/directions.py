@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import torch
 
+from lscape_cli.core.choices import BiasPolicy, Norm
 from lscape_cli.core.hvp import HVP, Objective, Params, ProgressFn
 from lscape_cli.core.spectrum import EigenResult, lanczos
 
-NORMS = ("filter", "layer", "none", "unit")
-BIAS_POLICIES = ("zero", "filter", "keep")
+NORMS = Norm.values()
+BIAS_POLICIES = BiasPolicy.values()
 
 
 def gaussian_direction(like: Params, generator: torch.Generator) -> Params:

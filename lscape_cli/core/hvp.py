@@ -63,6 +63,7 @@ from lscape_cli.core._hvp_calibration import (
     choose,
 )
 from lscape_cli.core._hvp_strategies import STRATEGIES, _DoubleBackward, _FwdRev, _Strategy, _VMap
+from lscape_cli.core.choices import HvpStrategy
 from lscape_cli.core.memory import (
     CPU_CHUNK_GRAPH_BYTES,
     DEFAULT_MEMORY_BUDGET_MIB,
@@ -85,6 +86,7 @@ from lscape_cli.core.params import (
     scale,
     unflatten,
 )
+from lscape_cli.core.progress import ProgressFn
 
 __all__ = [  # the HVP interface, and what its users import from here
     "AMORTISED_PRODUCTS",
@@ -123,8 +125,7 @@ __all__ = [  # the HVP interface, and what its users import from here
     "unflatten",
 ]
 
-ProgressFn = Callable[[dict[str, Any]], None]
-CHOICES = ("auto", "measure", *STRATEGIES)  # what a caller may ask for
+CHOICES = HvpStrategy.values()  # what a caller may ask for: auto, measure, or one of STRATEGIES
 CPU_STRATEGY = "double_backward"  # ``auto`` on CPU (module docstring)
 _RANDOM_MODULES = (
     nn.Dropout,

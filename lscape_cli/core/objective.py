@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F  # noqa: N812
+from torch.func import functional_call
 
 LOSSES = ("ce", "mse")
 
@@ -33,35 +34,64 @@ def loss_mean(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
     return loss_sum(logits, y, loss) / y.shape[0]
 
 
-def chunked_mean(
-    fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    max_batch: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample-weighted means of ``fn(xb, yb) -> (loss_sum, num_correct)`` over chunks of ``max_batch``.
+SumsFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
-    Works for any leading batch shape of the returned sums (e.g. one value per restart).
+
+def chunked_sums(
+    fn: SumsFn, x: torch.Tensor, y: torch.Tensor, max_batch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums of ``fn(xb, yb) -> (loss_sum, num_correct)`` over chunks of at most ``max_batch`` samples.
+
+    The sums accumulate in the dtype ``fn`` returns, chunk after chunk in order; any leading batch shape
+    works (e.g. one value per restart). The one chunk loop of every whole-split evaluation.
     """
-    n = y.shape[0]
     total_loss: torch.Tensor | float = 0.0
     total_correct: torch.Tensor | float = 0.0
-    for start in range(0, n, max_batch):
+    for start in range(0, y.shape[0], max_batch):
         ls, nc = fn(x[start : start + max_batch], y[start : start + max_batch])
         total_loss = total_loss + ls
         total_correct = total_correct + nc
-    return torch.as_tensor(total_loss) / n, torch.as_tensor(total_correct) / n
+    return torch.as_tensor(total_loss), torch.as_tensor(total_correct)
+
+
+def chunked_mean(
+    fn: SumsFn, x: torch.Tensor, y: torch.Tensor, max_batch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample-weighted means of ``fn(xb, yb) -> (loss_sum, num_correct)`` over chunks (see chunked_sums)."""
+    total_loss, total_correct = chunked_sums(fn, x, y, max_batch)
+    return total_loss / y.shape[0], total_correct / y.shape[0]
 
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, max_batch: int = 4096
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: str,
+    max_batch: int = 4096,
+    *,
+    params: dict[str, torch.Tensor] | None = None,
+    buffers: dict[str, torch.Tensor] | None = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    num_samples: int | None = None,
 ) -> tuple[float, float]:
-    """Mean loss and accuracy of ``model`` (in its current train/eval mode) over a whole split."""
+    """Mean loss and accuracy over a whole split, at ``params``/``buffers`` (default: the module's own).
+
+    The model runs in its current train/eval mode. Chunk sums accumulate in float64 and are divided by
+    the sample count once, so chunking changes nothing beyond float rounding. ``reduce`` adds the
+    (loss, correct) sums over ranks when this process holds a shard of ``num_samples`` samples.
+    """
+    own_params: dict[str, torch.Tensor] = dict(model.named_parameters()) if params is None else params
+    own_buffers: dict[str, torch.Tensor] = dict(model.named_buffers()) if buffers is None else buffers
+    state = (own_params, own_buffers)
 
     def fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(xb)
-        return loss_sum(logits, yb, loss), (logits.argmax(-1) == yb).sum()
+        logits = functional_call(model, state, (xb,))
+        return loss_sum(logits, yb, loss).double(), (logits.argmax(-1) == yb).sum().double()
 
-    mean_loss, acc = chunked_mean(fn, x, y, max_batch)
-    return float(mean_loss), float(acc)
+    sums = torch.stack(chunked_sums(fn, x, y, max_batch))
+    if reduce is not None:
+        sums = reduce(sums)
+    n = int(y.shape[0]) if num_samples is None else num_samples
+    total, correct = sums.tolist()
+    return total / n, correct / n

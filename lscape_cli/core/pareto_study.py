@@ -166,6 +166,7 @@ def _param_stats(runs: list[RunLike], align: bool, warnings: list[str], load: Lo
 def _aligned(loaded: list[Any], warnings: list[str]) -> Any:
     """Every restart's parameters permuted onto the first's hidden units (weight matching)."""
     from lscape_cli.core import alignment
+    from lscape_cli.core.permutation_trace import spec_for
 
     def params(lm: Any) -> dict[str, Any]:
         return {n: p.detach() for n, p in lm.module.named_parameters()}
@@ -175,7 +176,8 @@ def _aligned(loaded: list[Any], warnings: list[str]) -> Any:
     rows = [np.concatenate([params(ref)[n].double().numpy().ravel() for n in names])]
     for lm in loaded[1:]:
         try:
-            moved = alignment.align(ref.spec, params(ref), params(lm)).params
+            spec = spec_for(ref.module, ref.spec)  # the registry's structure, or traced from the module
+            moved = alignment.align(spec, params(ref), params(lm)).params
         except ValueError as exc:  # a family without a known permutation structure
             warnings.append(f"spread_after_alignment omitted: {exc}")
             return None

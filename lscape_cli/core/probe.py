@@ -34,7 +34,6 @@ Keys of ``results`` (each estimate carries its method, budget, seed and uncertai
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +41,7 @@ from lscape_cli.core import density as dens
 from lscape_cli.core import sharpness as sharp
 from lscape_cli.core import spectrum, trace
 from lscape_cli.core.hvp import HVP, Objective, gradient, norm, plan
-
-ProgressFn = Callable[[dict[str, Any]], None]
+from lscape_cli.core.progress import ProgressFn
 
 
 @dataclass(frozen=True)

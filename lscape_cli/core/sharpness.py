@@ -24,23 +24,28 @@ from typing import Any
 
 import torch
 
+from lscape_cli.core.choices import PacBayesMetric, SharpnessKind
 from lscape_cli.core.directions import gaussian_direction, normalize
 from lscape_cli.core.hvp import Objective, Params, axpy, loss_and_gradient, norm, scale
-from lscape_cli.core.objective import loss_sum
+from lscape_cli.core.objective import evaluate
 
-KINDS = ("l2", "filter", "adaptive")
+KINDS = SharpnessKind.values()
 
 
 @torch.no_grad()
 def loss_accuracy(obj: Objective, params: Params) -> tuple[float, float]:
-    """Whole-split mean loss and accuracy at ``params`` (chunked, sample-weighted)."""
-    sums = torch.zeros(2, dtype=torch.float64, device=obj.x.device)
-    for xb, yb in obj.chunks():
-        logits = torch.func.functional_call(obj.model, (params, obj.buffers), (xb,))
-        sums[0] += loss_sum(logits, yb, obj.loss).double()
-        sums[1] += (logits.argmax(-1) == yb).sum()
-    total, correct = obj.reduce(sums).tolist()
-    return total / obj.num_samples, correct / obj.num_samples
+    """Whole-split mean loss and accuracy at ``params`` (chunked, sample-weighted, summed over ranks)."""
+    return evaluate(
+        obj.model,
+        obj.x,
+        obj.y,
+        obj.loss,
+        obj.max_batch,
+        params=params,
+        buffers=obj.buffers,
+        reduce=obj.reduce,
+        num_samples=obj.num_samples,
+    )
 
 
 def _mean_se(values: list[float]) -> tuple[float, float]:
@@ -211,7 +216,7 @@ def pac_bayes_sigma(
     Bisection on log sigma with fixed draws (common random numbers); the final bracket is the
     convergence state.
     """
-    if metric not in ("error", "loss"):
+    if metric not in PacBayesMetric.values():
         raise ValueError(f"metric must be 'error' or 'loss', got {metric!r}")
     base_loss, base_acc = loss_accuracy(obj, obj.params)
     gen = torch.Generator().manual_seed(seed)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lscape_cli.core.choices import BiasPolicy, Norm, SliceStrategy, ZScale
 from lscape_cli.errors import LscapeError
 
 
@@ -65,15 +66,10 @@ class SliceRequest:
                 raise LscapeError(f"{option} must be positive, got {value}", option, "give a positive number")
 
     def _check_choices(self) -> None:
-        choices = {
-            "--norm": (self.norm, ("filter", "layer", "none", "unit")),
-            "--bias": (self.bias, ("zero", "filter", "keep")),
-            "--strategy": (self.strategy, ("auto", "loop", "vmap")),
-            "--zscale": (self.zscale, ("auto", "linear", "log")),
-        }
-        for option, (value, allowed) in choices.items():
-            if value not in allowed:
-                raise LscapeError(f"unknown value {value!r}", option, f"choose one of: {', '.join(allowed)}")
+        Norm.check(self.norm, "--norm")
+        BiasPolicy.check(self.bias, "--bias")
+        SliceStrategy.check(self.strategy, "--strategy")
+        ZScale.check(self.zscale, "--zscale")
 
     def _check_grid(self) -> None:
         if self.dims not in (1, 2):

@@ -19,7 +19,7 @@ from typing import Any, Protocol, cast
 import torch
 from torch import nn
 
-from lscape_cli.core.objective import loss_sum
+from lscape_cli.core.objective import evaluate
 from lscape_cli.core.params import Params
 from lscape_cli.core.progress import ProgressFn
 from lscape_cli.core.slice_directions import SliceDirections, SliceInput, build_directions
@@ -352,18 +352,11 @@ def _centre(
 def _reference(data: SliceData) -> tuple[float, float, float]:
     """The model's own loss/accuracy at the checkpoint and the median time of one forward over the split."""
     times, result = [], (0.0, 0.0)
-    model, x, y, n = data.module, data.x, data.y, data.num_samples
-    max_batch = chunk_size(model, x, data.max_batch)  # the grid engine's chunks: same sums at the centre
-    params: dict[str, torch.Tensor] = dict(model.named_parameters())
-    with torch.no_grad():
-        for _ in range(3):
-            buffers = {k: b.clone() for k, b in model.named_buffers()}  # train mode: BatchNorm writes them
-            t = time.perf_counter()
-            total, correct = 0.0, 0
-            for s in range(0, n, max_batch):
-                logits = torch.func.functional_call(model, (params, buffers), (x[s : s + max_batch],))
-                total += float(loss_sum(logits, y[s : s + max_batch], data.loss))
-                correct += int((logits.argmax(-1) == y[s : s + max_batch]).sum())
-            times.append(time.perf_counter() - t)
-            result = (total / n, correct / n)
+    model = data.module
+    max_batch = chunk_size(model, data.x, data.max_batch)  # the grid engine's chunks: same sums at the centre
+    for _ in range(3):
+        buffers = {k: b.clone() for k, b in model.named_buffers()}  # train mode: BatchNorm writes them
+        t = time.perf_counter()
+        result = evaluate(model, data.x, data.y, data.loss, max_batch, buffers=buffers)
+        times.append(time.perf_counter() - t)
     return result[0], result[1], statistics.median(times)

@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from lscape_cli.core.choices import EigStop
 from lscape_cli.core.hvp import Operator, Params, ProgressFn, flatten, gaussian, unflatten
 
 WHICH = ("largest", "smallest", "both")
@@ -299,7 +300,7 @@ def _error_bounds(theta: torch.Tensor, res: torch.Tensor, idx: torch.Tensor) -> 
     return out
 
 
-STOPS = ("bound", "residual")
+STOPS = EigStop.values()
 
 
 def _check_args(k: int, which: str, tol: float, max_iter: int, dim: int) -> None:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,11 +48,12 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from torch.func import functional_call, vmap
 
-from lscape_cli.core.objective import loss_sum
+from lscape_cli.core.choices import SliceStrategy
+from lscape_cli.core.objective import evaluate, loss_sum
 from lscape_cli.core.params import Params
+from lscape_cli.core.progress import ProgressFn
 
-ProgressFn = Callable[[dict[str, Any]], None]
-STRATEGIES = ("auto", "loop", "vmap")
+STRATEGIES = SliceStrategy.values()
 DEFAULT_BUDGET = 1 << 30  # bytes of cached first-layer outputs / vmapped activations
 CPU_CHUNK_BYTES = 16 << 20  # CPU: first-layer output per chunk (see chunk_size)
 
@@ -412,16 +412,12 @@ def evaluate_points_reference(
     max_batch: int = 4096,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The point-by-point reference (one full forward per point); tests and benchmarks compare to it."""
-    p, n = coeffs.shape[0], y.shape[0]
+    p = coeffs.shape[0]
     losses = torch.empty(p, dtype=torch.float64)
     accs = torch.empty(p, dtype=torch.float64)
     for i in range(p):
         params = space.point(coeffs[i])
-        total, correct = 0.0, 0
-        for start in range(0, n, max_batch):
-            logits = functional_call(space.model, (params, space.buffers), (x[start : start + max_batch],))
-            yb = y[start : start + max_batch]
-            total += float(loss_sum(logits, yb, loss))
-            correct += int((logits.argmax(-1) == yb).sum())
-        losses[i], accs[i] = total / n, correct / n
+        losses[i], accs[i] = evaluate(
+            space.model, x, y, loss, max_batch, params=params, buffers=space.buffers
+        )
     return losses, accs

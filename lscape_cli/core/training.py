@@ -35,6 +35,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from lscape_cli.core.objective import chunked_mean, loss_mean, loss_sum
+from lscape_cli.core.progress import ProgressFn
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -213,9 +214,6 @@ class _Track:
     snap_steps: list[list[int]]
 
 
-ProgressFn = Callable[[dict[str, Any]], None]
-
-
 def train_restarts(
     model: nn.Module,
     splits: Any,
@@ -224,6 +222,7 @@ def train_restarts(
     device: torch.device,
     dtype: torch.dtype,
     on_epoch: ProgressFn | None = None,
+    initial_state: Callable[[int], dict[str, torch.Tensor]] | None = None,
 ) -> list[RunResult]:
     """Train one restart per seed, all together; returns one :class:`RunResult` per seed.
 
@@ -235,6 +234,8 @@ def train_restarts(
         device: where to train.
         dtype: parameter dtype.
         on_epoch: called after every epoch with a summary dict (for progress bars).
+        initial_state: seed -> the restart's initial ``state_dict`` (e.g. a user factory's own
+            initialisation); default: ``cfg.init`` applied to ``model``.
     """
     if splits.x["train"].dtype != dtype:
         raise ValueError(f"data dtype {splits.x['train'].dtype} differs from parameter dtype {dtype}")
@@ -243,7 +244,10 @@ def train_restarts(
         device="cpu", dtype=torch.float32
     )  # initialise in float32 on CPU: same draws on every device/dtype
     for s in seeds:
-        init_parameters(model, cfg.init, s)
+        if initial_state is None:
+            init_parameters(model, cfg.init, s)
+        else:
+            model.load_state_dict(initial_state(s))
         states.append(
             {
                 k: v.detach().clone().to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
@@ -36,7 +36,11 @@ JSON_KEYS = ("model", "dataset", "training", "metrics", "versions")
 
 
 class ModelMeta(TypedDict):
-    """``model``: a registry name and the options of its config dataclass."""
+    """``model``: a registry name and the options of its config dataclass.
+
+    ``user``/``torchvision`` models carry a :class:`lscape_cli.usermodel.UserModelConfig` as ``config``
+    (source, kwargs, file, sha256, input_shape, num_classes).
+    """
 
     name: str
     config: dict[str, Any]
@@ -45,7 +49,7 @@ class ModelMeta(TypedDict):
 class CheckpointMeta(TypedDict, total=False):
     """A checkpoint's (or trajectory's) parsed header metadata; see the module docstring per key."""
 
-    schema: str | None  # "lscape.checkpoint/1"; None for a plain file described by --model-config
+    schema: str | None  # "lscape.checkpoint/1"; None for a plain file described by --model-config/--model-def
     model: ModelMeta
     dataset: dict[str, Any]  # DatasetSpec.describe(): name, split seed, sizes, normalisation, shapes
     training: dict[str, Any]  # TrainConfig.to_dict() + seed, restart(s), base_seed, stop_reason, ...
@@ -300,6 +304,7 @@ class LoadedModel:
     module: torch.nn.Module
     checkpoint: Checkpoint
     spec: ModelSpec
+    warnings: list[str] = field(default_factory=list)  # e.g. the model's file changed since training
 
 
 def load_model(
@@ -307,18 +312,93 @@ def load_model(
     model_config: Path | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    user: object | None = None,
 ) -> LoadedModel:
     """Rebuild the module a checkpoint describes and load its tensors strictly.
+
+    A checkpoint of a user model (``"name": "user"``) only imports code when ``user`` names the source
+    again (``model_def``) or accepts the recorded one (``trust_model_def``).
 
     Args:
         path: the .safetensors file.
         model_config: JSON describing the model when the file has no lscape metadata.
         device: where the module goes.
         dtype: floating dtype of parameters and buffers.
+        user: a :class:`lscape_cli.usermodel.UserInputs` (``--model-def``, ``--model-args``,
+            ``--trust-model-def``).
     """
-    from lscape_cli.models import ModelSpec, build
+    from lscape_cli.usermodel import UserInputs
 
-    ckpt = load_checkpoint(path, model_config)
+    user = user if isinstance(user, UserInputs) else UserInputs()
+    if user.model_def is not None and model_config is not None:
+        raise LscapeError(
+            "--model-def and --model-config both describe the model", str(path), "pass only one of them"
+        )
+    if user.model_def is not None:
+        ckpt = _load_any(path)
+        spec, module, notes = _from_source(ckpt, user)
+    else:
+        ckpt = load_checkpoint(path, model_config)
+        spec, module, notes = _from_metadata(ckpt, model_config, user)
+    load_state_strict(module, ckpt.state, str(path))
+    module.to(device=device, dtype=dtype).eval()
+    return LoadedModel(module=module, checkpoint=ckpt, spec=spec, warnings=notes)
+
+
+def _load_any(path: Path) -> Checkpoint:
+    """A checkpoint with lscape metadata, or a plain safetensors file (metadata ``{"schema": None}``)."""
+    raw = read_raw_metadata(path)
+    if "lscape_schema" in raw:
+        return load_checkpoint(path)
+    _check_complete(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise _open_error(path, exc) from exc
+    return Checkpoint(path=path, state=state, meta={"schema": None})
+
+
+def _recorded(ckpt: Checkpoint) -> object | None:
+    """The recorded user-model config, if the checkpoint's model is one."""
+    from lscape_cli.models import ModelSpec
+    from lscape_cli.usermodel import USER_KINDS
+
+    model = ckpt.meta.get("model")
+    if isinstance(model, dict) and model.get("name") in USER_KINDS:
+        return ModelSpec.from_dict(dict(model), where=str(ckpt.path)).config
+    return None
+
+
+def _from_source(ckpt: Checkpoint, user: object) -> tuple[ModelSpec, torch.nn.Module, list[str]]:
+    """Build the model the user names (``--model-def``), with the recorded kwargs unless given."""
+    from lscape_cli.models import ModelSpec
+    from lscape_cli.usermodel import build_user, kind_of, make_config, parse_kwargs
+
+    recorded = _recorded(ckpt)
+    args = user.model_args  # type: ignore[attr-defined]
+    kwargs = parse_kwargs(args) if args else dict(getattr(recorded, "kwargs", {}) or {})
+    cfg = make_config(user.model_def, kwargs)  # type: ignore[attr-defined]
+    notes: list[str] = []
+    if recorded is not None:
+        old = getattr(recorded, "sha256", None)
+        if old and cfg.sha256 and old != cfg.sha256:
+            notes.append(
+                f"{cfg.file} differs from the file the checkpoint was trained from "
+                f"(sha256 {old[:12]}... recorded, {cfg.sha256[:12]}... now)"
+            )
+        cfg = replace(cfg, input_shape=recorded.input_shape, num_classes=recorded.num_classes)  # type: ignore[attr-defined]
+    module = build_user(cfg, notes)
+    return ModelSpec(kind_of(cfg), cfg), module, notes
+
+
+def _from_metadata(
+    ckpt: Checkpoint, model_config: Path | None, user: object
+) -> tuple[ModelSpec, torch.nn.Module, list[str]]:
+    from lscape_cli.models import ModelSpec, build
+    from lscape_cli.usermodel import build_user, parse_kwargs
+
+    path = ckpt.path
     if "model" not in ckpt.meta:
         raise LscapeError(
             "checkpoint metadata has no 'model' entry", str(path), "pass --model-config spec.json"
@@ -326,7 +406,17 @@ def load_model(
     where = f"{model_config or path} (model description)"
     check_model_entry(dict(ckpt.meta), str(model_config or path))
     spec = ModelSpec.from_dict(dict(ckpt.meta["model"]), where=where)
-    module = build(spec)
-    load_state_strict(module, ckpt.state, str(path))
-    module.to(device=device, dtype=dtype).eval()
-    return LoadedModel(module=module, checkpoint=ckpt, spec=spec)
+    notes: list[str] = []
+    args = user.model_args  # type: ignore[attr-defined]
+    if args and spec.name in ("user", "torchvision"):
+        spec = ModelSpec(spec.name, replace(spec.config, kwargs=parse_kwargs(args)))  # type: ignore[type-var]
+    if spec.name != "user":
+        return spec, build(spec), notes
+    source = spec.config.source  # type: ignore[attr-defined]
+    if not user.trust_model_def:  # type: ignore[attr-defined]
+        raise LscapeError(
+            f"{path} was trained from user code {source}",
+            None,
+            f"pass --model-def {source} to load it, or --trust-model-def to import the recorded file",
+        )
+    return spec, build_user(spec.config, notes), notes  # type: ignore[arg-type]

@@ -51,9 +51,9 @@ def _describe_model(model: dict[str, Any], other: dict[str, Any]) -> str:
     return f"{model.get('name')}({', '.join(f'{k}={cfg[k]}' for k in keys)})"
 
 
-def compatible(a: Path, b: Path, model_config: Path | None) -> list[str]:
+def compatible(a: Path, b: Path, model_config: Path | None, model_def: str | None = None) -> list[str]:
     """Refuse checkpoints of different architectures or datasets (metadata only, no tensors loaded)."""
-    if model_config is not None:  # one description for both files
+    if model_config is not None or model_def is not None:  # one description (--model-def) for both files
         read_raw_metadata(a), read_raw_metadata(b)
         return []
     ma, mb = read_metadata(a), read_metadata(b)

@@ -78,7 +78,7 @@ def write_probe(
         config=config,
         results=results,
         timing_s=timing,
-        warnings=list(getattr(setup, "warnings", [])),
+        warnings=list(getattr(setup, "warnings", [])),  # e.g. a model or data file changed since training
         env=environment(str(setup.device)),
     )
     write_record(out_path, record)

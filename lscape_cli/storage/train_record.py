@@ -18,6 +18,7 @@ import torch
 
 from lscape_cli import __version__
 from lscape_cli.core.training import RunResult
+from lscape_cli.errors import LscapeError
 from lscape_cli.storage.checkpoint import CheckpointMeta, save_checkpoint, save_trajectory
 from lscape_cli.storage.files import remove_on_commit, sha256_file
 from lscape_cli.storage.records import environment, make_record, write_record
@@ -71,7 +72,7 @@ def write_run(
     ckpt_path = Path(str(stem) + ".safetensors")
     json_path = Path(str(stem) + ".train.json")
     outputs: dict[str, Any] = {"checkpoint": None, "trajectory": None}
-    warnings = []
+    warnings = list(ctx.get("warnings", []))
     if res.stop_reason == "diverged":
         warnings.append(f"training diverged (non-finite loss) at step {res.steps}; no checkpoint written")
     else:
@@ -134,3 +135,25 @@ def write_run(
         env=environment(ctx["device"]),
     )
     return write_record(json_path, record)
+
+
+def output_stems(out: Path, name: str, restarts: int) -> list[Path]:
+    """File stems per restart: ``OUT/NAME`` for one run, ``OUT/NAME-r000``, ... (by restart) for many."""
+    if restarts == 1:
+        return [out / name]
+    width = max(3, len(str(restarts - 1)))
+    return [out / f"{name}-r{r:0{width}d}" for r in range(restarts)]
+
+
+def check_outputs(out: Path, stems: list[Path], trajectory: bool, overwrite: bool) -> None:
+    """Refuse an ``--out`` that is a file, or files that exist without ``overwrite`` (parents are created)."""
+    if out.exists() and not out.is_dir():
+        raise LscapeError("--out exists and is not a directory", str(out), "choose a directory path")
+    suffixes = [".safetensors", ".train.json"] + ([".trajectory.safetensors"] if trajectory else [])
+    clash = [str(s) + suf for s in stems for suf in suffixes if Path(str(s) + suf).exists()]
+    if clash and not overwrite:
+        raise LscapeError(
+            "output exists",
+            clash[0] + (f" and {len(clash) - 1} more" if len(clash) > 1 else ""),
+            "pass --overwrite to replace, or choose another --out/--name",
+        )

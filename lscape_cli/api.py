@@ -1,0 +1,319 @@
+"""lscape from Python: the engine of the commands, on a model and data in memory.
+
+Each function makes the same request object as its command and makes the same core call, and returns
+what the command writes under ``results`` (keys documented in docs/formats.md), so a notebook and a
+shell script get the same numbers::
+
+    from lscape_cli import api
+    results = api.probe(model, (x, y), lambda_max=True, trace=True)
+
+``data`` is ``(x, y)`` (inputs ``(N, ...)``, integer labels ``(N,)``), a dict ``{"train": (x, y),
+"test": (x, y)}``, or the path of a data file as for ``--data`` (its train/val/test splits). The model
+is evaluated in eval mode (its mode is restored afterwards) and is never modified; tensors are used on
+the device and dtype of the model's parameters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lscape_cli.errors import LscapeError
+
+Data = Any  # (x, y) | {"train": (x, y), ...} | str | Path
+
+
+def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    p = next(model.parameters())
+    return p.device, p.dtype
+
+
+def splits_of(data: Data, model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``data`` as ``split -> (x, y)`` on the model's device and dtype."""
+    device, dtype = _device_dtype(model)
+    if isinstance(data, (str, Path)):
+        from lscape_cli import datasets
+
+        spec = datasets.DatasetSpec("file", path=str(Path(data).resolve()))
+        loaded = datasets.load(spec, Path("."), device=device, dtype=dtype)
+        return {s: (loaded.x[s], loaded.y[s]) for s in datasets.SPLITS}
+    pairs = data if isinstance(data, dict) else {"train": data}
+    out = {}
+    for split, pair in pairs.items():
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise LscapeError(f"data[{split!r}] is not an (x, y) pair", "data", "pass (x, y) tensors")
+        x, y = (torch.as_tensor(t) for t in pair)
+        out[split] = (x.to(device=device, dtype=dtype), y.to(device=device, dtype=torch.int64))
+    return out
+
+
+def _pick(data: Data, model: nn.Module, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = splits_of(data, model)
+    if split not in pairs:
+        raise LscapeError(f"no {split!r} split in the data", "split", f"choose one of: {', '.join(pairs)}")
+    return pairs[split]
+
+
+class _EvalMode:
+    """Eval mode inside the block, the caller's mode after it."""
+
+    def __init__(self, *models: nn.Module) -> None:
+        self.models = models
+        self.modes = [m.training for m in models]
+
+    def __enter__(self) -> None:
+        for m in self.models:
+            m.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        for m, mode in zip(self.models, self.modes, strict=True):
+            m.train(mode)
+
+
+def probe(
+    model: nn.Module,
+    data: Data,
+    *,
+    loss: str = "ce",
+    split: str = "train",
+    max_batch: int = 4096,
+    **request: Any,
+) -> dict[str, Any]:
+    """Curvature and flatness at the model's parameters: ``lscape probe``'s ``results``.
+
+    Args:
+        model: any ``nn.Module`` returning ``(N, classes)`` scores.
+        data: see the module docstring.
+        loss: ``ce`` or ``mse``.
+        split: which split of ``data`` to measure on.
+        max_batch: samples per forward pass (memory only).
+        **request: fields of :class:`lscape_cli.core.probe.ProbeRequest` (``lambda_max``, ``top_k``,
+            ``trace``, ``frobenius``, ``density``, ``grad_norm``, ``sharpness_eps``, ``tol``, ``seed``,
+            ...); with none of the measurements asked for, ``lambda_max`` is.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lscape_cli import api
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x, y = torch.randn(64, 4, generator=g), torch.arange(64) % 3
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+        >>> res = api.probe(model, (x, y), lambda_max=True, trace=True, seed=0)
+        >>> res["lambda_max"]["converged"], res["lambda_max"]["method"]
+        (True, 'lanczos')
+        >>> res["trace"]["num_matvecs"] > 0 and res["trace"]["stderr"] >= 0
+        True
+    """
+    from lscape_cli.core.hvp import Objective
+    from lscape_cli.core.probe import ProbeRequest, run_probe
+    from lscape_cli.usermodel import check_on_data
+
+    x, y = _pick(data, model, split)
+    measures = ("lambda_max", "top_k", "lambda_min", "trace", "frobenius", "density", "grad_norm")
+    if not any(request.get(k) for k in measures):
+        request["lambda_max"] = True
+    req = ProbeRequest(**request)
+    with _EvalMode(model):
+        check_on_data(model, x, int(y.max()) + 1, loss, "model")
+        return run_probe(Objective.from_module(model, x, y, loss, max_batch), req).results
+
+
+class _Memory:
+    """A slice store that keeps nothing (a notebook slice is not resumable)."""
+
+    where = "memory"
+
+    def save_directions(self, directions: Any, digest: str) -> None:
+        """Nothing to save."""
+
+    def resume(self, key: dict[str, Any], requested: bool, is_main: bool) -> list[tuple[Any, Any, Any]]:
+        """No partial grid."""
+        return []
+
+    def save_partial(
+        self, loss: Any, acc: Any, done: Any, key: dict[str, Any], rank: int, world: int
+    ) -> None:
+        """Nothing to keep."""
+
+
+def slice(  # noqa: A001 - the command's name
+    model: nn.Module,
+    data: Data,
+    *,
+    dims: int = 1,
+    steps: int = 21,
+    radius: float = 1.0,
+    count: int = 1,
+    norm: str = "filter",
+    bias: str = "zero",
+    seed: int = 0,
+    loss: str = "ce",
+    split: str = "train",
+    max_batch: int = 4096,
+) -> dict[str, Any]:
+    """Loss and accuracy on random lines (``dims=1``) or a plane (``dims=2``): ``lscape slice``'s ``results``.
+
+    Directions are Gaussian, filter-normalised by default (Li et al. 2018), drawn from ``seed``; the
+    grid runs over ``[-radius, radius]`` with ``steps`` points per axis.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lscape_cli import api
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x, y = torch.randn(64, 4, generator=g), torch.arange(64) % 3
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+        >>> res = api.slice(model, (x, y), dims=1, steps=5, radius=0.5)
+        >>> res["grid"]["shape"], res["grid"]["alpha"][2]
+        ([1, 5], 0.0)
+    """
+    from lscape_cli.core.slice_request import SliceRequest
+    from lscape_cli.core.slice_run import SliceData, run_slice
+    from lscape_cli.distributed import Group
+
+    x, y = _pick(data, model, split)
+    req = SliceRequest(
+        dims=dims,
+        radius=radius,
+        steps=steps,
+        count=count,
+        toward=None,
+        pca=None,
+        eigen=False,
+        directions=None,
+        norm=norm,
+        bias=bias,
+        orthogonalize=False,
+        eigen_tol=1e-6,
+        seed=seed,
+        memory_budget_mib=1024,
+        strategy="auto",
+        basin_threshold=0.1,
+        fit_radius=None,
+        zscale="auto",
+        resume=False,
+        plot=False,
+    )
+    req.validate()
+    _, dtype = _device_dtype(model)
+    sd = SliceData(model, x, y, loss, split, "eval", dtype, max_batch, _describe(model), "in-memory")
+    with _EvalMode(model):
+        return run_slice(sd, req, None, _Memory(), Group()).results
+
+
+def _describe(model: nn.Module) -> dict[str, Any]:
+    return {"name": "in-memory", "config": {"class": type(model).__qualname__}}
+
+
+def connect(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    data: Data,
+    *,
+    points: int = 11,
+    align: str = "none",
+    loss: str = "ce",
+    seed: int = 0,
+    max_batch: int = 4096,
+) -> dict[str, Any]:
+    """Loss and error along the path from A to B, with barriers: ``lscape connect``'s ``results``.
+
+    With ``align="weights"`` B's hidden units are also permuted onto A's (weight matching) along a
+    permutation structure derived by tracing the model (:mod:`lscape_cli.core.permutation_trace`).
+    ``data`` needs a ``train`` split; a ``test`` split is evaluated too when present.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lscape_cli import api
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x, y = torch.randn(64, 4, generator=g), torch.arange(64) % 3
+        >>> a = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> b = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> res = api.connect(a, b, (x, y), points=5, align="weights")
+        >>> res["aligned"]["alignment"]["function_check"]["passed"], len(res["linear"]["train"]["loss"])
+        (True, 5)
+    """
+    from lscape_cli.core.connectivity import ConnectRequest, Endpoint, run_connect
+    from lscape_cli.core.permutation_trace import traced_spec
+
+    data_ = splits_of(data, model_a)
+    if "train" not in data_:
+        raise LscapeError("connect needs a 'train' split", "data", "pass (x, y) or {'train': (x, y), ...}")
+
+    def end(m: nn.Module) -> Endpoint:
+        return Endpoint(
+            {n: p.detach() for n, p in m.named_parameters()}, {n: b.detach() for n, b in m.named_buffers()}
+        )
+
+    req = ConnectRequest(points=points, align=align, seed=seed, max_batch=max_batch)
+    with _EvalMode(model_a, model_b):
+        spec = traced_spec(model_a, data_["train"][0][:2]) if align == "weights" else None
+        results, _, warnings = run_connect(model_a, spec, end(model_a), end(model_b), data_, loss, req)
+    return {**results, "warnings": warnings} if warnings else results
+
+
+def train(
+    model: nn.Module,
+    data: Data,
+    *,
+    loss: str = "ce",
+    optimizer: str = "sgd",
+    lr: float = 0.01,
+    epochs: int = 10,
+    batch_size: int | None = 128,
+    seeds: tuple[int, ...] = (0,),
+    **config: Any,
+) -> list[Any]:
+    """Train restarts of ``model`` from its current weights: ``lscape train``'s engine.
+
+    Every restart starts from the model's parameters as they are and differs by its seed's minibatch
+    order. Returns one :class:`lscape_cli.core.training.RunResult` per seed (``state`` is the trained
+    ``state_dict``; ``final`` and ``history`` are what ``NAME.train.json`` records); ``model`` itself is
+    not changed.
+
+    Args:
+        model: any ``nn.Module``.
+        data: see the module docstring (``val``/``test`` splits are evaluated when present).
+        loss: ``ce`` or ``mse``.
+        optimizer: ``sgd``, ``adam`` or ``adamw``.
+        lr: learning rate.
+        epochs: epoch budget.
+        batch_size: minibatch size (``None``: full batch).
+        seeds: one restart per seed, trained together.
+        **config: other fields of :class:`lscape_cli.core.training.TrainConfig` (``momentum``, ``tol``, ...).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lscape_cli import api
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x, y = torch.randn(64, 4, generator=g), torch.arange(64) % 3
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+        >>> runs = api.train(model, (x, y), optimizer="adam", lr=1e-2, epochs=20, batch_size=None)
+        >>> model.load_state_dict(runs[0].state)
+        <All keys matched successfully>
+        >>> runs[0].final["train_loss"] < runs[0].history[0]["train_loss"]
+        True
+    """
+    import copy
+
+    from lscape_cli.core.training import TrainConfig, train_restarts
+    from lscape_cli.datasets import DatasetSpec, Splits
+
+    device, dtype = _device_dtype(model)
+    pairs = splits_of(data, model)
+    x0, y0 = pairs["train"]
+    empty = (x0[:0], y0[:0])
+    xs = {s: pairs.get(s, empty)[0] for s in ("train", "val", "test")}
+    ys = {s: pairs.get(s, empty)[1] for s in ("train", "val", "test")}
+    classes = 1 + max(int(v.max()) for v in ys.values() if v.numel())
+    splits = Splits(DatasetSpec("in-memory"), xs, ys, classes)
+    cfg = TrainConfig(loss=loss, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, **config)
+    start = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).clone()
+             for k, v in model.state_dict().items()}  # fmt: skip
+    work = copy.deepcopy(model)
+    return train_restarts(work, splits, cfg, list(seeds), device, dtype, initial_state=lambda s: start)

@@ -1,0 +1,39 @@
+"""What `lscape probe` prints on stderr: the table of estimates with their uncertainty and budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lscape_cli.cli.console import err
+
+
+def print_table(results: dict[str, Any], scalars: dict[str, float | None], out_path: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"lscape probe -> {out_path}")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("uncertainty / convergence")
+    table.add_column("method, budget")
+    flat = results.get("batches", {}).get("summary")
+    for key, value in scalars.items():
+        table.add_row(key, "null" if value is None else f"{value:.6g}", *_describe(key, results, flat))
+    err.print(table)
+
+
+def _describe(key: str, results: dict[str, Any], summary: dict[str, Any] | None) -> tuple[str, str]:
+    if summary is not None:
+        s = summary[key]
+        std = "n/a" if s["std"] is None else f"{s['std']:.3g}"
+        return (
+            f"std {std} over {s['n']} batches (min {s['min']:.4g}, max {s['max']:.4g})",
+            "mean over batches",
+        )
+    r = results.get(key) or {}
+    if "stderr" in r:
+        return f"+- {r['stderr']:.3g} (1 s.e.)", f"{r['method']}, {r['num_matvecs']} HVPs"
+    if "residual" in r:
+        state = "converged" if r["converged"] else "NOT converged"
+        return f"residual {r['residual']:.2g} ({state})", f"{r['method']}, {r['num_matvecs']} HVPs"
+    return "", str(r.get("method", ""))
