@@ -38,16 +38,25 @@ SHRINK = {
 }
 
 
-def readme_commands() -> list[str]:
-    """The command lines of the README's bash blocks, continuation lines joined, comments dropped."""
+def readme_blocks() -> list[tuple[str, str]]:
+    """``(language, text)`` of every bash and python block of the README, in order."""
     text = (ROOT / "README.md").read_text()
+    return re.findall(r"```(bash|python)\n(.*?)```", text, flags=re.S)
+
+
+def bash_lines(block: str) -> list[str]:
+    """A bash block's command lines, continuation lines joined, comments dropped, loops on one line."""
     lines: list[str] = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.split(" # ")[0].strip() if not line.lstrip().startswith("#") else ""
-            if line:
-                lines.append(line)
+    for line in block.replace("\\\n", " ").splitlines():
+        line = line.split(" # ")[0].strip() if not line.lstrip().startswith("#") else ""
+        if line:
+            lines.append(line)
     return _join_loops(lines)
+
+
+def readme_commands() -> list[str]:
+    """Every command line of the README's bash blocks."""
+    return [line for lang, block in readme_blocks() if lang == "bash" for line in bash_lines(block)]
 
 
 def _join_loops(lines: list[str]) -> list[str]:
@@ -81,6 +90,8 @@ def _shrink(argv: list[str]) -> list[str]:
     """Append the tiny-scale overrides for this command (restarts capped at 2)."""
     command = argv[1]
     extra = shlex.split(SHRINK.get(command, ""))
+    if command == "train" and "--data" in argv:
+        extra = [e for e in extra if e not in shlex.split(TINY_DATA)]  # the user's own data stays
     if "--restarts" in argv:
         extra += ["--restarts", str(min(2, int(argv[argv.index("--restarts") + 1])))]
     if command == "probe" and "--batch-size" in argv:
@@ -125,21 +136,40 @@ def test_every_readme_line_is_run_or_listed() -> None:
 
 
 def test_readme_examples_run(sandbox: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python blocks headed ``# NAME.py`` are written as that file, other Python blocks are run."""
     monkeypatch.chdir(sandbox)
+    monkeypatch.syspath_prepend(str(sandbox))
     ran = 0
-    for line in readme_commands():
-        if line.startswith(tuple(NOT_RUN)):
+    for lang, block in readme_blocks():
+        if lang == "python":
+            _python_block(block, sandbox)
             continue
-        for command in _expand(line, sandbox):
-            command, _, jq = command.partition(" | jq ")
-            argv = _shrink(shlex.split(command))
-            result = cli(*argv[1:])
-            ok = (0, 3) if "--check" in argv else (0,)  # a CI gate may fail on a tiny model
-            assert result.exit_code in ok, f"{command}\n{result.output}"
-            if jq:
-                _jq(_first_record(result.stdout), jq.strip())
-            ran += 1
-    assert ran >= 30
+        for line in bash_lines(block):
+            if not line.startswith(tuple(NOT_RUN)):
+                ran += _run_line(line, sandbox, cli)
+    assert ran >= 35
+
+
+def _python_block(block: str, sandbox: Path) -> None:
+    first = block.splitlines()[0]
+    if re.fullmatch(r"# [\w.]+\.py", first):
+        (sandbox / first[2:]).write_text(block)
+    else:
+        exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})  # noqa: S102
+
+
+def _run_line(line: str, sandbox: Path, cli: Any) -> int:
+    """Run one README line (a loop runs its body per value); the number of commands run."""
+    commands = _expand(line, sandbox)
+    for command in commands:
+        command, _, jq = command.partition(" | jq ")
+        argv = _shrink(shlex.split(command))
+        result = cli(*argv[1:])
+        ok = (0, 3) if "--check" in argv else (0,)  # a CI gate may fail on a tiny model
+        assert result.exit_code in ok, f"{command}\n{result.output}"
+        if jq:
+            _jq(_first_record(result.stdout), jq.strip())
+    return len(commands)
 
 
 def test_the_seed_001_batches_fit_the_default_test_split() -> None:
