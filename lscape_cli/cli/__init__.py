@@ -93,6 +93,7 @@ def funnel(fn: F) -> F:
 
 def _guarded(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     """Call the command inside one output transaction, committing it when its outputs stand."""
+    from lscape_cli.cli.console import flush_warnings
     from lscape_cli.storage.files import output_transaction
 
     with output_transaction() as tx:
@@ -101,12 +102,15 @@ def _guarded(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
         except typer.Exit as exc:
             if exc.exit_code in (0, EXIT_CHECK_FAILED):
                 tx.commit()
+            flush_warnings(show=exc.exit_code in (0, EXIT_CHECK_FAILED))
             raise
-        except LscapeError as exc:
-            if exc.keep_outputs:
-                tx.commit()
+        except BaseException as exc:
+            if isinstance(exc, LscapeError) and exc.keep_outputs:
+                tx.commit()  # e.g. the restarts that did not diverge
+            flush_warnings(show=False)
             raise
         tx.commit()
+        flush_warnings(show=True)
         return value
 
 

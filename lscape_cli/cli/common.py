@@ -129,7 +129,7 @@ def _fill_user_shapes(loaded: Any, splits: Any) -> None:
 
 def _resolve_loss(loss: str | None, meta: Any, checkpoint: Path) -> tuple[str, str, list[str]]:
     """The loss to evaluate, where it came from, and a warning when nothing said which loss to use."""
-    import sys
+    from lscape_cli.cli.console import warn
 
     if loss is not None:
         return loss, "--loss", []
@@ -140,7 +140,7 @@ def _resolve_loss(loss: str | None, meta: Any, checkpoint: Path) -> tuple[str, s
         f"{checkpoint} carries no training metadata: evaluating cross-entropy (ce); "
         "pass --loss mse if the model was trained with MSE"
     )
-    print(f"Warning: {text}", file=sys.stderr)
+    warn(text)
     return "ce", "default (no training metadata)", [text]
 
 

@@ -19,6 +19,23 @@ def _stderr_console() -> Console:
 err = _stderr_console()
 
 
+_PENDING: list[str] = []
+
+
+def warn(text: str) -> None:
+    """A ``Warning:`` line for stderr, printed once the command succeeded (a failure prints only its error)."""
+    _PENDING.append(text)
+
+
+def flush_warnings(show: bool) -> None:
+    """Print (``show``) or drop the pending warnings."""
+    import sys
+
+    for text in _PENDING if show else []:
+        print(f"Warning: {text}", file=sys.stderr)
+    _PENDING.clear()
+
+
 def emit_json(text: str) -> None:
     """Write machine-readable output to stdout (nothing else ever goes there)."""
     import sys
