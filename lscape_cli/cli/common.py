@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lscape_cli.cli import EXIT_CHECK_FAILED  # noqa: F401 - re-exported for the commands
 from lscape_cli.errors import LscapeError
 
 

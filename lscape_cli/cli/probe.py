@@ -9,8 +9,9 @@ from typing import Annotated
 
 import typer
 
+from lscape_cli.cli import EXIT_CHECK_FAILED
 from lscape_cli.cli._probe_report import print_table
-from lscape_cli.cli.common import EXIT_CHECK_FAILED, default_output, load_for_eval, parse_floats
+from lscape_cli.cli.common import default_output, load_for_eval, parse_floats
 from lscape_cli.cli.console import StatusLine, emit_json
 from lscape_cli.cli.options import (
     POSITIVE,
