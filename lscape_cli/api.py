@@ -7,8 +7,9 @@ shell script get the same numbers::
     from lscape_cli import api
     results = api.probe(model, (x, y), lambda_max=True, trace=True)
 
-``data`` is ``(x, y)`` (inputs ``(N, ...)``, integer labels ``(N,)``), a dict ``{"train": (x, y),
-"test": (x, y)}``, or the path of a data file as for ``--data`` (its train/val/test splits). The model
+``data`` is ``(x, y)`` (inputs ``(N, ...)``; integer labels ``(N,)``, or floating regression targets
+``(N,)``/``(N, D)`` fitted with ``loss="mse"``), a dict ``{"train": (x, y), "test": (x, y)}``, or the
+path of a data file as for ``--data`` (its train/val/test splits). The model
 is evaluated in eval mode (its mode is restored afterwards) and is never modified; tensors are used on
 the device and dtype of the model's parameters.
 """
@@ -46,8 +47,25 @@ def splits_of(data: Data, model: nn.Module) -> dict[str, tuple[torch.Tensor, tor
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
             raise LscapeError(f"data[{split!r}] is not an (x, y) pair", "data", "pass (x, y) tensors")
         x, y = (torch.as_tensor(t) for t in pair)
-        out[split] = (x.to(device=device, dtype=dtype), y.to(device=device, dtype=torch.int64))
+        labels = dtype if y.is_floating_point() else torch.int64  # regression targets stay floating
+        out[split] = (x.to(device=device, dtype=dtype), y.to(device=device, dtype=labels))
     return out
+
+
+def _outputs(ys: list[torch.Tensor], loss: str) -> tuple[int, str]:
+    """``(model outputs the labels ask for, task)``; regression targets need ``loss="mse"``."""
+    from lscape_cli.core.objective import task_of
+
+    task = task_of(ys[0])
+    if task == "regression":
+        if loss != "mse":
+            raise LscapeError(
+                "y holds floating regression targets, which cross-entropy cannot fit",
+                "data",
+                "pass loss='mse', or give y as integer class labels",
+            )
+        return (1 if ys[0].dim() == 1 else int(ys[0].shape[1])), task
+    return 1 + max(int(v.max()) for v in ys if v.numel()), task
 
 
 def _pick(data: Data, model: nn.Module, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +135,8 @@ def probe(
         request["lambda_max"] = True
     req = ProbeRequest(**request)
     with _EvalMode(model):
-        check_on_data(model, x, int(y.max()) + 1, loss, "model")
+        n, task = _outputs([y], loss)
+        check_on_data(model, x, n, loss, "model", task=task)
         return run_probe(Objective.from_module(model, x, y, loss, max_batch), req).results
 
 
@@ -310,8 +329,7 @@ def train(
     empty = (x0[:0], y0[:0])
     xs = {s: pairs.get(s, empty)[0] for s in ("train", "val", "test")}
     ys = {s: pairs.get(s, empty)[1] for s in ("train", "val", "test")}
-    classes = 1 + max(int(v.max()) for v in ys.values() if v.numel())
-    splits = Splits(DatasetSpec("in-memory"), xs, ys, classes)
+    splits = Splits(DatasetSpec("in-memory"), xs, ys, _outputs(list(ys.values()), loss)[0])
     cfg = TrainConfig(loss=loss, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, **config)
     start = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).clone()
              for k, v in model.state_dict().items()}  # fmt: skip

@@ -1,7 +1,8 @@
 """Registry of datasets: name -> loader, deterministic splits, subsets, tensors on the device.
 
 Every dataset becomes a :class:`Splits`: three tensors pairs (train, val, test) with inputs of shape
-``(N, C, H, W)`` (or ``(N, D)`` for flat data) and integer labels ``(N,)``. The split is fixed by
+``(N, C, H, W)`` (or ``(N, D)`` for flat data) and integer labels ``(N,)`` (a user's file may instead
+hold floating regression targets, ``(N,)`` or ``(N, D)``: see :attr:`Splits.task`). The split is fixed by
 ``split_seed`` alone, so a checkpoint's metadata (a :class:`DatasetSpec`) rebuilds exactly the data
 it was trained on.
 
@@ -72,8 +73,8 @@ class Splits:
 
     spec: DatasetSpec
     x: dict[str, torch.Tensor]  # split -> (N, *input_shape)
-    y: dict[str, torch.Tensor]  # split -> (N,) int64 labels
-    num_classes: int
+    y: dict[str, torch.Tensor]  # split -> (N,) int64 labels, or (N,) / (N, D) regression targets
+    num_classes: int  # model outputs: classes, or the regression target size D
     stats: dict[str, list[float]] = field(default_factory=dict)  # normalisation constants
 
     @property
@@ -81,16 +82,34 @@ class Splits:
         """Shape of one input sample."""
         return tuple(self.x["train"].shape[1:])
 
+    @property
+    def task(self) -> str:
+        """``"classification"`` (integer labels) or ``"regression"`` (floating targets, ``--loss mse``)."""
+        return "regression" if self.y["train"].is_floating_point() else "classification"
+
+    def check_loss(self, loss: str) -> None:
+        """Refuse a loss the labels cannot take: regression targets are fitted by ``mse`` only."""
+        if self.task == "regression" and loss != "mse":
+            raise LscapeError(
+                f"y holds floating regression targets {tuple(self.y['train'].shape)}, "
+                f"which loss {loss!r} cannot fit",
+                self.spec.path or self.spec.name,
+                "pass --loss mse, or store y as integer class labels for classification",
+            )
+
     def sizes(self) -> dict[str, int]:
         """Samples per split."""
         return {s: int(self.y[s].shape[0]) for s in SPLITS}
 
     def describe(self) -> dict[str, object]:
         """Spec plus the derived facts (shapes, sizes, constants) for metadata and JSON records."""
+        regression = self.task == "regression"
         return {
             **self.spec.to_dict(),
             "input_shape": list(self.input_shape),
-            "num_classes": self.num_classes,
+            "task": self.task,
+            "num_classes": None if regression else self.num_classes,
+            "num_targets": self.num_classes if regression else None,
             "sizes": self.sizes(),
             "normalization_stats": self.stats,
         }
@@ -100,9 +119,9 @@ class Splits:
 class RawData:
     """A dataset before splitting: inputs scaled to [0, 1], plus an optional fixed test set."""
 
-    x: np.ndarray  # (N, *input_shape) float32
-    y: np.ndarray  # (N,) int64
-    num_classes: int
+    x: np.ndarray  # (N, *input_shape) float32 (float64 when a user file stores it so)
+    y: np.ndarray  # (N,) int64 labels, or (N,) / (N, D) float64 regression targets
+    num_classes: int  # classes, or the regression target size D
     x_test: np.ndarray | None = None  # a dataset's official test split, if it has one
     y_test: np.ndarray | None = None
     x_val: np.ndarray | None = None  # a fixed validation split (user files that carry one)
@@ -228,21 +247,25 @@ def _load_file(spec: DatasetSpec, root: Path) -> RawData:
         raise LscapeError("dataset 'file' has no path", "--data", "pass --data FILE")
     path = Path(spec.path)
     splits = userdata.validate(userdata.read_arrays(path), path)
-    classes = 1 + max(int(y.max()) for _, y in splits.values() if y.size)
     x, y = splits["train"]
+    # regression targets stay floating (cast to the run's dtype on loading), class labels become int64
+    label_dtype = np.float64 if userdata.task(y) == "regression" else np.int64
 
-    def floats(a: np.ndarray) -> np.ndarray:
-        return a.astype(np.float32, copy=False)
+    def floats(a: np.ndarray) -> np.ndarray:  # float64 inputs keep their precision for --dtype float64
+        return a if a.dtype == np.float64 else a.astype(np.float32)
+
+    def labels(a: np.ndarray) -> np.ndarray:
+        return a.astype(label_dtype, copy=False)
 
     val, test = splits.get("val"), splits.get("test")
     return RawData(
         floats(x),
-        y.astype(np.int64),
-        num_classes=classes,
+        labels(y),
+        num_classes=userdata.num_outputs(splits),
         x_test=None if test is None else floats(test[0]),
-        y_test=None if test is None else test[1].astype(np.int64),
+        y_test=None if test is None else labels(test[1]),
         x_val=None if val is None else floats(val[0]),
-        y_val=None if val is None else val[1].astype(np.int64),
+        y_val=None if val is None else labels(val[1]),
     )
 
 
@@ -371,6 +394,12 @@ def _split_indices(spec: DatasetSpec, entry: DatasetEntry, raw: RawData) -> dict
     return out
 
 
+def _labels(y: np.ndarray, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+    """Class labels as int64; regression targets in the run's floating dtype."""
+    t = torch.from_numpy(np.ascontiguousarray(y)).to(device=device)
+    return t.to(dtype) if t.is_floating_point() else t
+
+
 def load(
     spec: DatasetSpec, root: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> Splits:
@@ -414,7 +443,7 @@ def load(
         x={
             s: torch.from_numpy(np.ascontiguousarray(v)).to(device=device, dtype=dtype) for s, v in xs.items()
         },
-        y={s: torch.from_numpy(np.ascontiguousarray(v)).to(device=device) for s, v in ys.items()},
+        y={s: _labels(v, device, dtype) for s, v in ys.items()},
         num_classes=raw.num_classes,
         stats=stats,
     )

@@ -1,6 +1,7 @@
 """Data from the user's own tensor file: ``--data FILE`` (``.safetensors``, ``.npz`` or ``.pt``).
 
-The file holds ``x`` (inputs, ``(N, ...)``) and ``y`` (integer class labels, ``(N,)``), and optionally
+The file holds ``x`` (inputs, ``(N, ...)``) and ``y``: integer class labels ``(N,)`` (classification),
+or floating targets ``(N,)`` or ``(N, D)`` (regression, fitted with ``--loss mse``). Optionally it holds
 its own splits: ``x_val``/``y_val`` and/or ``x_test``/``y_test``, or a ``split`` array of ``(N,)``
 integers (0 train, 1 validation, 2 test). Without explicit splits the validation and test samples are
 held out of ``x`` by ``split_seed`` (10% each unless sizes are given), as for the registry datasets.
@@ -8,7 +9,8 @@ held out of ``x`` by ``split_seed`` (10% each unless sizes are given), as for th
 Reading never runs code: ``.npz`` is read with ``allow_pickle=False``, ``.pt`` with
 ``torch.load(weights_only=True)``, safetensors as tensors only. Inputs are used as stored (no
 rescaling; ``--normalization standard`` standardises with the training split's statistics). Every
-array is checked (names, shapes, label range, finite values) with one clear error.
+array is checked (names, shapes, label range, finite values, one task across splits) with one clear
+error.
 """
 
 from __future__ import annotations
@@ -89,6 +91,16 @@ def _check_pair(name_x: str, name_y: str, data: dict[str, np.ndarray], path: Pat
         )
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise LscapeError(f"{name_x} has dtype {x.dtype}", str(path), "store inputs as numbers")
+    _check_finite(name_x, x, path)
+    if np.issubdtype(y.dtype, np.floating):
+        if y.ndim not in (1, 2) or y.shape[0] != x.shape[0]:
+            raise LscapeError(
+                f"{name_y} has shape {y.shape} but {name_x} has {x.shape[0]} samples",
+                str(path),
+                f"store regression targets {name_y} as ({x.shape[0]},) or ({x.shape[0]}, D)",
+            )
+        _check_finite(name_y, y, path)
+        return
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise LscapeError(
             f"{name_y} has shape {y.shape} but {name_x} has {x.shape[0]} samples",
@@ -97,13 +109,35 @@ def _check_pair(name_x: str, name_y: str, data: dict[str, np.ndarray], path: Pat
         )
     if not np.issubdtype(y.dtype, np.integer):
         raise LscapeError(
-            f"{name_y} has dtype {y.dtype}; lscape's losses (ce, mse on one-hot targets) take class labels",
+            f"{name_y} has dtype {y.dtype}",
             str(path),
-            f"store {name_y} as integers 0..C-1",
+            f"store {name_y} as integer class labels 0..C-1, or as floats for regression (--loss mse)",
         )
     if y.size and y.min() < 0:
         raise LscapeError(f"{name_y} has negative labels", str(path), "use labels 0..C-1")
-    _check_finite(name_x, x, path)
+
+
+def task(y: np.ndarray) -> str:
+    """``"regression"`` for floating targets, ``"classification"`` for integer labels."""
+    return "regression" if np.issubdtype(y.dtype, np.floating) else "classification"
+
+
+def num_outputs(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> int:
+    """Model outputs the data asks for: classes ``1 + max label``, or the regression target size ``D``."""
+    ys = [y for _, y in splits.values()]
+    if task(ys[0]) == "regression":
+        return 1 if ys[0].ndim == 1 else int(ys[0].shape[1])
+    return 1 + max(int(y.max()) for y in ys if y.size)
+
+
+def _check_same_task(name: str, y: np.ndarray, y_train: np.ndarray, path: Path) -> None:
+    """Every split holds the same kind of label (and, for regression, the same target size)."""
+    if task(y) != task(y_train) or (task(y) == "regression" and y.shape[1:] != y_train.shape[1:]):
+        raise LscapeError(
+            f"{name} has dtype {y.dtype} and shape {y.shape} but y has {y_train.dtype} and {y_train.shape}",
+            str(path),
+            "store every split's labels alike: integers for classes, floats of one shape for regression",
+        )
 
 
 def validate(data: dict[str, np.ndarray], path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -130,6 +164,7 @@ def validate(data: dict[str, np.ndarray], path: Path) -> dict[str, tuple[np.ndar
                     str(path),
                     "store every split with the same sample shape",
                 )
+            _check_same_task(ny, data[ny], data["y"], path)
             out[split] = (data[nx], data[ny])
     if "split" in data:
         if len(out) > 1:

@@ -378,9 +378,18 @@ def seeded_states(cfg: UserModelConfig, seeds: list[int]) -> list[dict[str, torc
 
 @torch.no_grad()
 def check_on_data(
-    module: nn.Module, x: torch.Tensor, num_classes: int, loss: str, where: str, deterministic: bool = True
+    module: nn.Module,
+    x: torch.Tensor,
+    num_classes: int,
+    loss: str,
+    where: str,
+    deterministic: bool = True,
+    task: str = "classification",
 ) -> None:
     """Run the model (eval mode) on two samples: it must take them and return ``(N, C)`` scores.
+
+    ``num_classes`` is the number of classes, or for ``task == "regression"`` the target size ``D``
+    (the model then needs exactly ``D`` outputs).
 
     With ``deterministic``, two passes must agree: Hessian-vector products and slices assume the loss is
     a function of the parameters, so a forward that draws random numbers in eval mode is refused. A
@@ -391,7 +400,7 @@ def check_on_data(
     printed = io.StringIO()
     try:
         with contextlib.redirect_stdout(printed):
-            _check_outputs(module, x[:2], num_classes, loss, where, deterministic)
+            _check_outputs(module, x[:2], (num_classes, task), loss, where, deterministic)
     finally:
         module.train(was_training)
     if printed.getvalue().strip():
@@ -403,7 +412,12 @@ def check_on_data(
 
 
 def _check_outputs(
-    module: nn.Module, sample: torch.Tensor, num_classes: int, loss: str, where: str, deterministic: bool
+    module: nn.Module,
+    sample: torch.Tensor,
+    outputs: tuple[int, str],
+    loss: str,
+    where: str,
+    deterministic: bool,
 ) -> None:
     try:
         out = module(sample)
@@ -418,14 +432,9 @@ def _check_outputs(
         raise LscapeError(
             f"the model returns {got} for {sample.shape[0]} inputs; lscape needs (N, outputs) scores",
             where,
-            "return one row of class scores per sample",
+            "return one row of class scores (or regression outputs) per sample",
         )
-    if (out.shape[1] != num_classes) if loss == "mse" else (out.shape[1] < num_classes):
-        raise LscapeError(
-            f"the model has {out.shape[1]} outputs but the data has {num_classes} classes",
-            where,
-            "match the model's output size to the labels (e.g. num_classes in --model-args)",
-        )
+    _check_width(int(out.shape[1]), outputs, loss, where)
     if deterministic:
         again = module(sample)
         if not torch.equal(out, again):
@@ -435,6 +444,23 @@ def _check_outputs(
                 where,
                 "remove randomness from forward outside training (e.g. F.dropout(x, training=self.training))",
             )
+
+
+def _check_width(width: int, outputs: tuple[int, str], loss: str, where: str) -> None:
+    """The model's output size fits the labels: ``D`` regression outputs, at least ``C`` class scores."""
+    n, task = outputs
+    if task == "regression" and width != n:
+        raise LscapeError(
+            f"the model has {width} outputs but y has {n} regression target(s) per sample",
+            where,
+            f"give the model {n} output(s) (e.g. its output size in --model-args)",
+        )
+    if task != "regression" and ((width != n) if loss == "mse" else (width < n)):
+        raise LscapeError(
+            f"the model has {width} outputs but the data has {n} classes",
+            where,
+            "match the model's output size to the labels (e.g. num_classes in --model-args)",
+        )
 
 
 @dataclass
@@ -462,7 +488,9 @@ def for_training(source: str, kwargs: dict[str, Any], splits: Any, loss: str, in
     notes: list[str] = []
     module = build_user(cfg, notes)
     x = splits.x["train"]
-    check_on_data(module.to(dtype=x.dtype, device=x.device), x, splits.num_classes, loss, source)
+    check_on_data(
+        module.to(dtype=x.dtype, device=x.device), x, splits.num_classes, loss, source, task=splits.task
+    )
 
     def initial_state(seed: int) -> dict[str, torch.Tensor]:
         return seeded_states(cfg, [seed])[0]

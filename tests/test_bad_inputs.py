@@ -410,8 +410,8 @@ CASES: dict[str, Case] = {
         "model.probe.json",
     ),
     "train-out-is-a-file": Case("overlap", f"{TRAIN} --out {CKPT}", 1, "model.safetensors"),
-    "report-out-is-an-input-record": Case(
-        "overlap", f"report {W}/model.train.json --out {W}/model.train.json", 1, "model.train.json"
+    "report-out-is-an-input": Case(
+        "overlap", f"report {W} {W}/r.html --out {W}/r.html", 1, "r.html", _write("r.html", "<p>mine</p>")
     ),
     "report-md-onto-an-input": Case(
         "overlap", f"report {W}/r.md {W}/model.train.json --out {W}/r.html", 1, "r.md", _write("r.md", "{}")

@@ -6,6 +6,7 @@ Python blocks whose first line is ``# NAME.py`` are written to that file; other 
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import sys
@@ -35,6 +36,7 @@ def test_the_section_has_what_the_issue_promises() -> None:
     )
     assert any(c.startswith("lscape connect") and "--align weights" in c for c in commands)
     assert any("torchvision:resnet18" in c for c in commands)
+    assert any(c.startswith("lscape train") and "--loss mse" in c and "my_targets.npz" in c for c in commands)
 
 
 def test_readme_your_own_model_runs(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,6 +61,21 @@ def test_readme_your_own_model_runs(tmp_path: Path, cli, monkeypatch: pytest.Mon
                     ran += 1
     finally:
         sys.modules.pop("my_model", None)
-    assert ran == 6
+    assert ran == 10
     assert (tmp_path / "my.probe.json").is_file()
     assert (tmp_path / "mine/model-r000--model-r001.connect.json").is_file()
+    _regression_records_have_no_accuracy(tmp_path / "reg")
+
+
+def _regression_records_have_no_accuracy(run: Path) -> None:
+    """The regression example: every record says so, has null accuracies and no warnings about them."""
+    names = ["model-r000.train.json", "model-r000.probe.json", "model-r000.slice.json"]
+    names.append("model-r000--model-r001.connect.json")
+    for name in names:
+        rec = json.loads((run / name).read_text())
+        config = rec["config"]
+        dataset = config.get("dataset") or config["evaluation"]["dataset"]
+        assert dataset["task"] == "regression", name
+        assert rec["warnings"] == [], (name, rec["warnings"])
+    probe = json.loads((run / "model-r000.probe.json").read_text())["results"]
+    assert probe["loss"]["accuracy"] is None and probe["lambda_max"]["converged"]

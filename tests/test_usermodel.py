@@ -346,6 +346,10 @@ def _arrays(case: str) -> dict[str, np.ndarray]:
         return {"x": x, "y": y[:10]}
     if case == "float-y":
         return {"x": x, "y": y.astype(np.float32)}
+    if case == "nan-y":
+        return {"x": x, "y": np.where(np.arange(20) == 3, np.nan, 1.0)}
+    if case == "bool-y":
+        return {"x": x, "y": y > 0}
     if case == "no-y":
         return {"x": x}
     if case == "bad-split":
@@ -357,7 +361,9 @@ BAD_DATA = {
     "nan": "x holds 1 NaN/inf value(s), the first in sample 7",
     "wrong-width": "the model fails on inputs of shape (2, 5)",
     "short-y": "y has shape (10,) but x has 20 samples",
-    "float-y": "y has dtype float32",
+    "float-y": "y holds floating regression targets (16,), which loss 'ce' cannot fit",
+    "nan-y": "y holds 1 NaN/inf value(s), the first in sample 3",
+    "bool-y": "y has dtype bool",
     "no-y": "the data file needs arrays 'x' and 'y' (found: x)",
     "bad-split": "'split' holds values other than 0, 1, 2",
 }

@@ -44,11 +44,14 @@ class Progress:
             self.bar.stop()
 
 
-def print_summary(results: list[Any], stems: list[Path]) -> None:
+def print_summary(results: list[Any], stems: list[Path], task: str = "classification") -> None:
+    """One row per restart; the last metric is test accuracy, or test loss for regression data."""
     from rich.table import Table
 
+    regression = task == "regression"
     table = Table(title="lscape train", show_lines=False)
-    for col in ("run", "seed", "stop", "epochs", "steps", "train loss", "val loss", "test acc", "file"):
+    last = "test loss" if regression else "test acc"
+    for col in ("run", "seed", "stop", "epochs", "steps", "train loss", "val loss", last, "file"):
         table.add_column(col)
     for res, stem in zip(results, stems, strict=True):
         f = res.final
@@ -60,7 +63,9 @@ def print_summary(results: list[Any], stems: list[Path]) -> None:
             str(res.steps),
             f"{f.get('train_loss', float('nan')):.4g}",
             f"{f.get('val_loss', float('nan')):.4g}",
-            f"{f.get('test_accuracy', float('nan')):.4f}",
+            f"{f.get('test_loss', float('nan')):.4g}"
+            if regression
+            else f"{f.get('test_accuracy', float('nan')):.4f}",
             "-" if res.stop_reason == "diverged" else f"{stem.name}.safetensors",
         )
     err.print(table)

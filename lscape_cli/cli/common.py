@@ -17,7 +17,7 @@ class EvalSetup:
     loaded: Any  # storage.checkpoint.LoadedModel
     splits: Any  # datasets.Splits
     x: Any  # (N, ...) tensor of the chosen split
-    y: Any  # (N,) labels
+    y: Any  # (N,) labels, or (N,) / (N, D) regression targets
     loss: str
     split: str
     device: Any
@@ -72,6 +72,7 @@ def load_for_eval(
     warnings += loss_warnings
     if loss not in LOSSES:
         raise LscapeError(f"unknown loss {loss!r}", "--loss", f"choose one of: {', '.join(LOSSES)}")
+    splits.check_loss(loss)
     _fill_user_shapes(loaded, splits)
     expected = tuple(getattr(loaded.spec.config, "input_shape", None) or splits.input_shape)
     if tuple(splits.input_shape) != expected:
@@ -84,7 +85,7 @@ def load_for_eval(
     from lscape_cli.usermodel import check_on_data
 
     sample = splits.x[split] if len(splits.x[split]) else splits.x["train"]  # an empty split checks nothing
-    check_on_data(loaded.module, sample, splits.num_classes, loss, str(checkpoint), True)
+    check_on_data(loaded.module, sample, splits.num_classes, loss, str(checkpoint), True, splits.task)
     if mode == "train":
         loaded.module.train()
     protocol = {

@@ -276,22 +276,28 @@ def _table(results: dict[str, Any], out_path: Path) -> None:
         title=f"lscape connect -> {out_path}",
         caption="barriers: max - mean of ends (relative), chord, max - max of ends",
     )
-    for col in ("path", "split", "loss max-mean", "rel.", "chord", "max-max", "error max-mean"):
+    error = "error" in results["linear"]["barriers"]["train"]  # no error rate for regression data
+    cols = ["path", "split", "loss max-mean", "rel.", "chord", "max-max"] + (
+        ["error max-mean"] if error else []
+    )
+    for col in cols:
         table.add_column(col, justify="left" if col in ("path", "split") else "right")
     for key in ("linear", "aligned", "curve"):
         path = results.get(key)
         if not path:
             continue
         for split in ("train", "test"):
-            lb, eb = path["barriers"][split]["loss"], path["barriers"][split]["error"]
+            lb = path["barriers"][split]["loss"]
             rel = lb["max_minus_mean_ends"]["relative"]
-            table.add_row(
+            row = [
                 path["path"] if key == "curve" else key,
                 split,
                 f"{lb['max_minus_mean_ends']['value']:.4g}",
                 "n/a" if rel is None else f"{rel:.3g}",
                 f"{lb['chord']['value']:.4g}",
                 f"{lb['max_minus_max_ends']['value']:.4g}",
-                f"{eb['max_minus_mean_ends']['value']:.4g}",
-            )
+            ]
+            if error:
+                row.append(f"{path['barriers'][split]['error']['max_minus_mean_ends']['value']:.4g}")
+            table.add_row(*row)
     err.print(table)

@@ -369,6 +369,7 @@ def run_training(
         datasets.download(dspec.name, root)
     _check_data_memory(dspec, device)
     splits = datasets.load(dspec, root, device=device, dtype=dtype)
+    splits.check_loss(cfg.loss)
     if cfg.patience is not None and splits.sizes()["val"] == 0:
         raise LscapeError(
             "--patience needs a validation split", "--val-size 0", "give --val-size > 0 or drop --patience"
@@ -404,7 +405,7 @@ def run_training(
         for text in texts:
             emit_json(json.dumps(json.loads(text)))  # one record per line (JSON Lines)
     if not quiet:
-        print_summary(results, stems)
+        print_summary(results, stems, splits.task)
     _final_status(results)
 
 

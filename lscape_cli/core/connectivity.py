@@ -45,7 +45,7 @@ from torch.func import functional_call
 
 from lscape_cli.core import alignment as al
 from lscape_cli.core.choices import Align, CurveOptimizer
-from lscape_cli.core.objective import evaluate, loss_mean
+from lscape_cli.core.objective import evaluate, loss_mean, task_of
 from lscape_cli.core.params import Params
 from lscape_cli.core.progress import ProgressFn
 from lscape_cli.core.surface import Subspace, evaluate_points
@@ -392,15 +392,15 @@ def _path(
     on_step: ProgressFn | None,
 ) -> dict[str, Any]:
     curves = evaluate_path(model, control, coefficients(kind, t), bufs, data, loss, req.max_batch, on_step)
+    # regression targets have no error rate (accuracy is NaN): their barriers are on the loss alone
+    metrics = ("loss",) if task_of(data["train"][1]) == "regression" else ("loss", "error")
     result: dict[str, Any] = {
         "path": kind,
         "formula": FORMULAS[kind],
         "buffers": bufs.mode,
         "alpha": t.tolist(),
         **curves,
-        "barriers": {
-            s: {m: barriers(c[m], t.tolist()) for m in ("loss", "error")} for s, c in curves.items()
-        },
+        "barriers": {s: {m: barriers(c[m], t.tolist()) for m in metrics} for s, c in curves.items()},
     }
     return result
 

@@ -165,7 +165,7 @@ class Objective:
         params: name -> tensor, the point ``θ`` at which derivatives are taken (never modified).
         buffers: name -> tensor, e.g. BatchNorm running statistics.
         x: inputs, ``(N, *input_shape)``.
-        y: integer labels, ``(N,)``.
+        y: integer labels ``(N,)``, or floating regression targets ``(N,)``/``(N, D)`` (``mse``).
         loss: ``"ce"`` or ``"mse"`` (see :mod:`lscape_cli.core.objective`).
         max_batch: samples per chunk (bounds memory; does not change the result).
     """

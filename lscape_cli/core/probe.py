@@ -7,7 +7,8 @@ repeats it on disjoint batches and summarises every scalar (mean, std, min, max)
 
 Keys of ``results`` (each estimate carries its method, budget, seed and uncertainty/convergence):
 
-- ``loss``: ``{"value", "accuracy", "num_samples"}`` at the checkpoint.
+- ``loss``: ``{"value", "accuracy", "num_samples"}`` at the checkpoint (for regression targets the
+  accuracy is NaN, written as ``null``, and is not a ``--check`` scalar).
 - ``hvp`` (when Hessian-vector products ran): the strategy, how it was chosen (``seconds_per_product``
   of each candidate under ``measure``), and the memory plan: ``chunk_size``, ``num_chunks``,
   ``retain_chunks``, ``memory_budget_mib``, measured ``graph_bytes_per_sample`` (see
@@ -41,7 +42,9 @@ from lscape_cli.core import density as dens
 from lscape_cli.core import sharpness as sharp
 from lscape_cli.core import spectrum, trace
 from lscape_cli.core.hvp import HVP, Objective, gradient, norm, plan
+from lscape_cli.core.objective import task_of
 from lscape_cli.core.progress import ProgressFn
+from lscape_cli.errors import LscapeError
 
 
 @dataclass(frozen=True)
@@ -106,14 +109,25 @@ def _finite(v: float | None) -> float | None:
     return v if v is not None and math.isfinite(v) else None
 
 
+def _check_task(obj: Objective, req: ProbeRequest) -> None:
+    """PAC-Bayes on the error rate needs class labels: regression targets have no error rate."""
+    if req.pac_bayes and req.pac_bayes_metric == "error" and task_of(obj.y) == "regression":
+        raise LscapeError(
+            "PAC-Bayes on the error rate needs class labels, but the data are regression targets",
+            "--pac-bayes-metric",
+            "pass --pac-bayes-metric loss",
+        )
+
+
 def run_probe(obj: Objective, req: ProbeRequest, on_step: ProgressFn | None = None) -> ProbeOutput:
     """Run every measurement ``req`` asks for at ``obj.params``."""
     out = ProbeOutput()
+    _check_task(obj, req)
     chunking = plan(obj, req.memory_budget_mib, req.retain_chunks)  # chunk size from measured memory
     obj = chunking.apply(obj)
     loss, acc = sharp.loss_accuracy(obj, obj.params)
     out.results["loss"] = {"value": loss, "accuracy": acc, "num_samples": obj.num_samples}
-    out.scalars.update(loss=loss, accuracy=acc)
+    out.scalars.update(loss=loss, **({} if task_of(obj.y) == "regression" else {"accuracy": acc}))
     # one gradient graph for every HVP estimator, then freed
     with HVP(obj, req.hvp_strategy, chunking.retain_chunks) as op:
         if req.needs_lambda_max or req.lambda_min:

@@ -44,12 +44,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from torch.func import functional_call, vmap
 
 from lscape_cli.core.choices import SliceStrategy
-from lscape_cli.core.objective import evaluate, loss_sum
+from lscape_cli.core.objective import evaluate, loss_sum, mse_target, num_correct
 from lscape_cli.core.params import Params
 from lscape_cli.core.progress import ProgressFn
 
@@ -144,7 +143,7 @@ class _Slots:
 
 
 def _loss_sum(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss: str) -> torch.Tensor:
-    """:func:`~lscape_cli.core.objective.loss_sum` with the one-hot targets made in advance (same ops)."""
+    """:func:`~lscape_cli.core.objective.loss_sum` with the MSE targets made in advance (same ops)."""
     if target is not None:
         return (logits - target).pow(2).sum()
     return loss_sum(logits, y, loss)
@@ -325,9 +324,9 @@ class SurfaceEvaluator:
                 inp = self._z(products, row) if products is not None else chunk.x
                 logits = self._forward(state, inp)
                 if target is None and self.loss == "mse":  # made once per chunk, not once per point
-                    target = F.one_hot(chunk.y, logits.shape[-1]).to(logits.dtype)
+                    target = mse_target(chunk.y, logits.shape[-1], logits.dtype)
                 losses.append(_loss_sum(logits, chunk.y, target, self.loss))
-                hits.append((logits.argmax(-1) == chunk.y).sum())
+                hits.append(num_correct(logits, chunk.y))
         shape = (len(self._chunks), len(rows))
         return (
             torch.stack(losses).double().reshape(shape).sum(0),
@@ -347,11 +346,11 @@ class SurfaceEvaluator:
 
         def one(state: Params, inp: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             logits = functional_call(net, ({key(n): t for n, t in state.items()}, self._buffers), (inp,))
-            return loss_sum(logits, y, loss), (logits.argmax(-1) == y).sum()
+            return loss_sum(logits, y, loss), num_correct(logits, y)
 
         batched = vmap(one, in_dims=(0, 0 if self._first else None, None))
         sums = torch.zeros(len(rows), dtype=torch.float64, device=self.x.device)
-        hits = torch.zeros(len(rows), dtype=torch.int64, device=self.x.device)
+        hits = torch.zeros(len(rows), dtype=torch.float64, device=self.x.device)
         for chunk in self._chunks:
             products = self._products(chunk) if self._first else None
             size = self._block_size(chunk)

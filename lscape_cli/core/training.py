@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from lscape_cli.core.objective import chunked_mean, loss_mean, loss_sum
+from lscape_cli.core.objective import chunked_mean, loss_mean, loss_sum, num_correct
 from lscape_cli.core.progress import ProgressFn
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -147,7 +147,7 @@ class StackedModel:
         def fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             out = self.logits(xb, train=False, per_restart_x=False)
             sums = torch.stack([loss_sum(out[r], yb, loss) for r in range(self.r)])
-            return sums, (out.argmax(-1) == yb).sum(-1)
+            return sums, num_correct(out, yb)
 
         return chunked_mean(fn, x, y, max_batch)
 

@@ -1,9 +1,10 @@
 """The ``connect`` figure: loss and error along the paths between two minima, barriers marked.
 
-A 2x2 grid (rows: loss, error; columns: train, test split). Every path in the record (linear, linear to
-the aligned B, trained curve) is one coloured line. The barrier ``max - mean of the ends`` is drawn as a
-vertical segment at its ``alpha``, from the mean of the end values (a dashed horizontal line) up to the
-path's maximum, and labelled with its value.
+A 2x2 grid (rows: loss, error; columns: train, test split); one row (loss) for regression data, which
+have no error rate. Every path in the record (linear, linear to the aligned B, trained curve) is one
+coloured line. The barrier ``max - mean of the ends`` is drawn as a vertical segment at its ``alpha``,
+from the mean of the end values (a dashed horizontal line) up to the path's maximum, and labelled with
+its value.
 """
 
 from __future__ import annotations
@@ -68,15 +69,17 @@ def plot_connect(record: dict[str, Any], stem: Path, title: str) -> list[Path]:
     paths = [(k, results[k]) for k in ("linear", "aligned", "curve") if results.get(k)]
     splits = [s for s in ("train", "test") if s in paths[0][1]]
     loss_name = record["config"]["evaluation"]["loss"]
-    fig = new_figure(9.5, 6.6)
-    axes = fig.subplots(2, len(splits), sharex=True, squeeze=False)
+    # regression data have no error rate: their barriers (and this figure) are on the loss alone
+    metrics = [m for m in ("loss", "error") if m in paths[0][1]["barriers"][splits[0]]]
+    fig = new_figure(9.5, 3.4 + 3.2 * (len(metrics) - 1))
+    axes = fig.subplots(len(metrics), len(splits), sharex=True, squeeze=False)
     for col, split in enumerate(splits):
-        for row, metric in enumerate(("loss", "error")):
+        for row, metric in enumerate(metrics):
             ax = axes[row][col]
             _panel(ax, paths, split, metric)
             if row == 0:
                 ax.set_title(f"{split} split")
-            else:
+            if row == len(metrics) - 1:
                 ax.set_xlabel("α (linear paths) / t (curve): 0 = A, 1 = B")
             if col == 0:
                 ax.set_ylabel(f"{loss_name} loss" if metric == "loss" else "error (1 − accuracy)")
@@ -84,7 +87,6 @@ def plot_connect(record: dict[str, Any], stem: Path, title: str) -> list[Path]:
     fig.legend(
         handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False
     )
-    fig.suptitle(
-        f"{title}: loss and error along the paths (dotted: barrier above the mean of the ends)", fontsize=10
-    )
+    what = " and ".join(metrics)
+    fig.suptitle(f"{title}: {what} along the paths (dotted: barrier above the mean of the ends)", fontsize=10)
     return save(fig, stem)

@@ -251,17 +251,22 @@ def surface_figure(fig: SliceFigure) -> Any:
 
 
 def lines_figure(fig: SliceFigure) -> Any:
-    """Loss (top) and accuracy (bottom) along every direction on one pair of axes."""
+    """Loss (top) and accuracy (bottom) along every direction; loss alone for regression data.
+
+    Regression targets have no accuracy (NaN at every point), so the figure then has one panel.
+    """
     import numpy as np
 
     loss, acc, a = _np(fig.loss), _np(fig.accuracy), _np(fig.alphas)
-    f = new_figure(8.5, 6.5)
-    top, bottom = f.subplots(2, 1, sharex=True, height_ratios=[2, 1])
+    has_acc = not np.isnan(acc).all()
+    f = new_figure(8.5, 6.5 if has_acc else 4.6)
+    top, bottom = f.subplots(2, 1, sharex=True, height_ratios=[2, 1]) if has_acc else (f.subplots(), None)
     many = len(loss) > 12
     for k in range(len(loss)):
         label = None if many else fig.labels[k]
         top.plot(a, np.ma.masked_invalid(loss[k]), linewidth=1.3, label=label)
-        bottom.plot(a, acc[k], linewidth=1.1)
+        if bottom is not None:
+            bottom.plot(a, acc[k], linewidth=1.1)
     top.plot(
         [0],
         [fig.centre_loss],
@@ -273,7 +278,7 @@ def lines_figure(fig: SliceFigure) -> Any:
         label=f"checkpoint (loss {fig.centre_loss:.4g})",
         zorder=5,
     )
-    for ax in (top, bottom):
+    for ax in (top, bottom) if bottom is not None else (top,):
         ax.axvline(0, color="grey", linestyle=":", linewidth=0.8)
         ax.grid(alpha=0.3)
     if _log_scale(loss, fig.zscale):
@@ -290,9 +295,10 @@ def lines_figure(fig: SliceFigure) -> Any:
             label="trajectory snapshots (projected)",
         )
     top.set_ylabel("loss")
-    bottom.set_ylabel("accuracy")
     what = f"{fig.description}; " if fig.description else ""
-    bottom.set_xlabel(f"alpha ({what}0 = checkpoint)")
+    (bottom or top).set_xlabel(f"alpha ({what}0 = checkpoint)")
+    if bottom is not None:
+        bottom.set_ylabel("accuracy")
     top.set_title(fig.title, fontsize=10)
     top.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.85)
     return f

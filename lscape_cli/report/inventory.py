@@ -2,7 +2,8 @@
 
 One row per run: model and size, dataset and split sizes, optimiser settings, epochs and stop reason,
 final losses and accuracies, and the generalisation gap (train accuracy − test accuracy, seed 003; and
-test loss − train loss). Values come from the train record, else from the checkpoint header.
+test loss − train loss). Values come from the train record, else from the checkpoint header. Runs on
+regression data have no accuracy: when no run has one, the accuracy columns are left out.
 """
 
 from __future__ import annotations
@@ -126,17 +127,23 @@ SETTINGS = (
 )
 
 
+def _has_accuracy(values: list[dict[str, Source]]) -> bool:
+    """Whether any run has an accuracy (runs on regression data have none)."""
+    return any(name in v for v in values for name in FINALS if name.endswith("_accuracy"))
+
+
 def inventory(runs: list[Run], rels: dict[str, str], keys: list[str]) -> Table:
     """Seed 001 Table 1 for every run (``keys``: the compare/group keys, shown first)."""
+    all_values = [run_values(run, rels) for run in runs]
+    acc = _has_accuracy(all_values)
+    finals = [n for n in FINALS if acc or not n.endswith("_accuracy")]
     columns = ["run", *keys, "model", "parameters", "dataset", "train / val / test"]
     columns += [name for name, _ in SETTINGS]
-    columns += ["epochs", "stop", "train loss", "val loss", "test loss", "train acc", "val acc", "test acc"]
-    columns += ["gap (acc)", "gap (loss)"]
-    table = Table(
-        "inventory", "Run inventory", columns, caption=GAP_NOTE["gap_acc"] + "; " + GAP_NOTE["gap_loss"]
-    )
-    for run in runs:
-        values = run_values(run, rels)
+    columns += ["epochs", "stop", "train loss", "val loss", "test loss"]
+    columns += ["train acc", "val acc", "test acc", "gap (acc)", "gap (loss)"] if acc else ["gap (loss)"]
+    caption = (GAP_NOTE["gap_acc"] + "; " if acc else "") + GAP_NOTE["gap_loss"]
+    table = Table("inventory", "Run inventory", columns, caption=caption)
+    for run, values in zip(runs, all_values, strict=True):
         row = [run_cell(run)]
         for key in keys:
             s = key_source(run, key)
@@ -145,8 +152,9 @@ def inventory(runs: list[Run], rels: dict[str, str], keys: list[str]) -> Table:
         row.append(_sizes(run, rels))
         row += [_setting(run, p, rels) for _, p in SETTINGS]
         row += [_cell(values, "epochs_run"), _cell(values, "stop_reason")]
-        row += [_cell(values, n) for n in FINALS]
-        row += [gap_cell(values, "gap_acc"), gap_cell(values, "gap_loss")]
+        row += [_cell(values, n) for n in finals]
+        row += [gap_cell(values, "gap_acc")] if acc else []
+        row.append(gap_cell(values, "gap_loss"))
         table.rows.append(row)
     return table
 
@@ -184,17 +192,18 @@ def groups(runs: list[Run], rels: dict[str, str], key: str) -> Table:
         s = key_source(run, key)
         buckets.setdefault(s.value if s else None, []).append(run_values(run, rels))
     present = [(h, m) for h, m in GROUP_METRICS if any(m in v for vs in buckets.values() for v in vs)]
+    acc = _has_accuracy([v for vs in buckets.values() for v in vs])
     table = Table(
         "groups",
         f"Groups by {key}",
-        [key, "runs", *(h for h, _ in present), "gap (acc)"],
+        [key, "runs", *(h for h, _ in present), *(["gap (acc)"] if acc else [])],
         caption="mean ± std (ddof 1) over the runs of each group; each cell lists the records it averages",
     )
     for value in sorted(buckets, key=sort_key):
         vals = buckets[value]
         row = [text_cell(value), text_cell(len(vals), len(vals))]
         row += [sources_mean_std([v[m] for v in vals if m in v]) for _, m in present]
-        row.append(_gap_mean(vals))
+        row += [_gap_mean(vals)] if acc else []
         table.rows.append(row)
     return table
 

@@ -125,7 +125,11 @@ def _barrier(r: str, d: dict[str, Any], path: str, split: str, metric: str, defi
 
 
 def connect(records: list[Record], rels: dict[str, str]) -> list[Block]:
-    """Mode connectivity: barriers per path with their definitions, and the path plots."""
+    """Mode connectivity: barriers per path with their definitions, and the path plots.
+
+    The error barrier column is left out when no record has one (regression data have no error rate).
+    """
+    error = any(get(rec.data, "/results/linear/barriers/test/error") is not None for rec in records)
     cols = [
         "record",
         "A",
@@ -136,7 +140,7 @@ def connect(records: list[Record], rels: dict[str, str]) -> list[Block]:
         "test loss: max − mean ends",
         "test loss: chord",
         "test loss: max − max ends",
-        "test error: max − mean ends",
+        *(["test error: max − mean ends"] if error else []),
         "train loss: max − mean ends",
     ]
     table = Table("connect", "Mode connectivity", cols, caption=BARRIER_DEFINITIONS)
@@ -162,7 +166,7 @@ def connect(records: list[Record], rels: dict[str, str]) -> list[Block]:
                     _barrier(r, d, path, "test", "loss", "max_minus_mean_ends"),
                     _barrier(r, d, path, "test", "loss", "chord"),
                     _barrier(r, d, path, "test", "loss", "max_minus_max_ends"),
-                    _barrier(r, d, path, "test", "error", "max_minus_mean_ends"),
+                    *([_barrier(r, d, path, "test", "error", "max_minus_mean_ends")] if error else []),
                     _barrier(r, d, path, "train", "loss", "max_minus_mean_ends"),
                 ]
             )

@@ -7,7 +7,8 @@ metadata (str -> str), JSON strings under these keys:
 - ``model``: ``{"name": registry name, "config": {...}}`` -- enough to rebuild the module.
 - ``dataset``: the :class:`~lscape_cli.datasets.DatasetSpec` plus shapes, sizes and normalisation stats.
 - ``training``: resolved training config, seed, restart index, steps, epochs, stop reason.
-- ``metrics``: final train/val/test loss and accuracy (eval mode, whole split).
+- ``metrics``: final train/val/test loss and accuracy (eval mode, whole split; accuracy ``null`` for
+  regression data).
 - ``versions``: lscape, torch, python versions.
 
 Nothing time-dependent is stored, so the same seed on the same device gives the same bytes.
@@ -53,7 +54,7 @@ class CheckpointMeta(TypedDict, total=False):
     model: ModelMeta
     dataset: dict[str, Any]  # DatasetSpec.describe(): name, split seed, sizes, normalisation, shapes
     training: dict[str, Any]  # TrainConfig.to_dict() + seed, restart(s), base_seed, stop_reason, ...
-    metrics: dict[str, float]  # {split}_loss, {split}_accuracy
+    metrics: dict[str, float | None]  # {split}_loss, {split}_accuracy (None: regression)
     versions: dict[str, str]  # lscape, torch, python
     epochs: list[int]  # trajectory files: the epoch of each snapshot
     steps: list[int]  # trajectory files: the step of each snapshot

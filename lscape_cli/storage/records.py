@@ -13,6 +13,11 @@ Every record has these top-level keys (documented in docs/formats.md; JSON Schem
 - ``results``: the command's measurements (per-command keys documented in its writer).
 - ``timing_s``: wall-clock seconds per phase.
 - ``warnings``: list of strings; a non-finite number is written as ``null`` and listed here.
+
+Accuracy is defined for class labels only. A record whose data are regression targets (its config's
+dataset says ``"task": "regression"``) writes every accuracy value (keys ``accuracy``, ``*_accuracy``,
+``accuracy_*``, and ``error`` = 1 − accuracy) as ``null``, and lists nothing in ``warnings`` for them:
+they are undefined, not failed.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,6 +61,27 @@ def input_entry(path: Path, relative_to: Path) -> dict[str, str]:
     return {"path": rel, "sha256": sha256_file(path)}
 
 
+ACCURACY_KEY = re.compile(r"(^|_)accuracy($|_)|^error$")  # accuracy-valued keys (error = 1 − accuracy)
+
+
+def task_of_config(config: dict[str, Any]) -> str:
+    """The task of a record's data: its config's ``dataset`` (or ``evaluation.dataset``) ``task``."""
+    for holder in (config, config.get("evaluation")):
+        dataset = holder.get("dataset") if isinstance(holder, dict) else None
+        if isinstance(dataset, dict) and dataset.get("task"):
+            return str(dataset["task"])
+    return "classification"
+
+
+def undefined_accuracy(obj: Any, under: bool = False) -> Any:
+    """``obj`` with every float under an accuracy-valued key replaced by ``None`` (same structure)."""
+    if isinstance(obj, dict):
+        return {k: undefined_accuracy(v, under or bool(ACCURACY_KEY.search(str(k)))) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [undefined_accuracy(v, under) for v in obj]
+    return None if under and isinstance(obj, float) else obj
+
+
 def make_record(
     schema: str,
     *,
@@ -67,7 +94,9 @@ def make_record(
     warnings: list[str],
     env: dict[str, object],
 ) -> dict[str, Any]:
-    """Assemble a record in the documented key order."""
+    """Assemble a record in the documented key order (accuracy ``null`` for regression data)."""
+    if task_of_config(config) == "regression":
+        results = undefined_accuracy(results)
     return {
         "schema": schema,
         "lscape_version": __version__,

@@ -21,7 +21,13 @@ from lscape_cli.core.training import RunResult
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage.checkpoint import CheckpointMeta, save_checkpoint, save_trajectory
 from lscape_cli.storage.files import remove_on_commit, sha256_file
-from lscape_cli.storage.records import environment, make_record, write_record
+from lscape_cli.storage.records import (
+    environment,
+    make_record,
+    task_of_config,
+    undefined_accuracy,
+    write_record,
+)
 
 TRAIN_SCHEMA = "lscape.train/1"
 
@@ -61,12 +67,15 @@ def write_run(
         "device": ctx["device"],
         "dtype": ctx["dtype"],
     }
+    metrics: dict[str, float | None] = dict(res.final.items())
+    if task_of_config(ctx) == "regression":
+        metrics = undefined_accuracy(metrics)  # null, not NaN, in the header's JSON
     versions = {"lscape": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
     meta: CheckpointMeta = {
         "model": ctx["model"],
         "dataset": ctx["dataset"],
         "training": training,
-        "metrics": res.final,
+        "metrics": metrics,
         "versions": versions,
     }
     ckpt_path = Path(str(stem) + ".safetensors")
