@@ -44,6 +44,7 @@ from lscape_cli.core import spectrum, trace
 from lscape_cli.core.hvp import HVP, Objective, gradient, norm, plan
 from lscape_cli.core.objective import task_of
 from lscape_cli.core.progress import ProgressFn
+from lscape_cli.core.stats import mean_var
 from lscape_cli.errors import LscapeError
 
 
@@ -345,13 +346,13 @@ def summarize(scalars: list[dict[str, float | None]]) -> dict[str, dict[str, Any
     """Mean, std (ddof=1), min, max of every scalar over batches (nulls skipped and counted)."""
     summary: dict[str, dict[str, Any]] = {}
     for key in scalars[0]:
-        vals = [s[key] for s in scalars if s.get(key) is not None]
+        vals = [v for s in scalars if (v := s.get(key)) is not None]
         if not vals:
             summary[key] = {"mean": None, "std": None, "min": None, "max": None, "n": 0}
             continue
-        mean = sum(vals) / len(vals)  # type: ignore[arg-type]
-        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None  # type: ignore[operator, misc]
-        summary[key] = {"mean": mean, "std": std, "min": min(vals), "max": max(vals), "n": len(vals)}  # type: ignore[type-var]
+        mean, var = mean_var(vals)
+        std = math.sqrt(var) if len(vals) > 1 else None
+        summary[key] = {"mean": mean, "std": std, "min": min(vals), "max": max(vals), "n": len(vals)}
     return summary
 
 

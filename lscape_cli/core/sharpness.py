@@ -28,6 +28,7 @@ from lscape_cli.core.choices import PacBayesMetric, SharpnessKind
 from lscape_cli.core.directions import gaussian_direction, normalize
 from lscape_cli.core.hvp import Objective, Params, axpy, loss_and_gradient, norm, scale
 from lscape_cli.core.objective import evaluate
+from lscape_cli.core.stats import mean_stderr
 
 KINDS = SharpnessKind.values()
 
@@ -46,15 +47,6 @@ def loss_accuracy(obj: Objective, params: Params) -> tuple[float, float]:
         reduce=obj.reduce,
         num_samples=obj.num_samples,
     )
-
-
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var / n)
 
 
 def perturbation(theta: Params, kind: str, eps: float, gen: torch.Generator, bias: str = "zero") -> Params:
@@ -88,7 +80,7 @@ def random_sharpness(
         rises.append(loss_accuracy(obj, axpy(1.0, delta, obj.params))[0] - base)
         if on_step is not None:
             on_step({"estimator": "sharpness", "step": i + 1, "total": num_directions})
-    mean, se = _mean_se(rises)
+    mean, se = mean_stderr(rises)
     return {
         "method": f"random directions ({kind})",
         "eps": eps,
@@ -170,8 +162,8 @@ def weight_noise(
     for sigma in sigmas:
         pairs = [loss_accuracy(obj, _noisy(obj.params, z, sigma, magnitude_aware)) for z in draws]
         losses, accs = [p[0] for p in pairs], [p[1] for p in pairs]
-        rise, rise_se = _mean_se([v - base_loss for v in losses])
-        drop, drop_se = _mean_se([base_acc - a for a in accs])
+        rise, rise_se = mean_stderr([v - base_loss for v in losses])
+        drop, drop_se = mean_stderr([base_acc - a for a in accs])
         rows.append(
             {
                 "sigma": sigma,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -149,9 +150,12 @@ def run_slice(
     resumed = _agree(group, int(done.sum()), store)
     engine: dict[str, Any] = {}
     t_grid = time.perf_counter()
-    computed = _compute(
-        data, req, grid, theta, buffers, dirs, (loss, acc, done), store, key, group, engine, on_step
-    )
+    evaluators = _Evaluators(data, req, theta, buffers, dirs.dirs, engine)
+
+    def save(state: Block) -> None:
+        store.save_partial(*state, key, group.rank, group.world_size)
+
+    computed = _compute(evaluators, grid, req.steps, (loss, acc, done), save, group, on_step)
     compute_s = time.perf_counter() - t_grid
     _gather(group, loss, acc, computed)
     timing["grid"] = time.perf_counter() - t
@@ -229,20 +233,15 @@ def _agree(group: Group, count: int, store: SliceStore) -> int:
 
 
 def _compute(
-    data: SliceData,
-    req: SliceRequest,
+    evaluators: _Evaluators,
     grid: Grid,
-    theta: Params,
-    buffers: Params,
-    dirs: SliceDirections,
+    block: int,
     state: Block,
-    store: SliceStore,
-    key: dict[str, Any],
+    save: Callable[[Block], None],
     group: Group,
-    engine: dict[str, Any],
     on_step: ProgressFn | None,
 ) -> tuple[list[int], list[float], list[float]]:
-    """Evaluate this rank's share of the points not done, keeping the partial grid after every block."""
+    """Evaluate this rank's share of the points not done, in blocks, ``save``-ing the grid after each."""
     loss, acc, done = state
     todo = [i for i in range(grid.num_points) if not bool(done[i])]
     start, stop = group.bounds(len(todo))
@@ -250,7 +249,6 @@ def _compute(
     progress = _Progress(grid.num_points, on_step)
     progress.advance(int(done.sum()) + (len(todo) - len(mine)), 0)
     computed: tuple[list[int], list[float], list[float]] = ([], [], [])
-    evaluators = _Evaluators(data, req, theta, buffers, dirs.dirs, engine)
 
     def on_block(idx: list[int], bl: torch.Tensor, ba: torch.Tensor) -> None:
         for j, p in enumerate(idx):
@@ -258,10 +256,10 @@ def _compute(
         computed[0].extend(idx)
         computed[1].extend(bl.tolist())
         computed[2].extend(ba.tolist())
-        store.save_partial(loss, acc, done, key, group.rank, group.world_size)
+        save(state)
         progress.advance(len(idx), len(idx))
 
-    run_grid(evaluators, grid, mine, req.steps, on_block)  # type: ignore[arg-type]
+    run_grid(evaluators, grid, mine, block, on_block)  # type: ignore[arg-type]
     return computed
 
 
