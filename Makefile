@@ -61,12 +61,13 @@ $(BENCH_STAMP):  # keyed by the hash of $(BENCH_REQS)
 	$(BENCH_BIN)/pip install --quiet -r requirements/bench.txt
 	touch $(BENCH_STAMP)
 
-# lscape against its peers, same model and data, one process: probe (docs/benchmarks.md), slice and connect (docs/bench-*.md).
+# lscape against its peers, same model and data, one process: probe (docs/benchmarks.md), slice, connect and train (docs/bench-*.md).
 bench: $(BENCH_STAMP)
 	$(BENCH_BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BENCH_BIN)/python benchmarks/bench_probe.py --write docs/benchmarks.md
 	$(BENCH_BIN)/python benchmarks/bench_slice.py --threads 1,2 --write docs/bench-slice.md
 	$(BENCH_BIN)/python benchmarks/bench_connect.py --write docs/bench-connect.md
+	$(BENCH_BIN)/python benchmarks/bench_train.py --write docs/bench-train.md
 
 clean-venv:
 	rm -rf $(VENV)

@@ -229,6 +229,28 @@ def same_bits() -> Callable[[Any, Any], bool]:
     return bitwise_equal
 
 
+@pytest.fixture(scope="session")
+def train_validator() -> Any:
+    """A JSON Schema validator of ``lscape.train/1`` records (train.schema.json and what it references)."""
+    import json
+
+    import lscape_cli
+
+    jsonschema = pytest.importorskip("jsonschema")
+    from referencing import Registry, Resource
+
+    schema_dir = Path(lscape_cli.__file__).parent / "storage" / "schemas"
+    path = schema_dir / "train.schema.json"
+    assert path.is_file(), f"{path} is missing (the train record's JSON Schema)"
+    resources = [
+        (p.name, Resource.from_contents(json.loads(p.read_text()))) for p in schema_dir.glob("*.schema.json")
+    ]
+    schema = json.loads(path.read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema, registry=Registry().with_resources(resources))
+
+
 # ------------------------------------------------------------------------------------------ torchrun
 
 

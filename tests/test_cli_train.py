@@ -16,12 +16,9 @@ from typing import Any
 import pytest
 import torch
 
-import lscape_cli
 from lscape_cli import datasets
 from lscape_cli.core.objective import evaluate
 from lscape_cli.storage.checkpoint import TRAJECTORY_SCHEMA, load_checkpoint, load_trajectory, read_metadata
-
-SCHEMA_DIR = Path(lscape_cli.__file__).parent / "storage" / "schemas"
 
 # The command, cut down to one epoch on 500 images.
 MNIST_ARGS = shlex.split(
@@ -109,25 +106,10 @@ def test_mnist_run_records(mnist_run: tuple[Path, Any], read_json) -> None:
     assert text.startswith('{\n  "schema": "lscape.train/1"') and text.endswith("}\n")
 
 
-def _validator() -> Any:
-    jsonschema = pytest.importorskip("jsonschema")
-    from referencing import Registry, Resource
-
-    path = SCHEMA_DIR / "train.schema.json"
-    assert path.is_file(), f"{path} is missing (the train record's JSON Schema)"
-    resources = [
-        (p.name, Resource.from_contents(json.loads(p.read_text()))) for p in SCHEMA_DIR.glob("*.schema.json")
-    ]
-    schema = json.loads(path.read_text())
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema, registry=Registry().with_resources(resources))
-
-
 def test_train_records_validate_against_the_json_schema(
-    mnist_run: tuple[Path, Any], tiny_run: Path, diverged_record: dict[str, Any], read_json
+    mnist_run: tuple[Path, Any], tiny_run: Path, diverged_record: dict[str, Any], read_json, train_validator
 ) -> None:
-    validator = _validator()
+    validator = train_validator
     paths = [*mnist_run[0].glob("*.train.json"), *tiny_run.glob("*.train.json")]
     assert len(paths) == 4
     records = {p.name: read_json(p) for p in paths} | {"diverged": diverged_record}

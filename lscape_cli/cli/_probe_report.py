@@ -22,6 +22,17 @@ def print_table(results: dict[str, Any], scalars: dict[str, float | None], out_p
     err.print(table)
 
 
+def _uncertainty(r: dict[str, Any]) -> str:
+    """``+- u (stderr s, rounding f)`` and the advice when rounding dominates."""
+    if r["stderr"] is None:  # an effective rank from one SLQ run
+        return "n/a (one run)"
+    if "uncertainty" not in r:  # a standard error alone (the effective rank's jackknife)
+        return f"+- {r['stderr']:.3g} (1 s.e.)"
+    parts = [f"stderr {r['stderr']:.3g}"] + ([f"rounding {r['rounding']:.2g}"] if r.get("rounding") else [])
+    text = f"+- {r['uncertainty']:.3g} ({', '.join(parts)})"
+    return f"{text}; rounding dominates: rerun with --dtype float64" if r.get("note") else text
+
+
 def _describe(key: str, results: dict[str, Any], summary: dict[str, Any] | None) -> tuple[str, str]:
     if summary is not None:
         s = summary[key]
@@ -32,7 +43,7 @@ def _describe(key: str, results: dict[str, Any], summary: dict[str, Any] | None)
         )
     r = results.get(key) or {}
     if "stderr" in r:
-        return f"+- {r['stderr']:.3g} (1 s.e.)", f"{r['method']}, {r['num_matvecs']} HVPs"
+        return _uncertainty(r), f"{r['method']}, {r['num_matvecs']} HVPs"
     if "residual" in r:
         state = "converged" if r["converged"] else "NOT converged"
         return f"residual {r['residual']:.2g} ({state})", f"{r['method']}, {r['num_matvecs']} HVPs"

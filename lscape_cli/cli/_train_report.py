@@ -59,7 +59,7 @@ def print_summary(results: list[Any], stems: list[Path], task: str = "classifica
             str(res.restart),
             str(res.seed),
             res.stop_reason,
-            str(res.epochs),
+            str(res.epochs) + (f" (kept {res.best_epoch})" if res.best_epoch is not None else ""),
             str(res.steps),
             f"{f.get('train_loss', float('nan')):.4g}",
             f"{f.get('val_loss', float('nan')):.4g}",

@@ -24,6 +24,7 @@ class EvalSetup:
     dtype: Any
     protocol: dict[str, Any]
     warnings: list[str] = field(default_factory=list)  # for the record (e.g. a changed model or data file)
+    snapshots: Any = None  # storage.trajectory.Snapshots when the input is a trajectory file
 
 
 def load_for_eval(
@@ -38,10 +39,14 @@ def load_for_eval(
     loss: str | None = None,
     mode: str = "eval",
     max_batch: int = 4096,
+    samples: int | None = None,
+    trajectory: bool = False,
     user: Any = None,
 ) -> EvalSetup:
     """Rebuild model + data from the checkpoint's metadata (``dataset``/``loss`` override it).
 
+    ``samples``: keep only the first M samples of the split (the protocol of ``lscape train --track``).
+    ``trajectory``: the input is a trajectory file; the module holds its last snapshot.
     ``user`` (a :class:`lscape_cli.usermodel.UserInputs`) names the user's model (``--model-def``) and
     data file (``--data``).
     """
@@ -55,7 +60,13 @@ def load_for_eval(
     if mode not in ("eval", "train"):
         raise LscapeError(f"unknown mode {mode!r}", "--mode", "use eval or train")
     device, dtype = resolve_device(device_name), resolve_dtype(dtype_name)
-    loaded = load_model(checkpoint, model_config, device=device, dtype=dtype, user=user)
+    snapshots = None
+    if trajectory:
+        from lscape_cli.storage.trajectory import load_snapshot_model
+
+        loaded, snapshots = load_snapshot_model(checkpoint, device=device, dtype=dtype)
+    else:
+        loaded = load_model(checkpoint, model_config, device=device, dtype=dtype, user=user)
     meta = loaded.checkpoint.meta
     dmeta = _dataset_meta(dict(meta.get("dataset") or {}), dataset, getattr(user, "data", None))
     if not dmeta:
@@ -88,9 +99,13 @@ def load_for_eval(
     check_on_data(loaded.module, sample, splits.num_classes, loss, str(checkpoint), True, splits.task)
     if mode == "train":
         loaded.module.train()
+    x, y = splits.x[split], splits.y[split]
+    if samples is not None:
+        x, y = x[:samples], y[:samples]
     protocol = {
         "split": split,
-        "num_samples": int(splits.y[split].shape[0]),
+        "num_samples": int(y.shape[0]),
+        "samples": samples,
         "mode": mode,
         "loss": loss,
         "loss_source": loss_source,
@@ -98,8 +113,7 @@ def load_for_eval(
         "max_batch": max_batch,
         "dataset": splits.describe(),
     }
-    x, y = splits.x[split], splits.y[split]
-    return EvalSetup(loaded, splits, x, y, loss, split, device, dtype, protocol, warnings)
+    return EvalSetup(loaded, splits, x, y, loss, split, device, dtype, protocol, warnings, snapshots)
 
 
 def _dataset_meta(recorded: dict[str, Any], dataset: str | None, data: Path | None) -> dict[str, Any]:

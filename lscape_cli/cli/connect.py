@@ -135,7 +135,7 @@ def connect(
     )
     warnings += setup.warnings + [w for w in b_loaded.warnings if w not in setup.warnings]
     from lscape_cli.core import connectivity as C
-    from lscape_cli.core.training import has_batchnorm
+    from lscape_cli.core.stacked import has_batchnorm
 
     perm_spec = setup.loaded.spec
     if align == "weights":
@@ -161,6 +161,10 @@ def connect(
         max_batch=max_batch,
     )
     data = {s: (setup.splits.x[s], setup.splits.y[s]) for s in ("train", "test")}
+    from lscape_cli.core.budget import Problem, check, path_demands
+
+    size = Problem.of(setup.loaded.module, sum(int(y.shape[0]) for _, y in data.values()))
+    check(path_demands(points, curve_epochs, req.curve is not None, size), setup.device)
     t_load = time.perf_counter() - t0
     quiet = quiet or json_out
     with StatusLine(quiet, "connect") as on_step:

@@ -37,10 +37,14 @@ def flush_warnings(show: bool) -> None:
 
 
 def emit_json(text: str) -> None:
-    """Write machine-readable output to stdout (nothing else ever goes there)."""
+    """Write a JSON record to stdout as one line (JSON Lines; files keep ``indent=2``).
+
+    Nothing else ever goes to stdout, so ``--json`` output of several records streams line by line.
+    """
+    import json
     import sys
 
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.write(json.dumps(json.loads(text), allow_nan=False, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
 

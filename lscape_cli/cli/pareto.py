@@ -125,7 +125,9 @@ def _print(results: dict[str, Any], out: Path) -> None:
     if "lambda_g" in a:
         imp = a["relative_improvement"]
         err.print(
-            f"lambda_G = {a['lambda_g']:.4g}; MAE to normalised {results['target']}: "
+            f"lambda_G = {a['lambda_g']:.4g}"
+            + (" (the scan's upper bound, not a fitted minimum)" if a.get("lambda_G_at_bound") else "")
+            + f"; MAE to normalised {results['target']}: "
             f"{a['mae_without_curvature']:.4g} -> {a['mae_with_curvature']:.4g}"
             + ("" if imp is None else f" ({100 * imp:.1f}% lower)")
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -197,6 +197,21 @@ def probe(
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Samples per batch with --num-batches.", rich_help_panel=DATA)
     ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Use only the first M samples of the split (as lscape train --track-samples).",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
+    snapshot: Annotated[
+        str | None,
+        typer.Option(
+            help="CHECKPOINT is a trajectory file: probe every snapshot (all) or those of the listed epochs.",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
     mode: ModeOpt = "eval",
     loss: LossOverrideOpt = None,
     dataset: DatasetOverrideOpt = None,
@@ -227,8 +242,7 @@ def probe(
     Example:
         lscape probe sample_checkpoints/mlp-d4-r000.safetensors --lambda-max --trace --json | jq .results.lambda_max
     """
-    from lscape_cli.core import checks as chk
-    from lscape_cli.core.probe import ProbeRequest
+    from lscape_cli.core.probe import ProbeRequest, check_budget
 
     t0 = time.perf_counter()
     checks = list(check or [])
@@ -248,16 +262,10 @@ def probe(
         loss=loss,
         mode=mode,
         max_batch=max_batch,
+        samples=samples,
+        trajectory=snapshot is not None,
         user=user_inputs(model_def, model_args, trust_model_def, data_file),
     )
-    if density:
-        from lscape_cli.core import resources
-
-        params = sum(p.numel() for p in setup.loaded.module.parameters())
-        need = resources.density_bytes(params, density_steps)
-        resources.require(
-            need, f"a density of {density_steps:,} Lanczos steps", "--density-steps", setup.device
-        )
     flags = [
         lambda_max,
         top_k > 0,
@@ -308,9 +316,10 @@ def probe(
         retain_chunks=retain_chunks,
         bias=bias,
     )
+    check_budget(req, setup.loaded.module, int(setup.y.shape[0]))
     t_load = time.perf_counter() - t0
     from lscape_cli.cli import invocation
-    from lscape_cli.core.probe_batches import Batches, SplitData, probe_split
+    from lscape_cli.core.probe_batches import Batches, SplitData, probe_series, probe_split
     from lscape_cli.distributed import group_from_env
     from lscape_cli.storage.probe_record import write_probe
     from lscape_cli.storage.records import to_json
@@ -320,11 +329,15 @@ def probe(
     with group_from_env(setup.device) as group:
         quiet = quiet or json_out or not group.is_main
         with StatusLine(quiet, "probe") as on_step:
-            results, scalars = probe_split(data, req, batches, group, on_step)
+            if snapshot is None:
+                results, scalars = probe_split(data, req, batches, group, on_step)
+            else:
+                picked = setup.snapshots.select(snapshot)
+                results, scalars = probe_series(data, setup.snapshots, picked, req, batches, group, on_step)
     if not group.is_main:
         return
     t_measure = time.perf_counter() - t0 - t_load
-    check_rows = [chk.evaluate(e, scalars) for e in checks] if checks else []
+    check_rows = [_evaluate(e, scalars) for e in checks]
     if check_rows:
         results["checks"] = check_rows
     record = write_probe(
@@ -353,6 +366,15 @@ def _refs(checks: list[str]) -> set[str]:
     from lscape_cli.core import checks as chk
 
     return set().union(*(chk.referenced(e) for e in checks)) if checks else set()
+
+
+def _evaluate(expr: str, scalars: dict[str, float | None]) -> dict[str, Any]:
+    from lscape_cli.core import checks as chk
+
+    try:
+        return chk.evaluate(expr, scalars)
+    except chk.CheckError as exc:
+        raise LscapeError(str(exc), "--check", "compare finite quantities, e.g. 'lambda_max < 200'") from exc
 
 
 def _check_syntax(expr: str) -> None:

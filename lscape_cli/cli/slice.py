@@ -220,7 +220,6 @@ def slice_(
         plot=plot,
     )
     req.validate()
-    _check_grid_memory(req)
     paths = SlicePaths.of(out or default_output(checkpoint, "slice.json"))
     refuse_overlap(
         [paths.record, paths.grid, paths.directions],
@@ -239,6 +238,10 @@ def slice_(
         max_batch=max_batch,
         user=user_inputs(model_def, model_args, trust_model_def, data_file),
     )
+    from lscape_cli.core.budget import Problem, check, grid_demands
+
+    size = Problem.of(setup.loaded.module, int(setup.y.shape[0]))
+    check(grid_demands(req.dims, req.steps, req.count, size), setup.device)
     with group_from_env(setup.device) as group:
         quiet = quiet or json_out or not group.is_main
         try:
@@ -287,16 +290,6 @@ def _run(
     title = f"{checkpoint.name}: {data.loss} loss on {data.split} ({data.num_samples} samples)"
     plots = (lambda: save_slice_plots(slice_figure(res, title), paths.stem)) if req.plot else None
     return write_slice(paths, res, ctx, plots, {**timing, **res.timing}, t0)
-
-
-def _check_grid_memory(req: SliceRequest) -> None:
-    import torch
-
-    from lscape_cli.core import resources
-
-    points = req.steps**req.dims * (req.count if req.dims == 1 else 1)
-    need = resources.grid_bytes(points)
-    resources.require(need, f"a grid of {points:,} points", "--steps", torch.device("cpu"))
 
 
 def _data(setup: EvalSetup, checkpoint: Path) -> SliceData:

@@ -38,6 +38,7 @@ DATA = "Data"
 OPTIM = "Optimisation"
 STOP = "Stopping"
 OUT = "Output"
+TRACK = "Tracking (curvature during training)"
 
 
 def _batch_size(value: str) -> int | None:
@@ -180,6 +181,13 @@ def train(
         int, typer.Option(min=1, help="Epoch budget (full batch: steps).", rich_help_panel=STOP)
     ] = 10,
     max_steps: Annotated[int | None, typer.Option(min=1, help="Step budget.", rich_help_panel=STOP)] = None,
+    schedule: Annotated[
+        str,
+        typer.Option(
+            help="Learning-rate schedule: constant, step:EVERY:GAMMA (epochs), cosine, linear-warmup:STEPS+cosine.",
+            rich_help_panel=OPTIM,
+        ),
+    ] = "constant",
     tol: Annotated[
         float | None,
         typer.Option(
@@ -188,6 +196,25 @@ def train(
             rich_help_panel=STOP,
         ),
     ] = None,
+    tol_rule: Annotated[
+        str,
+        typer.Option(
+            help="--tol rule: step (|l_e - l_e-1| < TOL) or window:K (relative change of K-epoch mean loss < TOL).",
+            rich_help_panel=STOP,
+        ),
+    ] = "step",
+    grad_tol: Annotated[
+        float | None,
+        typer.Option(help="Stop when the epoch's mean gradient norm < GRAD_TOL.", rich_help_panel=STOP),
+    ] = None,
+    restore_best: Annotated[
+        bool,
+        typer.Option(
+            "--restore-best",
+            help="Save the best validation epoch's state, not the last.",
+            rich_help_panel=STOP,
+        ),
+    ] = False,
     patience: Annotated[
         int | None,
         typer.Option(
@@ -206,6 +233,24 @@ def train(
             min=1, help="Evaluate all splits every N epochs (and at the end).", rich_help_panel=STOP
         ),
     ] = 1,
+    track: Annotated[
+        str | None,
+        typer.Option(
+            help="Probe during training, e.g. lambda_max,top_k:3,trace,frobenius,grad_norm,sharpness:0.05,noise:0.01.",
+            rich_help_panel=TRACK,
+        ),
+    ] = None,
+    track_every: Annotated[
+        int, typer.Option(min=1, help="Track every N epochs (and the first and last).", rich_help_panel=TRACK)
+    ] = 1,
+    track_split: Annotated[str, typer.Option(help="Split to track on.", rich_help_panel=TRACK)] = "train",
+    track_samples: Annotated[
+        int | None,
+        typer.Option(min=1, help="Track on the first M samples of the split [all].", rich_help_panel=TRACK),
+    ] = None,
+    track_seed: Annotated[
+        int, typer.Option(help="Seed of the tracked estimators.", rich_help_panel=TRACK)
+    ] = 0,
     restarts: Annotated[
         int,
         typer.Option(
@@ -215,6 +260,13 @@ def train(
             rich_help_panel=OUT,
         ),
     ] = 1,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="I/N: train only shard I (0-based) of N of the restarts (separate processes or array jobs).",
+            rich_help_panel=OUT,
+        ),
+    ] = None,
     seed: SeedOpt = 0,
     out: Annotated[
         Path, typer.Option(help="Output directory (created with its parents).", rich_help_panel=OUT)
@@ -249,11 +301,17 @@ def train(
     per-epoch history, final metrics), NAME.trajectory.safetensors with --save-trajectory. A diverged
     restart is recorded in its JSON, gets no checkpoint, and the command exits 1.
 
+    \b
     Example:
         lscape train --model mlp --depth 4 --width 48 --dataset mnist-5k --loss mse --optimizer adam --lr 1e-3 --restarts 3 --out runs/d4
-    """
+        # seed 003: lambda_max during training, small vs large batch
+        lscape train --model cnn --optimizer sgd --lr 0.05 --batch-size 64 --epochs 20 --track lambda_max --track-every 2 --out runs/b64
+        lscape train --model cnn --optimizer sgd --lr 0.05 --batch-size 2048 --epochs 20 --track lambda_max --track-every 2 --out runs/b2048
+    """  # noqa: D301 (a literal \b keeps Click from re-wrapping the examples)
     from lscape_cli.core.objective import LOSSES
-    from lscape_cli.core.training import OPTIMIZERS, TrainConfig
+    from lscape_cli.core.tracking import make_spec
+    from lscape_cli.core.train_rules import parse_schedule, parse_tol_rule
+    from lscape_cli.core.training import OPTIMIZERS, TrainConfig, shard_restarts
 
     if loss not in LOSSES:
         raise LscapeError(f"unknown loss {loss!r}", "--loss", f"choose one of: {', '.join(LOSSES)}")
@@ -263,10 +321,10 @@ def train(
         )
     if init != "default" and not _valid_init(init):
         raise LscapeError(f"invalid init {init!r}", "--init", "use 'default' or 'normal:STD', e.g. normal:1")
-    from lscape_cli.storage.train_record import check_outputs, output_stems
+    from lscape_cli.storage.train_record import check_outputs
 
-    stems = output_stems(out, name, restarts)
-    check_outputs(out, stems, save_trajectory is not None, overwrite)
+    chosen = _parsed(shard_restarts, "--shard", restarts, shard)
+    check_outputs(out, name, restarts, save_trajectory is not None, overwrite, chosen)
     cfg = TrainConfig(
         loss=loss,
         optimizer=optimizer,
@@ -280,6 +338,10 @@ def train(
         epochs=epochs,
         max_steps=max_steps,
         tol=tol,
+        tol_rule=_checked(parse_tol_rule, "--tol-rule", tol_rule),
+        grad_tol=grad_tol,
+        schedule=_checked(parse_schedule, "--schedule", schedule),
+        restore_best=restore_best,
         patience=patience,
         min_delta=min_delta,
         eval_every=eval_every,
@@ -311,6 +373,9 @@ def train(
         input_dim=input_dim,
         num_samples=num_samples,
     )
+    track_spec = None
+    if track is not None:
+        track_spec = _parsed(make_spec, "--track", track, track_every, track_split, track_samples, track_seed)
     run_training(
         model,
         model_opts,
@@ -318,8 +383,10 @@ def train(
         cfg,
         seed=seed,
         restarts=restarts,
+        chosen=chosen,
+        track_spec=track_spec,
         out=out,
-        stems=stems,
+        name=name,
         root=data_root(data_root_),
         download=download,
         device_name=device,
@@ -328,6 +395,20 @@ def train(
         quiet=quiet or json_out,
         user=user_inputs(model_def, model_args, False, data_file),
     )
+
+
+def _parsed(fn: Any, option: str, *args: Any) -> Any:
+    """``fn(*args)``, its ValueError as the one-line error about ``option``."""
+    try:
+        return fn(*args)
+    except ValueError as exc:
+        raise LscapeError(str(exc), option, f"see lscape train --help for {option}") from exc
+
+
+def _checked(parse: Any, option: str, text: str) -> str:
+    """``text`` once ``parse`` accepts it (the config keeps the text, the engine parses it again)."""
+    _parsed(parse, option, text)
+    return text
 
 
 def _valid_init(init: str) -> bool:
@@ -346,8 +427,10 @@ def run_training(
     *,
     seed: int,
     restarts: int,
+    chosen: list[int],
+    track_spec: Any,
     out: Path,
-    stems: list[Path],
+    name: str,
     root: Path,
     download: bool,
     device_name: str,
@@ -357,31 +440,48 @@ def run_training(
     user: Any = None,
 ) -> None:
     """Load data, build the model, train, write every file, report."""
-    import json
-
     from lscape_cli import datasets, models
-    from lscape_cli.core.training import train_restarts
+    from lscape_cli.core import budget
+    from lscape_cli.core.tracking import make_tracker
+    from lscape_cli.core.training import relabel, train_restarts
     from lscape_cli.runtime import resolve_device, resolve_dtype
+    from lscape_cli.storage.train_record import output_stems
 
     t0 = time.perf_counter()
     device, dtype = resolve_device(device_name), resolve_dtype(dtype_name)
     if download:
         datasets.download(dspec.name, root)
-    _check_data_memory(dspec, device)
+    budget.check(budget.synthetic_demands(dspec.num_samples, dspec.input_dim), device)
     splits = datasets.load(dspec, root, device=device, dtype=dtype)
     splits.check_loss(cfg.loss)
-    if cfg.patience is not None and splits.sizes()["val"] == 0:
+    if (cfg.patience is not None or cfg.restore_best) and splits.sizes()["val"] == 0:
         raise LscapeError(
-            "--patience needs a validation split", "--val-size 0", "give --val-size > 0 or drop --patience"
+            "--patience and --restore-best need a validation split",
+            "--val-size 0",
+            "give --val-size > 0 or drop them",
         )
-    fits = lambda m: _check_train_memory(m, splits, cfg, restarts, device, dtype)  # noqa: E731
-    mspec, module, initial_state, notes = _model_for(model_name, model_opts, user, splits, cfg, fits)
+    tracker = None if track_spec is None else _parsed(make_tracker, "--track-split", track_spec, splits, cfg)
+    mspec, module, initial_state, notes = _model_for(model_name, model_opts, user, splits, cfg)
+    size = budget.Problem.of(module, splits.sizes()["train"])
+    every, batch = cfg.trajectory_every, cfg.batch_size or size.num_samples
+    budget.check(budget.training_demands(restarts, cfg.epochs, cfg.max_steps, batch, every, size), device)
+    all_stems = output_stems(out, name, restarts)  # after the budget: a huge --restarts is refused first
+    stems = [all_stems[r] for r in chosen]
     t_setup = time.perf_counter() - t0
-    seeds = [seed + r for r in range(restarts)]
-    with Progress(quiet, cfg.epochs, restarts) as on_epoch:
+    seeds = [seed + r for r in chosen]
+    with Progress(quiet, cfg.epochs, len(chosen)) as on_epoch:
         results = train_restarts(
-            module, splits, cfg, seeds, device, dtype, on_epoch=on_epoch, initial_state=initial_state
+            module,
+            splits,
+            cfg,
+            seeds,
+            device,
+            dtype,
+            on_epoch=on_epoch,
+            tracker=tracker,
+            initial_state=initial_state,
         )
+    results = relabel(results, chosen)
     t_train = time.perf_counter() - t0 - t_setup
     context = {
         "model": mspec.to_dict(),
@@ -393,6 +493,8 @@ def run_training(
         "base_seed": seed,
         "num_parameters": models.num_parameters(module),
         "warnings": notes,
+        "tracking": None if tracker is None else tracker.describe(),
+        "tracking_s": sum(r.tracking_s for r in results),
     }
     from lscape_cli.cli import invocation
     from lscape_cli.storage.train_record import write_run
@@ -403,44 +505,14 @@ def run_training(
     ]
     if json_out:
         for text in texts:
-            emit_json(json.dumps(json.loads(text)))  # one record per line (JSON Lines)
+            emit_json(text)  # one record per line (JSON Lines)
     if not quiet:
         print_summary(results, stems, splits.task)
     _final_status(results)
 
 
-def _check_data_memory(dspec: Any, device: Any) -> None:
-    """A synthetic set is generated in memory: refuse one that cannot fit before generating it."""
-    from lscape_cli.core import resources
-
-    if dspec.name == "synthetic":
-        n, d = dspec.num_samples or 2000, dspec.input_dim or 20
-        need = 4.0 * n * (d + 1)
-        resources.require(need, f"synthetic data of {n:,} x {d:,}", "--num-samples or --input-dim", device)
-
-
-def _check_train_memory(mspec: Any, splits: Any, cfg: Any, restarts: int, device: Any, dtype: Any) -> None:
-    """Refuse a model/restart count whose weights, optimiser state and activations cannot fit."""
-    from lscape_cli import models
-    from lscape_cli.core import resources
-
-    params, acts = resources.model_sizes(lambda: models.build(mspec), tuple(splits.input_shape))
-    batch = min(cfg.batch_size or splits.sizes()["train"], splits.sizes()["train"])
-    states = resources.optimizer_states(cfg.optimizer, cfg.momentum)
-    need = resources.train_bytes(
-        params, acts, restarts=restarts, batch=batch, optimizer_states=states, element_bytes=dtype.itemsize
-    )
-    what = f"training {restarts} restart(s) of {params:,} parameters"
-    resources.require(need, what, "--width/--depth, --restarts or --batch-size", device)
-
-
-def _model_for(
-    name: str, opts: dict[str, Any], user: Any, splits: Any, cfg: Any, fits: Any
-) -> tuple[Any, ...]:
-    """``(spec, module, initial_state, warnings)``: a registry model, or the user's (``--model-def``).
-
-    ``fits(spec)`` refuses a registry model that cannot fit in memory, before it is built.
-    """
+def _model_for(name: str, opts: dict[str, Any], user: Any, splits: Any, cfg: Any) -> tuple[Any, ...]:
+    """``(spec, module, initial_state, warnings)``: a registry model, or the user's (``--model-def``)."""
     from lscape_cli import models, usermodel
 
     source = user.model_def if user is not None and user.model_def else None
@@ -456,7 +528,7 @@ def _model_for(
         mspec = models.make_spec(
             name, {**opts, "input_shape": splits.input_shape, "num_classes": splits.num_classes}
         )
-        fits(mspec)
+        _check_model_size(mspec, splits)
         return mspec, models.build(mspec), None, []
     if opts:
         raise LscapeError(
@@ -467,6 +539,16 @@ def _model_for(
     kwargs = usermodel.parse_kwargs(user.model_args if user is not None else None)
     tm = usermodel.for_training(source, kwargs, splits, cfg.loss, cfg.init)
     return tm.spec, tm.module, tm.initial_state, tm.notes
+
+
+def _check_model_size(mspec: Any, splits: Any) -> None:
+    """Refuse a registry model too large for the device, counted on the meta device before building it."""
+    from lscape_cli import models
+    from lscape_cli.core import budget
+
+    x = splits.x["train"]
+    n = budget.num_parameters_of(lambda: models.build(mspec))
+    budget.check([budget.model_demand(n, x.element_size())], x.device)
 
 
 def _final_status(results: list[Any]) -> None:

@@ -48,8 +48,8 @@ from lscape_cli.core.choices import Align, CurveOptimizer
 from lscape_cli.core.objective import evaluate, loss_mean, task_of
 from lscape_cli.core.params import Params
 from lscape_cli.core.progress import ProgressFn
+from lscape_cli.core.stacked import has_batchnorm
 from lscape_cli.core.surface import Subspace, evaluate_points
-from lscape_cli.core.training import has_batchnorm
 
 Data = dict[str, tuple[torch.Tensor, torch.Tensor]]  # split -> (x, y)
 CURVES = ("bezier", "polychain")

@@ -61,8 +61,22 @@ def non_dominated(points: np.ndarray) -> np.ndarray:
     return np.asarray(keep, dtype=int)
 
 
+ORIENT_RTOL = 64 * np.finfo(float).eps  # relative rounding allowance of the orientation test
+
+
 def _cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-    return float((a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]))
+    """Orientation of ``o -> a -> b`` (positive: a left turn); 0 when collinear within rounding.
+
+    The cross product of two differences carries a rounding error of a few ulps of the products it is
+    made of, so three points that are exactly collinear in real arithmetic can come out slightly
+    positive and keep a middle point on the hull; values within :data:`ORIENT_RTOL` times the size of
+    those products count as collinear (Shewchuk's error bound for the orientation predicate is about
+    ``3.3e-16`` of the same quantity; the allowance here also covers inputs rounded once before).
+    """
+    left = (a[0] - o[0]) * (b[1] - o[1])
+    right = (a[1] - o[1]) * (b[0] - o[0])
+    cross = float(left - right)
+    return 0.0 if abs(cross) <= ORIENT_RTOL * (abs(left) + abs(right)) else cross
 
 
 def hull_front(points: np.ndarray) -> np.ndarray:
@@ -134,7 +148,9 @@ def global_lambda(
 
     ``scale = mean|x| / mean|y|`` puts the scan where both terms matter. Reports the objective curve,
     ``lambda_G``, the MAE of the normalised proxy to the normalised target with and without the
-    curvature term, and the relative improvement.
+    curvature term, and the relative improvement. When the best scan point is the scan's upper end the
+    objective may still fall beyond it: ``lambda_G_at_bound`` is then true, ``lambda_g`` is the bound
+    (not a fitted minimum) and ``warning`` says so; otherwise ``lambda_G_at_bound`` is false.
     """
     from scipy.optimize import minimize_scalar
 
@@ -154,6 +170,7 @@ def global_lambda(
         )
         if res.fun < obj:  # only a strict improvement moves lambda off the scan point (0 stays 0)
             lam, obj = float(res.x), float(res.fun)
+    at_bound = best == len(grid) - 1 and len(grid) > 1
     d = len(x)
     mae0 = proxy_objective(0.0, x, y, target) / d
     mae = obj / d
@@ -166,7 +183,17 @@ def global_lambda(
         "scan": {"lambda": grid.tolist(), "objective": values.tolist()},
         "method": "log-spaced scan then bounded Brent refinement",
         "scale": scale,
+        "lambda_G_at_bound": at_bound,
+        **({"warning": _bound_warning(grid[-1], values)} if at_bound else {}),
     }
+
+
+def _bound_warning(bound: float, values: np.ndarray) -> str:
+    return (
+        f"lambda_G is the scan's upper bound {bound:.4g} (the objective is least there: "
+        f"{values[-1]:.6g} against {values[-2]:.6g} at the previous point) and may fall further beyond it; "
+        "it is a boundary value, not a fitted minimum"
+    )
 
 
 def hypervolume(points: np.ndarray, reference: Sequence[float] | np.ndarray) -> float:

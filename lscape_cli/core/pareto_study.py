@@ -66,6 +66,13 @@ class ParetoResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def stopped_on_budget(run: RunLike) -> bool:
+    """True when a run given a convergence rule (tol, grad_tol, patience) ran out of epochs/steps instead."""
+    rules = ("training.tol", "training.grad_tol", "training.patience")
+    has_rule = any(run.config.get(k) is not None for k in rules)
+    return has_rule and run.config.get("training.stop_reason") in ("epochs", "max_steps")
+
+
 def run_pareto(runs: Sequence[RunLike], req: ParetoRequest, load: Loader) -> ParetoResult:
     """The study of ``runs`` that ``req`` asks for (``load`` reads a checkpoint when ``req.params``)."""
     _check_homogeneous(runs)
@@ -78,14 +85,21 @@ def run_pareto(runs: Sequence[RunLike], req: ParetoRequest, load: Loader) -> Par
         summary = P.group_summary(table[g][:, :2])
         summary["runs"] = [str(r.checkpoint) for r in rs]
         summary["target_mean"] = float(table[g][:, 2].mean())
+        summary["stopped_on_budget"] = [str(r.checkpoint) for r in rs if stopped_on_budget(r)]
         if req.params:
             summary["parameters"] = _param_stats(rs, req.align, warnings, load)
         per_group[str(g)] = summary
+    budget = sum(len(s["stopped_on_budget"]) for s in per_group.values())
+    if budget:
+        warnings.append(
+            f"{budget} of {len(runs)} runs stopped on their budget before their convergence rule fired"
+        )
     keys = list(groups)
     means = np.array([table[g].mean(axis=0) for g in keys])
     across: dict[str, Any] = {"groups": [str(g) for g in keys]}
     if len(keys) >= 2:
         across.update(P.global_lambda(means[:, 0], means[:, 1], means[:, 2]))
+        warnings.extend([across.pop("warning")] if "warning" in across else [])  # a boundary lambda_G
     else:
         warnings.append("lambda_G needs at least two groups")
     results: dict[str, Any] = {

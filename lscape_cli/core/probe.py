@@ -13,21 +13,33 @@ Keys of ``results`` (each estimate carries its method, budget, seed and uncertai
   of each candidate under ``measure``), and the memory plan: ``chunk_size``, ``num_chunks``,
   ``retain_chunks``, ``memory_budget_mib``, measured ``graph_bytes_per_sample`` (see
   :func:`lscape_cli.core.memory.plan`).
-- ``lambda_max``: ``{"estimate", "residual", "relative_residual", "error_bound", "converged",
-  "iterations", "num_matvecs", "method", "tol", "stop", "seed"}`` (Lanczos, stopped on the Ritz
-  residual's error bound ``min(r, r²/δ̂)`` or on ``r`` itself, see :mod:`lscape_cli.core.spectrum`).
-- ``top_k``: ``{"eigenvalues", "residuals", ...}`` the K largest, same run as ``lambda_max``.
-- ``lambda_min``: like ``lambda_max`` for the smallest (most negative) eigenvalue.
+- ``lambda_max``: ``{"estimate", "residual", "relative_residual", "ritz_residual_estimate",
+  "error_bound", "converged", "iterations", "num_matvecs", "method", "tol", "stop", "seed", "shared_run",
+  "residual_method", "error_bound_includes_rounding"}`` (Lanczos, stopped on the Ritz residual's error
+  bound ``min(r, r²/δ̂)`` or on ``r`` itself, see :mod:`lscape_cli.core.spectrum`; bounds for the products
+  in the run's dtype, so without rounding); ``residual`` is ``‖Hv − λv‖`` computed with one more product
+  per reported pair, ``ritz_residual_estimate`` the recurrence's estimate the stop used.
+- ``top_k``: ``{"eigenvalues", "residuals", "ritz_residual_estimates", "converged", "converged_pairs",
+  ...}`` the K largest, same run as ``lambda_max``.
+- ``lambda_min``: like ``lambda_max`` for the smallest (most negative) eigenvalue; with ``lambda_max`` in
+  one run over both ends (``shared_run``), each quantity is judged on its own pairs and the run stops
+  once all have converged.
 - ``condition_number``: ``{"estimate": lambda_max/lambda_min or null, "note"}``.
-- ``trace``, ``frobenius``: ``{"estimate", "stderr", "method", "num_matvecs", "seed"}``, both from one
-  set of Hessian-vector products (Hutchinson or Hutch++).
+- ``trace``, ``frobenius``: ``{"estimate", "stderr", "rounding", "uncertainty", "dof", "method",
+  "num_matvecs", "seed"}`` (+ ``"note"`` when rounding dominates), both from one set of Hessian-vector
+  products (Hutchinson, Hutch++ or krylov-hutch++; :mod:`lscape_cli.core.trace`).
+- ``rounding``: the measured floating-point floor (:meth:`lscape_cli.core.rounding.Rounding.to_dict`),
+  with the trace or the density.
 - ``density``: SLQ ``{"nodes", "weights", "grid", "density", "sigma", "num_runs", "num_steps",
   "num_matvecs", "seed", "trace", "moment2"}``.
-- ``effective_rank``: ``{"estimate", "method"}`` (from the SLQ measure); ``stable_rank`` and
+- ``effective_rank``: ``{"estimate", "stderr", "stderr_method", "num_runs", "num_steps", "num_matvecs",
+  "method"}`` (from the SLQ measure, jackknife standard error over runs); ``stable_rank`` and
   ``participation_ratio``: ``{"estimate", "from"}`` when their inputs were measured.
 - ``grad_norm``: ``{"estimate", "method": "exact"}``.
-- ``sharpness``: one entry per eps: ``{"eps", "random", "worst_case", "quadratic_prediction"}``.
-- ``noise``: weight-noise robustness curve with the ``1/2 sigma^2 tr(H)`` prediction when the trace is known.
+- ``sharpness``: one entry per eps: ``{"eps", "random", "worst_case", "quadratic_prediction"}``; the
+  prediction shows ``eps ||g||`` beside ``1/2 eps^2 lambda_max`` (:func:`.sharpness.ball_prediction`).
+- ``noise``: weight-noise robustness curve with the ``1/2 sigma^2 tr(H)`` prediction when the trace is
+  known, compared with the measured rise (:func:`.sharpness.noise_prediction`).
 - ``pac_bayes``: the largest sigma within the target (and its magnitude-aware variant when asked).
 - ``stability``: ``eta * lambda_max`` against the optimiser's threshold.
 """
@@ -38,9 +50,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from lscape_cli.core import density as dens
+from lscape_cli.core import rounding, spectrum, trace
 from lscape_cli.core import sharpness as sharp
-from lscape_cli.core import spectrum, trace
+from lscape_cli.core.budget import GRADIENT_FORWARDS, Demand, Problem, check, count
 from lscape_cli.core.hvp import HVP, Objective, gradient, norm, plan
 from lscape_cli.core.objective import task_of
 from lscape_cli.core.progress import ProgressFn
@@ -59,6 +74,7 @@ class ProbeRequest:
     frobenius: bool = False
     trace_method: str = "krylov-hutch++"  # a key of trace.TRACE_METHODS
     trace_matvecs: int = 45
+    rounding_products: int = rounding.DEFAULT_PRODUCTS  # per dtype, for the rounding floor (0: skip)
     density: bool = False
     density_runs: int = 10
     density_steps: int = 80
@@ -106,6 +122,42 @@ class ProbeOutput:
     scalars: dict[str, float | None] = field(default_factory=dict)
 
 
+def demands(req: ProbeRequest, size: Problem) -> list[Demand]:
+    """What each count of ``req`` asks of the machine (:func:`lscape_cli.core.budget.enforce`)."""
+    out: list[Demand] = []
+    if req.needs_lambda_max or req.lambda_min:
+        steps = min(count(req.max_iter), size.num_params)  # Lanczos stops at the dimension
+        k = max(1, req.top_k) * (2 if req.lambda_min and req.needs_lambda_max else 1)
+        if req.top_k > 0:
+            out.append(Demand("--top-k", req.top_k, "eigenpairs", k * size.hvp, size.vectors(k, 8)))
+        out.append(
+            Demand("--max-iter", req.max_iter, "Lanczos steps", steps * size.hvp, size.vectors(steps, 8))
+        )
+    if req.needs_trace:
+        m = count(req.trace_matvecs)
+        out.append(Demand("--matvecs", req.trace_matvecs, "trace products", m * size.hvp, size.vectors(m)))
+    if req.density:
+        steps, runs = count(req.density_steps), count(req.density_runs)
+        basis = size.vectors(steps)
+        out.append(Demand("--density-steps", req.density_steps, "SLQ steps", steps * size.hvp, basis))
+        out.append(Demand("--density-runs", req.density_runs, "SLQ runs", runs * steps * size.hvp))
+    radii = len(req.sharpness_eps)
+    grad = GRADIENT_FORWARDS * size.forward
+    directions = radii * count(req.sharpness_directions) * size.forward
+    out.append(Demand("--directions", req.sharpness_directions, "sharpness directions", directions))
+    ascent = radii * count(req.sharpness_steps) * grad
+    out.append(Demand("--ascent-steps", req.sharpness_steps, "sharpness ascent steps", ascent))
+    noise = len(req.noise_sigmas) * count(req.noise_samples) * size.forward
+    out.append(Demand("--noise-samples", req.noise_samples, "weight-noise draws", noise))
+    return out
+
+
+def check_budget(req: ProbeRequest, module: torch.nn.Module, num_samples: int) -> None:
+    """Refuse ``req`` before any work when a count in it exceeds this machine (:class:`BudgetError`)."""
+    device = next(module.parameters()).device
+    check(demands(req, Problem.of(module, num_samples)), device)
+
+
 def _finite(v: float | None) -> float | None:
     return v if v is not None and math.isfinite(v) else None
 
@@ -134,7 +186,7 @@ def run_probe(obj: Objective, req: ProbeRequest, on_step: ProgressFn | None = No
         if req.needs_lambda_max or req.lambda_min:
             _eigen(op, req, out, on_step)
         if req.needs_trace or req.density:
-            _trace_density(op, req, out, on_step)
+            _trace_density(obj, op, req, out, on_step)
     if op.num_matvecs:
         out.results["hvp"] = {**op.describe(), **chunking.to_dict()}
     if req.grad_norm:
@@ -166,46 +218,30 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
         seed=req.seed,
         on_step=on_step,
         stop=req.eig_stop,
+        k_smallest=1,  # lambda_min is one eigenvalue whatever --top-k asks at the other end
+        true_residuals=True,
     )
-    common = {
-        "converged": res.converged,
+    run = {
         "iterations": res.iterations,
         "num_matvecs": res.num_matvecs,
         "method": res.method,
         "tol": res.tol,
         "stop": res.stop,
         "seed": req.seed,
+        "shared_run": which == "both",
+        "residual_method": "||Hv - lambda v||, one product per pair after the run",
+        "error_bound_includes_rounding": False,  # bounds for the operator in the run's dtype
     }
     n_top = k if top else 0
-    rel = res.relative_residuals
-    bounds = res.error_bounds or res.residuals
     if top:
-        out.results["lambda_max"] = {
-            "estimate": res.eigenvalues[0],
-            "residual": res.residuals[0],
-            "relative_residual": rel[0],
-            "error_bound": bounds[0],
-            **common,
-        }
+        out.results["lambda_max"] = {**_pairs(res, 0, 1, single=True), **run}
         out.scalars["lambda_max"] = res.eigenvalues[0]
         if req.top_k > 0:
-            out.results["top_k"] = {
-                "eigenvalues": res.eigenvalues[:k],
-                "residuals": res.residuals[:k],
-                "relative_residuals": rel[:k],
-                "error_bounds": bounds[:k],
-                **common,
-            }
+            out.results["top_k"] = {**_pairs(res, 0, k), **run}
             out.scalars.update({f"lambda_{i + 1}": v for i, v in enumerate(res.eigenvalues[:k])})
     if req.lambda_min:
         lo = res.eigenvalues[n_top]
-        out.results["lambda_min"] = {
-            "estimate": lo,
-            "residual": res.residuals[n_top],
-            "relative_residual": rel[n_top],
-            "error_bound": bounds[n_top],
-            **common,
-        }
+        out.results["lambda_min"] = {**_pairs(res, n_top, n_top + 1, single=True), **run}
         out.scalars["lambda_min"] = lo
         if top:
             kappa = spectrum.condition_number(res.eigenvalues[0], lo)
@@ -218,10 +254,39 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
             out.scalars["condition_number"] = kappa
 
 
-def _trace_density(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
+def _pairs(res: spectrum.EigenResult, start: int, stop: int, single: bool = False) -> dict[str, Any]:
+    """The record of pairs ``start:stop`` of one Lanczos run, converged on their own bounds."""
+    flags = (res.converged_pairs or [res.converged] * len(res.eigenvalues))[start:stop]
+    part = {
+        "eigenvalues": res.eigenvalues[start:stop],
+        "residuals": res.residuals[start:stop],
+        "relative_residuals": res.relative_residuals[start:stop],
+        "error_bounds": (res.error_bounds or res.residuals)[start:stop],
+        "ritz_residual_estimates": (res.ritz_residuals or res.residuals)[start:stop],
+    }
+    if not single:
+        return {**part, "converged": all(flags), "converged_pairs": flags}
+    return {
+        "estimate": part["eigenvalues"][0],
+        "residual": part["residuals"][0],
+        "relative_residual": part["relative_residuals"][0],
+        "error_bound": part["error_bounds"][0],
+        "ritz_residual_estimate": part["ritz_residual_estimates"][0],
+        "converged": flags[0],
+    }
+
+
+def _trace_density(
+    obj: Objective, op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None
+) -> None:
+    rnd = rounding.for_objective(obj, op, req.rounding_products, req.seed) if req.rounding_products else None
+    if rnd is not None:
+        out.results["rounding"] = rnd.to_dict()
     if req.needs_trace:
         fn = trace.TRACE_METHODS[req.trace_method]
         tf = fn(op, num_matvecs=req.trace_matvecs, seed=req.seed, on_step=on_step)
+        if rnd is not None:
+            tf = tf.with_rounding(rnd.trace, rnd.frobenius_sq)
         out.results["trace"] = {**tf.trace.to_dict(), "seed": req.seed}
         out.results["frobenius"] = {**tf.frobenius.to_dict(), "seed": req.seed}
         out.scalars.update(trace=tf.trace.estimate, frobenius=tf.frobenius.estimate)
@@ -229,6 +294,9 @@ def _trace_density(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: Progre
         d = dens.slq(
             op, num_runs=req.density_runs, num_steps=req.density_steps, seed=req.seed, on_step=on_step
         )
+        d_trace, d_moment2 = dens.trace(d), dens.moment(d, 2)
+        if rnd is not None:
+            d_trace, d_moment2 = d_trace.with_rounding(rnd.trace), d_moment2.with_rounding(rnd.frobenius_sq)
         curve = dens.density_curve(d)
         out.results["density"] = {
             "nodes": d.nodes.tolist(),
@@ -243,15 +311,12 @@ def _trace_density(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: Progre
             "seed": req.seed,
             "method": "stochastic Lanczos quadrature",
             "dim": d.dim,
-            "trace": dens.trace(d).to_dict(),
-            "moment2": dens.moment(d, 2).to_dict(),
+            "trace": d_trace.to_dict(),
+            "moment2": d_moment2.to_dict(),
         }
-        erank = dens.effective_rank_slq(d)
-        out.results["effective_rank"] = {
-            "estimate": erank,
-            "method": "slq measure (p = |lambda| / sum |lambda|)",
-        }
-        out.scalars["effective_rank"] = erank
+        erank = dens.effective_rank_jackknife(d)
+        out.results["effective_rank"] = {**erank, "method": "slq measure (p = |lambda| / sum |lambda|)"}
+        out.scalars["effective_rank"] = erank["estimate"]
 
 
 def _sharpness(obj: Objective, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
@@ -267,10 +332,11 @@ def _sharpness(obj: Objective, req: ProbeRequest, out: ProbeOutput, on_step: Pro
                 obj, eps, req.sharpness_steps, req.seed + i, adaptive=req.sharpness_kind == "adaptive"
             )
         if req.sharpness_kind == "l2" and lam is not None:
-            pred = {
-                "half_eps2_lambda_max": 0.5 * eps**2 * lam,
-                "note": "quadratic model: the max rise over the eps-ball is about 1/2 eps^2 lambda_max",
-            }
+            pred = sharp.ball_prediction(eps, _grad_norm(obj, out), lam)
+            if "worst_case" in row:
+                rise = row["worst_case"]["max_rise"]
+                pred["measured_max_rise"] = rise
+                pred["measured_over_first_plus_second_order"] = rise / pred["first_plus_second_order"]
             if "trace" in out.scalars:
                 pred["half_eps2_trace_over_n"] = 0.5 * eps**2 * out.scalars["trace"] / _dim(obj)  # type: ignore[operator]
             row["quadratic_prediction"] = pred
@@ -282,6 +348,12 @@ def _sharpness(obj: Objective, req: ProbeRequest, out: ProbeOutput, on_step: Pro
         out.scalars["sharpness_worst"] = rows[0]["worst_case"]["max_rise"]
 
 
+def _grad_norm(obj: Objective, out: ProbeOutput) -> float:
+    """``||g||`` over the split: the one measured by ``--grad-norm``, else one gradient now."""
+    known = out.scalars.get("grad_norm")
+    return known if known is not None else float(norm(gradient(obj)))
+
+
 def _dim(obj: Objective) -> int:
     return sum(p.numel() for p in obj.params.values())
 
@@ -290,8 +362,13 @@ def _noise(obj: Objective, req: ProbeRequest, out: ProbeOutput) -> None:
     res = sharp.weight_noise(obj, list(req.noise_sigmas), req.noise_samples, req.seed, req.magnitude_aware)
     tr = out.scalars.get("trace")
     if tr is not None and not req.magnitude_aware:
+        g = _grad_norm(obj, out)
         for row in res["curve"]:
-            row["predicted_rise_half_sigma2_trace"] = 0.5 * row["sigma"] ** 2 * tr
+            pred = sharp.noise_prediction(
+                row["sigma"], tr, g, req.noise_samples, row["loss_rise"], row["loss_rise_stderr"]
+            )
+            row["predicted_rise_half_sigma2_trace"] = pred.pop("predicted_rise_half_sigma2_trace")
+            row["quadratic_model"] = pred
     out.results["noise"] = res
 
 

@@ -91,6 +91,31 @@ def probe_split(
     return results, scalars
 
 
+def probe_series(
+    data: SplitData,
+    snapshots: Any,
+    indices: list[int],
+    req: ProbeRequest,
+    batches: Batches,
+    group: Shards,
+    on_step: ProgressFn | None = None,
+) -> tuple[dict[str, Any], dict[str, float | None]]:
+    """:func:`probe_split` at each chosen snapshot of a trajectory (``lscape probe TRAJ --snapshot``).
+
+    ``snapshots``: a :class:`lscape_cli.storage.trajectory.Snapshots` (``state(t)``, ``epochs``,
+    ``steps``); its parameters are loaded into ``data.module`` in turn. Returns ``{"snapshots":
+    {"count", "series"}}``, one results object per snapshot with its ``index``, ``epoch`` and ``step``,
+    and the last snapshot's scalars (for ``--check``).
+    """
+    series: list[dict[str, Any]] = []
+    scalars: dict[str, float | None] = {}
+    for t in indices:
+        data.module.load_state_dict(snapshots.state(t), strict=True)
+        results, scalars = probe_split(data, req, batches, group, on_step)
+        series.append({"index": t, "epoch": snapshots.epochs[t], "step": snapshots.steps[t], **results})
+    return {"snapshots": {"count": len(snapshots.epochs), "series": series}}, scalars
+
+
 def _objective(data: SplitData, x: torch.Tensor, y: torch.Tensor, group: Shards) -> Objective:
     """The loss over this rank's share of ``(x, y)`` (everything when single-process)."""
     n = int(y.shape[0])

@@ -282,3 +282,58 @@ def stability(lr: float, lambda_max: float, optimizer: str, momentum: float = 0.
         "rule": f"{optimizer}: adaptive preconditioning; the gradient-descent threshold 2 "
         "is shown for reference only",
     }
+
+
+MODEL_RATIO = 0.1  # a term counts as negligible beside another below this fraction of it
+
+
+def ball_prediction(eps: float, grad_norm: float, lambda_max: float) -> dict[str, Any]:
+    """Taylor model of the largest loss rise over the ``eps``-ball: ``eps ||g|| + 1/2 eps^2 lambda_max``.
+
+    To second order, ``L(theta + delta) - L(theta) = g . delta + 1/2 delta^T H delta``; over
+    ``||delta|| <= eps`` the first term is at most ``eps ||g||`` and the second at most
+    ``1/2 eps^2 lambda_max``, so their sum bounds the model's maximum. The common statement "max rise
+    ~ 1/2 eps^2 lambda_max" holds only where the first-order term is negligible:
+    ``eps ||g|| <= MODEL_RATIO * 1/2 eps^2 lambda_max``, i.e. ``eps >= 2 ||g|| / (MODEL_RATIO lambda_max)``
+    (``quadratic_model_applies``); at a non-stationary checkpoint and small ``eps`` the gradient term
+    dominates instead. Both models also assume ``eps`` small enough for third-order terms to vanish,
+    which only a measurement (``--ascent-steps``) can confirm.
+    """
+    first, second = eps * grad_norm, 0.5 * eps**2 * lambda_max
+    applies = second > 0 and first <= MODEL_RATIO * second
+    threshold = 2 * grad_norm / (MODEL_RATIO * lambda_max) if lambda_max > 0 else None
+    return {
+        "first_order_eps_grad_norm": first,
+        "half_eps2_lambda_max": second,
+        "first_plus_second_order": first + max(second, 0.0),
+        "grad_norm": grad_norm,
+        "quadratic_model_applies": applies,
+        "quadratic_model_from_eps": threshold,
+        "note": "max rise over the eps-ball ~ eps ||g|| + 1/2 eps^2 lambda_max (second-order Taylor model); "
+        "the quadratic term alone applies when eps ||g|| is below "
+        f"{MODEL_RATIO:g} of it, here "
+        + ("true" if applies else "false: the first-order term eps ||g|| is not negligible"),
+    }
+
+
+def noise_prediction(
+    sigma: float, trace: float, grad_norm: float, samples: int, rise: float, rise_stderr: float | None
+) -> dict[str, Any]:
+    """Taylor model of the mean loss rise under ``N(0, sigma^2 I)`` weight noise against the measured one.
+
+    ``E[g . delta] = 0`` and ``E[1/2 delta^T H delta] = 1/2 sigma^2 tr(H)``, so the quadratic model
+    predicts a mean rise of ``1/2 sigma^2 tr(H)``; the first-order term adds no mean but a spread of
+    ``sigma ||g||`` per draw, ``sigma ||g|| / sqrt(samples)`` on the mean of the draws. The model is
+    said to apply (``quadratic_model_applies``) when the measured mean rise lies within two standard
+    errors, or ``MODEL_RATIO`` of the prediction, from ``1/2 sigma^2 tr(H)``.
+    """
+    predicted = 0.5 * sigma**2 * trace
+    allowance = max(2 * (rise_stderr or 0.0), MODEL_RATIO * abs(predicted))
+    return {
+        "predicted_rise_half_sigma2_trace": predicted,
+        "measured_rise": rise,
+        "measured_over_predicted": rise / predicted if predicted != 0 else None,
+        "first_order_spread_sigma_grad_norm": sigma * grad_norm,
+        "first_order_stderr_of_mean": sigma * grad_norm / samples**0.5,
+        "quadratic_model_applies": abs(rise - predicted) <= allowance,
+    }

@@ -19,7 +19,10 @@ both reported.
 Lanczos (Lanczos 1950; Golub & Van Loan, "Matrix Computations", 4th ed., §10.1): after ``m`` steps,
 ``H Q_m = Q_m T_m + β_m q_{m+1} e_mᵀ`` with ``T_m`` tridiagonal. A Ritz pair ``θ_i, y_i = Q_m s_i`` of
 ``T_m s_i = θ_i s_i`` has residual ``‖H y_i − θ_i y_i‖ = |β_m · s_{m,i}|`` (the last component of ``s_i``),
-so the stopping test costs no extra product. The basis is kept and every new vector is orthogonalised
+so the stopping test costs no extra product. Once a pair has converged that estimate can underflow to
+exactly 0, so ``true_residuals=True`` (what ``lscape probe`` reports) computes ``‖H y_i − θ_i y_i‖`` for
+every reported pair with one more product each and keeps the estimates as ``ritz_residuals``.
+The basis is kept and every new vector is orthogonalised
 against all previous ones (two classical Gram-Schmidt passes, "twice is enough"), so the recurrence's
 residual stays the true residual up to rounding of the products and no spurious copies ("ghosts") of
 converged eigenvalues appear. Memory: ``m`` vectors of ``n`` parameters.
@@ -65,6 +68,11 @@ class EigenResult:
         error_bounds: ``min(r_i, r_i² / δ̂_i)`` per eigenvalue (module docstring); the residuals for
             power iteration.
         stop: ``"bound"`` or ``"residual"``: the quantity the tolerance was applied to.
+        converged_pairs: per eigenvalue, whether its own pair met the test (same order as
+            ``eigenvalues``); ``converged`` is their conjunction.
+        ritz_residuals: with ``true_residuals``, the recurrence's estimates ``|β_m s_{m,i}|`` (which
+            underflow to 0 once a pair has converged), while ``residuals`` holds ``‖H y_i − θ_i y_i‖``
+            computed with one more product per pair.
     """
 
     eigenvalues: list[float]
@@ -78,6 +86,8 @@ class EigenResult:
     tol: float
     error_bounds: list[float] | None = None
     stop: str = "residual"
+    converged_pairs: list[bool] | None = None
+    ritz_residuals: list[float] | None = None
 
     @property
     def relative_residuals(self) -> list[float]:
@@ -100,6 +110,8 @@ class EigenResult:
             "tol": self.tol,
             "error_bounds": self.error_bounds if self.error_bounds is not None else self.residuals,
             "stop": self.stop,
+            "converged_pairs": self.converged_pairs,
+            "ritz_residuals": self.ritz_residuals,
         }
 
 
@@ -270,15 +282,11 @@ class Krylov:
         return theta, s, (self.beta[-1] * s[-1]).abs()
 
 
-def _wanted(theta: torch.Tensor, k: int, which: str) -> torch.Tensor:
-    """Indices into ascending ``theta`` of the wanted Ritz values, in reporting order."""
+def _wanted(theta: torch.Tensor, n_top: int, n_bottom: int) -> torch.Tensor:
+    """Indices into ascending ``theta``: the ``n_top`` largest (descending), then ``n_bottom`` smallest."""
     m = theta.shape[0]
-    top = torch.arange(m - 1, max(m - k, 0) - 1, -1)
-    bottom = torch.arange(min(k, m))
-    if which == "largest":
-        return top
-    if which == "smallest":
-        return bottom
+    top = torch.arange(m - 1, max(m - n_top, 0) - 1, -1)
+    bottom = torch.arange(min(n_bottom, m))
     return torch.cat([top, bottom])
 
 
@@ -303,13 +311,22 @@ def _error_bounds(theta: torch.Tensor, res: torch.Tensor, idx: torch.Tensor) -> 
 STOPS = EigStop.values()
 
 
-def _check_args(k: int, which: str, tol: float, max_iter: int, dim: int) -> None:
+def _ends(k: int, which: str, k_smallest: int | None) -> tuple[int, int]:
+    """How many Ritz values are wanted at the top and at the bottom of the spectrum."""
     if which not in WHICH:
         raise ValueError(f"which must be one of {WHICH}, got {which!r}")
-    wanted = k * (2 if which == "both" else 1)
-    if k < 1 or wanted > dim:
+    if which == "largest":
+        return k, 0
+    if which == "smallest":
+        return 0, k
+    return k, k if k_smallest is None else k_smallest
+
+
+def _check_args(n_top: int, n_bottom: int, tol: float, max_iter: int, dim: int) -> None:
+    if min(n_top, n_bottom) < 0 or n_top + n_bottom < 1 or n_top + n_bottom > dim:
         raise ValueError(
-            f"k must be in 1..{dim // (2 if which == 'both' else 1)} for {dim} parameters, got {k}"
+            f"the wanted eigenvalues ({n_top} largest, {n_bottom} smallest) must number 1..{dim} "
+            f"for {dim} parameters"
         )
     if tol <= 0 or max_iter < 1:
         raise ValueError(f"tol must be > 0 and max_iter >= 1, got tol={tol}, max_iter={max_iter}")
@@ -326,8 +343,13 @@ def lanczos(
     eigenvectors: bool = False,
     on_step: ProgressFn | None = None,
     stop: str = "bound",
+    k_smallest: int | None = None,
+    true_residuals: bool = False,
 ) -> EigenResult:
     """Extreme eigenvalues of ``H`` by Lanczos with full reorthogonalisation, stopped on Ritz residuals.
+
+    Each wanted pair is judged on its own test (``converged_pairs``), and the run stops as soon as every
+    wanted pair has passed, so asking for both ends costs the products of the slower end, not more.
 
     Args:
         op: the Hessian operator (entered as a context manager: its graph is released on return).
@@ -340,15 +362,19 @@ def lanczos(
         eigenvectors: also return the Ritz vectors ``y_i = Q_m s_i``.
         on_step: called after each step with ``iteration``, ``eigenvalues``, ``residuals``.
         stop: ``"bound"`` (the default) or ``"residual"``: what ``tol`` is applied to.
+        k_smallest: with ``which="both"``, how many of the smallest (default ``k``).
+        true_residuals: after the run, compute ``‖H y_i − θ_i y_i‖`` for every reported pair with one
+            product each (reported in ``residuals``; the recurrence's estimates in ``ritz_residuals``).
 
     Returns:
         The wanted Ritz values with residuals and error bounds; ``converged`` is False if ``max_iter``
         ran out.
     """
-    _check_args(k, which, tol, max_iter, op.dim)
+    n_top, n_bottom = _ends(k, which, k_smallest)
+    _check_args(n_top, n_bottom, tol, max_iter, op.dim)
     if stop not in STOPS:
         raise ValueError(f"stop must be one of {STOPS}, got {stop!r}")
-    n_wanted = k * (2 if which == "both" else 1)
+    n_wanted = n_top + n_bottom
     generator = torch.Generator().manual_seed(seed)
     with op:
         start_count = op.num_matvecs
@@ -357,10 +383,11 @@ def lanczos(
         while not done:
             alive = kry.step()
             theta, s, res = kry.ritz()
-            idx = _wanted(theta, k, which)
+            idx = _wanted(theta, n_top, n_bottom)
             bounds = _error_bounds(theta, res, idx)
             test = bounds if stop == "bound" else res[idx]
-            ok = kry.size >= n_wanted and bool(_converged(theta[idx], test, tol, atol).all())
+            passed = _converged(theta[idx], test, tol, atol) & (kry.size >= n_wanted)
+            ok = bool(passed.all())
             if on_step is not None:
                 on_step(
                     {
@@ -370,14 +397,16 @@ def lanczos(
                     }
                 )
             done = ok or kry.size >= min(max_iter, op.dim) or (not alive and not kry.restart(generator))
-        vectors = None
-        if eigenvectors:
+        vectors, ritz, residuals = None, None, res[idx].tolist()
+        if eigenvectors or true_residuals:
             y = kry.basis.combine(s[:, idx].to(kry.basis.device)).to(kry.dtype)  # (len(idx), n)
             vectors = [unflatten(row, op.params) for row in y]
+        if true_residuals:
+            ritz, residuals = residuals, _residuals(op, vectors, theta[idx].tolist())  # type: ignore[arg-type]
         return EigenResult(
             theta[idx].tolist(),
-            res[idx].tolist(),
-            vectors,
+            residuals,
+            vectors if eigenvectors else None,
             kry.size,
             op.num_matvecs - start_count,
             ok,
@@ -386,7 +415,19 @@ def lanczos(
             tol,
             bounds.tolist(),
             stop,
+            passed.tolist(),
+            ritz,
         )
+
+
+def _residuals(op: Operator, vectors: list[Params], values: list[float]) -> list[float]:
+    """``‖H y − θ y‖ / ‖y‖`` per pair, one product each, accumulated in float64."""
+    out = []
+    for y, theta in zip(vectors, values, strict=True):
+        v = flatten(y).double()
+        hv = flatten(op(y)).double()
+        out.append(float(torch.linalg.vector_norm(hv - theta * v) / torch.linalg.vector_norm(v)))
+    return out
 
 
 def power_iteration(
@@ -415,7 +456,7 @@ def power_iteration(
     Returns:
         One eigenvalue (``which="magnitude"``); ``converged`` is False if ``max_iter`` ran out.
     """
-    _check_args(1, "largest", tol, max_iter, op.dim)
+    _check_args(1, 0, tol, max_iter, op.dim)
     generator = torch.Generator().manual_seed(seed)
     with op:
         start_count = op.num_matvecs

@@ -1,12 +1,9 @@
 """Training engine: R restarts of one configuration trained as one batched computation.
 
-Parameters of the R restarts are stacked along a leading dimension (``name -> (R, *shape)``). The
-forward pass is ``torch.func.vmap`` of ``functional_call`` over that dimension (a Python loop over
-restarts for models whose BatchNorm updates running statistics in train mode, which vmap cannot batch).
-One backward pass of the summed per-restart losses gives every restart its own gradient, because the
-restarts share no computation. The optimizers below are element-wise (SGD with momentum/Nesterov, Adam,
-AdamW, with torch.optim's update rules), so each restart follows exactly the trajectory it would follow
-alone, up to float rounding of the batched kernels.
+The R restarts are stacked (:mod:`lscape_cli.core.stacked`: one forward over all of them, element-wise
+optimizers with torch.optim's update rules). One backward pass of the summed per-restart losses gives
+every restart its own gradient, because the restarts share no computation, so each restart follows the
+trajectory it would follow alone, up to float rounding of the batched kernels.
 
 Restart ``r`` uses seed ``seed + r`` for its initialisation and its minibatch order; it stops on its own
 (tolerance, patience, divergence) while the others go on, its parameters frozen from then on.
@@ -15,11 +12,20 @@ Stopping rules (first that fires wins; the reason is recorded):
 
 - ``epochs``: the epoch budget is spent.
 - ``max_steps``: the step budget is spent.
-- ``tol``: ``|l_e - l_{e-1}| < tol`` for consecutive epochs' training loss (the mean minibatch loss of the
-  epoch; with full batch an epoch is one step, which is seed 000's ``|l_t - l_{t-1}| < 1e-6`` rule).
+- ``tol`` / ``tol_window`` / ``grad_tol``: the convergence rules of :mod:`lscape_cli.core.train_rules`
+  (``--tol-rule step``: ``|l_e - l_{e-1}| < tol`` for consecutive epochs' training loss, the mean minibatch
+  loss of the epoch, which with full batch is seed 000's ``|l_t - l_{t-1}| < 1e-6`` rule; ``window:K``: the
+  relative change of the K-epoch mean loss; ``grad_tol``: the epoch's mean gradient norm below a threshold).
 - ``patience``: the validation loss has not improved by ``min_delta`` for ``patience`` evaluations.
 - ``diverged``: a non-finite training loss.
 - ``interrupted``: Ctrl-C; the finished state is still returned so nothing is lost.
+
+With ``restore_best`` a restart's returned state is the one of its best validation evaluation
+(``best_epoch``), and its final metrics are measured on that state.
+
+With a :class:`~lscape_cli.core.tracking.Tracker`, each restart is probed on epoch 1, every
+``spec.every`` epochs and on the epoch it stops; the probe results go into that epoch's history entry
+under ``tracked`` (and the cost under ``tracking_cost``).
 """
 
 from __future__ import annotations
@@ -27,15 +33,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
 
-from lscape_cli.core.objective import chunked_mean, loss_mean, loss_sum, num_correct
+from lscape_cli.core.objective import loss_mean
 from lscape_cli.core.progress import ProgressFn
+from lscape_cli.core.stacked import Optimizer, StackedModel
+from lscape_cli.core.tracking import Tracker
+from lscape_cli.core.train_rules import LossWindow, parse_schedule, parse_tol_rule
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -56,7 +64,11 @@ class TrainConfig:
     batch_size: int | None = 128  # None: full batch (one step per epoch)
     epochs: int = 10
     max_steps: int | None = None
-    tol: float | None = None  # stop when |train loss change between epochs| < tol
+    tol: float | None = None  # convergence threshold of tol_rule
+    tol_rule: str = "step"  # "step" (|l_e - l_{e-1}| < tol) or "window:K" (relative change of K-epoch means)
+    grad_tol: float | None = None  # stop when the epoch's mean gradient norm < grad_tol
+    schedule: str = "constant"  # learning-rate schedule (train_rules.parse_schedule)
+    restore_best: bool = False  # return the state of the best validation evaluation
     patience: int | None = None  # stop after this many evaluations without val improvement
     min_delta: float = 0.0  # improvement that resets patience
     eval_every: int = 1  # evaluate train/val/test every this many epochs (and at the end)
@@ -80,10 +92,12 @@ class RunResult:
     steps: int
     epochs: int
     final: dict[str, float]  # {split}_loss / {split}_accuracy, eval mode, whole split
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
     trajectory: dict[str, torch.Tensor] | None = None  # name -> (T, *shape)
     trajectory_epochs: list[int] = field(default_factory=list)
     trajectory_steps: list[int] = field(default_factory=list)
+    best_epoch: int | None = None  # with restore_best: the epoch whose state was returned
+    tracking_s: float = 0.0  # wall seconds spent probing this restart (Tracker)
 
 
 def init_parameters(model: nn.Module, init: str, seed: int) -> None:
@@ -105,113 +119,93 @@ def init_parameters(model: nn.Module, init: str, seed: int) -> None:
             p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * std)
 
 
-def has_batchnorm(model: nn.Module) -> bool:
-    """True when train-mode forward passes mutate running statistics."""
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
-class StackedModel:
-    """R copies of one architecture as stacked tensors, evaluated together."""
-
-    def __init__(self, model: nn.Module, states: list[dict[str, torch.Tensor]]) -> None:
-        self.model = model
-        names = dict(model.named_parameters())
-        self.params = {n: torch.stack([s[n] for s in states]).requires_grad_(True) for n in names}
-        self.buffers = {n: torch.stack([s[n] for s in states]) for n, _ in model.named_buffers()}
-        self.loop_train = has_batchnorm(model)
-        self.r = len(states)
-
-    def logits(self, x: torch.Tensor, train: bool, per_restart_x: bool) -> torch.Tensor:
-        """(R, N, C) outputs; ``x`` is (N, ...) shared or (R, N, ...) per restart."""
-        self.model.train(train)
-        if train and self.loop_train:  # running-stat updates write into views of the stacked buffers
-            outs = []
-            for r in range(self.r):
-                p = {n: t[r] for n, t in self.params.items()}
-                b = {n: t[r] for n, t in self.buffers.items()}
-                outs.append(functional_call(self.model, (p, b), (x[r] if per_restart_x else x,)))
-            return torch.stack(outs)
-
-        def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
-            out: torch.Tensor = functional_call(self.model, (p, b), (xb,))
-            return out
-
-        return vmap(one, in_dims=(0, 0, 0 if per_restart_x else None))(self.params, self.buffers, x)
-
-    @torch.no_grad()
-    def evaluate(
-        self, x: torch.Tensor, y: torch.Tensor, loss: str, max_batch: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-restart mean loss and accuracy over a split, eval mode, chunked: two (R,) tensors."""
-
-        def fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            out = self.logits(xb, train=False, per_restart_x=False)
-            sums = torch.stack([loss_sum(out[r], yb, loss) for r in range(self.r)])
-            return sums, num_correct(out, yb)
-
-        return chunked_mean(fn, x, y, max_batch)
-
-    def state(self, r: int) -> dict[str, torch.Tensor]:
-        """Restart ``r``'s state_dict in the module's key order, on CPU."""
-        merged = {**self.params, **self.buffers}
-        return {k: merged[k][r].detach().to("cpu").clone() for k in self.model.state_dict()}
-
-
-class Optimizer:
-    """Element-wise optimizers on stacked parameters, following torch.optim's update rules."""
-
-    def __init__(self, cfg: TrainConfig, params: dict[str, torch.Tensor]) -> None:
-        self.cfg = cfg
-        self.t = 0
-        self.m = {n: torch.zeros_like(p) for n, p in params.items()}
-        self.v = {n: torch.zeros_like(p) for n, p in params.items()} if cfg.optimizer != "sgd" else {}
-
-    @torch.no_grad()
-    def step(self, params: dict[str, torch.Tensor], active: torch.Tensor) -> None:
-        """Update the restarts where ``active`` (R,) is True; the others stay frozen."""
-        c = self.cfg
-        self.t += 1
-        for n, p in params.items():
-            g = p.grad
-            assert g is not None  # step() follows backward()
-            mask = active.view(-1, *([1] * (p.dim() - 1)))
-            if c.optimizer == "adamw":
-                new_p = p * (1 - c.lr * c.weight_decay)
-            else:
-                new_p = p.clone()
-                g = g + c.weight_decay * p if c.weight_decay else g
-            if c.optimizer == "sgd":
-                if c.momentum:
-                    buf = g.clone() if self.t == 1 else self.m[n] * c.momentum + g
-                    self.m[n] = torch.where(mask, buf, self.m[n])
-                    g = g + c.momentum * buf if c.nesterov else buf
-                new_p = new_p - c.lr * g
-            else:
-                m = self.m[n].lerp(g, 1 - c.beta1)
-                v = self.v[n] * c.beta2 + (1 - c.beta2) * g * g
-                self.m[n] = torch.where(mask, m, self.m[n])
-                self.v[n] = torch.where(mask, v, self.v[n])
-                bc1 = 1 - c.beta1**self.t
-                bc2 = 1 - c.beta2**self.t
-                new_p = new_p - (c.lr / bc1) * m / (v.sqrt() / math.sqrt(bc2) + c.eps)
-            p.copy_(torch.where(mask, new_p, p))
-            p.grad = None
-
-
 @dataclass
 class _Track:
     """Per-restart bookkeeping during training."""
 
-    stop: list[str | None]
-    steps: list[int]
-    epochs: list[int]
-    prev_loss: list[float]
-    best_val: list[float]
-    bad_evals: list[int]
-    history: list[list[dict[str, float]]]
-    snaps: list[list[dict[str, torch.Tensor]]]
-    snap_epochs: list[list[int]]
-    snap_steps: list[list[int]]
+    r: int
+    cfg: TrainConfig
+    stop: list[str | None] = field(init=False)
+    steps: list[int] = field(init=False)
+    epochs: list[int] = field(init=False)
+    windows: list[LossWindow] = field(init=False)
+    best_val: list[float] = field(init=False)
+    best_epoch: list[int | None] = field(init=False)
+    best_state: list[dict[str, torch.Tensor] | None] = field(init=False)
+    bad_evals: list[int] = field(init=False)
+    history: list[list[dict[str, Any]]] = field(init=False)
+    snaps: list[list[dict[str, torch.Tensor]]] = field(init=False)
+    snap_epochs: list[list[int]] = field(init=False)
+    snap_steps: list[list[int]] = field(init=False)
+    tracking_s: list[float] = field(init=False)
+    last_eval: tuple[int, dict[str, torch.Tensor]] | None = None  # (epoch, metrics) of the latest evaluation
+
+    def __post_init__(self) -> None:
+        r, rule = self.r, parse_tol_rule(self.cfg.tol_rule)
+        self.stop, self.steps, self.epochs = [None] * r, [0] * r, [0] * r
+        self.windows = [LossWindow(rule) for _ in range(r)]
+        self.best_val, self.best_epoch, self.best_state = [math.inf] * r, [None] * r, [None] * r
+        self.bad_evals, self.tracking_s = [0] * r, [0.0] * r
+        self.history = [[] for _ in range(r)]
+        self.snaps, self.snap_epochs, self.snap_steps = (
+            [[] for _ in range(r)],
+            [[] for _ in range(r)],
+            [[] for _ in range(r)],
+        )
+
+
+def initial_states(
+    model: nn.Module,
+    init: str,
+    seeds: list[int],
+    device: torch.device,
+    dtype: torch.dtype,
+    initial_state: Callable[[int], dict[str, torch.Tensor]] | None = None,
+) -> list[dict[str, torch.Tensor]]:
+    """One state_dict per seed, drawn in float32 on CPU (the same draws on every device and dtype).
+
+    ``initial_state``: seed -> the restart's initial ``state_dict``; default: ``init`` applied to ``model``.
+    """
+    model.to(device="cpu", dtype=torch.float32)
+    states = []
+    for s in seeds:
+        if initial_state is None:
+            init_parameters(model, init, s)
+        else:
+            model.load_state_dict(initial_state(s))
+        states.append(
+            {
+                k: v.detach().clone().to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+                for k, v in model.state_dict().items()
+            }
+        )
+    model.to(device=device, dtype=dtype)
+    return states
+
+
+def shard_restarts(restarts: int, shard: str | None) -> list[int]:
+    """Restart indices of shard ``"I/N"`` (contiguous, sizes differ by at most one); all without a shard."""
+    if shard is None:
+        return list(range(restarts))
+    i, _, n = shard.partition("/")
+    if not (i.isdigit() and n.isdigit() and int(i) < int(n)):
+        raise ValueError(f"invalid shard {shard!r}; give I/N with 0 <= I < N, e.g. 0/4")
+    k, m = int(i), int(n)
+    if m > restarts:
+        raise ValueError(f"{m} shards of {restarts} restart(s) would leave some empty")
+    return list(range(k * restarts // m, (k + 1) * restarts // m))
+
+
+def relabel(results: list[RunResult], restarts: list[int]) -> list[RunResult]:
+    """Give each result its restart index in the whole sweep (a shard trains a slice of it)."""
+    return [replace(r, restart=k) for r, k in zip(results, restarts, strict=True)]
+
+
+def total_steps(cfg: TrainConfig, n: int) -> int:
+    """The step budget the schedule spans: epochs x steps per epoch, capped by ``max_steps``."""
+    per_epoch = 1 if cfg.batch_size is None else math.ceil(n / min(cfg.batch_size, n))
+    budget = cfg.epochs * per_epoch
+    return budget if cfg.max_steps is None else min(budget, cfg.max_steps)
 
 
 def train_restarts(
@@ -222,6 +216,7 @@ def train_restarts(
     device: torch.device,
     dtype: torch.dtype,
     on_epoch: ProgressFn | None = None,
+    tracker: Tracker | None = None,
     initial_state: Callable[[int], dict[str, torch.Tensor]] | None = None,
 ) -> list[RunResult]:
     """Train one restart per seed, all together; returns one :class:`RunResult` per seed.
@@ -234,45 +229,19 @@ def train_restarts(
         device: where to train.
         dtype: parameter dtype.
         on_epoch: called after every epoch with a summary dict (for progress bars).
+        tracker: probes each restart during training (see the module docstring).
         initial_state: seed -> the restart's initial ``state_dict`` (e.g. a user factory's own
             initialisation); default: ``cfg.init`` applied to ``model``.
     """
     if splits.x["train"].dtype != dtype:
         raise ValueError(f"data dtype {splits.x['train'].dtype} differs from parameter dtype {dtype}")
-    states = []
-    model.to(
-        device="cpu", dtype=torch.float32
-    )  # initialise in float32 on CPU: same draws on every device/dtype
-    for s in seeds:
-        if initial_state is None:
-            init_parameters(model, cfg.init, s)
-        else:
-            model.load_state_dict(initial_state(s))
-        states.append(
-            {
-                k: v.detach().clone().to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
-                for k, v in model.state_dict().items()
-            }
-        )
-    model.to(device=device, dtype=dtype)
+    states = initial_states(model, cfg.init, seeds, device, dtype, initial_state)
     stacked = StackedModel(model, states)
     opt = Optimizer(cfg, stacked.params)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
-    r = len(seeds)
-    tr = _Track(
-        stop=[None] * r,
-        steps=[0] * r,
-        epochs=[0] * r,
-        prev_loss=[math.inf] * r,
-        best_val=[math.inf] * r,
-        bad_evals=[0] * r,
-        history=[[] for _ in range(r)],
-        snaps=[[] for _ in range(r)],
-        snap_epochs=[[] for _ in range(r)],
-        snap_steps=[[] for _ in range(r)],
-    )
+    tr = _Track(len(seeds), cfg)
     if cfg.trajectory_every:
-        _snapshot(stacked, tr, 0, range(r))
+        _snapshot(stacked, tr, 0, range(tr.r))
     start = time.perf_counter()
     try:
         for epoch in range(1, cfg.epochs + 1):
@@ -280,15 +249,15 @@ def train_restarts(
             for i in ran:
                 tr.epochs[i] = epoch
             active = torch.tensor([s is None for s in tr.stop], device=device)
-            run_loss, grad_norm = _train_epoch(stacked, opt, splits, cfg, gens, active, tr)
-            _end_epoch(stacked, splits, cfg, tr, epoch, ran, run_loss, grad_norm, start)
+            run_loss, grad_norm, lr = _train_epoch(stacked, opt, splits, cfg, gens, active, tr, epoch)
+            _end_epoch(stacked, splits, cfg, tr, epoch, ran, (run_loss, grad_norm, lr), start, tracker)
             if on_epoch is not None:
                 on_epoch(
                     {
                         "epoch": epoch,
                         "epochs": cfg.epochs,
                         "active": sum(s is None for s in tr.stop),
-                        "train_loss": [float(v) for v in run_loss],
+                        "train_loss": run_loss.tolist(),
                     }
                 )
             if all(s is not None for s in tr.stop):
@@ -296,7 +265,7 @@ def train_restarts(
     except KeyboardInterrupt:
         tr.stop = [s or "interrupted" for s in tr.stop]
     tr.stop = [s or "epochs" for s in tr.stop]
-    return _finish(stacked, splits, cfg, seeds, tr, start)
+    return _finish(stacked, splits, cfg, seeds, tr)
 
 
 def _train_epoch(
@@ -307,27 +276,27 @@ def _train_epoch(
     gens: list[torch.Generator],
     active: torch.Tensor,
     tr: _Track,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    epoch: int,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     x, y = splits.x["train"], splits.y["train"]
     n = y.shape[0]
     bs = n if cfg.batch_size is None else min(cfg.batch_size, n)
     full = bs == n and cfg.batch_size is None
     perms = None if full else torch.stack([torch.randperm(n, generator=g) for g in gens]).to(x.device)
+    schedule, budget = parse_schedule(cfg.schedule), total_steps(cfg, n)
     loss_acc = torch.zeros(stacked.r, device=x.device, dtype=x.dtype)
     gnorm_acc = torch.zeros_like(loss_acc)
     n_steps = torch.zeros_like(loss_acc)  # per restart: a restart stopped mid-epoch averages its own steps
     went_bad = torch.zeros(stacked.r, dtype=torch.bool, device=x.device)
+    lr = cfg.lr * schedule.factor(max(opt.t, 1), epoch, budget)
     for start in range(0, n, bs):
         if cfg.max_steps is not None and max(tr.steps) >= cfg.max_steps:
             break
         if full:
-            out = stacked.logits(x, train=True, per_restart_x=False)
-            losses = torch.stack([loss_mean(out[i], y, cfg.loss) for i in range(stacked.r)])
+            losses = _losses(stacked.logits(x, train=True, per_restart_x=False), y, cfg.loss, shared=True)
         else:
             idx = perms[:, start : start + bs]  # type: ignore[index]
-            out = stacked.logits(x[idx], train=True, per_restart_x=True)
-            yb = y[idx]
-            losses = torch.stack([loss_mean(out[i], yb[i], cfg.loss) for i in range(stacked.r)])
+            losses = _losses(stacked.logits(x[idx], train=True, per_restart_x=True), y[idx], cfg.loss)
         finite = torch.isfinite(losses.detach())
         newly_bad = active & ~finite
         went_bad |= newly_bad
@@ -336,7 +305,8 @@ def _train_epoch(
         active = active & finite
         torch.where(active, losses, torch.zeros_like(losses)).sum().backward()  # type: ignore[no-untyped-call]
         gnorm = torch.sqrt(sum(p.grad.flatten(1).pow(2).sum(1) for p in stacked.params.values()))  # type: ignore[union-attr, arg-type, misc]
-        opt.step(stacked.params, active)
+        lr = cfg.lr * schedule.factor(opt.t + 1, epoch, budget)
+        opt.step(stacked.params, active, lr)
         loss_acc += torch.where(active, losses.detach(), 0.0)
         gnorm_acc += torch.where(active, gnorm, 0.0)
         n_steps += active.to(n_steps.dtype)
@@ -344,7 +314,12 @@ def _train_epoch(
             tr.steps[i] += 1
     nan = torch.full_like(loss_acc, math.nan)  # an epoch that ended in a non-finite loss has no finite mean
     steps = n_steps.clamp(min=1)
-    return torch.where(went_bad, nan, loss_acc / steps), torch.where(went_bad, nan, gnorm_acc / steps)
+    return torch.where(went_bad, nan, loss_acc / steps), torch.where(went_bad, nan, gnorm_acc / steps), lr
+
+
+def _losses(out: torch.Tensor, y: torch.Tensor, loss: str, shared: bool = False) -> torch.Tensor:
+    """(R,) mean losses of (R, N, C) outputs against labels (N,) shared or (R, N) per restart."""
+    return torch.stack([loss_mean(out[i], y if shared else y[i], loss) for i in range(out.shape[0])])
 
 
 def _end_epoch(
@@ -354,44 +329,63 @@ def _end_epoch(
     tr: _Track,
     epoch: int,
     ran: list[int],
-    run_loss: torch.Tensor,
-    grad_norm: torch.Tensor,
+    epoch_stats: tuple[torch.Tensor, torch.Tensor, float],
     start: float,
+    tracker: Tracker | None,
 ) -> None:
     """History entries for the restarts that ran this epoch, then their stopping rules."""
+    run_loss, grad_norm, lr = epoch_stats
     do_eval = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
     metrics = _eval_all(stacked, splits, cfg) if do_eval else None
+    if metrics is not None:
+        tr.last_eval = (epoch, metrics)
+    losses, gnorms = run_loss.tolist(), grad_norm.tolist()
     for i in ran:
         if tr.stop[i] is None:
-            tr.stop[i] = _stop_rule(cfg, tr, i, float(run_loss[i]), metrics)
-        if metrics is None and tr.stop[i] is None:
-            continue  # history is kept on evaluation epochs and the epoch a restart stops
-        entry = {
+            tr.stop[i] = _stop_rule(cfg, tr, i, losses[i], gnorms[i], metrics)
+        if metrics is not None:
+            _keep_best(stacked, cfg, tr, i, epoch, metrics)
+        last = tr.stop[i] is not None or epoch == cfg.epochs
+        track = tracker is not None and tr.stop[i] != "diverged" and (last or tracker.spec.due(epoch))
+        if metrics is None and not last and not track:
+            continue  # history is kept on evaluation and tracked epochs and the epoch a restart stops
+        entry: dict[str, Any] = {
             "epoch": epoch,
             "step": tr.steps[i],
-            "train_loss_running": float(run_loss[i]),
-            "grad_norm": float(grad_norm[i]),
+            "lr": lr,
+            "train_loss_running": losses[i],
+            "grad_norm": gnorms[i],
             "wall_time_s": time.perf_counter() - start,
         }
         if metrics is not None:
             entry.update({k: float(v[i]) for k, v in metrics.items()})
+        if track:
+            _track(stacked, tracker, tr, i, entry)  # type: ignore[arg-type]
         tr.history[i].append(entry)
     if cfg.trajectory_every and (epoch % cfg.trajectory_every == 0 or epoch == cfg.epochs):
         _snapshot(stacked, tr, epoch, ran)
 
 
+def _track(stacked: StackedModel, tracker: Tracker, tr: _Track, i: int, entry: dict[str, Any]) -> None:
+    params = {n: t[i] for n, t in stacked.params.items()}
+    buffers = {n: t[i] for n, t in stacked.buffers.items()}
+    entry["tracked"], cost = tracker.measure(stacked.model, params, buffers)
+    entry["tracking_cost"] = cost
+    tr.tracking_s[i] += cost["wall_time_s"]
+
+
 def _stop_rule(
-    cfg: TrainConfig, tr: _Track, i: int, loss: float, metrics: dict[str, torch.Tensor] | None
+    cfg: TrainConfig, tr: _Track, i: int, loss: float, gnorm: float, metrics: dict[str, torch.Tensor] | None
 ) -> str | None:
     """Which rule, if any, stops restart ``i`` after this epoch."""
     reason = None
-    if cfg.tol is not None and abs(loss - tr.prev_loss[i]) < cfg.tol:
-        reason = "tol"
-    tr.prev_loss[i] = loss
+    if cfg.tol is not None and tr.windows[i].push(loss, cfg.tol):
+        reason = tr.windows[i].rule.reason
+    if cfg.grad_tol is not None and gnorm < cfg.grad_tol:
+        reason = reason or "grad_tol"
     if cfg.patience is not None and metrics is not None and "val_loss" in metrics:
-        val = float(metrics["val_loss"][i])
-        if val < tr.best_val[i] - cfg.min_delta:
-            tr.best_val[i], tr.bad_evals[i] = val, 0
+        if float(metrics["val_loss"][i]) < tr.best_val[i] - cfg.min_delta:
+            tr.bad_evals[i] = 0
         else:
             tr.bad_evals[i] += 1
             if tr.bad_evals[i] >= cfg.patience:
@@ -399,6 +393,22 @@ def _stop_rule(
     if cfg.max_steps is not None and tr.steps[i] >= cfg.max_steps:
         reason = reason or "max_steps"
     return reason
+
+
+def _keep_best(
+    stacked: StackedModel, cfg: TrainConfig, tr: _Track, i: int, epoch: int, metrics: dict[str, torch.Tensor]
+) -> None:
+    """Remember the best validation loss (and, with restore_best, that epoch's state)."""
+    if "val_loss" not in metrics:
+        return
+    val = float(metrics["val_loss"][i])
+    if not val < tr.best_val[i] - cfg.min_delta:
+        return
+    tr.best_val[i], tr.best_epoch[i] = val, epoch
+    if cfg.restore_best:
+        tr.best_state[i] = {
+            n: t[i].detach().clone() for n, t in {**stacked.params, **stacked.buffers}.items()
+        }
 
 
 def _eval_all(stacked: StackedModel, splits: Any, cfg: TrainConfig) -> dict[str, torch.Tensor]:
@@ -420,13 +430,27 @@ def _snapshot(stacked: StackedModel, tr: _Track, epoch: int, which: Any) -> None
         tr.snaps[i].append({n: p[i].detach().to("cpu").clone() for n, p in stacked.params.items()})
 
 
+@torch.no_grad()
+def _restore_best(stacked: StackedModel, tr: _Track) -> None:
+    """Put each restart's best validation state back into the stack (restore_best)."""
+    merged = {**stacked.params, **stacked.buffers}
+    for i, state in enumerate(tr.best_state):
+        if state is not None and tr.stop[i] != "diverged":
+            for n, t in state.items():
+                merged[n][i].copy_(t)
+
+
 def _finish(
-    stacked: StackedModel, splits: Any, cfg: TrainConfig, seeds: list[int], tr: _Track, start: float
+    stacked: StackedModel, splits: Any, cfg: TrainConfig, seeds: list[int], tr: _Track
 ) -> list[RunResult]:
-    metrics = _eval_all(stacked, splits, cfg)
     if cfg.trajectory_every:
         for i in range(stacked.r):
             _snapshot(stacked, tr, tr.epochs[i], [i])
+    if cfg.restore_best:
+        _restore_best(stacked, tr)
+    fresh = tr.last_eval is not None and tr.last_eval[0] == max(tr.epochs) and "interrupted" not in tr.stop
+    # parameters have not moved since the last epoch's evaluation unless the best state was put back
+    metrics = tr.last_eval[1] if fresh and not cfg.restore_best else _eval_all(stacked, splits, cfg)  # type: ignore[index]
     results = []
     for i, seed in enumerate(seeds):
         traj = None
@@ -445,6 +469,8 @@ def _finish(
                 trajectory=traj,
                 trajectory_epochs=tr.snap_epochs[i],
                 trajectory_steps=tr.snap_steps[i],
+                best_epoch=tr.best_epoch[i] if cfg.restore_best and tr.best_state[i] is not None else None,
+                tracking_s=tr.tracking_s[i],
             )
         )
     return results

@@ -24,7 +24,7 @@ class ParetoResults(TypedDict, total=False):
     y: str  # flatness metric
     target: str  # held-out metric the proxy x + lambda*y should track
     groups: dict[str, dict[str, Any]]  # per group: n, mean, covariance, ellipse_50, fronts, tls, parameters
-    across_groups: dict[str, Any]  # groups, lambda_g, objective, mae_with/without_curvature, scan
+    across_groups: dict[str, Any]  # groups, lambda_g, lambda_G_at_bound, objective, MAEs, scan
     num_runs: int
     multi: dict[str, Any]  # --metric: front, hypervolume, reference, senses, metrics, runs
     figures: list[str]  # file names beside the record

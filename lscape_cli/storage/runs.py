@@ -107,6 +107,7 @@ def collect(paths: list[Path]) -> list[Run]:
                 scalars = _probe_scalars(rec["results"])
         else:
             run.config.update(_flat_config(rec["config"]))
+            run.config["training.stop_reason"] = rec["results"]["stop_reason"]
             scalars = dict(rec["results"]["final"])
         run.metrics.update(scalars)
         run.sources.update({k: str(path) for k in scalars})

@@ -2,14 +2,26 @@
 
 Checkpoint metadata (``storage.checkpoint``): ``model``, ``dataset``, ``training`` (the resolved
 config plus ``seed``, ``restart``, ``restarts``, ``base_seed``, ``stop_reason``, ``steps``,
-``epochs_run``, ``device``, ``dtype``), ``metrics`` (final loss/accuracy per split), ``versions``.
+``epochs_run``, ``best_epoch``, ``device``, ``dtype``), ``metrics`` (final loss/accuracy per split),
+``versions``.
 The ``lscape.train/1`` record (schema: ``storage/schemas/train.schema.json``): ``results`` holds
 ``restart``, ``seed``, ``stop_reason``, ``steps``, ``epochs``, ``num_parameters``, ``final``,
-``history``, ``checkpoint`` and ``trajectory`` (``{"path", "sha256", ...}`` or null).
+``history``, ``checkpoint`` and ``trajectory`` (``{"path", "sha256", ...}`` or null), and:
+
+- ``stopped_on_budget``: true when the restart stopped because its epoch or step budget ran out
+  (``stop_reason`` ``epochs`` or ``max_steps``), not on a convergence rule, patience or divergence.
+- ``best_epoch``: with ``--restore-best``, the epoch whose state the checkpoint holds; else null.
+- ``tracking`` (null without ``--track``): ``wall_time_s`` (probing all restarts of this process),
+  ``share_of_training`` (that over the training wall time, which includes it), ``restart_wall_time_s``
+  (this restart's share), ``num_matvecs`` (Hessian-vector products spent on this restart) and
+  ``epochs`` (the tracked epochs). ``config.tracking`` holds the tracking protocol
+  (:meth:`lscape_cli.core.tracking.Tracker.describe`), and each tracked ``history`` entry a ``tracked``
+  dict (quantity -> what ``lscape probe`` writes under ``results.<quantity>``) and ``tracking_cost``.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any, TypedDict
@@ -30,6 +42,21 @@ from lscape_cli.storage.records import (
 )
 
 TRAIN_SCHEMA = "lscape.train/1"
+BUDGET_REASONS = ("epochs", "max_steps")
+
+
+def tracking_summary(res: RunResult, tracking_s: float, train_s: float) -> dict[str, Any] | None:
+    """``results.tracking`` of one restart (None when nothing was tracked)."""
+    tracked = [e for e in res.history if "tracked" in e]
+    if not tracked:
+        return None
+    return {
+        "wall_time_s": tracking_s,
+        "share_of_training": tracking_s / train_s if train_s > 0 else None,
+        "restart_wall_time_s": res.tracking_s,
+        "num_matvecs": sum(int(e["tracking_cost"]["num_matvecs"]) for e in tracked),
+        "epochs": [e["epoch"] for e in tracked],
+    }
 
 
 class TrainResults(TypedDict):
@@ -37,14 +64,17 @@ class TrainResults(TypedDict):
 
     restart: int
     seed: int
-    stop_reason: str  # epochs, max_steps, tol, patience, diverged or interrupted
+    stop_reason: str  # epochs, max_steps, tol, tol_window, grad_tol, patience, diverged or interrupted
     steps: int
     epochs: int
     num_parameters: int
     final: dict[str, float]  # {split}_loss and {split}_accuracy, eval mode, whole split
-    history: list[dict[str, Any]]  # one entry per evaluation
+    history: list[dict[str, Any]]  # one entry per evaluation or tracked epoch (``tracked`` there)
     checkpoint: dict[str, Any] | None  # {"path", "sha256"}; null when the restart diverged
     trajectory: dict[str, Any] | None  # {"path", "sha256", "snapshots", "epochs"} with --save-trajectory
+    stopped_on_budget: bool  # stopped on epochs/max_steps, not on a convergence rule
+    best_epoch: int | None  # with --restore-best: the epoch whose state the checkpoint holds
+    tracking: dict[str, Any] | None  # with --track: wall_time_s, share_of_training, ... (module docstring)
 
 
 def write_run(
@@ -53,7 +83,8 @@ def write_run(
     """Write one restart's checkpoint (unless it diverged), trajectory and record; the record's text.
 
     ``ctx``: ``model``, ``dataset`` (descriptions), ``cfg`` (the TrainConfig), ``device``, ``dtype``,
-    ``restarts``, ``base_seed``, ``num_parameters``.
+    ``restarts``, ``base_seed``, ``num_parameters``, ``tracking`` (the protocol or None),
+    ``tracking_s`` (seconds all restarts of the run spent tracked).
     """
     training = {
         **ctx["cfg"].to_dict(),
@@ -64,6 +95,7 @@ def write_run(
         "stop_reason": res.stop_reason,
         "steps": res.steps,
         "epochs_run": res.epochs,
+        "best_epoch": res.best_epoch,
         "device": ctx["device"],
         "dtype": ctx["dtype"],
     }
@@ -115,6 +147,9 @@ def write_run(
         "history": res.history,
         "checkpoint": outputs["checkpoint"],
         "trajectory": outputs["trajectory"],
+        "stopped_on_budget": res.stop_reason in BUDGET_REASONS,
+        "best_epoch": res.best_epoch,
+        "tracking": tracking_summary(res, ctx["tracking_s"], timing["train"]),
     }
     config = {
         "model": ctx["model"],
@@ -125,6 +160,7 @@ def write_run(
         "restarts": ctx["restarts"],
         "device": ctx["device"],
         "dtype": ctx["dtype"],
+        "tracking": ctx["tracking"],
         "evaluation": {
             "mode": "eval",
             "splits": ["train", "val", "test"],
@@ -154,15 +190,42 @@ def output_stems(out: Path, name: str, restarts: int) -> list[Path]:
     return [out / f"{name}-r{r:0{width}d}" for r in range(restarts)]
 
 
-def check_outputs(out: Path, stems: list[Path], trajectory: bool, overwrite: bool) -> None:
-    """Refuse an ``--out`` that is a file, or files that exist without ``overwrite`` (parents are created)."""
+def check_outputs(
+    out: Path, name: str, restarts: int, trajectory: bool, overwrite: bool, chosen: list[int] | None = None
+) -> None:
+    """Refuse an ``--out`` that is a file, or files that exist without ``overwrite`` (parents are created).
+
+    ``chosen`` limits the check to the restarts this process writes (``--shard``); None means all.
+    """
     if out.exists() and not out.is_dir():
         raise LscapeError("--out exists and is not a directory", str(out), "choose a directory path")
     suffixes = [".safetensors", ".train.json"] + ([".trajectory.safetensors"] if trajectory else [])
-    clash = [str(s) + suf for s in stems for suf in suffixes if Path(str(s) + suf).exists()]
+    clash = _existing_outputs(out, name, restarts, suffixes, None if chosen is None else set(chosen))
     if clash and not overwrite:
         raise LscapeError(
             "output exists",
             clash[0] + (f" and {len(clash) - 1} more" if len(clash) > 1 else ""),
             "pass --overwrite to replace, or choose another --out/--name",
         )
+
+
+def _existing_outputs(
+    out: Path, name: str, restarts: int, suffixes: list[str], chosen: set[int] | None
+) -> list[str]:
+    """Files in OUT this run would write, from one listing of OUT (not one lookup per restart)."""
+    if not out.is_dir():
+        return []
+    width = max(3, len(str(restarts - 1)))
+    pattern = re.compile(re.escape(name) + r"-r(\d+)")
+    clash = []
+    for path in sorted(out.iterdir()):
+        for suffix in suffixes:
+            if not path.name.endswith(suffix):
+                continue
+            stem = path.name[: -len(suffix)]
+            match = pattern.fullmatch(stem)
+            index = int(match[1]) if match is not None and len(match[1]) == width else None
+            mine = index is not None and index < restarts and (chosen is None or index in chosen)
+            if stem == name if restarts == 1 else mine:
+                clash.append(str(path))
+    return clash

@@ -1,0 +1,246 @@
+"""Calibration of lscape's uncertainties: do trace and ‖H‖_F error bars cover the truth as often as claimed?
+
+For each problem (an MSE MLP and a CE CNN, small enough for a dense Hessian), dtype (float64, float32),
+trace method (hutchinson, hutch++, krylov-hutch++) and seed, the script makes the calls ``lscape probe
+--trace --frobenius`` makes (one operator, the rounding measurement of
+:mod:`lscape_cli.core.rounding`, the estimator with the default 45 products) and compares the estimates
+with the exact values from a dense float64 ``torch.func.hessian`` at the same weights. For every
+(problem, dtype, method, quantity) it reports
+
+- the relative RMS error over seeds;
+- ``sd / rms(stderr)``: the spread of the estimates over the RMS reported standard error (1 when the
+  standard error estimates the variance without bias);
+- the median ``rounding / stderr``;
+- the fractions of seeds with ``|z| < 1, 2, 3``, ``z = (estimate − exact) / uncertainty``, where
+  ``uncertainty = √((k_ν·stderr)² + rounding²)`` is the record's key (``k_ν`` the Student-t factor of
+  :func:`lscape_cli.core.trace.t_factor`); the target is 90–99% for ``|z| < 2`` (95.4% nominal);
+- the largest ``|z|``.
+
+With ``--replicates R`` it also measures the alternative the trace module's docstring rejects: the
+budget split into ``R`` independent runs of Hutch++ / krylov-hutch++, the standard error taken from the
+spread across them (float64, products with the dense Hessian, so it costs seconds).
+
+Problems (trained here with plain torch, float32, Adam lr 1e-2, 300 full-batch steps, seed 0, on the
+bundled ``digits`` images; the float64 runs and the reference use the same float32 weights exactly):
+an MLP 64-16-16-10 with MSE (1,482 parameters, 512 images) and a SimpleCNN width 4, FC 16 with
+cross-entropy (1,034 parameters, 128 images). ``--seeds 200`` (the default) makes a calibrated method
+fall outside 90-99% with probability ~0.2% per row; 40 seeds would leave it ~20% per row.
+
+Usage: ``python benchmarks/bench_uncertainty.py [--seeds 200] [--replicates 3] [--write docs/benchmarks.md]``
+(one thread; 25 minutes of wall time on the 2-core machine of docs/benchmarks.md while four other
+jobs shared it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from lscape_cli import datasets, models  # noqa: E402
+from lscape_cli.core import rounding, trace  # noqa: E402
+from lscape_cli.core.hvp import HVP, DenseOperator, Objective, flatten, unflatten  # noqa: E402
+from lscape_cli.core.objective import loss_mean  # noqa: E402
+
+PROBLEMS = {
+    "mlp-mse": ("mlp", {"depth": 2, "width": 16}, "mse", 512),
+    "cnn-ce": ("cnn", {"width": 4, "hidden": 16}, "ce", 128),
+}
+QUANTITIES = ("trace", "frobenius")
+BEGIN, END = "<!-- uncertainty:begin -->", "<!-- uncertainty:end -->"
+
+
+@dataclass
+class Problem:
+    """A trained float32 model, its data and the exact float64 answers."""
+
+    name: str
+    objective: Objective  # float32
+    hessian: torch.Tensor  # (n, n) float64
+    exact: dict[str, float]
+
+
+def make_problem(name: str, root: Path) -> Problem:
+    """Train the problem's model in float32 and compute the dense float64 Hessian at its weights."""
+    arch, options, loss, samples = PROBLEMS[name]
+    splits = datasets.load(datasets.DatasetSpec("digits"), root, dtype=torch.float32)
+    x, y = splits.x["train"][:samples], splits.y["train"][:samples]
+    torch.manual_seed(0)
+    model = models.build(models.make_spec(arch, {"input_shape": (1, 8, 8), **options}))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        opt.zero_grad()
+        loss_mean(model(x), y, loss).backward()
+        opt.step()
+    obj = Objective.from_module(model.eval(), x, y, loss)
+    ref = rounding.cast(obj, torch.float64)
+
+    def full_loss(flat: torch.Tensor) -> torch.Tensor:
+        params = unflatten(flat, ref.params)
+        return loss_mean(torch.func.functional_call(ref.model, (params, ref.buffers), (ref.x,)), ref.y, loss)
+
+    hessian = torch.func.hessian(full_loss)(flatten(ref.params)).detach()
+    eig = torch.linalg.eigvalsh(hessian)
+    exact = {"trace": float(eig.sum()), "frobenius": float(eig.square().sum().sqrt())}
+    return Problem(name, obj, hessian, exact)
+
+
+def run_seed(obj: Objective, method: str, matvecs: int, seed: int) -> trace.TraceFrobenius:
+    """What ``lscape probe --trace --frobenius --trace-method METHOD --seed SEED`` computes."""
+    with HVP(obj) as op:
+        rnd = rounding.for_objective(obj, op, rounding.DEFAULT_PRODUCTS, seed)
+        tf = trace.TRACE_METHODS[method](op, num_matvecs=matvecs, seed=seed)
+    return tf.with_rounding(rnd.trace, rnd.frobenius_sq)
+
+
+def summarize(estimates: list[trace.Estimate], exact: float) -> dict[str, Any]:
+    """Error, spread and coverage of one (problem, dtype, method, quantity) over seeds."""
+    est = torch.tensor([e.estimate for e in estimates], dtype=torch.float64)
+    se = torch.tensor([e.stderr for e in estimates], dtype=torch.float64)
+    rnd = torch.tensor([e.rounding or 0.0 for e in estimates], dtype=torch.float64)
+    z = (est - exact) / torch.tensor([e.uncertainty for e in estimates], dtype=torch.float64)
+    cover = {k: float((z.abs() < k).double().mean()) for k in (1, 2, 3)}
+    return {
+        "rel_rms": float((est - exact).square().mean().sqrt()) / abs(exact),
+        "sd_over_se": float(est.std() / se.square().mean().sqrt()),
+        "rounding_over_se": float((rnd / se).median()),
+        "cover": cover,
+        "max_z": float(z.abs().max()),
+        "calibrated": 0.90 <= cover[2] <= 0.99,
+    }
+
+
+def coverage(problem: Problem, seeds: int, matvecs: int) -> list[dict[str, Any]]:
+    """Rows for every dtype, method and quantity of one problem."""
+    rows = []
+    for dtype in (torch.float64, torch.float32):
+        obj = rounding.cast(problem.objective, dtype)
+        for method in trace.TRACE_METHODS:
+            t0 = time.perf_counter()
+            runs = [run_seed(obj, method, matvecs, s) for s in range(seeds)]
+            seconds = time.perf_counter() - t0
+            for q in QUANTITIES:
+                row = summarize([getattr(r, q) for r in runs], problem.exact[q])
+                key = {"problem": problem.name, "dtype": str(dtype)[6:], "method": method, "quantity": q}
+                rows.append({**key, "seconds": seconds, **row})
+            print(_line(rows[-2]), _line(rows[-1]), sep="\n", flush=True)
+    return rows
+
+
+def replicates(problem: Problem, seeds: int, matvecs: int, r: int) -> list[dict[str, Any]]:
+    """One run of ``matvecs`` products against ``r`` independent runs of ``matvecs / r`` (float64)."""
+    op = DenseOperator(problem.hessian, {"w": torch.zeros(problem.hessian.shape[0], dtype=torch.float64)})
+    rows = []
+    for method in ("hutch++", "krylov-hutch++"):
+        fn = trace.TRACE_METHODS[method]
+        single = [fn(op, matvecs, seed=s) for s in range(seeds)]
+        split = [[fn(op, matvecs // r, seed=1000 * s + i) for i in range(r)] for s in range(seeds)]
+        for q in QUANTITIES:
+            pooled = [_pool([getattr(x, q) for x in runs]) for runs in split]
+            for label, ests in (
+                (f"1 x {matvecs}", [getattr(x, q) for x in single]),
+                (f"{r} x {matvecs // r}", pooled),
+            ):
+                row = {
+                    **summarize(ests, problem.exact[q]),
+                    "rounding_over_se": None,
+                }  # float64, none measured
+                rows.append({"problem": problem.name, "method": method, "quantity": q, "split": label, **row})
+    return rows
+
+
+def _pool(parts: list[trace.Estimate]) -> trace.Estimate:
+    """The mean of independent replicates, its standard error from their spread (``r − 1`` dof)."""
+    v = torch.tensor([p.estimate for p in parts], dtype=torch.float64)
+    se = float(v.std()) / math.sqrt(len(parts))
+    budget = sum(p.num_matvecs for p in parts)
+    return trace.Estimate(float(v.mean()), se, parts[0].method, budget, len(parts) - 1)
+
+
+def _line(row: dict[str, Any]) -> str:
+    c = row["cover"]
+    rounding = "-" if row.get("rounding_over_se") is None else f"{row['rounding_over_se']:.2g}"
+    head = " | ".join(str(row[k]) for k in ("problem", "dtype", "method", "quantity", "split") if k in row)
+    return (
+        f"| {head} | {row['rel_rms']:.2e} | {row['sd_over_se']:.2f} | {rounding} | "
+        f"{c[1]:.1%} | {c[2]:.1%} | {c[3]:.1%} | {row['max_z']:.1f} | "
+        f"{'yes' if row['calibrated'] else 'NO'} |"
+    )
+
+
+def render(rows: list[dict[str, Any]], reps: list[dict[str, Any]], seeds: int, wall: float) -> str:
+    """Markdown tables of both measurements."""
+    out = [
+        f"{seeds} seeds per row, 45 products each (+3 per dtype for the rounding floor); "
+        f"wall time {wall / 60:.1f} min, torch {torch.__version__}, 1 thread.",
+        "",
+        "| problem | dtype | method | quantity | rel. RMS error | sd / rms(stderr) | rounding / stderr | "
+        "\\|z\\| < 1 | \\|z\\| < 2 | \\|z\\| < 3 | max \\|z\\| | 90-99% |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *[_line(r) for r in rows],
+    ]
+    if reps:
+        out += [
+            "",
+            "Budget split into independent replicates (float64, standard error from the spread across them):",
+            "",
+            "| problem | method | quantity | runs x products | rel. RMS error | sd / rms(stderr) | - | "
+            "\\|z\\| < 1 | \\|z\\| < 2 | \\|z\\| < 3 | max \\|z\\| | 90-99% |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            *[_line(r) for r in reps],
+        ]
+    return "\n".join(out)
+
+
+def write(path: Path, text: str) -> None:
+    """Replace the text between the markers of ``path`` (appended with them when absent)."""
+    doc = path.read_text()
+    block = f"{BEGIN}\n{text}\n\n{END}"
+    if BEGIN in doc:
+        doc = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, doc, flags=re.S)
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(doc)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run, print, optionally write; returns the coverage rows (the slow test asserts on them)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=200)
+    ap.add_argument("--matvecs", type=int, default=45)
+    ap.add_argument("--problems", default=",".join(PROBLEMS))
+    ap.add_argument(
+        "--replicates", type=int, default=0, help="also compare R independent replicates (0: skip)"
+    )
+    ap.add_argument("--write", default="-", help="markdown file to update between the markers ('-': none)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    rows, reps = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.problems.split(","):
+            problem = make_problem(name, Path(tmp))
+            print(f"{name}: {problem.hessian.shape[0]} parameters, exact {problem.exact}", flush=True)
+            rows += coverage(problem, args.seeds, args.matvecs)
+            if args.replicates:
+                reps += replicates(problem, args.seeds, args.matvecs, args.replicates)
+                print(*[_line(r) for r in reps[-8:]], sep="\n", flush=True)
+    text = render(rows, reps, args.seeds, time.perf_counter() - t0)
+    print(text)
+    if args.write != "-":
+        write(Path(args.write), text)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
