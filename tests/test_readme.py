@@ -87,13 +87,15 @@ def _expand(line: str, cwd: Path) -> list[str]:
 
 
 def _shrink(argv: list[str]) -> list[str]:
-    """Append the tiny-scale overrides for this command (restarts capped at 2)."""
+    """Append the tiny-scale overrides for this command (restarts capped at 2, or one per shard)."""
     command = argv[1]
     extra = shlex.split(SHRINK.get(command, ""))
     if command == "train" and "--data" in argv:
         extra = [e for e in extra if e not in shlex.split(TINY_DATA)]  # the user's own data stays
     if "--restarts" in argv:
-        extra += ["--restarts", str(min(2, int(argv[argv.index("--restarts") + 1])))]
+        shards = int(argv[argv.index("--shard") + 1].split("/")[1]) if "--shard" in argv else 1
+        cap = max(2, shards)  # every shard keeps a restart
+        extra += ["--restarts", str(min(cap, int(argv[argv.index("--restarts") + 1])))]
     if command == "probe" and "--batch-size" in argv:
         extra += ["--batch-size", "6"]  # 5 disjoint batches of a 32-sample split
     if command == "probe" and "--density" in argv:

@@ -255,7 +255,6 @@ def train(
         int,
         typer.Option(
             min=1,
-            max=10_000,
             help="Independent runs, seeds seed..seed+R-1, trained together.",
             rich_help_panel=OUT,
         ),
