@@ -61,13 +61,14 @@ $(BENCH_STAMP):  # keyed by the hash of $(BENCH_REQS)
 	$(BENCH_BIN)/pip install --quiet -r requirements/bench.txt
 	touch $(BENCH_STAMP)
 
-# lscape against its peers, same model and data, one process: probe (docs/benchmarks.md), slice, connect and train (docs/bench-*.md).
+# lscape against its peers, same model and data, one process: probe (docs/benchmarks.md), slice, connect, train and GGN (docs/bench-*.md).
 bench: $(BENCH_STAMP)
 	$(BENCH_BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BENCH_BIN)/python benchmarks/bench_probe.py --write docs/benchmarks.md
 	$(BENCH_BIN)/python benchmarks/bench_slice.py --threads 1,2 --write docs/bench-slice.md
 	$(BENCH_BIN)/python benchmarks/bench_connect.py --write docs/bench-connect.md
 	$(BENCH_BIN)/python benchmarks/bench_train.py --write docs/bench-train.md
+	$(BENCH_BIN)/python benchmarks/bench_ggn.py --write docs/bench-ggn.md
 
 clean-venv:
 	rm -rf $(VENV)

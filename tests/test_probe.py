@@ -59,7 +59,8 @@ def test_json_goes_to_stdout_and_equals_the_file(cli, ckpt: Path) -> None:
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     assert printed == _record(ckpt.with_name("m.probe.json"))
-    assert set(printed["results"]) == {"loss", "lambda_max", "hvp"}
+    assert set(printed["results"]) == {"loss", "lambda_max", "hvp", "curvature"}
+    assert printed["results"]["curvature"]["kind"] == "hessian"
 
 
 def _dense_hessian(lm, x, y, loss) -> torch.Tensor:

@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lscape_cli.cli.console import err
-
 
 def print_table(results: dict[str, Any], scalars: dict[str, float | None], out_path: Path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"lscape probe -> {out_path}")
+    cur = results.get("curvature") or {}
+    parts = [] if cur.get("kind", "hessian") == "hessian" else [cur["kind"]]
+    if isinstance(cur.get("params"), list):
+        parts.append(f"block of {cur['num_params']:,} parameters")
+    what = f" ({', '.join(parts)})" if parts else ""
+    table = Table(title=f"lscape probe{what} -> {out_path}")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     table.add_column("uncertainty / convergence")
@@ -19,7 +22,9 @@ def print_table(results: dict[str, Any], scalars: dict[str, float | None], out_p
     flat = results.get("batches", {}).get("summary")
     for key, value in scalars.items():
         table.add_row(key, "null" if value is None else f"{value:.6g}", *_describe(key, results, flat))
-    err.print(table)
+    from lscape_cli.cli._probe_curvature import print_wide
+
+    print_wide(table)
 
 
 def _uncertainty(r: dict[str, Any]) -> str:
@@ -42,9 +47,10 @@ def _describe(key: str, results: dict[str, Any], summary: dict[str, Any] | None)
             "mean over batches",
         )
     r = results.get(key) or {}
+    hvps = "HVPs" if (results.get("curvature") or {}).get("kind", "hessian") == "hessian" else "products"
     if "stderr" in r:
-        return _uncertainty(r), f"{r['method']}, {r['num_matvecs']} HVPs"
+        return _uncertainty(r), f"{r['method']}, {r['num_matvecs']} {hvps}"
     if "residual" in r:
         state = "converged" if r["converged"] else "NOT converged"
-        return f"residual {r['residual']:.2g} ({state})", f"{r['method']}, {r['num_matvecs']} HVPs"
+        return f"residual {r['residual']:.2g} ({state})", f"{r['method']}, {r['num_matvecs']} {hvps}"
     return "", str(r.get("method", ""))

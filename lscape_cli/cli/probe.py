@@ -103,6 +103,41 @@ def probe(
             rich_help_panel=CURV,
         ),
     ] = "bound",
+    curvature: Annotated[
+        str,
+        typer.Option(
+            help="Matrix of every spectral quantity: hessian, ggn (generalised Gauss-Newton = exact Fisher), "
+            "fisher (Monte-Carlo, labels sampled from the model) or empirical-fisher (per-sample gradients).",
+            rich_help_panel=CURV,
+        ),
+    ] = "hessian",
+    fisher_samples: Annotated[
+        int, typer.Option(min=1, help="--curvature fisher: labels drawn per input.", rich_help_panel=CURV)
+    ] = 1,
+    params: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--params",
+            metavar="REGEX",
+            help="Restrict spectral quantities to the parameters whose names fully match (repeatable), "
+            "e.g. 'hidden\\.0\\..*'.",
+            rich_help_panel=CURV,
+        ),
+    ] = None,
+    per_layer: Annotated[
+        bool,
+        typer.Option(
+            "--per-layer", help="Also each module's block, one run each (a table).", rich_help_panel=CURV
+        ),
+    ] = False,
+    save_eigenvectors: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Write the top-k eigenvectors as a direction file for lscape slice --directions.",
+            rich_help_panel=CURV,
+        ),
+    ] = None,
     hvp: Annotated[
         str,
         typer.Option(
@@ -239,18 +274,27 @@ def probe(
     Writes CKPT.probe.json (every estimate with its method, budget, seed and uncertainty). Exit codes:
     0 ok, 1 error, 3 a --check failed.
 
-    Example:
+    Example commands:
+
+    \b
         lscape probe sample_checkpoints/mlp-d4-r000.safetensors --lambda-max --trace --json | jq .results.lambda_max
-    """
+        lscape probe sample_checkpoints/mlp-d4-r000.safetensors --curvature ggn --per-layer --top-k 3
+        lscape probe sample_checkpoints/mlp-d4-r000.safetensors --params 'hidden.0.*' --top-k 2 \\
+            --save-eigenvectors top2.safetensors
+    """  # noqa: D301 (\b keeps click from re-wrapping the examples)
     from lscape_cli.core.probe import ProbeRequest, check_budget
 
     t0 = time.perf_counter()
     checks = list(check or [])
-    _validate(trace_method, sharpness_kind, bias, pac_bayes_metric, hvp, stop)
+    _validate(trace_method, sharpness_kind, bias, pac_bayes_metric, hvp, stop, curvature)
     for expr in checks:
         _check_syntax(expr)
     out_path = out or default_output(checkpoint, "probe.json")
-    refuse_overlap([out_path], [checkpoint, model_config, *user_files(model_def, data_file)])
+    outputs = [out_path] + ([Path(save_eigenvectors)] if save_eigenvectors is not None else [])
+    refuse_overlap(outputs, [checkpoint, model_config, *user_files(model_def, data_file)])
+    from lscape_cli.cli import _probe_curvature as pc
+
+    pc.check_eigenvector_output(save_eigenvectors, num_batches, batch_size, snapshot is not None)
     setup = load_for_eval(
         checkpoint,
         model_config=model_config,
@@ -280,9 +324,13 @@ def probe(
         stability,
     ]
     default_set = not any(flags)
+    pc.check_params(setup.loaded.module, params)
     training = setup.loaded.checkpoint.meta.get("training") or {}
     req = ProbeRequest(
-        lambda_max=lambda_max or default_set or "lambda_max" in _refs(checks),
+        lambda_max=lambda_max
+        or default_set
+        or "lambda_max" in _refs(checks)
+        or save_eigenvectors is not None,
         top_k=top_k,
         lambda_min=lambda_min,
         trace=trace or default_set,
@@ -315,6 +363,11 @@ def probe(
         memory_budget_mib=memory_budget,
         retain_chunks=retain_chunks,
         bias=bias,
+        curvature=curvature,
+        fisher_samples=fisher_samples,
+        params=tuple(params or ()),
+        per_layer=per_layer,
+        eigenvectors=save_eigenvectors is not None,
     )
     check_budget(req, setup.loaded.module, int(setup.y.shape[0]))
     t_load = time.perf_counter() - t0
@@ -330,10 +383,12 @@ def probe(
         quiet = quiet or json_out or not group.is_main
         with StatusLine(quiet, "probe") as on_step:
             if snapshot is None:
-                results, scalars = probe_split(data, req, batches, group, on_step)
+                measured = probe_split(data, req, batches, group, on_step)
+                results, scalars, vectors = measured.results, measured.scalars, measured.eigenvectors
             else:
                 picked = setup.snapshots.select(snapshot)
                 results, scalars = probe_series(data, setup.snapshots, picked, req, batches, group, on_step)
+                vectors = None
     if not group.is_main:
         return
     t_measure = time.perf_counter() - t0 - t_load
@@ -351,10 +406,14 @@ def probe(
         timing={"load": t_load, "measure": t_measure},
         world_size=group.world_size,
     )
+    if save_eigenvectors is not None and vectors is not None:
+        pc.save_eigenvectors(save_eigenvectors, vectors, checkpoint, setup.loaded.spec.to_dict(), results)
     if json_out:
         emit_json(to_json(record))
     elif not quiet:
         print_table(results, scalars, out_path)
+        if "per_layer" in results:
+            pc.print_wide(pc.layer_table(results))
     failed = [c for c in check_rows if not c["passed"]]
     if failed:
         for c in failed:
@@ -386,7 +445,9 @@ def _check_syntax(expr: str) -> None:
         raise LscapeError(str(exc), "--check", "write a comparison such as 'lambda_max < 200'") from exc
 
 
-def _validate(trace_method: str, kind: str, bias: str, metric: str, hvp: str, stop: str) -> None:
+def _validate(
+    trace_method: str, kind: str, bias: str, metric: str, hvp: str, stop: str, curvature: str
+) -> None:
     from lscape_cli.core import choices as ch
 
     ch.TraceMethod.check(trace_method, "--trace-method")
@@ -395,3 +456,4 @@ def _validate(trace_method: str, kind: str, bias: str, metric: str, hvp: str, st
     ch.PacBayesMetric.check(metric, "--pac-bayes-metric")
     ch.HvpStrategy.check(hvp, "--hvp")
     ch.EigStop.check(stop, "--stop")
+    ch.CurvatureKind.check(curvature, "--curvature")

@@ -426,7 +426,7 @@ def run_training(
     *,
     seed: int,
     restarts: int,
-    chosen: list[int],
+    chosen: range,
     track_spec: Any,
     out: Path,
     name: str,
@@ -464,8 +464,7 @@ def run_training(
     size = budget.Problem.of(module, splits.sizes()["train"])
     every, batch = cfg.trajectory_every, cfg.batch_size or size.num_samples
     budget.check(budget.training_demands(restarts, cfg.epochs, cfg.max_steps, batch, every, size), device)
-    all_stems = output_stems(out, name, restarts)  # after the budget: a huge --restarts is refused first
-    stems = [all_stems[r] for r in chosen]
+    stems = output_stems(out, name, restarts, chosen)  # after the budget: a huge --restarts is refused first
     t_setup = time.perf_counter() - t0
     seeds = [seed + r for r in chosen]
     with Progress(quiet, cfg.epochs, len(chosen)) as on_epoch:

@@ -20,7 +20,9 @@ The commands' library calls, one per command (request in, typed result out):
 - :func:`train_restarts` (:class:`TrainConfig`): restarts of one model trained together.
 
 The building blocks: :func:`evaluate` (whole-split loss and accuracy), :class:`Objective` and
-:class:`HVP` (Hessian-vector products), :func:`lanczos`, :func:`power_iteration`, :func:`hutchinson`,
+:class:`HVP` (Hessian-vector products), :class:`GGN` and :class:`Curvature` (GGN, Fisher and empirical
+Fisher products; :func:`curvature_operator` picks the operator of a :class:`Curvature`), :func:`restrict`
+and :func:`layers` (parameter blocks), :func:`lanczos`, :func:`power_iteration`, :func:`hutchinson`,
 :func:`hutchpp`, :func:`krylov_hutchpp`, :func:`slq` (spectral density), the sharpness measures,
 :func:`random_directions` / :func:`pca_directions` / :func:`eigen_directions`, :func:`align` (weight
 matching), and :data:`ProgressFn`, the one progress callback every long computation takes.
@@ -58,6 +60,11 @@ _WHERE = {
     "loss_sum": "objective",
     "Objective": "hvp",
     "HVP": "hvp",
+    "Curvature": "curvature",
+    "GGN": "curvature",
+    "curvature_operator": "curvature",
+    "restrict": "blocks",
+    "layers": "blocks",
     "gradient": "hvp",
     "loss_and_gradient": "hvp",
     "EigenResult": "spectrum",
@@ -82,6 +89,7 @@ _WHERE = {
     "BiasPolicy": "choices",
     "Curve": "choices",
     "CurveOptimizer": "choices",
+    "CurvatureKind": "choices",
     "EigStop": "choices",
     "HvpStrategy": "choices",
     "Norm": "choices",
@@ -100,9 +108,12 @@ __all__ = [
     "Curve",
     "CurveConfig",
     "CurveOptimizer",
+    "Curvature",
+    "CurvatureKind",
     "EigStop",
     "EigenResult",
     "Endpoint",
+    "GGN",
     "Grid",
     "HVP",
     "HvpStrategy",
@@ -123,6 +134,7 @@ __all__ = [
     "TrainConfig",
     "ZScale",
     "align",
+    "curvature_operator",
     "effective_rank",
     "eigen_directions",
     "evaluate",
@@ -131,6 +143,7 @@ __all__ = [
     "hutchpp",
     "krylov_hutchpp",
     "lanczos",
+    "layers",
     "loss_and_gradient",
     "loss_sum",
     "pac_bayes_sigma",
@@ -139,6 +152,7 @@ __all__ = [
     "probe_split",
     "random_directions",
     "random_sharpness",
+    "restrict",
     "run_connect",
     "run_on_batches",
     "run_pareto",
@@ -152,9 +166,11 @@ __all__ = [
 
 if TYPE_CHECKING:
     from lscape_cli.core.alignment import align
+    from lscape_cli.core.blocks import layers, restrict
     from lscape_cli.core.choices import (
         Align,
         BiasPolicy,
+        CurvatureKind,
         Curve,
         CurveOptimizer,
         EigStop,
@@ -167,6 +183,7 @@ if TYPE_CHECKING:
         ZScale,
     )
     from lscape_cli.core.connectivity import ConnectRequest, CurveConfig, Endpoint, run_connect
+    from lscape_cli.core.curvature import GGN, Curvature, curvature_operator
     from lscape_cli.core.density import effective_rank, slq
     from lscape_cli.core.directions import eigen_directions, pca_directions, random_directions
     from lscape_cli.core.hvp import HVP, Objective, gradient, loss_and_gradient

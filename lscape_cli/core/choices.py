@@ -93,6 +93,15 @@ class HvpStrategy(Choice):
     VMAP = "vmap"
 
 
+class CurvatureKind(Choice):
+    """The matrix every spectral quantity of `probe` describes (see ``core/curvature.py``)."""
+
+    HESSIAN = "hessian"
+    GGN = "ggn"
+    FISHER = "fisher"
+    EMPIRICAL_FISHER = "empirical-fisher"
+
+
 class EigStop(Choice):
     """What an eigenvalue's tolerance applies to: its error bound or its residual."""
 

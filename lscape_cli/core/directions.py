@@ -270,9 +270,14 @@ def eigen_directions(
         on_step=on_step,
     )
     assert res.eigenvectors is not None
+    return unit_eigenvectors(res.eigenvectors), res
+
+
+def unit_eigenvectors(vectors: list[Params]) -> list[Params]:
+    """Ritz vectors as directions: copied, sign-fixed (:func:`fix_sign`) and scaled to unit length."""
     dirs = []
-    for v in res.eigenvectors:
-        v = fix_sign({n: t.clone() for n, t in v.items()})
+    for v in vectors:
+        v = fix_sign({n: t.detach().clone() for n, t in v.items()})
         size = length(v)
         dirs.append({n: t / size for n, t in v.items()})
-    return dirs, res
+    return dirs

@@ -9,6 +9,10 @@ Keys of ``results`` (each estimate carries its method, budget, seed and uncertai
 
 - ``loss``: ``{"value", "accuracy", "num_samples"}`` at the checkpoint (for regression targets the
   accuracy is NaN, written as ``null``, and is not a ``--check`` scalar).
+- ``curvature``: which matrix the spectral quantities below describe (``kind``: ``hessian``, ``ggn``,
+  ``fisher`` or ``empirical-fisher``, its ``definition``, for ``fisher`` ``mc_samples`` and ``mc_seed``;
+  see :mod:`lscape_cli.core.curvature`), and the parameter block: ``params`` (``"all"`` or the names
+  matched by ``ProbeRequest.params``) and ``num_params``.
 - ``hvp`` (when Hessian-vector products ran): the strategy, how it was chosen (``seconds_per_product``
   of each candidate under ``measure``), and the memory plan: ``chunk_size``, ``num_chunks``,
   ``retain_chunks``, ``memory_budget_mib``, measured ``graph_bytes_per_sample`` (see
@@ -42,21 +46,31 @@ Keys of ``results`` (each estimate carries its method, budget, seed and uncertai
   known, compared with the measured rise (:func:`.sharpness.noise_prediction`).
 - ``pac_bayes``: the largest sigma within the target (and its magnitude-aware variant when asked).
 - ``stability``: ``eta * lambda_max`` against the optimiser's threshold.
+- ``per_layer`` (when asked): ``{"grouping", "blocks": [{"block", "params", "num_params", "lambda_max",
+  "top_k", "lambda_min", "trace", "frobenius", "density", "effective_rank", "num_matvecs", "seconds"}],
+  "num_matvecs", "seconds", "note"}``: the same spectral quantities for each module's block of the
+  curvature (principal sub-matrix, :mod:`lscape_cli.core.blocks`), one estimator run per block.
+
+Sharpness predictions, noise predictions and stability use ``λmax`` and ``tr`` of the full Hessian; with
+another curvature or a parameter block they are left out (stability says why).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from lscape_cli.core import blocks, rounding, spectrum, trace
 from lscape_cli.core import density as dens
-from lscape_cli.core import rounding, spectrum, trace
 from lscape_cli.core import sharpness as sharp
 from lscape_cli.core.budget import GRADIENT_FORWARDS, Demand, Problem, check, count
-from lscape_cli.core.hvp import HVP, Objective, gradient, norm, plan
+from lscape_cli.core.curvature import GGN, Curvature, curvature_operator
+from lscape_cli.core.hvp import HVP, Objective, Params, gradient, norm, plan
 from lscape_cli.core.objective import task_of
 from lscape_cli.core.progress import ProgressFn
 from lscape_cli.core.stats import mean_var
@@ -102,6 +116,11 @@ class ProbeRequest:
     memory_budget_mib: float | None = None  # kept gradient graphs; None: the device's default (memory.plan)
     retain_chunks: int | None = None  # kept chunk graphs; None: as many as fit the budget
     bias: str = "zero"  # filter-normalised sharpness: bias policy
+    curvature: str = "hessian"  # a key of curvature.CURVATURES: the matrix of every spectral quantity
+    fisher_samples: int = 1  # curvature "fisher": labels drawn per input
+    params: tuple[str, ...] = ()  # regular expressions: restrict spectral quantities to this block
+    per_layer: bool = False  # also every module's block, one run each
+    eigenvectors: bool = False  # keep the top-k Ritz vectors (ProbeOutput.eigenvectors)
 
     @property
     def needs_lambda_max(self) -> bool:
@@ -113,6 +132,11 @@ class ProbeRequest:
         """Trace and Frobenius norm come from the same products."""
         return self.trace or self.frobenius
 
+    @property
+    def full_hessian(self) -> bool:
+        """Whether λmax and tr describe the whole Hessian (what sharpness and stability predictions need)."""
+        return self.curvature == "hessian" and not self.params
+
 
 @dataclass
 class ProbeOutput:
@@ -120,6 +144,7 @@ class ProbeOutput:
 
     results: dict[str, Any] = field(default_factory=dict)
     scalars: dict[str, float | None] = field(default_factory=dict)
+    eigenvectors: list[Params] | None = None  # top-k unit Ritz vectors over all parameters, when asked
 
 
 def demands(req: ProbeRequest, size: Problem) -> list[Demand]:
@@ -181,14 +206,23 @@ def run_probe(obj: Objective, req: ProbeRequest, on_step: ProgressFn | None = No
     loss, acc = sharp.loss_accuracy(obj, obj.params)
     out.results["loss"] = {"value": loss, "accuracy": acc, "num_samples": obj.num_samples}
     out.scalars.update(loss=loss, **({} if task_of(obj.y) == "regression" else {"accuracy": acc}))
-    # one gradient graph for every HVP estimator, then freed
-    with HVP(obj, req.hvp_strategy, chunking.retain_chunks) as op:
-        if req.needs_lambda_max or req.lambda_min:
-            _eigen(op, req, out, on_step)
-        if req.needs_trace or req.density:
-            _trace_density(obj, op, req, out, on_step)
+    cur = Curvature(req.curvature, req.fisher_samples, req.seed)
+    names = blocks.select(obj.params, req.params) if req.params else list(obj.params)
+    target = blocks.restrict(obj, names) if req.params else obj
+    # one graph for every estimator, then freed
+    with curvature_operator(target, cur, req.hvp_strategy, chunking.retain_chunks) as op:
+        _spectral(target, op, cur, req, out, on_step)
     if op.num_matvecs:
         out.results["hvp"] = {**op.describe(), **chunking.to_dict()}
+        out.results["curvature"] = {
+            **cur.describe(),
+            "params": names if req.params else "all",
+            "num_params": op.dim,
+        }
+    if out.eigenvectors is not None and req.params:
+        out.eigenvectors = [blocks.embed(v, obj.params) for v in out.eigenvectors]
+    if req.per_layer:
+        out.results["per_layer"] = _per_layer(target, cur, req, chunking.retain_chunks, on_step)
     if req.grad_norm:
         g = float(norm(gradient(obj)))
         out.results["grad_norm"] = {"estimate": g, "method": "exact (whole split)"}
@@ -205,7 +239,47 @@ def run_probe(obj: Objective, req: ProbeRequest, on_step: ProgressFn | None = No
     return out
 
 
-def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
+def _spectral(
+    obj: Objective,
+    op: HVP | GGN,
+    cur: Curvature,
+    req: ProbeRequest,
+    out: ProbeOutput,
+    on_step: ProgressFn | None,
+) -> None:
+    """Every spectral quantity ``req`` asks for, on one operator (of ``cur`` at ``obj``)."""
+    if req.needs_lambda_max or req.lambda_min:
+        _eigen(op, req, out, on_step)
+    if req.needs_trace or req.density:
+        _trace_density(obj, op, cur, req, out, on_step)
+
+
+def _per_layer(
+    obj: Objective, cur: Curvature, req: ProbeRequest, retain: int | None, on_step: ProgressFn | None
+) -> dict[str, Any]:
+    """The spectral quantities of each module's block of the curvature, one estimator run per block."""
+    sub_req = dataclasses.replace(req, eigenvectors=False)
+    rows = []
+    for owner, names in blocks.layers(list(obj.params)).items():
+        t0 = time.perf_counter()
+        sub = ProbeOutput()
+        block = blocks.restrict(obj, names)
+        with curvature_operator(block, cur, req.hvp_strategy, retain) as op:
+            _spectral(block, op, cur, sub_req, sub, on_step)
+        seconds = time.perf_counter() - t0
+        row = {"block": owner, "params": names, "num_params": op.dim, **sub.results}
+        rows.append({**row, "num_matvecs": op.num_matvecs, "seconds": seconds})
+    return {
+        "grouping": "module (parameter tensors grouped by the module that owns them)",
+        "blocks": rows,
+        "num_matvecs": sum(r["num_matvecs"] for r in rows),
+        "seconds": sum(r["seconds"] for r in rows),
+        "note": "each block is the principal sub-matrix of the curvature for its parameters (others fixed), "
+        "estimated by its own run: about one whole-model run of products per block",
+    }
+
+
+def _eigen(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
     k = max(1, req.top_k)
     top = req.needs_lambda_max
     which = "both" if (top and req.lambda_min) else ("largest" if top else "smallest")
@@ -220,7 +294,10 @@ def _eigen(op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | N
         stop=req.eig_stop,
         k_smallest=1,  # lambda_min is one eigenvalue whatever --top-k asks at the other end
         true_residuals=True,
+        eigenvectors=req.eigenvectors and top,
     )
+    if res.eigenvectors is not None:
+        out.eigenvectors = res.eigenvectors[:k]
     run = {
         "iterations": res.iterations,
         "num_matvecs": res.num_matvecs,
@@ -277,9 +354,14 @@ def _pairs(res: spectrum.EigenResult, start: int, stop: int, single: bool = Fals
 
 
 def _trace_density(
-    obj: Objective, op: HVP, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None
+    obj: Objective,
+    op: HVP | GGN,
+    cur: Curvature,
+    req: ProbeRequest,
+    out: ProbeOutput,
+    on_step: ProgressFn | None,
 ) -> None:
-    rnd = rounding.for_objective(obj, op, req.rounding_products, req.seed) if req.rounding_products else None
+    rnd = _rounding(obj, op, cur, req)
     if rnd is not None:
         out.results["rounding"] = rnd.to_dict()
     if req.needs_trace:
@@ -319,9 +401,20 @@ def _trace_density(
         out.scalars["effective_rank"] = erank["estimate"]
 
 
+def _rounding(obj: Objective, op: HVP | GGN, cur: Curvature, req: ProbeRequest) -> rounding.Rounding | None:
+    """The rounding floor of ``op``'s products against the same matrix in the reference dtype (or None)."""
+    if not req.rounding_products:
+        return None
+    if cur.kind == "hessian":
+        return rounding.for_objective(obj, op, req.rounding_products, req.seed)
+    ref_dtype, scale = rounding.reference_dtype(next(iter(op.params.values())).dtype)
+    reference = GGN(rounding.cast(obj, ref_dtype), cur, retain_chunks=0)
+    return rounding.measure(op, reference, req.rounding_products, req.seed, scale)
+
+
 def _sharpness(obj: Objective, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
     rows = []
-    lam = out.scalars.get("lambda_max")
+    lam = out.scalars.get("lambda_max") if req.full_hessian else None
     for i, eps in enumerate(req.sharpness_eps):
         row: dict[str, Any] = {"eps": eps, "kind": req.sharpness_kind}
         row["random"] = sharp.random_sharpness(
@@ -360,7 +453,7 @@ def _dim(obj: Objective) -> int:
 
 def _noise(obj: Objective, req: ProbeRequest, out: ProbeOutput) -> None:
     res = sharp.weight_noise(obj, list(req.noise_sigmas), req.noise_samples, req.seed, req.magnitude_aware)
-    tr = out.scalars.get("trace")
+    tr = out.scalars.get("trace") if req.full_hessian else None
     if tr is not None and not req.magnitude_aware:
         g = _grad_norm(obj, out)
         for row in res["curve"]:
@@ -394,6 +487,12 @@ def _pac_bayes(obj: Objective, req: ProbeRequest, out: ProbeOutput) -> None:
 
 def _stability(req: ProbeRequest, out: ProbeOutput) -> None:
     lam = out.scalars.get("lambda_max")
+    if not req.full_hessian:
+        out.results["stability"] = {
+            "stable": None,
+            "note": "needs lambda_max of the full Hessian (--curvature hessian, no --params)",
+        }
+        return
     if req.lr is None or req.optimizer is None or lam is None:
         out.results["stability"] = {
             "stable": None,

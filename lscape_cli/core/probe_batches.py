@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lscape_cli.core.hvp import Objective
-from lscape_cli.core.probe import ProbeRequest, run_on_batches, run_probe
+from lscape_cli.core.probe import ProbeOutput, ProbeRequest, run_on_batches, run_probe
 from lscape_cli.core.progress import ProgressFn
 from lscape_cli.errors import LscapeError
 
@@ -56,11 +56,13 @@ class SplitData:
 
 def probe_split(
     data: SplitData, req: ProbeRequest, batches: Batches, group: Shards, on_step: ProgressFn | None = None
-) -> tuple[dict[str, Any], dict[str, float | None]]:
-    """The probe's ``results`` and the scalar namespace for ``--check`` (batch means with batches)."""
+) -> ProbeOutput:
+    """``results``, the scalars for ``--check`` (batch means) and, when asked, the top-k eigenvectors.
+
+    Eigenvectors come from a whole-split probe only (batches would each have their own).
+    """
     if batches.whole_split:
-        res = run_probe(_objective(data, data.x, data.y, group), req, on_step)
-        return res.results, res.scalars
+        return run_probe(_objective(data, data.x, data.y, group), req, on_step)
     n = int(data.y.shape[0])
     size = batches.batch_size or n // batches.num_batches
     if size < 1 or size * batches.num_batches > n:
@@ -88,7 +90,7 @@ def probe_split(
             "per_batch": per_batch,
         }
     }
-    return results, scalars
+    return ProbeOutput(results, scalars)
 
 
 def probe_series(
@@ -111,8 +113,9 @@ def probe_series(
     scalars: dict[str, float | None] = {}
     for t in indices:
         data.module.load_state_dict(snapshots.state(t), strict=True)
-        results, scalars = probe_split(data, req, batches, group, on_step)
-        series.append({"index": t, "epoch": snapshots.epochs[t], "step": snapshots.steps[t], **results})
+        out = probe_split(data, req, batches, group, on_step)
+        scalars = out.scalars
+        series.append({"index": t, "epoch": snapshots.epochs[t], "step": snapshots.steps[t], **out.results})
     return {"snapshots": {"count": len(snapshots.epochs), "series": series}}, scalars
 
 

@@ -297,7 +297,7 @@ def _file(ctx: _Context, settings: dict[str, Any]) -> SliceDirections:
         origin=made.get("origin"),
     )
     kind = made.get("kind", "?")
-    return SliceDirections(
+    out = SliceDirections(
         [
             {n: d[n].to(device=t.device, dtype=t.dtype) for n, t in ctx.theta.items()}
             for d in dirs[: req.needed]
@@ -308,6 +308,24 @@ def _file(ctx: _Context, settings: dict[str, Any]) -> SliceDirections:
         short=[f"direction {i + 1}" for i in range(req.needed)],
         what=f"directions from {src.name} ({kind})",
     )
+    if kind == "eigen":
+        _saved_eigen(out, req, src.name, made.get("settings", {}))
+    return out
+
+
+def _saved_eigen(out: SliceDirections, req: SliceRequest, name: str, made: dict[str, Any]) -> None:
+    """Labels with the eigenvalues `lscape probe --save-eigenvectors` saved (nothing recomputed)."""
+    eig = made.get("eigenvalues") or []
+    if len(eig) < req.needed:
+        return
+    kind = (made.get("curvature") or {}).get("kind", "hessian")
+    out.labels = [
+        f"{n}: {kind} eigenvector {i + 1} of {name} (lambda = {lam:.4g})"
+        for i, (n, lam) in enumerate(zip(_axis_names(req), eig, strict=False))
+    ]
+    out.short = [f"eigenvector {i + 1} (lambda = {eig[i]:.4g})" for i in range(req.needed)]
+    if kind == "hessian":  # v^T H v = lambda (blocks too: v is zero outside): the parabola checks it
+        out.eigenvalues = eig[: req.needed]
 
 
 def _facts(req: SliceRequest, theta: Params, dirs: list[Params], settings: dict[str, Any]) -> dict[str, Any]:

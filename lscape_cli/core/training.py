@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -183,20 +183,23 @@ def initial_states(
     return states
 
 
-def shard_restarts(restarts: int, shard: str | None) -> list[int]:
-    """Restart indices of shard ``"I/N"`` (contiguous, sizes differ by at most one); all without a shard."""
+def shard_restarts(restarts: int, shard: str | None) -> range:
+    """Restart indices of shard ``"I/N"`` (contiguous, sizes differ by at most one); all without a shard.
+
+    A ``range``, not a list: a refused ``--restarts 1e15`` must not allocate its indices first.
+    """
     if shard is None:
-        return list(range(restarts))
+        return range(restarts)
     i, _, n = shard.partition("/")
     if not (i.isdigit() and n.isdigit() and int(i) < int(n)):
         raise ValueError(f"invalid shard {shard!r}; give I/N with 0 <= I < N, e.g. 0/4")
     k, m = int(i), int(n)
     if m > restarts:
         raise ValueError(f"{m} shards of {restarts} restart(s) would leave some empty")
-    return list(range(k * restarts // m, (k + 1) * restarts // m))
+    return range(k * restarts // m, (k + 1) * restarts // m)
 
 
-def relabel(results: list[RunResult], restarts: list[int]) -> list[RunResult]:
+def relabel(results: list[RunResult], restarts: Sequence[int]) -> list[RunResult]:
     """Give each result its restart index in the whole sweep (a shard trains a slice of it)."""
     return [replace(r, restart=k) for r, k in zip(results, restarts, strict=True)]
 

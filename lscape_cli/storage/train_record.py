@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -182,16 +183,24 @@ def write_run(
     return write_record(json_path, record)
 
 
-def output_stems(out: Path, name: str, restarts: int) -> list[Path]:
-    """File stems per restart: ``OUT/NAME`` for one run, ``OUT/NAME-r000``, ... (by restart) for many."""
+def output_stems(out: Path, name: str, restarts: int, chosen: Sequence[int] | None = None) -> list[Path]:
+    """File stems per restart: ``OUT/NAME`` for one run, ``OUT/NAME-r000``, ... (by restart) for many.
+
+    ``chosen`` gives the stems of those restarts only (``--shard``); None gives all of them.
+    """
     if restarts == 1:
         return [out / name]
     width = max(3, len(str(restarts - 1)))
-    return [out / f"{name}-r{r:0{width}d}" for r in range(restarts)]
+    return [out / f"{name}-r{r:0{width}d}" for r in (range(restarts) if chosen is None else chosen)]
 
 
 def check_outputs(
-    out: Path, name: str, restarts: int, trajectory: bool, overwrite: bool, chosen: list[int] | None = None
+    out: Path,
+    name: str,
+    restarts: int,
+    trajectory: bool,
+    overwrite: bool,
+    chosen: Sequence[int] | None = None,
 ) -> None:
     """Refuse an ``--out`` that is a file, or files that exist without ``overwrite`` (parents are created).
 
@@ -200,7 +209,7 @@ def check_outputs(
     if out.exists() and not out.is_dir():
         raise LscapeError("--out exists and is not a directory", str(out), "choose a directory path")
     suffixes = [".safetensors", ".train.json"] + ([".trajectory.safetensors"] if trajectory else [])
-    clash = _existing_outputs(out, name, restarts, suffixes, None if chosen is None else set(chosen))
+    clash = _existing_outputs(out, name, restarts, suffixes, chosen)
     if clash and not overwrite:
         raise LscapeError(
             "output exists",
@@ -210,7 +219,7 @@ def check_outputs(
 
 
 def _existing_outputs(
-    out: Path, name: str, restarts: int, suffixes: list[str], chosen: set[int] | None
+    out: Path, name: str, restarts: int, suffixes: list[str], chosen: Sequence[int] | None
 ) -> list[str]:
     """Files in OUT this run would write, from one listing of OUT (not one lookup per restart)."""
     if not out.is_dir():
