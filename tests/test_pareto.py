@@ -186,6 +186,49 @@ def test_aligned_spread_of_a_permuted_copy_is_zero(cli, tmp_path: Path) -> None:
     )  # a permutation keeps the norm: rho_RMS = ||theta_A||
 
 
+def test_axis_scales_follow_the_data() -> None:
+    """auto: log only where every value is positive and the values span two decades."""
+    from lscape_cli.plotting.pareto import axis_scales
+
+    table = {
+        1: np.array([[0.01, 5.0, 0.0], [0.5, 9.0, 0.0]]),
+        2: np.array([[2.0, 7.0, 0.0], [3.0, 6.0, 0.0]]),
+    }
+    assert axis_scales(table, "auto") == ("log", "linear")
+    assert axis_scales(table, "log") == ("log", "log")
+    assert axis_scales(table, "linear") == ("linear", "linear")
+    table[2][0, 0] = -1.0  # a non-positive value can not go on a log axis
+    assert axis_scales(table, "log") == ("linear", "log")
+
+
+def test_log_axes_draw_the_ellipse_of_log_values() -> None:
+    """On log axes the outline is the 50% ellipse of log10 of the points, mapped back."""
+    from lscape_cli.plotting.pareto import _ellipse_outline
+
+    rng = np.random.default_rng(0)
+    pts = 10.0 ** rng.normal([0.0, 2.0], [0.5, 0.2], size=(40, 2))
+    ring, centre = _ellipse_outline(pts, (True, True))
+    z = np.log10(pts)
+    assert np.allclose(np.log10(centre), z.mean(axis=0))  # the geometric mean
+    mean, cov = P.mean_cov(z)
+    d = np.log10(ring) - mean
+    r2 = np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov), d)
+    assert np.allclose(r2, -2 * math.log(0.5))  # every outline point at the 50% Mahalanobis radius
+
+
+def test_pareto_axes_option(cli, sweep: Path, tmp_path: Path, error_line) -> None:
+    out = tmp_path / "logs.json"
+    r = cli("pareto", sweep, "--axes", "log", "--out", out, "--quiet")
+    assert r.exit_code == 0, r.output
+    rec = json.loads(out.read_text())
+    validate(rec, "pareto.schema.json")
+    assert rec["results"]["figure_axes"] == {"x": "log", "y": "log"}
+    assert (tmp_path / "logs-ellipses.png").stat().st_size > 1000
+    r = cli("pareto", sweep, "--axes", "semilog", "--out", tmp_path / "bad.json")
+    assert error_line(r) == "Error: unknown value 'semilog': --axes (choose one of: auto, linear, log)"
+    assert not (tmp_path / "bad.json").exists()
+
+
 def test_missing_metric_names_the_command(cli, sweep: Path, tmp_path: Path) -> None:
     r = cli("pareto", sweep, "--y", "lambda_max", "--out", tmp_path / "x.json")
     assert r.exit_code == 1

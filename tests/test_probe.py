@@ -14,6 +14,7 @@ from lscape_cli import datasets, models
 from lscape_cli.core import sharpness as S
 from lscape_cli.core.hvp import Objective
 from lscape_cli.storage.checkpoint import load_model
+from lscape_cli.storage.schemas import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_checkpoints" / "mlp-digits.safetensors"
@@ -114,6 +115,36 @@ def test_cli_numbers_match_the_dense_hessian(cli, ckpt: Path) -> None:
     assert abs(res["trace"]["estimate"] - tr) <= 3 * res["trace"]["stderr"]
     fro = float(exact.pow(2).sum().sqrt())
     assert abs(res["frobenius"]["estimate"] - fro) <= 3 * res["frobenius"]["stderr"]
+
+
+def test_power_iteration_from_the_cli_matches_the_dense_hessian(cli, ckpt: Path, error_line) -> None:
+    """Seed 002's method: power iteration stops on its residual, and the residual bounds the error."""
+    base = ("--lambda-max", "--eig-method", "power", "--dtype", "float64", "--quiet", "--device", "cpu")
+    out = ckpt.with_name("power.probe.json")
+    r = cli("probe", ckpt, *base, "--max-iter", "5000", "--out", out)
+    assert r.exit_code == 0, r.output
+    rec = _record(out)
+    validate(rec, "probe.schema.json")
+    lmax = rec["results"]["lambda_max"]
+    lm = load_model(ckpt, dtype=torch.float64)
+    sp = datasets.load(
+        datasets.DatasetSpec.from_dict(lm.checkpoint.meta["dataset"]), Path("."), dtype=torch.float64
+    )
+    exact = torch.linalg.eigvalsh(_dense_hessian(lm, sp.x["train"], sp.y["train"], "ce"))
+    want = float(exact[exact.abs().argmax()])  # the eigenvalue of largest magnitude
+    assert lmax["method"] == "power" and lmax["converged"]
+    assert lmax["residual"] <= 1e-6 * abs(lmax["estimate"]) * 1.0001
+    assert abs(lmax["estimate"] - want) <= lmax["error_bound"]
+    assert lmax["num_matvecs"] == lmax["iterations"] > 1
+    short = ckpt.with_name("short.probe.json")
+    r = cli("probe", ckpt, *base, "--max-iter", "2", "--out", short)
+    assert r.exit_code == 0, r.output
+    assert _record(short)["results"]["lambda_max"]["converged"] is False  # the budget ran out, and it says so
+    r = cli("probe", ckpt, "--eig-method", "power", "--top-k", "3", "--device", "cpu")
+    assert error_line(r) == (
+        "Error: power iteration gives lambda_max only: --eig-method power "
+        "(drop --top-k/--lambda-min or use --eig-method lanczos)"
+    )
 
 
 def test_trace_methods_and_stop_rules_from_the_cli(cli, ckpt: Path, error_line) -> None:

@@ -195,6 +195,9 @@ def test_curvature_rows_and_protocol(report: Path, study: Path) -> None:
     text = batched[2][1]
     assert "[" in text and _close(_shown(text)[0], s["mean"]) and _close(_shown(text)[-1], s["max"])
     assert "lanczos" in by_run[("d1/model-r000", "train")][2][0]["title"]  # method in the tooltip
+    size = rec["config"]["batch_size"]
+    note = batched[-1][0]["title"]  # the protocol footnote: batches, eigen method
+    assert f"{rec['config']['num_batches']} disjoint batches of {size}" in note and "λmax by lanczos" in note
     assert len(rows) - 1 == 4  # three probes on train, one per batch on test
 
 

@@ -49,6 +49,13 @@ def pareto(
         bool,
         typer.Option("--align/--no-align", help="Also the spread after aligning each restart to the first."),
     ] = True,
+    axes: Annotated[
+        str,
+        typer.Option(
+            help="Axes of the ellipse figure: linear, log, or auto (log where values are positive and span "
+            "two decades); on a log axis ellipses and means are of log10 values."
+        ),
+    ] = "auto",
     model_def: ModelDefOpt = None,
     model_args: ModelArgsOpt = None,
     trust_model_def: TrustModelDefOpt = False,
@@ -66,6 +73,7 @@ def pareto(
         lscape pareto runs/ --group-by model.depth --x train_loss --y frobenius --target val_loss
     """
     from lscape_cli.cli import invocation
+    from lscape_cli.core import choices as ch
     from lscape_cli.core.pareto_study import ParetoRequest, run_pareto
     from lscape_cli.plotting import pareto as plots
     from lscape_cli.storage.checkpoint import load_model
@@ -73,6 +81,7 @@ def pareto(
     from lscape_cli.storage.records import to_json
     from lscape_cli.storage.runs import collect
 
+    ch.AxisScale.check(axes, "--axes")
     t0 = time.perf_counter()
     refuse_overlap([out], [p for p in inputs if p.is_file()])
     req = ParetoRequest(group_by, x, y, target, tuple(metric or ()), reference, params, align)
@@ -80,8 +89,11 @@ def pareto(
     user = user_inputs(model_def, model_args, trust_model_def, None)
     res = run_pareto(runs, req, lambda path: load_model(path, user=user))
     stem = out.with_name(out.name[: -len(".json")] if out.name.endswith(".json") else out.name)
-    figures = plots.all_figures(res.results, stem, res.keys, res.table)
-    results = cast("ParetoResults", {**res.results, "figures": [str(p.name) for p in figures]})
+    figures = plots.all_figures(res.results, stem, res.keys, res.table, axes)
+    scales = dict(zip(("x", "y"), plots.axis_scales(res.table, axes), strict=True))
+    results = cast(
+        "ParetoResults", {**res.results, "figures": [str(p.name) for p in figures], "figure_axes": scales}
+    )
     timing = {"total": time.perf_counter() - t0}
     record = write_pareto(out, invocation(), inputs, runs, results, res.warnings, timing)
     if json_out:

@@ -95,7 +95,12 @@ def probe(
             rich_help_panel=CURV,
         ),
     ] = 1e-6,
-    max_iter: Annotated[int, typer.Option(min=2, help="Most Lanczos steps.", rich_help_panel=CURV)] = 200,
+    max_iter: Annotated[
+        int,
+        typer.Option(
+            min=2, help="Most Lanczos steps (power iterations with --eig-method power).", rich_help_panel=CURV
+        ),
+    ] = 200,
     stop: Annotated[
         str,
         typer.Option(
@@ -138,6 +143,14 @@ def probe(
             rich_help_panel=CURV,
         ),
     ] = None,
+    eig_method: Annotated[
+        str,
+        typer.Option(
+            help="lambda_max by lanczos, or power iteration (seed 002; stopped on its residual, at most "
+            "--max-iter products; not with --top-k > 1 or --lambda-min).",
+            rich_help_panel=CURV,
+        ),
+    ] = "lanczos",
     hvp: Annotated[
         str,
         typer.Option(
@@ -287,6 +300,7 @@ def probe(
     t0 = time.perf_counter()
     checks = list(check or [])
     _validate(trace_method, sharpness_kind, bias, pac_bayes_metric, hvp, stop, curvature)
+    _validate_power(eig_method, top_k, lambda_min)
     for expr in checks:
         _check_syntax(expr)
     out_path = out or default_output(checkpoint, "probe.json")
@@ -357,6 +371,7 @@ def probe(
         momentum=float(training.get("momentum") or 0.0),
         tol=tol,
         eig_stop=stop,
+        eig_method=eig_method,
         max_iter=max_iter,
         seed=seed,
         hvp_strategy=hvp,
@@ -457,3 +472,15 @@ def _validate(
     ch.HvpStrategy.check(hvp, "--hvp")
     ch.EigStop.check(stop, "--stop")
     ch.CurvatureKind.check(curvature, "--curvature")
+
+
+def _validate_power(eig_method: str, top_k: int, lambda_min: bool) -> None:
+    from lscape_cli.core import choices as ch
+
+    ch.EigMethod.check(eig_method, "--eig-method")
+    if eig_method == "power" and (top_k > 1 or lambda_min):
+        raise LscapeError(
+            "power iteration gives lambda_max only",
+            "--eig-method power",
+            "drop --top-k/--lambda-min or use --eig-method lanczos",
+        )

@@ -86,10 +86,12 @@ _WHERE = {
     "ProgressFn": "progress",
     # the options' vocabularies (str Enums)
     "Align": "choices",
+    "AxisScale": "choices",
     "BiasPolicy": "choices",
     "Curve": "choices",
     "CurveOptimizer": "choices",
     "CurvatureKind": "choices",
+    "EigMethod": "choices",
     "EigStop": "choices",
     "HvpStrategy": "choices",
     "Norm": "choices",
@@ -102,6 +104,7 @@ _WHERE = {
 
 __all__ = [
     "Align",
+    "AxisScale",
     "Batches",
     "BiasPolicy",
     "ConnectRequest",
@@ -110,6 +113,7 @@ __all__ = [
     "CurveOptimizer",
     "Curvature",
     "CurvatureKind",
+    "EigMethod",
     "EigStop",
     "EigenResult",
     "Endpoint",
@@ -169,10 +173,12 @@ if TYPE_CHECKING:
     from lscape_cli.core.blocks import layers, restrict
     from lscape_cli.core.choices import (
         Align,
+        AxisScale,
         BiasPolicy,
         CurvatureKind,
         Curve,
         CurveOptimizer,
+        EigMethod,
         EigStop,
         HvpStrategy,
         Norm,

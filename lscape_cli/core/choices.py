@@ -109,6 +109,21 @@ class EigStop(Choice):
     RESIDUAL = "residual"
 
 
+class EigMethod(Choice):
+    """How probe finds lambda_max: Lanczos, or power iteration (seed 002's method)."""
+
+    LANCZOS = "lanczos"
+    POWER = "power"
+
+
+class AxisScale(Choice):
+    """Axes of pareto's ellipse figure: linear, log, or log where the values span decades."""
+
+    AUTO = "auto"
+    LINEAR = "linear"
+    LOG = "log"
+
+
 class Align(Choice):
     """Permutation alignment of connect's second checkpoint."""
 

@@ -35,11 +35,56 @@ def _positions(keys: list[Any]) -> np.ndarray:
         return np.arange(len(keys), dtype=float)
 
 
-def ellipses(results: dict[str, Any], keys: list[Any], table: dict[Any, Any], stem: Path) -> list[Path]:
-    """50% confidence ellipses and means, joined in group order and coloured by group (seed 000 Fig. 1)."""
-    from matplotlib import cm, colors
-    from matplotlib.patches import Ellipse
+def axis_scales(table: dict[Any, Any], axes: str) -> tuple[str, str]:
+    """Linear or log for x and y.
 
+    ``log`` asks for both (an axis with a non-positive value stays linear); ``auto`` takes log where the
+    values are positive and span two decades or more (seed 000's loss and curvature do).
+    """
+    pts = np.concatenate([np.asarray(v)[:, :2] for v in table.values()])
+    out = []
+    for col in pts.T:
+        positive = bool(np.all(col > 0))
+        decades = positive and float(col.max()) >= 100.0 * float(col.min())
+        out.append("log" if (axes == "log" and positive) or (axes == "auto" and decades) else "linear")
+    return out[0], out[1]
+
+
+def _ellipse_outline(pts: np.ndarray, logs: tuple[bool, bool]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The 50% ellipse of the (log10 where asked) points, as a closed outline in data coordinates."""
+    from lscape_cli.core.pareto import confidence_ellipse, mean_cov
+
+    if len(pts) <= 2:
+        return None
+    z = np.column_stack([np.log10(pts[:, i]) if logs[i] else pts[:, i] for i in (0, 1)])
+    mean, cov = mean_cov(z)
+    e = confidence_ellipse(mean, cov)
+    t = np.linspace(0.0, 2.0 * np.pi, 121)
+    a, b = e["semi_axes"]
+    c, s = np.cos(np.radians(e["angle_deg"])), np.sin(np.radians(e["angle_deg"]))
+    u, v = a * np.cos(t), b * np.sin(t)
+    ring = np.column_stack([mean[0] + c * u - s * v, mean[1] + s * u + c * v])
+    centre = mean.copy()
+    for i in (0, 1):
+        if logs[i]:
+            ring[:, i], centre[i] = 10.0 ** ring[:, i], 10.0 ** centre[i]
+    return ring, centre
+
+
+def ellipses(
+    results: dict[str, Any], keys: list[Any], table: dict[Any, Any], stem: Path, axes: str = "linear"
+) -> list[Path]:
+    """50% confidence ellipses and means, joined in group order and coloured by group (seed 000 Fig. 1).
+
+    On a log axis (``axes``: linear, log or auto, see :func:`axis_scales`) the ellipse and the mean are
+    those of log10 of the values (the mean shown is then the geometric mean), so the picture stays an
+    ellipse where the values span decades.
+    """
+    from matplotlib import cm, colors
+    from matplotlib.patches import Polygon
+
+    scales = axis_scales(table, axes)
+    logs = (scales[0] == "log", scales[1] == "log")
     fig = new_figure(7.0, 5.2)
     ax = fig.add_subplot()
     pos = _positions(keys)
@@ -47,24 +92,15 @@ def ellipses(results: dict[str, Any], keys: list[Any], table: dict[Any, Any], st
     cmap = cm.viridis
     means = []
     for key, p in zip(keys, pos, strict=True):
-        g = results["groups"][str(key)]
         colour = cmap(norm(p))
-        pts = table[key]
+        pts = np.asarray(table[key])[:, :2]
         ax.scatter(pts[:, 0], pts[:, 1], s=10, color=colour, alpha=0.35, linewidths=0)
-        e = g["ellipse_50"]
-        if e is not None:
-            ax.add_patch(
-                Ellipse(
-                    e["center"],
-                    2 * e["semi_axes"][0],
-                    2 * e["semi_axes"][1],
-                    angle=e["angle_deg"],
-                    facecolor=colour,
-                    edgecolor=colour,
-                    alpha=0.25,
-                )
-            )
-        means.append(g["mean"])
+        outline = _ellipse_outline(pts, logs)
+        if outline is not None:
+            ax.add_patch(Polygon(outline[0], closed=True, facecolor=colour, edgecolor=colour, alpha=0.25))
+            means.append(outline[1].tolist())
+        else:
+            means.append(results["groups"][str(key)]["mean"])
     means_arr = np.array(means)
     ax.plot(means_arr[:, 0], means_arr[:, 1], "--", color="0.3", lw=1, zorder=3)
     ax.scatter(
@@ -75,9 +111,14 @@ def ellipses(results: dict[str, Any], keys: list[Any], table: dict[Any, Any], st
     bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=results["group_by"])
     if len(keys) <= 12:
         bar.set_ticks(pos, labels=[str(k) for k in keys])
-    ax.set_xlabel(_label(results["x"]))
-    ax.set_ylabel(_label(results["y"]))
-    ax.set_title("50% confidence ellipses and group means")
+    ax.set_xscale(scales[0])
+    ax.set_yscale(scales[1])
+    ax.set_xlabel(_label(results["x"]) + (" (log scale)" if logs[0] else ""))
+    ax.set_ylabel(_label(results["y"]) + (" (log scale)" if logs[1] else ""))
+    title = "50% confidence ellipses and group means"
+    if any(logs):
+        title += "\n(of log10 values on log axes: geometric means)"
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     return save(fig, stem.with_name(stem.name + "-ellipses"))
 
@@ -157,10 +198,12 @@ def proxy(results: dict[str, Any], keys: list[Any], table: dict[Any, Any], stem:
     return save(fig, stem.with_name(stem.name + "-proxy"))
 
 
-def all_figures(results: dict[str, Any], stem: Path, keys: list[Any], table: dict[Any, Any]) -> list[Path]:
-    """The three figures, PNG and PDF each."""
+def all_figures(
+    results: dict[str, Any], stem: Path, keys: list[Any], table: dict[Any, Any], axes: str = "linear"
+) -> list[Path]:
+    """The three figures, PNG and PDF each (``axes`` scales the ellipse figure's axes)."""
     return (
-        ellipses(results, keys, table, stem)
+        ellipses(results, keys, table, stem, axes)
         + summary(results, keys, stem)
         + proxy(results, keys, table, stem)
     )

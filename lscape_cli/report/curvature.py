@@ -198,12 +198,20 @@ def protocol(data: dict[str, Any]) -> str:
     ev = get(data, "/config/evaluation") or {}
     batches = get(data, "/config/num_batches") or 1
     size = get(data, "/config/batch_size")
-    part = "whole split" if batches == 1 else f"{batches} batches of {size}"
+    if size is None:
+        part = "whole split"
+    else:
+        part = f"{batches} disjoint batch{'es' if batches > 1 else ''} of {size}"
     hvp = get(data, "/results/hvp/strategy") or get(data, "/results/batches/per_batch/0/hvp/strategy")
+    first = "/results/batches/per_batch/0" if _batched(data) else "/results"
+    method = get(data, f"{first}/lambda_max/method")
+    kinds = {s.get("kind") for s in get(data, f"{first}/sharpness") or []}
     return (
         f"split {ev.get('split')} ({ev.get('num_samples')} samples, {part}), {ev.get('mode')} mode, "
         f"{ev.get('loss')} loss, {get(data, '/config/dtype')}, seed {get(data, '/config/seed')}"
         + (f", HVPs by {hvp}" if hvp else "")
+        + (f", λmax by {method}" if method else "")
+        + (f", {'/'.join(sorted(k for k in kinds if k))} sharpness" if kinds else "")
     )
 
 

@@ -28,6 +28,7 @@ class ParetoResults(TypedDict, total=False):
     num_runs: int
     multi: dict[str, Any]  # --metric: front, hypervolume, reference, senses, metrics, runs
     figures: list[str]  # file names beside the record
+    figure_axes: dict[str, str]  # x, y: linear or log, the ellipse figure's axes (--axes)
 
 
 def write_pareto(
