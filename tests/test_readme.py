@@ -26,6 +26,7 @@ NOT_RUN = {  # (prefix of the line, why it is not run here)
     "torchrun ": "multi-process runs: tests/test_slice.py and tests/test_probe.py (marked slow)",
     "python scripts/": "a development script",
     "pre-commit ": "tooling",
+    "SCALE=": "the study scripts: tests/test_studies.py runs them at SCALE=smoke",
 }
 TINY_DATA = "--dataset digits --train-size 64 --val-size 32 --test-size 32"
 SHRINK = {
