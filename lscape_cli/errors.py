@@ -12,6 +12,8 @@ class LscapeError(Exception):
         fix: what the user can do about it.
     """
 
+    keep_outputs = False  # True: the files written before this error stand (see cli.funnel)
+
     def __init__(self, what: str, where: str | None = None, fix: str | None = None) -> None:
         self.what = what
         self.where = where
@@ -30,3 +32,7 @@ class LscapeError(Exception):
 
 class DivergedError(LscapeError):
     """Training produced a non-finite loss (files for the finite restarts are still written)."""
+
+    def __init__(self, what: str, where: str, fix: str, keep_outputs: bool) -> None:
+        super().__init__(what, where, fix)
+        self.keep_outputs = keep_outputs

@@ -366,4 +366,7 @@ def test_load_model_with_a_model_config(tmp_path: Path, mlp: torch.nn.Module) ->
     broken.write_text("{name: mlp")
     with pytest.raises(LscapeError) as info:
         ck.load_model(path, model_config=broken)
-    assert info.value.line().startswith(f"model config is not valid JSON: {broken} (")
+    assert info.value.line() == (
+        "model config is not valid JSON (Expecting property name enclosed in double quotes): "
+        f"{broken} line 1 column 2 (fix the JSON at that place)"
+    )

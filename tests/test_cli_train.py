@@ -107,20 +107,17 @@ def test_mnist_run_records(mnist_run: tuple[Path, Any], read_json) -> None:
 
 
 def test_train_records_validate_against_the_json_schema(
-    mnist_run: tuple[Path, Any], tiny_run: Path, diverged_run: Path, read_json, train_validator
+    mnist_run: tuple[Path, Any], tiny_run: Path, diverged_record: dict[str, Any], read_json, train_validator
 ) -> None:
     validator = train_validator
-    records = [
-        *mnist_run[0].glob("*.train.json"),
-        *tiny_run.glob("*.train.json"),
-        *diverged_run.glob("*.train.json"),
-    ]
-    assert len(records) == 5
-    for path in records:
-        errors = sorted(validator.iter_errors(read_json(path)), key=str)
-        assert not errors, f"{path.name}: {errors[0].message} at {list(errors[0].absolute_path)}"
+    paths = [*mnist_run[0].glob("*.train.json"), *tiny_run.glob("*.train.json")]
+    assert len(paths) == 4
+    records = {p.name: read_json(p) for p in paths} | {"diverged": diverged_record}
+    for name, rec in records.items():
+        errors = sorted(validator.iter_errors(rec), key=str)
+        assert not errors, f"{name}: {errors[0].message} at {list(errors[0].absolute_path)}"
     # the schema is not vacuous: a record missing its results, or with a bad stop reason, fails
-    record = read_json(records[0])
+    record = read_json(paths[0])
     assert not validator.is_valid({k: v for k, v in record.items() if k != "results"})
     assert not validator.is_valid({**record, "results": {**record["results"], "stop_reason": "bored"}})
 
@@ -172,26 +169,27 @@ DIVERGE = shlex.split(
 @pytest.fixture(scope="module")
 def diverged(tmp_path_factory: pytest.TempPathFactory, cli) -> tuple[Path, Any]:
     out = tmp_path_factory.mktemp("diverged") / "run"
-    return out, cli(*DIVERGE, "--out", out)
+    return out, cli(*DIVERGE, "--out", out, "--json")
 
 
 @pytest.fixture
-def diverged_run(diverged: tuple[Path, Any]) -> Path:
-    return diverged[0]
+def diverged_record(diverged: tuple[Path, Any], read_json) -> dict[str, Any]:
+    """The record of a run whose every restart diverged: printed with --json, never written."""
+    return read_json(diverged[1].stdout)
 
 
-def test_diverged_run_is_recorded_without_a_checkpoint(
-    diverged: tuple[Path, Any], read_json, error_line
+def test_diverged_run_writes_nothing_and_prints_its_record(
+    diverged: tuple[Path, Any], diverged_record: dict[str, Any], error_line
 ) -> None:
     diverged_run, result = diverged
-    line = error_line(result)  # exit 1, one line, no traceback
-    record = read_json(diverged_run / "model.train.json")  # no NaN/Infinity tokens
+    line = error_line(result, allow_stdout=True)  # exit 1, one line, no traceback
+    record = diverged_record  # no NaN/Infinity tokens
     steps = record["results"]["steps"]
     assert line == (
         f"Error: 1 of 1 restart(s) diverged: non-finite training loss: restart 0 (step {steps}) "
-        "(lower --lr or change --init)"
+        "(lower --lr or change --init; nothing was written)"
     )
-    assert sorted(p.name for p in diverged_run.iterdir()) == ["model.train.json"]
+    assert not diverged_run.exists()  # a failed run leaves no file and no directory behind
     res = record["results"]
     assert res["stop_reason"] == "diverged" and res["checkpoint"] is None and res["epochs"] < 20
     assert any("diverged" in w for w in record["warnings"])
@@ -201,9 +199,9 @@ def test_diverged_run_is_recorded_without_a_checkpoint(
     )  # ... and listed
 
 
-def test_diverged_epoch_is_not_recorded_as_a_zero_loss(diverged_run: Path, read_json) -> None:
+def test_diverged_epoch_is_not_recorded_as_a_zero_loss(diverged_record: dict[str, Any]) -> None:
     """The epoch whose loss became non-finite must not claim a running loss (and gradient norm) of 0.0."""
-    last = read_json(diverged_run / "model.train.json")["results"]["history"][-1]
+    last = diverged_record["results"]["history"][-1]
     assert last["train_loss_running"] is None, last
     assert last["grad_norm"] is None or last["grad_norm"] > 0, last
 
@@ -271,12 +269,15 @@ def test_record_command_is_the_invocation(tmp_path: Path, cli, tiny_args, read_j
     assert read_json(tmp_path / "run" / "model.train.json")["command"] == ["lscape", *args]
 
 
-def test_ctrl_c_saves_the_state_reached(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli, tiny_args, error_line, read_json, rebuild
+def test_ctrl_c_writes_nothing_and_keeps_the_previous_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli, tiny_args, error_line
 ) -> None:
-    """A KeyboardInterrupt during epoch 2: the epoch-1 state is saved, marked 'interrupted', exit 130."""
+    """A KeyboardInterrupt during epoch 2 of an --overwrite run: exit 130, the earlier run's files intact."""
     from lscape_cli.core import training
 
+    out = tmp_path / "run"
+    assert cli(*tiny_args(out, "--epochs", "1")).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     real, calls = training._train_epoch, []
 
     def interrupt_second_epoch(*args: Any, **kwargs: Any) -> Any:
@@ -286,13 +287,12 @@ def test_ctrl_c_saves_the_state_reached(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(training, "_train_epoch", interrupt_second_epoch)
-    out = tmp_path / "run"
-    line = error_line(cli(*tiny_args(out, "--epochs", "5")), code=130)
-    assert line == "Error: training interrupted; the state reached was saved with stop_reason 'interrupted'"
-    res = read_json(out / "model.train.json")["results"]
-    assert (res["stop_reason"], res["steps"], res["epochs"]) == ("interrupted", 2, 2)
-    _, ckpt = rebuild(out / "model.safetensors")
-    assert ckpt.meta["training"]["stop_reason"] == "interrupted"
+    line = error_line(cli(*tiny_args(out, "--epochs", "5", "--overwrite")), code=130)
+    assert (
+        line
+        == "Error: training interrupted: nothing was written and previous files are unchanged (run it again)"
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_restart_of_a_batched_run_equals_the_single_run(tmp_path: Path, cli, tiny_args) -> None:

@@ -454,11 +454,11 @@ def test_bad_inputs(cli, ckpt: Path, tmp_path: Path, error_line) -> None:
         "Error: direction file does not match the model (direction 0): "
         "unexpected hidden.1.bias, hidden.1.weight"
     )
-    assert error_line(cli("slice", ckpt, "--range", "0")) == (
-        "Error: range must be positive, got 0.0: --range (give a positive radius, e.g. --range 1.5)"
+    assert error_line(cli("slice", ckpt, "--range", "0"), code=2) == (
+        "Error: Invalid value for '--range': must be a finite number > 0, got 0.0"
     )
-    assert error_line(cli("slice", ckpt, "--range", "-1")).startswith(
-        "Error: range must be positive, got -1.0"
+    assert error_line(cli("slice", ckpt, "--range", "-1"), code=2).endswith(
+        "must be a finite number > 0, got -1.0"
     )
     assert error_line(cli("slice", ckpt, "--steps", "1")) == (
         "Error: steps must be at least 2, got 1: --steps (give 2 or more points per axis, e.g. --steps 51)"

@@ -53,6 +53,7 @@ app = typer.Typer(
 )
 
 EXIT_INTERRUPTED = 130
+EXIT_CHECK_FAILED = 3  # a --check gate evaluated to false (documented in the README)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -62,12 +63,18 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def funnel(fn: F) -> F:
-    """Turn every failure of a command into one line and an exit code (LSCAPE_DEBUG=1 re-raises)."""
+    """Run a command under the output guard; turn every failure into one line and an exit code.
+
+    The command's files are committed (renamed onto their final names, all together) when it returns,
+    exits 0 or 3 (a failed ``--check`` keeps its record), or raises an error that says its outputs stand
+    (``keep_outputs``); any other failure leaves every previous file byte-identical. LSCAPE_DEBUG=1
+    re-raises.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            return _guarded(fn, args, kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except LscapeError as exc:
@@ -75,13 +82,45 @@ def funnel(fn: F) -> F:
                 raise
             raise fail(exc.line()) from None
         except KeyboardInterrupt:
-            raise fail("interrupted; no partial output file was written", EXIT_INTERRUPTED) from None
+            raise fail("interrupted; no output file was written or changed", EXIT_INTERRUPTED) from None
         except Exception as exc:  # noqa: BLE001 - the funnel: one line, traceback on request
             if os.environ.get("LSCAPE_DEBUG") == "1":
                 raise
-            raise fail(f"{type(exc).__name__}: {exc} (set LSCAPE_DEBUG=1 for the traceback)") from None
+            raise fail(_unexpected(exc)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _guarded(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """Call the command inside one output transaction, committing it when its outputs stand."""
+    from lscape_cli.cli.console import flush_warnings
+    from lscape_cli.storage.files import output_transaction
+
+    with output_transaction() as tx:
+        try:
+            value = fn(*args, **kwargs)
+        except typer.Exit as exc:
+            if exc.exit_code in (0, EXIT_CHECK_FAILED):
+                tx.commit()
+            flush_warnings(show=exc.exit_code in (0, EXIT_CHECK_FAILED))
+            raise
+        except BaseException as exc:
+            if isinstance(exc, LscapeError) and exc.keep_outputs:
+                tx.commit()  # e.g. the restarts that did not diverge
+            flush_warnings(show=False)
+            raise
+        tx.commit()
+        flush_warnings(show=True)
+        return value
+
+
+def _unexpected(exc: BaseException) -> str:
+    """The line for a failure no check caught: what happened, and how to get the details."""
+    if isinstance(exc, MemoryError):
+        return "out of memory (lower the sizes or budgets of this command, e.g. --max-batch)"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename} (check the path and its permissions)"
+    return f"{type(exc).__name__}: {exc} (set LSCAPE_DEBUG=1 for the traceback)"
 
 
 def _version(value: bool) -> None:

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from lscape_cli.cli.options import POSITIVE
+
 PATHS = "Paths"
 CURVE = "Curve fitting"
 DATA = "Data and output"
@@ -39,7 +41,9 @@ CurveOpt = Annotated[
 CurveEpochsOpt = Annotated[
     int, typer.Option(min=1, help="Epochs over the training split.", rich_help_panel=CURVE)
 ]
-CurveLrOpt = Annotated[float, typer.Option(help="Learning rate of the bend.", rich_help_panel=CURVE)]
+CurveLrOpt = Annotated[
+    float, typer.Option(callback=POSITIVE, help="Learning rate of the bend.", rich_help_panel=CURVE)
+]
 CurveOptimizerOpt = Annotated[str, typer.Option(help="adam or sgd (momentum 0.9).", rich_help_panel=CURVE)]
 CurveBatchSizeOpt = Annotated[
     int, typer.Option(min=1, help="Minibatch size (one t drawn per minibatch).", rich_help_panel=CURVE)

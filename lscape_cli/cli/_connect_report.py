@@ -8,14 +8,18 @@ from typing import Any
 from lscape_cli.cli.console import err
 
 
+def plot_stem(out_path: Path) -> Path:
+    """The record's path without .json: the plots' stem."""
+    name = out_path.name
+    return out_path.with_name(name[: -len(".json")] if name.endswith(".json") else name)
+
+
 def plot_path(record: dict[str, Any], out_path: Path, a: Path, b: Path) -> dict[str, str]:
     """Plot the paths beside the record; the written files by format."""
     from lscape_cli.plotting.connect import plot_connect
     from lscape_cli.storage.connect_record import checkpoint_stem
 
-    name = out_path.name
-    stem = out_path.with_name(name[: -len(".json")] if name.endswith(".json") else name)
-    written = plot_connect(record, stem, f"{checkpoint_stem(a)} → {checkpoint_stem(b)}")
+    written = plot_connect(record, plot_stem(out_path), f"{checkpoint_stem(a)} → {checkpoint_stem(b)}")
     return {p.suffix.lstrip("."): p.name for p in written}
 
 

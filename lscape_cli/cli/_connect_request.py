@@ -8,15 +8,13 @@ from typing import Any
 from lscape_cli.errors import LscapeError
 
 
-def validate(align: str, curve: str, optimizer: str, curve_lr: float) -> None:
-    """Refuse an unknown --align, --curve or --curve-optimizer and a non-positive --curve-lr."""
+def validate(align: str, curve: str, optimizer: str) -> None:
+    """Refuse an unknown --align, --curve or --curve-optimizer."""
     from lscape_cli.core import choices as ch
 
     ch.Align.check(align, "--align")
     ch.Curve.check(curve, "--curve")
     ch.CurveOptimizer.check(optimizer, "--curve-optimizer")
-    if not curve_lr > 0:
-        raise LscapeError(f"the learning rate must be positive, got {curve_lr}", "--curve-lr", "e.g. 1e-3")
 
 
 def load_pair(

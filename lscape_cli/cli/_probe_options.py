@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from lscape_cli.cli.options import POSITIVE
+
 CURV = "Curvature"
 FLAT = "Flatness"
 DATA = "Data and budget"
@@ -52,6 +54,7 @@ GradNormOpt = Annotated[
 TolOpt = Annotated[
     float,
     typer.Option(
+        callback=POSITIVE,
         help="Relative tolerance on each eigenvalue's error bound (or residual, see --stop).",
         rich_help_panel=CURV,
     ),
@@ -124,6 +127,7 @@ MemoryBudgetOpt = Annotated[
     float | None,
     typer.Option(
         metavar="MIB",
+        callback=POSITIVE,
         help="Memory for kept gradient graphs (also bounds a chunk) [default: 2048; CUDA: half the free memory].",
         rich_help_panel=DATA,
     ),
@@ -131,6 +135,7 @@ MemoryBudgetOpt = Annotated[
 RetainChunksOpt = Annotated[
     int | None,
     typer.Option(
+        min=0,
         help="Chunk graphs double_backward keeps between products; 0: least memory, every chunk recomputed "
         "[default: as many as fit --memory-budget].",
         rich_help_panel=DATA,
@@ -183,7 +188,9 @@ PacBayesOpt = Annotated[
         rich_help_panel=FLAT,
     ),
 ]
-PacBayesTargetOpt = Annotated[float, typer.Option(help="Allowed rise for --pac-bayes.", rich_help_panel=FLAT)]
+PacBayesTargetOpt = Annotated[
+    float, typer.Option(callback=POSITIVE, help="Allowed rise for --pac-bayes.", rich_help_panel=FLAT)
+]
 PacBayesMetricOpt = Annotated[str, typer.Option(help="error or loss.", rich_help_panel=FLAT)]
 StabilityOpt = Annotated[
     bool, typer.Option("--stability", help="eta * lambda_max against 2 (seed 004).", rich_help_panel=FLAT)

@@ -63,27 +63,20 @@ def validate_power(eig_method: str, top_k: int, lambda_min: bool) -> None:
         )
 
 
-def validate_memory(memory_budget: float | None, retain_chunks: int | None) -> None:
-    """Refuse a non-positive --memory-budget and a negative --retain-chunks."""
-    if memory_budget is not None and not memory_budget > 0:  # also refuses nan
-        raise LscapeError(
-            f"memory budget must be positive, got {memory_budget:g}", "--memory-budget", "give MiB, e.g. 2048"
-        )
-    if retain_chunks is not None and retain_chunks < 0:
-        raise LscapeError(
-            f"cannot keep {retain_chunks} chunk graphs",
-            "--retain-chunks",
-            "give 0 (recompute every chunk) or more, or leave it out to follow --memory-budget",
-        )
-
-
-def output_path(out: Path | None, checkpoint: Path) -> Path:
-    """--out, or CKPT.probe.json; refused when its directory does not exist."""
+def output_path(
+    out: Path | None,
+    checkpoint: Path,
+    save_eigenvectors: Path | None,
+    model_config: Path | None,
+    model_def: str | None,
+    data_file: Path | None,
+) -> Path:
+    """--out or CKPT.probe.json, refused (with --save-eigenvectors) where it would overwrite an input."""
     from lscape_cli.cli.common import default_output
+    from lscape_cli.cli.options import user_files
+    from lscape_cli.storage.files import refuse_overlap
 
     out_path = out or default_output(checkpoint, "probe.json")
-    if not out_path.parent.is_dir():
-        raise LscapeError(
-            "output directory does not exist", str(out_path.parent), "create it or choose another --out"
-        )
+    outputs = [out_path] + ([Path(save_eigenvectors)] if save_eigenvectors is not None else [])
+    refuse_overlap(outputs, [checkpoint, model_config, *user_files(model_def, data_file)])
     return out_path

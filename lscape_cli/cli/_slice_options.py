@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from lscape_cli.cli.options import POSITIVE
+
 AXES = "Directions"
 GRID = "Grid"
 DATA = "Data and speed"
@@ -18,6 +20,7 @@ RangeOpt = Annotated[
     float | None,
     typer.Option(
         "--range",
+        callback=POSITIVE,
         help="Coefficients run over [-RANGE, RANGE] (seed 001: 1.5) [1; with --pca: 1.2 x the trajectory's reach].",
         rich_help_panel=GRID,
     ),
@@ -66,7 +69,8 @@ OrthogonalizeOpt = Annotated[
     bool, typer.Option(help="Gram-Schmidt the directions after normalising them.", rich_help_panel=AXES)
 ]
 EigenTolOpt = Annotated[
-    float, typer.Option(help="--eigen: relative Ritz-residual tolerance.", rich_help_panel=AXES)
+    float,
+    typer.Option(callback=POSITIVE, help="--eigen: relative Ritz-residual tolerance.", rich_help_panel=AXES),
 ]
 MemoryBudgetOpt = Annotated[
     int,
@@ -80,11 +84,18 @@ StrategyOpt = Annotated[
     ),
 ]
 BasinThresholdOpt = Annotated[
-    float, typer.Option(help="Basin width/area: where L - L(centre) <= this.", rich_help_panel=OUT)
+    float,
+    typer.Option(
+        callback=POSITIVE, help="Basin width/area: where L - L(centre) <= this.", rich_help_panel=OUT
+    ),
 ]
 FitRadiusOpt = Annotated[
     float | None,
-    typer.Option(help="Parabola fit within this distance of the centre [0.1 * range].", rich_help_panel=OUT),
+    typer.Option(
+        callback=POSITIVE,
+        help="Parabola fit within this distance of the centre [0.1 * range].",
+        rich_help_panel=OUT,
+    ),
 ]
 ResumeOpt = Annotated[
     bool,

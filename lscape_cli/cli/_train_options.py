@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from lscape_cli.cli.options import BETA, NONNEGATIVE, POSITIVE, file_stem
+
 MODEL = "Model"
 DATA = "Data"
 OPTIM = "Optimisation"
@@ -21,16 +23,19 @@ ModelOpt = Annotated[
         rich_help_panel=MODEL,
     ),
 ]
-DepthOpt = Annotated[int | None, typer.Option(help="mlp: hidden layers [1].", rich_help_panel=MODEL)]
+DepthOpt = Annotated[
+    int | None, typer.Option(min=1, max=1000, help="mlp: hidden layers [1].", rich_help_panel=MODEL)
+]
 WidthOpt = Annotated[
     int | None,
     typer.Option(
+        min=1,
         help="mlp: units per hidden layer [48]; cnn: first conv channels [32]; resnet: first stage channels [16].",
         rich_help_panel=MODEL,
     ),
 ]
 HiddenOpt = Annotated[
-    int | None, typer.Option(help="cnn: units of the FC layer [128].", rich_help_panel=MODEL)
+    int | None, typer.Option(min=1, help="cnn: units of the FC layer [128].", rich_help_panel=MODEL)
 ]
 ActivationOpt = Annotated[
     str | None, typer.Option(help="relu, tanh, gelu, sigmoid, leaky_relu [relu].", rich_help_panel=MODEL)
@@ -39,8 +44,12 @@ BiasOpt = Annotated[
     bool | None,
     typer.Option("--bias/--no-bias", help="Bias terms (mlp, cnn, linear) [on].", rich_help_panel=MODEL),
 ]
-StagesOpt = Annotated[int | None, typer.Option(help="resnet: stages [2].", rich_help_panel=MODEL)]
-BlocksOpt = Annotated[int | None, typer.Option(help="resnet: blocks per stage [1].", rich_help_panel=MODEL)]
+StagesOpt = Annotated[
+    int | None, typer.Option(min=1, max=16, help="resnet: stages [2].", rich_help_panel=MODEL)
+]
+BlocksOpt = Annotated[
+    int | None, typer.Option(min=1, max=1000, help="resnet: blocks per stage [1].", rich_help_panel=MODEL)
+]
 SkipOpt = Annotated[
     bool | None,
     typer.Option("--skip/--no-skip", help="resnet: residual connections [on].", rich_help_panel=MODEL),
@@ -61,23 +70,29 @@ DatasetOpt = Annotated[
         rich_help_panel=DATA,
     ),
 ]
-SplitSeedOpt = Annotated[int, typer.Option(help="Seed of the train/val/test split.", rich_help_panel=DATA)]
+SplitSeedOpt = Annotated[
+    int,
+    typer.Option(min=0, max=2**31 - 1, help="Seed of the train/val/test split.", rich_help_panel=DATA),
+]
 TrainSizeOpt = Annotated[
-    int | None, typer.Option(help="Training samples [all left by the split].", rich_help_panel=DATA)
+    int | None,
+    typer.Option(min=1, help="Training samples [all left by the split].", rich_help_panel=DATA),
 ]
 ValSizeOpt = Annotated[
-    int | None, typer.Option(help="Validation samples [dataset default].", rich_help_panel=DATA)
+    int | None, typer.Option(min=0, help="Validation samples [dataset default].", rich_help_panel=DATA)
 ]
 TestSizeOpt = Annotated[
-    int | None, typer.Option(help="Test samples [dataset default].", rich_help_panel=DATA)
+    int | None, typer.Option(min=0, help="Test samples [dataset default].", rich_help_panel=DATA)
 ]
 NormalizationOpt = Annotated[
     str, typer.Option(help="unit (pixels in [0,1]) or standard (train mean/std).", rich_help_panel=DATA)
 ]
 InputDimOpt = Annotated[
-    int | None, typer.Option(help="synthetic: input features [20].", rich_help_panel=DATA)
+    int | None, typer.Option(min=1, help="synthetic: input features [20].", rich_help_panel=DATA)
 ]
-NumSamplesOpt = Annotated[int | None, typer.Option(help="synthetic: samples [2000].", rich_help_panel=DATA)]
+NumSamplesOpt = Annotated[
+    int | None, typer.Option(min=3, help="synthetic: samples [2000].", rich_help_panel=DATA)
+]
 DownloadOpt = Annotated[
     bool, typer.Option(help="Download a torchvision dataset if missing.", rich_help_panel=DATA)
 ]
@@ -86,13 +101,26 @@ LossOpt = Annotated[
     typer.Option(help="ce, or mse (summed over outputs, one-hot targets; seed 000).", rich_help_panel=OPTIM),
 ]
 OptimizerOpt = Annotated[str, typer.Option(help="sgd, adam or adamw.", rich_help_panel=OPTIM)]
-LrOpt = Annotated[float, typer.Option(help="Learning rate.", rich_help_panel=OPTIM)]
-MomentumOpt = Annotated[float, typer.Option(help="sgd momentum.", rich_help_panel=OPTIM)]
+LrOpt = Annotated[
+    float, typer.Option(callback=NONNEGATIVE, help="Learning rate (>= 0).", rich_help_panel=OPTIM)
+]
+MomentumOpt = Annotated[
+    float, typer.Option(callback=BETA, help="sgd momentum, in [0, 1).", rich_help_panel=OPTIM)
+]
 NesterovOpt = Annotated[bool, typer.Option(help="sgd: Nesterov momentum.", rich_help_panel=OPTIM)]
-Beta1Opt = Annotated[float, typer.Option(help="adam/adamw beta1.", rich_help_panel=OPTIM)]
-Beta2Opt = Annotated[float, typer.Option(help="adam/adamw beta2.", rich_help_panel=OPTIM)]
+Beta1Opt = Annotated[
+    float, typer.Option(callback=BETA, help="adam/adamw beta1, in [0, 1).", rich_help_panel=OPTIM)
+]
+Beta2Opt = Annotated[
+    float, typer.Option(callback=BETA, help="adam/adamw beta2, in [0, 1).", rich_help_panel=OPTIM)
+]
 WeightDecayOpt = Annotated[
-    float, typer.Option(help="L2 (sgd, adam) or decoupled (adamw) weight decay.", rich_help_panel=OPTIM)
+    float,
+    typer.Option(
+        callback=NONNEGATIVE,
+        help="L2 (sgd, adam) or decoupled (adamw) weight decay.",
+        rich_help_panel=OPTIM,
+    ),
 ]
 BatchSizeOpt = Annotated[
     str, typer.Option(help="Minibatch size, or 'full' for full-batch steps.", rich_help_panel=OPTIM)
@@ -111,6 +139,7 @@ ScheduleOpt = Annotated[
 TolOpt = Annotated[
     float | None,
     typer.Option(
+        callback=POSITIVE,
         help="Stop when |train loss change between epochs| < TOL (seed 000: 1e-6 with --batch-size full).",
         rich_help_panel=STOP,
     ),
@@ -141,7 +170,10 @@ PatienceOpt = Annotated[
     ),
 ]
 MinDeltaOpt = Annotated[
-    float, typer.Option(help="Val-loss improvement that resets --patience.", rich_help_panel=STOP)
+    float,
+    typer.Option(
+        callback=NONNEGATIVE, help="Val-loss improvement that resets --patience.", rich_help_panel=STOP
+    ),
 ]
 EvalEveryOpt = Annotated[
     int,
@@ -166,7 +198,9 @@ TrackSeedOpt = Annotated[int, typer.Option(help="Seed of the tracked estimators.
 RestartsOpt = Annotated[
     int,
     typer.Option(
-        min=1, help="Independent runs, seeds seed..seed+R-1, trained together.", rich_help_panel=OUT
+        min=1,
+        help="Independent runs, seeds seed..seed+R-1, trained together.",
+        rich_help_panel=OUT,
     ),
 ]
 ShardOpt = Annotated[
@@ -177,11 +211,15 @@ ShardOpt = Annotated[
     ),
 ]
 OutOpt = Annotated[
-    Path, typer.Option(help="Output directory (created; its parent must exist).", rich_help_panel=OUT)
+    Path, typer.Option(help="Output directory (created with its parents).", rich_help_panel=OUT)
 ]
 NameOpt = Annotated[
     str,
-    typer.Option(help="File stem: NAME.safetensors, or NAME-r000... with restarts.", rich_help_panel=OUT),
+    typer.Option(
+        callback=file_stem,
+        help="File stem: NAME.safetensors, or NAME-r000... with restarts.",
+        rich_help_panel=OUT,
+    ),
 ]
 SaveTrajectoryOpt = Annotated[
     int | None,

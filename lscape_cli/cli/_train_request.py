@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from lscape_cli.errors import LscapeError
@@ -42,10 +43,10 @@ def checked(parse: Any, option: str, text: str) -> str:
 
 
 def valid_init(init: str) -> bool:
-    """Whether ``init`` is 'normal:STD' with a positive STD."""
+    """Whether ``init`` is 'normal:STD' with a positive finite STD."""
     kind, _, arg = init.partition(":")
     try:
-        return kind == "normal" and float(arg) > 0
+        return kind == "normal" and math.isfinite(float(arg)) and float(arg) > 0
     except ValueError:
         return False
 

@@ -75,7 +75,6 @@ def run_training(
         )
     results = relabel(results, chosen)
     t_train = time.perf_counter() - t0 - t_setup
-    out.mkdir(exist_ok=True)
     context = {
         "model": mspec.to_dict(),
         "dataset": splits.describe(),
@@ -152,12 +151,15 @@ def _final_status(results: list[Any]) -> None:
             f"{len(diverged)} of {len(results)} restart(s) diverged: non-finite training loss",
             f"restart {which}",
             "lower --lr or change --init"
-            + ("; the other restarts were saved" if len(diverged) < len(results) else ""),
+            + (
+                "; the other restarts were saved" if len(diverged) < len(results) else "; nothing was written"
+            ),
+            keep_outputs=len(diverged) < len(results),
         )
     if any(r.stop_reason == "interrupted" for r in results):
         from lscape_cli.cli import EXIT_INTERRUPTED, fail
 
         raise fail(
-            "training interrupted; the state reached was saved with stop_reason 'interrupted'",
+            "training interrupted: nothing was written and previous files are unchanged (run it again)",
             EXIT_INTERRUPTED,
         )

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lscape_cli.errors import LscapeError
-
-EXIT_CHECK_FAILED = 3  # a --check gate evaluated to false (documented in the README)
 
 
 @dataclass
@@ -80,7 +79,8 @@ def load_for_eval(
     warnings = list(loaded.warnings)
     if dmeta.get("sha256") and dmeta["sha256"] != splits.spec.sha256:
         warnings.append(f"data file {dmeta.get('path')} changed since the checkpoint was written (sha256)")
-    loss = loss or str((meta.get("training") or {}).get("loss", "ce"))
+    loss, loss_source, loss_warnings = _resolve_loss(loss, meta, checkpoint)
+    warnings += loss_warnings
     if loss not in LOSSES:
         raise LscapeError(f"unknown loss {loss!r}", "--loss", f"choose one of: {', '.join(LOSSES)}")
     splits.check_loss(loss)
@@ -108,6 +108,7 @@ def load_for_eval(
         "samples": samples,
         "mode": mode,
         "loss": loss,
+        "loss_source": loss_source,
         "weighting": "mean over samples, chunks weighted by sample count",
         "max_batch": max_batch,
         "dataset": splits.describe(),
@@ -140,6 +141,23 @@ def _fill_user_shapes(loaded: Any, splits: Any) -> None:
         loaded.spec = ModelSpec(spec.name, cfg)
 
 
+def _resolve_loss(loss: str | None, meta: Any, checkpoint: Path) -> tuple[str, str, list[str]]:
+    """The loss to evaluate, where it came from, and a warning when nothing said which loss to use."""
+    from lscape_cli.cli.console import warn
+
+    if loss is not None:
+        return loss, "--loss", []
+    recorded = (meta.get("training") or {}).get("loss")
+    if recorded is not None:
+        return str(recorded), "checkpoint training metadata", []
+    text = (
+        f"{checkpoint} carries no training metadata: evaluating cross-entropy (ce); "
+        "pass --loss mse if the model was trained with MSE"
+    )
+    warn(text)
+    return "ce", "default (no training metadata)", [text]
+
+
 def parse_floats(text: str | None, option: str) -> tuple[float, ...]:
     """``"0.01,0.05"`` -> ``(0.01, 0.05)``; every value positive."""
     if not text:
@@ -150,9 +168,9 @@ def parse_floats(text: str | None, option: str) -> tuple[float, ...]:
         raise LscapeError(
             f"invalid number list {text!r}", option, "give comma-separated numbers, e.g. 0.01,0.05"
         ) from exc
-    if not values or any(v <= 0 for v in values):
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
         raise LscapeError(
-            f"values must be positive: {text!r}", option, "give positive numbers, e.g. 0.01,0.05"
+            f"values must be finite and positive: {text!r}", option, "give positive numbers, e.g. 0.01,0.05"
         )
     return values
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from lscape_cli.cli import _connect_options as o
-from lscape_cli.cli._connect_report import plot_path, print_table
+from lscape_cli.cli._connect_report import plot_path, plot_stem, print_table
 from lscape_cli.cli._connect_request import alignment_spec, endpoint, load_pair, validate
 from lscape_cli.cli.console import StatusLine, emit_json
 from lscape_cli.cli.options import (
@@ -21,11 +21,14 @@ from lscape_cli.cli.options import (
     ModelDefOpt,
     QuietOpt,
     SeedOpt,
+    ThreadsOpt,
     TrustModelDefOpt,
     data_root,
+    user_files,
     user_inputs,
 )
 from lscape_cli.errors import LscapeError
+from lscape_cli.storage.files import refuse_overlap
 
 
 def connect(
@@ -56,6 +59,7 @@ def connect(
     out: o.OutOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Loss and error along paths between two minima, with their barriers (mode connectivity).
 
@@ -68,14 +72,15 @@ def connect(
         lscape connect sample_checkpoints/mlp-d4-r000.safetensors sample_checkpoints/mlp-d4-r001.safetensors --align weights --curve bezier
     """
     t0 = time.perf_counter()
-    validate(align, curve, curve_optimizer, curve_lr)
+    validate(align, curve, curve_optimizer)
     from lscape_cli.storage.connect_record import compatible, connect_record, default_output
 
     out_path = out or default_output(checkpoint_a, checkpoint_b)
-    if not out_path.parent.is_dir():
-        raise LscapeError(
-            "output directory does not exist", str(out_path.parent), "create it or choose another --out"
-        )
+    stem = plot_stem(out_path)
+    plots = [stem.with_name(f"{stem.name}.{fmt}") for fmt in ("png", "pdf")] if plot else []
+    refuse_overlap(
+        [out_path, *plots], [checkpoint_a, checkpoint_b, model_config, *user_files(model_def, data_file)]
+    )
     warnings = compatible(checkpoint_a, checkpoint_b, model_config, model_def)
     user = user_inputs(model_def, model_args, trust_model_def, data_file)
     setup, b_loaded = load_pair(

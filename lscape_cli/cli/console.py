@@ -7,7 +7,33 @@ from typing import Any
 
 from rich.console import Console
 
-err = Console(stderr=True, highlight=False)
+
+def _stderr_console() -> Console:
+    """Rich on stderr; when stderr is not a terminal (logs, CI) tables get room for every full value."""
+    import sys
+
+    wide = not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+    return Console(stderr=True, highlight=False, width=1000 if wide else None)
+
+
+err = _stderr_console()
+
+
+_PENDING: list[str] = []
+
+
+def warn(text: str) -> None:
+    """A ``Warning:`` line for stderr, printed once the command succeeded (a failure prints only its error)."""
+    _PENDING.append(text)
+
+
+def flush_warnings(show: bool) -> None:
+    """Print (``show``) or drop the pending warnings."""
+    import sys
+
+    for text in _PENDING if show else []:
+        print(f"Warning: {text}", file=sys.stderr)
+    _PENDING.clear()
 
 
 def emit_json(text: str) -> None:

@@ -14,10 +14,11 @@ from lscape_cli.cli.options import (
     ModelArgsOpt,
     ModelDefOpt,
     QuietOpt,
+    ThreadsOpt,
     TrustModelDefOpt,
     user_inputs,
 )
-from lscape_cli.errors import LscapeError
+from lscape_cli.storage.files import refuse_overlap
 
 
 def pareto(
@@ -61,6 +62,7 @@ def pareto(
     out: Annotated[Path, typer.Option(help="Output JSON; figures go beside it.")] = Path("pareto.json"),
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Fit-versus-flatness across groups of runs: ellipses, Pareto fronts, lambda_d, rho_RMS and lambda_G.
 
@@ -81,10 +83,7 @@ def pareto(
 
     ch.AxisScale.check(axes, "--axes")
     t0 = time.perf_counter()
-    if not out.parent.is_dir():
-        raise LscapeError(
-            "output directory does not exist", str(out.parent), "create it or choose another --out"
-        )
+    refuse_overlap([out], [p for p in inputs if p.is_file()])
     req = ParetoRequest(group_by, x, y, target, tuple(metric or ()), reference, params, align)
     runs = collect(inputs)
     user = user_inputs(model_def, model_args, trust_model_def, None)

@@ -6,10 +6,11 @@ import time
 
 import typer
 
+from lscape_cli.cli import EXIT_CHECK_FAILED
 from lscape_cli.cli import _probe_options as o
 from lscape_cli.cli import _probe_request as rq
 from lscape_cli.cli._probe_report import print_failed, print_results
-from lscape_cli.cli.common import EXIT_CHECK_FAILED, load_for_eval, parse_floats
+from lscape_cli.cli.common import load_for_eval, parse_floats
 from lscape_cli.cli.console import StatusLine, emit_json
 from lscape_cli.cli.options import (
     DataFileOpt,
@@ -27,6 +28,7 @@ from lscape_cli.cli.options import (
     QuietOpt,
     SeedOpt,
     SplitOpt,
+    ThreadsOpt,
     TrustModelDefOpt,
     data_root,
     user_inputs,
@@ -92,6 +94,7 @@ def probe(
     out: o.OutOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Measure curvature and flatness at a checkpoint (default: --lambda-max --trace --frobenius --grad-norm).
 
@@ -112,10 +115,9 @@ def probe(
     checks = list(check or [])
     rq.validate(trace_method, sharpness_kind, bias, pac_bayes_metric, hvp, stop, curvature)
     rq.validate_power(eig_method, top_k, lambda_min)
-    rq.validate_memory(memory_budget, retain_chunks)
     for expr in checks:
         rq.check_syntax(expr)
-    out_path = rq.output_path(out, checkpoint)
+    out_path = rq.output_path(out, checkpoint, save_eigenvectors, model_config, model_def, data_file)
     from lscape_cli.cli import _probe_curvature as pc
 
     pc.check_eigenvector_output(save_eigenvectors, num_batches, batch_size, snapshot is not None)

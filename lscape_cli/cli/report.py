@@ -41,7 +41,12 @@ def report(
         lscape report runs/ --group-by model.depth --compare model.depth --out runs/report.html
     """
     from lscape_cli.report import ReportRequest, make_report
+    from lscape_cli.storage.files import refuse_overlap
+    from lscape_cli.storage.study import report_paths
 
+    refuse_overlap(
+        [report_paths(out)["html"], report_paths(out)["markdown"]], [p for p in inputs if p.is_file()]
+    )
     res = make_report(ReportRequest(tuple(inputs), out, compare, group_by, title))
     for line in res.skipped:
         err.print(f"Warning: skipped {line}", markup=False, soft_wrap=True)

@@ -30,10 +30,13 @@ from lscape_cli.cli.options import (
     QuietOpt,
     SeedOpt,
     SplitOpt,
+    ThreadsOpt,
     TrustModelDefOpt,
     data_root,
+    user_files,
     user_inputs,
 )
+from lscape_cli.storage.files import refuse_overlap
 
 
 def slice_(
@@ -74,6 +77,7 @@ def slice_(
     out: o.OutOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Evaluate loss and accuracy on a line or plane through a checkpoint (random, toward, pca, eigen).
 
@@ -115,6 +119,10 @@ def slice_(
     )
     req.validate()
     paths = SlicePaths.of(out or default_output(checkpoint, "slice.json"))
+    refuse_overlap(
+        [paths.record, paths.grid, paths.directions],
+        [checkpoint, toward, pca, directions, model_config, *user_files(model_def, data_file)],
+    )
     setup = load_for_eval(
         checkpoint,
         model_config=model_config,

@@ -19,6 +19,7 @@ from lscape_cli.cli.options import (
     OverwriteOpt,
     QuietOpt,
     SeedOpt,
+    ThreadsOpt,
     data_root,
     user_inputs,
 )
@@ -85,6 +86,7 @@ def train(
     max_batch: MaxBatchOpt = 4096,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Train a model (R restarts at once) and write one self-describing checkpoint + train record per restart.
 

@@ -9,6 +9,8 @@ module never opens a file.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,8 +146,18 @@ def _group(runs: Sequence[RunLike], key: str) -> dict[Any, list[RunLike]]:
         if key not in r.config:
             known = ", ".join(sorted(k for k in r.config if not k.startswith("dataset.normalization")))
             raise LscapeError(f"unknown group key {key!r}", "--group-by", f"known keys: {known}")
-        groups.setdefault(r.config[key], []).append(r)
-    return dict(sorted(groups.items(), key=lambda kv: (isinstance(kv[0], str), kv[0])))
+        value = r.config[key]
+        groups.setdefault(json.dumps(value) if isinstance(value, (list, dict)) else value, []).append(r)
+    return dict(sorted(groups.items(), key=lambda kv: _group_order(kv[0])))
+
+
+def _group_order(key: Any) -> tuple[int, Any]:
+    """Group keys may mix null (e.g. full batch), numbers and strings: null, then numbers, then text."""
+    if key is None:
+        return (0, 0)
+    if isinstance(key, (int, float)) and not isinstance(key, bool):
+        return (1, key)
+    return (2, str(key))
 
 
 def _param_stats(runs: list[RunLike], align: bool, warnings: list[str], load: Loader) -> dict[str, Any]:
@@ -198,7 +210,16 @@ def _multi(runs: Sequence[RunLike], specs: list[str], reference: str | None) -> 
     values = np.array([[_metric(r, m) for m in names] for r in runs])
     ref = None
     if reference:
-        ref = [float(v) for v in reference.split(",")]
+        try:
+            ref = [float(v) for v in reference.split(",")]
+        except ValueError as exc:
+            raise LscapeError(
+                f"invalid reference point {reference!r}", "--reference", "give numbers, e.g. 1.0,0.5"
+            ) from exc
+        if not all(math.isfinite(v) for v in ref):
+            raise LscapeError(
+                f"reference point must be finite, got {reference!r}", "--reference", "e.g. 1.0,0.5"
+            )
         if len(ref) != len(names):
             raise LscapeError(
                 f"reference has {len(ref)} values for {len(names)} metrics",

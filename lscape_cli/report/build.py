@@ -63,10 +63,6 @@ class ReportResult:
 def _check_out(out: Path) -> None:
     if out.suffix.lower() not in (".html", ".htm"):
         raise LscapeError("--out must name an .html file", str(out), "e.g. --out study/report.html")
-    if not out.parent.is_dir():
-        raise LscapeError(
-            "output directory does not exist", str(out.parent), "create it or choose another --out"
-        )
 
 
 def _root(inputs: tuple[Path, ...]) -> Path:

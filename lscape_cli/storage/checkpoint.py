@@ -208,16 +208,38 @@ def read_metadata(path: Path, expect: str = CHECKPOINT_SCHEMA) -> dict[str, Any]
 
 def read_model_config(path: Path) -> dict[str, Any]:
     """A ``--model-config`` JSON file: ``{"model": {...}, "dataset": {...}}`` or just the model part."""
-    check_input(path, "model config")
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise LscapeError("model config is not valid JSON", str(path), str(exc)) from exc
+    from lscape_cli.storage.jsonio import read_json
+
+    data = read_json(path, "model config", max_bytes=2**20)
     if not isinstance(data, dict):
         raise LscapeError(
             "model config must be a JSON object", str(path), 'e.g. {"model": {"name": "mlp", ...}}'
         )
-    return data if "model" in data else {"model": data}
+    data = data if "model" in data else {"model": data}
+    check_model_entry(data, str(path))
+    return data
+
+
+def check_model_entry(meta: dict[str, Any], where: str) -> None:
+    """``model`` must be ``{"name": str, "config": {...}}``, ``dataset`` an object; errors name the key."""
+    model = meta.get("model")
+    problems = []
+    if not isinstance(model, dict):
+        problems.append(("model", "an object", model))
+    else:
+        if not isinstance(model.get("name"), str):
+            problems.append(("model.name", "a string", model.get("name")))
+        if not isinstance(model.get("config", {}), dict):
+            problems.append(("model.config", "an object", model.get("config")))
+    if "dataset" in meta and not isinstance(meta["dataset"], dict):
+        problems.append(("dataset", "an object", meta["dataset"]))
+    if problems:
+        key, want, got = problems[0]
+        raise LscapeError(
+            f"malformed model description: {key} must be {want}, got {json.dumps(got)[:40]}",
+            where,
+            'describe the model as {"model": {"name": "mlp", "config": {...}}} (see docs/formats.md)',
+        )
 
 
 def load_checkpoint(path: Path, model_config: Path | None = None) -> Checkpoint:
@@ -383,6 +405,7 @@ def _from_metadata(
             "checkpoint metadata has no 'model' entry", str(path), "pass --model-config spec.json"
         )
     where = f"{model_config or path} (model description)"
+    check_model_entry(dict(ckpt.meta), str(model_config or path))
     spec = ModelSpec.from_dict(dict(ckpt.meta["model"]), where=where)
     notes: list[str] = []
     args = user.model_args  # type: ignore[attr-defined]

@@ -34,7 +34,7 @@ from typing import Any
 
 from lscape_cli import __version__
 from lscape_cli.errors import LscapeError
-from lscape_cli.storage.files import atomic_path, check_input, sha256_file
+from lscape_cli.storage.files import atomic_path, sha256_file
 
 
 def environment(device: str) -> dict[str, object]:
@@ -144,19 +144,21 @@ def write_record(path: Path, record: dict[str, Any]) -> str:
 
 
 def read_record(path: Path, expect: str) -> dict[str, Any]:
-    """Load a record and check its schema, naming both versions on mismatch."""
-    check_input(path, "metric record")
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise LscapeError("not a JSON metric record", str(path), str(exc)) from exc
+    """Load a record, check its schema string and its JSON Schema; errors name the file and key."""
+    from lscape_cli.storage.jsonio import check_schema, read_json
+
+    data = read_json(path, "metric record")
     schema = data.get("schema") if isinstance(data, dict) else None
     if not isinstance(schema, str) or schema.split("/")[0] != expect.split("/")[0]:
-        raise LscapeError(f"expected a {expect} record, found {schema!r}", str(path), "pass the right file")
+        raise LscapeError(
+            f"expected a {expect} record, found {str(schema)[:60]!r}", str(path), "pass the right file"
+        )
     if schema != expect:
         raise LscapeError(
             f"record schema {schema} is not supported (this lscape reads {expect})",
             str(path),
             "re-run the command with this lscape version",
         )
-    return data
+    kind = expect.split("/")[0].split(".")[-1]
+    check_schema(data, f"{kind}.schema.json", path)
+    return dict(data)

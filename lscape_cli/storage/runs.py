@@ -6,7 +6,6 @@ train record, else the checkpoint's metadata) and its probe scalars, joined by t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,8 @@ def find_records(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out += sorted(p.rglob("*.probe.json")) + sorted(p.rglob("*.train.json"))
+            found = sorted(p.rglob("*.probe.json")) + sorted(p.rglob("*.train.json"))
+            out += [check_input(f, "record") for f in found]
         else:
             out.append(check_input(p, "record"))
     if not out:
@@ -75,18 +75,19 @@ def _probe_scalars(results: dict[str, Any]) -> dict[str, float | None]:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise LscapeError("not a JSON record", str(path), str(exc)) from exc
+    """A probe or train record, checked against its JSON Schema (errors name the file and key)."""
+    from lscape_cli.storage.jsonio import check_schema, read_json
+
+    data = read_json(path, "record")
     schema = data.get("schema") if isinstance(data, dict) else None
     if schema not in (PROBE, TRAIN):
         raise LscapeError(
-            f"expected a {PROBE} or {TRAIN} record, found {schema!r}",
+            f"expected a {PROBE} or {TRAIN} record, found {str(schema)[:60]!r}",
             str(path),
             "pass probe/train JSON files or the directories that hold them",
         )
-    return data
+    check_schema(data, "probe.schema.json" if schema == PROBE else "train.schema.json", path)
+    return dict(data)
 
 
 def collect(paths: list[Path]) -> list[Run]:
@@ -117,6 +118,12 @@ def collect(paths: list[Path]) -> list[Run]:
 
 def _fill_from_checkpoint(run: Run) -> None:
     """Configuration and final metrics from the checkpoint header when no train record gave them."""
+    if run.checkpoint.exists() and sha256_file(run.checkpoint) != run.sha256:
+        raise LscapeError(
+            "checkpoint changed since its records were written (sha256 differs)",
+            str(run.checkpoint),
+            "re-run `lscape probe` (and `lscape train`) for it, or restore the original file",
+        )
     if run.config and "train_loss" in run.metrics:
         return
     if not run.checkpoint.exists():
@@ -124,12 +131,6 @@ def _fill_from_checkpoint(run: Run) -> None:
             "checkpoint named by a record is missing",
             str(run.checkpoint),
             "keep records beside their checkpoints, or pass the train records too",
-        )
-    if sha256_file(run.checkpoint) != run.sha256:
-        raise LscapeError(
-            "checkpoint changed since it was probed (sha256 differs)",
-            str(run.checkpoint),
-            "re-run `lscape probe` on it",
         )
     meta = read_metadata(run.checkpoint)
     if not run.config:

@@ -24,7 +24,7 @@ from lscape_cli.core.slice_request import SliceRequest
 from lscape_cli.core.slice_run import SliceResult
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage import slices as grids
-from lscape_cli.storage.files import sha256_file
+from lscape_cli.storage.files import remove_on_commit, sha256_file
 from lscape_cli.storage.records import environment, make_record, write_record
 
 SLICE_SCHEMA = "lscape.slice/1"
@@ -86,11 +86,7 @@ class SlicePaths:
 
     @classmethod
     def of(cls, record: Path) -> SlicePaths:
-        """The paths beside ``record``, once its directory is known to exist."""
-        if not record.parent.is_dir():
-            raise LscapeError(
-                "output directory does not exist", str(record.parent), "create it or choose another --out"
-            )
+        """The paths beside ``record`` (its directory is created when the files are written)."""
         name = record.name[: -len(".json")] if record.name.endswith(".json") else record.name
         return cls(record, record.with_name(name))
 
@@ -242,7 +238,7 @@ def write_slice(
     record["timing_s"] = timing
     write_record(paths.record, record)
     for f in paths.partials():
-        f.unlink(missing_ok=True)
+        remove_on_commit(f)
     return record
 
 

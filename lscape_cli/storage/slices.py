@@ -27,6 +27,7 @@ import torch
 from safetensors import safe_open
 
 from lscape_cli.storage.checkpoint import _check_complete, read_metadata, save_checkpoint
+from lscape_cli.storage.files import immediate
 
 GRID_SCHEMA = "lscape.slice-grid/1"
 PARTIAL_SCHEMA = "lscape.slice-partial/1"
@@ -69,13 +70,17 @@ def save_partial(
     rank: int,
     world_size: int,
 ) -> None:
-    """Flush the grid computed so far (atomic: a reader sees the previous or the new state)."""
-    save_checkpoint(
-        path,
-        {"loss": loss.double(), "accuracy": accuracy.double(), "done": done.to(torch.uint8)},
-        {"config": config, "rank": rank, "world_size": world_size},
-        schema=PARTIAL_SCHEMA,
-    )
+    """Flush the grid computed so far, at once (a reader sees the previous or the new state).
+
+    Written outside the command's output transaction: an interrupted run keeps it for ``--resume``.
+    """
+    with immediate():
+        save_checkpoint(
+            path,
+            {"loss": loss.double(), "accuracy": accuracy.double(), "done": done.to(torch.uint8)},
+            {"config": config, "rank": rank, "world_size": world_size},
+            schema=PARTIAL_SCHEMA,
+        )
 
 
 def load_partial(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -9,16 +9,13 @@ read, are skipped and named. A record of a newer schema version than this lscape
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lscape_cli.errors import LscapeError
-from lscape_cli.storage.files import atomic_path, sha256_file
+from lscape_cli.storage.files import atomic_dir, atomic_path, check_input, sha256_file
 
 SUPPORTED: dict[str, int] = {"train": 1, "probe": 1, "slice": 1, "connect": 1, "pareto": 1}
 
@@ -70,12 +67,14 @@ def _json_files(paths: list[Path]) -> list[Path]:
 
 def _classify(path: Path) -> tuple[str, dict[str, Any]] | str:
     """``(kind, data)`` for an lscape record this version reads, else the reason to skip it."""
+    from lscape_cli.storage.jsonio import read_json
+
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
+        data = read_json(check_input(path, "record"), "record")
+    except OSError as exc:
         return f"unreadable ({exc.__class__.__name__}: {exc})"
-    except ValueError as exc:
-        return f"not valid JSON ({exc})"
+    except LscapeError as exc:
+        return exc.what
     schema = data.get("schema") if isinstance(data, dict) else None
     if not isinstance(schema, str) or not schema.startswith("lscape."):
         return "not an lscape record (no lscape.* schema)"
@@ -167,28 +166,10 @@ def read_bytes(path: Path) -> bytes | None:
 
 
 def _fill_dir(target: Path, files: dict[str, bytes]) -> None:
-    """Replace the directory ``target`` by one holding exactly ``files``, swapping it in by rename."""
-    fresh = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    """Replace the folder ``target`` by one holding exactly ``files`` (with the command's other outputs)."""
+    with atomic_dir(target) as fresh:
         for name, data in files.items():
             (fresh / name).write_bytes(data)
-        os.chmod(fresh, 0o777 & ~_umask())
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.replace(target, old / target.name)
-        os.replace(fresh, target)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(fresh, ignore_errors=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_report(
@@ -199,10 +180,6 @@ def write_report(
     ``out`` (HTML), its Markdown twin, and the ``STEM-tables/`` and ``STEM-figures/`` folders beside it.
     """
     paths = report_paths(out)
-    if not out.parent.is_dir():
-        raise LscapeError(
-            "output directory does not exist", str(out.parent), "create it or choose another --out"
-        )
     for key in ("tables", "figures"):
         if paths[key].exists() and not paths[key].is_dir():
             raise LscapeError(

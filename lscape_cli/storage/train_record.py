@@ -33,7 +33,7 @@ from lscape_cli import __version__
 from lscape_cli.core.training import RunResult
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage.checkpoint import CheckpointMeta, save_checkpoint, save_trajectory
-from lscape_cli.storage.files import sha256_file
+from lscape_cli.storage.files import remove_on_commit, sha256_file
 from lscape_cli.storage.records import (
     environment,
     make_record,
@@ -134,9 +134,7 @@ def write_run(
                 "epochs": res.trajectory_epochs,
             }
         else:
-            Path(str(stem) + ".trajectory.safetensors").unlink(
-                missing_ok=True
-            )  # stale, from an overwritten run
+            remove_on_commit(Path(str(stem) + ".trajectory.safetensors"))  # stale, from an overwritten run
     if res.stop_reason == "interrupted":
         warnings.append("training was interrupted (Ctrl-C); the checkpoint holds the state reached")
     results: TrainResults = {
@@ -204,15 +202,10 @@ def check_outputs(
     overwrite: bool,
     chosen: Sequence[int] | None = None,
 ) -> None:
-    """Refuse an output directory whose parent is missing, or files that exist without ``overwrite``.
+    """Refuse an ``--out`` that is a file, or files that exist without ``overwrite`` (parents are created).
 
     ``chosen`` limits the check to the restarts this process writes (``--shard``); None means all.
     """
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise LscapeError(
-            "output directory's parent does not exist", str(parent), "create it first or choose another --out"
-        )
     if out.exists() and not out.is_dir():
         raise LscapeError("--out exists and is not a directory", str(out), "choose a directory path")
     suffixes = [".safetensors", ".train.json"] + ([".trajectory.safetensors"] if trajectory else [])

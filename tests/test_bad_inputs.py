@@ -1,0 +1,504 @@
+"""A corpus of bad inputs across every command, tried as a careless or hostile user would.
+
+Each case runs one command in a workspace holding a trained run (checkpoint, train record, trajectory,
+probe record, a second checkpoint) plus whatever broken file the case makes, and asserts the error
+contract: exit 1 (2 for usage errors), exactly one ``Error:`` line naming the offending input, no
+traceback, and every file of the workspace byte-identical afterwards with no file added.
+
+Classes (see ``CASES``): option domains, choices, corrupt/truncated/foreign files, malformed JSON inputs
+and records, outputs onto inputs, existing outputs, failed runs over a previous run, resource limits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import shutil
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import TINY_TRAIN
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad invocation: argv (``{w}`` is the workspace), exit code, text the Error line must hold."""
+
+    kind: str
+    argv: str
+    code: int
+    names: str
+    setup: Callable[[Path], None] | None = None
+
+
+W = "{w}"
+CKPT = f"{W}/model.safetensors"
+TRAIN = "train " + " ".join(TINY_TRAIN) + f" --out {W}/new"
+PROBE = f"probe {CKPT} --lambda-max --device cpu --quiet"
+SLICE = f"slice {CKPT} --dims 1 --steps 3 --no-plot --device cpu --quiet"
+CONNECT = f"connect {CKPT} {W}/other.safetensors --points 3 --no-plot --device cpu --quiet"
+PARETO = f"pareto {W} --y grad_norm --no-params --quiet --out {W}/new/pareto.json"
+
+
+def _write(name: str, data: bytes | str) -> Callable[[Path], None]:
+    def make(w: Path) -> None:
+        (w / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+
+    return make
+
+
+def _cut(name: str, keep: Callable[[bytes], int]) -> Callable[[Path], None]:
+    def make(w: Path) -> None:
+        data = (w / "model.safetensors").read_bytes()
+        (w / name).write_bytes(data[: keep(data)])
+
+    return make
+
+
+def _header(obj: dict, length: int | None = None) -> bytes:
+    text = json.dumps(obj).encode()
+    return struct.pack("<Q", len(text) if length is None else length) + text
+
+
+def _record(name: str, edit: Callable[[dict], object]) -> Callable[[Path], None]:
+    """Copy the train record with ``edit`` applied (it may return a replacement)."""
+
+    def make(w: Path) -> None:
+        rec = json.loads((w / "model.train.json").read_text())
+        new = edit(rec)
+        (w / name).write_text(json.dumps(rec if new is None else new))
+
+    return make
+
+
+def _set(path: str, value: object) -> Callable[[dict], None]:
+    def edit(rec: dict) -> None:
+        *parents, last = path.split(".")
+        node = rec
+        for p in parents:
+            node = node[p]
+        node[last] = value
+
+    return edit
+
+
+def _drop(key: str) -> Callable[[dict], None]:
+    def edit(rec: dict) -> None:
+        del rec[key]
+
+    return edit
+
+
+def _blocked(name: str) -> Callable[[Path], None]:
+    def make(w: Path) -> None:
+        (w / name).parent.mkdir(parents=True, exist_ok=True)
+        (w / name).write_text("in the way")
+
+    return make
+
+
+def _symlink(name: str, target: str) -> Callable[[Path], None]:
+    return lambda w: (w / name).symlink_to(w / target)
+
+
+def _touch_ckpt(w: Path) -> None:
+    """A byte of the checkpoint changed after it was probed (the record's sha256 no longer matches)."""
+    p = w / "model.safetensors"
+    data = bytearray(p.read_bytes())
+    data[-1] ^= 1
+    p.write_bytes(bytes(data))
+
+
+def _move_ckpt(w: Path) -> None:
+    (w / "model.safetensors").rename(w / "moved.safetensors")
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+CASES: dict[str, Case] = {
+    # ---- option domains (usage errors, exit 2) ----------------------------------------------------------
+    "train-lr-negative": Case("domain", f"{TRAIN} --lr -1", 2, "--lr"),
+    "train-lr-nan": Case("domain", f"{TRAIN} --lr nan", 2, "--lr"),
+    "train-lr-inf": Case("domain", f"{TRAIN} --lr inf", 2, "--lr"),
+    "train-lr-text": Case("domain", f"{TRAIN} --lr fast", 2, "--lr"),
+    "train-momentum-one": Case("domain", f"{TRAIN} --momentum 1", 2, "--momentum"),
+    "train-beta1-one": Case("domain", f"{TRAIN} --optimizer adam --beta1 1.0", 2, "--beta1"),
+    "train-beta2-negative": Case("domain", f"{TRAIN} --beta2 -0.1", 2, "--beta2"),
+    "train-weight-decay-negative": Case("domain", f"{TRAIN} --weight-decay -1e-4", 2, "--weight-decay"),
+    "train-tol-nan": Case("domain", f"{TRAIN} --tol nan", 2, "--tol"),
+    "train-min-delta-negative": Case("domain", f"{TRAIN} --min-delta -1", 2, "--min-delta"),
+    "train-epochs-zero": Case("domain", f"{TRAIN} --epochs 0", 2, "--epochs"),
+    "train-max-steps-zero": Case("domain", f"{TRAIN} --max-steps 0", 2, "--max-steps"),
+    "train-restarts-zero": Case("domain", f"{TRAIN} --restarts 0", 2, "--restarts"),
+    "train-width-zero": Case("domain", f"{TRAIN} --width 0", 2, "--width"),
+    "train-depth-zero": Case("domain", f"{TRAIN} --depth 0", 2, "--depth"),
+    "train-seed-negative": Case("domain", f"{TRAIN} --seed -1", 2, "--seed"),
+    "train-seed-huge": Case("domain", f"{TRAIN} --seed 99999999999999999999", 2, "--seed"),
+    "train-split-seed-negative": Case("domain", f"{TRAIN} --split-seed -3", 2, "--split-seed"),
+    "train-train-size-zero": Case("domain", f"{TRAIN} --train-size 0", 2, "--train-size"),
+    "train-max-batch-zero": Case("domain", f"{TRAIN} --max-batch 0", 2, "--max-batch"),
+    "train-trajectory-zero": Case("domain", f"{TRAIN} --save-trajectory 0", 2, "--save-trajectory"),
+    "train-threads-zero": Case("domain", f"{TRAIN} --threads 0", 2, "--threads"),
+    "train-synthetic-no-samples": Case(
+        "domain", f"{TRAIN} --dataset synthetic --num-samples 0", 2, "--num-samples"
+    ),
+    "train-synthetic-no-features": Case(
+        "domain", f"{TRAIN} --dataset synthetic --input-dim 0", 2, "--input-dim"
+    ),
+    "train-name-dotdot": Case("domain", f"{TRAIN} --name ../evil", 2, "--name"),
+    "train-name-slash": Case("domain", f"{TRAIN} --name a/b", 2, "--name"),
+    "train-name-empty": Case("domain", f"{TRAIN} --name ''", 2, "--name"),
+    "train-name-hidden": Case("domain", f"{TRAIN} --name .hidden", 2, "--name"),
+    "probe-tol-nan": Case("domain", f"{PROBE} --tol nan", 2, "--tol"),
+    "probe-tol-negative": Case("domain", f"{PROBE} --tol -1", 2, "--tol"),
+    "probe-memory-zero": Case("domain", f"{PROBE} --memory-budget 0", 2, "--memory-budget"),
+    "probe-memory-nan": Case("domain", f"{PROBE} --memory-budget nan", 2, "--memory-budget"),
+    "probe-retain-negative": Case("domain", f"{PROBE} --retain-chunks -1", 2, "--retain-chunks"),
+    "probe-pac-target-inf": Case("domain", f"{PROBE} --pac-bayes-target inf", 2, "--pac-bayes-target"),
+    "probe-matvecs-two": Case("domain", f"{PROBE} --matvecs 2", 2, "--matvecs"),
+    "probe-top-k-negative": Case("domain", f"{PROBE} --top-k -1", 2, "--top-k"),
+    "probe-seed-negative": Case("domain", f"{PROBE} --seed -1", 2, "--seed"),
+    "slice-range-nan": Case("domain", f"{SLICE} --range nan", 2, "--range"),
+    "slice-range-negative": Case("domain", f"{SLICE} --range -1", 2, "--range"),
+    "slice-range-zero": Case("domain", f"{SLICE} --range 0", 2, "--range"),
+    "slice-eigen-tol-zero": Case("domain", f"{SLICE} --eigen-tol 0", 2, "--eigen-tol"),
+    "slice-basin-nan": Case("domain", f"{SLICE} --basin-threshold nan", 2, "--basin-threshold"),
+    "slice-fit-radius-negative": Case("domain", f"{SLICE} --fit-radius -1", 2, "--fit-radius"),
+    "slice-memory-zero": Case("domain", f"{SLICE} --memory-budget 0", 2, "--memory-budget"),
+    "connect-points-one": Case("domain", f"{CONNECT} --points 1", 2, "--points"),
+    "connect-curve-lr-nan": Case("domain", f"{CONNECT} --curve-lr nan", 2, "--curve-lr"),
+    "connect-curve-lr-negative": Case("domain", f"{CONNECT} --curve-lr -1", 2, "--curve-lr"),
+    # ---- values outside a list of choices or a format (exit 1) -------------------------------------------
+    "train-batch-size-zero": Case("choice", f"{TRAIN} --batch-size 0", 1, "--batch-size"),
+    "train-init-nan": Case("choice", f"{TRAIN} --init normal:nan", 1, "--init"),
+    "train-init-inf": Case("choice", f"{TRAIN} --init normal:inf", 1, "--init"),
+    "train-init-unknown": Case("choice", f"{TRAIN} --init uniform:1", 1, "--init"),
+    "train-optimizer": Case("choice", f"{TRAIN} --optimizer rmsprop", 1, "--optimizer"),
+    "train-loss": Case("choice", f"{TRAIN} --loss hinge", 1, "--loss"),
+    "train-device": Case("choice", f"{TRAIN} --device tpu", 1, "--device"),
+    "train-dtype": Case("choice", f"{TRAIN} --dtype float16", 1, "--dtype"),
+    "probe-sharpness-nan": Case("choice", f"{PROBE} --sharpness 0.01,nan", 1, "--sharpness"),
+    "probe-noise-negative": Case("choice", f"{PROBE} --noise -1e-3", 1, "--noise"),
+    "probe-noise-text": Case("choice", f"{PROBE} --noise abc", 1, "--noise"),
+    "probe-split": Case("choice", f"{PROBE} --split bogus", 1, "--split"),
+    "probe-trace-method": Case("choice", f"{PROBE} --trace-method foo", 1, "--trace-method"),
+    "probe-check-syntax": Case("choice", f"{PROBE} --check 'lambda_max <'", 1, "--check"),
+    "probe-mode": Case("choice", f"{PROBE} --mode weird", 1, "--mode"),
+    "slice-steps-one": Case("choice", f"{SLICE} --steps 1", 1, "--steps"),
+    "slice-dims-three": Case("choice", f"{SLICE} --dims 3", 1, "--dims"),
+    "slice-norm": Case("choice", f"{SLICE} --norm bogus", 1, "--norm"),
+    "slice-two-kinds": Case(
+        "choice", f"{SLICE} --toward {W}/other.safetensors --pca {W}/model.trajectory.safetensors", 1, "--pca"
+    ),
+    "connect-align": Case("choice", f"{CONNECT} --align bogus", 1, "--align"),
+    "connect-curve": Case("choice", f"{CONNECT} --curve bogus", 1, "--curve"),
+    "pareto-reference-nan": Case(
+        "choice",
+        f"{PARETO} --metric train_loss:min --metric val_loss:min --reference 1,nan",
+        1,
+        "--reference",
+    ),
+    "pareto-reference-text": Case(
+        "choice", f"{PARETO} --metric train_loss:min --metric val_loss:min --reference a,b", 1, "--reference"
+    ),
+    "pareto-metric-sense": Case("choice", f"{PARETO} --metric train_loss:up", 1, "--metric"),
+    "pareto-group-by": Case("choice", f"{PARETO} --group-by nosuch.key", 1, "--group-by"),
+    # ---- corrupt, truncated or foreign files (exit 1) ----------------------------------------------------
+    "probe-missing": Case("file", f"probe {W}/missing.safetensors", 1, "missing.safetensors"),
+    "probe-directory": Case("file", f"probe {W}", 1, "{w}"),
+    "probe-empty": Case(
+        "file", f"probe {W}/bad.safetensors", 1, "bad.safetensors", _write("bad.safetensors", b"")
+    ),
+    "probe-cut-in-data": Case(
+        "file",
+        f"probe {W}/bad.safetensors",
+        1,
+        "bad.safetensors",
+        _cut("bad.safetensors", lambda d: len(d) - 5),
+    ),
+    "probe-cut-in-header": Case(
+        "file", f"probe {W}/bad.safetensors", 1, "bad.safetensors", _cut("bad.safetensors", lambda d: 40)
+    ),
+    "probe-random-bytes": Case(
+        "file",
+        f"probe {W}/bad.safetensors",
+        1,
+        "bad.safetensors",
+        _write("bad.safetensors", bytes(range(256)) * 4),
+    ),
+    "probe-a-json-record": Case("file", f"probe {W}/model.train.json", 1, "model.train.json"),
+    "probe-a-trajectory": Case(
+        "file", f"probe {W}/model.trajectory.safetensors", 1, "model.trajectory.safetensors"
+    ),
+    "probe-header-length-overflow": Case(
+        "file",
+        f"probe {W}/bad.safetensors",
+        1,
+        "bad.safetensors",
+        _write("bad.safetensors", b"\xff" * 8 + b"{}"),
+    ),
+    "probe-header-256TB-tensor": Case(
+        "file",
+        f"probe {W}/bad.safetensors",
+        1,
+        "bad.safetensors",
+        _write(
+            "bad.safetensors", _header({"w": {"dtype": "F32", "shape": [2**46], "data_offsets": [0, 2**48]}})
+        ),
+    ),
+    "probe-header-not-object": Case(
+        "file",
+        f"probe {W}/bad.safetensors",
+        1,
+        "bad.safetensors",
+        _write("bad.safetensors", _header([1, 2])),  # type: ignore[arg-type]
+    ),
+    "probe-plain-file-no-model": Case(
+        "file",
+        f"probe {W}/plain.safetensors",
+        1,
+        "plain.safetensors",
+        _write("plain.safetensors", _header({}) + b""),
+    ),
+    "slice-truncated": Case(
+        "file",
+        f"slice {W}/bad.safetensors",
+        1,
+        "bad.safetensors",
+        _cut("bad.safetensors", lambda d: len(d) // 2),
+    ),
+    "slice-toward-truncated": Case(
+        "file",
+        f"{SLICE} --toward {W}/bad.safetensors",
+        1,
+        "bad.safetensors",
+        _cut("bad.safetensors", lambda d: len(d) - 1),
+    ),
+    "slice-pca-on-a-checkpoint": Case("file", f"{SLICE} --pca {W}/other.safetensors", 1, "other.safetensors"),
+    "slice-directions-on-a-checkpoint": Case(
+        "file", f"{SLICE} --directions {W}/other.safetensors", 1, "other.safetensors"
+    ),
+    "connect-missing-b": Case("file", f"connect {CKPT} {W}/nope.safetensors", 1, "nope.safetensors"),
+    "connect-text-b": Case(
+        "file",
+        f"connect {CKPT} {W}/notes.safetensors",
+        1,
+        "notes.safetensors",
+        _write("notes.safetensors", "hello\n"),
+    ),
+    "info-empty": Case(
+        "file", f"info {W}/bad.safetensors", 1, "bad.safetensors", _write("bad.safetensors", b"")
+    ),
+    "info-json": Case("file", f"info {W}/model.train.json", 1, "model.train.json"),
+    # ---- malformed JSON inputs: --model-config (exit 1) ---------------------------------------------------
+    "model-config-syntax": Case(
+        "json", f"{PROBE} --model-config {W}/m.json", 1, "m.json", _write("m.json", "{name: mlp")
+    ),
+    "model-config-deep": Case(
+        "json", f"{PROBE} --model-config {W}/m.json", 1, "m.json", _write("m.json", DEEP)
+    ),
+    "model-config-array": Case(
+        "json", f"{PROBE} --model-config {W}/m.json", 1, "m.json", _write("m.json", "[1]")
+    ),
+    "model-config-not-utf8": Case(
+        "json", f"{PROBE} --model-config {W}/m.json", 1, "m.json", _write("m.json", b'{"a": "\xff"}')
+    ),
+    "model-config-huge": Case(
+        "json", f"{PROBE} --model-config {W}/m.json", 1, "m.json", _write("m.json", " " * (2**20 + 1) + "{}")
+    ),
+    "model-config-wrong-type": Case(
+        "json",
+        f"{PROBE} --model-config {W}/m.json",
+        1,
+        "m.json",
+        _write("m.json", json.dumps({"model": "mlp"})),
+    ),
+    # ---- malformed records read by pareto (exit 1; the file and the key named) -------------------------
+    "record-syntax": Case(
+        "record", f"{PARETO}", 1, "bad.train.json", _write("bad.train.json", '{"schema": ')
+    ),
+    "record-empty": Case("record", f"{PARETO}", 1, "bad.train.json", _write("bad.train.json", "")),
+    "record-array": Case("record", f"{PARETO}", 1, "bad.train.json", _write("bad.train.json", "[]")),
+    "record-deep": Case("record", f"{PARETO}", 1, "bad.train.json", _write("bad.train.json", DEEP)),
+    "record-not-utf8": Case(
+        "record", f"{PARETO}", 1, "bad.train.json", _write("bad.train.json", b"\xfe\xff{}")
+    ),
+    "record-missing-results": Case(
+        "record", f"{PARETO}", 1, "results", _record("bad.train.json", _drop("results"))
+    ),
+    "record-results-a-string": Case(
+        "record", f"{PARETO}", 1, "results", _record("bad.train.json", _set("results", "oops"))
+    ),
+    "record-loss-a-string": Case(
+        "record",
+        f"{PARETO}",
+        1,
+        "results.final.train_loss",
+        _record("bad.train.json", _set("results.final.train_loss", "low")),
+    ),
+    "record-checkpoint-entry-missing-sha": Case(
+        "record",
+        f"{PARETO}",
+        1,
+        "results.checkpoint",
+        _record("bad.train.json", _set("results.checkpoint", {"path": "model.safetensors"})),
+    ),
+    "record-foreign-schema": Case(
+        "record",
+        f"{PARETO} {W}/bad.json",
+        1,
+        "bad.json",
+        _record("bad.json", _set("schema", "lscape.slice/1")),
+    ),
+    "record-future-version": Case(
+        "record",
+        f"{PARETO} {W}/bad.json",
+        1,
+        "bad.json",
+        _record("bad.json", _set("schema", "lscape.train/9")),
+    ),
+    "record-checkpoint-changed": Case(
+        "record", f"{PARETO} {W}/model.probe.json", 1, "model.safetensors", _touch_ckpt
+    ),
+    "record-checkpoint-missing": Case(
+        "record",
+        f"pareto {W}/model.probe.json --y grad_norm --no-params --out {W}/p.json",
+        1,
+        "model.safetensors",
+        _move_ckpt,
+    ),
+    # ---- outputs onto inputs (exit 1) ----------------------------------------------------------------------
+    "probe-out-is-the-checkpoint": Case("overlap", f"{PROBE} --out {CKPT}", 1, "model.safetensors"),
+    "probe-out-links-to-the-checkpoint": Case(
+        "overlap",
+        f"{PROBE} --out {W}/link.json",
+        1,
+        "model.safetensors",
+        _symlink("link.json", "model.safetensors"),
+    ),
+    "probe-out-is-the-model-config": Case(
+        "overlap",
+        f"{PROBE} --model-config {W}/m.json --out {W}/m.json",
+        1,
+        "m.json",
+        _write("m.json", json.dumps({"name": "mlp"})),
+    ),
+    "slice-grid-onto-the-checkpoint": Case(
+        "overlap", f"{SLICE} --out {W}/model.json", 1, "model.safetensors"
+    ),
+    "slice-grid-onto-the-trajectory": Case(
+        "overlap",
+        f"{SLICE} --pca {W}/model.trajectory.safetensors --out {W}/model.trajectory.json",
+        1,
+        "model.trajectory.safetensors",
+    ),
+    "connect-out-is-b": Case("overlap", f"{CONNECT} --out {W}/other.safetensors", 1, "other.safetensors"),
+    "pareto-out-is-an-input-record": Case(
+        "overlap",
+        f"pareto {W}/model.train.json {W}/model.probe.json --no-params --out {W}/model.train.json",
+        1,
+        "model.train.json",
+    ),
+    "pareto-out-is-a-found-record": Case(
+        "overlap",
+        f"pareto {W} --y grad_norm --no-params --quiet --out {W}/model.probe.json",
+        1,
+        "model.probe.json",
+    ),
+    "train-out-is-a-file": Case("overlap", f"{TRAIN} --out {CKPT}", 1, "model.safetensors"),
+    "report-out-is-an-input": Case(
+        "overlap", f"report {W} {W}/r.html --out {W}/r.html", 1, "r.html", _write("r.html", "<p>mine</p>")
+    ),
+    "report-md-onto-an-input": Case(
+        "overlap", f"report {W}/r.md {W}/model.train.json --out {W}/r.html", 1, "r.md", _write("r.md", "{}")
+    ),
+    "report-folder-blocked-by-a-file": Case(
+        "exists", f"report {W} --out {W}/new/r.html", 1, "r-tables", _blocked("new/r-tables")
+    ),
+    "report-missing-input": Case("file", f"report {W}/nowhere", 1, "nowhere"),
+    "report-future-record": Case(
+        "record", f"report {W}", 1, "bad.json", _record("bad.json", _set("schema", "lscape.train/9"))
+    ),
+    # ---- requests that cannot fit in memory, refused before allocating (exit 1) ------------------------
+    "train-width-beyond-memory": Case("memory", f"{TRAIN} --depth 4 --width 10000000", 1, "--width"),
+    "train-synthetic-beyond-memory": Case(
+        "memory",
+        f"{TRAIN} --dataset synthetic --num-samples 1000000000 --input-dim 1000000",
+        1,
+        "--num-samples",
+    ),
+    "slice-grid-beyond-memory": Case("memory", f"{SLICE} --dims 2 --steps 1000001", 1, "--steps"),
+    "probe-density-beyond-memory": Case(
+        "memory", f"{PROBE} --density --density-steps 100000000000", 1, "--density-steps"
+    ),
+    # ---- existing outputs, failed runs over a previous run (exit 1, nothing replaced) ---------------------
+    "train-outputs-exist": Case("exists", f"{TRAIN} --out {W}", 1, "model.safetensors"),
+    "train-all-restarts-diverge-over-a-run": Case(
+        "failed-run",
+        f"train --model linear --loss mse --lr 1e6 --batch-size full --epochs 20 --dataset digits "
+        f"--train-size 64 --val-size 32 --test-size 32 --device cpu --quiet --out {W} --overwrite",
+        1,
+        "restart 0",
+    ),
+    "slice-fails-over-a-previous-slice": Case(
+        "failed-run",
+        f"{SLICE} --out {W}/old.slice.json --directions {W}/foreign.directions.safetensors",
+        1,
+        "foreign.directions.safetensors",
+        _write("foreign.directions.safetensors", b"junk" * 8),
+    ),
+}
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every file (and link) under ``root`` -> sha256 of its bytes (links: their target)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.is_symlink():
+            out[rel] = "link:" + str(p.readlink())
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+        else:
+            out[rel] = "dir"
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus_base(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, cli, tiny_args) -> Path:
+    """The workspace every case starts from: the tiny run, a second checkpoint, a probe record, a slice."""
+    base = tmp_path_factory.mktemp("corpus") / "w"
+    shutil.copytree(tiny_run, base)
+    other = tmp_path_factory.mktemp("other")
+    assert cli(*tiny_args(other, "--seed", "1")).exit_code == 0
+    shutil.copyfile(other / "model.safetensors", base / "other.safetensors")
+    r = cli("probe", base / "model.safetensors", "--grad-norm", "--device", "cpu", "--quiet")
+    assert r.exit_code == 0, r.output
+    args = shlex.split(SLICE.replace(W, str(base))) + ["--out", str(base / "old.slice.json")]
+    r = cli(*args)
+    assert r.exit_code == 0, r.output
+    return base
+
+
+def test_the_corpus_is_large_and_spans_every_command() -> None:
+    assert len(CASES) >= 60
+    commands = {c.argv.split()[0] for c in CASES.values()}
+    assert commands == {"train", "probe", "slice", "connect", "pareto", "info", "report"}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(name: str, corpus_base: Path, tmp_path: Path, cli, error_line) -> None:
+    case = CASES[name]
+    w = tmp_path / "w"
+    shutil.copytree(corpus_base, w, symlinks=True)
+    if case.setup is not None:
+        case.setup(w)
+    before = _snapshot(w)
+    result = cli(*shlex.split(case.argv.replace(W, str(w))))
+    line = error_line(result, code=case.code)
+    assert case.names.replace(W, str(w)) in line, line
+    assert _snapshot(w) == before
