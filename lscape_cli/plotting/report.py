@@ -259,18 +259,18 @@ def slice_comparison(panels: list[SlicePanel], keys: list[Any], compare: str) ->
         colour = colours[p.colour_key] if len(keys) > 1 else "tab:blue"
         if has1 and p.lines:
             _draw_lines(row[0], p, colour, log1)
-            row[0].set_ylabel("loss", fontsize=8)
+            row[0].set_ylabel("loss", fontsize=9)
         elif has1:
             _empty(row[0], "no 1-D slice")
         if has2 and p.plane:
             filled = _draw_plane(row[-1], p, levels, norm)
-            row[-1].set_ylabel("β", fontsize=8)
+            row[-1].set_ylabel("β", fontsize=9)
         elif has2:
             _empty(row[-1], "no 2-D slice")
         for ax in row:
-            ax.tick_params(labelbottom=True, labelsize=8)
+            ax.tick_params(labelbottom=True, labelsize=9)
     for ax in axes[-1]:
-        ax.set_xlabel("α (filter-normalised direction units)", fontsize=8)
+        ax.set_xlabel("α (filter-normalised direction units)", fontsize=9)
     if filled is not None and levels is not None:
         _colour_bar(fig, filled, levels, (1 - (right - 0.25) / width, bottom / height, 0.15 / width,
                                           1 - (top + bottom) / height))  # fmt: skip
