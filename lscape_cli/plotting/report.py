@@ -228,11 +228,12 @@ def _colour_bar(fig: Any, filled: Any, levels: Any, where: tuple[float, float, f
     bar.set_label("loss (2-D panels, shared levels)", fontsize=8)
 
 
-def slice_comparison(panels: list[SlicePanel], keys: list[Any], compare: str) -> Any:
+def slice_comparison(panels: list[SlicePanel], keys: list[Any], compare: str, directions: str) -> Any:
     """One row per model: its 1-D curves (left) and 2-D contours (right), on shared axes.
 
     α is shared by every panel, the loss axis by every 1-D panel (log when the losses span more than a
     decade), β by every 2-D panel, and one colour scale (one colour bar) by every contour plot.
+    ``directions`` names the α/β units (e.g. ``filter-normalised random directions``).
     """
     has1, has2 = any(p.lines for p in panels), any(p.plane for p in panels)
     ncols, nrows = int(has1) + int(has2), len(panels)
@@ -270,7 +271,7 @@ def slice_comparison(panels: list[SlicePanel], keys: list[Any], compare: str) ->
         for ax in row:
             ax.tick_params(labelbottom=True, labelsize=9)
     for ax in axes[-1]:
-        ax.set_xlabel("α (filter-normalised direction units)", fontsize=9)
+        ax.set_xlabel(f"α ({directions})", fontsize=9)
     if filled is not None and levels is not None:
         _colour_bar(fig, filled, levels, (1 - (right - 0.25) / width, bottom / height, 0.15 / width,
                                           1 - (top + bottom) / height))  # fmt: skip

@@ -66,11 +66,13 @@ def comparison(
     ordered = sorted(rows.values(), key=lambda t: t[0])
     panels = [p for _, p, _ in ordered]
     keys = sorted({p.colour_key for p in panels}, key=sort_key)
-    fig = plots.slice_comparison(panels, keys, colour or "")
+    norms = sorted({str(get(r.data, "/config/directions/norm") or "not") for r in comparable(records)})
+    directions = f"random directions, {' / '.join(norms)}-normalised"
+    fig = plots.slice_comparison(panels, keys, colour or "", directions)
     listing = "; ".join(f"{p.label}: {', '.join(u)}" for _, p, u in ordered)
     caption = (
         "one row per model, top to bottom: α shared by every panel, loss by the 1-D panels, β and the "
-        f"contour levels by the 2-D panels; random filter-normalised directions; records: {listing}"
+        f"contour levels by the 2-D panels; {directions}; records: {listing}"
     )
     return [Image("slices-compared.png", "Slices compared across models", plots.png(fig), caption)]
 
