@@ -379,3 +379,39 @@ def test_json_summary(study: Path, tmp_path: Path, cli: Callable[..., Result]) -
     assert "inventory.csv" in res["tables"] and "inventory.tex" in res["tables"]
     assert all((Path(res["tables_dir"]) / t).is_file() for t in res["tables"])
     assert all((Path(res["figures_dir"]) / f).is_file() for f in res["figures"]) and res["figures"]
+
+
+def test_slices_compared_across_models(study: Path, tmp_path: Path, cli: Callable[..., Result]) -> None:
+    """One figure, one row per model, from the random-direction slice records only.
+
+    d1/model-r001 has only a --toward slice: a data-dependent direction, so it gets no row.
+    """
+    root = tmp_path / "s"
+    shutil.copytree(study, root, ignore=shutil.ignore_patterns("report*", "pareto*", "*.connect.*"))
+    d1, d2 = root / "d1/model-r000.safetensors", next((root / "d2").glob("*.safetensors"))
+    for args in (
+        (d2, "--dims", "2", "--steps", "3", "--range", "0.5"),
+        (root / "d1/model-r001.safetensors", "--toward", d1, "--dims", "1", "--steps", "3", "--out",
+         root / "d1/model-r001.toward.json"),
+    ):  # fmt: skip
+        r = cli("slice", *args, "--quiet")
+        assert r.exit_code == 0, r.output
+    out = root / "report.html"
+    r = cli("report", root, "--compare", "model.depth", "--out", out)
+    assert r.exit_code == 0, r.output
+    html = out.read_text()
+    figures = re.findall(r'<img src="data:image/png;base64,[^"]+" alt="([^"]*)"><figcaption>([^<]*)<', html)
+    compared = [cap for alt, cap in figures if alt == "Slices compared across models"]
+    assert len(compared) == 1
+    listing = compared[0].removesuffix(")").split("records: ")[1].split("; ")  # figcaption: title (caption)
+    assert listing == [  # ordered by --compare (depth 1 before 2), each row names its records
+        "d1/model-r000 (model.depth = 1): d1/model-r000.slice.json",
+        f"d2/{d2.stem} (model.depth = 2): d2/{d2.stem}.slice.json",
+    ]
+    assert "toward" not in compared[0]
+    png = out.with_name("report-figures") / "slices-compared.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    section = html[html.index('<section id="slice"') :]
+    section = section[: section.index("</section>")]
+    assert "Slices compared across models" in section  # in the Slices section, after its table
+    assert section.index("<table") < section.index("Slices compared across models")

@@ -109,6 +109,9 @@ def test_study_script_runs_at_smoke_scale(study: str, lscape_env: dict[str, str]
     missing = [s for s in SECTIONS[study] if s not in found]
     assert not missing, f"{study}: sections {missing} missing from the report (has {found})"
     assert (out / "report.md").is_file() and list((out / "report-tables").glob("*.csv"))
+    if study == "seed001":  # every model's slices on shared axes, the paper's Figs. 1-2 side by side
+        assert (out / "report-figures" / "slices-compared.png").is_file()
+        assert 'alt="Slices compared across models"' in page
     assert "provenance" not in found, "a fresh study has no stale or skipped records"
 
 

@@ -68,7 +68,8 @@ for run in "$OUT/width/mlp-$MLP_LMC" "$OUT/width/cnn-$CNN_LMC"; do
     --split train --pac-bayes --out "$run/model-r000.table5.probe.json" --quiet
 done
 
-# 5. One page: Table 1 (inventory), the curvature tables, training curves, slices, connectivity.
+# 5. One page: Table 1 (inventory), the curvature tables, training curves, slices (every model's lines and
+#    contours on shared axes: slices-compared.png), connectivity.
 lscape report "$OUT" --compare model.name --title "Seed 001: MLP vs CNN widths, optimizers" \
   --out "$OUT/report.html" --quiet
 echo "report: $OUT/report.html"

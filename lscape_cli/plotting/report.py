@@ -154,3 +154,125 @@ def png(fig: Any, dpi: int = 100) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
+
+
+@dataclass
+class SlicePanel:
+    """One model's slices, either of which may be missing.
+
+    1-D: ``lines[k][i]`` at ``alphas1[i]``; 2-D: ``plane[i][j]`` at ``(alphas2[i], betas2[j])``.
+    """
+
+    label: str
+    colour_key: Any
+    alphas1: list[float] = field(default_factory=list)
+    lines: list[list[float | None]] = field(default_factory=list)
+    alphas2: list[float] = field(default_factory=list)
+    betas2: list[float] = field(default_factory=list)
+    plane: list[list[float | None]] = field(default_factory=list)
+
+
+def _loss_scale(values: list[float]) -> tuple[bool, float, float]:
+    """Whether a shared loss axis needs a log scale (positive, spanning over a decade), and its range."""
+    lo, hi = min(values), max(values)
+    return lo > 0 and hi / lo > 10, lo, max(hi, lo + 1e-12)
+
+
+def _contour_levels(values: list[float]) -> tuple[Any, Any]:
+    """Twelve shared contour levels (log-spaced when the losses span decades) and their colour norm."""
+    import numpy as np
+    from matplotlib.colors import LogNorm, Normalize
+
+    log, lo, hi = _loss_scale(values)
+    levels = np.geomspace(lo, hi, 12) if log else np.linspace(lo, hi, 12)
+    return levels, (LogNorm(lo, hi) if log else Normalize(lo, hi))
+
+
+def _draw_lines(ax: Any, p: SlicePanel, colour: Any, log: bool) -> None:
+    for values in p.lines:
+        ax.plot(p.alphas1, _nan(values), color=colour, lw=1.0, alpha=0.8)
+    if log:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_title(f"{p.label}: {len(p.lines)} directions", fontsize=9.5, color=colour)
+    ax.grid(alpha=0.3)
+
+
+def _draw_plane(ax: Any, p: SlicePanel, levels: Any, norm: Any) -> Any:
+    import numpy as np
+
+    z = np.ma.masked_invalid(np.array([_nan(r) for r in p.plane]).T)  # rows: beta, columns: alpha
+    filled = ax.contourf(p.alphas2, p.betas2, z, levels=levels, cmap="viridis", norm=norm)
+    ax.contour(p.alphas2, p.betas2, z, levels=levels, colors="black", linewidths=0.4, norm=norm)
+    ax.plot([0], [0], marker="x", color="white", ms=6, mew=1.5)
+    ax.set_title(f"{p.label}: 2-D plane", fontsize=9.5)
+    return filled
+
+
+def _empty(ax: Any, text: str) -> None:
+    ax.set_axis_off()  # not set_xticks([]): the axes share their ticks with the others
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=8.5, color="0.4")
+
+
+def _colour_bar(fig: Any, filled: Any, levels: Any, where: tuple[float, float, float, float]) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    bar = fig.colorbar(
+        filled, cax=fig.add_axes(where), ticks=levels[::2], format=FuncFormatter(lambda v, _: f"{v:.3g}")
+    )
+    bar.ax.minorticks_off()
+    bar.set_label("loss (2-D panels, shared levels)", fontsize=8)
+
+
+def slice_comparison(panels: list[SlicePanel], keys: list[Any], compare: str, directions: str) -> Any:
+    """One row per model: its 1-D curves (left) and 2-D contours (right), on shared axes.
+
+    α is shared by every panel, the loss axis by every 1-D panel (log when the losses span more than a
+    decade), β by every 2-D panel, and one colour scale (one colour bar) by every contour plot.
+    ``directions`` names the α/β units (e.g. ``filter-normalised random directions``).
+    """
+    has1, has2 = any(p.lines for p in panels), any(p.plane for p in panels)
+    ncols, nrows = int(has1) + int(has2), len(panels)
+    pw, ph, left, right, top, bottom, gw, gh = 3.4, 2.0, 0.85, 1.35, 0.35, 0.55, 0.75, 0.7
+    width = left + right + ncols * pw + (ncols - 1) * gw
+    height = top + bottom + nrows * ph + (nrows - 1) * gh
+    fig = new_figure(width, height, layout=None)
+    fig.subplots_adjust(
+        left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
+        wspace=gw / pw, hspace=gh / ph,
+    )  # fmt: skip
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey="col")
+    colours, _ = _palette(keys)
+    line_values = [
+        float(v) for p in panels for ln in p.lines for v in ln if v is not None and math.isfinite(v)
+    ]
+    plane_values = [
+        float(v) for p in panels for r in p.plane for v in r if v is not None and math.isfinite(v)
+    ]
+    log1 = bool(line_values) and _loss_scale(line_values)[0]
+    levels, norm = _contour_levels(plane_values) if plane_values else (None, None)
+    filled = None
+    for row, p in zip(axes, panels, strict=True):
+        colour = colours[p.colour_key] if len(keys) > 1 else "tab:blue"
+        if has1 and p.lines:
+            _draw_lines(row[0], p, colour, log1)
+            row[0].set_ylabel("loss", fontsize=9)
+        elif has1:
+            _empty(row[0], "no 1-D slice")
+        if has2 and p.plane:
+            filled = _draw_plane(row[-1], p, levels, norm)
+            row[-1].set_ylabel("β", fontsize=9)
+        elif has2:
+            _empty(row[-1], "no 2-D slice")
+        for ax in row:
+            ax.tick_params(labelbottom=True, labelsize=9)
+    for ax in axes[-1]:
+        ax.set_xlabel(f"α ({directions})", fontsize=9)
+    if filled is not None and levels is not None:
+        _colour_bar(fig, filled, levels, (1 - (right - 0.25) / width, bottom / height, 0.15 / width,
+                                          1 - (top + bottom) / height))  # fmt: skip
+    return fig

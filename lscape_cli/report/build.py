@@ -14,7 +14,7 @@ from typing import Any
 
 from lscape_cli import __version__
 from lscape_cli.errors import LscapeError
-from lscape_cli.report import curvature, figures, inventory, studies
+from lscape_cli.report import curvature, figures, inventory, landscape, studies
 from lscape_cli.report.document import Block, Bullets, Document, Image, Section
 from lscape_cli.report.render import to_csv, to_html, to_latex, to_markdown
 from lscape_cli.report.runs import Run, check_key, join, order, rel
@@ -142,7 +142,10 @@ def document(req: ReportRequest, study: Study, runs: list[Run], rels: dict[str, 
         ("pareto", "Pareto analysis", studies.pareto),
     ):
         if _of(recs, kind):
-            sections.append(Section(kind, title, fn(_of(recs, kind), rels)))
+            blocks = fn(_of(recs, kind), rels)
+            if kind == "slice":  # seed 001: every model's slices on shared axes, after the table
+                blocks[1:1] = landscape.comparison(_of(recs, kind), runs, rels, colour)
+            sections.append(Section(kind, title, blocks))
     sections = [s for s in sections if s.blocks]
     return Document(req.title or "lscape report", _summary(req, study, runs), sections, _footer(study))
 
