@@ -19,7 +19,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from lscape_cli.core.objective import chunked_mean, loss_sum, num_correct
-from lscape_cli.core.surface import first_layer
+from lscape_cli.core.surface import AfterFirst, first_layer
 
 if TYPE_CHECKING:
     from lscape_cli.core.training import TrainConfig
@@ -41,7 +41,7 @@ class StackedModel:
         self.loop_train = has_batchnorm(model)
         self.r = len(states)
         self.first = _first_linear(model)
-        self.after = _After(model)
+        self.after = AfterFirst(model)
 
     def logits(self, x: torch.Tensor, train: bool, per_restart_x: bool) -> torch.Tensor:
         """(R, N, C) outputs; ``x`` is (N, ...) shared or (R, N, ...) per restart."""
@@ -101,19 +101,6 @@ class StackedModel:
         """Restart ``r``'s state_dict in the module's key order, on CPU."""
         merged = {**self.params, **self.buffers}
         return {k: merged[k][r].detach().to("cpu").clone() for k in self.model.state_dict()}
-
-
-class _After(nn.Module):
-    """A model's ``forward_after_first`` as a forward, so ``functional_call`` can run it."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.inner = model
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """The layers after the first."""
-        out: torch.Tensor = self.inner.forward_after_first(z)  # type: ignore[operator]
-        return out
 
 
 def _first_linear(model: nn.Module) -> str | None:

@@ -102,7 +102,7 @@ def first_layer(model: nn.Module) -> str | None:
     return name if type(module) in (nn.Linear, nn.Conv2d) else None
 
 
-class _After(nn.Module):
+class AfterFirst(nn.Module):
     """``forward_after_first`` as a module's forward, so ``functional_call`` can run it."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -197,7 +197,7 @@ class SurfaceEvaluator:
         names = list(self.space.theta)
         prefix = f"{self._first}."
         self._rest = [n for n in names if not n.startswith(prefix)] if self._first else names
-        self._net: nn.Module = _After(model) if self._first else model
+        self._net: nn.Module = AfterFirst(model) if self._first else model
         self._key = (lambda n: f"inner.{n}") if self._first else (lambda n: n)
         self._buffers = {self._key(n): b for n, b in self.space.buffers.items()}
         self._slots = None if self._train else _Slots(self._net, self._buffers)
