@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_name  # noqa: E402
+from bench_probe import MeanLoss  # noqa: E402  (the loss every tool differentiates)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = {
@@ -54,26 +54,6 @@ CHECKPOINTS = {
 EIG_TOL = 1e-6
 TRACE_MATVECS = 45
 MARK_BEGIN, MARK_END = "<!-- bench:begin -->", "<!-- bench:end -->"
-
-
-def mean_loss(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
-    """lscape's loss: mean over samples (MSE summed over the outputs, one-hot targets)."""
-    if kind == "ce":
-        return F.cross_entropy(out, y)
-    return (out - F.one_hot(y, out.shape[-1]).to(out.dtype)).pow(2).sum(-1).mean()
-
-
-class MeanLoss(nn.Module):
-    """The same loss as a module (curvlinops reads ``reduction``)."""
-
-    reduction = "mean"
-
-    def __init__(self, kind: str) -> None:
-        super().__init__()
-        self.kind = kind
-
-    def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return mean_loss(out, y, self.kind)
 
 
 @dataclass
