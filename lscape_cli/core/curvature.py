@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import torch
@@ -61,7 +60,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch.func import functional_call
 
 from lscape_cli.core.choices import CurvatureKind
-from lscape_cli.core.hvp import HVP, Objective, Params, flatten, numel, unflatten
+from lscape_cli.core.hvp import HVP, NestedContext, Objective, Params, flatten, numel, unflatten
 from lscape_cli.core.objective import mse_target
 
 CURVATURES = CurvatureKind.values()
@@ -182,7 +181,7 @@ class _Chunk:
     lam: _OutputCurvature
 
 
-class GGN:
+class GGN(NestedContext):
     """The operator ``v ↦ M v`` for ``M = (1/N) Σ_i J_iᵀ Λ_i J_i`` (module docstring), counting products.
 
     It has the interface of :class:`lscape_cli.core.hvp.HVP` (``params``, ``dim``, ``batch_size``,
@@ -320,17 +319,6 @@ class GGN:
         """Release the graphs now (the sampled labels are kept: the matrix stays the same)."""
         self._chunks = None
         self._leaves = None
-
-    def __enter__(self) -> GGN:
-        self._depth += 1
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            self.close()
 
 
 def curvature_operator(

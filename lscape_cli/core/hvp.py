@@ -48,7 +48,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -100,6 +100,7 @@ __all__ = [  # the HVP interface, and what its users import from here
     "Calibration",
     "DenseOperator",
     "Footprint",
+    "NestedContext",
     "Objective",
     "Operator",
     "Params",
@@ -288,7 +289,38 @@ class Operator(Protocol):
     def __exit__(self, *exc: Any) -> Any: ...
 
 
-class HVP:
+class _Closable(Protocol):
+    _depth: int
+
+    def close(self) -> None: ...
+
+
+_Op = TypeVar("_Op", bound=_Closable)
+
+
+class NestedContext:
+    """The operators' ``with`` protocol: blocks nest, and the outermost exit calls ``close()``.
+
+    Estimators enter the operator they are given, so a caller's own ``with`` keeps the kept graphs alive
+    across several estimator runs and releases them once, at its end.
+    """
+
+    def __enter__(self: _Op) -> _Op:
+        self._depth += 1
+        return self
+
+    def __exit__(
+        self: _Closable,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self.close()
+
+
+class HVP(NestedContext):
     """The linear operator ``v ↦ Hv`` of an :class:`Objective`, counting its products.
 
     Use it as a context manager: the ``double_backward`` graph is built on the first product and
@@ -418,17 +450,6 @@ class HVP:
         """Release the gradient graph now; a later product rebuilds it."""
         for impl in self._impls.values():
             impl.release()
-
-    def __enter__(self) -> HVP:
-        self._depth += 1
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            self.close()
 
 
 class DenseOperator:
