@@ -47,7 +47,12 @@ def without_wall_times(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def assert_same_run(a: RunResult, b: RunResult, same_bits: Any) -> None:
-    assert (a.stop_reason, a.steps, a.epochs, a.best_epoch) == (b.stop_reason, b.steps, b.epochs, b.best_epoch)
+    assert (a.stop_reason, a.steps, a.epochs, a.best_epoch) == (
+        b.stop_reason,
+        b.steps,
+        b.epochs,
+        b.best_epoch,
+    )
     assert list(a.state) == list(b.state)
     for name in a.state:
         assert same_bits(a.state[name], b.state[name]), name
@@ -107,7 +112,9 @@ def test_resumed_tracking_probes_are_the_same(tmp_path: Path, digits: Any, spec_
 
     def run(store: ResumeFile | None) -> list[RunResult]:
         tracker = make_tracker(track, digits, cfg)
-        return train_restarts(models.build(spec), digits, cfg, [1], CPU, torch.float32, tracker=tracker, store=store)
+        return train_restarts(
+            models.build(spec), digits, cfg, [1], CPU, torch.float32, tracker=tracker, store=store
+        )
 
     (reference,) = run(None)
     run(SaveAt(path, 2))
@@ -117,7 +124,9 @@ def test_resumed_tracking_probes_are_the_same(tmp_path: Path, digits: Any, spec_
     assert result.tracking_s > 0
 
 
-def test_a_state_from_other_settings_is_refused_naming_the_fields(tmp_path: Path, digits: Any, spec_for) -> None:
+def test_a_state_from_other_settings_is_refused_naming_the_fields(
+    tmp_path: Path, digits: Any, spec_for
+) -> None:
     from lscape_cli.errors import LscapeError
 
     spec = spec_for("mlp", digits, depth=1, width=8)
@@ -173,7 +182,9 @@ def test_cli_removes_the_state_on_success_and_records_the_resume(
     assert any("--resume found no state" in w for w in record["warnings"])
 
 
-def test_cli_resume_keeps_the_output_guard_and_checks_the_key(tmp_path: Path, cli, tiny_args, error_line) -> None:
+def test_cli_resume_keeps_the_output_guard_and_checks_the_key(
+    tmp_path: Path, cli, tiny_args, error_line
+) -> None:
     out = tmp_path / "run"
     assert cli(*tiny_args(out, "--epochs", "1")).exit_code == 0
     refused = cli(*tiny_args(out, "--epochs", "1", "--resume"))  # --resume is no licence to overwrite

@@ -185,4 +185,7 @@ def _final_status(results: list[Any], store: Any) -> None:
             if store.epoch is not None
             else "no epoch was saved yet (run it again)"
         )
-        raise fail(f"training interrupted: nothing was written and previous files are unchanged; {kept}", EXIT_INTERRUPTED)
+        raise fail(
+            f"training interrupted: nothing was written and previous files are unchanged; {kept}",
+            EXIT_INTERRUPTED,
+        )

@@ -201,7 +201,9 @@ class _Track:
         out = {n: getattr(self, n) for n in _TRACK_FIELDS}
         out["windows"] = [list(w.losses) for w in self.windows]
         out["best_state"] = [None if s is None else cpu(s, "cpu") for s in self.best_state]
-        out["last_eval"] = None if self.last_eval is None else (self.last_eval[0], cpu(self.last_eval[1], "cpu"))
+        out["last_eval"] = (
+            None if self.last_eval is None else (self.last_eval[0], cpu(self.last_eval[1], "cpu"))
+        )
         return out
 
     def restore(self, saved: dict[str, Any], device: torch.device) -> None:

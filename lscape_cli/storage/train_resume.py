@@ -96,7 +96,11 @@ class ResumeFile:
 
     def save(self, state: TrainState) -> None:
         """Replace the file with ``state``, at once and atomically."""
-        payload = {"schema": RESUME_SCHEMA, "key": json.dumps(self.key, sort_keys=True), "state": state.to_dict()}
+        payload = {
+            "schema": RESUME_SCHEMA,
+            "key": json.dumps(self.key, sort_keys=True),
+            "state": state.to_dict(),
+        }
         with immediate(), atomic_path(self.path) as tmp:
             torch.save(payload, tmp)
         self.last_save, self.epoch = time.monotonic(), state.epoch
