@@ -186,6 +186,6 @@ def _final_status(results: list[Any], store: Any) -> None:
             else "no epoch was saved yet (run it again)"
         )
         raise fail(
-            f"training interrupted: nothing was written and previous files are unchanged; {kept}",
+            f"training interrupted: no output file was written or changed; {kept}",
             EXIT_INTERRUPTED,
         )
