@@ -269,10 +269,14 @@ def test_record_command_is_the_invocation(tmp_path: Path, cli, tiny_args, read_j
     assert read_json(tmp_path / "run" / "model.train.json")["command"] == ["lscape", *args]
 
 
+@pytest.mark.parametrize("every", ["30", "0"])
 def test_ctrl_c_writes_nothing_and_keeps_the_previous_run(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli, tiny_args, error_line
+    every: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli, tiny_args, error_line
 ) -> None:
-    """A KeyboardInterrupt during epoch 2 of an --overwrite run: exit 130, the earlier run's files intact."""
+    """A KeyboardInterrupt during epoch 2 of an --overwrite run: exit 130, the earlier run's files intact.
+
+    With ``--resume-every 0`` the state after epoch 1 is kept, and the error says where.
+    """
     from lscape_cli.core import training
 
     out = tmp_path / "run"
@@ -287,12 +291,17 @@ def test_ctrl_c_writes_nothing_and_keeps_the_previous_run(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(training, "_train_epoch", interrupt_second_epoch)
-    line = error_line(cli(*tiny_args(out, "--epochs", "5", "--overwrite")), code=130)
-    assert (
-        line
-        == "Error: training interrupted: nothing was written and previous files are unchanged (run it again)"
+    line = error_line(cli(*tiny_args(out, "--epochs", "5", "--overwrite", "--resume-every", every)), code=130)
+    state = out / "model.resume.pt"
+    kept = (
+        f"the state after epoch 1 is in {state} (re-run with --resume to continue)"
+        if every == "0"
+        else "no epoch was saved yet (run it again)"
     )
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert line == f"Error: training interrupted: no output file was written or changed; {kept}"
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert after.pop(state.name, None) is not None if every == "0" else state.name not in after
+    assert after == before
 
 
 def test_restart_of_a_batched_run_equals_the_single_run(tmp_path: Path, cli, tiny_args) -> None:

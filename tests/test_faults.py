@@ -1,8 +1,9 @@
 """Faults: SIGKILL and SIGINT during `train` and `slice`, in a real process.
 
 After either signal: no partial file under a final name, the previous run's files byte-identical, and
-(slice) ``--resume`` finishing the grid to exactly the values of an uninterrupted run. Train has no
-resume state: re-running it reproduces the uninterrupted bytes (determinism, checked here in-process).
+``--resume`` finishing the run from the state it kept (train: ``NAME.resume.pt``; slice: the partial
+grid) to exactly the bytes (train) or values (slice) of an uninterrupted run. Re-running a train
+command from the start reproduces the uninterrupted bytes too (determinism, checked here in-process).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -89,6 +91,56 @@ def test_train_interrupted_leaves_the_previous_run(sig: int, tmp_path: Path, cli
     code, err = _finish(proc, sig)
     _check_exit(sig, code, err)
     assert _snapshot(out) == before  # nothing replaced, nothing added (not even a temporary file)
+
+
+RESUMABLE = ("--epochs", "120", "--eval-every", "20", "--save-trajectory", "50", "--seed", "7")
+RESUMABLE += ("--optimizer", "adam", "--lr", "0.01", "--patience", "50", "--restore-best")
+
+
+@pytest.fixture(scope="module")
+def resumable_reference(tmp_path_factory: pytest.TempPathFactory, cli, tiny_args) -> Path:
+    """The uninterrupted run of the RESUMABLE command."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    assert cli(*tiny_args(out, *RESUMABLE)).exit_code == 0
+    return out
+
+
+def _without_wall_times(record: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in e.items() if k != "wall_time_s"} for e in record["results"]["history"]]
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_train_interrupted_resumes_to_the_uninterrupted_bytes(
+    sig: int, tmp_path: Path, cli, tiny_args, read_json, resumable_reference: Path
+) -> None:
+    reference = resumable_reference
+    out = tmp_path / "run"
+    assert cli(*tiny_args(out, "--epochs", "1", "--save-trajectory", "1")).exit_code == 0
+    before = _snapshot(out)  # the previous run's files
+    state = out / "model.resume.pt"
+    proc = _start(tiny_args(out, *RESUMABLE, "--overwrite", "--resume-every", "0"))
+    _wait_for(proc, state.exists)  # at least one epoch is kept
+    code, err = _finish(proc, sig)
+    _check_exit(sig, code, err)
+    if sig == signal.SIGINT:
+        assert "re-run with --resume to continue" in err and str(state) in err, err
+    after = _snapshot(out)
+    assert state.name in after  # the resume state is kept ...
+    del after[state.name]
+    staged = [n for n in after if n.startswith(".") and n.endswith(".tmp")]
+    assert sig == signal.SIGKILL or not staged
+    assert {n: b for n, b in after.items() if n not in staged} == before  # ... no final file changed
+    resumed = cli(*tiny_args(out, *RESUMABLE, "--overwrite", "--resume"))
+    assert resumed.exit_code == 0, resumed.output
+    for name in ("model.safetensors", "model.trajectory.safetensors"):
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+    record, ref_record = read_json(out / "model.train.json"), read_json(reference / "model.train.json")
+    assert record["config"]["resume"]["requested"] and record["config"]["resume"]["from_epoch"] >= 1
+    assert _without_wall_times(record) == _without_wall_times(ref_record)
+    assert record["results"]["final"] == ref_record["results"]["final"]
+    assert not state.exists()
+    assert not list(out.glob(".*.tmp"))
 
 
 def test_the_same_train_command_gives_the_same_bytes(tmp_path: Path, cli, tiny_args) -> None:

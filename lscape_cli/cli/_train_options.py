@@ -229,3 +229,21 @@ SaveTrajectoryOpt = Annotated[
         rich_help_panel=OUT,
     ),
 ]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue an interrupted or killed run from OUT/NAME.resume.pt (same options; starts from "
+        "epoch 1 with a warning when there is none). Ends with the bytes an uninterrupted run writes (CPU).",
+        rich_help_panel=OUT,
+    ),
+]
+ResumeEveryOpt = Annotated[
+    float,
+    typer.Option(
+        callback=NONNEGATIVE,
+        metavar="SECONDS",
+        help="Save the resume state at the end of an epoch at most this often (0: every epoch).",
+        rich_help_panel=OUT,
+    ),
+]

@@ -30,9 +30,13 @@ def run_training(
     dtype_name: str,
     json_out: bool,
     quiet: bool,
+    resume: tuple[bool, float, Path],
     user: Any = None,
 ) -> None:
-    """Load data, build the model, train, write every file, report."""
+    """Load data, build the model, train, write every file, report.
+
+    ``resume``: ``(requested, every_s, path)`` of the resume state (``--resume``, ``--resume-every``).
+    """
     from lscape_cli import datasets, models
     from lscape_cli.core import budget
     from lscape_cli.core.tracking import make_tracker
@@ -59,22 +63,7 @@ def run_training(
     every, batch = cfg.trajectory_every, cfg.batch_size or size.num_samples
     budget.check(budget.training_demands(restarts, cfg.epochs, cfg.max_steps, batch, every, size), device)
     stems = output_stems(out, name, restarts, chosen)  # after the budget: a huge --restarts is refused first
-    t_setup = time.perf_counter() - t0
     seeds = [seed + r for r in chosen]
-    with Progress(quiet, cfg.epochs, len(chosen)) as on_epoch:
-        results = train_restarts(
-            module,
-            splits,
-            cfg,
-            seeds,
-            device,
-            dtype,
-            on_epoch=on_epoch,
-            tracker=tracker,
-            initial_state=initial_state,
-        )
-    results = relabel(results, chosen)
-    t_train = time.perf_counter() - t0 - t_setup
     context = {
         "model": mspec.to_dict(),
         "dataset": splits.describe(),
@@ -86,8 +75,27 @@ def run_training(
         "num_parameters": models.num_parameters(module),
         "warnings": notes,
         "tracking": None if tracker is None else tracker.describe(),
-        "tracking_s": sum(r.tracking_s for r in results),
     }
+    store = _store(resume, context, seeds)
+    t_setup = time.perf_counter() - t0
+    with Progress(quiet, cfg.epochs, len(chosen)) as on_epoch:
+        results = train_restarts(
+            module,
+            splits,
+            cfg,
+            seeds,
+            device,
+            dtype,
+            on_epoch=on_epoch,
+            tracker=tracker,
+            initial_state=initial_state,
+            store=store,
+        )
+    results = relabel(results, chosen)
+    t_train = time.perf_counter() - t0 - t_setup + store.resumed_s  # training time of every process
+    context["tracking_s"] = sum(r.tracking_s for r in results)
+    context["resume"] = {"requested": store.requested, "from_epoch": store.resumed_from}
+    store.remove_on_commit()
     from lscape_cli.cli import invocation
     from lscape_cli.storage.train_record import write_run
 
@@ -100,7 +108,20 @@ def run_training(
             emit_json(text)  # one record per line (JSON Lines)
     if not quiet:
         print_summary(results, stems, splits.task)
-    _final_status(results)
+    _final_status(results, store)
+
+
+def _store(resume: Any, context: dict[str, Any], seeds: list[int]) -> Any:
+    """The run's resume file (a warning when ``--resume`` finds none: the run starts at epoch 1)."""
+    from lscape_cli.cli.console import warn
+    from lscape_cli.storage.train_resume import ResumeFile, resume_key
+
+    requested, every_s, path = resume
+    if requested and not path.exists():
+        note = f"--resume found no state in {path}; trained from the start"
+        warn(note)
+        context["warnings"] = [*context["warnings"], note]
+    return ResumeFile(path, resume_key(context, seeds), requested, every_s)
 
 
 def _model_for(name: str, opts: dict[str, Any], user: Any, splits: Any, cfg: Any) -> tuple[Any, ...]:
@@ -143,7 +164,7 @@ def _check_model_size(mspec: Any, splits: Any) -> None:
     budget.check([budget.model_demand(n, x.element_size())], x.device)
 
 
-def _final_status(results: list[Any]) -> None:
+def _final_status(results: list[Any], store: Any) -> None:
     diverged = [r for r in results if r.stop_reason == "diverged"]
     if diverged:
         which = ", ".join(f"{r.restart} (step {r.steps})" for r in diverged)
@@ -159,7 +180,12 @@ def _final_status(results: list[Any]) -> None:
     if any(r.stop_reason == "interrupted" for r in results):
         from lscape_cli.cli import EXIT_INTERRUPTED, fail
 
+        kept = (
+            f"the state after epoch {store.epoch} is in {store.path} (re-run with --resume to continue)"
+            if store.epoch is not None
+            else "no epoch was saved yet (run it again)"
+        )
         raise fail(
-            "training interrupted: nothing was written and previous files are unchanged (run it again)",
+            f"training interrupted: no output file was written or changed; {kept}",
             EXIT_INTERRUPTED,
         )

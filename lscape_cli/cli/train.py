@@ -81,6 +81,8 @@ def train(
     name: o.NameOpt = "model",
     save_trajectory: o.SaveTrajectoryOpt = None,
     overwrite: OverwriteOpt = False,
+    resume: o.ResumeOpt = False,
+    resume_every: o.ResumeEveryOpt = 30.0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     max_batch: MaxBatchOpt = 4096,
@@ -92,7 +94,9 @@ def train(
 
     Outputs in OUT: NAME.safetensors (weights + metadata to rebuild the model), NAME.train.json (config,
     per-epoch history, final metrics), NAME.trajectory.safetensors with --save-trajectory. A diverged
-    restart is recorded in its JSON, gets no checkpoint, and the command exits 1.
+    restart is recorded in its JSON, gets no checkpoint, and the command exits 1. While it trains, the
+    run keeps OUT/NAME.resume.pt (every --resume-every seconds, at the end of an epoch); after Ctrl-C or
+    a kill, the same command with --resume continues from it (removed when the run finishes).
 
     \b
     Example:
@@ -100,6 +104,8 @@ def train(
         # seed 003: lambda_max during training, small vs large batch
         lscape train --model cnn --optimizer sgd --lr 0.05 --batch-size 64 --epochs 20 --track lambda_max --track-every 2 --out runs/b64
         lscape train --model cnn --optimizer sgd --lr 0.05 --batch-size 2048 --epochs 20 --track lambda_max --track-every 2 --out runs/b2048
+        # killed or interrupted? the same command with --resume continues where it stopped
+        lscape train --model cnn --epochs 200 --resume-every 60 --out runs/long --resume
     """  # noqa: D301 (a literal \b keeps Click from re-wrapping the examples)
     from lscape_cli.core.tracking import make_spec
     from lscape_cli.core.train_rules import parse_schedule, parse_tol_rule
@@ -107,6 +113,7 @@ def train(
 
     check_choices(loss, optimizer, init)
     from lscape_cli.storage.train_record import check_outputs
+    from lscape_cli.storage.train_resume import resume_path
 
     chosen = parsed(shard_restarts, "--shard", restarts, shard)
     check_outputs(out, name, restarts, save_trajectory is not None, overwrite, chosen)
@@ -179,4 +186,5 @@ def train(
         json_out=json_out,
         quiet=quiet or json_out,
         user=user_inputs(model_def, model_args, False, data_file),
+        resume=(resume, resume_every, resume_path(out, name, shard)),
     )

@@ -26,6 +26,12 @@ With ``restore_best`` a restart's returned state is the one of its best validati
 With a :class:`~lscape_cli.core.tracking.Tracker`, each restart is probed on epoch 1, every
 ``spec.every`` epochs and on the epoch it stops; the probe results go into that epoch's history entry
 under ``tracked`` (and the cost under ``tracking_cost``).
+
+With a :class:`ResumeStore`, the run saves a :class:`TrainState` at the end of an epoch whenever the store
+says one is due (``lscape train`` keeps it in ``OUT/NAME.resume.pt``, every ``--resume-every`` seconds)
+and, when the store holds one, continues after that epoch: parameters, buffers, optimizer moments and
+step count, every restart's minibatch generator and all bookkeeping are put back, so the run ends with
+the state an uninterrupted run reaches (bit for bit on CPU; only wall times differ).
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -100,6 +106,42 @@ class RunResult:
     tracking_s: float = 0.0  # wall seconds spent probing this restart (Tracker)
 
 
+@dataclass
+class TrainState:
+    """Where a run stands after a whole epoch: everything it needs to continue bit-identically.
+
+    Plain containers of tensors, numbers and strings only (``torch.load(weights_only=True)`` reads it).
+    """
+
+    epoch: int  # the last finished epoch
+    params: dict[str, torch.Tensor]  # stacked (R, *shape), on CPU
+    buffers: dict[str, torch.Tensor]
+    opt_t: int  # optimizer steps taken
+    opt_m: dict[str, torch.Tensor]  # first moments (sgd: momentum buffers)
+    opt_v: dict[str, torch.Tensor]  # second moments (adam, adamw)
+    generators: list[torch.Tensor]  # each restart's minibatch generator state
+    rng: torch.Tensor  # the global CPU generator (a user model's dropout)
+    track: dict[str, Any]  # the per-restart bookkeeping (:meth:`_Track.state`)
+    elapsed_s: float  # training wall time so far
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (no copies)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class ResumeStore(Protocol):
+    """Where a run keeps its :class:`TrainState` while it trains (``lscape train --resume``)."""
+
+    def load(self) -> TrainState | None:
+        """The state to continue from, or None to start at epoch 1."""
+
+    def due(self) -> bool:
+        """Whether to save the state at the end of this epoch."""
+
+    def save(self, state: TrainState) -> None:
+        """Keep ``state`` (it replaces the one kept before)."""
+
+
 def init_parameters(model: nn.Module, init: str, seed: int) -> None:
     """Re-initialise ``model`` in place from ``seed`` alone (framework default or ``normal:STD``)."""
     if init == "default":
@@ -152,6 +194,46 @@ class _Track:
             [[] for _ in range(r)],
             [[] for _ in range(r)],
         )
+
+    def state(self) -> dict[str, Any]:
+        """The bookkeeping as plain containers, tensors on CPU (for :class:`TrainState`)."""
+        cpu = _to_device
+        out = {n: getattr(self, n) for n in _TRACK_FIELDS}
+        out["windows"] = [list(w.losses) for w in self.windows]
+        out["best_state"] = [None if s is None else cpu(s, "cpu") for s in self.best_state]
+        out["last_eval"] = (
+            None if self.last_eval is None else (self.last_eval[0], cpu(self.last_eval[1], "cpu"))
+        )
+        return out
+
+    def restore(self, saved: dict[str, Any], device: torch.device) -> None:
+        """Take the bookkeeping back from :meth:`state`'s output."""
+        for n in _TRACK_FIELDS:
+            setattr(self, n, saved[n])
+        for w, losses in zip(self.windows, saved["windows"], strict=True):
+            w.losses.extend(losses)
+        self.best_state = [None if s is None else _to_device(s, device) for s in saved["best_state"]]
+        last = saved["last_eval"]
+        self.last_eval = None if last is None else (last[0], _to_device(last[1], device))
+
+
+_TRACK_FIELDS = (
+    "stop",
+    "steps",
+    "epochs",
+    "best_val",
+    "best_epoch",
+    "bad_evals",
+    "history",
+    "snaps",
+    "snap_epochs",
+    "snap_steps",
+    "tracking_s",
+)
+
+
+def _to_device(tensors: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
+    return {n: t.detach().to(device) for n, t in tensors.items()}
 
 
 def initial_states(
@@ -221,6 +303,7 @@ def train_restarts(
     on_epoch: ProgressFn | None = None,
     tracker: Tracker | None = None,
     initial_state: Callable[[int], dict[str, torch.Tensor]] | None = None,
+    store: ResumeStore | None = None,
 ) -> list[RunResult]:
     """Train one restart per seed, all together; returns one :class:`RunResult` per seed.
 
@@ -235,6 +318,7 @@ def train_restarts(
         tracker: probes each restart during training (see the module docstring).
         initial_state: seed -> the restart's initial ``state_dict`` (e.g. a user factory's own
             initialisation); default: ``cfg.init`` applied to ``model``.
+        store: keeps the state at the end of epochs and gives back the state to continue from.
     """
     if splits.x["train"].dtype != dtype:
         raise ValueError(f"data dtype {splits.x['train'].dtype} differs from parameter dtype {dtype}")
@@ -243,11 +327,14 @@ def train_restarts(
     opt = Optimizer(cfg, stacked.params)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     tr = _Track(len(seeds), cfg)
-    if cfg.trajectory_every:
+    saved = None if store is None else store.load()
+    if saved is not None:
+        _restore(saved, stacked, opt, gens, tr, device)
+    elif cfg.trajectory_every:
         _snapshot(stacked, tr, 0, range(tr.r))
-    start = time.perf_counter()
+    start = time.perf_counter() - (0.0 if saved is None else saved.elapsed_s)
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(1 if saved is None else saved.epoch + 1, cfg.epochs + 1):
             ran = [i for i, s in enumerate(tr.stop) if s is None]
             for i in ran:
                 tr.epochs[i] = epoch
@@ -265,10 +352,57 @@ def train_restarts(
                 )
             if all(s is not None for s in tr.stop):
                 break
+            if store is not None and epoch < cfg.epochs and store.due():
+                store.save(_capture(epoch, stacked, opt, gens, tr, time.perf_counter() - start))
     except KeyboardInterrupt:
         tr.stop = [s or "interrupted" for s in tr.stop]
     tr.stop = [s or "epochs" for s in tr.stop]
     return _finish(stacked, splits, cfg, seeds, tr)
+
+
+def _capture(
+    epoch: int, stacked: StackedModel, opt: Optimizer, gens: list[torch.Generator], tr: _Track, elapsed: float
+) -> TrainState:
+    """The run's state after ``epoch`` (tensors on CPU)."""
+    return TrainState(
+        epoch=epoch,
+        params=_to_device(stacked.params, "cpu"),
+        buffers=_to_device(stacked.buffers, "cpu"),
+        opt_t=opt.t,
+        opt_m=_to_device(opt.m, "cpu"),
+        opt_v=_to_device(opt.v, "cpu"),
+        generators=[g.get_state() for g in gens],
+        rng=torch.random.get_rng_state(),
+        track=tr.state(),
+        elapsed_s=elapsed,
+    )
+
+
+@torch.no_grad()
+def _restore(
+    saved: TrainState,
+    stacked: StackedModel,
+    opt: Optimizer,
+    gens: list[torch.Generator],
+    tr: _Track,
+    device: torch.device,
+) -> None:
+    """Put a saved state back into the freshly built stack, optimizer, generators and bookkeeping."""
+    for live, kept in (
+        (stacked.params, saved.params),
+        (stacked.buffers, saved.buffers),
+        (opt.m, saved.opt_m),
+        (opt.v, saved.opt_v),
+    ):
+        if set(live) != set(kept):
+            raise ValueError("the saved state holds other tensors than this model and optimizer")
+        for n, t in live.items():
+            t.copy_(kept[n])
+    opt.t = saved.opt_t
+    for g, state in zip(gens, saved.generators, strict=True):
+        g.set_state(state)
+    torch.random.set_rng_state(saved.rng)
+    tr.restore(saved.track, device)
 
 
 def _train_epoch(

@@ -17,6 +17,11 @@ The ``lscape.train/1`` record (schema: ``storage/schemas/train.schema.json``): `
   ``epochs`` (the tracked epochs). ``config.tracking`` holds the tracking protocol
   (:meth:`lscape_cli.core.tracking.Tracker.describe`), and each tracked ``history`` entry a ``tracked``
   dict (quantity -> what ``lscape probe`` writes under ``results.<quantity>``) and ``tracking_cost``.
+
+While it trains, the run keeps ``OUT/NAME.resume.pt`` (:mod:`lscape_cli.storage.train_resume`) for
+``--resume``; it is removed when these files are committed. ``config.resume`` says whether ``--resume``
+was given and after which epoch the run continued (null: it ran from the start); the checkpoint and
+trajectory bytes are those of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -85,7 +90,8 @@ def write_run(
 
     ``ctx``: ``model``, ``dataset`` (descriptions), ``cfg`` (the TrainConfig), ``device``, ``dtype``,
     ``restarts``, ``base_seed``, ``num_parameters``, ``tracking`` (the protocol or None),
-    ``tracking_s`` (seconds all restarts of the run spent tracked).
+    ``tracking_s`` (seconds all restarts of the run spent tracked), ``resume`` (``requested``,
+    ``from_epoch``: the epoch a ``--resume`` continued after, or null).
     """
     training = {
         **ctx["cfg"].to_dict(),
@@ -162,6 +168,7 @@ def write_run(
         "device": ctx["device"],
         "dtype": ctx["dtype"],
         "tracking": ctx["tracking"],
+        "resume": ctx.get("resume"),
         "evaluation": {
             "mode": "eval",
             "splits": ["train", "val", "test"],
