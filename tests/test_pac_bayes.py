@@ -160,3 +160,20 @@ def test_a_plain_file_gets_a_zero_prior_and_says_so(cli, tiny_run: Path, tmp_pat
         sum(float((p.detach().double() ** 2).sum()) for _, p in loaded.module.named_parameters())
     )
     assert b["distance"] == pytest.approx(norm, rel=1e-12)
+
+
+def test_the_python_api_takes_the_initial_parameters() -> None:
+    from lscape_cli import api
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 4, generator=g), torch.arange(40) % 3
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    at_start = api.probe(model, (x, y), pac_bayes=True, pac_bayes_samples=2, initial_params=start)
+    b = at_start["pac_bayes"]["bound"]
+    assert b["prior_mean"] == "init" and b["distance"] == 0.0 and b["kl"] == 0.0 and b["m"] == 40
+    zero = api.probe(model, (x, y), pac_bayes=True, pac_bayes_samples=2)["pac_bayes"]["bound"]
+    assert zero["prior_mean"] == "zero" and zero["prior_source"] == "no initial parameters were given"
+    assert zero["kl"] > 0 and zero["bound"] > b["bound"]  # the same draws, a larger KL
+    with pytest.raises(ValueError, match="do not match theta at: 0.weight"):
+        api.probe(model, (x, y), pac_bayes=True, initial_params={**start, "0.weight": torch.zeros(1)})

@@ -73,6 +73,10 @@ class Prior:
 
 def distance(theta: Params, prior: Prior) -> float:
     """``||theta - theta_0||`` (``||theta||`` for a zero prior), summed in float64 over every parameter."""
+    if prior.params is not None:
+        bad = [n for n in theta if n not in prior.params or prior.params[n].shape != theta[n].shape]
+        if bad:
+            raise ValueError(f"the prior's initial parameters do not match theta at: {', '.join(bad)}")
     total = 0.0
     for name, p in theta.items():
         d = p.detach().to(torch.float64)
