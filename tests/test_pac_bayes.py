@@ -177,3 +177,26 @@ def test_the_python_api_takes_the_initial_parameters() -> None:
     assert zero["kl"] > 0 and zero["bound"] > b["bound"]  # the same draws, a larger KL
     with pytest.raises(ValueError, match="do not match theta at: 0.weight"):
         api.probe(model, (x, y), pac_bayes=True, initial_params={**start, "0.weight": torch.zeros(1)})
+
+
+def test_theta0_of_a_user_model_is_its_factory_under_the_training_seed(cli, tmp_path: Path) -> None:
+    from lscape_cli.storage.trajectory import load_trajectory
+    from lscape_cli.usermodel import UserInputs
+
+    src = tmp_path / "um.py"
+    src.write_text(
+        "import torch\nfrom torch import nn\n\n\ndef build(width: int = 8):\n"
+        "    m = nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 10))\n"
+        "    with torch.no_grad():\n        m[1].weight.mul_(2.0)  # the factory's own init\n    return m\n"
+    )
+    out = tmp_path / "run"
+    r = cli("train", "--model-def", f"{src}:build", "--dataset", "digits", "--train-size", "64",
+            "--val-size", "32", "--test-size", "32", "--epochs", "1", "--seed", "3", "--device", "cpu",
+            "--quiet", "--save-trajectory", "1", "--out", out)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    prior = initial_prior(load_model(out / "model.safetensors", user=UserInputs(trust_model_def=True)))
+    assert prior.mean == "init" and "um.py:build's own initialisation" in prior.source
+    traj = load_trajectory(out / "model.trajectory.safetensors")
+    assert traj.meta["epochs"][0] == 0 and prior.params is not None
+    for name, first in traj.state.items():
+        assert torch.equal(prior.params[name], first[0].double())
