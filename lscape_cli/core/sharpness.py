@@ -222,9 +222,11 @@ def pac_bayes_sigma(
         scale_floor = floor if magnitude_aware else 0.0
         return [loss_accuracy(obj, _noisy(obj.params, z, sigma, magnitude_aware, scale_floor)) for z in draws]
 
-    def rise(sigma: float) -> float:
-        vals = measure(sigma)
+    def mean_rise(vals: list[tuple[float, float]]) -> float:
         return sum((v[0] - base_loss) if metric == "loss" else (base_acc - v[1]) for v in vals) / samples
+
+    def rise(sigma: float) -> float:
+        return mean_rise(measure(sigma))
 
     lo, hi = bracket
     r_lo, r_hi = rise(lo), rise(hi)
@@ -252,8 +254,7 @@ def pac_bayes_sigma(
         "bracket": [lo, hi],
         "relative_bracket_width": hi / lo - 1.0 if lo > 0 else None,
         "grid_size": 2**iterations + 1,
-        "rise_at_sigma": sum((v[0] - base_loss) if metric == "loss" else (base_acc - v[1]) for v in at_sigma)
-        / samples,
+        "rise_at_sigma": mean_rise(at_sigma),
         "error_at_sigma": err,
         "error_stderr": err_se,
         "samples": samples,
