@@ -98,6 +98,7 @@ def probe(
     loss: str = "ce",
     split: str = "train",
     max_batch: int = 4096,
+    initial_params: dict[str, torch.Tensor] | None = None,
     **request: Any,
 ) -> dict[str, Any]:
     """Curvature and flatness at the model's parameters: ``lscape probe``'s ``results``.
@@ -108,6 +109,8 @@ def probe(
         loss: ``ce`` or ``mse``.
         split: which split of ``data`` to measure on.
         max_batch: samples per forward pass (memory only).
+        initial_params: the parameters training started from (name -> tensor), the centre of the
+            PAC-Bayes prior of ``pac_bayes=True``; None: a prior centred at 0 (the record says so).
         **request: fields of :class:`lscape_cli.core.probe.ProbeRequest` (``lambda_max``, ``top_k``,
             ``trace``, ``frobenius``, ``density``, ``grad_norm``, ``sharpness_eps``, ``tol``, ``seed``,
             ...); with none of the measurements asked for, ``lambda_max`` is.
@@ -126,6 +129,7 @@ def probe(
         True
     """
     from lscape_cli.core.hvp import Objective
+    from lscape_cli.core.pac_bayes import Prior
     from lscape_cli.core.probe import ProbeRequest, run_probe
     from lscape_cli.usermodel import check_on_data
 
@@ -137,7 +141,9 @@ def probe(
     with _EvalMode(model):
         n, task = _outputs([y], loss)
         check_on_data(model, x, n, loss, "model", task=task)
-        return run_probe(Objective.from_module(model, x, y, loss, max_batch), req).results
+        obj = Objective.from_module(model, x, y, loss, max_batch)
+        prior = None if initial_params is None else Prior("init", initial_params, "initial_params (caller)")
+        return run_probe(obj, req, prior=prior).results
 
 
 class _Memory:

@@ -159,6 +159,10 @@ CASES: dict[str, Case] = {
     "probe-memory-nan": Case("domain", f"{PROBE} --memory-budget nan", 2, "--memory-budget"),
     "probe-retain-negative": Case("domain", f"{PROBE} --retain-chunks -1", 2, "--retain-chunks"),
     "probe-pac-target-inf": Case("domain", f"{PROBE} --pac-bayes-target inf", 2, "--pac-bayes-target"),
+    "probe-pac-delta-one": Case("domain", f"{PROBE} --pac-bayes --pac-bayes-delta 1", 2, "--pac-bayes-delta"),
+    "probe-pac-delta-zero": Case(
+        "domain", f"{PROBE} --pac-bayes --pac-bayes-delta 0", 2, "--pac-bayes-delta"
+    ),
     "probe-matvecs-two": Case("domain", f"{PROBE} --matvecs 2", 2, "--matvecs"),
     "probe-top-k-negative": Case("domain", f"{PROBE} --top-k -1", 2, "--top-k"),
     "probe-seed-negative": Case("domain", f"{PROBE} --seed -1", 2, "--seed"),

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lscape_cli.cli.options import POSITIVE
+from lscape_cli.cli.options import POSITIVE, domain
 
 CURV = "Curvature"
 FLAT = "Flatness"
@@ -192,6 +192,14 @@ PacBayesTargetOpt = Annotated[
     float, typer.Option(callback=POSITIVE, help="Allowed rise for --pac-bayes.", rich_help_panel=FLAT)
 ]
 PacBayesMetricOpt = Annotated[str, typer.Option(help="error or loss.", rich_help_panel=FLAT)]
+PacBayesDeltaOpt = Annotated[
+    float,
+    typer.Option(
+        callback=domain(0, 1, low_open=True, high_open=True, example="0.05"),
+        help="The --pac-bayes bound holds with probability 1 - delta.",
+        rich_help_panel=FLAT,
+    ),
+]
 StabilityOpt = Annotated[
     bool, typer.Option("--stability", help="eta * lambda_max against 2 (seed 004).", rich_help_panel=FLAT)
 ]

@@ -47,6 +47,8 @@ def _describe(key: str, results: dict[str, Any], summary: dict[str, Any] | None)
             f"std {std} over {s['n']} batches (min {s['min']:.4g}, max {s['max']:.4g})",
             "mean over batches",
         )
+    if key.startswith("pac_bayes_") and "pac_bayes" in results:
+        return _pac_bayes(key, results["pac_bayes"])
     r = results.get(key) or {}
     hvps = "HVPs" if (results.get("curvature") or {}).get("kind", "hessian") == "hessian" else "products"
     if "stderr" in r:
@@ -55,6 +57,21 @@ def _describe(key: str, results: dict[str, Any], summary: dict[str, Any] | None)
         state = "converged" if r["converged"] else "NOT converged"
         return f"residual {r['residual']:.2g} ({state})", f"{r['method']}, {r['num_matvecs']} {hvps}"
     return "", str(r.get("method", ""))
+
+
+def _pac_bayes(key: str, pac: dict[str, Any]) -> tuple[str, str]:
+    """The sigma search's bracket, or the bound's Monte-Carlo error and its terms."""
+    iso = pac["magnitude_aware" if key == "pac_bayes_sigma_magnitude" else "isotropic"]
+    if key.startswith("pac_bayes_sigma"):
+        lo, hi = iso["bracket"]
+        return f"bracket [{lo:.4g}, {hi:.4g}] ({iso['status']})", f"{iso['method']}, {iso['samples']} draws"
+    b = pac["bound"]
+    tight = key == "pac_bayes_bound_kl"
+    se = b["kl_inverse_bound_stderr" if tight else "bound_stderr"]
+    unc = "n/a" if se is None else f"+- {se:.2g} (Monte-Carlo s.e. of the noisy error, {b['draws']} draws)"
+    form = "kl inverse" if tight else "Pinsker"
+    terms = f"prior at {b['prior_mean']}, KL {b['kl']:.4g}, m {b['m']}, delta {b['delta']:g}"
+    return unc, f"Maurer PAC-Bayes bound ({form}), {terms}" + (f"; {b['note']}" if b["bound"] is None else "")
 
 
 def print_results(results: dict[str, Any], scalars: dict[str, float | None], out_path: Path) -> None:

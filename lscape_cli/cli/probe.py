@@ -71,6 +71,7 @@ def probe(
     pac_bayes: o.PacBayesOpt = False,
     pac_bayes_target: o.PacBayesTargetOpt = 0.1,
     pac_bayes_metric: o.PacBayesMetricOpt = "error",
+    pac_bayes_delta: o.PacBayesDeltaOpt = 0.05,
     stability: o.StabilityOpt = False,
     split: SplitOpt = "train",
     num_batches: o.NumBatchesOpt = 1,
@@ -177,6 +178,7 @@ def probe(
         pac_bayes=pac_bayes,
         pac_bayes_target=pac_bayes_target,
         pac_bayes_metric=pac_bayes_metric,
+        pac_bayes_delta=pac_bayes_delta,
         stability=stability,
         lr=training.get("lr"),
         optimizer=training.get("optimizer"),
@@ -204,7 +206,8 @@ def probe(
     from lscape_cli.storage.probe_record import write_probe
     from lscape_cli.storage.records import to_json
 
-    data = SplitData(setup.loaded.module, setup.x, setup.y, setup.loss, setup.split, max_batch)
+    prior = rq.pac_bayes_prior(setup) if pac_bayes else None
+    data = SplitData(setup.loaded.module, setup.x, setup.y, setup.loss, setup.split, max_batch, prior)
     batches = Batches(num_batches, batch_size, seed)
     with group_from_env(setup.device) as group:
         quiet = quiet or json_out or not group.is_main

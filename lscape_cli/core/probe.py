@@ -44,7 +44,13 @@ Keys of ``results`` (each estimate carries its method, budget, seed and uncertai
   prediction shows ``eps ||g||`` beside ``1/2 eps^2 lambda_max`` (:func:`.sharpness.ball_prediction`).
 - ``noise``: weight-noise robustness curve with the ``1/2 sigma^2 tr(H)`` prediction when the trace is
   known, compared with the measured rise (:func:`.sharpness.noise_prediction`).
-- ``pac_bayes``: the largest sigma within the target (and its magnitude-aware variant when asked).
+- ``pac_bayes``: the largest sigma within the target (``isotropic``, and ``magnitude_aware`` when
+  asked), and the bound that isotropic sigma implies (``bound``: ``formula``, ``statement``,
+  ``prior_mean`` (``init`` or ``zero``), ``prior_source``, ``sigma``, ``distance`` ‖θ − θ₀‖, ``kl``, ``m``,
+  ``delta``, ``grid_size``, ``ln_grid_size``, ``train_error`` with ``train_error_stderr`` over ``draws``,
+  ``seed``, ``complexity``, ``bound`` and ``bound_stderr`` (Pinsker form), ``kl_inverse_bound`` and
+  ``kl_inverse_bound_stderr``, ``vacuous``, ``note``; :mod:`lscape_cli.core.pac_bayes`). The
+  magnitude-aware sigma has no bound: its noise scales with θ, which a data-free prior cannot.
 - ``stability``: ``eta * lambda_max`` against the optimiser's threshold.
 - ``per_layer`` (when asked): ``{"grouping", "blocks": [{"block", "params", "num_params", "lambda_max",
   "top_k", "lambda_min", "trace", "frobenius", "density", "effective_rank", "num_matvecs", "seconds"}],
@@ -67,6 +73,7 @@ import torch
 
 from lscape_cli.core import blocks, rounding, spectrum, trace
 from lscape_cli.core import density as dens
+from lscape_cli.core import pac_bayes as pb
 from lscape_cli.core import sharpness as sharp
 from lscape_cli.core.budget import GRADIENT_FORWARDS, Demand, Problem, check, count
 from lscape_cli.core.curvature import GGN, Curvature, curvature_operator
@@ -104,6 +111,7 @@ class ProbeRequest:
     pac_bayes_target: float = 0.1
     pac_bayes_metric: str = "error"
     pac_bayes_samples: int = 10
+    pac_bayes_delta: float = 0.05  # confidence of the PAC-Bayes bound: it holds with probability 1 - delta
     stability: bool = False
     lr: float | None = None  # from the checkpoint, for stability
     optimizer: str | None = None
@@ -198,8 +206,14 @@ def _check_task(obj: Objective, req: ProbeRequest) -> None:
         )
 
 
-def run_probe(obj: Objective, req: ProbeRequest, on_step: ProgressFn | None = None) -> ProbeOutput:
-    """Run every measurement ``req`` asks for at ``obj.params``."""
+def run_probe(
+    obj: Objective, req: ProbeRequest, on_step: ProgressFn | None = None, prior: pb.Prior | None = None
+) -> ProbeOutput:
+    """Run every measurement ``req`` asks for at ``obj.params``.
+
+    ``prior``: the centre of the PAC-Bayes prior (the initial parameters); None: centred at 0, and the
+    bound's record says so.
+    """
     out = ProbeOutput()
     _check_task(obj, req)
     chunking = plan(obj, req.memory_budget_mib, req.retain_chunks)  # chunk size from measured memory
@@ -233,7 +247,7 @@ def run_probe(obj: Objective, req: ProbeRequest, on_step: ProgressFn | None = No
     if req.noise_sigmas:
         _noise(obj, req, out)
     if req.pac_bayes:
-        _pac_bayes(obj, req, out)
+        _pac_bayes(obj, req, out, prior or pb.Prior.zero("no initial parameters were given"))
     if req.stability:
         _stability(req, out)
     _derived(out)
@@ -498,13 +512,14 @@ def _noise(obj: Objective, req: ProbeRequest, out: ProbeOutput) -> None:
     out.results["noise"] = res
 
 
-def _pac_bayes(obj: Objective, req: ProbeRequest, out: ProbeOutput) -> None:
-    res = {
-        "isotropic": sharp.pac_bayes_sigma(
-            obj, req.pac_bayes_target, req.pac_bayes_metric, req.pac_bayes_samples, req.seed
-        )
-    }
-    out.scalars["pac_bayes_sigma"] = res["isotropic"]["sigma"]
+def _pac_bayes(obj: Objective, req: ProbeRequest, out: ProbeOutput, prior: pb.Prior) -> None:
+    iso = sharp.pac_bayes_sigma(
+        obj, req.pac_bayes_target, req.pac_bayes_metric, req.pac_bayes_samples, req.seed
+    )
+    res = {"isotropic": iso, "bound": pb.bound(iso, obj.params, prior, obj.num_samples, req.pac_bayes_delta)}
+    out.scalars["pac_bayes_sigma"] = iso["sigma"]
+    out.scalars["pac_bayes_bound"] = res["bound"]["bound"]
+    out.scalars["pac_bayes_bound_kl"] = res["bound"]["kl_inverse_bound"]
     if req.magnitude_aware:
         res["magnitude_aware"] = sharp.pac_bayes_sigma(
             obj,
@@ -566,8 +581,11 @@ def summarize(scalars: list[dict[str, float | None]]) -> dict[str, dict[str, Any
 
 
 def run_on_batches(
-    objectives: list[Objective], req: ProbeRequest, on_step: ProgressFn | None = None
+    objectives: list[Objective],
+    req: ProbeRequest,
+    on_step: ProgressFn | None = None,
+    prior: pb.Prior | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """:func:`run_probe` on each batch; per-batch results and the summary of every scalar."""
-    outs = [run_probe(o, req, on_step) for o in objectives]
+    outs = [run_probe(o, req, on_step, prior) for o in objectives]
     return [o.results for o in outs], summarize([o.scalars for o in outs])

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from lscape_cli.core.hvp import Objective
+from lscape_cli.core.pac_bayes import Prior
 from lscape_cli.core.probe import ProbeOutput, ProbeRequest, run_on_batches, run_probe
 from lscape_cli.core.progress import ProgressFn
 from lscape_cli.errors import LscapeError
@@ -52,6 +53,7 @@ class SplitData:
     loss: str
     split: str
     max_batch: int
+    prior: Prior | None = None  # centre of the PAC-Bayes prior (the initial parameters); None: 0
 
 
 def probe_split(
@@ -62,7 +64,7 @@ def probe_split(
     Eigenvectors come from a whole-split probe only (batches would each have their own).
     """
     if batches.whole_split:
-        return run_probe(_objective(data, data.x, data.y, group), req, on_step)
+        return run_probe(_objective(data, data.x, data.y, group), req, on_step, data.prior)
     n = int(data.y.shape[0])
     size = batches.batch_size or n // batches.num_batches
     if size < 1 or size * batches.num_batches > n:
@@ -79,7 +81,7 @@ def probe_split(
         )
         for i in range(batches.num_batches)
     ]
-    per_batch, summary = run_on_batches(objs, req, on_step)
+    per_batch, summary = run_on_batches(objs, req, on_step, data.prior)
     scalars = {k: v["mean"] for k, v in summary.items()}
     results = {
         "batches": {

@@ -206,7 +206,11 @@ def pac_bayes_sigma(
     flatness measures use the largest ``sigma`` with ``E_u[err(theta + u)] - err(theta) <= target``,
     ``u ~ N(0, sigma^2 I)``, or for the magnitude-aware variant ``u_i ~ N(0, sigma^2 theta_i^2 + floor^2)``.
     Bisection on log sigma with fixed draws (common random numbers); the final bracket is the
-    convergence state.
+    convergence state. The returned sigma is always one of ``grid_size = 2^iterations + 1`` values fixed
+    before any measurement (``bracket[0] * (bracket[1] / bracket[0])^(j / 2^iterations)``), which is what
+    the PAC-Bayes bound's union bound counts (:mod:`lscape_cli.core.pac_bayes`). ``error_at_sigma`` and
+    ``error_stderr``: the mean 0-1 error over the draws at sigma and its standard error (None without
+    class labels).
     """
     if metric not in PacBayesMetric.values():
         raise ValueError(f"metric must be 'error' or 'loss', got {metric!r}")
@@ -214,14 +218,15 @@ def pac_bayes_sigma(
     gen = torch.Generator().manual_seed(seed)
     draws = [gaussian_direction(obj.params, gen) for _ in range(samples)]
 
-    def rise(sigma: float) -> float:
-        vals = [
-            loss_accuracy(
-                obj, _noisy(obj.params, z, sigma, magnitude_aware, floor if magnitude_aware else 0.0)
-            )
-            for z in draws
-        ]
+    def measure(sigma: float) -> list[tuple[float, float]]:
+        scale_floor = floor if magnitude_aware else 0.0
+        return [loss_accuracy(obj, _noisy(obj.params, z, sigma, magnitude_aware, scale_floor)) for z in draws]
+
+    def mean_rise(vals: list[tuple[float, float]]) -> float:
         return sum((v[0] - base_loss) if metric == "loss" else (base_acc - v[1]) for v in vals) / samples
+
+    def rise(sigma: float) -> float:
+        return mean_rise(measure(sigma))
 
     lo, hi = bracket
     r_lo, r_hi = rise(lo), rise(hi)
@@ -237,6 +242,10 @@ def pac_bayes_sigma(
                 lo = mid
             else:
                 hi = mid
+    at_sigma = measure(lo)
+    errors = [1.0 - a for _, a in at_sigma]  # NaN accuracies (regression): no error rate
+    err, err_se = mean_stderr(errors) if all(math.isfinite(e) for e in errors) else (None, None)
+    err_se = err_se if err_se is not None and math.isfinite(err_se) else None  # one draw: no stderr
     return {
         "method": "bisection on log sigma" + (" (magnitude-aware)" if magnitude_aware else ""),
         "metric": metric,
@@ -244,7 +253,10 @@ def pac_bayes_sigma(
         "sigma": lo,
         "bracket": [lo, hi],
         "relative_bracket_width": hi / lo - 1.0 if lo > 0 else None,
-        "rise_at_sigma": rise(lo),
+        "grid_size": 2**iterations + 1,
+        "rise_at_sigma": mean_rise(at_sigma),
+        "error_at_sigma": err,
+        "error_stderr": err_se,
         "samples": samples,
         "iterations": iterations,
         "seed": seed,

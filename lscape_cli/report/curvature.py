@@ -132,6 +132,29 @@ def _pac(r: str, d: dict[str, Any]) -> Cell:
     return value_cell(r, d, "/results/pac_bayes/isotropic/sigma", note)
 
 
+def _pac_bound(r: str, d: dict[str, Any]) -> Cell:
+    """The PAC-Bayes bound the sigma implies (kl-inverse form), ± its Monte-Carlo standard error."""
+    if _batched(d):
+        return spread_cell(r, d, "/results/batches/summary/pac_bayes_bound_kl", "mean over batches")
+    b = get(d, "/results/pac_bayes/bound") or {}
+    note = (
+        f"{b.get('formula')}: kl-inverse form (Pinsker form {fmt(b.get('bound'))}); prior centred at "
+        f"{b.get('prior_mean')} ({b.get('prior_source')}), ||θ−θ₀|| {fmt(b.get('distance'))}, "
+        f"KL {fmt(b.get('kl'))}, m {b.get('m')}, δ {b.get('delta')}, ln G {fmt(b.get('ln_grid_size'))}; "
+        f"± is the Monte-Carlo standard error of the train error over {b.get('draws')} draws"
+    )
+    cell = pm_cell(
+        r,
+        d,
+        "/results/pac_bayes/bound/kl_inverse_bound",
+        "/results/pac_bayes/bound/kl_inverse_bound_stderr",
+        note,
+    )
+    if b.get("prior_mean") == "zero":
+        cell.badge = "prior at 0"
+    return cell
+
+
 def _stability(r: str, d: dict[str, Any]) -> Cell:
     s = get(d, "/results/stability") or {}
     if s.get("eta_lambda_max") is None:
@@ -188,6 +211,8 @@ def _columns(records: list[Record]) -> list[tuple[str, CellFn]]:
         cols.append((f"noise loss rise (σ={fmt(sigma)})", _noise(i)))
     if has("pac_bayes", "pac_bayes_sigma"):
         cols.append(("PAC-Bayes σ", _pac))
+    if has("pac_bayes/bound", "pac_bayes_bound_kl"):
+        cols.append(("PAC-Bayes bound", _pac_bound))
     if any(get(d, "/results/stability/eta_lambda_max") is not None for d in datas):
         cols.append(("η·λmax (stability)", _stability))
     return cols
