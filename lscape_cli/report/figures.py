@@ -163,23 +163,31 @@ def _wrap(text: str, width: int = 56) -> str:
     return "\n".join(textwrap.wrap(text, width))
 
 
+def versus_panels(
+    runs: list[Run], rels: dict[str, str], colour: str | None
+) -> list[tuple[probes.Setting, plots.Panel]]:
+    """The panels of :func:`versus`, each with the one probe setting its points were measured under."""
+    per_run = [(colour_key(r, colour), run_values(r, rels), probes.run_values(r, rels)) for r in runs]
+    out = []
+    for quantity in ("lambda_max", "sharpness_max"):
+        group = probes.settings([m for _, _, m in per_run], quantity)
+        for setting in group:
+            panel = _versus_panel(per_run, setting, group)
+            if panel is not None:
+                out.append((setting, panel))
+    return out
+
+
 def versus(runs: list[Run], rels: dict[str, str], colour: str | None) -> list[Image]:
     """Gap (train acc − test acc) vs final λmax, and test loss vs ε-sharpness: one point per run.
 
     One panel per probe setting (split, samples, method; ε-sharpness kind, radius, directions): values
     measured differently never share axes. Each panel's x label spells out its setting.
     """
-    per_run = [(colour_key(r, colour), run_values(r, rels), probes.run_values(r, rels)) for r in runs]
-    panels, used = [], []
-    for quantity in ("lambda_max", "sharpness_max"):
-        group = probes.settings([m for _, _, m in per_run], quantity)
-        for setting in group:
-            panel = _versus_panel(per_run, setting, group)
-            if panel is not None:
-                panels.append(panel)
-                used.append(f"{setting.name}: {setting.describe()}")
+    panels = versus_panels(runs, rels, colour)
     if not panels:
         return []
-    fig = plots.grid(panels, _keys(runs, colour), colour or "", ncols=2)
-    caption = "one point per run; one panel per probe setting (" + "; ".join(used) + ")"
+    fig = plots.grid([p for _, p in panels], _keys(runs, colour), colour or "", ncols=2)
+    used = "; ".join(f"{s.name}: {s.describe()}" for s, _ in panels)
+    caption = f"one point per run; one panel per probe setting ({used})"
     return [Image("versus.png", "Generalisation versus curvature", plots.png(fig), caption)]
