@@ -135,4 +135,3 @@ def order(runs: list[Run], compare: str | None) -> list[Run]:
         return sort_key(src.value if src else None), run.label
 
     return sorted(runs, key=key)
-
