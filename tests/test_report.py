@@ -569,8 +569,10 @@ def test_stability_shown_for_batched_probes(probed: Path, cli: Callable[..., Res
 def test_batched_stability_verdict(probed: Path, summary: dict[str, Any], verdict: str) -> None:
     """The verdict comes from the mean; uncertain when the threshold (3 here) lies within the spread."""
     data = json.loads((probed / "model-r000.batches.probe.json").read_text())
-    data = copy.deepcopy(data)
     data["results"]["batches"]["summary"]["eta_lambda_max"] = {**summary, "n": 3}
+    for b, eta in zip(data["results"]["batches"]["per_batch"], ("min", "mean", "max"), strict=True):
+        b["stability"]["eta_lambda_max"] = summary[eta]
+        b["lambda_max"]["error_bound"] = 0.0
     cell = curvature._stability("x.json", data)
     assert f"vs 3: {verdict} (" in cell.text, cell.text
     assert cell.badge == ("unstable" if verdict == "unstable" else "")
@@ -587,3 +589,18 @@ def test_whole_split_stability_uncertain_within_the_error_bound(probed: Path) ->
     data["results"]["stability"] = {"stable": None, "note": "needs the learning rate and optimiser"}
     cell = curvature._stability("x.json", data)
     assert cell.text == "–" and "learning rate" in cell.note
+
+
+def test_one_batch_stability_uses_its_error_bound(probed: Path) -> None:
+    """One batch: η·λmax ± lr × its λmax error bound, uncertain when that reaches the threshold."""
+    data = json.loads((probed / "model-r000.batches.probe.json").read_text())
+    batches = data["results"]["batches"]
+    batches["per_batch"] = batches["per_batch"][:1]
+    st = batches["per_batch"][0]["stability"]
+    eta = st["eta_lambda_max"]
+    batches["summary"]["eta_lambda_max"] = {"mean": eta, "std": None, "min": eta, "max": eta, "n": 1}
+    batches["per_batch"][0]["lambda_max"]["error_bound"] = 0.5 * (3 - eta) / st["lr"]
+    cell = curvature._stability("x.json", data)
+    assert cell.text.startswith(f"{eta:.4g} ± ") and ": stable (λmax per batch" in cell.text, cell.text
+    batches["per_batch"][0]["lambda_max"]["error_bound"] = 1.5 * (3 - eta) / st["lr"]
+    assert ": uncertain (λmax per batch" in curvature._stability("x.json", data).text

@@ -165,8 +165,8 @@ def _pac(r: str, d: dict[str, Any]) -> Cell:
 STABILITY_HEADER = "η·λmax (stability)"
 STABILITY_NOTE = (
     "η·λmax: the verdict compares the value (the mean over batches when probed per batch) with the "
-    "threshold (2, or 2(1+β) with momentum β); uncertain when the threshold lies within the λmax error "
-    "bound (whole split), or within [min, max] or mean ± 2 std over batches"
+    "threshold (2, or 2(1+β) with momentum β); uncertain when the threshold lies within lr × the λmax "
+    "error bound, or within [min, max] or mean ± 2 std over batches"
 )
 
 
@@ -219,23 +219,51 @@ def _stability(r: str, d: dict[str, Any]) -> Cell:
     return _stability_cell(text, sources, verdict, note)
 
 
+def _batch_bounds(d: dict[str, Any]) -> tuple[float, float] | None:
+    """The range of η·λmax over batches, each widened by lr × its λmax error bound (None: none recorded)."""
+    ends = []
+    for b in get(d, "/results/batches/per_batch") or []:
+        st, err = b.get("stability") or {}, get(b, "/lambda_max/error_bound")
+        eta, lr = st.get("eta_lambda_max"), st.get("lr")
+        if isinstance(eta, float) and isinstance(lr, float) and isinstance(err, float):
+            ends.append((eta - lr * err, eta + lr * err))
+    return (min(a for a, _ in ends), max(b for _, b in ends)) if ends else None
+
+
 def _stability_batched(r: str, d: dict[str, Any]) -> Cell:
-    """η·λmax per batch: mean ± std [min, max], the verdict from the mean, uncertain within the spread."""
+    """η·λmax per batch: mean ± std [min, max], the verdict from the mean, uncertain within the spread.
+
+    One batch: its value ± lr × its λmax error bound, as for a whole split.
+    """
     per = [b.get("stability") or {} for b in get(d, "/results/batches/per_batch") or []]
     summary = get(d, "/results/batches/summary/eta_lambda_max") or {}
     first = per[0] if per else {}
     if summary.get("mean") is None or first.get("threshold") is None:
         return Cell(DASH, note=str(first.get("note") or ""))
-    thr = first["threshold"]
-    spread = spread_cell(r, d, "/results/batches/summary/eta_lambda_max")
-    sources = (*spread.sources, Source(r, "/results/batches/per_batch/0/stability/threshold", thr))
-    mean, std = summary["mean"], summary.get("std")
-    verdict = stability_verdict(first.get("stable"), mean, summary["min"], summary["max"], std, thr)
+    thr, mean, std = first["threshold"], summary["mean"], summary.get("std")
+    lo, hi = summary["min"], summary["max"]
+    bounds = _batch_bounds(d)
+    if bounds is not None:
+        lo, hi = min(lo, bounds[0]), max(hi, bounds[1])
+    sources: tuple[Source, ...]
+    if len(per) == 1:
+        err = get(d, "/results/batches/per_batch/0/lambda_max/error_bound")
+        value = "/results/batches/summary/eta_lambda_max/mean"
+        sources = (Source(r, value, mean),)
+        if bounds is not None:
+            sources += (Source(r, "/results/batches/per_batch/0/lambda_max/error_bound", err),)
+        shown = fmt(mean) + (f" ± {fmt_err((bounds[1] - bounds[0]) / 2)}" if bounds is not None else "")
+    else:
+        spread = spread_cell(r, d, "/results/batches/summary/eta_lambda_max")
+        sources, shown = spread.sources, spread.text
+    sources += (Source(r, "/results/batches/per_batch/0/stability/threshold", thr),)
+    verdict = stability_verdict(first.get("stable"), mean, lo, hi, std, thr)
     below = sum(p.get("stable") is True for p in per)
-    text = f"{spread.text} vs {fmt(thr)}: {verdict} (λmax per batch, {sample_text(d)})"
+    text = f"{shown} vs {fmt(thr)}: {verdict} (λmax per batch, {sample_text(d)})"
     note = (
         f"{first.get('rule', '')}; lr {fmt(first.get('lr'))}; λmax of each of {sample_text(d)} "
-        f"(mean ± std [min, max] over batches); {below} of {len(per)} batches below the threshold"
+        f"({'± is lr × its error bound' if len(per) == 1 else 'mean ± std [min, max] over batches'}); "
+        f"{below} of {len(per)} batches below the threshold"
     )
     return _stability_cell(text, sources, verdict, note)
 
