@@ -189,5 +189,5 @@ def versus(runs: list[Run], rels: dict[str, str], colour: str | None) -> list[Im
         return []
     fig = plots.grid([p for _, p in panels], _keys(runs, colour), colour or "", ncols=2)
     used = "; ".join(f"{s.name}: {s.describe()}" for s, _ in panels)
-    caption = f"one point per run; one panel per probe setting ({used})"
+    caption = f"one point per run; one panel per probe setting ({used}; {probes.DUPLICATES})"
     return [Image("versus.png", "Generalisation versus curvature", plots.png(fig), caption)]

@@ -201,7 +201,7 @@ def groups(runs: list[Run], rels: dict[str, str], key: str) -> Table:
         [key, "runs", *(h for h, _ in present), *(h for h, _ in probe_cols), *(h for h, _ in after)]
         + (["gap (acc)"] if acc else []),
         caption="mean ± std (ddof 1) over the runs of each group; each cell lists the records it averages"
-        + (f". Probe settings: {settings}" if settings else ""),
+        + (f". Probe settings: {settings} ({probes.DUPLICATES})" if settings else ""),
     )
     for value in sorted(buckets, key=sort_key):
         vals = buckets[value]

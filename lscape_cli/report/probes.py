@@ -4,7 +4,7 @@ A checkpoint is often probed more than once with different settings (seed 002: �
 power iteration; ε-sharpness plain and adaptive at two radii). Values measured differently are not
 comparable, so nothing picks "the" probe record of a run: every value carries its :class:`Setting`
 (quantity, split and samples, method, and for ε-sharpness its kind, radius and number of directions),
-and figures and group tables keep one series or column per setting. When one run has several records
+and figures and group tables keep one panel or column per setting. When one run has several records
 with the same setting, the first by record path speaks for it.
 """
 
@@ -18,6 +18,7 @@ from lscape_cli.report.runs import Run, sort_key
 
 QUANTITIES = ("lambda_max", "trace", "frobenius", "sharpness_max")
 NAMES = {"lambda_max": "λmax", "trace": "trace", "frobenius": "‖H‖_F", "sharpness_max": "ε-sharpness"}
+DUPLICATES = "a run with several records of one setting: the first by record path"
 PLAIN = {  # where a whole-split record holds each quantity
     "lambda_max": "/results/lambda_max/estimate",
     "trace": "/results/trace/estimate",
