@@ -74,8 +74,12 @@ def _draw(ax: Any, panel: Panel, colours: dict[Any, Any]) -> None:
     if panel.series:
         ax.autoscale_view()
     if panel.points:
+        from matplotlib.ticker import MaxNLocator
+
         xs, ys, ks = zip(*panel.points, strict=True)
         ax.scatter(xs, ys, c=[colours[k] for k in ks], s=28, edgecolors="black", linewidths=0.4, zorder=3)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))  # small values: short tick labels, an offset
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useOffset=False)
     ax.set_title(panel.title, fontsize=10)
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel(panel.ylabel)
