@@ -187,6 +187,10 @@ def stability_verdict(
     return "stable" if mean < threshold else "unstable"
 
 
+def _numbers(*values: Any) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
 def _stability_cell(text: str, sources: tuple[Source, ...], verdict: str, note: str) -> Cell:
     return Cell(text, sources, note, badge="unstable" if verdict == "unstable" else "")
 
@@ -200,7 +204,7 @@ def _stability(r: str, d: dict[str, Any]) -> Cell:
         return Cell(DASH, note=str(s.get("note") or ""))
     eta, thr, lr = s["eta_lambda_max"], s["threshold"], s.get("lr")
     err = get(d, "/results/lambda_max/error_bound")
-    spread = lr * err if isinstance(lr, float) and isinstance(err, float) else 0.0
+    spread = float(lr * err) if _numbers(lr, err) else 0.0
     ptrs = [
         "/results/stability/eta_lambda_max",
         "/results/lambda_max/error_bound",
@@ -225,7 +229,7 @@ def _batch_bounds(d: dict[str, Any]) -> tuple[float, float] | None:
     for b in get(d, "/results/batches/per_batch") or []:
         st, err = b.get("stability") or {}, get(b, "/lambda_max/error_bound")
         eta, lr = st.get("eta_lambda_max"), st.get("lr")
-        if isinstance(eta, float) and isinstance(lr, float) and isinstance(err, float):
+        if _numbers(eta, lr, err):
             ends.append((eta - lr * err, eta + lr * err))
     return (min(a for a, _ in ends), max(b for _, b in ends)) if ends else None
 
