@@ -21,7 +21,7 @@ def safe_cpu_kernels() -> None:
     user time for SimpleCNN-16, about 20% more for a width-8 ResNet, one epoch on 2,000 MNIST images).
     """
     if os.environ.get("LSCAPE_ONEDNN") != "1":
-        torch.backends.mkldnn.enabled = False
+        torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
 
 
 def resolve_device(name: str) -> torch.device:

@@ -18,9 +18,11 @@ from typing import Any
 import pytest
 from typer.testing import Result
 
+from lscape_cli.report import curvature, figures
 from lscape_cli.report.cells import get
 from lscape_cli.report.render import latex_escape
-from lscape_cli.storage.study import checkpoint_metadata
+from lscape_cli.report.runs import join
+from lscape_cli.storage.study import checkpoint_metadata, scan
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
@@ -415,3 +417,190 @@ def test_slices_compared_across_models(study: Path, tmp_path: Path, cli: Callabl
     section = section[: section.index("</section>")]
     assert "Slices compared across models" in section  # in the Slices section, after its table
     assert section.index("<table") < section.index("Slices compared across models")
+
+
+# ---------------------------------------------- several probe records per checkpoint, stability verdicts
+# Values are grouped by the settings they were measured under, never "the first probe record"; every
+# record with a stability check gets a verdict (batched ones included) with its uncertainty.
+
+SHARPNESS = {  # checkpoint -> (record suffix, probe options): r001 has no l2 record at ε = 0.05
+    "model-r000": [("probe", ("--sharpness", "0.05,0.1")), ("adaptive.probe", ("--sharpness", "0.05"))],
+    "model-r001": [("probe", ("--sharpness", "0.1")), ("adaptive.probe", ("--sharpness", "0.05"))],
+}
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory: pytest.TempPathFactory, cli: Callable[..., Result], tiny_args: Any) -> Path:
+    """Two restarts, each probed three ways: l2 and adaptive ε-sharpness, and λmax over 3 batches."""
+    root = tmp_path_factory.mktemp("settings")
+    r = cli(*tiny_args(root, "--restarts", 2, "--optimizer", "sgd", "--lr", 0.1, "--momentum", 0.5))
+    assert r.exit_code == 0, r.output
+    for name, probes_ in SHARPNESS.items():
+        ckpt = root / f"{name}.safetensors"
+        for suffix, opts in probes_:
+            kind = "adaptive" if suffix.startswith("adaptive") else "l2"
+            args = ("--sharpness-kind", kind, "--directions", "3", "--stability")
+            r = cli("probe", ckpt, *opts, *args, "--out", root / f"{name}.{suffix}.json", "--quiet")
+            assert r.exit_code == 0, r.output
+        batches = ("--num-batches", "3", "--batch-size", "16", "--stability")
+        r = cli(
+            "probe", ckpt, "--lambda-max", *batches, "--out", root / f"{name}.batches.probe.json", "--quiet"
+        )
+        assert r.exit_code == 0, r.output
+    return root
+
+
+def _rows(page: Any, table: str) -> tuple[list[str], list[list[tuple[dict[str, str], str]]]]:
+    rows = page.tables[table]
+    return [t for _, t in rows[0]], rows[1:]
+
+
+def _records(attrs: dict[str, str]) -> set[str]:
+    return {rec for rec, _, _ in json.loads(attrs.get("data-src", "[]"))}
+
+
+def test_sharpness_columns_never_mix_kinds_or_radii(probed: Path, cli: Callable[..., Result]) -> None:
+    """Each ε-sharpness column holds one kind at one radius; a record without it shows –."""
+    out = probed / "report.html"
+    r = cli("report", probed, "--out", out, "--quiet")
+    assert r.exit_code == 0, r.output
+    header, rows = _rows(parse(out), "curvature")
+    sharp = [h for h in header if h.startswith("ε-sharpness")]
+    assert sharp == ["ε-sharpness (adaptive, ε=0.05)", "ε-sharpness (l2, ε=0.05)", "ε-sharpness (l2, ε=0.1)"]
+    for row in rows:
+        record = next(iter(_records(row[header.index("λ1")][0])))
+        data = json.loads((probed / record).read_text())
+        for h in sharp:
+            attrs, text = row[header.index(h)]
+            kind, eps = h.split("(")[1].rstrip(")").split(", ε=")
+            held = [
+                (i, s)
+                for i, s in enumerate(get(data, "/results/sharpness") or [])
+                if (s["kind"], s["eps"]) == (kind, float(eps))
+            ]
+            if not held:
+                assert text == "–", (record, h, text)
+                continue
+            ((i, s),) = held
+            src = json.loads(attrs["data-src"])
+            assert src == [[record, f"/results/sharpness/{i}/random/s_max", s["random"]["s_max"]]], (
+                record,
+                h,
+            )
+
+
+def test_groups_and_versus_keep_one_setting_each(probed: Path, cli: Callable[..., Result]) -> None:
+    """Group means and the versus panels use values of one setting each, named in headers and labels."""
+    out = probed / "grouped.html"
+    r = cli("report", probed, "--group-by", "model.depth", "--out", out, "--quiet")
+    assert r.exit_code == 0, r.output
+    header, rows = _rows(parse(out), "groups")
+    (row,) = rows
+    expected = {
+        "ε-sharpness (adaptive, ε=0.05)": (".adaptive.probe.json", 2),
+        "ε-sharpness (l2, ε=0.05)": (".probe.json", 1),  # r000 only
+        "ε-sharpness (l2, ε=0.1)": (".probe.json", 2),
+        "λmax (3 batches of 16)": (".batches.probe.json", 2),
+    }
+    for h, (suffix, n) in expected.items():
+        records = _records(row[header.index(h)][0])
+        assert len(records) == n and all(rec.split(".", 1)[1] == suffix[1:] for rec in records), (h, records)
+    whole = [h for h in header if h.startswith("λmax (all ")]
+    assert len(whole) == 1 and all(".batches." not in rec for rec in _records(row[header.index(whole[0])][0]))
+    caption = out.read_text()
+    assert "adaptive, ε=0.05, 3 directions, train split" in caption  # every setting spelled out
+
+    records = scan([probed]).records
+    runs = join(records, probed, probed)
+    rels = {str(rec.path): rec.path.relative_to(probed).as_posix() for rec in records}
+    panels = figures.versus_panels(runs, rels, None)
+    sharp = [(s, p) for s, p in panels if s.quantity == "sharpness_max"]
+    assert [len(p.points) for _, p in sharp] == [2, 1, 2]  # adaptive 0.05; l2 0.05 (r000 only); l2 0.1
+    for setting, panel in sharp:
+        assert setting.describe() in panel.xlabel.replace("\n", " ")
+    xs = {s.describe(): sorted(x for x, _, _ in p.points) for s, p in sharp}
+    truth: dict[str, list[float]] = {}
+    for name, probes_ in SHARPNESS.items():
+        for suffix, _ in probes_:
+            data = json.loads((probed / f"{name}.{suffix}.json").read_text())
+            for row_ in data["results"]["sharpness"]:
+                key = f"{row_['kind']}, ε={row_['eps']:g}"
+                truth.setdefault(key, []).append(row_["random"]["s_max"])
+    assert {k.split(", 3 directions")[0]: v for k, v in xs.items()} == {
+        k: sorted(v) for k, v in truth.items()
+    }
+
+
+def test_stability_shown_for_batched_probes(probed: Path, cli: Callable[..., Result]) -> None:
+    """Every record with a stability check gets a verdict; batched ones say λmax is per batch."""
+    out = probed / "report.html"
+    r = cli("report", probed, "--out", out, "--quiet")
+    assert r.exit_code == 0, r.output
+    header, rows = _rows(parse(out), "curvature")
+    col = header.index("η·λmax (stability)")
+    shown = 0
+    for row in rows:
+        (record,) = _records(row[header.index("λ1")][0])
+        data = json.loads((probed / record).read_text())
+        attrs, text = row[col]
+        if ".batches." in record:
+            summary = data["results"]["batches"]["summary"]["eta_lambda_max"]
+            assert text.startswith(f"{summary['mean']:.4g} ± "), text
+            assert "vs 3: " in text and "(λmax per batch, 3 batches of 16)" in text, text  # 2(1 + 0.5)
+            assert "3 batches below the threshold" in attrs["title"]
+        else:
+            assert text.startswith(f"{data['results']['stability']['eta_lambda_max']:.4g}")
+            assert "(λmax of the whole split)" in text
+        assert any(v in text for v in (": stable", ": unstable", ": uncertain")), text
+        shown += 1
+    assert shown == 6
+
+
+@pytest.mark.parametrize(
+    ("summary", "verdict"),
+    [
+        ({"mean": 2.5, "std": 0.1, "min": 2.4, "max": 2.6}, "stable"),
+        ({"mean": 2.5, "std": 0.1, "min": 2.4, "max": 3.1}, "uncertain"),  # threshold within [min, max]
+        ({"mean": 2.5, "std": 0.3, "min": 2.45, "max": 2.55}, "uncertain"),  # within mean ± 2 std
+        ({"mean": 3.5, "std": 0.1, "min": 3.4, "max": 3.6}, "unstable"),
+        ({"mean": 2.5, "std": None, "min": 2.5, "max": 2.5}, "stable"),  # one batch
+    ],
+)
+def test_batched_stability_verdict(probed: Path, summary: dict[str, Any], verdict: str) -> None:
+    """The verdict comes from the mean; uncertain when the threshold (3 here) lies within the spread."""
+    data = json.loads((probed / "model-r000.batches.probe.json").read_text())
+    data["results"]["batches"]["summary"]["eta_lambda_max"] = {**summary, "n": 3}
+    for b, eta in zip(data["results"]["batches"]["per_batch"], ("min", "mean", "max"), strict=True):
+        b["stability"]["eta_lambda_max"] = summary[eta]
+        b["lambda_max"]["error_bound"] = 0.0
+    cell = curvature._stability("x.json", data)
+    assert f"vs 3: {verdict} (" in cell.text, cell.text
+    assert cell.badge == ("unstable" if verdict == "unstable" else "")
+
+
+def test_whole_split_stability_uncertain_within_the_error_bound(probed: Path) -> None:
+    """Whole split: uncertain when the threshold lies within lr × the λmax error bound of η·λmax."""
+    data = copy.deepcopy(json.loads((probed / "model-r000.probe.json").read_text()))
+    s = data["results"]["stability"]
+    verdict = "stable" if s["stable"] else "unstable"
+    assert f": {verdict} (λmax of the whole split)" in curvature._stability("x.json", data).text
+    data["results"]["lambda_max"]["error_bound"] = abs(s["threshold"] - s["eta_lambda_max"]) / s["lr"] * 1.5
+    assert ": uncertain (λmax of the whole split)" in curvature._stability("x.json", data).text
+    data["results"]["stability"] = {"stable": None, "note": "needs the learning rate and optimiser"}
+    cell = curvature._stability("x.json", data)
+    assert cell.text == "–" and "learning rate" in cell.note
+
+
+def test_one_batch_stability_uses_its_error_bound(probed: Path) -> None:
+    """One batch: η·λmax ± lr × its λmax error bound, uncertain when that reaches the threshold."""
+    data = json.loads((probed / "model-r000.batches.probe.json").read_text())
+    batches = data["results"]["batches"]
+    batches["per_batch"] = batches["per_batch"][:1]
+    st = batches["per_batch"][0]["stability"]
+    eta = st["eta_lambda_max"]
+    batches["summary"]["eta_lambda_max"] = {"mean": eta, "std": None, "min": eta, "max": eta, "n": 1}
+    batches["per_batch"][0]["lambda_max"]["error_bound"] = 0.5 * (3 - eta) / st["lr"]
+    cell = curvature._stability("x.json", data)
+    assert cell.text.startswith(f"{eta:.4g} ± ") and ": stable (λmax per batch" in cell.text, cell.text
+    batches["per_batch"][0]["lambda_max"]["error_bound"] = 1.5 * (3 - eta) / st["lr"]
+    assert ": uncertain (λmax per batch" in curvature._stability("x.json", data).text

@@ -74,8 +74,12 @@ def _draw(ax: Any, panel: Panel, colours: dict[Any, Any]) -> None:
     if panel.series:
         ax.autoscale_view()
     if panel.points:
+        from matplotlib.ticker import MaxNLocator
+
         xs, ys, ks = zip(*panel.points, strict=True)
         ax.scatter(xs, ys, c=[colours[k] for k in ks], s=28, edgecolors="black", linewidths=0.4, zorder=3)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))  # small values: short tick labels, an offset
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useOffset=False)
     ax.set_title(panel.title, fontsize=10)
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel(panel.ylabel)
@@ -93,7 +97,16 @@ PANEL_W, PANEL_H = 4.0, 2.6  # each panel's axes, in inches
 GAP_W, GAP_H = 1.05, 0.75  # between panels: room for the tick labels and axis labels
 
 
-def _legend(fig: Any, keys: list[Any], colours: dict[Any, Any], few: bool, title: str, splits: bool) -> None:
+def _legend(
+    fig: Any,
+    keys: list[Any],
+    colours: dict[Any, Any],
+    few: bool,
+    title: str,
+    splits: bool,
+    top_in: float = TOP,
+    bottom_in: float = BOTTOM,
+) -> None:
     from matplotlib import cm, colors
     from matplotlib.lines import Line2D
 
@@ -108,14 +121,14 @@ def _legend(fig: Any, keys: list[Any], colours: dict[Any, Any], few: bool, title
         fig.legend(
             handles=handles,
             loc="upper left",
-            bbox_to_anchor=(x0, 1 - TOP / h),
+            bbox_to_anchor=(x0, 1 - top_in / h),
             title=title or None,
             fontsize=8,
             title_fontsize=8,
         )
     if not few:
-        bottom = BOTTOM / h if not splits else BOTTOM / h
-        top = 1 - TOP / h - (0.9 / h if splits else 0)
+        bottom = bottom_in / h
+        top = 1 - top_in / h - (0.9 / h if splits else 0)
         cax = fig.add_axes((x0 + 0.05 / w, bottom, 0.15 / w, max(top - bottom, 0.1)))
         bar = fig.colorbar(
             cm.ScalarMappable(colors.Normalize(0, len(keys) - 1), "viridis"), cax=cax, label=title
@@ -124,20 +137,30 @@ def _legend(fig: Any, keys: list[Any], colours: dict[Any, Any], few: bool, title
         bar.set_ticks(ticks, labels=[str(keys[i]) for i in ticks])
 
 
+def _extra_lines(texts: list[str]) -> float:
+    """Inches to add for titles or axis labels of more than one line."""
+    return 0.2 * max([t.count("\n") for t in texts] + [0])
+
+
 def grid(panels: list[Panel], keys: list[Any], compare: str, splits: bool = False, ncols: int = 2) -> Any:
-    """Panels in a grid sharing one colour scale (a legend or colour bar) for the compare key."""
+    """Panels in a grid sharing one colour scale (a legend or colour bar) for the compare key.
+
+    Titles and x labels may span several lines (e.g. a panel's probe settings); the margins grow to fit.
+    """
     ncols = min(ncols, len(panels))
     nrows = math.ceil(len(panels) / ncols)
+    above, below = _extra_lines([p.title for p in panels]), _extra_lines([p.xlabel for p in panels])
+    top, bottom, gap_h = TOP + above, BOTTOM + below, GAP_H + above + below
     width = LEFT + RIGHT + ncols * PANEL_W + (ncols - 1) * GAP_W
-    height = TOP + BOTTOM + nrows * PANEL_H + (nrows - 1) * GAP_H
+    height = top + bottom + nrows * PANEL_H + (nrows - 1) * gap_h
     fig = new_figure(width, height, layout=None)
     fig.subplots_adjust(
         left=LEFT / width,
         right=1 - RIGHT / width,
-        top=1 - TOP / height,
-        bottom=BOTTOM / height,
+        top=1 - top / height,
+        bottom=bottom / height,
         wspace=GAP_W / PANEL_W,
-        hspace=GAP_H / PANEL_H,
+        hspace=gap_h / PANEL_H,
     )
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
     colours, few = _palette(keys)
@@ -145,7 +168,7 @@ def grid(panels: list[Panel], keys: list[Any], compare: str, splits: bool = Fals
         _draw(ax, panel, colours)
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
-    _legend(fig, keys, colours, few, compare, splits)
+    _legend(fig, keys, colours, few, compare, splits, top, bottom)
     return fig
 
 

@@ -10,9 +10,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from lscape_cli.report.cells import DASH, Cell, Source, Table, fmt, get, pm_cell, spread_cell, value_cell
+from lscape_cli.report.cells import (
+    DASH,
+    Cell,
+    Source,
+    Table,
+    fmt,
+    fmt_err,
+    get,
+    pm_cell,
+    spread_cell,
+    value_cell,
+)
 from lscape_cli.report.inventory import run_cell
-from lscape_cli.report.runs import Run
+from lscape_cli.report.probes import sample_text
+from lscape_cli.report.runs import Run, sort_key
 from lscape_cli.storage.study import Record
 
 CellFn = Callable[[str, dict[str, Any]], Cell]
@@ -92,31 +104,49 @@ def _simple(key: str, err: str | None, note: Callable[[dict[str, Any]], str], sc
     return cell
 
 
-def _sharpness(i: int) -> CellFn:
+def _sharpness_rows(d: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(pointer, row)`` of each ε-sharpness radius a record holds (a batched record: its first radius)."""
+    if _batched(d):
+        row = get(d, "/results/batches/per_batch/0/sharpness/0")
+        return [("/results/batches/summary/sharpness_max", row)] if isinstance(row, dict) else []
+    rows = get(d, "/results/sharpness") or []
+    return [(f"/results/sharpness/{i}", row) for i, row in enumerate(rows) if isinstance(row, dict)]
+
+
+def _sharpness(kind: Any, eps: Any) -> CellFn:
+    """The ε-sharpness of one kind and radius (a record without it: –)."""
+
     def cell(r: str, d: dict[str, Any]) -> Cell:
-        if _batched(d):
-            return (
-                spread_cell(r, d, "/results/batches/summary/sharpness_max", "max rise; mean over batches")
-                if i == 0
-                else Cell(DASH)
+        for pointer, row in _sharpness_rows(d):
+            if (row.get("kind"), row.get("eps")) != (kind, eps):
+                continue
+            if _batched(d):
+                return spread_cell(r, d, pointer, "max rise; mean ± std [min, max] over batches")
+            rnd = row.get("random") or {}
+            note = (
+                f"max loss rise over {rnd.get('num_directions')} random {kind} directions at radius "
+                f"{rnd.get('eps')}, seed {rnd.get('seed')}; mean rise {fmt(rnd.get('s_mean'))} ± "
+                f"{fmt(rnd.get('s_mean_stderr'))}"
             )
-        rnd = get(d, f"/results/sharpness/{i}/random") or {}
-        note = (
-            f"max loss rise over {rnd.get('num_directions')} random {get(d, f'/results/sharpness/{i}/kind')} "
-            f"directions at radius {rnd.get('eps')}, seed {rnd.get('seed')}; mean rise "
-            f"{fmt(rnd.get('s_mean'))} ± {fmt(rnd.get('s_mean_stderr'))}"
-        )
-        return value_cell(r, d, f"/results/sharpness/{i}/random/s_max", note)
+            return value_cell(r, d, f"{pointer}/random/s_max", note)
+        return Cell(DASH)
 
     return cell
 
 
-def _noise(i: int) -> CellFn:
+def _noise(method: Any, sigma: Any) -> CellFn:
+    """The loss rise under weight noise of one method and σ (a record without it: –)."""
+
     def cell(r: str, d: dict[str, Any]) -> Cell:
         n = get(d, "/results/noise") or {}
-        note = f"{n.get('method')}, {n.get('samples')} samples, seed {n.get('seed')}; ± is one standard error"
-        base = f"/results/noise/curve/{i}"
-        return pm_cell(r, d, f"{base}/loss_rise", f"{base}/loss_rise_stderr", note)
+        if n.get("method") != method:
+            return Cell(DASH)
+        for i, row in enumerate(n.get("curve") or []):
+            if row.get("sigma") == sigma:
+                note = f"{method}, {n.get('samples')} samples, seed {n.get('seed')}; ± is one standard error"
+                base = f"/results/noise/curve/{i}"
+                return pm_cell(r, d, f"{base}/loss_rise", f"{base}/loss_rise_stderr", note)
+        return Cell(DASH)
 
     return cell
 
@@ -155,17 +185,114 @@ def _pac_bound(r: str, d: dict[str, Any]) -> Cell:
     return cell
 
 
+STABILITY_HEADER = "η·λmax (stability)"
+STABILITY_NOTE = (
+    "η·λmax: the verdict compares the value (the mean over batches when probed per batch) with the "
+    "threshold (2, or 2(1+β) with momentum β); uncertain when the threshold lies within lr × the λmax "
+    "error bound, or within [min, max] or mean ± 2 std over batches"
+)
+
+
+def stability_verdict(
+    stable: bool | None, mean: float, lo: float, hi: float, std: float | None, threshold: float
+) -> str:
+    """``stable``/``unstable`` from the mean, ``uncertain`` when the threshold lies within the spread.
+
+    ``[lo, hi]``: the range the value may take (error bound, or min and max over batches); ``std``: its
+    standard deviation over batches, whose ± 2 band also counts. ``stable`` is the record's own verdict;
+    ``None`` (an adaptive optimiser, whose threshold is shown for reference only) gives ``no verdict``.
+    """
+    if stable is None:
+        return "no verdict"
+    bands = [(lo, hi)] + ([(mean - 2 * std, mean + 2 * std)] if std else [])
+    if any(a <= threshold <= b for a, b in bands):
+        return "uncertain"
+    return "stable" if mean < threshold else "unstable"
+
+
+def _numbers(*values: Any) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _stability_cell(text: str, sources: tuple[Source, ...], verdict: str, note: str) -> Cell:
+    return Cell(text, sources, note, badge="unstable" if verdict == "unstable" else "")
+
+
 def _stability(r: str, d: dict[str, Any]) -> Cell:
+    """η·λmax against its threshold, with the verdict and which λmax it uses (whole split or batches)."""
+    if _batched(d):
+        return _stability_batched(r, d)
     s = get(d, "/results/stability") or {}
     if s.get("eta_lambda_max") is None:
-        return Cell(DASH)
-    ptrs = ["/results/stability/eta_lambda_max", "/results/stability/threshold", "/results/stability/stable"]
+        return Cell(DASH, note=str(s.get("note") or ""))
+    eta, thr, lr = s["eta_lambda_max"], s["threshold"], s.get("lr")
+    err = get(d, "/results/lambda_max/error_bound")
+    spread = float(lr * err) if _numbers(lr, err) else 0.0
+    ptrs = [
+        "/results/stability/eta_lambda_max",
+        "/results/lambda_max/error_bound",
+        "/results/stability/threshold",
+    ]
     sources = tuple(Source(r, p, get(d, p)) for p in ptrs if get(d, p) is not None)
-    verdict = {True: "stable", False: "unstable", None: "no verdict"}[s.get("stable")]
-    text = f"{fmt(s['eta_lambda_max'])} vs {fmt(s.get('threshold'))}: {verdict}"
-    return Cell(
-        text, sources, str(s.get("rule", "")), badge="" if s.get("stable") is not False else "unstable"
+    verdict = stability_verdict(s.get("stable"), eta, eta - spread, eta + spread, None, thr)
+    pm = f" ± {fmt_err(spread)}" if spread else ""
+    conv = "converged" if get(d, "/results/lambda_max/converged") else "NOT converged"
+    note = (
+        f"{s.get('rule', '')}; lr {fmt(lr)}; λmax {fmt(s.get('lambda_max'))} of the whole split "
+        f"({get(d, '/config/evaluation/num_samples')} samples, {get(d, '/results/lambda_max/method')}, "
+        f"{conv}); ± is lr × its error bound"
     )
+    text = f"{fmt(eta)}{pm} vs {fmt(thr)}: {verdict} (λmax of the whole split)"
+    return _stability_cell(text, sources, verdict, note)
+
+
+def _batch_bounds(d: dict[str, Any]) -> tuple[float, float] | None:
+    """The range of η·λmax over batches, each widened by lr × its λmax error bound (None: none recorded)."""
+    ends = []
+    for b in get(d, "/results/batches/per_batch") or []:
+        st, err = b.get("stability") or {}, get(b, "/lambda_max/error_bound")
+        eta, lr = st.get("eta_lambda_max"), st.get("lr")
+        if _numbers(eta, lr, err):
+            ends.append((eta - lr * err, eta + lr * err))
+    return (min(a for a, _ in ends), max(b for _, b in ends)) if ends else None
+
+
+def _stability_batched(r: str, d: dict[str, Any]) -> Cell:
+    """η·λmax per batch: mean ± std [min, max], the verdict from the mean, uncertain within the spread.
+
+    One batch: its value ± lr × its λmax error bound, as for a whole split.
+    """
+    per = [b.get("stability") or {} for b in get(d, "/results/batches/per_batch") or []]
+    summary = get(d, "/results/batches/summary/eta_lambda_max") or {}
+    first = per[0] if per else {}
+    if summary.get("mean") is None or first.get("threshold") is None:
+        return Cell(DASH, note=str(first.get("note") or ""))
+    thr, mean, std = first["threshold"], summary["mean"], summary.get("std")
+    lo, hi = summary["min"], summary["max"]
+    bounds = _batch_bounds(d)
+    if bounds is not None:
+        lo, hi = min(lo, bounds[0]), max(hi, bounds[1])
+    sources: tuple[Source, ...]
+    if len(per) == 1:
+        err = get(d, "/results/batches/per_batch/0/lambda_max/error_bound")
+        value = "/results/batches/summary/eta_lambda_max/mean"
+        sources = (Source(r, value, mean),)
+        if bounds is not None:
+            sources += (Source(r, "/results/batches/per_batch/0/lambda_max/error_bound", err),)
+        shown = fmt(mean) + (f" ± {fmt_err((bounds[1] - bounds[0]) / 2)}" if bounds is not None else "")
+    else:
+        spread = spread_cell(r, d, "/results/batches/summary/eta_lambda_max")
+        sources, shown = spread.sources, spread.text
+    sources += (Source(r, "/results/batches/per_batch/0/stability/threshold", thr),)
+    verdict = stability_verdict(first.get("stable"), mean, lo, hi, std, thr)
+    below = sum(p.get("stable") is True for p in per)
+    text = f"{shown} vs {fmt(thr)}: {verdict} (λmax per batch, {sample_text(d)})"
+    note = (
+        f"{first.get('rule', '')}; lr {fmt(first.get('lr'))}; λmax of each of {sample_text(d)} "
+        f"({'± is lr × its error bound' if len(per) == 1 else 'mean ± std [min, max] over batches'}); "
+        f"{below} of {len(per)} batches below the threshold"
+    )
+    return _stability_cell(text, sources, verdict, note)
 
 
 def _columns(records: list[Record]) -> list[tuple[str, CellFn]]:
@@ -191,30 +318,27 @@ def _columns(records: list[Record]) -> list[tuple[str, CellFn]]:
     ):
         if has(key, scalar):
             cols.append((header, _simple(key, err, _note_fn(key, err), scalar)))
-    radii = max(len(get(d, "/results/sharpness") or []) for d in datas)
-    for i in range(radii):
-        eps = next(
-            get(d, f"/results/sharpness/{i}/eps")
-            for d in datas
-            if get(d, f"/results/sharpness/{i}") is not None
-        )
-        cols.append((f"ε-sharpness (ε={fmt(eps)})", _sharpness(i)))
-    if radii == 0 and has("sharpness", "sharpness_max"):
-        cols.append(("ε-sharpness", _sharpness(0)))
-    sigmas = max(len(get(d, "/results/noise/curve") or []) for d in datas)
-    for i in range(sigmas):
-        sigma = next(
-            get(d, f"/results/noise/curve/{i}/sigma")
-            for d in datas
-            if get(d, f"/results/noise/curve/{i}") is not None
-        )
-        cols.append((f"noise loss rise (σ={fmt(sigma)})", _noise(i)))
+    radii = dict.fromkeys((row.get("kind"), row.get("eps")) for d in datas for _, row in _sharpness_rows(d))
+    for kind, eps in sorted(radii, key=lambda t: (str(t[0]), sort_key(t[1]))):
+        cols.append((f"ε-sharpness ({kind}, ε={fmt(eps)})", _sharpness(kind, eps)))
+    sigmas = dict.fromkeys(
+        (get(d, "/results/noise/method"), row.get("sigma"))
+        for d in datas
+        for row in get(d, "/results/noise/curve") or []
+    )
+    for method, sigma in sorted(sigmas, key=lambda t: (str(t[0]), sort_key(t[1]))):
+        aware = "magnitude-aware, " if "magnitude-aware" in str(method) else ""
+        cols.append((f"noise loss rise ({aware}σ={fmt(sigma)})", _noise(method, sigma)))
     if has("pac_bayes", "pac_bayes_sigma"):
         cols.append(("PAC-Bayes σ", _pac))
     if has("pac_bayes/bound", "pac_bayes_bound_kl"):
         cols.append(("PAC-Bayes bound", _pac_bound))
-    if any(get(d, "/results/stability/eta_lambda_max") is not None for d in datas):
-        cols.append(("η·λmax (stability)", _stability))
+    if any(
+        get(d, "/results/stability") is not None
+        or get(d, "/results/batches/per_batch/0/stability") is not None
+        for d in datas
+    ):
+        cols.append((STABILITY_HEADER, _stability))
     return cols
 
 
@@ -251,7 +375,8 @@ def curvature(runs: list[Run], rels: dict[str, str]) -> Table | None:
         "Curvature",
         ["run", "split", *(h for h, _ in cols), "protocol"],
         caption="± after an eigenvalue is its error bound; after a stochastic estimate, one standard error. "
-        "Hover a value for its method and budget; the protocol of each row is its footnote.",
+        "Hover a value for its method and budget; the protocol of each row is its footnote."
+        + (f" {STABILITY_NOTE}." if any(h == STABILITY_HEADER for h, _ in cols) else ""),
     )
     for run, probe in pairs:
         r = rels[str(probe.path)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lscape_cli.plotting import report as plots
+from lscape_cli.report import probes
 from lscape_cli.report.document import Image
 from lscape_cli.report.inventory import gap_value, run_values
 from lscape_cli.report.runs import Run, key_source, sort_key
@@ -129,26 +130,64 @@ def tracked(runs: list[Run], colour: str | None) -> list[Image]:
     ]
 
 
+PerRun = list[tuple[Any, dict[str, Any], dict[probes.Setting, Any]]]  # colour key, values, probe values
+
+
+def _versus_panel(
+    per_run: PerRun, setting: probes.Setting, group: list[probes.Setting]
+) -> plots.Panel | None:
+    """One point per run measured under ``setting``: gap vs λmax, or test loss vs ε-sharpness."""
+    pts = []
+    for key, v, m in per_run:
+        y = gap_value(v, "gap_acc") if setting.quantity == "lambda_max" else _test_loss(v)
+        if y is not None and setting in m:
+            pts.append((float(m[setting].value), y, key))
+    if not pts:
+        return None
+    keys = probes.distinguishing(group)
+    if setting.quantity == "lambda_max":
+        title, xlabel, ylabel = "gap vs final λmax", "final λmax", "train acc − test acc"
+    else:
+        title, xlabel, ylabel = "test loss vs ε-sharpness", "ε-sharpness (max rise)", "test loss"
+    title += f"\n{setting.describe(keys)}" if keys else ""
+    return plots.Panel(title, f"{xlabel}\n{_wrap(setting.describe())}", ylabel, points=pts)
+
+
+def _test_loss(values: dict[str, Any]) -> float | None:
+    return float(values["test_loss"].value) if "test_loss" in values else None
+
+
+def _wrap(text: str, width: int = 56) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def versus_panels(
+    runs: list[Run], rels: dict[str, str], colour: str | None
+) -> list[tuple[probes.Setting, plots.Panel]]:
+    """The panels of :func:`versus`, each with the one probe setting its points were measured under."""
+    per_run = [(colour_key(r, colour), run_values(r, rels), probes.run_values(r, rels)) for r in runs]
+    out = []
+    for quantity in ("lambda_max", "sharpness_max"):
+        group = probes.settings([m for _, _, m in per_run], quantity)
+        for setting in group:
+            panel = _versus_panel(per_run, setting, group)
+            if panel is not None:
+                out.append((setting, panel))
+    return out
+
+
 def versus(runs: list[Run], rels: dict[str, str], colour: str | None) -> list[Image]:
-    """Gap (train acc − test acc) vs final λmax, and test loss vs ε-sharpness: one point per run."""
-    gap_pts, sharp_pts = [], []
-    for run in runs:
-        v = run_values(run, rels)
-        gap = gap_value(v, "gap_acc")
-        if gap is not None and "lambda_max" in v:
-            gap_pts.append((float(v["lambda_max"].value), gap, colour_key(run, colour)))
-        if "test_loss" in v and "sharpness_max" in v:
-            sharp_pts.append(
-                (float(v["sharpness_max"].value), float(v["test_loss"].value), colour_key(run, colour))
-            )
-    panels = []
-    if gap_pts:
-        panels.append(plots.Panel("gap vs final λmax", "final λmax", "train acc − test acc", points=gap_pts))
-    if sharp_pts:
-        panels.append(
-            plots.Panel("test loss vs ε-sharpness", "ε-sharpness (max rise)", "test loss", points=sharp_pts)
-        )
+    """Gap (train acc − test acc) vs final λmax, and test loss vs ε-sharpness: one point per run.
+
+    One panel per probe setting (split, samples, method; ε-sharpness kind, radius, directions): values
+    measured differently never share axes. Each panel's x label spells out its setting.
+    """
+    panels = versus_panels(runs, rels, colour)
     if not panels:
         return []
-    fig = plots.grid(panels, _keys(runs, colour), colour or "", ncols=2)
-    return [Image("versus.png", "Generalisation versus curvature", plots.png(fig), "one point per run")]
+    fig = plots.grid([p for _, p in panels], _keys(runs, colour), colour or "", ncols=2)
+    used = "; ".join(f"{s.name}: {s.describe()}" for s, _ in panels)
+    caption = f"one point per run; one panel per probe setting ({used}; {probes.DUPLICATES})"
+    return [Image("versus.png", "Generalisation versus curvature", plots.png(fig), caption)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lscape_cli.report import probes
 from lscape_cli.report.cells import (
     DASH,
     Cell,
@@ -21,7 +22,7 @@ from lscape_cli.report.cells import (
     sources_mean_std,
     text_cell,
 )
-from lscape_cli.report.runs import Run, key_source, main_probe, sort_key
+from lscape_cli.report.runs import Run, key_source, sort_key
 
 FINALS = ("train_loss", "val_loss", "test_loss", "train_accuracy", "val_accuracy", "test_accuracy")
 GAP_NOTE = {
@@ -37,7 +38,10 @@ def _src(run: Run, pointer: str) -> Source | None:
 
 
 def run_values(run: Run, rels: dict[str, str]) -> dict[str, Source]:
-    """Every per-run number the report shows, each with its source (keys are metric names)."""
+    """The run's settings-free numbers (final losses, accuracies, epochs), each with its source.
+
+    Probe values depend on how they were measured: :func:`lscape_cli.report.probes.run_values`.
+    """
     out: dict[str, Source] = {}
     if run.train is not None:
         r, data = rels[str(run.train.path)], run.train.data
@@ -57,26 +61,7 @@ def run_values(run: Run, rels: dict[str, str]) -> dict[str, Source]:
         for name, p in (("epochs_run", "/training/epochs_run"), ("stop_reason", "/training/stop_reason")):
             if (s := _src(run, p)) is not None:
                 out[name] = s
-    probe = main_probe(run)
-    if probe is not None:
-        out.update(probe_values(probe.data, rels[str(probe.path)]))
     return out
-
-
-def probe_values(data: dict[str, Any], record: str) -> dict[str, Source]:
-    """λmax, trace, ‖H‖_F, ε-sharpness (first radius) of a probe record (batch means when batched)."""
-    res = data.get("results") or {}
-    if "batches" in res:
-        base = "/results/batches/summary"
-        ptrs = {k: f"{base}/{k}/mean" for k in ("lambda_max", "trace", "frobenius", "sharpness_max")}
-    else:
-        ptrs = {
-            "lambda_max": "/results/lambda_max/estimate",
-            "trace": "/results/trace/estimate",
-            "frobenius": "/results/frobenius/estimate",
-            "sharpness_max": "/results/sharpness/0/random/s_max",
-        }
-    return {k: Source(record, p, get(data, p)) for k, p in ptrs.items() if get(data, p) is not None}
 
 
 def gap_cell(values: dict[str, Source], kind: str) -> Cell:
@@ -177,32 +162,53 @@ GROUP_METRICS = (
     ("val loss", "val_loss"),
     ("test loss", "test_loss"),
     ("test acc", "test_accuracy"),
-    ("λmax", "lambda_max"),
-    ("trace", "trace"),
-    ("‖H‖_F", "frobenius"),
-    ("ε-sharpness", "sharpness_max"),
-    ("epochs", "epochs_run"),
 )
+AFTER_PROBES = (("epochs", "epochs_run"),)
+
+
+def _probe_columns(
+    buckets: dict[Any, list[dict[probes.Setting, Source]]],
+) -> list[tuple[str, probes.Setting]]:
+    """One column per probe quantity and setting, headed by what tells the settings apart."""
+    values = [v for vs in buckets.values() for v in vs]
+    cols = []
+    for quantity in probes.QUANTITIES:
+        group = probes.settings(values, quantity)
+        cols += [(probes.header(s, group), s) for s in group]
+    return cols
 
 
 def groups(runs: list[Run], rels: dict[str, str], key: str) -> Table:
-    """Mean ± std (ddof 1) per value of ``key`` over the runs holding each metric."""
+    """Mean ± std (ddof 1) per value of ``key`` over the runs holding each metric.
+
+    Probe quantities get one column per setting (split, samples, method; ε-sharpness kind, radius and
+    directions), so a mean never mixes values measured differently; the caption spells out each setting.
+    """
     buckets: dict[Any, list[dict[str, Source]]] = {}
+    measured: dict[Any, list[dict[probes.Setting, Source]]] = {}
     for run in runs:
         s = key_source(run, key)
         buckets.setdefault(s.value if s else None, []).append(run_values(run, rels))
+        measured.setdefault(s.value if s else None, []).append(probes.run_values(run, rels))
     present = [(h, m) for h, m in GROUP_METRICS if any(m in v for vs in buckets.values() for v in vs)]
+    after = [(h, m) for h, m in AFTER_PROBES if any(m in v for vs in buckets.values() for v in vs)]
+    probe_cols = _probe_columns(measured)
     acc = _has_accuracy([v for vs in buckets.values() for v in vs])
+    settings = "; ".join(f"{h}: {s.describe()}" for h, s in probe_cols)
     table = Table(
         "groups",
         f"Groups by {key}",
-        [key, "runs", *(h for h, _ in present), *(["gap (acc)"] if acc else [])],
-        caption="mean ± std (ddof 1) over the runs of each group; each cell lists the records it averages",
+        [key, "runs", *(h for h, _ in present), *(h for h, _ in probe_cols), *(h for h, _ in after)]
+        + (["gap (acc)"] if acc else []),
+        caption="mean ± std (ddof 1) over the runs of each group; each cell lists the records it averages"
+        + (f". Probe settings: {settings} ({probes.DUPLICATES})" if settings else ""),
     )
     for value in sorted(buckets, key=sort_key):
         vals = buckets[value]
         row = [text_cell(value), text_cell(len(vals), len(vals))]
         row += [sources_mean_std([v[m] for v in vals if m in v]) for _, m in present]
+        row += [sources_mean_std([v[s] for v in measured[value] if s in v]) for _, s in probe_cols]
+        row += [sources_mean_std([v[m] for v in vals if m in v]) for _, m in after]
         row += [_gap_mean(vals)] if acc else []
         table.rows.append(row)
     return table

@@ -135,10 +135,3 @@ def order(runs: list[Run], compare: str | None) -> list[Run]:
         return sort_key(src.value if src else None), run.label
 
     return sorted(runs, key=key)
-
-
-def main_probe(run: Run) -> Record | None:
-    """The probe record that speaks for the run's curvature: the first on the train split."""
-    on_train = [p for p in run.probes if get(p.data, "/config/evaluation/split") == "train"]
-    candidates = on_train or run.probes
-    return candidates[0] if candidates else None
