@@ -36,7 +36,7 @@ lscape train --model mlp --depth 2 --width "$MLPW" "${DATA[@]}" "${SGD[@]}" --re
 #    and eta*lambda_max against 2 (plain SGD) and 2(1+beta) (momentum beta, the heavy-ball threshold).
 for f in "$OUT"/resnet-*/model.safetensors "$OUT"/mlp/model-r000.safetensors; do
   lscape probe "$f" --lambda-max --lambda-min --trace --grad-norm --sharpness 0.05 --noise 0.001,0.01 \
-    --pac-bayes --stability --tol "$TOL" --num-batches 1 --batch-size "$SAMPLES" --quiet
+    --pac-bayes --stability --tol "$TOL" --samples "$SAMPLES" --quiet
 done
 
 # 3. Mode connectivity between the two MLPs: the straight path, then after permuting B's hidden units
