@@ -308,3 +308,20 @@ def test_general_multi_metric_mode(cli, sweep: Path, tmp_path: Path) -> None:
     assert 1 <= len(multi["front"]) <= 6
     r = cli("pareto", sweep, "--metric", "train_loss:low", "--out", out)
     assert r.exit_code == 1 and "invalid metric spec 'train_loss:low'" in r.stderr
+
+
+def test_two_probe_records_disagreeing_on_the_metric_are_refused(cli, sweep: Path, tmp_path: Path) -> None:
+    """A second probe of one checkpoint with another budget must not silently replace the first."""
+    root = tmp_path / "sweep"
+    shutil.copytree(sweep, root)
+    ckpt = sorted((root / "d1").glob("*-r000.safetensors"))[0]
+    extra = ckpt.with_name("again.probe.json")
+    r = cli("probe", ckpt, "--frobenius", "--matvecs", "12", "--quiet", "--device", "cpu", "--out", extra)
+    assert r.exit_code == 0, r.output
+    r = cli("pareto", root, "--out", tmp_path / "x.json", "--quiet")
+    assert r.exit_code == 1 and "metric 'frobenius' has different values in 2 probe records" in r.stderr
+    assert extra.name in r.stderr and not (tmp_path / "x.json").exists()
+    r = cli(
+        "pareto", root, "--y", "train_loss", "--x", "train_accuracy", "--out", tmp_path / "y.json", "--quiet"
+    )
+    assert r.exit_code == 0, r.output  # metrics the records agree on (or do not give) are not refused

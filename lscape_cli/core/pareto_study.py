@@ -117,6 +117,14 @@ def run_pareto(runs: Sequence[RunLike], req: ParetoRequest, load: Loader) -> Par
 
 
 def _metric(run: RunLike, name: str) -> float:
+    clash = getattr(run, "conflicts", {}).get(name)
+    if clash:
+        raise LscapeError(
+            f"metric {name!r} has different values in {len(clash)} probe records of one checkpoint "
+            f"({', '.join(clash)})",
+            str(run.checkpoint),
+            "pass the record files to use instead of their folder, or delete the record you do not want",
+        )
     value = run.metrics.get(name)
     if value is None:
         flag = PRODUCERS.get(name)

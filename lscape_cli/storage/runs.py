@@ -27,6 +27,7 @@ class Run:
     config: dict[str, Any] = field(default_factory=dict)  # flat: "model.depth", "training.lr", ...
     metrics: dict[str, float | None] = field(default_factory=dict)  # "train_loss", "frobenius", ...
     sources: dict[str, str] = field(default_factory=dict)  # metric -> file it came from
+    conflicts: dict[str, list[str]] = field(default_factory=dict)  # metric -> probe records that disagree
 
 
 def find_records(paths: list[Path]) -> list[Path]:
@@ -109,11 +110,26 @@ def collect(paths: list[Path]) -> list[Run]:
             run.config.update(_flat_config(rec["config"]))
             run.config["training.stop_reason"] = rec["results"]["stop_reason"]
             scalars = dict(rec["results"]["final"])
+        if rec["schema"] == PROBE:
+            _note_conflicts(run, scalars, path)
         run.metrics.update(scalars)
         run.sources.update({k: str(path) for k in scalars})
     for run in runs.values():
         _fill_from_checkpoint(run)
     return sorted(runs.values(), key=lambda r: str(r.checkpoint))
+
+
+def _note_conflicts(run: Run, scalars: dict[str, Any], path: Path) -> None:
+    """Remember metrics that two probe records of one checkpoint give with different values.
+
+    Two probes of one checkpoint with other settings (a batch size, a sharpness radius) may both give
+    ``lambda_max``; the last record read would silently win. Such a metric is refused where it is used
+    (:func:`lscape_cli.core.pareto_study`), naming the records; metrics nobody asks for do not matter.
+    """
+    for key, value in scalars.items():
+        old = run.sources.get(key)
+        if old is not None and old.endswith(".probe.json") and run.metrics.get(key) != value:
+            run.conflicts.setdefault(key, [old]).append(str(path))
 
 
 def _fill_from_checkpoint(run: Run) -> None:
