@@ -35,6 +35,7 @@ def run_training(
     """Load data, build the model, train, write every file, report."""
     from lscape_cli import datasets, models
     from lscape_cli.core import budget
+    from lscape_cli.core.probe import check_budget
     from lscape_cli.core.tracking import make_tracker
     from lscape_cli.core.training import relabel, train_restarts
     from lscape_cli.runtime import resolve_device, resolve_dtype
@@ -58,6 +59,8 @@ def run_training(
     size = budget.Problem.of(module, splits.sizes()["train"])
     every, batch = cfg.trajectory_every, cfg.batch_size or size.num_samples
     budget.check(budget.training_demands(restarts, cfg.epochs, cfg.max_steps, batch, every, size), device)
+    if tracker is not None:
+        check_budget(tracker.spec.request, module, tracker.num_samples, "--track top_k")
     stems = output_stems(out, name, restarts, chosen)  # after the budget: a huge --restarts is refused first
     t_setup = time.perf_counter() - t0
     seeds = [seed + r for r in chosen]

@@ -101,7 +101,7 @@ def train(
         lscape train --model cnn --optimizer sgd --lr 0.05 --batch-size 64 --epochs 20 --track lambda_max --track-every 2 --out runs/b64
         lscape train --model cnn --optimizer sgd --lr 0.05 --batch-size 2048 --epochs 20 --track lambda_max --track-every 2 --out runs/b2048
     """  # noqa: D301 (a literal \b keeps Click from re-wrapping the examples)
-    from lscape_cli.core.tracking import make_spec
+    from lscape_cli.core.tracking import check_split, make_spec
     from lscape_cli.core.train_rules import parse_schedule, parse_tol_rule
     from lscape_cli.core.training import TrainConfig, shard_restarts
 
@@ -160,6 +160,7 @@ def train(
     )
     track_spec = None
     if track is not None:
+        parsed(check_split, "--track-split", track_split)
         track_spec = parsed(make_spec, "--track", track, track_every, track_split, track_samples, track_seed)
     run_training(
         model,

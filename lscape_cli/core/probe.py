@@ -175,13 +175,35 @@ def demands(req: ProbeRequest, size: Problem) -> list[Demand]:
     out.append(Demand("--ascent-steps", req.sharpness_steps, "sharpness ascent steps", ascent))
     noise = len(req.noise_sigmas) * count(req.noise_samples) * size.forward
     out.append(Demand("--noise-samples", req.noise_samples, "weight-noise draws", noise))
+    if req.curvature == "fisher":  # at least one float64 draw per sample and label (curvature.label_draws)
+        labels = count(req.fisher_samples) * size.num_samples
+        out.append(Demand("--fisher-samples", req.fisher_samples, "sampled labels", labels, labels * 8))
     return out
 
 
-def check_budget(req: ProbeRequest, module: torch.nn.Module, num_samples: int) -> None:
-    """Refuse ``req`` before any work when a count in it exceeds this machine (:class:`BudgetError`)."""
-    device = next(module.parameters()).device
-    check(demands(req, Problem.of(module, num_samples)), device)
+def check_budget(
+    req: ProbeRequest, module: torch.nn.Module, num_samples: int, top_k_option: str = "--top-k"
+) -> None:
+    """Refuse ``req`` before any work when a count in it exceeds the model or this machine.
+
+    More eigenvalues than parameters is a :class:`LscapeError` naming ``top_k_option``; a count beyond
+    the machine's time or memory a :class:`BudgetError`.
+    """
+    size = Problem.of(module, num_samples)
+    wanted = eigenvalues_wanted(req)
+    if wanted > size.num_params:
+        raise LscapeError(
+            f"{wanted} eigenvalues asked of a model with {size.num_params} parameters",
+            top_k_option,
+            f"ask for at most {size.num_params}",
+        )
+    check(demands(req, size), next(module.parameters()).device)
+
+
+def eigenvalues_wanted(req: ProbeRequest) -> int:
+    """Ritz values one eigen-run of ``req`` needs (the K largest and lambda_min); 0 without one."""
+    top = max(1, req.top_k) if req.needs_lambda_max else 0
+    return top + (1 if req.lambda_min else 0)
 
 
 def _finite(v: float | None) -> float | None:
