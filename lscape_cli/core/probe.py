@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,6 +147,63 @@ class ProbeOutput:
     results: dict[str, Any] = field(default_factory=dict)
     scalars: dict[str, float | None] = field(default_factory=dict)
     eigenvectors: list[Params] | None = None  # top-k unit Ritz vectors over all parameters, when asked
+
+
+CHECK_QUANTITIES: dict[str, str] = {  # every --check quantity -> the option(s) that measure it
+    "loss": "always measured",
+    "accuracy": "always measured, for class labels",
+    "grad_norm": "--grad-norm",
+    "lambda_max": "--lambda-max",
+    "lambda_K": "--top-k K (Lanczos), K at least the index",
+    "lambda_min": "--lambda-min",
+    "condition_number": "--lambda-max with --lambda-min",
+    "trace": "--trace or --frobenius (one set of products)",
+    "frobenius": "--trace or --frobenius (one set of products)",
+    "stable_rank": "--lambda-max with --frobenius",
+    "participation_ratio": "--trace or --frobenius",
+    "effective_rank": "--density",
+    "sharpness_max": "--sharpness EPS",
+    "sharpness_mean": "--sharpness EPS",
+    "sharpness_worst": "--sharpness EPS with --ascent-steps N",
+    "pac_bayes_sigma": "--pac-bayes",
+    "pac_bayes_sigma_magnitude": "--pac-bayes with --magnitude-aware",
+    "eta_lambda_max": "--stability, on the full Hessian of a checkpoint that records its learning rate",
+}
+_LAMBDA_K = re.compile(r"lambda_([1-9][0-9]{0,8})")
+
+
+def check_source(name: str) -> str | None:
+    """What measures the ``--check`` quantity ``name`` (:data:`CHECK_QUANTITIES`); None: no such quantity."""
+    return CHECK_QUANTITIES["lambda_K"] if _LAMBDA_K.fullmatch(name) else CHECK_QUANTITIES.get(name)
+
+
+def scalar_names(req: ProbeRequest, regression: bool) -> set[str]:
+    """The names :func:`run_probe` puts in ``scalars`` for ``req`` (what a ``--check`` may use).
+
+    ``regression``: the targets are not class labels (no accuracy). A name here may still hold None when
+    its value is not finite (e.g. ``condition_number`` of a Hessian that is not positive definite).
+    """
+    names = {"loss"} | (set() if regression else {"accuracy"})
+    top = req.needs_lambda_max
+    if top:
+        names.add("lambda_max")
+    if req.eig_method == "lanczos":
+        names |= {f"lambda_{i + 1}" for i in range(req.top_k if top else 0)}
+        names |= {"lambda_min"} if req.lambda_min else set()
+        names |= {"condition_number"} if req.lambda_min and top else set()
+    if req.needs_trace:
+        names |= {"trace", "frobenius", "participation_ratio"} | ({"stable_rank"} if top else set())
+    flags = {
+        "effective_rank": req.density,
+        "grad_norm": req.grad_norm,
+        "sharpness_max": bool(req.sharpness_eps),
+        "sharpness_mean": bool(req.sharpness_eps),
+        "sharpness_worst": bool(req.sharpness_eps) and req.sharpness_steps > 0,
+        "pac_bayes_sigma": req.pac_bayes,
+        "pac_bayes_sigma_magnitude": req.pac_bayes and req.magnitude_aware,
+        "eta_lambda_max": req.stability and req.full_hessian and None not in (req.lr, req.optimizer),
+    }
+    return names | {name for name, on in flags.items() if on}
 
 
 def demands(req: ProbeRequest, size: Problem) -> list[Demand]:
