@@ -206,7 +206,8 @@ RestartsOpt = Annotated[
     int,
     typer.Option(
         min=1,
-        help="Independent runs, seeds seed..seed+R-1, trained together.",
+        help="Independent runs, seeds seed..seed+R-1, trained together; R > 1 names the files NAME-r000 ... "
+        "(no NAME.safetensors).",
         rich_help_panel=OUT,
     ),
 ]

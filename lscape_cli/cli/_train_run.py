@@ -39,7 +39,7 @@ def run_training(
     from lscape_cli.core.tracking import make_tracker
     from lscape_cli.core.training import relabel, train_restarts
     from lscape_cli.runtime import resolve_device, resolve_dtype
-    from lscape_cli.storage.train_record import output_stems
+    from lscape_cli.storage.run_names import output_stems
 
     t0 = time.perf_counter()
     device, dtype = resolve_device(device_name), resolve_dtype(dtype_name)

@@ -94,6 +94,10 @@ def train(
     per-epoch history, final metrics), NAME.trajectory.safetensors with --save-trajectory. A diverged
     restart is recorded in its JSON, gets no checkpoint, and the command exits 1.
 
+    File names: one restart writes NAME.*; --restarts R > 1 writes NAME-r000.* ... NAME-rNNN.* (restart
+    index, three digits or more) and no NAME.safetensors, so later commands take e.g.
+    OUT/NAME-r000.safetensors.
+
     \b
     Example:
         lscape train --model mlp --depth 4 --width 48 --dataset mnist-5k --loss mse --optimizer adam --lr 1e-3 --restarts 3 --out runs/d4
