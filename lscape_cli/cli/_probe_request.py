@@ -31,13 +31,13 @@ def check_syntax(expr: str) -> None:
     from lscape_cli.core.probe import CHECK_QUANTITIES, check_source
 
     try:
+        chk.parse(expr)
+    except chk.CheckError as exc:
+        raise LscapeError(str(exc), "--check", "write a comparison such as 'lambda_max < 200'") from exc
+    try:
         chk.require(expr, check_source, CHECK_QUANTITIES)
     except chk.CheckError as exc:
-        raise LscapeError(
-            str(exc),
-            "--check",
-            f"compare quantities, e.g. 'lambda_max < 200'; quantities: {', '.join(CHECK_QUANTITIES)}",
-        ) from exc
+        raise LscapeError(str(exc), "--check", f"the quantities are {', '.join(CHECK_QUANTITIES)}") from exc
 
 
 def check_measured(checks: list[str], req: Any, y: Any) -> set[str]:

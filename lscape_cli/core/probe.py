@@ -248,6 +248,7 @@ def check_budget(
     the machine's time or memory a :class:`BudgetError`.
     """
     size = Problem.of(module, num_samples)
+    check(demands(req, size), next(module.parameters()).device)
     wanted = eigenvalues_wanted(req)
     if wanted > size.num_params:
         raise LscapeError(
@@ -255,7 +256,6 @@ def check_budget(
             top_k_option,
             f"ask for at most {size.num_params}",
         )
-    check(demands(req, size), next(module.parameters()).device)
 
 
 def eigenvalues_wanted(req: ProbeRequest) -> int:
