@@ -587,6 +587,9 @@ CASES: dict[str, Case] = {
         "memory", f"{PROBE} --density --density-steps 100000000000", 1, "--density-steps"
     ),
     "probe-top-k-beyond-the-parameters": Case("memory", f"{PROBE} --top-k 100000", 1, "--top-k"),
+    "probe-more-batches-than-samples": Case(
+        "memory", f"{PROBE} --num-batches 99999", 1, "99999 disjoint batches of 1 need 99999 samples"
+    ),
     "probe-fisher-samples-beyond-memory": Case(
         "memory", f"{PROBE} --curvature fisher --fisher-samples {10**15}", 1, "--fisher-samples"
     ),
