@@ -105,6 +105,18 @@ def _symlink(name: str, target: str) -> Callable[[Path], None]:
     return lambda w: (w / name).symlink_to(w / target)
 
 
+def _restarts(folder: str, count: int) -> Callable[[Path], None]:
+    """``folder/model-r000.*`` ... as ``lscape train --restarts count`` names them (copies of the run)."""
+
+    def make(w: Path) -> None:
+        (w / folder).mkdir()
+        for r in range(count):
+            for suffix in (".safetensors", ".train.json"):
+                shutil.copyfile(w / f"model{suffix}", w / folder / f"model-r{r:03d}{suffix}")
+
+    return make
+
+
 def _touch_ckpt(w: Path) -> None:
     """A byte of the checkpoint changed after it was probed (the record's sha256 no longer matches)."""
     p = w / "model.safetensors"
@@ -176,6 +188,71 @@ CASES: dict[str, Case] = {
     "connect-points-one": Case("domain", f"{CONNECT} --points 1", 2, "--points"),
     "connect-curve-lr-nan": Case("domain", f"{CONNECT} --curve-lr nan", 2, "--curve-lr"),
     "connect-curve-lr-negative": Case("domain", f"{CONNECT} --curve-lr -1", 2, "--curve-lr"),
+    # options audited later: every count >= its least value, every number finite and in its range
+    "train-grad-tol-nan": Case("domain", f"{TRAIN} --grad-tol nan", 2, "--grad-tol"),
+    "train-grad-tol-negative": Case("domain", f"{TRAIN} --grad-tol -1", 2, "--grad-tol"),
+    "train-grad-tol-zero": Case("domain", f"{TRAIN} --grad-tol 0", 2, "--grad-tol"),
+    "train-grad-tol-inf": Case("domain", f"{TRAIN} --grad-tol inf", 2, "--grad-tol"),
+    "train-track-seed-negative": Case(
+        "domain", f"{TRAIN} --track lambda_max --track-seed -1", 2, "--track-seed"
+    ),
+    "train-track-seed-huge": Case("domain", f"{TRAIN} --track-seed 2147483648", 2, "--track-seed"),
+    "train-track-every-zero": Case(
+        "domain", f"{TRAIN} --track lambda_max --track-every 0", 2, "--track-every"
+    ),
+    "train-track-samples-zero": Case(
+        "domain", f"{TRAIN} --track lambda_max --track-samples 0", 2, "--track-samples"
+    ),
+    "train-patience-zero": Case("domain", f"{TRAIN} --patience 0", 2, "--patience"),
+    "train-eval-every-zero": Case("domain", f"{TRAIN} --eval-every 0", 2, "--eval-every"),
+    "train-min-delta-inf": Case("domain", f"{TRAIN} --min-delta inf", 2, "--min-delta"),
+    "train-tol-zero": Case("domain", f"{TRAIN} --tol 0", 2, "--tol"),
+    "train-val-size-negative": Case("domain", f"{TRAIN} --val-size -1", 2, "--val-size"),
+    "train-hidden-zero": Case("domain", f"{TRAIN} --model cnn --hidden 0", 2, "--hidden"),
+    "train-stages-zero": Case("domain", f"{TRAIN} --model resnet --stages 0", 2, "--stages"),
+    "train-blocks-zero": Case("domain", f"{TRAIN} --model resnet --blocks 0", 2, "--blocks"),
+    "probe-fisher-samples-zero": Case(
+        "domain", f"{PROBE} --curvature fisher --fisher-samples 0", 2, "--fisher-samples"
+    ),
+    "probe-num-batches-zero": Case("domain", f"{PROBE} --num-batches 0", 2, "--num-batches"),
+    "probe-batch-size-zero": Case("domain", f"{PROBE} --num-batches 2 --batch-size 0", 2, "--batch-size"),
+    "probe-max-iter-one": Case("domain", f"{PROBE} --max-iter 1", 2, "--max-iter"),
+    "probe-tol-zero": Case("domain", f"{PROBE} --tol 0", 2, "--tol"),
+    "probe-tol-inf": Case("domain", f"{PROBE} --tol inf", 2, "--tol"),
+    "probe-density-runs-zero": Case("domain", f"{PROBE} --density --density-runs 0", 2, "--density-runs"),
+    "probe-density-steps-one": Case("domain", f"{PROBE} --density --density-steps 1", 2, "--density-steps"),
+    "probe-directions-zero": Case("domain", f"{PROBE} --sharpness 0.1 --directions 0", 2, "--directions"),
+    "probe-ascent-steps-negative": Case(
+        "domain", f"{PROBE} --sharpness 0.1 --ascent-steps -1", 2, "--ascent-steps"
+    ),
+    "probe-noise-samples-one": Case("domain", f"{PROBE} --noise 0.1 --noise-samples 1", 2, "--noise-samples"),
+    "probe-pac-target-zero": Case(
+        "domain", f"{PROBE} --pac-bayes --pac-bayes-target 0", 2, "--pac-bayes-target"
+    ),
+    "probe-samples-zero": Case("domain", f"{PROBE} --samples 0", 2, "--samples"),
+    "probe-max-batch-zero": Case("domain", f"{PROBE} --max-batch 0", 2, "--max-batch"),
+    "probe-seed-huge": Case("domain", f"{PROBE} --seed 2147483648", 2, "--seed"),
+    "slice-steps-one": Case("domain", f"{SLICE} --steps 1", 2, "--steps"),
+    "slice-steps-negative": Case("domain", f"{SLICE} --steps -3", 2, "--steps"),
+    "slice-count-zero": Case("domain", f"{SLICE} --count 0", 2, "--count"),
+    "slice-dims-three": Case("domain", f"{SLICE} --dims 3", 2, "--dims"),
+    "slice-dims-zero": Case("domain", f"{SLICE} --dims 0", 2, "--dims"),
+    "slice-eigen-tol-inf": Case("domain", f"{SLICE} --eigen --eigen-tol inf", 2, "--eigen-tol"),
+    "slice-seed-negative": Case("domain", f"{SLICE} --seed -1", 2, "--seed"),
+    "connect-align-iters-zero": Case(
+        "domain", f"{CONNECT} --align weights --align-iters 0", 2, "--align-iters"
+    ),
+    "connect-curve-epochs-zero": Case(
+        "domain", f"{CONNECT} --curve bezier --curve-epochs 0", 2, "--curve-epochs"
+    ),
+    "connect-curve-batch-size-zero": Case(
+        "domain", f"{CONNECT} --curve bezier --curve-batch-size 0", 2, "--curve-batch-size"
+    ),
+    "connect-bn-batch-size-one": Case(
+        "domain", f"{CONNECT} --reset-bn --bn-batch-size 1", 2, "--bn-batch-size"
+    ),
+    "connect-seed-negative": Case("domain", f"{CONNECT} --seed -5", 2, "--seed"),
+    "pareto-threads-zero": Case("domain", f"{PARETO} --threads 0", 2, "--threads"),
     # ---- values outside a list of choices or a format (exit 1) -------------------------------------------
     "train-batch-size-zero": Case("choice", f"{TRAIN} --batch-size 0", 1, "--batch-size"),
     "train-init-nan": Case("choice", f"{TRAIN} --init normal:nan", 1, "--init"),
@@ -192,8 +269,6 @@ CASES: dict[str, Case] = {
     "probe-trace-method": Case("choice", f"{PROBE} --trace-method foo", 1, "--trace-method"),
     "probe-check-syntax": Case("choice", f"{PROBE} --check 'lambda_max <'", 1, "--check"),
     "probe-mode": Case("choice", f"{PROBE} --mode weird", 1, "--mode"),
-    "slice-steps-one": Case("choice", f"{SLICE} --steps 1", 1, "--steps"),
-    "slice-dims-three": Case("choice", f"{SLICE} --dims 3", 1, "--dims"),
     "slice-norm": Case("choice", f"{SLICE} --norm bogus", 1, "--norm"),
     "slice-two-kinds": Case(
         "choice", f"{SLICE} --toward {W}/other.safetensors --pca {W}/model.trajectory.safetensors", 1, "--pca"
@@ -211,6 +286,41 @@ CASES: dict[str, Case] = {
     ),
     "pareto-metric-sense": Case("choice", f"{PARETO} --metric train_loss:up", 1, "--metric"),
     "pareto-group-by": Case("choice", f"{PARETO} --group-by nosuch.key", 1, "--group-by"),
+    "pareto-axes": Case("choice", f"{PARETO} --axes bogus", 1, "--axes"),
+    "pareto-reference-inf": Case(
+        "choice",
+        f"{PARETO} --metric train_loss:min --metric val_loss:min --reference 1,inf",
+        1,
+        "--reference",
+    ),
+    # numbers inside a string grammar (--schedule, --tol-rule, --track): finite, counts bounded
+    "train-schedule-gamma-inf": Case("choice", f"{TRAIN} --schedule step:1:inf", 1, "--schedule"),
+    "train-schedule-gamma-overflow": Case("choice", f"{TRAIN} --schedule step:1:1e400", 1, "--schedule"),
+    "train-schedule-every-zero": Case("choice", f"{TRAIN} --schedule step:0:0.5", 1, "--schedule"),
+    "train-schedule-warmup-not-ascii": Case(
+        "choice", f"{TRAIN} --schedule linear-warmup:²+cosine", 1, "--schedule"
+    ),
+    "train-schedule-warmup-huge": Case(
+        "choice", f"{TRAIN} --schedule linear-warmup:{'9' * 30}+cosine", 1, "--schedule"
+    ),
+    "train-tol-rule-window-huge": Case("choice", f"{TRAIN} --tol-rule window:{'9' * 30}", 1, "--tol-rule"),
+    "train-tol-rule-window-zero": Case("choice", f"{TRAIN} --tol-rule window:0", 1, "--tol-rule"),
+    "train-track-sharpness-inf": Case("choice", f"{TRAIN} --track sharpness:inf", 1, "--track"),
+    "train-track-noise-overflow": Case("choice", f"{TRAIN} --track noise:1e400", 1, "--track"),
+    "train-track-top-k-huge": Case("choice", f"{TRAIN} --track top_k:99999999999", 1, "--track"),
+    "train-track-split": Case(
+        "choice", f"{TRAIN} --track lambda_max --track-split bogus", 1, "--track-split"
+    ),
+    "train-shard": Case("choice", f"{TRAIN} --restarts 2 --shard 2/2", 1, "--shard"),
+    "probe-eig-method": Case("choice", f"{PROBE} --eig-method bogus", 1, "--eig-method"),
+    "probe-power-top-k": Case("choice", f"{PROBE} --eig-method power --top-k 3", 1, "--eig-method"),
+    "probe-curvature": Case("choice", f"{PROBE} --curvature bogus", 1, "--curvature"),
+    "probe-noise-overflow": Case("choice", f"{PROBE} --noise 1e400", 1, "--noise"),
+    "probe-check-misspelt": Case(
+        "choice", f"{PROBE} --check 'lamda_max < 200'", 1, "did you mean 'lambda_max'"
+    ),
+    "probe-check-not-measured": Case("choice", f"{PROBE} --check 'trace < 200'", 1, "--trace"),
+    "probe-check-top-k-beyond": Case("choice", f"{PROBE} --top-k 2 --check 'lambda_3 < 200'", 1, "--top-k"),
     # ---- corrupt, truncated or foreign files (exit 1) ----------------------------------------------------
     "probe-missing": Case("file", f"probe {W}/missing.safetensors", 1, "missing.safetensors"),
     "probe-directory": Case("file", f"probe {W}", 1, "{w}"),
@@ -287,6 +397,47 @@ CASES: dict[str, Case] = {
         "file", f"{SLICE} --directions {W}/other.safetensors", 1, "other.safetensors"
     ),
     "connect-missing-b": Case("file", f"connect {CKPT} {W}/nope.safetensors", 1, "nope.safetensors"),
+    # a train output named under the other restart rule: the files that exist are named
+    "probe-single-name-after-restarts": Case(
+        "file",
+        f"probe {W}/r3/model.safetensors",
+        1,
+        "this folder holds model-r000.safetensors ... model-r002.safetensors (lscape train --restarts 3",
+        _restarts("r3", 3),
+    ),
+    "info-restart-name-of-a-single-run": Case(
+        "file", f"info {W}/model-r000.safetensors", 1, "this folder holds model.safetensors ("
+    ),
+    "slice-restart-beyond-the-restarts": Case(
+        "file",
+        f"slice {W}/r3/model-r007.safetensors",
+        1,
+        "model-r000.safetensors ... model-r002.safetensors",
+        _restarts("r3", 3),
+    ),
+    "slice-toward-restart-name": Case(
+        "file", f"{SLICE} --toward {W}/other-r001.safetensors", 1, "this folder holds other.safetensors"
+    ),
+    "slice-pca-restart-name": Case(
+        "file",
+        f"{SLICE} --pca {W}/model-r000.trajectory.safetensors",
+        1,
+        "this folder holds model.trajectory.safetensors",
+    ),
+    "connect-b-single-name-after-restarts": Case(
+        "file",
+        f"connect {CKPT} {W}/r2/model.safetensors",
+        1,
+        "model-r000.safetensors and model-r001.safetensors (lscape train --restarts 2",
+        _restarts("r2", 2),
+    ),
+    "pareto-record-single-name-after-restarts": Case(
+        "file",
+        f"pareto {W}/r3/model.train.json --no-params --out {W}/p.json",
+        1,
+        "this folder holds model-r000.train.json ... model-r002.train.json",
+        _restarts("r3", 3),
+    ),
     "connect-text-b": Case(
         "file",
         f"connect {CKPT} {W}/notes.safetensors",
@@ -438,6 +589,16 @@ CASES: dict[str, Case] = {
     "slice-grid-beyond-memory": Case("memory", f"{SLICE} --dims 2 --steps 1000001", 1, "--steps"),
     "probe-density-beyond-memory": Case(
         "memory", f"{PROBE} --density --density-steps 100000000000", 1, "--density-steps"
+    ),
+    "probe-top-k-beyond-the-parameters": Case("memory", f"{PROBE} --top-k 100000", 1, "--top-k"),
+    "probe-more-batches-than-samples": Case(
+        "memory", f"{PROBE} --num-batches 99999", 1, "99999 disjoint batches of 1 need 99999 samples"
+    ),
+    "probe-fisher-samples-beyond-memory": Case(
+        "memory", f"{PROBE} --curvature fisher --fisher-samples {10**15}", 1, "--fisher-samples"
+    ),
+    "train-track-top-k-beyond-the-parameters": Case(
+        "memory", f"{TRAIN} --track top_k:100000", 1, "--track top_k"
     ),
     # ---- existing outputs, failed runs over a previous run (exit 1, nothing replaced) ---------------------
     "train-outputs-exist": Case("exists", f"{TRAIN} --out {W}", 1, "model.safetensors"),

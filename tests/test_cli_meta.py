@@ -78,3 +78,43 @@ def test_cli_modules_are_thin_and_hold_no_numerical_code(module: str) -> None:
     assert len(text.splitlines()) <= 250, f"{module}: move logic into core/ or storage/"
     if module not in SETUP_ONLY:
         assert not NUMERICAL.search(text), f"{module} imports a numerical library; that code belongs in core/"
+
+
+def _numeric_options() -> list[tuple[str, str, type, object]]:
+    """(command, flag, int or float, the option) for every numeric option of every command."""
+    found = []
+    for name, command in sorted(typer.main.get_command(app).commands.items()):  # type: ignore[attr-defined]
+        for param in command.params:
+            annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+            kinds = set(getattr(annotation, "__args__", (annotation,))) & {int, float}
+            if kinds and param.opts[0].startswith("--"):
+                found.append((name, param.opts[0], kinds.pop(), param))
+    return found
+
+
+def test_the_numeric_options_are_found() -> None:
+    flags = {(c, f) for c, f, _, _ in _numeric_options()}
+    assert {
+        ("train", "--lr"),
+        ("train", "--grad-tol"),
+        ("probe", "--fisher-samples"),
+        ("slice", "--steps"),
+    } <= flags
+    assert len(flags) >= 60
+
+
+NUMERIC = _numeric_options()
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "kind", "option"), NUMERIC, ids=[f"{c} {f}" for c, f, _, _ in NUMERIC]
+)
+def test_every_numeric_option_has_its_domain_at_the_cli(command: str, flag: str, kind: type, option) -> None:
+    """A count has a least value (Typer's min=), a real number the finite-range callback of options.domain."""
+    if kind is int:
+        assert option.min is not None, f"lscape {command} {flag}: give the count a min= (and max= if bounded)"
+    else:
+        check = getattr(option.callback, "__qualname__", "")
+        assert check == "domain.<locals>.check", (
+            f"lscape {command} {flag}: give it callback=options.domain(...)"
+        )

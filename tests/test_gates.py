@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from lscape_cli.core import budget, checks
+from lscape_cli.core.hvp import Objective
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_checkpoints" / "mlp-digits.safetensors"
@@ -98,6 +101,87 @@ def test_probe_refuses_a_bad_check_before_measuring(
     line = error_line(cli("probe", ckpt, "--check", expr, "--device", "cpu"))
     assert message in line and line.endswith("(write a comparison such as 'lambda_max < 200')")
     assert list(ckpt.parent.iterdir()) == [ckpt]
+
+
+def test_a_misspelt_check_is_refused_before_the_checkpoint_is_read(cli, tmp_path: Path, error_line) -> None:
+    missing = tmp_path / "missing.safetensors"  # never opened: the check is refused first
+    line = error_line(cli("probe", missing, "--check", "lamda_max < 200", "--device", "cpu"))
+    start = "Error: unknown quantity 'lamda_max' in check 'lamda_max < 200'; did you mean 'lambda_max'?"
+    assert line.startswith(start + ": --check (")
+    assert "lambda_max, lambda_K, lambda_min" in line and "missing" not in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "name", "source"),
+    [
+        (["--lambda-max", "--check", "trace < 1"], "trace", "--trace or --frobenius"),
+        (["--check", "effective_rank > 1"], "effective_rank", "--density"),
+        (["--top-k", "2", "--check", "lambda_3 < 1"], "lambda_3", "--top-k K (Lanczos)"),
+        (["--eig-method", "power", "--top-k", "1", "--check", "lambda_1 < 1"], "lambda_1", "--top-k K"),
+        (["--check", "lambda_max / condition_number < 1"], "condition_number", "--lambda-min"),
+        (["--sharpness", "0.1", "--check", "sharpness_worst < 1"], "sharpness_worst", "--ascent-steps"),
+        (
+            ["--pac-bayes", "--check", "pac_bayes_sigma_magnitude > 0"],
+            "pac_bayes_sigma_magnitude",
+            "--magnitude",
+        ),
+        (["--trace", "--check", "grad_norm < 1"], "grad_norm", "--grad-norm"),
+        (
+            ["--stability", "--curvature", "ggn", "--check", "eta_lambda_max < 2"],
+            "eta_lambda_max",
+            "full Hessian",
+        ),
+    ],
+)
+def test_a_check_on_a_quantity_not_measured_is_refused_before_measuring(
+    cli, ckpt: Path, error_line, no_work: None, args: list[str], name: str, source: str
+) -> None:
+    line = error_line(cli("probe", ckpt, *args, "--device", "cpu"))
+    assert f"uses {name!r}, which this run does not measure (it comes from " in line, line
+    assert source in line and ": --check (" in line
+    assert list(ckpt.parent.iterdir()) == [ckpt]
+
+
+def _objective(regression: bool) -> Any:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3)).eval()
+    x = torch.randn(24, 4)
+    y = torch.randn(24, 3) if regression else torch.randint(0, 3, (24,))
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    return Objective(model, params, {}, x, y, "mse" if regression else "ce")
+
+
+FAST = {"max_iter": 12, "trace_matvecs": 9, "rounding_products": 0}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"lambda_max": True, "trace": True, "grad_norm": True},
+        {"top_k": 3, "lambda_min": True},
+        {"lambda_min": True},
+        {"lambda_max": True, "eig_method": "power", "top_k": 1},
+        {"frobenius": True, "density": True, "density_runs": 2, "density_steps": 4},
+        {"sharpness_eps": (0.01, 0.1), "sharpness_directions": 2, "sharpness_steps": 2},
+        {"sharpness_eps": (0.01,), "sharpness_directions": 2, "noise_sigmas": (0.01,), "noise_samples": 2},
+        {"pac_bayes": True, "magnitude_aware": True, "pac_bayes_samples": 2, "pac_bayes_metric": "loss"},
+        {"pac_bayes": True, "pac_bayes_samples": 2, "pac_bayes_metric": "loss"},
+        {"stability": True, "lr": 0.1, "optimizer": "sgd"},
+        {"stability": True},  # no learning rate in the checkpoint: no eta * lambda_max
+        {"stability": True, "lr": 0.1, "optimizer": "sgd", "curvature": "ggn", "trace": True},
+    ],
+    ids=lambda f: ",".join(f),
+)
+@pytest.mark.parametrize("regression", [False, True], ids=["labels", "regression"])
+def test_check_quantities_are_exactly_the_scalars_run_probe_gives(fields: dict, regression: bool) -> None:
+    """Every scalar, no more: a check is refused before measuring exactly when it would fail after."""
+    from lscape_cli.core.probe import ProbeRequest, check_source, run_probe, scalar_names
+
+    req = ProbeRequest(**{**FAST, **fields})
+    predicted = scalar_names(req, regression)
+    assert set(run_probe(_objective(regression), req).scalars) == predicted
+    assert all(check_source(name) is not None for name in predicted)
 
 
 def test_a_non_finite_result_names_the_check(cli, ckpt: Path, error_line) -> None:

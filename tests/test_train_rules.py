@@ -4,6 +4,7 @@ best validation state, --shard splits a sweep, and batched restarts equal their 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,10 +98,25 @@ def test_warmup_then_cosine_factors() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["warm", "step:0:0.5", "step:2", "linear-warmup:0+cosine", "cosine:3", "linear-warmup:5"]
+    ("text", "message"),
+    [
+        ("warm", "unknown schedule"),
+        ("cosine:3", "unknown schedule"),
+        ("linear-warmup:5", "linear-warmup:STEPS+BASE needs STEPS"),
+        ("linear-warmup:0+cosine", "linear-warmup:STEPS+BASE needs STEPS"),
+        ("linear-warmup:²+cosine", "linear-warmup:STEPS+BASE needs STEPS"),  # a digit int() would refuse
+        ("linear-warmup:10000000000+cosine", "linear-warmup:STEPS+BASE needs STEPS"),
+        ("step:2", "step:EVERY:GAMMA needs"),
+        ("step:0:0.5", "step:EVERY:GAMMA needs"),
+        ("step:1:inf", "step:EVERY:GAMMA needs"),  # the learning rate would become infinite
+        ("step:1:1e400", "step:EVERY:GAMMA needs"),
+        ("step:1:nan", "step:EVERY:GAMMA needs"),
+        ("step:1:-0.5", "step:EVERY:GAMMA needs"),
+        ("linear-warmup:10+step:1:inf", "step:EVERY:GAMMA needs"),
+    ],
 )
-def test_bad_schedules_are_refused(text: str) -> None:
-    with pytest.raises(ValueError, match="unknown schedule"):
+def test_bad_schedules_are_refused(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
         parse_schedule(text)
 
 
@@ -260,7 +276,10 @@ def test_restore_best_without_a_validation_split_is_one_error_line(
     )
 
 
-@pytest.mark.parametrize("rule", ["window", "window:0", "steps", "window:x"])
+@pytest.mark.parametrize(
+    "rule", ["window", "window:0", "steps", "window:x", "window:²", "window:10000000000", "window:-3"]
+)
 def test_bad_tol_rule_is_one_error_line(rule: str, cli, tiny_args, error_line, tmp_path: Path) -> None:
     line = error_line(cli(*tiny_args(tmp_path / "o", "--tol", "1e-3", "--tol-rule", rule)))
-    assert line.startswith(f"Error: unknown tolerance rule {rule!r}: --tol-rule")
+    assert line.startswith(f"Error: unknown tolerance rule {rule!r}: use step or window:K with K a count")
+    assert ": --tol-rule (" in line

@@ -106,7 +106,11 @@ def test_parse_track_builds_the_probe_request() -> None:
     [
         ("hessian", "unknown quantity 'hessian'"),
         ("top_k", "top_k needs a count"),
-        ("sharpness:-1", "sharpness needs positive values"),
+        ("sharpness:-1", "sharpness needs finite positive values"),
+        ("sharpness:inf", "sharpness needs finite positive values"),
+        ("noise:1e400", "noise needs finite positive values"),
+        ("top_k:²", "top_k needs a count"),
+        ("top_k:99999999999", "top_k needs a count"),
         ("trace:3", "trace takes no argument"),
         ("trace,trace", "'trace' given twice"),
     ],

@@ -15,24 +15,44 @@ def refs(checks: list[str]) -> set[str]:
     return set().union(*(chk.referenced(e) for e in checks)) if checks else set()
 
 
-def evaluate(expr: str, scalars: dict[str, float | None]) -> dict[str, Any]:
-    """One --check row evaluated on the measured scalars."""
+def evaluate(expr: str, scalars: dict[str, float | None], measured: set[str]) -> dict[str, Any]:
+    """One --check row evaluated on the measured scalars (a measured name without a value is None)."""
     from lscape_cli.core import checks as chk
 
     try:
-        return chk.evaluate(expr, scalars)
+        return chk.evaluate(expr, {**dict.fromkeys(measured), **scalars})
     except chk.CheckError as exc:
         raise LscapeError(str(exc), "--check", "compare finite quantities, e.g. 'lambda_max < 200'") from exc
 
 
 def check_syntax(expr: str) -> None:
-    """Refuse a --check expression that does not parse, before anything runs."""
+    """Refuse a --check expression that does not parse or names no quantity, before anything runs."""
     from lscape_cli.core import checks as chk
+    from lscape_cli.core.probe import CHECK_QUANTITIES, check_source
 
     try:
         chk.parse(expr)
     except chk.CheckError as exc:
         raise LscapeError(str(exc), "--check", "write a comparison such as 'lambda_max < 200'") from exc
+    try:
+        chk.require(expr, check_source, CHECK_QUANTITIES)
+    except chk.CheckError as exc:
+        raise LscapeError(str(exc), "--check", f"the quantities are {', '.join(CHECK_QUANTITIES)}") from exc
+
+
+def check_measured(checks: list[str], req: Any, y: Any) -> set[str]:
+    """The quantities ``req`` measures on targets ``y``; a check naming another is refused before measuring."""
+    from lscape_cli.core import checks as chk
+    from lscape_cli.core.objective import task_of
+    from lscape_cli.core.probe import CHECK_QUANTITIES, check_source, scalar_names
+
+    measured = scalar_names(req, task_of(y) == "regression")
+    for expr in checks:
+        try:
+            chk.require(expr, check_source, CHECK_QUANTITIES, measured)
+        except chk.CheckError as exc:
+            raise LscapeError(str(exc), "--check", "add that option, or check another quantity") from exc
+    return measured
 
 
 def validate(

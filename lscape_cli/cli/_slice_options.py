@@ -15,7 +15,7 @@ DATA = "Data and speed"
 OUT = "Output"
 
 CheckpointArg = Annotated[Path, typer.Argument(help="A .safetensors checkpoint (the centre of the slice).")]
-DimsOpt = Annotated[int, typer.Option(help="1 (lines) or 2 (a plane).", rich_help_panel=GRID)]
+DimsOpt = Annotated[int, typer.Option(min=1, max=2, help="1 (lines) or 2 (a plane).", rich_help_panel=GRID)]
 RangeOpt = Annotated[
     float | None,
     typer.Option(
@@ -26,11 +26,12 @@ RangeOpt = Annotated[
     ),
 ]
 StepsOpt = Annotated[
-    int, typer.Option(help="Grid points per axis (odd: the centre is on the grid).", rich_help_panel=GRID)
+    int,
+    typer.Option(min=2, help="Grid points per axis (odd: the centre is on the grid).", rich_help_panel=GRID),
 ]
 CountOpt = Annotated[
     int,
-    typer.Option(help="With --dims 1: N independent directions (seed 001: 10).", rich_help_panel=GRID),
+    typer.Option(min=1, help="With --dims 1: N independent directions (seed 001: 10).", rich_help_panel=GRID),
 ]
 TowardOpt = Annotated[
     Path | None,

@@ -153,7 +153,11 @@ TolRuleOpt = Annotated[
 ]
 GradTolOpt = Annotated[
     float | None,
-    typer.Option(help="Stop when the epoch's mean gradient norm < GRAD_TOL.", rich_help_panel=STOP),
+    typer.Option(
+        callback=POSITIVE,
+        help="Stop when the epoch's mean gradient norm < GRAD_TOL (> 0).",
+        rich_help_panel=STOP,
+    ),
 ]
 RestoreBestOpt = Annotated[
     bool,
@@ -194,12 +198,16 @@ TrackSamplesOpt = Annotated[
     int | None,
     typer.Option(min=1, help="Track on the first M samples of the split [all].", rich_help_panel=TRACK),
 ]
-TrackSeedOpt = Annotated[int, typer.Option(help="Seed of the tracked estimators.", rich_help_panel=TRACK)]
+TrackSeedOpt = Annotated[
+    int,
+    typer.Option(min=0, max=2**31 - 1, help="Seed of the tracked estimators.", rich_help_panel=TRACK),
+]
 RestartsOpt = Annotated[
     int,
     typer.Option(
         min=1,
-        help="Independent runs, seeds seed..seed+R-1, trained together.",
+        help="Independent runs, seeds seed..seed+R-1, trained together; R > 1 names the files NAME-r000 ... "
+        "(no NAME.safetensors).",
         rich_help_panel=OUT,
     ),
 ]

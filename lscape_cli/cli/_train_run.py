@@ -39,10 +39,11 @@ def run_training(
     """
     from lscape_cli import datasets, models
     from lscape_cli.core import budget
+    from lscape_cli.core.probe import check_budget
     from lscape_cli.core.tracking import make_tracker
     from lscape_cli.core.training import relabel, train_restarts
     from lscape_cli.runtime import resolve_device, resolve_dtype
-    from lscape_cli.storage.train_record import output_stems
+    from lscape_cli.storage.run_names import output_stems
 
     t0 = time.perf_counter()
     device, dtype = resolve_device(device_name), resolve_dtype(dtype_name)
@@ -62,6 +63,8 @@ def run_training(
     size = budget.Problem.of(module, splits.sizes()["train"])
     every, batch = cfg.trajectory_every, cfg.batch_size or size.num_samples
     budget.check(budget.training_demands(restarts, cfg.epochs, cfg.max_steps, batch, every, size), device)
+    if tracker is not None:
+        check_budget(tracker.spec.request, module, tracker.num_samples, "--track top_k")
     stems = output_stems(out, name, restarts, chosen)  # after the budget: a huge --restarts is refused first
     seeds = [seed + r for r in chosen]
     context = {

@@ -199,6 +199,7 @@ def probe(
         eigenvectors=save_eigenvectors is not None,
     )
     check_budget(req, setup.loaded.module, int(setup.y.shape[0]))
+    known = rq.check_measured(checks, req, setup.y)
     t_load = time.perf_counter() - t0
     from lscape_cli.cli import invocation
     from lscape_cli.core.probe_batches import Batches, SplitData, probe_series, probe_split
@@ -222,7 +223,7 @@ def probe(
     if not group.is_main:
         return
     t_measure = time.perf_counter() - t0 - t_load
-    check_rows = [rq.evaluate(e, scalars) for e in checks]
+    check_rows = [rq.evaluate(e, scalars, known) for e in checks]
     if check_rows:
         results["checks"] = check_rows
     record = write_probe(

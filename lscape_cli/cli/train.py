@@ -98,6 +98,10 @@ def train(
     run keeps OUT/NAME.resume.pt (every --resume-every seconds, at the end of an epoch); after Ctrl-C or
     a kill, the same command with --resume continues from it (removed when the run finishes).
 
+    File names: one restart writes NAME.*; --restarts R > 1 writes NAME-r000.* ... NAME-rNNN.* (restart
+    index, three digits or more) and no NAME.safetensors, so later commands take e.g.
+    OUT/NAME-r000.safetensors.
+
     \b
     Example:
         lscape train --model mlp --depth 4 --width 48 --dataset mnist-5k --loss mse --optimizer adam --lr 1e-3 --restarts 3 --out runs/d4
@@ -107,7 +111,7 @@ def train(
         # killed or interrupted? the same command with --resume continues where it stopped
         lscape train --model cnn --epochs 200 --resume-every 60 --out runs/long --resume
     """  # noqa: D301 (a literal \b keeps Click from re-wrapping the examples)
-    from lscape_cli.core.tracking import make_spec
+    from lscape_cli.core.tracking import check_split, make_spec
     from lscape_cli.core.train_rules import parse_schedule, parse_tol_rule
     from lscape_cli.core.training import TrainConfig, shard_restarts
 
@@ -167,6 +171,7 @@ def train(
     )
     track_spec = None
     if track is not None:
+        parsed(check_split, "--track-split", track_split)
         track_spec = parsed(make_spec, "--track", track, track_every, track_split, track_samples, track_seed)
     run_training(
         model,

@@ -19,9 +19,10 @@ A check is untrusted input (a CI pipeline pastes it in), so it can neither hang 
 from __future__ import annotations
 
 import ast
+import difflib
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 MAX_CHARS = 500  # longer than any sensible gate ("lambda_max < 200 and trace / frobenius > 3")
@@ -234,6 +235,35 @@ def _show(expr: str, limit: int = 80) -> str:
 def referenced(expr: str) -> set[str]:
     """Names a check refers to (so a command can compute what the checks need)."""
     return {n.id for n in ast.walk(parse(expr)) if isinstance(n, ast.Name) and n.id not in _FUNCS}
+
+
+def require(
+    expr: str,
+    source: Callable[[str], str | None],
+    vocabulary: Collection[str],
+    available: Collection[str] | None = None,
+) -> None:
+    """Refuse, before anything is measured, a check naming a quantity that cannot have a value.
+
+    Args:
+        expr: the check.
+        source: what measures a quantity (e.g. ``"--trace"``), None for a name that is no quantity.
+        vocabulary: the quantity names offered as corrections of a misspelt one.
+        available: the quantities this run will measure; None checks the names' spelling only.
+
+    Raises:
+        CheckError: naming the check, the quantity, and a close name or the option that measures it.
+    """
+    for name in sorted(referenced(expr)):
+        where = source(name)
+        if where is None:
+            close = difflib.get_close_matches(name, list(vocabulary), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise CheckError(f"unknown quantity {name!r} in check {_show(expr)}{hint}")
+        if available is not None and name not in available:
+            raise CheckError(
+                f"check {_show(expr)} uses {name!r}, which this run does not measure (it comes from {where})"
+            )
 
 
 def evaluate(expr: str, names: dict[str, float | None]) -> dict[str, Any]:

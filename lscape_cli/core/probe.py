@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,6 +157,63 @@ class ProbeOutput:
     eigenvectors: list[Params] | None = None  # top-k unit Ritz vectors over all parameters, when asked
 
 
+CHECK_QUANTITIES: dict[str, str] = {  # every --check quantity -> the option(s) that measure it
+    "loss": "always measured",
+    "accuracy": "always measured, for class labels",
+    "grad_norm": "--grad-norm",
+    "lambda_max": "--lambda-max",
+    "lambda_K": "--top-k K (Lanczos), K at least the index",
+    "lambda_min": "--lambda-min",
+    "condition_number": "--lambda-max with --lambda-min",
+    "trace": "--trace or --frobenius (one set of products)",
+    "frobenius": "--trace or --frobenius (one set of products)",
+    "stable_rank": "--lambda-max with --frobenius",
+    "participation_ratio": "--trace or --frobenius",
+    "effective_rank": "--density",
+    "sharpness_max": "--sharpness EPS",
+    "sharpness_mean": "--sharpness EPS",
+    "sharpness_worst": "--sharpness EPS with --ascent-steps N",
+    "pac_bayes_sigma": "--pac-bayes",
+    "pac_bayes_sigma_magnitude": "--pac-bayes with --magnitude-aware",
+    "eta_lambda_max": "--stability, on the full Hessian of a checkpoint that records its learning rate",
+}
+_LAMBDA_K = re.compile(r"lambda_([1-9][0-9]{0,8})")
+
+
+def check_source(name: str) -> str | None:
+    """What measures the ``--check`` quantity ``name`` (:data:`CHECK_QUANTITIES`); None: no such quantity."""
+    return CHECK_QUANTITIES["lambda_K"] if _LAMBDA_K.fullmatch(name) else CHECK_QUANTITIES.get(name)
+
+
+def scalar_names(req: ProbeRequest, regression: bool) -> set[str]:
+    """The names :func:`run_probe` puts in ``scalars`` for ``req`` (what a ``--check`` may use).
+
+    ``regression``: the targets are not class labels (no accuracy). A name here may still hold None when
+    its value is not finite (e.g. ``condition_number`` of a Hessian that is not positive definite).
+    """
+    names = {"loss"} | (set() if regression else {"accuracy"})
+    top = req.needs_lambda_max
+    if top:
+        names.add("lambda_max")
+    if req.eig_method == "lanczos":
+        names |= {f"lambda_{i + 1}" for i in range(req.top_k if top else 0)}
+        names |= {"lambda_min"} if req.lambda_min else set()
+        names |= {"condition_number"} if req.lambda_min and top else set()
+    if req.needs_trace:
+        names |= {"trace", "frobenius", "participation_ratio"} | ({"stable_rank"} if top else set())
+    flags = {
+        "effective_rank": req.density,
+        "grad_norm": req.grad_norm,
+        "sharpness_max": bool(req.sharpness_eps),
+        "sharpness_mean": bool(req.sharpness_eps),
+        "sharpness_worst": bool(req.sharpness_eps) and req.sharpness_steps > 0,
+        "pac_bayes_sigma": req.pac_bayes,
+        "pac_bayes_sigma_magnitude": req.pac_bayes and req.magnitude_aware,
+        "eta_lambda_max": req.stability and req.full_hessian and None not in (req.lr, req.optimizer),
+    }
+    return names | {name for name, on in flags.items() if on}
+
+
 def demands(req: ProbeRequest, size: Problem) -> list[Demand]:
     """What each count of ``req`` asks of the machine (:func:`lscape_cli.core.budget.enforce`)."""
     out: list[Demand] = []
@@ -183,13 +241,35 @@ def demands(req: ProbeRequest, size: Problem) -> list[Demand]:
     out.append(Demand("--ascent-steps", req.sharpness_steps, "sharpness ascent steps", ascent))
     noise = len(req.noise_sigmas) * count(req.noise_samples) * size.forward
     out.append(Demand("--noise-samples", req.noise_samples, "weight-noise draws", noise))
+    if req.curvature == "fisher":  # at least one float64 draw per sample and label (curvature.label_draws)
+        labels = count(req.fisher_samples) * size.num_samples
+        out.append(Demand("--fisher-samples", req.fisher_samples, "sampled labels", labels, labels * 8))
     return out
 
 
-def check_budget(req: ProbeRequest, module: torch.nn.Module, num_samples: int) -> None:
-    """Refuse ``req`` before any work when a count in it exceeds this machine (:class:`BudgetError`)."""
-    device = next(module.parameters()).device
-    check(demands(req, Problem.of(module, num_samples)), device)
+def check_budget(
+    req: ProbeRequest, module: torch.nn.Module, num_samples: int, top_k_option: str = "--top-k"
+) -> None:
+    """Refuse ``req`` before any work when a count in it exceeds the model or this machine.
+
+    More eigenvalues than parameters is a :class:`LscapeError` naming ``top_k_option``; a count beyond
+    the machine's time or memory a :class:`BudgetError`.
+    """
+    size = Problem.of(module, num_samples)
+    check(demands(req, size), next(module.parameters()).device)
+    wanted = eigenvalues_wanted(req)
+    if wanted > size.num_params:
+        raise LscapeError(
+            f"{wanted} eigenvalues asked of a model with {size.num_params} parameters",
+            top_k_option,
+            f"ask for at most {size.num_params}",
+        )
+
+
+def eigenvalues_wanted(req: ProbeRequest) -> int:
+    """Ritz values one eigen-run of ``req`` needs (the K largest and lambda_min); 0 without one."""
+    top = max(1, req.top_k) if req.needs_lambda_max else 0
+    return top + (1 if req.lambda_min else 0)
 
 
 def _finite(v: float | None) -> float | None:

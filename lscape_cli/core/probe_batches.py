@@ -68,8 +68,9 @@ def probe_split(
     n = int(data.y.shape[0])
     size = batches.batch_size or n // batches.num_batches
     if size < 1 or size * batches.num_batches > n:
+        per = max(size, 1)  # more batches than samples: each needs one at least
         raise LscapeError(
-            f"{batches.num_batches} disjoint batches of {size} need {batches.num_batches * size} samples but "
+            f"{batches.num_batches} disjoint batches of {per} need {batches.num_batches * per} samples but "
             f"the {data.split} split has {n}",
             "--num-batches/--batch-size",
             "lower them or use a larger split",

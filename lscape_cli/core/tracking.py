@@ -18,6 +18,7 @@ products over vectors, and a restart's graph is freed before the next one is bui
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -66,8 +67,8 @@ def _floats(text: str, name: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.split(":") if v)
     except ValueError:
         values = ()
-    if not values or any(not v > 0 for v in values):
-        raise ValueError(f"{name} needs positive values, e.g. {name}:0.05 (got {text!r})")
+    if not values or any(not (math.isfinite(v) and v > 0) for v in values):
+        raise ValueError(f"{name} needs finite positive values, e.g. {name}:0.05 (got {text!r})")
     return values
 
 
@@ -83,7 +84,7 @@ def parse_track(text: str, seed: int = 0) -> tuple[tuple[str, ...], ProbeRequest
             raise ValueError(f"{name!r} given twice")
         names.append(name)
         if name == "top_k":
-            k = int(arg) if arg.isdigit() else 0
+            k = int(arg) if arg.isascii() and arg.isdigit() and len(arg) <= 9 else 0
             if k < 1:
                 raise ValueError(f"top_k needs a count, e.g. top_k:3 (got {item!r})")
             fields["top_k"] = k
@@ -141,12 +142,17 @@ def num_matvecs(results: dict[str, Any]) -> int:
     return int(eig.get("num_matvecs", 0)) + int((results.get("trace") or {}).get("num_matvecs", 0))
 
 
+def check_split(split: str) -> None:
+    """Refuse a split name other than train, val or test (ValueError)."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"unknown split {split!r}; use train, val or test")
+
+
 def make_spec(
     track: str, every: int = 1, split: str = "train", samples: int | None = None, seed: int = 0
 ) -> TrackSpec:
     """A :class:`TrackSpec` from the ``--track*`` options (ValueError on a bad value)."""
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"unknown split {split!r}; use train, val or test")
+    check_split(split)
     if every < 1 or (samples is not None and samples < 1):
         raise ValueError("--track-every and --track-samples must be positive")
     quantities, request = parse_track(track, seed)

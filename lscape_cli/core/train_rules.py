@@ -25,10 +25,13 @@ Convergence rules (``--tol-rule``; the record's ``stop_reason`` names the one th
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from dataclasses import dataclass
 
 BASES = ("constant", "cosine", "step")
+MAX_COUNT = 10**9  # a count in a schedule or rule (epochs, steps, a window) beyond any real budget
+_DIGITS = re.compile(r"[0-9]{1,10}")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,13 @@ class Schedule:
         return 1.0
 
 
+def _count(text: str) -> int | None:
+    """``text`` as a count 1..:data:`MAX_COUNT` written in ASCII digits, else None."""
+    if not _DIGITS.fullmatch(text) or not 1 <= int(text) <= MAX_COUNT:
+        return None
+    return int(text)
+
+
 def _base(text: str) -> Schedule:
     kind, _, rest = text.partition(":")
     if kind in ("constant", "cosine") and not rest:
@@ -59,11 +69,16 @@ def _base(text: str) -> Schedule:
     if kind == "step":
         every, _, gamma = rest.partition(":")
         try:
-            e, g = int(every), float(gamma)
+            g = float(gamma)
         except ValueError:
-            e, g = 0, 0.0
-        if e >= 1 and g > 0:
-            return Schedule("step", every=e, gamma=g)
+            g = math.nan
+        e = _count(every)
+        if e is None or not (math.isfinite(g) and g > 0):
+            raise ValueError(
+                f"invalid schedule {text!r}: step:EVERY:GAMMA needs EVERY a count of epochs (1 to "
+                f"{MAX_COUNT}) and GAMMA a finite factor > 0, e.g. step:30:0.1"
+            )
+        return Schedule("step", every=e, gamma=g)
     raise ValueError(f"unknown schedule {text!r}")
 
 
@@ -72,11 +87,14 @@ def parse_schedule(text: str) -> Schedule:
     if not text.startswith("linear-warmup:"):
         return _base(text)
     head, plus, base = text.partition("+")
-    steps = head.removeprefix("linear-warmup:")
-    if not plus or not steps.isdigit() or int(steps) < 1:
-        raise ValueError(f"unknown schedule {text!r}")
+    steps = _count(head.removeprefix("linear-warmup:"))
+    if not plus or steps is None:
+        raise ValueError(
+            f"invalid schedule {text!r}: linear-warmup:STEPS+BASE needs STEPS a count of steps (1 to "
+            f"{MAX_COUNT}), e.g. linear-warmup:100+cosine"
+        )
     b = _base(base)
-    return Schedule(b.kind, warmup=int(steps), every=b.every, gamma=b.gamma)
+    return Schedule(b.kind, warmup=steps, every=b.every, gamma=b.gamma)
 
 
 @dataclass(frozen=True)
@@ -92,13 +110,17 @@ class TolRule:
 
 
 def parse_tol_rule(text: str) -> TolRule:
-    """``step`` or ``window:K`` (K >= 1)."""
+    """``step`` or ``window:K`` (K from 1 to :data:`MAX_COUNT`)."""
     if text == "step":
         return TolRule()
     kind, _, k = text.partition(":")
-    if kind == "window" and k.isdigit() and int(k) >= 1:
-        return TolRule(int(k))
-    raise ValueError(f"unknown tolerance rule {text!r}")
+    window = _count(k) if kind == "window" else None
+    if window is None:
+        raise ValueError(
+            f"unknown tolerance rule {text!r}: use step or window:K with K a count of epochs (1 to "
+            f"{MAX_COUNT}), e.g. window:5"
+        )
+    return TolRule(window)
 
 
 class LossWindow:

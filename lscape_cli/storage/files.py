@@ -135,6 +135,11 @@ def sha256_file(path: Path) -> str:
 def check_input(path: Path, what: str = "input file") -> Path:
     """An existing regular file, or a one-line error naming it; remembered as an input of the command."""
     if not path.exists():
+        from lscape_cli.storage.run_names import sibling_hint
+
+        hint = sibling_hint(path)
+        if hint is not None:
+            raise LscapeError(f"no such {what}", str(path), hint)
         raise LscapeError(f"{what} not found", str(path), "check the path")
     if not path.is_file():
         raise LscapeError(f"{what} is not a file", str(path), "pass a file, not a directory")

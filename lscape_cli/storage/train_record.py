@@ -46,6 +46,7 @@ from lscape_cli.storage.records import (
     undefined_accuracy,
     write_record,
 )
+from lscape_cli.storage.run_names import restart_width
 
 TRAIN_SCHEMA = "lscape.train/1"
 BUDGET_REASONS = ("epochs", "max_steps")
@@ -190,17 +191,6 @@ def write_run(
     return write_record(json_path, record)
 
 
-def output_stems(out: Path, name: str, restarts: int, chosen: Sequence[int] | None = None) -> list[Path]:
-    """File stems per restart: ``OUT/NAME`` for one run, ``OUT/NAME-r000``, ... (by restart) for many.
-
-    ``chosen`` gives the stems of those restarts only (``--shard``); None gives all of them.
-    """
-    if restarts == 1:
-        return [out / name]
-    width = max(3, len(str(restarts - 1)))
-    return [out / f"{name}-r{r:0{width}d}" for r in (range(restarts) if chosen is None else chosen)]
-
-
 def check_outputs(
     out: Path,
     name: str,
@@ -231,7 +221,7 @@ def _existing_outputs(
     """Files in OUT this run would write, from one listing of OUT (not one lookup per restart)."""
     if not out.is_dir():
         return []
-    width = max(3, len(str(restarts - 1)))
+    width = restart_width(restarts)
     pattern = re.compile(re.escape(name) + r"-r(\d+)")
     clash = []
     for path in sorted(out.iterdir()):
