@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lscape_cli.cli import _train_model_options as m
 from lscape_cli.cli import _train_options as o
 from lscape_cli.cli._train_request import batch_size_of, check_choices, checked, model_options, parsed
 from lscape_cli.cli._train_run import run_training
@@ -26,19 +27,19 @@ from lscape_cli.cli.options import (
 
 
 def train(
-    model: o.ModelOpt = "mlp",
+    model: m.ModelOpt = "mlp",
     model_def: ModelDefOpt = None,
     model_args: ModelArgsOpt = None,
-    depth: o.DepthOpt = None,
-    width: o.WidthOpt = None,
-    hidden: o.HiddenOpt = None,
-    activation: o.ActivationOpt = None,
-    bias: o.BiasOpt = None,
-    stages: o.StagesOpt = None,
-    blocks: o.BlocksOpt = None,
-    skip: o.SkipOpt = None,
-    batchnorm: o.BatchnormOpt = None,
-    init: o.InitOpt = "default",
+    depth: m.DepthOpt = None,
+    width: m.WidthOpt = None,
+    hidden: m.HiddenOpt = None,
+    activation: m.ActivationOpt = None,
+    bias: m.BiasOpt = None,
+    stages: m.StagesOpt = None,
+    blocks: m.BlocksOpt = None,
+    skip: m.SkipOpt = None,
+    batchnorm: m.BatchnormOpt = None,
+    init: m.InitOpt = "default",
     dataset: o.DatasetOpt = "mnist-5k",
     split_seed: o.SplitSeedOpt = 0,
     train_size: o.TrainSizeOpt = None,

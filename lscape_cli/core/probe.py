@@ -174,6 +174,8 @@ CHECK_QUANTITIES: dict[str, str] = {  # every --check quantity -> the option(s) 
     "sharpness_mean": "--sharpness EPS",
     "sharpness_worst": "--sharpness EPS with --ascent-steps N",
     "pac_bayes_sigma": "--pac-bayes",
+    "pac_bayes_bound": "--pac-bayes (labels, at least 8 samples)",
+    "pac_bayes_bound_kl": "--pac-bayes (labels, at least 8 samples)",
     "pac_bayes_sigma_magnitude": "--pac-bayes with --magnitude-aware",
     "eta_lambda_max": "--stability, on the full Hessian of a checkpoint that records its learning rate",
 }
@@ -208,6 +210,8 @@ def scalar_names(req: ProbeRequest, regression: bool) -> set[str]:
         "sharpness_mean": bool(req.sharpness_eps),
         "sharpness_worst": bool(req.sharpness_eps) and req.sharpness_steps > 0,
         "pac_bayes_sigma": req.pac_bayes,
+        "pac_bayes_bound": req.pac_bayes,  # None where no bound holds (regression, m < 8)
+        "pac_bayes_bound_kl": req.pac_bayes,
         "pac_bayes_sigma_magnitude": req.pac_bayes and req.magnitude_aware,
         "eta_lambda_max": req.stability and req.full_hessian and None not in (req.lr, req.optimizer),
     }
