@@ -307,9 +307,11 @@ def test_bad_input(tmp_path: Path, study: Path, cli: Callable[..., Result], erro
     assert line == f"Error: no lscape records under {empty} (run lscape train/probe first)"
     line = error_line(cli("report", study, "--compare", "model.colour", "--out", tmp_path / "r.html"))
     assert (
-        line.startswith("Error: unknown key 'model.colour': --compare (known keys: ")
+        line.startswith("Error: unknown key 'model.colour': --compare (known keys: run, ")
         and "model.depth" in line
     )
+    line = error_line(cli("report", study, "--group-by", "run", "--out", tmp_path / "r.html"))
+    assert line.startswith("Error: unknown key 'run': --group-by (known keys: dataset.")  # nothing to group
     newer = tmp_path / "newer"
     newer.mkdir()
     rec = json.loads((study / "d2/model.probe.json").read_text())
@@ -604,3 +606,33 @@ def test_one_batch_stability_uses_its_error_bound(probed: Path) -> None:
     assert cell.text.startswith(f"{eta:.4g} ± ") and ": stable (λmax per batch" in cell.text, cell.text
     batches["per_batch"][0]["lambda_max"]["error_bound"] = 1.5 * (3 - eta) / st["lr"]
     assert ": uncertain (λmax per batch" in curvature._stability("x.json", data).text
+
+
+@pytest.mark.parametrize(
+    ("status", "badge"),
+    [
+        ("converged", ""),
+        ("above bracket (sigma > upper end)", "above bracket"),
+        ("below bracket (sigma < lower end)", "below bracket"),
+    ],
+)
+def test_pac_bayes_sigma_at_a_bracket_end_is_flagged(status: str, badge: str) -> None:
+    """A sigma that is the bisection bracket's end (no root inside) must not read as a measured sigma."""
+    record = {
+        "results": {"pac_bayes": {"isotropic": {"sigma": 10.0, "status": status, "bracket": [10.0, 10.0]}}}
+    }
+    cell = curvature._pac("r.probe.json", record)
+    assert cell.text == "10" and cell.badge == badge
+
+
+def test_compare_run_colours_every_run(study: Path, tmp_path: Path, cli: Callable[..., Result]) -> None:
+    """--compare run: runs that differ in several settings (seed 004) each get their own colour."""
+    runs = join(scan([study]).records, study, tmp_path)
+    keys = [figures.colour_key(r, "run") for r in runs]
+    assert keys == [r.label for r in runs] and len(set(keys)) == len(runs) > 1
+    out = tmp_path / "r.html"
+    r = cli("report", study, "--compare", "run", "--out", out)
+    assert r.exit_code == 0, r.output
+    inventory = out.read_text().split('id="inventory"', 1)[1]
+    headers = re.findall(r"<th[^>]*>([^<]*)</th>", inventory)[:3]
+    assert headers[0] == "run" and "run" not in headers[1:]  # no second "run" column for the compare key

@@ -44,6 +44,6 @@ done
 lscape connect "$OUT/mlp/model-r000.safetensors" "$OUT/mlp/model-r001.safetensors" --align weights --quiet
 
 # 4. One page: inventory, every curvature quantity with its protocol, training curves, connectivity.
-lscape report "$OUT" --compare model.name --title "Seed 004: geometry, stability and architecture" \
+lscape report "$OUT" --compare run --title "Seed 004: geometry, stability and architecture" \
   --out "$OUT/report.html" --quiet
 echo "report: $OUT/report.html"

@@ -22,7 +22,10 @@ def report(
         typer.Option(help="The HTML page; STEM.md, STEM-tables/ and STEM-figures/ are written beside it."),
     ] = Path("report.html"),
     compare: Annotated[
-        str | None, typer.Option(help="Settings key that orders and colours runs, e.g. training.optimizer.")
+        str | None,
+        typer.Option(
+            help="Settings key that orders and colours runs, e.g. training.optimizer; run: one colour per run."
+        ),
     ] = None,
     group_by: Annotated[
         str | None,

@@ -106,12 +106,13 @@ def _legend(
     splits: bool,
     top_in: float = TOP,
     bottom_in: float = BOTTOM,
+    right_in: float = RIGHT,
 ) -> None:
     from matplotlib import cm, colors
     from matplotlib.lines import Line2D
 
     w, h = fig.get_size_inches()
-    x0 = 1 - (RIGHT - 0.15) / w
+    x0 = 1 - (right_in - 0.15) / w
     handles = []
     if few and title:
         handles += [Line2D([], [], color=colours[k], lw=2, label=str(k)) for k in keys]
@@ -137,6 +138,12 @@ def _legend(
         bar.set_ticks(ticks, labels=[str(keys[i]) for i in ticks])
 
 
+def _right_margin(keys: list[Any], few: bool, title: str) -> float:
+    """Inches right of the panels: room for the longest legend label (8 pt: about 0.07 in a character)."""
+    labels = [str(k) for k in keys] if few and title else []
+    return max(RIGHT, 0.85 + 0.07 * max([len(t) for t in [*labels, title]] + [0]))
+
+
 def _extra_lines(texts: list[str]) -> float:
     """Inches to add for titles or axis labels of more than one line."""
     return 0.2 * max([t.count("\n") for t in texts] + [0])
@@ -151,24 +158,25 @@ def grid(panels: list[Panel], keys: list[Any], compare: str, splits: bool = Fals
     nrows = math.ceil(len(panels) / ncols)
     above, below = _extra_lines([p.title for p in panels]), _extra_lines([p.xlabel for p in panels])
     top, bottom, gap_h = TOP + above, BOTTOM + below, GAP_H + above + below
-    width = LEFT + RIGHT + ncols * PANEL_W + (ncols - 1) * GAP_W
+    colours, few = _palette(keys)
+    right = _right_margin(keys, few, compare)
+    width = LEFT + right + ncols * PANEL_W + (ncols - 1) * GAP_W
     height = top + bottom + nrows * PANEL_H + (nrows - 1) * gap_h
     fig = new_figure(width, height, layout=None)
     fig.subplots_adjust(
         left=LEFT / width,
-        right=1 - RIGHT / width,
+        right=1 - right / width,
         top=1 - top / height,
         bottom=bottom / height,
         wspace=GAP_W / PANEL_W,
         hspace=gap_h / PANEL_H,
     )
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
-    colours, few = _palette(keys)
     for ax, panel in zip(axes, panels, strict=False):
         _draw(ax, panel, colours)
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
-    _legend(fig, keys, colours, few, compare, splits, top, bottom)
+    _legend(fig, keys, colours, few, compare, splits, top, bottom, right)
     return fig
 
 

@@ -17,7 +17,7 @@ from lscape_cli.errors import LscapeError
 from lscape_cli.report import curvature, figures, inventory, landscape, studies
 from lscape_cli.report.document import Block, Bullets, Document, Image, Section
 from lscape_cli.report.render import to_csv, to_html, to_latex, to_markdown
-from lscape_cli.report.runs import Run, check_key, join, order, rel
+from lscape_cli.report.runs import RUN_KEY, Run, check_key, join, order, rel
 from lscape_cli.storage.study import Record, Study, report_paths, scan, write_report
 
 
@@ -113,7 +113,9 @@ def _of(records: list[Record], kind: str) -> list[Record]:
 def document(req: ReportRequest, study: Study, runs: list[Run], rels: dict[str, str]) -> Document:
     """Every section that has records to show, in the order of the issue's seed studies."""
     recs = study.records
-    keys = [k for k in dict.fromkeys([req.compare, req.group_by]) if k]
+    keys = [
+        k for k in dict.fromkeys([req.compare, req.group_by]) if k and k != RUN_KEY
+    ]  # run: already a column
     colour = req.compare or req.group_by
     sections = [_provenance(study, rels)]
     trained = [r for r in runs if r.train is not None or r.meta]

@@ -159,7 +159,11 @@ def _pac(r: str, d: dict[str, Any]) -> Cell:
         f"largest sigma with {p.get('metric')} rise within {p.get('target')}; "
         f"bracket {p.get('bracket')}, {p.get('status')}"
     )
-    return value_cell(r, d, "/results/pac_bayes/isotropic/sigma", note)
+    cell = value_cell(r, d, "/results/pac_bayes/isotropic/sigma", note)
+    status = str(p.get("status") or "")
+    if status.startswith(("above bracket", "below bracket")):  # the value is a bracket end, not a root
+        cell.badge = status.split(" (")[0]
+    return cell
 
 
 def _pac_bound(r: str, d: dict[str, Any]) -> Cell:

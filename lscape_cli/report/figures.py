@@ -14,7 +14,7 @@ from lscape_cli.plotting import report as plots
 from lscape_cli.report import probes
 from lscape_cli.report.document import Image
 from lscape_cli.report.inventory import gap_value, run_values
-from lscape_cli.report.runs import Run, key_source, sort_key
+from lscape_cli.report.runs import RUN_KEY, Run, key_source, sort_key
 
 STYLES = ("-", "--", ":", "-.")
 
@@ -23,6 +23,8 @@ def colour_key(run: Run, key: str | None) -> Any:
     """The value a run is coloured by (``all runs`` without a key)."""
     if key is None:
         return "all runs"
+    if key == RUN_KEY:
+        return run.label
     s = key_source(run, key)
     return s.value if s else None
 

@@ -98,11 +98,18 @@ def key_source(run: Run, key: str) -> Source | None:
     return Source(run.meta_record, run.meta_prefix + pointer, get(run.meta, pointer))
 
 
+RUN_KEY = "run"  # --compare run: every run its own colour (runs that differ in several settings)
+
+
 def check_key(runs: list[Run], key: str | None, option: str) -> None:
     """Refuse a key that no run has, listing the keys that exist."""
     if key is None or any(key_source(r, key) is not None for r in runs):
         return
+    if key == RUN_KEY and option == "--compare":
+        return
     known = sorted({k for r in runs for k in _flat_keys(r.meta) if not k.startswith("dataset.normalization")})
+    if option == "--compare":
+        known.insert(0, RUN_KEY)
     raise LscapeError(f"unknown key {key!r}", option, f"known keys: {', '.join(known)}")
 
 

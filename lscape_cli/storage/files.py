@@ -46,6 +46,7 @@ class Transaction:
         self.created_dirs.clear()
         for path in self.removals:
             path.unlink(missing_ok=True)
+            _sweep_stale(path)  # a killed run may have left its half-written copy beside it
 
     def abort(self) -> None:
         """Delete every temporary file and every directory this command created (when empty)."""
@@ -115,6 +116,7 @@ def remove_on_commit(path: Path) -> None:
     tx = _ACTIVE.get()
     if tx is None:
         path.unlink(missing_ok=True)
+        _sweep_stale(path)
     else:
         tx.removals.append(path)
 
