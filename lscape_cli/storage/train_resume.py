@@ -14,8 +14,12 @@ file, so no glob for checkpoints picks it up.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,13 +105,27 @@ class ResumeFile:
             "key": json.dumps(self.key, sort_keys=True),
             "state": state.to_dict(),
         }
-        with immediate(), atomic_path(self.path) as tmp:
-            torch.save(payload, tmp)
-        self.last_save, self.epoch = time.monotonic(), state.epoch
+        with _sigint_deferred():  # a Ctrl-C cannot land between the rename and the note of the epoch
+            with immediate(), atomic_path(self.path) as tmp:
+                torch.save(payload, tmp)
+            self.last_save, self.epoch = time.monotonic(), state.epoch
 
     def remove_on_commit(self) -> None:
         """Delete the file once the run's outputs are committed."""
         remove_on_commit(self.path)
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold SIGINT until the block is done (main thread, POSIX); it is delivered on exit."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _text(value: Any) -> str:
