@@ -636,3 +636,23 @@ def test_compare_run_colours_every_run(study: Path, tmp_path: Path, cli: Callabl
     inventory = out.read_text().split('id="inventory"', 1)[1]
     headers = re.findall(r"<th[^>]*>([^<]*)</th>", inventory)[:3]
     assert headers[0] == "run" and "run" not in headers[1:]  # no second "run" column for the compare key
+
+
+def test_batched_top_k_gets_a_column_per_eigenvalue() -> None:
+    """Seed 001 Tables 2-4: --top-k 3 over batches shows λ1, λ2 and λ3 as mean ± std [min, max]."""
+    from types import SimpleNamespace
+
+    def spread(mean: float) -> dict[str, float]:
+        return {"mean": mean, "std": 1.0, "min": mean - 2, "max": mean + 2, "n": 5}
+
+    summary = {
+        "lambda_max": spread(9.0),
+        "lambda_1": spread(9.0),
+        "lambda_2": spread(6.0),
+        "lambda_3": spread(5.0),
+    }
+    data = {"results": {"batches": {"num_batches": 5, "summary": summary, "per_batch": []}}}
+    columns = curvature._columns([SimpleNamespace(data=data)])
+    headers = [h for h, _ in columns]
+    assert headers[:3] == ["λ1", "λ2", "λ3"] and "λ4" not in headers
+    assert columns[2][1]("x.json", data).text.startswith("5 ± 1")

@@ -11,14 +11,14 @@ OUT=${1:-studies/seed001}
 
 case "$SCALE" in
   smoke)  # seconds: tiny models on 300 digits images, 2 epochs, 5x5 planes, no slices for the sweep
-    MLPS="8"; CNNS="4"; EPOCHS=2; PATIENCE=1; STEPS=5; BATCH=20; BATCHES20=4; SWEEP_SLICES=none
+    MLPS="8"; CNNS="4"; EPOCHS=2; PATIENCE=1; STEPS=5; BATCH=20; BATCHES20=4; SWEEP_MLP=none; SWEEP_CNN=none
     DATA=(--dataset digits --train-size 300 --val-size 100 --test-size 100) ;;
   small)  # 2,000 offline MNIST images (mnist-5k), CNN widths 16 and 32, 21x21 planes on the test split,
-          # 1-D lines only for the optimizer sweep
-    MLPS="32 64 128"; CNNS="16 32"; EPOCHS=30; PATIENCE=2; STEPS=21; BATCH=100; BATCHES20=20; SWEEP_SLICES=1d
+          # 1-D lines only for the MLP optimizer sweep (the CNN sweep's would add 2 minutes to the 15)
+    MLPS="32 64 128"; CNNS="16 32"; EPOCHS=30; PATIENCE=2; STEPS=21; BATCH=100; BATCHES20=20; SWEEP_MLP=1d; SWEEP_CNN=none
     DATA=(--dataset mnist-5k --train-size 2000 --val-size 500 --test-size 500) ;;
   paper)  # full MNIST (torchvision; add --download once), every width, 51x51 planes
-    MLPS="32 64 128"; CNNS="16 32 64"; EPOCHS=100; PATIENCE=3; STEPS=51; BATCH=128; BATCHES20=20; SWEEP_SLICES=1d,2d
+    MLPS="32 64 128"; CNNS="16 32 64"; EPOCHS=100; PATIENCE=3; STEPS=51; BATCH=128; BATCHES20=20; SWEEP_MLP=1d,2d; SWEEP_CNN=1d,2d
     DATA=(--dataset mnist) ;;
   *) echo "Error: SCALE=$SCALE: unknown scale (use smoke, small or paper)" >&2; exit 1 ;;
 esac
@@ -52,7 +52,7 @@ done
 for f in "$OUT"/width/*/model.safetensors "$OUT"/width/*/model-r000.safetensors "$OUT"/sweep/*/model.safetensors; do
   [ -e "$f" ] || continue
   lscape probe "$f" --top-k 3 --num-batches 5 --batch-size "$BATCH" --split test --quiet
-  SLICES=1d,2d; case "$f" in */sweep/*) SLICES=$SWEEP_SLICES ;; esac
+  SLICES=1d,2d; case "$f" in */sweep/mlp-*) SLICES=$SWEEP_MLP ;; */sweep/cnn-*) SLICES=$SWEEP_CNN ;; esac
   case "$SLICES" in *1d*) lscape slice "$f" --dims 1 --count 10 --range 1.5 --steps "$STEPS" --split test \
     --out "${f%.safetensors}.slice1d.json" --quiet ;; esac
   case "$SLICES" in *2d*) lscape slice "$f" --dims 2 --range 1.5 --steps "$STEPS" --split test --quiet ;; esac

@@ -308,8 +308,15 @@ def _columns(records: list[Record]) -> list[tuple[str, CellFn]]:
         summary = f"/results/batches/summary/{scalar or key}"
         return any(get(d, f"/results/{key}") is not None or get(d, summary) is not None for d in datas)
 
+    def batched_k(d: dict[str, Any]) -> int:
+        """How many λ_i a per-batch summary holds (``lambda_1``, ``lambda_2``, ...)."""
+        summary = get(d, "/results/batches/summary") or {}
+        return max([int(n[7:]) for n in summary if n.startswith("lambda_") and n[7:].isdigit()] + [0])
+
     k = max(
-        [len(get(d, "/results/top_k/eigenvalues") or []) for d in datas] + [1 if has("lambda_max") else 0]
+        [len(get(d, "/results/top_k/eigenvalues") or []) for d in datas]
+        + [batched_k(d) for d in datas]
+        + [1 if has("lambda_max") else 0]
     )
     cols: list[tuple[str, CellFn]] = [(f"λ{i + 1}", _eigen_column(i)) for i in range(k)]
     for header, key, err, scalar in (
