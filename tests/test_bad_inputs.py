@@ -146,6 +146,9 @@ CASES: dict[str, Case] = {
     "train-epochs-zero": Case("domain", f"{TRAIN} --epochs 0", 2, "--epochs"),
     "train-max-steps-zero": Case("domain", f"{TRAIN} --max-steps 0", 2, "--max-steps"),
     "train-restarts-zero": Case("domain", f"{TRAIN} --restarts 0", 2, "--restarts"),
+    "train-restart-seeds-past-the-seed-range": Case(
+        "domain", f"{TRAIN} --seed 2147483647 --restarts 2", 1, "--seed 2147483647 with --restarts 2"
+    ),
     "train-width-zero": Case("domain", f"{TRAIN} --width 0", 2, "--width"),
     "train-depth-zero": Case("domain", f"{TRAIN} --depth 0", 2, "--depth"),
     "train-seed-negative": Case("domain", f"{TRAIN} --seed -1", 2, "--seed"),

@@ -64,3 +64,17 @@ def check_choices(loss: str, optimizer: str, init: str) -> None:
         )
     if init != "default" and not valid_init(init):
         raise LscapeError(f"invalid init {init!r}", "--init", "use 'default' or 'normal:STD', e.g. normal:1")
+
+
+SEED_MAX = 2**31 - 1
+
+
+def check_restart_seeds(seed: int, restarts: int) -> None:
+    """Restart r trains with seed + r: the last one must still be a seed ``--seed`` accepts."""
+    last = seed + restarts - 1
+    if last > SEED_MAX:
+        raise LscapeError(
+            f"--seed {seed} with --restarts {restarts} gives restart seeds up to {last}, above {SEED_MAX}",
+            "--seed",
+            f"use --seed {SEED_MAX - restarts + 1} or lower, so each restart can be re-run alone",
+        )

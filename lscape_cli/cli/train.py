@@ -6,7 +6,14 @@ from pathlib import Path
 
 from lscape_cli.cli import _train_model_options as m
 from lscape_cli.cli import _train_options as o
-from lscape_cli.cli._train_request import batch_size_of, check_choices, checked, model_options, parsed
+from lscape_cli.cli._train_request import (
+    batch_size_of,
+    check_choices,
+    check_restart_seeds,
+    checked,
+    model_options,
+    parsed,
+)
 from lscape_cli.cli._train_run import run_training
 from lscape_cli.cli.options import (
     DataFileOpt,
@@ -117,6 +124,7 @@ def train(
     from lscape_cli.core.training import TrainConfig, shard_restarts
 
     check_choices(loss, optimizer, init)
+    check_restart_seeds(seed, restarts)
     from lscape_cli.storage.train_record import check_outputs
     from lscape_cli.storage.train_resume import resume_path
 
