@@ -72,6 +72,12 @@ SEED_MAX = 2**31 - 1
 def check_restart_seeds(seed: int, restarts: int) -> None:
     """Restart r trains with seed + r: the last one must still be a seed ``--seed`` accepts."""
     last = seed + restarts - 1
+    if restarts > SEED_MAX + 1:
+        raise LscapeError(
+            f"--restarts {restarts} needs more restart seeds than there are ({SEED_MAX + 1})",
+            "--restarts",
+            "train fewer restarts",
+        )
     if last > SEED_MAX:
         raise LscapeError(
             f"--seed {seed} with --restarts {restarts} gives restart seeds up to {last}, above {SEED_MAX}",

@@ -38,6 +38,7 @@ def run_training(
     ``resume``: ``(requested, every_s, path)`` of the resume state (``--resume``, ``--resume-every``).
     """
     from lscape_cli import datasets, models
+    from lscape_cli.cli._train_request import check_restart_seeds
     from lscape_cli.core import budget
     from lscape_cli.core.probe import check_budget
     from lscape_cli.core.tracking import make_tracker
@@ -66,6 +67,7 @@ def run_training(
     if tracker is not None:
         check_budget(tracker.spec.request, module, tracker.num_samples, "--track top_k")
     stems = output_stems(out, name, restarts, chosen)  # after the budget: a huge --restarts is refused first
+    check_restart_seeds(seed, restarts)  # after the budget too: it names a seed only when one exists
     seeds = [seed + r for r in chosen]
     context = {
         "model": mspec.to_dict(),

@@ -9,7 +9,6 @@ from lscape_cli.cli import _train_options as o
 from lscape_cli.cli._train_request import (
     batch_size_of,
     check_choices,
-    check_restart_seeds,
     checked,
     model_options,
     parsed,
@@ -124,7 +123,6 @@ def train(
     from lscape_cli.core.training import TrainConfig, shard_restarts
 
     check_choices(loss, optimizer, init)
-    check_restart_seeds(seed, restarts)
     from lscape_cli.storage.train_record import check_outputs
     from lscape_cli.storage.train_resume import resume_path
 
