@@ -656,3 +656,14 @@ def test_batched_top_k_gets_a_column_per_eigenvalue() -> None:
     headers = [h for h, _ in columns]
     assert headers[:3] == ["λ1", "λ2", "λ3"] and "λ4" not in headers
     assert columns[2][1]("x.json", data).text.startswith("5 ± 1")
+
+
+def test_a_one_batch_summary_shows_the_value_alone() -> None:
+    """--num-batches 1 (seed 003's final probe): no '± 0 [x, x]' spread, just the value from the record."""
+    from lscape_cli.report.cells import spread_cell
+
+    one = {"mean": 6.167, "std": None, "min": 6.167, "max": 6.167, "n": 1}
+    cell = spread_cell("r.json", {"s": one}, "/s", "mean over batches")
+    assert cell.text == "6.167" and [s.pointer for s in cell.sources] == ["/s/mean"]
+    two = {**one, "std": 0.5, "min": 6.0, "max": 6.5, "n": 2}
+    assert spread_cell("r.json", {"s": two}, "/s").text == "6.167 ± 0.5 [6, 6.5]"

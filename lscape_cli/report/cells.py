@@ -107,6 +107,10 @@ def spread_cell(record: str, data: Any, base: str, note: str = "") -> Cell:
     summary = get(data, base)
     if not isinstance(summary, dict) or summary.get("mean") is None:
         return Cell(DASH, note=note)
+    if summary.get("n") == 1:  # one batch: no spread to show
+        mean = summary["mean"]
+        one = "one batch" if not note else f"{note} (one batch)"
+        return Cell(fmt(mean), (Source(record, f"{base}/mean", mean),), one, sort=_num(mean))
     parts = [(k, summary.get(k)) for k in ("mean", "std", "min", "max")]
     sources = tuple(Source(record, f"{base}/{k}", v) for k, v in parts if v is not None)
     mean, std, lo, hi = (v for _, v in parts)
