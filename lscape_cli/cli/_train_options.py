@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lscape_cli.cli.options import BETA, NONNEGATIVE, POSITIVE, file_stem
+from lscape_cli.cli.options import BETA, NONNEGATIVE, POSITIVE, SEED_MAX, file_stem
 
 DATA = "Data"
 OPTIM = "Optimisation"
@@ -25,7 +25,7 @@ DatasetOpt = Annotated[
 ]
 SplitSeedOpt = Annotated[
     int,
-    typer.Option(min=0, max=2**31 - 1, help="Seed of the train/val/test split.", rich_help_panel=DATA),
+    typer.Option(min=0, max=SEED_MAX, help="Seed of the train/val/test split.", rich_help_panel=DATA),
 ]
 TrainSizeOpt = Annotated[
     int | None,
@@ -153,7 +153,7 @@ TrackSamplesOpt = Annotated[
 ]
 TrackSeedOpt = Annotated[
     int,
-    typer.Option(min=0, max=2**31 - 1, help="Seed of the tracked estimators.", rich_help_panel=TRACK),
+    typer.Option(min=0, max=SEED_MAX, help="Seed of the tracked estimators.", rich_help_panel=TRACK),
 ]
 RestartsOpt = Annotated[
     int,

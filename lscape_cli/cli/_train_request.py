@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from lscape_cli.cli.options import SEED_MAX
 from lscape_cli.errors import LscapeError
 
 
@@ -66,21 +67,14 @@ def check_choices(loss: str, optimizer: str, init: str) -> None:
         raise LscapeError(f"invalid init {init!r}", "--init", "use 'default' or 'normal:STD', e.g. normal:1")
 
 
-SEED_MAX = 2**31 - 1
-
-
 def check_restart_seeds(seed: int, restarts: int) -> None:
     """Restart r trains with seed + r: the last one must still be a seed ``--seed`` accepts."""
-    last = seed + restarts - 1
-    if restarts > SEED_MAX + 1:
-        raise LscapeError(
-            f"--restarts {restarts} needs more restart seeds than there are ({SEED_MAX + 1})",
-            "--restarts",
-            "train fewer restarts",
-        )
+    last, lowest = seed + restarts - 1, SEED_MAX - restarts + 1
     if last > SEED_MAX:
         raise LscapeError(
             f"--seed {seed} with --restarts {restarts} gives restart seeds up to {last}, above {SEED_MAX}",
             "--seed",
-            f"use --seed {SEED_MAX - restarts + 1} or lower, so each restart can be re-run alone",
+            f"use --seed {lowest} or lower, so each restart can be re-run alone"
+            if lowest >= 0
+            else "train fewer restarts",
         )

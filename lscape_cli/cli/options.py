@@ -100,8 +100,9 @@ if TYPE_CHECKING:
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or float64.")]
+SEED_MAX = 2**31 - 1  # every seed option's upper end
 SeedOpt = Annotated[
-    int, typer.Option("--seed", min=0, max=2**31 - 1, help="Random seed (restart r uses seed + r).")
+    int, typer.Option("--seed", min=0, max=SEED_MAX, help="Random seed (restart r uses seed + r).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the JSON record(s) to stdout; quiet on stderr.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table on stderr.")]

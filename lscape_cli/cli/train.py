@@ -6,13 +6,7 @@ from pathlib import Path
 
 from lscape_cli.cli import _train_model_options as m
 from lscape_cli.cli import _train_options as o
-from lscape_cli.cli._train_request import (
-    batch_size_of,
-    check_choices,
-    checked,
-    model_options,
-    parsed,
-)
+from lscape_cli.cli._train_request import batch_size_of, check_choices, checked, model_options, parsed
 from lscape_cli.cli._train_run import run_training
 from lscape_cli.cli.options import (
     DataFileOpt,

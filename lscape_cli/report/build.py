@@ -113,9 +113,8 @@ def _of(records: list[Record], kind: str) -> list[Record]:
 def document(req: ReportRequest, study: Study, runs: list[Run], rels: dict[str, str]) -> Document:
     """Every section that has records to show, in the order of the issue's seed studies."""
     recs = study.records
-    keys = [
-        k for k in dict.fromkeys([req.compare, req.group_by]) if k and k != RUN_KEY
-    ]  # run: already a column
+    # the compare/group keys as inventory columns ("run" is one already)
+    keys = [k for k in dict.fromkeys([req.compare, req.group_by]) if k and k != RUN_KEY]
     colour = req.compare or req.group_by
     sections = [_provenance(study, rels)]
     trained = [r for r in runs if r.train is not None or r.meta]

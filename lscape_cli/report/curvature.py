@@ -160,9 +160,9 @@ def _pac(r: str, d: dict[str, Any]) -> Cell:
         f"bracket {p.get('bracket')}, {p.get('status')}"
     )
     cell = value_cell(r, d, "/results/pac_bayes/isotropic/sigma", note)
-    status = str(p.get("status") or "")
-    if status.startswith(("above bracket", "below bracket")):  # the value is a bracket end, not a root
-        cell.badge = status.split(" (")[0]
+    status = p.get("status")
+    if status and status != "converged":  # above/below the bracket: sigma is its end, not a root
+        cell.badge = str(status).split(" (")[0]
     return cell
 
 
