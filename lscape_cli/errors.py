@@ -13,6 +13,7 @@ class LscapeError(Exception):
     """
 
     keep_outputs = False  # True: the files written before this error stand (see cli.funnel)
+    exit_code = 1  # the command's exit code
 
     def __init__(self, what: str, where: str | None = None, fix: str | None = None) -> None:
         self.what = what
@@ -36,3 +37,9 @@ class DivergedError(LscapeError):
     def __init__(self, what: str, where: str, fix: str, keep_outputs: bool) -> None:
         super().__init__(what, where, fix)
         self.keep_outputs = keep_outputs
+
+
+class UserInterrupt(LscapeError):
+    """Ctrl-C (``KeyboardInterrupt``) while the user's code ran: one line naming it, exit code 130."""
+
+    exit_code = 130

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 from lscape_cli.errors import LscapeError
-from lscape_cli.usermodel import USER_KINDS, build_user, config_from_dict
+from lscape_cli.usermodel import USER_KINDS, build_user, config_from_dict, trusted_kind
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -293,7 +294,8 @@ class ModelSpec:
         """Parse ``{"name", "config"}`` with errors that name the bad key."""
         name = data.get("name")
         if name in USER_KINDS:
-            return cls(str(name), config_from_dict(dict(data.get("config") or {})))  # type: ignore[call-overload]
+            cfg = config_from_dict(dict(data.get("config") or {}), where)  # type: ignore[call-overload]
+            return cls(trusted_kind(str(name), cfg, where), cfg)
         if not isinstance(name, str) or name not in REGISTRY:
             raise LscapeError(f"unknown model {name!r}", where, f"known models: {', '.join(REGISTRY)}")
         return make_spec(name, dict(data.get("config") or {}), where=where)  # type: ignore[call-overload]
@@ -314,7 +316,16 @@ def make_spec(name: str, options: dict[str, object], where: str = "--model") -> 
         )
     opts = dict(options)
     if "input_shape" in opts:
-        opts["input_shape"] = tuple(int(v) for v in opts["input_shape"])  # type: ignore[attr-defined]
+        shape = opts["input_shape"]
+        if not isinstance(shape, list | tuple) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape
+        ):
+            raise LscapeError(
+                f"invalid input_shape={json.dumps(shape)[:40]} for model {name!r}",
+                where,
+                "input_shape must be a list of positive integers, e.g. [1, 28, 28]",
+            )
+        opts["input_shape"] = tuple(shape)
     cfg = cfg_cls(**opts)
     _validate(name, cfg, where)
     return ModelSpec(name, cfg)
@@ -333,7 +344,16 @@ def _validate(name: str, cfg: object, where: str) -> None:
             where,
             "use an image dataset (digits, mnist-5k, mnist, ...) or the mlp/linear model",
         )
+    for key in ("bias", "skip", "batchnorm"):
+        if not isinstance(getattr(cfg, key, True), bool):
+            raise LscapeError(
+                f"invalid {key}={getattr(cfg, key)!r} for model {name!r}", where, f"{key} must be true or false"
+            )
     if hasattr(cfg, "activation"):
+        if not isinstance(cfg.activation, str):
+            raise LscapeError(
+                f"invalid activation={cfg.activation!r} for model {name!r}", where, "give its name as a string"
+            )
         _act(cfg.activation)
 
 

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lscape_cli.errors import LscapeError
+from lscape_cli.errors import LscapeError, UserInterrupt
 
 USER_KINDS = ("user", "torchvision")  # ModelSpec names of models built from a source
 
@@ -134,14 +134,10 @@ def make_config(source: str, kwargs: dict[str, Any], where: str = "--model-def")
     from lscape_cli.storage.files import sha256_file
 
     src = parse_source(source, where)
-    if src.kind == "torchvision" and kwargs.get("weights") not in (None, "None"):
-        raise LscapeError(
-            "lscape never downloads pretrained weights",
-            f"{where} {source} with weights={kwargs['weights']!r}",
-            "drop 'weights' from --model-args; load trained weights from a safetensors file instead",
-        )
     if src.kind == "torchvision":
-        return UserModelConfig(source=source, kwargs=dict(kwargs))
+        cfg = UserModelConfig(source=source, kwargs=dict(kwargs))
+        check_library_kwargs(cfg, where)
+        return cfg
     path = Path(src.target) if src.kind == "file" else _module_file(src.target, where)
     if not path.is_file():
         raise LscapeError("model definition file not found", f"{where} {src.target}", "check the path")
@@ -156,25 +152,71 @@ def _module_file(name: str, where: str) -> Path:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError) as exc:
         raise LscapeError(f"module {name!r} not found ({exc})", where, "put it on PYTHONPATH") from exc
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise stopped(exc, f"importing the packages of {name}", where) from None
+    except Exception as exc:  # noqa: BLE001 - a parent package's code ran: any failure is one line
+        raise LscapeError(
+            f"importing the packages of {name} raised {type(exc).__name__}: {exc}", where, "fix the package"
+        ) from exc
     if spec is None or not spec.origin or not Path(spec.origin).is_file():
         raise LscapeError(f"module {name!r} not found", where, "put it on PYTHONPATH or give PATH.py:FUNC")
     return Path(spec.origin)
 
 
-def config_from_dict(data: dict[str, Any]) -> UserModelConfig:
-    """Inverse of ``dataclasses.asdict`` for a recorded config (lists back to tuples)."""
+def config_from_dict(data: dict[str, Any], where: str = "model") -> UserModelConfig:
+    """Inverse of ``dataclasses.asdict`` for a recorded config (lists back to tuples), types checked."""
     names = {f.name for f in dataclasses.fields(UserModelConfig)}
     values = {k: v for k, v in data.items() if k in names}
-    if "source" not in values:
-        raise LscapeError("user model metadata has no 'source'", "model", "re-create the checkpoint")
+    if not isinstance(values.get("source"), str):
+        raise LscapeError("user model metadata has no 'source' string", where, "re-create the checkpoint")
+    problems = [
+        (key, want)
+        for key, want, ok in (
+            ("kwargs", "an object", isinstance(values.get("kwargs", {}), dict)),
+            ("file", "a string", isinstance(values.get("file"), str | None)),
+            ("sha256", "a string", isinstance(values.get("sha256"), str | None)),
+            ("input_shape", "a list of positive integers", _shape_ok(values.get("input_shape"))),
+            ("num_classes", "a positive integer", _count_ok(values.get("num_classes"))),
+        )
+        if not ok
+    ]
+    if problems:
+        key, want = problems[0]
+        got = json.dumps(values.get(key))[:40]
+        raise LscapeError(
+            f"malformed model description: model.config.{key} must be {want}, got {got}",
+            where,
+            "re-create the file (or describe the model with --model-config, see docs/formats.md)",
+        )
     if values.get("input_shape") is not None:
-        values["input_shape"] = tuple(int(v) for v in values["input_shape"])
+        values["input_shape"] = tuple(values["input_shape"])
     return UserModelConfig(**values)
+
+
+def _shape_ok(value: object) -> bool:
+    return value is None or (isinstance(value, list | tuple) and all(_count_ok(v) for v in value))
+
+
+def _count_ok(value: object) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
 
 
 def kind_of(cfg: UserModelConfig) -> str:
     """The ModelSpec name for this config: ``torchvision`` or ``user``."""
     return "torchvision" if parse_source(cfg.source).kind == "torchvision" else "user"
+
+
+def trusted_kind(name: str, cfg: UserModelConfig, where: str) -> str:
+    """The trust rule for a recorded model description: ``torchvision`` only when everything agrees.
+
+    A description rebuilds without a flag only when it says ``torchvision``, its source is
+    ``torchvision:NAME`` and it records no file (the builder is then looked up by name inside
+    torchvision, :func:`_library_builder`). Anything else -- ``user``, or a ``torchvision`` name over a
+    file or import path -- is user code: ``user``, which only ``--model-def`` or ``--trust-model-def``
+    builds.
+    """
+    library = parse_source(cfg.source, where).kind == "torchvision"
+    return "torchvision" if name == "torchvision" and library and cfg.file is None else "user"
 
 
 # ------------------------------------------------------------------------------------------ building
@@ -263,19 +305,34 @@ def _import_file(path: Path, sha: str | None, where: str) -> Any:
     return module
 
 
+def _library_builder(name: str, where: str) -> Callable[..., Any]:
+    """``torchvision.models.get_model_builder(name)`` for a name in ``list_models()``, nothing else."""
+    import torchvision
+
+    if name not in torchvision.models.list_models():
+        raise LscapeError(
+            f"torchvision has no model {name!r}",
+            where,
+            "see torchvision.models.list_models(), e.g. torchvision:resnet18",
+        )
+    builder: Callable[..., Any] = torchvision.models.get_model_builder(name)
+    return builder
+
+
+def check_library_kwargs(cfg: UserModelConfig, where: str) -> None:
+    """A library builder never downloads: every ``*weights*`` argument must be absent or None."""
+    for key, value in cfg.kwargs.items():
+        if "weights" in key and value not in (None, "None"):
+            raise LscapeError(
+                "lscape never downloads pretrained weights",
+                f"{where} {cfg.source} with {key}={value!r}",
+                f"drop {key!r} from the model arguments; load trained weights from a safetensors file",
+            )
+
+
 def _factory(src: Source, cfg: UserModelConfig, where: str) -> Callable[..., Any]:
     if src.kind == "torchvision":
-        import torchvision
-
-        try:
-            builder: Callable[..., Any] = torchvision.models.get_model_builder(src.func)
-            return builder
-        except ValueError as exc:
-            raise LscapeError(
-                f"torchvision has no model {src.func!r}",
-                where,
-                "see torchvision.models.list_models(), e.g. torchvision:resnet18",
-            ) from exc
+        return _library_builder(src.func, where)
     try:
         if src.kind == "file":
             module = _import_file(Path(cfg.file or src.target), cfg.sha256, where)
@@ -283,6 +340,8 @@ def _factory(src: Source, cfg: UserModelConfig, where: str) -> Callable[..., Any
             module = importlib.import_module(src.target)
     except LscapeError:
         raise
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise stopped(exc, f"importing {src.target}", where) from None
     except Exception as exc:  # noqa: BLE001 - user code: any failure is one line
         what = "not found" if isinstance(exc, ModuleNotFoundError) else "raised"
         raise LscapeError(
@@ -299,6 +358,17 @@ def _factory(src: Source, cfg: UserModelConfig, where: str) -> Callable[..., Any
             f"name one of: {', '.join(public[:8]) or 'none defined'}",
         )
     return fn
+
+
+def stopped(exc: BaseException, doing: str, where: str) -> LscapeError:
+    """One error line for user code that exits (``sys.exit``) or is interrupted (exit code 130)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return UserInterrupt(f"interrupted while {doing}", where, "nothing was written; run it again")
+    return LscapeError(
+        f"the model code exited while {doing} (SystemExit {exc.code!r})",
+        where,
+        "a model definition must not call sys.exit() or exit(); raise an exception instead",
+    )
 
 
 def _check_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any], source: str) -> None:
@@ -340,11 +410,15 @@ def build_user(cfg: UserModelConfig, notes: list[str], where: str = "--model-def
                 f"{path} changed since the checkpoint was written (sha256 {cfg.sha256[:12]}... recorded, "
                 f"{now[:12]}... now)"
             )
+    else:
+        check_library_kwargs(cfg, where)
     with guard(cfg.source, notes):
         fn = _factory(src, cfg, where)
         _check_kwargs(fn, cfg.kwargs, cfg.source)
         try:
             module = fn(**cfg.kwargs)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            raise stopped(exc, f"calling {cfg.source}", where) from None
         except Exception as exc:  # noqa: BLE001 - user code: any failure is one line
             raise LscapeError(
                 f"{cfg.source}(**{json.dumps(cfg.kwargs)}) raised {type(exc).__name__}: {exc}",

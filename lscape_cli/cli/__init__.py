@@ -80,7 +80,7 @@ def funnel(fn: F) -> F:
         except LscapeError as exc:
             if os.environ.get("LSCAPE_DEBUG") == "1":
                 raise
-            raise fail(exc.line()) from None
+            raise fail(exc.line(), exc.exit_code) from None
         except KeyboardInterrupt:
             raise fail("interrupted; no output file was written or changed", EXIT_INTERRUPTED) from None
         except Exception as exc:  # noqa: BLE001 - the funnel: one line, traceback on request

@@ -64,7 +64,7 @@ def load_for_eval(
     if trajectory:
         from lscape_cli.storage.trajectory import load_snapshot_model
 
-        loaded, snapshots = load_snapshot_model(checkpoint, device=device, dtype=dtype)
+        loaded, snapshots = load_snapshot_model(checkpoint, device=device, dtype=dtype, user=user)
     else:
         loaded = load_model(checkpoint, model_config, device=device, dtype=dtype, user=user)
     meta = loaded.checkpoint.meta

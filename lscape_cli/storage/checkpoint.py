@@ -337,7 +337,7 @@ def load_model(
         )
     if user.model_def is not None:
         ckpt = _load_any(path)
-        spec, module, notes = _from_source(ckpt, user)
+        spec, module, notes = from_source(ckpt, user)
     else:
         ckpt = load_checkpoint(path, model_config)
         spec, module, notes = _from_metadata(ckpt, model_config, user)
@@ -371,7 +371,7 @@ def _recorded(ckpt: Checkpoint) -> object | None:
     return None
 
 
-def _from_source(ckpt: Checkpoint, user: object) -> tuple[ModelSpec, torch.nn.Module, list[str]]:
+def from_source(ckpt: Checkpoint, user: object) -> tuple[ModelSpec, torch.nn.Module, list[str]]:
     """Build the model the user names (``--model-def``), with the recorded kwargs unless given."""
     from lscape_cli.models import ModelSpec
     from lscape_cli.usermodel import build_user, kind_of, make_config, parse_kwargs
@@ -396,8 +396,8 @@ def _from_source(ckpt: Checkpoint, user: object) -> tuple[ModelSpec, torch.nn.Mo
 def _from_metadata(
     ckpt: Checkpoint, model_config: Path | None, user: object
 ) -> tuple[ModelSpec, torch.nn.Module, list[str]]:
-    from lscape_cli.models import ModelSpec, build
-    from lscape_cli.usermodel import build_user, parse_kwargs
+    from lscape_cli.models import ModelSpec
+    from lscape_cli.usermodel import parse_kwargs
 
     path = ckpt.path
     if "model" not in ckpt.meta:
@@ -411,13 +411,30 @@ def _from_metadata(
     args = user.model_args  # type: ignore[attr-defined]
     if args and spec.name in ("user", "torchvision"):
         spec = ModelSpec(spec.name, replace(spec.config, kwargs=parse_kwargs(args)))  # type: ignore[type-var]
+    return spec, build_described(spec, model_config or path, user, notes), notes
+
+
+def build_described(spec: ModelSpec, path: Path, user: object, notes: list[str]) -> torch.nn.Module:
+    """Build a model description read from a file, under the trust rule.
+
+    Registry models and torchvision builders (looked up by name inside torchvision) build freely; a
+    ``user`` description (which :meth:`ModelSpec.from_dict` also makes of any description naming a file
+    or an import path) is only imported with ``--trust-model-def``.
+    """
+    from lscape_cli.models import build
+    from lscape_cli.usermodel import build_user
+
+    if spec.name == "torchvision":
+        return build_user(spec.config, notes, where=f"{path} (model description)")  # type: ignore[arg-type]
     if spec.name != "user":
-        return spec, build(spec), notes
-    source = spec.config.source  # type: ignore[attr-defined]
-    if not user.trust_model_def:  # type: ignore[attr-defined]
+        return build(spec)
+    cfg = spec.config
+    if not getattr(user, "trust_model_def", False):
+        code = cfg.source + (f" (file {cfg.file})" if cfg.file else "")  # type: ignore[attr-defined]
         raise LscapeError(
-            f"{path} was trained from user code {source}",
+            f"{path} describes a model built by user code {code}; reading a file never imports code",
             None,
-            f"pass --model-def {source} to load it, or --trust-model-def to import the recorded file",
+            f"pass --model-def {cfg.source} to load it, or --trust-model-def to import the recorded "  # type: ignore[attr-defined]
+            "source",
         )
-    return spec, build_user(spec.config, notes), notes  # type: ignore[arg-type]
+    return build_user(cfg, notes)  # type: ignore[arg-type]

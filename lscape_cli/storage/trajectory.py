@@ -13,7 +13,15 @@ from pathlib import Path
 import torch
 
 from lscape_cli.errors import LscapeError
-from lscape_cli.storage.checkpoint import Checkpoint, LoadedModel, load_state_strict, load_trajectory
+from lscape_cli.storage.checkpoint import (
+    Checkpoint,
+    LoadedModel,
+    from_source,
+    build_described,
+    check_model_entry,
+    load_state_strict,
+    load_trajectory,
+)
 
 
 @dataclass
@@ -48,24 +56,47 @@ class Snapshots:
 
 
 def load_snapshot_model(
-    path: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    path: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, user: object = None
 ) -> tuple[LoadedModel, Snapshots]:
-    """The module a trajectory describes, holding its last snapshot, and all the snapshots."""
-    from lscape_cli.models import ModelSpec, build
+    """The module a trajectory describes, holding its last snapshot, and all the snapshots.
+
+    The description is built under the trust rule (:func:`~lscape_cli.storage.checkpoint.build_described`):
+    a user model needs ``--model-def`` or ``--trust-model-def`` (``user``), as for a checkpoint.
+    """
+    from lscape_cli.models import ModelSpec
 
     traj = load_trajectory(path)
-    spec = ModelSpec.from_dict(traj.meta["model"], where=f"{path} (model description)")  # type: ignore[arg-type]
-    module = build(spec)
+    check_model_entry(dict(traj.meta), str(path))
+    notes: list[str] = []
+    if getattr(user, "model_def", None):
+        spec, module, notes = from_source(traj, user)
+    else:
+        spec = ModelSpec.from_dict(traj.meta["model"], where=f"{path} (model description)")  # type: ignore[arg-type]
+        module = build_described(spec, path, user, notes)
     if any(True for _ in module.buffers()):
         raise LscapeError(
             "the trajectory holds no buffers (e.g. BatchNorm statistics) but this model has some",
             str(path),
             "probe the checkpoints themselves",
         )
-    epochs = [int(e) for e in traj.meta.get("epochs", [])]
-    steps = [int(s) for s in traj.meta.get("steps", [])]
+    epochs, steps = _counts(traj, "epochs", path), _counts(traj, "steps", path)
     snaps = Snapshots(path, traj.state, epochs, steps)
     last = snaps.state(len(epochs) - 1)
     load_state_strict(module, last, str(path))
     module.to(device=device, dtype=dtype).eval()
-    return LoadedModel(module, Checkpoint(path, last, traj.meta), spec), snaps
+    return LoadedModel(module, Checkpoint(path, last, traj.meta), spec, notes), snaps
+
+
+def _counts(traj: Checkpoint, key: str, path: Path) -> list[int]:
+    """``epochs`` or ``steps``: one integer per snapshot, as many as every tensor holds."""
+    value = traj.meta.get(key, None if key == "epochs" else [])
+    sizes = {int(t.shape[0]) if t.dim() else 0 for t in traj.state.values()}
+    ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if not ok or (key == "epochs" and (not value or sizes != {len(value)})):  # type: ignore[arg-type]
+        raise LscapeError(
+            f"malformed trajectory metadata: {key!r} must list one integer per snapshot "
+            f"(got {str(value)[:40]}, tensors hold {sorted(sizes)} snapshots)",
+            str(path),
+            "re-create it with lscape train --save-trajectory",
+        )
+    return list(value)  # type: ignore[arg-type]
