@@ -13,6 +13,7 @@ per-channel mean and std (``"standard"``); the constants used are recorded in th
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,10 +62,24 @@ class DatasetSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> DatasetSpec:
-        """Inverse of :meth:`to_dict`; unknown keys (e.g. recorded shapes) are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
+    def from_dict(cls, data: dict[str, object], where: str = "dataset") -> DatasetSpec:
+        """Inverse of :meth:`to_dict`; unknown keys (e.g. recorded shapes) are ignored, types checked."""
+        values = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
+        for f in dataclasses.fields(cls):
+            value, kind = values.get(f.name, f.default), str(f.type)
+            number = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+            if not (
+                (value is None and "None" in kind)
+                or (number if kind.startswith("int") else isinstance(value, str))
+            ):
+                raise LscapeError(
+                    f"malformed dataset description: dataset.{f.name} must be "
+                    f"{'a non-negative integer' if kind.startswith('int') else 'a string'}"
+                    f"{' or null' if 'None' in kind else ''}, got {json.dumps(value)[:40]}",
+                    where,
+                    "re-create the file, or name the data with --dataset or --data",
+                )
+        return cls(**values)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -236,7 +251,15 @@ def download(name: str, root: Path) -> None:
     cls_name, folder = _torchvision_names(name)
     cls = _torchvision_class(cls_name)
     for train in (True, False):
-        cls(str(root / folder), train=train, download=True)
+        try:
+            cls(str(root / folder), train=train, download=True)
+        except Exception as exc:  # noqa: BLE001 - any network or archive failure is one line
+            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+            raise LscapeError(
+                f"cannot download {name} ({type(exc).__name__}: {first[:120]})",
+                f"--download into {root / folder}",
+                "check the network connection, or copy the files under --data-root (or LSCAPE_DATA)",
+            ) from exc
 
 
 def _load_file(spec: DatasetSpec, root: Path) -> RawData:

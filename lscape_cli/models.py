@@ -334,7 +334,11 @@ def make_spec(name: str, options: dict[str, object], where: str = "--model") -> 
 def _validate(name: str, cfg: object, where: str) -> None:
     for key in ("depth", "width", "hidden", "stages", "blocks", "num_classes"):
         value = getattr(cfg, key, 1)
-        if not isinstance(value, int) or value < (0 if key == "depth" else 1):
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or not (0 if key == "depth" else 1) <= value < 2**31
+        ):
             raise LscapeError(
                 f"invalid {key}={value!r} for model {name!r}", where, f"{key} must be a positive integer"
             )
@@ -347,12 +351,16 @@ def _validate(name: str, cfg: object, where: str) -> None:
     for key in ("bias", "skip", "batchnorm"):
         if not isinstance(getattr(cfg, key, True), bool):
             raise LscapeError(
-                f"invalid {key}={getattr(cfg, key)!r} for model {name!r}", where, f"{key} must be true or false"
+                f"invalid {key}={getattr(cfg, key)!r} for model {name!r}",
+                where,
+                f"{key} must be true or false",
             )
     if hasattr(cfg, "activation"):
         if not isinstance(cfg.activation, str):
             raise LscapeError(
-                f"invalid activation={cfg.activation!r} for model {name!r}", where, "give its name as a string"
+                f"invalid activation={cfg.activation!r} for model {name!r}",
+                where,
+                "give its name as a string",
             )
         _act(cfg.activation)
 

@@ -15,6 +15,7 @@ error.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,17 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
 def _read_torch(path: Path) -> dict[str, np.ndarray]:
     import torch
 
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" not in str(exc).lower():
+            raise
+        raise LscapeError(
+            "the .pt file holds objects other than tensors and plain containers; refused: loading it "
+            "could run code",
+            str(path),
+            "save a dict of tensors, torch.save({'x': x, 'y': y}, path), or use .npz or .safetensors",
+        ) from None
     if not isinstance(obj, dict):
         raise LscapeError(
             f"the .pt file holds a {type(obj).__name__}, not a dict of tensors",
@@ -83,6 +94,10 @@ def _check_finite(name: str, arr: np.ndarray, path: Path) -> None:
 
 def _check_pair(name_x: str, name_y: str, data: dict[str, np.ndarray], path: Path) -> None:
     x, y = data[name_x], data[name_y]
+    if x.ndim and x.shape[0] == 0:
+        raise LscapeError(
+            f"{name_x} holds no samples (shape {x.shape})", str(path), "store at least one sample"
+        )
     if x.ndim < 2:
         raise LscapeError(
             f"{name_x} has shape {x.shape}; inputs need a sample axis and at least one feature axis",

@@ -365,7 +365,7 @@ def stopped(exc: BaseException, doing: str, where: str) -> LscapeError:
     if isinstance(exc, KeyboardInterrupt):
         return UserInterrupt(f"interrupted while {doing}", where, "nothing was written; run it again")
     return LscapeError(
-        f"the model code exited while {doing} (SystemExit {exc.code!r})",
+        f"the model code exited while {doing} (SystemExit {getattr(exc, 'code', None)!r})",
         where,
         "a model definition must not call sys.exit() or exit(); raise an exception instead",
     )

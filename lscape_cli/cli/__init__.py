@@ -7,6 +7,7 @@ unless ``LSCAPE_DEBUG=1``); 2 usage error (Typer); 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import contextvars
+import errno
 import functools
 import os
 import sys
@@ -116,11 +117,37 @@ def _guarded(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
 
 def _unexpected(exc: BaseException) -> str:
     """The line for a failure no check caught: what happened, and how to get the details."""
-    if isinstance(exc, MemoryError):
-        return "out of memory (lower the sizes or budgets of this command, e.g. --max-batch)"
+    command = " ".join(invocation()[:2])
+    if is_out_of_memory(exc):
+        return (
+            f"out of memory: {command} ({_first_line(exc)[:80]}) (lower the sizes or budgets of this "
+            "command, e.g. --max-batch, --points, --steps, or give it more memory)"
+        )
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = exc.filename or command
+        return f"disk full ({exc.strerror}): {where} (free space, or write to another --out)"
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.strerror or type(exc).__name__}: {exc.filename} (check the path and its permissions)"
-    return f"{type(exc).__name__}: {exc} (set LSCAPE_DEBUG=1 for the traceback)"
+    return f"{type(exc).__name__}: {_first_line(exc)} (set LSCAPE_DEBUG=1 for the traceback)"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a ``MemoryError`` or an allocator's ``RuntimeError``.
+
+    CPU: "can't allocate memory" (``DefaultCPUAllocator``); CUDA: ``torch.OutOfMemoryError``, "out of memory".
+    """
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        key in text for key in ("out of memory", "can't allocate memory", "defaultcpuallocator")
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's text (torch's C++ errors append stack frames)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _version(value: bool) -> None:

@@ -75,7 +75,12 @@ def load_for_eval(
             str(checkpoint),
             "pass --data FILE or --dataset NAME (or a 'dataset' entry in --model-config)",
         )
-    splits = datasets.load(datasets.DatasetSpec.from_dict(dmeta), root, device=device, dtype=dtype)
+    splits = datasets.load(
+        datasets.DatasetSpec.from_dict(dmeta, str(model_config or checkpoint)),
+        root,
+        device=device,
+        dtype=dtype,
+    )
     warnings = list(loaded.warnings)
     if dmeta.get("sha256") and dmeta["sha256"] != splits.spec.sha256:
         warnings.append(f"data file {dmeta.get('path')} changed since the checkpoint was written (sha256)")

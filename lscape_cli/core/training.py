@@ -141,6 +141,9 @@ class ResumeStore(Protocol):
     def save(self, state: TrainState) -> None:
         """Keep ``state`` (it replaces the one kept before)."""
 
+    def damaged(self, exc: Exception) -> Exception:
+        """The error to raise when the state :meth:`load` gave does not fit the run (``exc`` says why)."""
+
 
 def init_parameters(model: nn.Module, init: str, seed: int) -> None:
     """Re-initialise ``model`` in place from ``seed`` alone (framework default or ``normal:STD``)."""
@@ -328,8 +331,11 @@ def train_restarts(
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     tr = _Track(len(seeds), cfg)
     saved = None if store is None else store.load()
-    if saved is not None:
-        _restore(saved, stacked, opt, gens, tr, device)
+    if saved is not None and store is not None:
+        try:
+            _restore(saved, stacked, opt, gens, tr, device)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+            raise store.damaged(exc) from exc
     elif cfg.trajectory_every:
         _snapshot(stacked, tr, 0, range(tr.r))
     start = time.perf_counter() - (0.0 if saved is None else saved.elapsed_s)

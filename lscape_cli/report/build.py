@@ -88,6 +88,7 @@ def make_report(req: ReportRequest) -> ReportResult:
     tables.update({f"{t.key}.tex": to_latex(t, origin) for t in doc.tables})
     generated = {img.name: img.png for img in doc.images if img.file is None}
     written = write_report(req.out, to_html(doc), to_markdown(doc, links), tables, generated)
+    study.skipped.extend(note for r in study.records for note in r.skipped)
     stale = [f"{rels[str(r.path)]}: {s}" for r in study.records for s in r.stale]
     return ReportResult(
         written, len(runs), _counts(study), stale, study.skipped, sorted(tables), sorted(generated)

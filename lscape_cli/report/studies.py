@@ -20,13 +20,19 @@ BARRIER_DEFINITIONS = (
 
 
 def _images(rec: Record, names: list[str], title: str) -> list[Image]:
-    """The PNG figures a record names (paths relative to it), skipping any that are gone."""
+    """The PNG figures a record names (paths relative to it), skipping any that are gone.
+
+    Only files inside the report's directories are read (:meth:`Record.readable`).
+    """
     out = []
-    for name in names:
-        path = rec.path.parent / name
-        if not name.endswith(".png"):
+    for name in names if isinstance(names, list) else []:
+        if not isinstance(name, str) or not name.endswith(".png"):
             continue
-        data = read_bytes(path)
+        resolved = rec.readable(name)
+        if resolved is None:
+            continue
+        path = rec.path.parent / name
+        data = read_bytes(resolved)
         if data is not None:
             out.append(Image(path.name, f"{title}: {path.name}", data, file=path))
     return out

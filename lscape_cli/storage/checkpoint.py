@@ -203,7 +203,16 @@ def read_metadata(path: Path, expect: str = CHECKPOINT_SCHEMA) -> dict[str, Any]
             raise LscapeError(
                 f"metadata key {key!r} is not valid JSON", str(path), "re-create the file"
             ) from exc
+        if key in OBJECT_KEYS and not isinstance(meta[key], dict):
+            raise LscapeError(
+                f"malformed metadata: {key!r} must be a JSON object, got {value[:40]}",
+                str(path),
+                "re-create the file (see docs/formats.md)",
+            )
     return meta
+
+
+OBJECT_KEYS = ("model", "dataset", "training", "metrics", "versions", "directions")  # JSON objects
 
 
 def read_model_config(path: Path) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import hashlib
 import os
 import shutil
@@ -239,10 +240,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
         _refuse_input(path, tx)
     make_dirs(path.parent if str(path.parent) else Path("."))
     _sweep_stale(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent or "."
+        )
+    except OSError as exc:
+        raise write_error(exc, path) from exc
     os.close(fd)
     try:
-        yield Path(tmp)
+        with _naming_write_errors(path, Path(tmp)):
+            yield Path(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get ordinary permissions
@@ -271,9 +278,13 @@ def atomic_dir(path: Path) -> Iterator[Path]:
             "a file is in the way of an output folder", str(path), "move it or choose another --out"
         )
     make_dirs(path.parent if str(path.parent) else Path("."))
-    fresh = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     try:
-        yield fresh
+        fresh = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise write_error(exc, path) from exc
+    try:
+        with _naming_write_errors(path, fresh):
+            yield fresh
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(fresh, 0o777 & ~umask)
@@ -287,3 +298,30 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     except BaseException:
         _remove(fresh)
         raise
+
+
+def write_error(exc: OSError, path: Path) -> LscapeError:
+    """One line for a failed write, naming the file being written (the OS names only its temporary)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return LscapeError(
+            f"disk full ({exc.strerror})",
+            str(path),
+            "free space or write to another --out; nothing was replaced",
+        )
+    return LscapeError(
+        f"cannot write the output ({exc.strerror or type(exc).__name__})",
+        str(path),
+        "check the directory's permissions and free space, or choose another --out",
+    )
+
+
+@contextlib.contextmanager
+def _naming_write_errors(path: Path, tmp: Path) -> Iterator[None]:
+    """An ``OSError`` writing ``tmp`` (no file named, or ``tmp`` or a file inside it) names ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        name = str(exc.filename or "")
+        if name and not name.startswith(str(tmp)):
+            raise  # another file's failure (an input), reported as it is
+        raise write_error(exc, path) from exc

@@ -28,6 +28,23 @@ class Record:
     kind: str  # "train", "probe", "slice", "connect" or "pareto"
     data: dict[str, Any]
     stale: list[str] = field(default_factory=list)  # one sentence per missing or changed input
+    roots: tuple[Path, ...] = ()  # the report's directories (resolved): the only places files are read from
+    skipped: list[str] = field(default_factory=list)  # "path: reason" for each file it names but was not read
+
+    def readable(self, name: object) -> Path | None:
+        """The file ``name`` (relative to the record) when it lies inside :attr:`roots`, links resolved.
+
+        Anything else (``../x``, an absolute path, a link out of the study) is noted in :attr:`skipped`
+        and never read: a record someone hands over must not pull other files into a shared page.
+        """
+        if not isinstance(name, str) or not name:
+            self.skipped.append(f"{self.path}: names a file {json.dumps(name)[:40]}, not a path")
+            return None
+        target = (self.path.parent / name).resolve()
+        if not any(target.is_relative_to(root) for root in self.roots):
+            self.skipped.append(f"{self.path}: names {name}, outside the report's directories (not read)")
+            return None
+        return target
 
 
 @dataclass
@@ -67,7 +84,7 @@ def _json_files(paths: list[Path]) -> list[Path]:
 
 def _classify(path: Path) -> tuple[str, dict[str, Any]] | str:
     """``(kind, data)`` for an lscape record this version reads, else the reason to skip it."""
-    from lscape_cli.storage.jsonio import read_json
+    from lscape_cli.storage.jsonio import check_schema, read_json
 
     try:
         data = read_json(check_input(path, "record"), "record")
@@ -89,6 +106,10 @@ def _classify(path: Path) -> tuple[str, dict[str, Any]] | str:
             str(path),
             "upgrade lscape to read it" if newer else "re-run the command that wrote it",
         )
+    try:
+        check_schema(data, f"{kind}.schema.json", path)
+    except LscapeError as exc:
+        return exc.what  # a malformed record is skipped with a warning, like any unreadable file
     return kind, data
 
 
@@ -121,12 +142,13 @@ def scan(paths: list[Path]) -> Study:
     hashes = _Hashes()
     records: list[Record] = []
     skipped: list[str] = []
+    roots = tuple(p.resolve() if p.is_dir() else p.resolve().parent for p in paths)
     for path in _json_files(paths):
         found = _classify(path)
         if isinstance(found, str):
             skipped.append(f"{path}: {found}")
             continue
-        rec = Record(path.resolve(), found[0], found[1])
+        rec = Record(path.resolve(), found[0], found[1], roots=roots)
         _check(rec, hashes)
         records.append(rec)
     if not records:

@@ -81,7 +81,7 @@ class ResumeFile:
         if not (self.requested and self.path.exists()):
             return None  # without --resume a stale file is ignored, replaced by the first save
         data = _read(self.path)
-        saved = json.loads(data["key"])
+        saved = _saved_key(data, self.path)
         diff = sorted(k for k in {*saved, *self.key} if _text(saved.get(k)) != _text(self.key.get(k)))
         if diff:
             raise LscapeError(
@@ -89,10 +89,16 @@ class ResumeFile:
                 str(self.path),
                 "re-run with the original options, or without --resume to start over",
             )
-        state = TrainState(**data["state"])
+        state = _state(data, self.path)
         self.epoch = self.resumed_from = state.epoch
         self.resumed_s = state.elapsed_s
         return state
+
+    def damaged(self, exc: Exception) -> Exception:
+        """One line naming the file when its state does not fit the run."""
+        return _damaged(
+            self.path, f"{type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
+        )
 
     def due(self) -> bool:
         """Whether ``every_s`` seconds have passed since the start or the last save."""
@@ -146,3 +152,34 @@ def _read(path: Path) -> dict[str, Any]:
             f"not a {RESUME_SCHEMA} file", str(path), "delete it and run without --resume to start over"
         )
     return data
+
+
+def _damaged(path: Path, what: str) -> LscapeError:
+    return LscapeError(
+        f"damaged resume state ({what})", str(path), "delete it and run without --resume to start over"
+    )
+
+
+def _saved_key(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The settings key the state was saved under (a JSON object)."""
+    try:
+        saved = json.loads(data["key"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _damaged(path, f"its 'key' is missing or not JSON: {type(exc).__name__}") from None
+    if not isinstance(saved, dict):
+        raise _damaged(path, "its 'key' is not a JSON object")
+    return saved
+
+
+def _state(data: dict[str, Any], path: Path) -> TrainState:
+    """The saved training state, its fields checked by constructing it."""
+    fields = data.get("state")
+    if not isinstance(fields, dict):
+        raise _damaged(path, "its 'state' is not a dict")
+    try:
+        state = TrainState(**fields)
+    except (TypeError, ValueError) as exc:
+        raise _damaged(path, f"its 'state' does not fit this lscape: {str(exc)[:80]}") from None
+    if not isinstance(state.epoch, int) or not isinstance(state.elapsed_s, int | float):
+        raise _damaged(path, "its 'state' has no integer epoch and elapsed time")
+    return state

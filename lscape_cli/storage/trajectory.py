@@ -16,9 +16,9 @@ from lscape_cli.errors import LscapeError
 from lscape_cli.storage.checkpoint import (
     Checkpoint,
     LoadedModel,
-    from_source,
     build_described,
     check_model_entry,
+    from_source,
     load_state_strict,
     load_trajectory,
 )
@@ -99,4 +99,4 @@ def _counts(traj: Checkpoint, key: str, path: Path) -> list[int]:
             str(path),
             "re-create it with lscape train --save-trajectory",
         )
-    return list(value)  # type: ignore[arg-type]
+    return list(value)  # type: ignore[call-overload]
