@@ -259,8 +259,8 @@ def test_checkpoint_of_user_code_is_not_imported_without_consent(tmp_path: Path,
     ckpt = run / "model.safetensors"
     line = error_line(cli("probe", ckpt, "--device", "cpu"))
     assert line == (
-        f"Error: {ckpt} was trained from user code {model}:build (pass --model-def {model}:build to "
-        "load it, or --trust-model-def to import the recorded file)"
+        f"Error: {ckpt} describes a model built by user code {model}:build; reading a file never imports "
+        f"code (pass --model-def {model}:build to load it, or --trust-model-def to import the recorded source)"
     )
     assert not (run / "model.probe.json").exists()
     # a changed file is a warning, not an error
@@ -592,7 +592,7 @@ def test_pareto_aligns_restarts_of_a_user_model(tmp_path: Path, cli, read_json, 
     stats = read_json(out)["results"]["groups"]["0.01"]["parameters"]
     assert 0 < stats["spread_after_alignment"] < stats["spread_about_centroid"]
     line = error_line(cli("pareto", run, "--group-by", "training.lr", "--out", tmp_path / "p2.json"))
-    assert "was trained from user code" in line
+    assert "describes a model built by user code" in line
 
 
 def test_package_module_source(tmp_path: Path, cli, read_json, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -439,7 +439,7 @@ def build_described(spec: ModelSpec, path: Path, user: object, notes: list[str])
         return build(spec)
     cfg = spec.config
     if not getattr(user, "trust_model_def", False):
-        code = cfg.source + (f" (file {cfg.file})" if cfg.file else "")  # type: ignore[attr-defined]
+        code = cfg.source + _other_file(cfg)  # type: ignore[attr-defined]
         raise LscapeError(
             f"{path} describes a model built by user code {code}; reading a file never imports code",
             None,
@@ -447,3 +447,13 @@ def build_described(spec: ModelSpec, path: Path, user: object, notes: list[str])
             "source",
         )
     return build_user(cfg, notes)  # type: ignore[arg-type]
+
+
+def _other_file(cfg: Any) -> str:
+    """`` (file F)`` when the recorded file is not the one the source names (it is what would be imported)."""
+    from lscape_cli.usermodel import parse_source
+
+    src = parse_source(cfg.source)
+    if src.kind != "file" or not cfg.file or Path(src.target).resolve() == Path(cfg.file).resolve():
+        return ""
+    return f" (file {cfg.file})"
