@@ -114,7 +114,9 @@ def parse_kwargs(text: str | None, where: str = "--model-args") -> dict[str, Any
         return {}
     raw = text
     if not text.lstrip().startswith("{") and Path(text).is_file():
-        raw = Path(text).read_text()
+        from lscape_cli.storage.files import check_input
+
+        raw = check_input(Path(text), "model arguments file").read_text()
         where = f"{where} {text}"
     try:
         value = json.loads(raw)

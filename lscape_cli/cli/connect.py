@@ -19,6 +19,7 @@ from lscape_cli.cli.options import (
     ModelArgsOpt,
     ModelConfigOpt,
     ModelDefOpt,
+    OverwriteOpt,
     QuietOpt,
     SeedOpt,
     ThreadsOpt,
@@ -59,6 +60,7 @@ def connect(
     out: o.OutOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
     threads: ThreadsOpt = None,
 ) -> None:
     """Loss and error along paths between two minima, with their barriers (mode connectivity).
@@ -71,6 +73,9 @@ def connect(
     Example:
         lscape connect sample_checkpoints/mlp-d4-r000.safetensors sample_checkpoints/mlp-d4-r001.safetensors --align weights --curve bezier
     """
+    from lscape_cli.storage.files import allow_overwrite
+
+    allow_overwrite(overwrite)
     t0 = time.perf_counter()
     validate(align, curve, curve_optimizer)
     from lscape_cli.storage.connect_record import compatible, connect_record, default_output

@@ -106,7 +106,14 @@ SeedOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the JSON record(s) to stdout; quiet on stderr.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table on stderr.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace existing output files whatever wrote them (without it a file that is not an lscape "
+        "output of the same kind is never replaced; train replaces none).",
+    ),
+]
 SplitOpt = Annotated[str, typer.Option("--split", help="Data split to evaluate on: train, val or test.")]
 MaxBatchOpt = Annotated[
     int,

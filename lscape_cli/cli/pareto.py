@@ -13,6 +13,7 @@ from lscape_cli.cli.options import (
     JsonOpt,
     ModelArgsOpt,
     ModelDefOpt,
+    OverwriteOpt,
     QuietOpt,
     ThreadsOpt,
     TrustModelDefOpt,
@@ -62,6 +63,7 @@ def pareto(
     out: Annotated[Path, typer.Option(help="Output JSON; figures go beside it.")] = Path("pareto.json"),
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
     threads: ThreadsOpt = None,
 ) -> None:
     """Fit-versus-flatness across groups of runs: ellipses, Pareto fronts, lambda_d, rho_RMS and lambda_G.
@@ -72,6 +74,9 @@ def pareto(
     Example:
         lscape pareto runs/ --group-by model.depth --x train_loss --y frobenius --target val_loss
     """
+    from lscape_cli.storage.files import allow_overwrite
+
+    allow_overwrite(overwrite)
     from lscape_cli.cli import invocation
     from lscape_cli.core import choices as ch
     from lscape_cli.core.pareto_study import ParetoRequest, run_pareto

@@ -25,6 +25,7 @@ from lscape_cli.cli.options import (
     ModelConfigOpt,
     ModelDefOpt,
     ModeOpt,
+    OverwriteOpt,
     QuietOpt,
     SeedOpt,
     SplitOpt,
@@ -95,6 +96,7 @@ def probe(
     out: o.OutOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
     threads: ThreadsOpt = None,
 ) -> None:
     """Measure curvature and flatness at a checkpoint (default: --lambda-max --trace --frobenius --grad-norm).
@@ -110,6 +112,9 @@ def probe(
         lscape probe sample_checkpoints/mlp-d4-r000.safetensors --params 'hidden.0.*' --top-k 2 \\
             --save-eigenvectors top2.safetensors
     """  # noqa: D301 (\b keeps click from re-wrapping the examples)
+    from lscape_cli.storage.files import allow_overwrite
+
+    allow_overwrite(overwrite)
     from lscape_cli.core.probe import ProbeRequest, check_budget
 
     t0 = time.perf_counter()

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from lscape_cli.cli.console import emit_json, err
-from lscape_cli.cli.options import JsonOpt, QuietOpt
+from lscape_cli.cli.options import JsonOpt, OverwriteOpt, QuietOpt
 
 
 def report(
@@ -34,6 +34,7 @@ def report(
     title: Annotated[str | None, typer.Option(help="Page title [default: lscape report].")] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Gather every train/probe/slice/connect/pareto record under DIRS into report.html, report.md and tables.
 
@@ -43,6 +44,9 @@ def report(
     Example:
         lscape report runs/ --group-by model.depth --compare model.depth --out runs/report.html
     """
+    from lscape_cli.storage.files import allow_overwrite
+
+    allow_overwrite(overwrite)
     from lscape_cli.report import ReportRequest, make_report
     from lscape_cli.storage.files import refuse_overlap
     from lscape_cli.storage.study import report_paths

@@ -27,6 +27,7 @@ from lscape_cli.cli.options import (
     ModelConfigOpt,
     ModelDefOpt,
     ModeOpt,
+    OverwriteOpt,
     QuietOpt,
     SeedOpt,
     SplitOpt,
@@ -77,6 +78,7 @@ def slice_(
     out: o.OutOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
     threads: ThreadsOpt = None,
 ) -> None:
     """Evaluate loss and accuracy on a line or plane through a checkpoint (random, toward, pca, eigen).
@@ -88,6 +90,9 @@ def slice_(
     Example:
         lscape slice sample_checkpoints/mlp-d4-r000.safetensors --dims 2 --range 1.5 --steps 51
     """
+    from lscape_cli.storage.files import allow_overwrite
+
+    allow_overwrite(overwrite)
     from lscape_cli.cli import EXIT_INTERRUPTED, fail
     from lscape_cli.core.slice_request import SliceRequest
     from lscape_cli.distributed import group_from_env

@@ -134,6 +134,13 @@ def _metric(run: RunLike, name: str) -> float:
             else "it comes from `lscape train` records or `lscape probe` (check the name)"
         )
         raise LscapeError(f"metric {name!r} missing for a run", str(run.checkpoint), how)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        where = getattr(run, "sources", {}).get(name, str(run.checkpoint))
+        raise LscapeError(
+            f"metric {name!r} is {json.dumps(value)[:40]}, not a finite number (a fit would fail on it)",
+            f"{where} (key {name})",
+            "re-run the command that wrote it, or leave that run out",
+        )
     return float(value)
 
 

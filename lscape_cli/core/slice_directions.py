@@ -159,12 +159,27 @@ def _match(ctx: _Context, state: dict[str, Any], src: SliceInput, what: str) -> 
     return {n: state[n].to(device=t.device, dtype=t.dtype) for n, t in ctx.theta.items()}
 
 
+def _check_finite(tensors: Params, where: str, what: str, fix: str) -> None:
+    """Refuse NaN/inf before a decomposition would fail on them, naming the tensor (and snapshot)."""
+    for name, t in tensors.items():
+        bad = ~torch.isfinite(t)
+        if bool(bad.any()):
+            at = (
+                f" (snapshot {int(bad.reshape(t.shape[0], -1).any(dim=1).nonzero()[0])})"
+                if t.dim() > 1
+                else ""
+            )
+            raise LscapeError(f"{what} holds NaN/inf values in {name}{at}", where, fix)
+
+
 def _pca(ctx: _Context, settings: dict[str, Any]) -> SliceDirections:
     req, src = ctx.req, ctx.source
     assert src is not None
     t_count = _snapshots(ctx, src)
     theta = {n: t.detach().to("cpu", torch.float64) for n, t in ctx.theta.items()}
     snaps = {n: src.tensors[n].to(torch.float64) for n in theta}
+    _check_finite(snaps, src.where, "the trajectory", "re-create it, e.g. from a run that did not diverge")
+    _check_finite(theta, "the checkpoint", "the centre", "slice a checkpoint with finite parameters")
     res: dict[str, Any] = D.pca_directions(theta, snaps, req.needed)
     _check_last_snapshot(ctx, theta, snaps)
     coords = res["coords"]

@@ -29,6 +29,13 @@ def save(fig: Any, stem: Path, formats: tuple[str, ...] = ("png", "pdf"), dpi: i
     for fmt in formats:
         path = stem.with_name(f"{stem.name}.{fmt}")
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi)
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=signature(fmt))
         paths.append(path)
     return paths
+
+
+def signature(fmt: str) -> dict[str, str]:
+    """Figure metadata that marks the file as lscape's (so a later run may replace it without --overwrite)."""
+    from lscape_cli import __version__
+
+    return {"Creator" if fmt == "pdf" else "Software": f"lscape {__version__} (matplotlib)"}

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from lscape_cli.plotting import new_figure
+from lscape_cli.plotting import new_figure, signature
 
 SPLIT_STYLE = {"train": "-", "val": "--", "test": ":"}
 
@@ -183,7 +183,7 @@ def grid(panels: list[Panel], keys: list[Any], compare: str, splits: bool = Fals
 def png(fig: Any, dpi: int = 100) -> bytes:
     """The figure as PNG bytes."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    fig.savefig(buf, format="png", dpi=dpi, metadata=signature("png"))
     return buf.getvalue()
 
 

@@ -20,8 +20,10 @@ import contextlib
 import contextvars
 import errno
 import hashlib
+import json
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ class Transaction:
     removals: list[Path] = field(default_factory=list)  # stale files to delete on commit
     inputs: list[Path] = field(default_factory=list)
     created_dirs: list[Path] = field(default_factory=list)
+    overwrite: bool = False  # --overwrite: existing files are replaced whatever wrote them
 
     def commit(self) -> None:
         """Rename every staged file onto its final name, then delete the stale files."""
@@ -106,6 +109,13 @@ def immediate() -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
+def allow_overwrite(flag: bool) -> None:
+    """``--overwrite``: this command may replace files lscape did not write (see :func:`written_kind`)."""
+    tx = _ACTIVE.get()
+    if tx is not None:
+        tx.overwrite = flag
+
+
 def staged(path: Path) -> Path:
     """Where the bytes of ``path`` are now: its staged temporary file, else ``path`` itself."""
     tx = _ACTIVE.get()
@@ -161,7 +171,15 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 def refuse_overlap(outputs: list[Path], inputs: list[Path | None], option: str = "--out") -> None:
-    """Refuse an output that is, or lies inside, one of the inputs (before any work is done)."""
+    """Refuse an output on or inside an input, or two outputs on one path (before any work is done)."""
+    for i, out in enumerate(outputs):
+        for other in outputs[i + 1 :]:
+            if _key(out) == _key(other) or (out.exists() and other.exists() and same_file(out, other)):
+                raise LscapeError(
+                    "two outputs of this run are on one path",
+                    f"{out} and {other}",
+                    "give each output its own path (e.g. --out and --save-eigenvectors)",
+                )
     for out in outputs:
         for inp in inputs:
             if inp is None or not inp.exists():
@@ -256,6 +274,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         if tx is None:
             os.replace(tmp, path)
         else:
+            _check_replace(path, Path(tmp), tx)
             old = tx.staged.pop(_key(path), None)
             if old is not None:
                 old.unlink(missing_ok=True)  # written twice in one run: the later bytes win
@@ -291,6 +310,8 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         if tx is None:
             _swap_in(fresh, path)
         else:
+            if path.is_dir() and not tx.overwrite:
+                _check_folder(path)
             old = tx.staged.pop(_key(path), None)
             if old is not None:
                 _remove(old)
@@ -325,3 +346,76 @@ def _naming_write_errors(path: Path, tmp: Path) -> Iterator[None]:
         if name and not name.startswith(str(tmp)):
             raise  # another file's failure (an input), reported as it is
         raise write_error(exc, path) from exc
+
+
+def _check_replace(path: Path, tmp: Path, tx: Transaction) -> None:
+    """Refuse two different outputs of one run on one path, and replacing a file lscape did not write.
+
+    An existing file is replaced without ``--overwrite`` only when it is an lscape output of the kind
+    being written (a probe record by a probe record, a figure by a figure, ...).
+    """
+    new = written_kind(tmp)
+    earlier = tx.staged.get(_key(path))
+    if earlier is not None and written_kind(earlier) != new:
+        raise LscapeError(
+            "two outputs of this run are on one path",
+            str(path),
+            "give each output its own path (e.g. --out and --save-eigenvectors)",
+        )
+    if earlier is not None or tx.overwrite or not path.exists() or path.is_dir():
+        return
+    old = written_kind(path)
+    if old != new:
+        what = "is not an lscape output" if old is None else f"holds another kind of lscape file ({old})"
+        raise LscapeError(
+            f"output file exists and {what}",
+            str(path),
+            "pass --overwrite to replace it, or choose another --out",
+        )
+
+
+def _check_folder(path: Path) -> None:
+    """An output folder is replaced only when it holds lscape outputs (and the CSV tables beside them)."""
+    for entry in sorted(path.iterdir()):
+        if entry.is_file() and (entry.suffix == ".csv" or written_kind(entry) is not None):
+            continue
+        raise LscapeError(
+            "output folder holds files lscape did not write",
+            str(entry),
+            "pass --overwrite to replace the folder, or choose another --out",
+        )
+
+
+SIGNATURE = b"written by lscape"  # in every HTML page, Markdown file and LaTeX table lscape writes
+FIGURE_SIGNATURE = b"lscape"  # PNG/PDF metadata (Software / Creator) of lscape's figures
+
+
+def written_kind(path: Path) -> str | None:
+    """What lscape output ``path`` holds, or None when lscape did not write it.
+
+    A JSON record or a safetensors file: its schema without the version (``lscape.probe``); a figure:
+    ``png``/``pdf`` with lscape's metadata; a page or table: ``text`` when it carries :data:`SIGNATURE`;
+    a resume state: ``lscape.train-resume``.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+            if head[:8] == b"\x89PNG\r\n\x1a\n" or head[:4] == b"%PDF":
+                data = fh.read(64 << 20)
+                return ("png" if head[:4] != b"%PDF" else "pdf") if FIGURE_SIGNATURE in data else None
+            if head[:2] == b"PK":
+                return "lscape.train-resume" if b"lscape.train-resume/" in fh.read(64 << 20) else None
+            if head.lstrip()[:1] == b"{":
+                return _schema_family(json.loads(head + fh.read(256 << 20)).get("schema"))
+            if len(head) == 9 and head[8:9] == b"{":
+                (n,) = struct.unpack("<Q", head[:8])
+                meta = json.loads(head[8:] + fh.read(n - 1)).get("__metadata__") if n < 100 << 20 else None
+                return _schema_family(meta.get("lscape_schema") if isinstance(meta, dict) else None)
+            text = head + fh.read(64 << 20)
+    except (OSError, ValueError, AttributeError, struct.error):
+        return None
+    return "text" if SIGNATURE in text else None
+
+
+def _schema_family(schema: object) -> str | None:
+    return schema.split("/")[0] if isinstance(schema, str) and schema.startswith("lscape.") else None
