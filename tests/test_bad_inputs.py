@@ -622,6 +622,339 @@ CASES: dict[str, Case] = {
 }
 
 
+# ---- hostile files: a file read by a command never imports or runs code ----------------------------------
+# Every crafted module or command leaves the file IMPORTED in the workspace; the snapshot check (no file
+# added) therefore proves that nothing was imported or executed.
+
+EVIL = (
+    "from pathlib import Path\n"
+    "Path(__file__).with_name('IMPORTED').write_text('imported')\n"
+    "import torch\n"
+    "def build(**kwargs):\n"
+    "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 8), torch.nn.ReLU(), "
+    "torch.nn.Linear(8, 10))\n"
+)
+CRAFTED: dict[str, dict] = {  # a model description as a downloaded file may carry it ({w}: the workspace)
+    "torchvision-name-over-subprocess": {
+        "name": "torchvision",
+        "config": {"source": "subprocess:run", "kwargs": {"args": ["touch", "{w}/IMPORTED"]}},
+    },
+    "torchvision-name-over-os-system": {
+        "name": "torchvision",
+        "config": {"source": "os:system", "kwargs": {"command": "touch {w}/IMPORTED"}},
+    },
+    "torchvision-name-over-a-file": {"name": "torchvision", "config": {"source": "{w}/evil.py:build"}},
+    "torchvision-builder-with-a-file": {
+        "name": "torchvision",
+        "config": {"source": "torchvision:resnet18", "file": "{w}/evil.py"},
+    },
+    "user-file": {"name": "user", "config": {"source": "{w}/evil.py:build", "file": "{w}/evil.py"}},
+}
+REFUSED = {  # other library descriptions refused before anything is built
+    "torchvision-weights-download": (
+        {
+            "name": "torchvision",
+            "config": {"source": "torchvision:resnet18", "kwargs": {"weights": "DEFAULT"}},
+        },
+        "never downloads",
+    ),
+    "torchvision-not-a-builder": (
+        {
+            "name": "torchvision",
+            "config": {"source": "torchvision:get_model", "kwargs": {"name": "resnet18"}},
+        },
+        "torchvision has no model 'get_model'",
+    ),
+    "string-input-shape": (
+        {"name": "mlp", "config": {"input_shape": "abc", "width": 8}},
+        "input_shape",
+    ),
+    "boolean-width": ({"name": "mlp", "config": {"input_shape": [1, 8, 8], "width": True}}, "width"),
+    "user-string-input-shape": (
+        {"name": "user", "config": {"source": "{w}/evil.py:build", "input_shape": "1,8,8"}},
+        "model.config.input_shape",
+    ),
+}
+
+
+def _rewrite(src: Path, dst: Path, edit: Callable[[dict], None], schema: str | None = None) -> None:
+    """Copy a safetensors file with its lscape metadata edited (tensors unchanged)."""
+    from safetensors import safe_open
+
+    from lscape_cli.storage.checkpoint import save_checkpoint
+
+    with safe_open(str(src), framework="pt") as fh:
+        raw = fh.metadata()
+        meta = {k: json.loads(v) for k, v in raw.items() if k not in ("format", "lscape_schema")}
+        state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    edit(meta)
+    save_checkpoint(dst, state, meta, schema=schema or raw["lscape_schema"])
+
+
+def _model(spec: dict, w: Path) -> dict:
+    return json.loads(json.dumps(spec).replace("{w}", str(w)))
+
+
+def _crafted(spec: dict, src: str = "model.safetensors", dst: str = "crafted.safetensors") -> Callable:
+    """``dst``: a copy of ``src`` whose metadata describes the model ``spec``; ``evil.py`` beside it."""
+
+    def make(w: Path) -> None:
+        (w / "evil.py").write_text(EVIL)
+        _rewrite(w / src, w / dst, lambda meta: meta.__setitem__("model", _model(spec, w)))
+
+    return make
+
+
+def _both(*makers: Callable[[Path], None]) -> Callable[[Path], None]:
+    def make(w: Path) -> None:
+        for m in makers:
+            m(w)
+
+    return make
+
+
+def _crafted_config(spec: dict) -> Callable[[Path], None]:
+    def make(w: Path) -> None:
+        (w / "evil.py").write_text(EVIL)
+        (w / "crafted.json").write_text(json.dumps({"model": _model(spec, w)}))
+
+    return make
+
+
+def _crafted_run(spec: dict) -> Callable[[Path], None]:
+    """``p/``: the crafted checkpoint and a probe record of it (pareto loads it to align parameters)."""
+
+    def make(w: Path) -> None:
+        (w / "p").mkdir()
+        _crafted(spec, dst="p/crafted.safetensors")(w)
+        rec = json.loads((w / "model.probe.json").read_text())
+        digest = hashlib.sha256((w / "p/crafted.safetensors").read_bytes()).hexdigest()
+        rec["inputs"]["checkpoint"] = {"path": "crafted.safetensors", "sha256": digest}
+        (w / "p/crafted.probe.json").write_text(json.dumps(rec))
+
+    return make
+
+
+CRAFTED_COMMANDS = {  # every command that builds a model from a file: argv, the file crafted
+    "probe": (f"probe {W}/crafted.safetensors --grad-norm --device cpu --quiet", _crafted),
+    "slice": (f"slice {W}/crafted.safetensors --dims 1 --steps 3 --no-plot --device cpu --quiet", _crafted),
+    "connect": (
+        f"connect {W}/crafted.safetensors {W}/crafted2.safetensors --points 3 --no-plot --device cpu --quiet",
+        lambda spec: _both(_crafted(spec), _crafted(spec, "other.safetensors", "crafted2.safetensors")),
+    ),
+    "probe-model-config": (f"{PROBE} --model-config {W}/crafted.json", _crafted_config),
+    "probe-trajectory": (
+        f"probe {W}/crafted.trajectory.safetensors --snapshot all --grad-norm --device cpu --quiet",
+        lambda spec: _crafted(spec, "model.trajectory.safetensors", "crafted.trajectory.safetensors"),
+    ),
+    "pareto-aligning-parameters": (
+        f"pareto {W}/p --y grad_norm --group-by training.lr --quiet --out {W}/new/pareto.json",
+        _crafted_run,
+    ),
+}
+for _cmd, (_argv, _make) in CRAFTED_COMMANDS.items():
+    for _name, _spec in CRAFTED.items():
+        CASES[f"crafted-{_cmd}-{_name}"] = Case("trust", _argv, 1, "user code", _make(_spec))
+    for _name, (_spec, _says) in REFUSED.items():
+        CASES[f"crafted-{_cmd}-{_name}"] = Case("trust", _argv, 1, _says, _make(_spec))
+
+EXITS = {  # user code named by the user that exits or is interrupted at import or while building
+    "exit-at-import": ("import sys\nsys.exit(3)\n", 1, "SystemExit 3"),
+    "exit-0-in-factory": ("import sys\ndef build():\n    sys.exit(0)\n", 1, "SystemExit 0"),
+    "interrupt-in-factory": ("def build():\n    raise KeyboardInterrupt\n", 130, "interrupted while calling"),
+}
+
+
+def _module(code: str) -> Callable[[Path], None]:
+    def make(w: Path) -> None:
+        (w / "m.py").write_text(code)
+        _data_file(w)
+
+    return make
+
+
+for _name, (_code, _exit, _says) in EXITS.items():
+    CASES[f"user-code-{_name}"] = Case(
+        "user-code",
+        f"train --model-def {W}/m.py:build --data {W}/d.npz --epochs 1 --device cpu --quiet --out {W}/new",
+        _exit,
+        _says,
+        _module(_code),
+    )
+
+
+def _data_file(w: Path, n: int = 16) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(w / "d.npz", x=rng.normal(size=(n, 8)).astype("float32"), y=np.arange(n) % 2)
+
+
+def _pt_with_code(w: Path) -> None:
+    """A .pt data file whose pickle would run a command when loaded without weights_only."""
+    import os
+
+    import torch
+
+    class Evil:
+        def __reduce__(self) -> tuple:
+            return (os.system, (f"touch {w}/IMPORTED",))
+
+    torch.save({"x": torch.zeros(4, 8), "y": torch.zeros(4, dtype=torch.long), "o": Evil()}, w / "d.pt")
+
+
+def _nan_trajectory(w: Path) -> None:
+    """A copy of the trajectory with one NaN in snapshot 1 of ``head.bias``."""
+    from safetensors import safe_open
+
+    from lscape_cli.storage.checkpoint import save_checkpoint
+
+    with safe_open(str(w / "model.trajectory.safetensors"), framework="pt") as fh:
+        raw = fh.metadata()
+        state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    state["head.bias"][1, 0] = float("nan")
+    meta = {k: json.loads(v) for k, v in raw.items() if k not in ("format", "lscape_schema")}
+    save_checkpoint(w / "nan.trajectory.safetensors", state, meta, schema=raw["lscape_schema"])
+
+
+def _resume_state(payload: Callable[[], object]) -> Callable[[Path], None]:
+    def make(w: Path) -> None:
+        import torch
+
+        (w / "run").mkdir()
+        torch.save(payload(), w / "run" / "model.resume.pt")
+
+    return make
+
+
+RESUME = f"train {' '.join(TINY_TRAIN)} --out {W}/run --resume"
+CASES.update(
+    {
+        # ---- outputs: distinct from inputs and from each other; foreign files never replaced -------------
+        "probe-eigenvectors-on-the-record": Case(
+            "overlap",
+            f"{PROBE} --save-eigenvectors {W}/new/x.json --out {W}/new/x.json",
+            1,
+            "two outputs of this run are on one path",
+        ),
+        "probe-out-is-the-model-args-file": Case(
+            "overlap",
+            f"{PROBE} --model-def {W}/evil.py:build --model-args {W}/args.json --out {W}/args.json",
+            1,
+            "args.json",
+            lambda w: ((w / "evil.py").write_text(EVIL), (w / "args.json").write_text("{}")),
+        ),
+        "slice-grid-onto-a-checkpoint-it-does-not-read": Case(
+            "exists", f"{SLICE} --out {W}/other.json", 1, "other.safetensors"
+        ),
+        "pareto-out-onto-a-checkpoint": Case(
+            "exists",
+            f"pareto {W}/model.probe.json --y grad_norm --no-params --quiet --out {W}/other.safetensors",
+            1,
+            "other.safetensors",
+        ),
+        "pareto-out-onto-a-file-of-the-user": Case(
+            "exists",
+            f"pareto {W}/model.probe.json --y grad_norm --no-params --quiet --out {W}/notes.json",
+            1,
+            "is not an lscape output",
+            _write("notes.json", '{"mine": true}'),
+        ),
+        "report-out-onto-a-page-of-the-user": Case(
+            "exists",
+            f"report {W}/model.train.json --out {W}/index.html",
+            1,
+            "index.html",
+            _write("index.html", "<p>mine</p>"),
+        ),
+        "report-tables-folder-of-the-user": Case(
+            "exists",
+            f"report {W}/model.train.json --out {W}/r.html",
+            1,
+            "r-tables",
+            _blocked("r-tables/notes.txt"),
+        ),
+        # ---- values a decomposition cannot take: found first, file and key named -------------------------
+        "slice-pca-nan-trajectory": Case(
+            "linalg",
+            f"{SLICE} --dims 2 --pca {W}/nan.trajectory.safetensors",
+            1,
+            "nan.trajectory.safetensors",
+            _nan_trajectory,
+        ),
+        "pareto-nan-in-a-record": Case(
+            "linalg",
+            f"{PARETO}",
+            1,
+            "model.train.json (key train_loss)",
+            _record("model.train.json", _set("results.final.train_loss", float("nan"))),
+        ),
+        # ---- data files ------------------------------------------------------------------------------------
+        "train-data-pt-holding-code": Case(
+            "data",
+            f"train --model mlp --data {W}/d.pt --epochs 1 --device cpu --quiet --out {W}/new",
+            1,
+            "refused: loading it could run code",
+            _pt_with_code,
+        ),
+        "train-data-without-samples": Case(
+            "data",
+            f"train --model mlp --data {W}/d.npz --epochs 1 --device cpu --quiet --out {W}/new",
+            1,
+            "no samples",
+            lambda w: _data_file(w, 0),
+        ),
+        # ---- damaged resume state: the file named, and what to do ------------------------------------------
+        "resume-state-without-key": Case(
+            "resume",
+            RESUME,
+            1,
+            "model.resume.pt (delete it",
+            _resume_state(lambda: {"schema": "lscape.train-resume/1", "state": {}}),
+        ),
+        "resume-state-key-not-json": Case(
+            "resume",
+            RESUME,
+            1,
+            "model.resume.pt (delete it",
+            _resume_state(lambda: {"schema": "lscape.train-resume/1", "key": 5, "state": {}}),
+        ),
+        # ---- malformed metadata values ---------------------------------------------------------------------
+        "probe-dataset-name-not-a-string": Case(
+            "metadata",
+            f"probe {W}/crafted.safetensors --grad-norm --device cpu --quiet",
+            1,
+            "dataset.name",
+            lambda w: _rewrite(
+                w / "model.safetensors",
+                w / "crafted.safetensors",
+                lambda m: m["dataset"].__setitem__("name", 7),
+            ),
+        ),
+        "probe-training-not-an-object": Case(
+            "metadata",
+            f"probe {W}/crafted.safetensors --grad-norm --device cpu --quiet",
+            1,
+            "'training' must be a JSON object",
+            lambda w: _rewrite(
+                w / "model.safetensors", w / "crafted.safetensors", lambda m: m.__setitem__("training", "abc")
+            ),
+        ),
+        "probe-trajectory-epochs-not-integers": Case(
+            "metadata",
+            f"probe {W}/crafted.trajectory.safetensors --snapshot all --grad-norm --device cpu --quiet",
+            1,
+            "'epochs'",
+            lambda w: _rewrite(
+                w / "model.trajectory.safetensors",
+                w / "crafted.trajectory.safetensors",
+                lambda m: m.__setitem__("epochs", ["one", "two", "three"]),
+            ),
+        ),
+    }
+)
+
+
 def _snapshot(root: Path) -> dict[str, str]:
     """Every file (and link) under ``root`` -> sha256 of its bytes (links: their target)."""
     out = {}
@@ -670,3 +1003,195 @@ def test_bad_input(name: str, corpus_base: Path, tmp_path: Path, cli, error_line
     line = error_line(result, code=case.code)
     assert case.names.replace(W, str(w)) in line, line
     assert _snapshot(w) == before
+
+
+# ---- reading without building: commands that only read metadata never import either ----------------------
+
+
+@pytest.mark.parametrize("spec", list(CRAFTED))
+def test_info_and_report_read_crafted_metadata_without_importing(
+    spec: str, corpus_base: Path, tmp_path: Path, cli
+) -> None:
+    w = tmp_path / "w"
+    shutil.copytree(corpus_base, w, symlinks=True)
+    _crafted_run(CRAFTED[spec])(w)
+    for args in (["info", w / "p/crafted.safetensors"], ["report", w / "p", "--out", tmp_path / "r.html"]):
+        result = cli(*args)
+        assert result.exit_code == 0, result.output
+        assert not (w / "IMPORTED").exists(), args
+
+
+# ---- the report reads only inside the directories it was given --------------------------------------------
+
+
+def test_report_never_embeds_a_file_outside_its_directories(corpus_base: Path, tmp_path: Path, cli) -> None:
+    import base64
+
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG\r\n\x1a\n" + b"SECRET-BYTES" * 8)
+    study = tmp_path / "study"
+    shutil.copytree(corpus_base, study, symlinks=True)
+    (study / "inside.png").symlink_to(secret)  # a link inside the study to a file outside it
+    rec = json.loads((study / "old.slice.json").read_text())
+    rec["results"]["outputs"]["plots"] = ["../secret.png", str(secret), "inside.png"]
+    (study / "old.slice.json").write_text(json.dumps(rec))
+    before = _snapshot(study)
+    result = cli("report", study, "--out", tmp_path / "out" / "r.html")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "out" / "r.html").read_text()
+    assert base64.b64encode(secret.read_bytes()).decode()[:24] not in page
+    md = (tmp_path / "out" / "r.md").read_text()
+    assert "secret.png" not in md
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning: skipped")]
+    assert len(warnings) == 3 and all("old.slice.json" in line for line in warnings), result.stderr
+    assert all("outside the report's directories" in line for line in warnings), result.stderr
+    assert _snapshot(study) == before
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        _set("results", "oops"),
+        _set("inputs.checkpoint", {"path": 5}),
+        _drop("config"),
+        _set("results.final.train_loss", "low"),
+    ],
+    ids=["results-a-string", "checkpoint-entry-broken", "no-config", "loss-a-string"],
+)
+def test_report_skips_a_malformed_record_with_a_warning(
+    edit: Callable[[dict], object], corpus_base: Path, tmp_path: Path, cli
+) -> None:
+    study = tmp_path / "study"
+    shutil.copytree(corpus_base, study, symlinks=True)
+    _record("bad.train.json", edit)(study)
+    result = cli("report", study, "--out", tmp_path / "r.html")
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    skipped = [line for line in result.stderr.splitlines() if line.startswith("Warning: skipped")]
+    assert len(skipped) == 1 and "bad.train.json: malformed record" in skipped[0], result.stderr
+
+
+# ---- faults: a full disk, an allocator failure, an offline download --------------------------------------
+
+
+def test_a_full_disk_is_one_line_naming_the_output(
+    corpus_base: Path, tmp_path: Path, cli, error_line, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every write of a temporary output file fails with ENOSPC, as on a full disk."""
+    import errno
+    import os
+
+    w = tmp_path / "w"
+    shutil.copytree(corpus_base, w, symlinks=True)
+    real_open = os.open
+
+    def full(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if str(path).endswith(".tmp") and flags & os.O_CREAT:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    before = _snapshot(w)
+    monkeypatch.setattr(os, "open", full)
+    for argv, target in (
+        (shlex.split(PROBE.replace(W, str(w))), w / "model.probe.json"),
+        (shlex.split(TRAIN.replace(W, str(w))), w / "new" / "model.safetensors"),
+    ):
+        line = error_line(cli(*argv))
+        assert line == (
+            f"Error: disk full (No space left on device): {target} (free space or write to another --out; "
+            "nothing was replaced)"
+        ), line
+    monkeypatch.undo()
+    assert _snapshot(w) == before
+
+
+def test_a_short_write_on_a_full_disk_names_the_output(
+    corpus_base: Path, tmp_path: Path, cli, error_line, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The temporary file is created, then writing its bytes fails (ENOSPC without a file name)."""
+    import errno
+    import os
+
+    w = tmp_path / "w"
+    shutil.copytree(corpus_base, w, symlinks=True)
+    real = Path.write_text
+
+    def full(self: Path, *args: object, **kwargs: object) -> int:
+        if self.name.endswith(".tmp"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    before = _snapshot(w)
+    monkeypatch.setattr(Path, "write_text", full)
+    line = error_line(cli(*shlex.split(PROBE.replace(W, str(w)))))
+    monkeypatch.undo()
+    assert f"disk full (No space left on device): {w / 'model.probe.json'}" in line
+    assert _snapshot(w) == before
+
+
+ALLOCATOR = {
+    "cpu": RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+        "tried to allocate 274877906944 bytes. Error code 12 (Cannot allocate memory)"
+    ),
+    "cuda": "torch.OutOfMemoryError",
+}
+
+
+@pytest.mark.parametrize("device", list(ALLOCATOR))
+def test_an_allocator_failure_is_out_of_memory(
+    device: str, corpus_base: Path, tmp_path: Path, cli, error_line, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from lscape_cli.storage import checkpoint
+
+    exc = ALLOCATOR[device]
+    if not isinstance(exc, BaseException):
+        exc = torch.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.1 GiB total)"
+        )
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise exc
+
+    monkeypatch.setattr(checkpoint, "build_described", fail)
+    w = tmp_path / "w"
+    shutil.copytree(corpus_base, w, symlinks=True)
+    before = _snapshot(w)
+    line = error_line(cli(*shlex.split(PROBE.replace(W, str(w)))))
+    assert line.startswith("Error: out of memory: lscape probe"), line
+    assert "--max-batch" in line
+    assert _snapshot(w) == before
+
+
+def test_an_offline_download_is_one_line(
+    tmp_path: Path, cli, error_line, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lscape_cli import datasets
+
+    class Offline:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError(
+                "Error downloading train-images-idx3-ubyte.gz:\nTried https://example/, got:\n"
+                "<urlopen error [Errno -3] Temporary failure in name resolution>\n"
+            )
+
+    monkeypatch.setattr(datasets, "_torchvision_class", lambda name: Offline)
+    root = tmp_path / "data"
+    line = error_line(
+        cli(
+            "train",
+            "--model",
+            "mlp",
+            "--dataset",
+            "mnist",
+            "--download",
+            "--data-root",
+            root,
+            "--out",
+            tmp_path,
+        )
+    )
+    assert line.startswith("Error: cannot download mnist (RuntimeError: Error downloading train-images"), line
+    assert "--download into" in line

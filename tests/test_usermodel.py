@@ -260,7 +260,8 @@ def test_checkpoint_of_user_code_is_not_imported_without_consent(tmp_path: Path,
     line = error_line(cli("probe", ckpt, "--device", "cpu"))
     assert line == (
         f"Error: {ckpt} describes a model built by user code {model}:build; reading a file never imports "
-        f"code (pass --model-def {model}:build to load it, or --trust-model-def to import the recorded source)"
+        f"code (pass --model-def {model}:build to load it, or --trust-model-def to import the recorded "
+        "source)"
     )
     assert not (run / "model.probe.json").exists()
     # a changed file is a warning, not an error

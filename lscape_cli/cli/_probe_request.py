@@ -102,6 +102,7 @@ def output_path(
     model_config: Path | None,
     model_def: str | None,
     data_file: Path | None,
+    model_args: str | None = None,
 ) -> Path:
     """--out or CKPT.probe.json, refused (with --save-eigenvectors) where it would overwrite an input."""
     from lscape_cli.cli.common import default_output
@@ -110,5 +111,5 @@ def output_path(
 
     out_path = out or default_output(checkpoint, "probe.json")
     outputs = [out_path] + ([Path(save_eigenvectors)] if save_eigenvectors is not None else [])
-    refuse_overlap(outputs, [checkpoint, model_config, *user_files(model_def, data_file)])
+    refuse_overlap(outputs, [checkpoint, model_config, *user_files(model_def, data_file, model_args)])
     return out_path

@@ -84,7 +84,8 @@ def connect(
     stem = plot_stem(out_path)
     plots = [stem.with_name(f"{stem.name}.{fmt}") for fmt in ("png", "pdf")] if plot else []
     refuse_overlap(
-        [out_path, *plots], [checkpoint_a, checkpoint_b, model_config, *user_files(model_def, data_file)]
+        [out_path, *plots],
+        [checkpoint_a, checkpoint_b, model_config, *user_files(model_def, data_file, model_args)],
     )
     warnings = compatible(checkpoint_a, checkpoint_b, model_config, model_def)
     user = user_inputs(model_def, model_args, trust_model_def, data_file)

@@ -67,10 +67,13 @@ def file_stem(value: str) -> str:
     return value
 
 
-def user_files(model_def: str | None, data_file: Path | None) -> list[Path | None]:
-    """The files ``--model-def PATH.py:FUNC`` and ``--data FILE`` read (for the output guard)."""
+def user_files(
+    model_def: str | None, data_file: Path | None, model_args: str | None = None
+) -> list[Path | None]:
+    """The files ``--model-def PATH.py:FUNC``, ``--data FILE`` and ``--model-args FILE`` read (output guard)."""
     code = model_def.rsplit(":", 1)[0] if model_def else ""
-    return [Path(code) if code.endswith(".py") else None, data_file]
+    args = Path(model_args) if model_args and not model_args.lstrip().startswith("{") else None
+    return [Path(code) if code.endswith(".py") else None, data_file, args]
 
 
 def set_threads(value: int | None) -> int | None:

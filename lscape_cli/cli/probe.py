@@ -123,7 +123,9 @@ def probe(
     rq.validate_power(eig_method, top_k, lambda_min)
     for expr in checks:
         rq.check_syntax(expr)
-    out_path = rq.output_path(out, checkpoint, save_eigenvectors, model_config, model_def, data_file)
+    out_path = rq.output_path(
+        out, checkpoint, save_eigenvectors, model_config, model_def, data_file, model_args
+    )
     from lscape_cli.cli import _probe_curvature as pc
 
     pc.check_eigenvector_output(save_eigenvectors, num_batches, batch_size, snapshot is not None)

@@ -37,7 +37,7 @@ from lscape_cli.cli.options import (
     user_files,
     user_inputs,
 )
-from lscape_cli.storage.files import refuse_overlap
+from lscape_cli.storage.files import refuse_foreign, refuse_overlap
 
 
 def slice_(
@@ -126,7 +126,10 @@ def slice_(
     paths = SlicePaths.of(out or default_output(checkpoint, "slice.json"))
     refuse_overlap(
         [paths.record, paths.grid, paths.directions],
-        [checkpoint, toward, pca, directions, model_config, *user_files(model_def, data_file)],
+        [checkpoint, toward, pca, directions, model_config, *user_files(model_def, data_file, model_args)],
+    )
+    refuse_foreign(
+        {paths.record: "lscape.slice", paths.grid: "lscape.slice-grid", paths.directions: "lscape.directions"}
     )
     setup = load_for_eval(
         checkpoint,

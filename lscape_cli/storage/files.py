@@ -374,6 +374,26 @@ def _check_replace(path: Path, tmp: Path, tx: Transaction) -> None:
         )
 
 
+def refuse_foreign(outputs: dict[Path, str]) -> None:
+    """Before any work: refuse an existing output that is not the lscape kind about to be written there.
+
+    The same check as at the write (:func:`_check_replace`), early for commands whose work is long or
+    leaves files on purpose when it fails (slice's partial grids).
+    """
+    tx = _ACTIVE.get()
+    if tx is not None and tx.overwrite:
+        return
+    for path, kind in outputs.items():
+        if path.is_file() and written_kind(path) != kind:
+            old = written_kind(path)
+            what = "is not an lscape output" if old is None else f"holds another kind of lscape file ({old})"
+            raise LscapeError(
+                f"output file exists and {what}",
+                str(path),
+                "pass --overwrite to replace it, or choose another --out",
+            )
+
+
 def _check_folder(path: Path) -> None:
     """An output folder is replaced only when it holds lscape outputs (and the CSV tables beside them)."""
     for entry in sorted(path.iterdir()):
