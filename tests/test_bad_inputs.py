@@ -940,6 +940,17 @@ CASES.update(
                 w / "model.safetensors", w / "crafted.safetensors", lambda m: m.__setitem__("training", "abc")
             ),
         ),
+        "probe-training-momentum-a-string": Case(
+            "metadata",
+            f"probe {W}/crafted.safetensors --grad-norm --device cpu --quiet",
+            1,
+            "training.momentum must be a number",
+            lambda w: _rewrite(
+                w / "model.safetensors",
+                w / "crafted.safetensors",
+                lambda m: m["training"].__setitem__("momentum", "abc"),
+            ),
+        ),
         "probe-trajectory-epochs-not-integers": Case(
             "metadata",
             f"probe {W}/crafted.trajectory.safetensors --snapshot all --grad-norm --device cpu --quiet",

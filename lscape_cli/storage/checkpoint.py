@@ -17,6 +17,7 @@ Nothing time-dependent is stored, so the same seed on the same device gives the 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -209,7 +210,40 @@ def read_metadata(path: Path, expect: str = CHECKPOINT_SCHEMA) -> dict[str, Any]
                 str(path),
                 "re-create the file (see docs/formats.md)",
             )
+    _check_training(meta.get("training"), path)
     return meta
+
+
+TRAINING_TYPES = {  # recorded training values later commands use, and the JSON types they must have
+    "seed": "integer",
+    "lr": "number",
+    "momentum": "number",
+    "optimizer": "string",
+    "init": "string",
+    "dtype": "string",
+    "loss": "string",
+}
+
+
+def _check_training(training: object, path: Path) -> None:
+    """The recorded ``training`` values other commands read (PAC-Bayes prior, stability) have their types."""
+    if not isinstance(training, dict):
+        return
+    for key, kind in TRAINING_TYPES.items():
+        value = training.get(key)
+        number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        ok = {
+            "integer": isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63,
+            "number": number,
+            "string": isinstance(value, str),
+        }[kind]
+        if value is not None and not ok:
+            raise LscapeError(
+                f"malformed metadata: training.{key} must be {'an' if kind == 'integer' else 'a'} {kind}, "
+                f"got {json.dumps(value)[:40]}",
+                str(path),
+                "re-create the file (see docs/formats.md)",
+            )
 
 
 OBJECT_KEYS = ("model", "dataset", "training", "metrics", "versions", "directions")  # JSON objects
