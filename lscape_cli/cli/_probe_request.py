@@ -100,16 +100,22 @@ def output_path(
     checkpoint: Path,
     save_eigenvectors: Path | None,
     model_config: Path | None,
-    model_def: str | None,
-    data_file: Path | None,
-    model_args: str | None = None,
+    user: Any,
+    overwrite: bool,
 ) -> Path:
-    """--out or CKPT.probe.json, refused (with --save-eigenvectors) where it would overwrite an input."""
+    """--out or CKPT.probe.json, refused where it would overwrite an input or the eigenvector file.
+
+    ``user``: the :class:`~lscape_cli.usermodel.UserInputs` (the files it names are inputs);
+    ``overwrite``: ``--overwrite`` (files lscape did not write may be replaced).
+    """
     from lscape_cli.cli.common import default_output
     from lscape_cli.cli.options import user_files
-    from lscape_cli.storage.files import refuse_overlap
+    from lscape_cli.storage.files import allow_overwrite, refuse_overlap
 
+    allow_overwrite(overwrite)
     out_path = out or default_output(checkpoint, "probe.json")
     outputs = [out_path] + ([Path(save_eigenvectors)] if save_eigenvectors is not None else [])
-    refuse_overlap(outputs, [checkpoint, model_config, *user_files(model_def, data_file, model_args)])
+    refuse_overlap(
+        outputs, [checkpoint, model_config, *user_files(user.model_def, user.data, user.model_args)]
+    )
     return out_path

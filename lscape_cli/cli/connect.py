@@ -29,7 +29,7 @@ from lscape_cli.cli.options import (
     user_inputs,
 )
 from lscape_cli.errors import LscapeError
-from lscape_cli.storage.files import refuse_overlap
+from lscape_cli.storage.files import allow_overwrite, refuse_overlap
 
 
 def connect(
@@ -73,8 +73,6 @@ def connect(
     Example:
         lscape connect sample_checkpoints/mlp-d4-r000.safetensors sample_checkpoints/mlp-d4-r001.safetensors --align weights --curve bezier
     """
-    from lscape_cli.storage.files import allow_overwrite
-
     allow_overwrite(overwrite)
     t0 = time.perf_counter()
     validate(align, curve, curve_optimizer)

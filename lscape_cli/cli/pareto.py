@@ -19,7 +19,7 @@ from lscape_cli.cli.options import (
     TrustModelDefOpt,
     user_inputs,
 )
-from lscape_cli.storage.files import refuse_overlap
+from lscape_cli.storage.files import allow_overwrite, refuse_overlap
 
 
 def pareto(
@@ -74,8 +74,6 @@ def pareto(
     Example:
         lscape pareto runs/ --group-by model.depth --x train_loss --y frobenius --target val_loss
     """
-    from lscape_cli.storage.files import allow_overwrite
-
     allow_overwrite(overwrite)
     from lscape_cli.cli import invocation
     from lscape_cli.core import choices as ch

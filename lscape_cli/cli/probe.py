@@ -112,9 +112,6 @@ def probe(
         lscape probe sample_checkpoints/mlp-d4-r000.safetensors --params 'hidden.0.*' --top-k 2 \\
             --save-eigenvectors top2.safetensors
     """  # noqa: D301 (\b keeps click from re-wrapping the examples)
-    from lscape_cli.storage.files import allow_overwrite
-
-    allow_overwrite(overwrite)
     from lscape_cli.core.probe import ProbeRequest, check_budget
 
     t0 = time.perf_counter()
@@ -123,9 +120,8 @@ def probe(
     rq.validate_power(eig_method, top_k, lambda_min)
     for expr in checks:
         rq.check_syntax(expr)
-    out_path = rq.output_path(
-        out, checkpoint, save_eigenvectors, model_config, model_def, data_file, model_args
-    )
+    user = user_inputs(model_def, model_args, trust_model_def, data_file)
+    out_path = rq.output_path(out, checkpoint, save_eigenvectors, model_config, user, overwrite)
     from lscape_cli.cli import _probe_curvature as pc
 
     pc.check_eigenvector_output(save_eigenvectors, num_batches, batch_size, snapshot is not None)
@@ -142,7 +138,7 @@ def probe(
         max_batch=max_batch,
         samples=samples,
         trajectory=snapshot is not None,
-        user=user_inputs(model_def, model_args, trust_model_def, data_file),
+        user=user,
     )
     flags = [
         lambda_max,

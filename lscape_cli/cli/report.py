@@ -44,13 +44,11 @@ def report(
     Example:
         lscape report runs/ --group-by model.depth --compare model.depth --out runs/report.html
     """
-    from lscape_cli.storage.files import allow_overwrite
-
-    allow_overwrite(overwrite)
     from lscape_cli.report import ReportRequest, make_report
-    from lscape_cli.storage.files import refuse_overlap
+    from lscape_cli.storage.files import allow_overwrite, refuse_overlap
     from lscape_cli.storage.study import report_paths
 
+    allow_overwrite(overwrite)
     refuse_overlap(
         [report_paths(out)["html"], report_paths(out)["markdown"]], [p for p in inputs if p.is_file()]
     )

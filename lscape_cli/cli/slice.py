@@ -37,7 +37,7 @@ from lscape_cli.cli.options import (
     user_files,
     user_inputs,
 )
-from lscape_cli.storage.files import refuse_foreign, refuse_overlap
+from lscape_cli.storage.files import allow_overwrite, refuse_foreign, refuse_overlap
 
 
 def slice_(
@@ -90,8 +90,6 @@ def slice_(
     Example:
         lscape slice sample_checkpoints/mlp-d4-r000.safetensors --dims 2 --range 1.5 --steps 51
     """
-    from lscape_cli.storage.files import allow_overwrite
-
     allow_overwrite(overwrite)
     from lscape_cli.cli import EXIT_INTERRUPTED, fail
     from lscape_cli.core.slice_request import SliceRequest

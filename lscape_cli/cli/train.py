@@ -24,6 +24,7 @@ from lscape_cli.cli.options import (
     data_root,
     user_inputs,
 )
+from lscape_cli.storage.files import allow_overwrite
 
 
 def train(
@@ -112,8 +113,6 @@ def train(
         # killed or interrupted? the same command with --resume continues where it stopped
         lscape train --model cnn --epochs 200 --resume-every 60 --out runs/long --resume
     """  # noqa: D301 (a literal \b keeps Click from re-wrapping the examples)
-    from lscape_cli.storage.files import allow_overwrite
-
     allow_overwrite(overwrite)
     from lscape_cli.core.tracking import check_split, make_spec
     from lscape_cli.core.train_rules import parse_schedule, parse_tol_rule
