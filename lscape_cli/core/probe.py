@@ -72,13 +72,14 @@ from typing import Any
 
 import torch
 
-from lscape_cli.core import blocks, rounding, spectrum, trace
+from lscape_cli.core import blocks, eigen_bounds, rounding, spectrum, trace
 from lscape_cli.core import density as dens
 from lscape_cli.core import pac_bayes as pb
 from lscape_cli.core import sharpness as sharp
 from lscape_cli.core.budget import GRADIENT_FORWARDS, Demand, Problem, check, count
 from lscape_cli.core.curvature import GGN, Curvature, curvature_operator
-from lscape_cli.core.hvp import HVP, Objective, Params, gradient, norm, plan
+from lscape_cli.core.hvp import HVP, Objective, Operator, Params, gradient, norm, plan
+from lscape_cli.core.hvp_check import verify_strategy
 from lscape_cli.core.objective import task_of
 from lscape_cli.core.progress import ProgressFn
 from lscape_cli.core.stats import mean_var
@@ -308,6 +309,8 @@ def run_probe(
     cur = Curvature(req.curvature, req.fisher_samples, req.seed)
     names = blocks.select(obj.params, req.params) if req.params else list(obj.params)
     target = blocks.restrict(obj, names) if req.params else obj
+    if cur.kind == "hessian":
+        verify_strategy(target, req.hvp_strategy)  # a named torch.func strategy must agree with autograd
     # one graph for every estimator, then freed
     with curvature_operator(target, cur, req.hvp_strategy, chunking.retain_chunks) as op:
         _spectral(target, op, cur, req, out, on_step)
@@ -346,11 +349,22 @@ def _spectral(
     out: ProbeOutput,
     on_step: ProgressFn | None,
 ) -> None:
-    """Every spectral quantity ``req`` asks for, on one operator (of ``cur`` at ``obj``)."""
-    if req.needs_lambda_max or req.lambda_min:
-        _eigen(op, req, out, on_step)
+    """Every spectral quantity ``req`` asks for, on one operator (of ``cur`` at ``obj``).
+
+    The rounding record is measured whenever the trace or the density is asked, and in a float32 (or
+    lower) run whatever spectral quantity is asked; the eigenvalue bounds measure the rounding on their
+    own vectors against the same reference operator.
+    """
+    eigen = req.needs_lambda_max or req.lambda_min
+    low_precision = next(iter(op.params.values())).dtype != torch.float64
+    rnd = None
+    if req.rounding_products and (req.needs_trace or req.density or (eigen and low_precision)):
+        rnd = _rounding(obj, op, cur, req)
+        out.results["rounding"] = rnd.to_dict()
+    if eigen:
+        _eigen(op, _reference(obj, op, cur) if req.rounding_products else None, req, out, on_step)
     if req.needs_trace or req.density:
-        _trace_density(obj, op, cur, req, out, on_step)
+        _trace_density(op, rnd, req, out, on_step)
 
 
 def _per_layer(
@@ -378,19 +392,38 @@ def _per_layer(
     }
 
 
-def _power(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
+def _power(
+    op: HVP | GGN,
+    ref: tuple[Operator, float] | None,
+    req: ProbeRequest,
+    out: ProbeOutput,
+    on_step: ProgressFn | None,
+) -> None:
     """λmax by power iteration, stopped when the residual ‖Hv − θv‖ ≤ tol·|θ| (or after max_iter products).
 
     Power iteration converges to the eigenvalue of largest magnitude, which is λmax unless a negative
-    eigenvalue is larger in magnitude; the record says so. ``|λ − θ| ≤ r`` for some eigenvalue λ.
+    eigenvalue is larger in magnitude; the record says so. ``|λ − θ| ≤ r + rounding`` for some eigenvalue
+    λ, with no certificate that it is the extreme one: ``error_bound`` is null.
     """
-    res = spectrum.power_iteration(op, tol=req.tol, max_iter=req.max_iter, seed=req.seed, on_step=on_step)
+    res = spectrum.power_iteration(
+        op,
+        tol=req.tol,
+        max_iter=req.max_iter,
+        seed=req.seed,
+        on_step=on_step,
+        reference=None if ref is None else ref[0],
+        reference_scale=1.0 if ref is None else ref[1],
+    )
     theta = res.eigenvalues[0]
+    bound = eigen_bounds.pair_bounds(res, 1, None)[0]
     out.results["lambda_max"] = {
         "estimate": theta,
         "residual": res.residuals[0],
         "relative_residual": res.relative_residuals[0],
-        "error_bound": res.residuals[0],
+        "rounding": bound.rounding if res.rounding is not None else None,
+        "nearest_eigenvalue_bound": bound.nearest,
+        "error_bound": bound.error_bound,
+        "error_bound_note": bound.note,
         "ritz_residual_estimate": res.residuals[0],  # the stopping test uses the exact residual itself
         "converged": res.converged,
         "iterations": res.iterations,
@@ -401,15 +434,22 @@ def _power(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: Progress
         "seed": req.seed,
         "shared_run": False,
         "residual_method": "||Hv - theta v|| of the last iterate, from the product that made it",
-        "error_bound_includes_rounding": False,  # as for Lanczos: the operator in the run's dtype
-        "note": "power iteration: the eigenvalue of largest magnitude; the bound is the residual",
+        "error_bound_includes_rounding": res.rounding is not None,
+        "certificate": None,
+        "note": "power iteration: the eigenvalue of largest magnitude; no certificate that it is the extreme one",
     }
     out.scalars["lambda_max"] = theta
 
 
-def _eigen(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
+def _eigen(
+    op: HVP | GGN,
+    ref: tuple[Operator, float] | None,
+    req: ProbeRequest,
+    out: ProbeOutput,
+    on_step: ProgressFn | None,
+) -> None:
     if req.eig_method == "power":
-        _power(op, req, out, on_step)
+        _power(op, ref, req, out, on_step)
         return
     k = max(1, req.top_k)
     top = req.needs_lambda_max
@@ -426,9 +466,12 @@ def _eigen(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: Progress
         k_smallest=1,  # lambda_min is one eigenvalue whatever --top-k asks at the other end
         true_residuals=True,
         eigenvectors=req.eigenvectors and top,
+        reference=None if ref is None else ref[0],
+        reference_scale=1.0 if ref is None else ref[1],
     )
     if res.eigenvectors is not None:
         out.eigenvectors = res.eigenvectors[:k]
+    cert = eigen_bounds.certificate(res)
     run = {
         "iterations": res.iterations,
         "num_matvecs": res.num_matvecs,
@@ -438,18 +481,20 @@ def _eigen(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: Progress
         "seed": req.seed,
         "shared_run": which == "both",
         "residual_method": "||Hv - lambda v||, one product per pair after the run",
-        "error_bound_includes_rounding": False,  # bounds for the operator in the run's dtype
+        "error_bound_includes_rounding": res.rounding is not None,
+        "certificate": cert.to_dict(),
     }
     n_top = k if top else 0
+    bounds = eigen_bounds.pair_bounds(res, n_top, cert)
     if top:
-        out.results["lambda_max"] = {**_pairs(res, 0, 1, single=True), **run}
+        out.results["lambda_max"] = {**_pairs(res, bounds, 0, 1, single=True), **run}
         out.scalars["lambda_max"] = res.eigenvalues[0]
         if req.top_k > 0:
-            out.results["top_k"] = {**_pairs(res, 0, k), **run}
+            out.results["top_k"] = {**_pairs(res, bounds, 0, k), **run}
             out.scalars.update({f"lambda_{i + 1}": v for i, v in enumerate(res.eigenvalues[:k])})
     if req.lambda_min:
         lo = res.eigenvalues[n_top]
-        out.results["lambda_min"] = {**_pairs(res, n_top, n_top + 1, single=True), **run}
+        out.results["lambda_min"] = {**_pairs(res, bounds, n_top, n_top + 1, single=True), **run}
         out.scalars["lambda_min"] = lo
         if top:
             kappa = spectrum.condition_number(res.eigenvalues[0], lo)
@@ -462,39 +507,49 @@ def _eigen(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: Progress
             out.scalars["condition_number"] = kappa
 
 
-def _pairs(res: spectrum.EigenResult, start: int, stop: int, single: bool = False) -> dict[str, Any]:
-    """The record of pairs ``start:stop`` of one Lanczos run, converged on their own bounds."""
+def _pairs(
+    res: spectrum.EigenResult,
+    bounds: list[eigen_bounds.PairBound],
+    start: int,
+    stop: int,
+    single: bool = False,
+) -> dict[str, Any]:
+    """The record of pairs ``start:stop`` of one Lanczos run, converged on their own tests."""
     flags = (res.converged_pairs or [res.converged] * len(res.eigenvalues))[start:stop]
-    part = {
+    part = bounds[start:stop]
+    measured = res.rounding is not None
+    record = {
         "eigenvalues": res.eigenvalues[start:stop],
         "residuals": res.residuals[start:stop],
         "relative_residuals": res.relative_residuals[start:stop],
-        "error_bounds": (res.error_bounds or res.residuals)[start:stop],
+        "roundings": [b.rounding for b in part] if measured else None,
+        "nearest_eigenvalue_bounds": [b.nearest for b in part],
+        "error_bounds": [b.error_bound for b in part],
+        "error_bound_notes": [b.note for b in part],
         "ritz_residual_estimates": (res.ritz_residuals or res.residuals)[start:stop],
     }
     if not single:
-        return {**part, "converged": all(flags), "converged_pairs": flags}
+        return {**record, "converged": all(flags), "converged_pairs": flags}
     return {
-        "estimate": part["eigenvalues"][0],
-        "residual": part["residuals"][0],
-        "relative_residual": part["relative_residuals"][0],
-        "error_bound": part["error_bounds"][0],
-        "ritz_residual_estimate": part["ritz_residual_estimates"][0],
+        "estimate": record["eigenvalues"][0],
+        "residual": record["residuals"][0],
+        "relative_residual": record["relative_residuals"][0],
+        "rounding": part[0].rounding if measured else None,
+        "nearest_eigenvalue_bound": part[0].nearest,
+        "error_bound": part[0].error_bound,
+        "error_bound_note": part[0].note,
+        "ritz_residual_estimate": record["ritz_residual_estimates"][0],
         "converged": flags[0],
     }
 
 
 def _trace_density(
-    obj: Objective,
     op: HVP | GGN,
-    cur: Curvature,
+    rnd: rounding.Rounding | None,
     req: ProbeRequest,
     out: ProbeOutput,
     on_step: ProgressFn | None,
 ) -> None:
-    rnd = _rounding(obj, op, cur, req)
-    if rnd is not None:
-        out.results["rounding"] = rnd.to_dict()
     if req.needs_trace:
         fn = trace.TRACE_METHODS[req.trace_method]
         tf = fn(op, num_matvecs=req.trace_matvecs, seed=req.seed, on_step=on_step)
@@ -532,14 +587,18 @@ def _trace_density(
         out.scalars["effective_rank"] = erank["estimate"]
 
 
-def _rounding(obj: Objective, op: HVP | GGN, cur: Curvature, req: ProbeRequest) -> rounding.Rounding | None:
-    """The rounding floor of ``op``'s products against the same matrix in the reference dtype (or None)."""
-    if not req.rounding_products:
-        return None
-    if cur.kind == "hessian":
-        return rounding.for_objective(obj, op, req.rounding_products, req.seed)
+def _reference(obj: Objective, op: HVP | GGN, cur: Curvature) -> tuple[Operator, float]:
+    """The same matrix as ``op`` in the reference dtype (no graph kept), and the scale of differences."""
     ref_dtype, scale = rounding.reference_dtype(next(iter(op.params.values())).dtype)
-    reference = GGN(rounding.cast(obj, ref_dtype), cur, retain_chunks=0)
+    ref_obj = rounding.cast(obj, ref_dtype)
+    if cur.kind == "hessian":
+        return HVP(ref_obj, "double_backward", retain_chunks=0), scale
+    return GGN(ref_obj, cur, retain_chunks=0), scale
+
+
+def _rounding(obj: Objective, op: HVP | GGN, cur: Curvature, req: ProbeRequest) -> rounding.Rounding:
+    """The rounding floor of ``op``'s products against the same matrix in the reference dtype."""
+    reference, scale = _reference(obj, op, cur)
     return rounding.measure(op, reference, req.rounding_products, req.seed, scale)
 
 
@@ -556,11 +615,8 @@ def _sharpness(obj: Objective, req: ProbeRequest, out: ProbeOutput, on_step: Pro
                 obj, eps, req.sharpness_steps, req.seed + i, adaptive=req.sharpness_kind == "adaptive"
             )
         if req.sharpness_kind == "l2" and lam is not None:
-            pred = sharp.ball_prediction(eps, _grad_norm(obj, out), lam)
-            if "worst_case" in row:
-                rise = row["worst_case"]["max_rise"]
-                pred["measured_max_rise"] = rise
-                pred["measured_over_first_plus_second_order"] = rise / pred["first_plus_second_order"]
+            rise = row["worst_case"]["max_rise"] if "worst_case" in row else None
+            pred = sharp.ball_prediction(eps, _grad_norm(obj, out), lam, rise)
             if "trace" in out.scalars:
                 pred["half_eps2_trace_over_n"] = 0.5 * eps**2 * out.scalars["trace"] / _dim(obj)  # type: ignore[operator]
             row["quadratic_prediction"] = pred
