@@ -17,14 +17,18 @@ Keys of ``results`` (each estimate carries its method, budget, seed and uncertai
   of each candidate under ``measure``), and the memory plan: ``chunk_size``, ``num_chunks``,
   ``retain_chunks``, ``memory_budget_mib``, measured ``graph_bytes_per_sample`` (see
   :func:`lscape_cli.core.memory.plan`).
-- ``lambda_max``: ``{"estimate", "residual", "relative_residual", "ritz_residual_estimate",
-  "error_bound", "converged", "iterations", "num_matvecs", "method", "tol", "stop", "seed", "shared_run",
-  "residual_method", "error_bound_includes_rounding"}`` (Lanczos, stopped on the Ritz residual's error
-  bound ``min(r, r²/δ̂)`` or on ``r`` itself, see :mod:`lscape_cli.core.spectrum`; bounds for the products
-  in the run's dtype, so without rounding); ``residual`` is ``‖Hv − λv‖`` computed with one more product
-  per reported pair, ``ritz_residual_estimate`` the recurrence's estimate the stop used.
-- ``top_k``: ``{"eigenvalues", "residuals", "ritz_residual_estimates", "converged", "converged_pairs",
-  ...}`` the K largest, same run as ``lambda_max``.
+- ``lambda_max``: ``{"estimate", "residual", "relative_residual", "rounding", "nearest_eigenvalue_bound",
+  "error_bound", "error_bound_note", "ritz_residual_estimate", "converged", "iterations", "num_matvecs",
+  "method", "tol", "stop", "seed", "shared_run", "residual_method", "error_bound_includes_rounding",
+  "certificate"}`` (Lanczos, stopped on the Kato-Temple estimate ``min(r, r²/δ̂)`` or on ``r`` itself, see
+  :mod:`lscape_cli.core.spectrum`); ``residual`` is ``‖H̃v − λv‖`` computed with one more product per
+  reported pair, ``rounding`` the product's rounding on that vector (one reference-dtype product),
+  ``nearest_eigenvalue_bound`` their sum (some eigenvalue lies within it) and ``error_bound`` the bound on
+  the error against λmax itself, from the random-start ``certificate`` (or null with the reason in
+  ``error_bound_note``; :mod:`lscape_cli.core.eigen_bounds`).
+- ``top_k``: ``{"eigenvalues", "residuals", "roundings", "nearest_eigenvalue_bounds", "error_bounds",
+  "error_bound_notes", "ritz_residual_estimates", "converged", "converged_pairs", ...}`` the K largest,
+  same run as ``lambda_max``.
 - ``lambda_min``: like ``lambda_max`` for the smallest (most negative) eigenvalue; with ``lambda_max`` in
   one run over both ends (``shared_run``), each quantity is judged on its own pairs and the run stops
   once all have converged.
@@ -33,7 +37,7 @@ Keys of ``results`` (each estimate carries its method, budget, seed and uncertai
   "num_matvecs", "seed"}`` (+ ``"note"`` when rounding dominates), both from one set of Hessian-vector
   products (Hutchinson, Hutch++ or krylov-hutch++; :mod:`lscape_cli.core.trace`).
 - ``rounding``: the measured floating-point floor (:meth:`lscape_cli.core.rounding.Rounding.to_dict`),
-  with the trace or the density.
+  with the trace or the density, and in a float32 run with any spectral quantity.
 - ``density``: SLQ ``{"nodes", "weights", "grid", "density", "sigma", "num_runs", "num_steps",
   "num_matvecs", "seed", "trace", "moment2"}``.
 - ``effective_rank``: ``{"estimate", "stderr", "stderr_method", "num_runs", "num_steps", "num_matvecs",
@@ -352,19 +356,21 @@ def _spectral(
     """Every spectral quantity ``req`` asks for, on one operator (of ``cur`` at ``obj``).
 
     The rounding record is measured whenever the trace or the density is asked, and in a float32 (or
-    lower) run whatever spectral quantity is asked; the eigenvalue bounds measure the rounding on their
-    own vectors against the same reference operator.
+    lower) run whatever spectral quantity is asked (refined where it matters, :func:`.rounding.refine`);
+    the eigenvalue bounds measure the rounding on their own vectors against the same reference operator.
     """
     eigen = req.needs_lambda_max or req.lambda_min
     low_precision = next(iter(op.params.values())).dtype != torch.float64
-    rnd = None
-    if req.rounding_products and (req.needs_trace or req.density or (eigen and low_precision)):
-        rnd = _rounding(obj, op, cur, req)
-        out.results["rounding"] = rnd.to_dict()
+    ref = _reference(obj, op, cur) if req.rounding_products else None
     if eigen:
-        _eigen(op, _reference(obj, op, cur) if req.rounding_products else None, req, out, on_step)
+        _eigen(op, ref, req, out, on_step)
+    rnd = None
+    if ref is not None and (req.needs_trace or req.density or (eigen and low_precision)):
+        rnd = rounding.measure(op, ref[0], req.rounding_products, req.seed, ref[1])
     if req.needs_trace or req.density:
-        _trace_density(op, rnd, req, out, on_step)
+        rnd = _trace_density(op, rnd, ref, req, out, on_step)
+    if rnd is not None:
+        out.results["rounding"] = rnd.to_dict()
 
 
 def _per_layer(
@@ -546,14 +552,17 @@ def _pairs(
 def _trace_density(
     op: HVP | GGN,
     rnd: rounding.Rounding | None,
+    ref: tuple[Operator, float] | None,
     req: ProbeRequest,
     out: ProbeOutput,
     on_step: ProgressFn | None,
-) -> None:
+) -> rounding.Rounding | None:
+    """Trace/‖H‖_F and the density, with the rounding floor (refined where it matters); returns the floor."""
     if req.needs_trace:
         fn = trace.TRACE_METHODS[req.trace_method]
         tf = fn(op, num_matvecs=req.trace_matvecs, seed=req.seed, on_step=on_step)
-        if rnd is not None:
+        if rnd is not None and ref is not None:
+            rnd = rounding.refine(rnd, op, ref[0], _stat(tf.trace), _stat(tf.frobenius_sq))
             tf = tf.with_rounding(rnd.trace, rnd.frobenius_sq)
         out.results["trace"] = {**tf.trace.to_dict(), "seed": req.seed}
         out.results["frobenius"] = {**tf.frobenius.to_dict(), "seed": req.seed}
@@ -563,7 +572,8 @@ def _trace_density(
             op, num_runs=req.density_runs, num_steps=req.density_steps, seed=req.seed, on_step=on_step
         )
         d_trace, d_moment2 = dens.trace(d), dens.moment(d, 2)
-        if rnd is not None:
+        if rnd is not None and ref is not None:
+            rnd = rounding.refine(rnd, op, ref[0], _stat(d_trace), _stat(d_moment2))
             d_trace, d_moment2 = d_trace.with_rounding(rnd.trace), d_moment2.with_rounding(rnd.frobenius_sq)
         curve = dens.density_curve(d)
         out.results["density"] = {
@@ -585,6 +595,12 @@ def _trace_density(
         erank = dens.effective_rank_jackknife(d)
         out.results["effective_rank"] = {**erank, "method": "slq measure (p = |lambda| / sum |lambda|)"}
         out.scalars["effective_rank"] = erank["estimate"]
+    return rnd
+
+
+def _stat(e: trace.Estimate) -> float:
+    """The statistical part of an estimate's uncertainty, ``k_ν · stderr``."""
+    return trace.t_factor(e.dof) * e.stderr
 
 
 def _reference(obj: Objective, op: HVP | GGN, cur: Curvature) -> tuple[Operator, float]:
@@ -594,12 +610,6 @@ def _reference(obj: Objective, op: HVP | GGN, cur: Curvature) -> tuple[Operator,
     if cur.kind == "hessian":
         return HVP(ref_obj, "double_backward", retain_chunks=0), scale
     return GGN(ref_obj, cur, retain_chunks=0), scale
-
-
-def _rounding(obj: Objective, op: HVP | GGN, cur: Curvature, req: ProbeRequest) -> rounding.Rounding:
-    """The rounding floor of ``op``'s products against the same matrix in the reference dtype."""
-    reference, scale = _reference(obj, op, cur)
-    return rounding.measure(op, reference, req.rounding_products, req.seed, scale)
 
 
 def _sharpness(obj: Objective, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
