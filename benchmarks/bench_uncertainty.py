@@ -113,7 +113,9 @@ def run_seed(obj: Objective, method: str, matvecs: int, seed: int) -> tuple[trac
     return tf.with_rounding(rnd.trace, rnd.frobenius_sq), rnd.num_products
 
 
-def summarize(estimates: list[trace.Estimate], exact: float, band: tuple[float, float] = (0.90, 0.99)) -> dict[str, Any]:
+def summarize(
+    estimates: list[trace.Estimate], exact: float, band: tuple[float, float] = (0.90, 0.99)
+) -> dict[str, Any]:
     """Error, spread and coverage of one (problem, dtype, method, quantity) over seeds."""
     est = torch.tensor([e.estimate for e in estimates], dtype=torch.float64)
     se = torch.tensor([e.stderr for e in estimates], dtype=torch.float64)

@@ -62,7 +62,7 @@ def test_json_goes_to_stdout_and_equals_the_file(cli, ckpt: Path) -> None:
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     assert printed == _record(ckpt.with_name("m.probe.json"))
-    assert set(printed["results"]) == {"loss", "lambda_max", "hvp", "curvature", "rounding"}  # float32: rounding
+    assert set(printed["results"]) == {"loss", "lambda_max", "hvp", "curvature", "rounding"}  # float32
     assert printed["results"]["curvature"]["kind"] == "hessian"
 
 

@@ -105,7 +105,11 @@ def _eig(entry: dict[str, Any] | None) -> str:
         return ""
     mark = "" if entry["converged"] else " (NOT converged)"
     bound = entry.get("error_bound")
-    shown = f" ±{bound:.1g}" if bound is not None else f" (an eigenvalue within {entry['nearest_eigenvalue_bound']:.1g})"
+    shown = (
+        f" ±{bound:.1g}"
+        if bound is not None
+        else f" (an eigenvalue within {entry['nearest_eigenvalue_bound']:.1g})"
+    )
     return f"{entry['estimate']:.4g}{shown}{mark}"
 
 

@@ -76,7 +76,7 @@ class Certificate:
 
     @property
     def margin(self) -> float | None:
-        """``εS``: how far beyond the extreme Ritz value the extreme eigenvalue may lie (None: no certificate)."""
+        """``εS``: how far beyond the extreme Ritz value the extreme eigenvalue may lie (None: none)."""
         return None if self.spread_bound is None else self.epsilon * self.spread_bound
 
     def min_steps(self) -> int:
@@ -184,9 +184,13 @@ def _extreme(nearest: float, rho: float, cert: Certificate, end: str) -> PairBou
         )
         return PairBound(rho, nearest, None, note)
     note = (
-        f"max(residual + rounding, epsilon * spread_bound + rounding) of the certificate: the {end} eigenvalue lies "
-        f"within it with probability >= 1 - {cert.failure_probability:g}; one side is certain: "
-        + ("lambda_max >= estimate - nearest_eigenvalue_bound" if end == "largest" else "lambda_min <= "
-           "estimate + nearest_eigenvalue_bound")
+        "max(residual + rounding, epsilon * spread_bound + rounding) of the certificate: "
+        f"the {end} eigenvalue lies within it with probability >= 1 - {cert.failure_probability:g}; "
+        "one side is certain: "
+        + (
+            "lambda_max >= estimate - nearest_eigenvalue_bound"
+            if end == "largest"
+            else "lambda_min <= estimate + nearest_eigenvalue_bound"
+        )
     )
     return PairBound(rho, nearest, max(nearest, cert.margin + rho), note)

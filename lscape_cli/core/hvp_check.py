@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from lscape_cli.core.hvp import HVP, Objective, Params
+from lscape_cli.core.hvp import HVP, Objective
 from lscape_cli.core.params import gaussian
 from lscape_cli.core.rounding import cast
 from lscape_cli.errors import LscapeError
@@ -82,4 +82,3 @@ def verify_strategy(obj: Objective, strategy: str) -> None:
             f"--hvp {strategy}",
             "use --hvp double_backward or auto",
         )
-

@@ -442,7 +442,8 @@ def _power(
         "residual_method": "||Hv - theta v|| of the last iterate, from the product that made it",
         "error_bound_includes_rounding": res.rounding is not None,
         "certificate": None,
-        "note": "power iteration: the eigenvalue of largest magnitude; no certificate that it is the extreme one",
+        "note": "power iteration: the eigenvalue of largest magnitude; "
+        "no certificate that it is the extreme one",
     }
     out.scalars["lambda_max"] = theta
 
@@ -537,14 +538,14 @@ def _pairs(
     if not single:
         return {**record, "converged": all(flags), "converged_pairs": flags}
     return {
-        "estimate": record["eigenvalues"][0],
-        "residual": record["residuals"][0],
-        "relative_residual": record["relative_residuals"][0],
+        "estimate": res.eigenvalues[start],
+        "residual": res.residuals[start],
+        "relative_residual": res.relative_residuals[start],
         "rounding": part[0].rounding if measured else None,
         "nearest_eigenvalue_bound": part[0].nearest,
         "error_bound": part[0].error_bound,
         "error_bound_note": part[0].note,
-        "ritz_residual_estimate": record["ritz_residual_estimates"][0],
+        "ritz_residual_estimate": (res.ritz_residuals or res.residuals)[start],
         "converged": flags[0],
     }
 

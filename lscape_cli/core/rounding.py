@@ -101,7 +101,7 @@ class Rounding:
         return self.scale * _floor(self.sq)
 
     def extended(self, more: Rounding) -> Rounding:
-        """This measurement and ``more`` (further vectors of the same sequence) as one."""
+        """The measurement with ``more`` (further vectors of the same sequence) appended."""
         return replace(
             self,
             quad=torch.cat([self.quad, more.quad]),
@@ -214,9 +214,11 @@ def refine(
 
     Args:
         rnd: the first measurement (of ``op`` against ``reference``).
-        op, reference: the operators it compared.
-        stat_trace, stat_frobenius_sq: the statistical errors (``k_ν · stderr``) of the estimates of
-            ``tr(H)`` and ``‖H‖_F²`` the floor goes with (nan: unknown, counts as relevant).
+        op: the operator of the run.
+        reference: the same matrix in the reference dtype.
+        stat_trace: the statistical error (``k_ν · stderr``) of the estimate of ``tr(H)`` the floor goes
+            with (nan: unknown, counts as relevant).
+        stat_frobenius_sq: the same for ``‖H‖_F²``.
         max_products: the vectors a relevant floor gets.
     """
 

@@ -353,7 +353,8 @@ def _ball_note(dominates: bool, holds: bool | None) -> str:
         model = f"the measured worst-case rise is within {MODEL_RATIO:g} of the model's range"
     else:
         model = "the model does not hold here: the measured worst-case rise is outside its range"
-    return f"max rise over the eps-ball ~ eps ||g|| + 1/2 eps^2 lambda_max (second-order Taylor model); {term}; {model}"
+    head = "max rise over the eps-ball ~ eps ||g|| + 1/2 eps^2 lambda_max (second-order Taylor model)"
+    return f"{head}; {term}; {model}"
 
 
 def noise_prediction(

@@ -454,9 +454,11 @@ def lanczos(
 def _residuals(
     op: Operator, vectors: list[Params], values: list[float], reference: Operator | None, scale: float
 ) -> tuple[list[float], list[float] | None]:
-    """``‖H y − θ y‖ / ‖y‖`` per pair, one product each, accumulated in float64; with a ``reference``,
-    also the rounding ``scale · ‖H y − H_ref y‖ / ‖y‖ + 2u₆₄ (‖H y‖ / ‖y‖ + |θ|)`` (one reference product
-    each; the second term is the float64 arithmetic of the residual itself)."""
+    """``‖H y − θ y‖ / ‖y‖`` per pair, one product each, accumulated in float64.
+
+    With a ``reference``, also the rounding ``scale · ‖H y − H_ref y‖ / ‖y‖ + 2u₆₄ (‖H y‖ / ‖y‖ + |θ|)``
+    (one reference product each; the second term is the float64 arithmetic of the residual itself).
+    """
     out, rnd = [], []
     for y, theta in zip(vectors, values, strict=True):
         v = flatten(y).double()
