@@ -137,4 +137,27 @@ def test_a_named_torch_func_strategy_is_refused_on_layernorm(strategy: str) -> N
     assert f"--hvp {strategy}" in line and "LayerNorm" in line and "double_backward" in line
     mlp, _ = problem("mlp", torch.float32)  # where torch.func is right, the strategy runs
     assert hvp_check.relative_difference(mlp, strategy)[0] < hvp_check.TOLERANCE
-    run_probe(mlp, ProbeRequest(lambda_max=True, hvp_strategy=strategy, max_iter=30))
+    res = run_probe(mlp, ProbeRequest(lambda_max=True, hvp_strategy=strategy, max_iter=30)).results
+    check = res["hvp"]["check"]
+    assert check["against"] == "double_backward" and check["relative_difference"] < check["tolerance"]
+
+
+def test_a_probe_record_with_the_new_keys_matches_its_schema(cli, tmp_path) -> None:
+    import json
+    import shutil
+    from pathlib import Path
+
+    from lscape_cli.storage.schemas import validate
+
+    ckpt = tmp_path / "m.safetensors"
+    shutil.copy(Path(__file__).resolve().parents[1] / "sample_checkpoints" / "mlp-digits.safetensors", ckpt)
+    flags = ("--top-k", "2", "--lambda-min", "--max-iter", "6", "--hvp", "fwd_rev", "--quiet")
+    result = cli("probe", ckpt, "--device", "cpu", *flags)
+    assert result.exit_code == 0, result.output
+    rec = json.loads(ckpt.with_name("m.probe.json").read_text())
+    validate(rec, "probe.schema.json")
+    res = rec["results"]
+    assert res["hvp"]["check"]["against"] == "double_backward"
+    assert res["lambda_min"]["error_bound"] is None  # 6 steps: too few for the certificate
+    assert res["top_k"]["error_bounds"][1] is None and not res["top_k"]["converged_pairs"][1]
+    assert res["rounding"]["dtype"] == "float32"

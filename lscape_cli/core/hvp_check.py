@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import torch
 
@@ -63,22 +64,33 @@ def module_type(model: torch.nn.Module, param: str) -> str:
         return "?"
 
 
-def verify_strategy(obj: Objective, strategy: str) -> None:
+def verify_strategy(obj: Objective, strategy: str) -> dict[str, Any] | None:
     """Refuse ``strategy`` with one :class:`LscapeError` when its product disagrees with ``double_backward``.
 
     Only the ``torch.func`` strategies are checked (``auto``/``measure`` check their own candidates).
+
+    Returns:
+        What was checked (for the record's ``hvp.check``), or None when nothing was.
 
     Raises:
         LscapeError: naming the strategy, the parameter and its module type, and the difference.
     """
     if strategy not in CHECKED:
-        return
+        return None
     rel, worst = relative_difference(obj, strategy)
+    samples = min(CHECK_SAMPLES, int(obj.y.shape[0]))
     if rel > TOLERANCE:
         raise LscapeError(
             f"--hvp {strategy} disagrees with double_backward by {rel:.1e} (relative, float64, "
-            f"{min(CHECK_SAMPLES, int(obj.y.shape[0]))} samples), most at {worst} of a "
+            f"{samples} samples), most at {worst} of a "
             f"{module_type(obj.model, worst)} module (torch.func's second derivative is wrong there)",
             f"--hvp {strategy}",
             "use --hvp double_backward or auto",
         )
+    return {
+        "against": "double_backward",
+        "dtype": "float64",
+        "samples": samples,
+        "relative_difference": rel,
+        "tolerance": TOLERANCE,
+    }

@@ -313,13 +313,13 @@ def run_probe(
     cur = Curvature(req.curvature, req.fisher_samples, req.seed)
     names = blocks.select(obj.params, req.params) if req.params else list(obj.params)
     target = blocks.restrict(obj, names) if req.params else obj
-    if cur.kind == "hessian":
-        verify_strategy(target, req.hvp_strategy)  # a named torch.func strategy must agree with autograd
+    # a named torch.func strategy must agree with autograd before any estimator trusts it
+    checked = verify_strategy(target, req.hvp_strategy) if cur.kind == "hessian" else None
     # one graph for every estimator, then freed
     with curvature_operator(target, cur, req.hvp_strategy, chunking.retain_chunks) as op:
         _spectral(target, op, cur, req, out, on_step)
     if op.num_matvecs:
-        out.results["hvp"] = {**op.describe(), **chunking.to_dict()}
+        out.results["hvp"] = {**op.describe(), "check": checked, **chunking.to_dict()}
         out.results["curvature"] = {
             **cur.describe(),
             "params": names if req.params else "all",
