@@ -163,11 +163,11 @@ def test_lanczos_top_eigenvalues(problem: Problem, stop: str) -> None:
         torch.testing.assert_close(
             torch.tensor(res.eigenvalues, dtype=torch.float64), exact[:k], rtol=1e-6, atol=0
         )
-        tested = res.residuals if stop == "residual" else res.error_bounds
-        assert tested is not None and res.error_bounds is not None
+        tested = res.residuals if stop == "residual" else res.stop_estimates
+        assert tested is not None and res.stop_estimates is not None
         assert all(r <= 1e-6 * abs(t) for r, t in zip(tested, res.eigenvalues, strict=True))
         errors = (torch.tensor(res.eigenvalues, dtype=torch.float64) - exact[:k]).abs()
-        assert all(e <= b + 1e-12 for e, b in zip(errors.tolist(), res.error_bounds, strict=True))
+        assert all(e <= b + 1e-12 for e, b in zip(errors.tolist(), res.stop_estimates, strict=True))
         for theta, y, reported in zip(res.eigenvalues, res.eigenvectors or [], res.residuals, strict=True):
             y = flatten(y)
             true_residual = float((problem.hessian @ y - theta * y).norm())
@@ -182,8 +182,8 @@ def test_bound_stop_needs_no_more_products_than_the_residual_stop(problem: Probl
         bound = spectrum.lanczos(HVP(problem.obj), k=k, tol=1e-6, stop="bound")
         residual = spectrum.lanczos(HVP(problem.obj), k=k, tol=1e-6, stop="residual")
         assert bound.num_matvecs <= residual.num_matvecs
-        assert bound.error_bounds is not None
-        assert all(b <= r for b, r in zip(bound.error_bounds, bound.residuals, strict=True))
+        assert bound.stop_estimates is not None
+        assert all(b <= r for b, r in zip(bound.stop_estimates, bound.residuals, strict=True))
 
 
 def test_lanczos_smallest_and_both(problem: Problem) -> None:

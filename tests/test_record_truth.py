@@ -69,10 +69,12 @@ def _null_space_spectrum() -> torch.Tensor:
 def test_one_lanczos_for_both_ends_judges_each_quantity_on_its_own_pairs() -> None:
     op = Diagonal(_null_space_spectrum())
     out = ProbeOutput()
-    _eigen(op, ProbeRequest(top_k=3, lambda_min=True, max_iter=200), out, None)  # type: ignore[arg-type]
+    _eigen(op, None, ProbeRequest(top_k=3, lambda_min=True, max_iter=200), out, None)  # type: ignore[arg-type]
     top, low = out.results["top_k"], out.results["lambda_min"]
     assert top["eigenvalues"] == pytest.approx([5.0, 4.0, 3.0], rel=1e-9)
-    assert abs(low["estimate"] + 0.5) <= low["error_bound"] <= 1e-6 * 0.5
+    assert abs(low["estimate"] + 0.5) <= 1e-6 * 0.5  # the stopping rule's estimate held here
+    assert abs(low["estimate"] + 0.5) <= low["nearest_eigenvalue_bound"]
+    assert low["error_bound"] >= abs(low["estimate"] + 0.5)  # certified as the smallest, wider
     assert top["converged"] and top["converged_pairs"] == [True, True, True] and low["converged"]
     # stopped once every requested quantity converged, long before the 200-step budget; the zeros beside
     # lambda_min (which a relative test can never pass) were not asked for
@@ -187,13 +189,26 @@ def test_worst_case_sharpness_shows_the_first_order_term_off_a_minimum() -> None
     pred = run_probe(obj, req).results["sharpness"][0]["quadratic_prediction"]
     assert pred["first_order_eps_grad_norm"] == pytest.approx(eps * g, rel=1e-12)
     assert pred["half_eps2_lambda_max"] == pytest.approx(0.5 * eps**2 * lam, rel=1e-8)
-    assert pred["quadratic_model_applies"] is False  # eps ||g|| >> 1/2 eps^2 lambda_max here
+    assert pred["quadratic_term_dominates"] is False  # eps ||g|| >> 1/2 eps^2 lambda_max here
+    assert pred["quadratic_model_holds"] is False
     rise = pred["measured_max_rise"]
     # on a quadratic the max over the ball lies between eps||g|| (delta along g) and the sum of both maxima
     assert eps * g <= rise <= pred["first_plus_second_order"] * (1 + 1e-9)
     assert rise > 3 * pred["half_eps2_lambda_max"]  # the quadratic term alone would be far off
     big = S.ball_prediction(1.0, g, lam)
-    assert big["quadratic_model_applies"] is (big["quadratic_model_from_eps"] <= 1.0)
+    assert big["quadratic_term_dominates"] is (big["quadratic_term_dominates_from_eps"] <= 1.0)
+    assert big["quadratic_model_holds"] is None  # no measured rise: the model is untested
+
+
+def test_quadratic_model_holds_only_where_the_measured_rise_agrees() -> None:
+    # the terms alone say "quadratic" (eps ||g|| = 0.01 << 1/2 eps^2 lambda_max = 1); the measured rise
+    # decides whether the Taylor model holds: 2.05x its bound (third-order terms) is not agreement
+    inside = S.ball_prediction(1.0, 0.01, 2.0, measured_rise=1.005)
+    outside = S.ball_prediction(1.0, 0.01, 2.0, measured_rise=2.05 * 1.01)
+    assert inside["quadratic_term_dominates"] and outside["quadratic_term_dominates"]
+    assert inside["quadratic_model_holds"] is True and outside["quadratic_model_holds"] is False
+    assert outside["measured_over_first_plus_second_order"] == pytest.approx(2.05)
+    assert "does not hold" in outside["note"]
 
 
 def test_noise_prediction_is_compared_with_the_measured_rise() -> None:

@@ -110,10 +110,11 @@ def test_probe_record_carries_stderr_rounding_and_uncertainty(cli: Any, tmp_path
     result = cli("probe", ckpt, "--quiet", "--device", "cpu", "--trace", "--lambda-max", "--density")
     assert result.exit_code == 0, result.output
     res = json.loads(ckpt.with_name("m.probe.json").read_text())["results"]
-    assert res["rounding"]["dtype"] == "float32" and res["rounding"]["num_products"] == 3
+    assert res["rounding"]["dtype"] == "float32"
+    assert res["rounding"]["num_products"] in (rounding.DEFAULT_PRODUCTS, rounding.MAX_PRODUCTS)
     for r in (res["trace"], res["frobenius"], res["density"]["trace"], res["density"]["moment2"]):
         assert r["rounding"] > 0 and r["dof"] >= 1
         k = trace.t_factor(r["dof"])
         assert r["uncertainty"] == pytest.approx(math.hypot(k * r["stderr"], r["rounding"]))
     assert res["trace"]["rounding"] == pytest.approx(res["rounding"]["trace"])
-    assert res["lambda_max"]["error_bound_includes_rounding"] is False
+    assert res["lambda_max"]["error_bound_includes_rounding"] is True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +224,30 @@ def test_probe_of_a_user_model_equals_the_dense_hessian(tmp_path: Path, cli, rea
     assert abs(res["trace"]["estimate"] - float(exact.sum())) <= 1e-6 * float(exact.abs().sum())
     fro = float(exact.pow(2).sum().sqrt())
     assert abs(res["frobenius"]["estimate"] - fro) <= 1e-6 * fro
+
+
+@pytest.mark.parametrize("strategy", ["fwd_rev", "vmap"])
+def test_a_named_torch_func_strategy_is_refused_on_layernorm(
+    strategy: str, tmp_path: Path, cli, error_line
+) -> None:
+    """torch.func's LayerNorm second derivative is wrong: a named strategy is checked and refused."""
+    from safetensors.torch import save_file
+
+    model = write_model(tmp_path, "ln.py", MLP_LN)
+    data = write_data(tmp_path / "d.npz", (8,))
+    namespace: dict[str, Any] = {}
+    exec(MLP_LN, namespace)
+    torch.manual_seed(0)
+    save_file(namespace["build"]().state_dict(), tmp_path / "ln.safetensors")
+    args = ("--model-def", f"{model}:build", "--data", data, "--lambda-max", "--device", "cpu")
+    line = error_line(cli("probe", tmp_path / "ln.safetensors", *args, "--hvp", strategy))
+    assert re.fullmatch(
+        rf"Error: --hvp {strategy} disagrees with double_backward by [0-9.e+-]+ \(relative, float64, 8 "
+        r"samples\), most at [0-9]\.(weight|bias) of a (LayerNorm|Linear) module \(torch\.func's second "
+        rf"derivative is wrong there\): --hvp {strategy} \(use --hvp double_backward or auto\)",
+        line,
+    ), line
+    assert not (tmp_path / "ln.probe.json").exists()
 
 
 def test_measured_hvp_strategy_agrees_with_autograd_on_layernorm(tmp_path: Path) -> None:

@@ -104,7 +104,13 @@ def _eig(entry: dict[str, Any] | None) -> str:
     if not entry:
         return ""
     mark = "" if entry["converged"] else " (NOT converged)"
-    return f"{entry['estimate']:.4g} ±{entry['error_bound']:.1g}{mark}"
+    bound = entry.get("error_bound")
+    shown = (
+        f" ±{bound:.1g}"
+        if bound is not None
+        else f" (an eigenvalue within {entry['nearest_eigenvalue_bound']:.1g})"
+    )
+    return f"{entry['estimate']:.4g}{shown}{mark}"
 
 
 def _est(entry: dict[str, Any] | None) -> str:

@@ -54,9 +54,17 @@ def _describe(key: str, results: dict[str, Any], summary: dict[str, Any] | None)
     if "stderr" in r:
         return _uncertainty(r), f"{r['method']}, {r['num_matvecs']} {hvps}"
     if "residual" in r:
-        state = "converged" if r["converged"] else "NOT converged"
-        return f"residual {r['residual']:.2g} ({state})", f"{r['method']}, {r['num_matvecs']} {hvps}"
+        return _eigen_state(r), f"{r['method']}, {r['num_matvecs']} {hvps}"
     return "", str(r.get("method", ""))
+
+
+def _eigen_state(r: dict[str, Any]) -> str:
+    """An eigenvalue's certified bound, the nearest-eigenvalue bound and its convergence, in one cell."""
+    state = "converged" if r["converged"] else "NOT converged"
+    near = r.get("nearest_eigenvalue_bound", r["residual"])
+    bound = r.get("error_bound")
+    head = f"±{bound:.2g} certified, " if bound is not None else "no certified bound, "
+    return f"{head}an eigenvalue within {near:.2g} ({state})"
 
 
 def _pac_bayes(key: str, pac: dict[str, Any]) -> tuple[str, str]:

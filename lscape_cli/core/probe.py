@@ -17,14 +17,18 @@ Keys of ``results`` (each estimate carries its method, budget, seed and uncertai
   of each candidate under ``measure``), and the memory plan: ``chunk_size``, ``num_chunks``,
   ``retain_chunks``, ``memory_budget_mib``, measured ``graph_bytes_per_sample`` (see
   :func:`lscape_cli.core.memory.plan`).
-- ``lambda_max``: ``{"estimate", "residual", "relative_residual", "ritz_residual_estimate",
-  "error_bound", "converged", "iterations", "num_matvecs", "method", "tol", "stop", "seed", "shared_run",
-  "residual_method", "error_bound_includes_rounding"}`` (Lanczos, stopped on the Ritz residual's error
-  bound ``min(r, r²/δ̂)`` or on ``r`` itself, see :mod:`lscape_cli.core.spectrum`; bounds for the products
-  in the run's dtype, so without rounding); ``residual`` is ``‖Hv − λv‖`` computed with one more product
-  per reported pair, ``ritz_residual_estimate`` the recurrence's estimate the stop used.
-- ``top_k``: ``{"eigenvalues", "residuals", "ritz_residual_estimates", "converged", "converged_pairs",
-  ...}`` the K largest, same run as ``lambda_max``.
+- ``lambda_max``: ``{"estimate", "residual", "relative_residual", "rounding", "nearest_eigenvalue_bound",
+  "error_bound", "error_bound_note", "ritz_residual_estimate", "converged", "iterations", "num_matvecs",
+  "method", "tol", "stop", "seed", "shared_run", "residual_method", "error_bound_includes_rounding",
+  "certificate"}`` (Lanczos, stopped on the Kato-Temple estimate ``min(r, r²/δ̂)`` or on ``r`` itself, see
+  :mod:`lscape_cli.core.spectrum`); ``residual`` is ``‖H̃v − λv‖`` computed with one more product per
+  reported pair, ``rounding`` the product's rounding on that vector (one reference-dtype product),
+  ``nearest_eigenvalue_bound`` their sum (some eigenvalue lies within it) and ``error_bound`` the bound on
+  the error against λmax itself, from the random-start ``certificate`` (or null with the reason in
+  ``error_bound_note``; :mod:`lscape_cli.core.eigen_bounds`).
+- ``top_k``: ``{"eigenvalues", "residuals", "roundings", "nearest_eigenvalue_bounds", "error_bounds",
+  "error_bound_notes", "ritz_residual_estimates", "converged", "converged_pairs", ...}`` the K largest,
+  same run as ``lambda_max``.
 - ``lambda_min``: like ``lambda_max`` for the smallest (most negative) eigenvalue; with ``lambda_max`` in
   one run over both ends (``shared_run``), each quantity is judged on its own pairs and the run stops
   once all have converged.
@@ -33,7 +37,7 @@ Keys of ``results`` (each estimate carries its method, budget, seed and uncertai
   "num_matvecs", "seed"}`` (+ ``"note"`` when rounding dominates), both from one set of Hessian-vector
   products (Hutchinson, Hutch++ or krylov-hutch++; :mod:`lscape_cli.core.trace`).
 - ``rounding``: the measured floating-point floor (:meth:`lscape_cli.core.rounding.Rounding.to_dict`),
-  with the trace or the density.
+  with the trace or the density, and in a float32 run with any spectral quantity.
 - ``density``: SLQ ``{"nodes", "weights", "grid", "density", "sigma", "num_runs", "num_steps",
   "num_matvecs", "seed", "trace", "moment2"}``.
 - ``effective_rank``: ``{"estimate", "stderr", "stderr_method", "num_runs", "num_steps", "num_matvecs",
@@ -72,13 +76,14 @@ from typing import Any
 
 import torch
 
-from lscape_cli.core import blocks, rounding, spectrum, trace
+from lscape_cli.core import blocks, eigen_bounds, rounding, spectrum, trace
 from lscape_cli.core import density as dens
 from lscape_cli.core import pac_bayes as pb
 from lscape_cli.core import sharpness as sharp
 from lscape_cli.core.budget import GRADIENT_FORWARDS, Demand, Problem, check, count
 from lscape_cli.core.curvature import GGN, Curvature, curvature_operator
-from lscape_cli.core.hvp import HVP, Objective, Params, gradient, norm, plan
+from lscape_cli.core.hvp import HVP, Objective, Operator, Params, gradient, norm, plan
+from lscape_cli.core.hvp_check import verify_strategy
 from lscape_cli.core.objective import task_of
 from lscape_cli.core.progress import ProgressFn
 from lscape_cli.core.stats import mean_var
@@ -308,11 +313,13 @@ def run_probe(
     cur = Curvature(req.curvature, req.fisher_samples, req.seed)
     names = blocks.select(obj.params, req.params) if req.params else list(obj.params)
     target = blocks.restrict(obj, names) if req.params else obj
+    # a named torch.func strategy must agree with autograd before any estimator trusts it
+    checked = verify_strategy(target, req.hvp_strategy) if cur.kind == "hessian" else None
     # one graph for every estimator, then freed
     with curvature_operator(target, cur, req.hvp_strategy, chunking.retain_chunks) as op:
         _spectral(target, op, cur, req, out, on_step)
     if op.num_matvecs:
-        out.results["hvp"] = {**op.describe(), **chunking.to_dict()}
+        out.results["hvp"] = {**op.describe(), "check": checked, **chunking.to_dict()}
         out.results["curvature"] = {
             **cur.describe(),
             "params": names if req.params else "all",
@@ -346,11 +353,24 @@ def _spectral(
     out: ProbeOutput,
     on_step: ProgressFn | None,
 ) -> None:
-    """Every spectral quantity ``req`` asks for, on one operator (of ``cur`` at ``obj``)."""
-    if req.needs_lambda_max or req.lambda_min:
-        _eigen(op, req, out, on_step)
+    """Every spectral quantity ``req`` asks for, on one operator (of ``cur`` at ``obj``).
+
+    The rounding record is measured whenever the trace or the density is asked, and in a float32 (or
+    lower) run whatever spectral quantity is asked (refined where it matters, :func:`.rounding.refine`);
+    the eigenvalue bounds measure the rounding on their own vectors against the same reference operator.
+    """
+    eigen = req.needs_lambda_max or req.lambda_min
+    low_precision = next(iter(op.params.values())).dtype != torch.float64
+    ref = _reference(obj, op, cur) if req.rounding_products else None
+    if eigen:
+        _eigen(op, ref, req, out, on_step)
+    rnd = None
+    if ref is not None and (req.needs_trace or req.density or (eigen and low_precision)):
+        rnd = rounding.measure(op, ref[0], req.rounding_products, req.seed, ref[1])
     if req.needs_trace or req.density:
-        _trace_density(obj, op, cur, req, out, on_step)
+        rnd = _trace_density(op, rnd, ref, req, out, on_step)
+    if rnd is not None:
+        out.results["rounding"] = rnd.to_dict()
 
 
 def _per_layer(
@@ -378,19 +398,38 @@ def _per_layer(
     }
 
 
-def _power(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
+def _power(
+    op: HVP | GGN,
+    ref: tuple[Operator, float] | None,
+    req: ProbeRequest,
+    out: ProbeOutput,
+    on_step: ProgressFn | None,
+) -> None:
     """λmax by power iteration, stopped when the residual ‖Hv − θv‖ ≤ tol·|θ| (or after max_iter products).
 
     Power iteration converges to the eigenvalue of largest magnitude, which is λmax unless a negative
-    eigenvalue is larger in magnitude; the record says so. ``|λ − θ| ≤ r`` for some eigenvalue λ.
+    eigenvalue is larger in magnitude; the record says so. ``|λ − θ| ≤ r + rounding`` for some eigenvalue
+    λ, with no certificate that it is the extreme one: ``error_bound`` is null.
     """
-    res = spectrum.power_iteration(op, tol=req.tol, max_iter=req.max_iter, seed=req.seed, on_step=on_step)
+    res = spectrum.power_iteration(
+        op,
+        tol=req.tol,
+        max_iter=req.max_iter,
+        seed=req.seed,
+        on_step=on_step,
+        reference=None if ref is None else ref[0],
+        reference_scale=1.0 if ref is None else ref[1],
+    )
     theta = res.eigenvalues[0]
+    bound = eigen_bounds.pair_bounds(res, 1, None)[0]
     out.results["lambda_max"] = {
         "estimate": theta,
         "residual": res.residuals[0],
         "relative_residual": res.relative_residuals[0],
-        "error_bound": res.residuals[0],
+        "rounding": bound.rounding if res.rounding is not None else None,
+        "nearest_eigenvalue_bound": bound.nearest,
+        "error_bound": bound.error_bound,
+        "error_bound_note": bound.note,
         "ritz_residual_estimate": res.residuals[0],  # the stopping test uses the exact residual itself
         "converged": res.converged,
         "iterations": res.iterations,
@@ -401,15 +440,23 @@ def _power(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: Progress
         "seed": req.seed,
         "shared_run": False,
         "residual_method": "||Hv - theta v|| of the last iterate, from the product that made it",
-        "error_bound_includes_rounding": False,  # as for Lanczos: the operator in the run's dtype
-        "note": "power iteration: the eigenvalue of largest magnitude; the bound is the residual",
+        "error_bound_includes_rounding": res.rounding is not None,
+        "certificate": None,
+        "note": "power iteration: the eigenvalue of largest magnitude; "
+        "no certificate that it is the extreme one",
     }
     out.scalars["lambda_max"] = theta
 
 
-def _eigen(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
+def _eigen(
+    op: HVP | GGN,
+    ref: tuple[Operator, float] | None,
+    req: ProbeRequest,
+    out: ProbeOutput,
+    on_step: ProgressFn | None,
+) -> None:
     if req.eig_method == "power":
-        _power(op, req, out, on_step)
+        _power(op, ref, req, out, on_step)
         return
     k = max(1, req.top_k)
     top = req.needs_lambda_max
@@ -426,9 +473,12 @@ def _eigen(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: Progress
         k_smallest=1,  # lambda_min is one eigenvalue whatever --top-k asks at the other end
         true_residuals=True,
         eigenvectors=req.eigenvectors and top,
+        reference=None if ref is None else ref[0],
+        reference_scale=1.0 if ref is None else ref[1],
     )
     if res.eigenvectors is not None:
         out.eigenvectors = res.eigenvectors[:k]
+    cert = eigen_bounds.certificate(res)
     run = {
         "iterations": res.iterations,
         "num_matvecs": res.num_matvecs,
@@ -438,18 +488,20 @@ def _eigen(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: Progress
         "seed": req.seed,
         "shared_run": which == "both",
         "residual_method": "||Hv - lambda v||, one product per pair after the run",
-        "error_bound_includes_rounding": False,  # bounds for the operator in the run's dtype
+        "error_bound_includes_rounding": res.rounding is not None,
+        "certificate": cert.to_dict(),
     }
     n_top = k if top else 0
+    bounds = eigen_bounds.pair_bounds(res, n_top, cert)
     if top:
-        out.results["lambda_max"] = {**_pairs(res, 0, 1, single=True), **run}
+        out.results["lambda_max"] = {**_pairs(res, bounds, 0, 1, single=True), **run}
         out.scalars["lambda_max"] = res.eigenvalues[0]
         if req.top_k > 0:
-            out.results["top_k"] = {**_pairs(res, 0, k), **run}
+            out.results["top_k"] = {**_pairs(res, bounds, 0, k), **run}
             out.scalars.update({f"lambda_{i + 1}": v for i, v in enumerate(res.eigenvalues[:k])})
     if req.lambda_min:
         lo = res.eigenvalues[n_top]
-        out.results["lambda_min"] = {**_pairs(res, n_top, n_top + 1, single=True), **run}
+        out.results["lambda_min"] = {**_pairs(res, bounds, n_top, n_top + 1, single=True), **run}
         out.scalars["lambda_min"] = lo
         if top:
             kappa = spectrum.condition_number(res.eigenvalues[0], lo)
@@ -462,43 +514,56 @@ def _eigen(op: HVP | GGN, req: ProbeRequest, out: ProbeOutput, on_step: Progress
             out.scalars["condition_number"] = kappa
 
 
-def _pairs(res: spectrum.EigenResult, start: int, stop: int, single: bool = False) -> dict[str, Any]:
-    """The record of pairs ``start:stop`` of one Lanczos run, converged on their own bounds."""
+def _pairs(
+    res: spectrum.EigenResult,
+    bounds: list[eigen_bounds.PairBound],
+    start: int,
+    stop: int,
+    single: bool = False,
+) -> dict[str, Any]:
+    """The record of pairs ``start:stop`` of one Lanczos run, converged on their own tests."""
     flags = (res.converged_pairs or [res.converged] * len(res.eigenvalues))[start:stop]
-    part = {
+    part = bounds[start:stop]
+    measured = res.rounding is not None
+    record = {
         "eigenvalues": res.eigenvalues[start:stop],
         "residuals": res.residuals[start:stop],
         "relative_residuals": res.relative_residuals[start:stop],
-        "error_bounds": (res.error_bounds or res.residuals)[start:stop],
+        "roundings": [b.rounding for b in part] if measured else None,
+        "nearest_eigenvalue_bounds": [b.nearest for b in part],
+        "error_bounds": [b.error_bound for b in part],
+        "error_bound_notes": [b.note for b in part],
         "ritz_residual_estimates": (res.ritz_residuals or res.residuals)[start:stop],
     }
     if not single:
-        return {**part, "converged": all(flags), "converged_pairs": flags}
+        return {**record, "converged": all(flags), "converged_pairs": flags}
     return {
-        "estimate": part["eigenvalues"][0],
-        "residual": part["residuals"][0],
-        "relative_residual": part["relative_residuals"][0],
-        "error_bound": part["error_bounds"][0],
-        "ritz_residual_estimate": part["ritz_residual_estimates"][0],
+        "estimate": res.eigenvalues[start],
+        "residual": res.residuals[start],
+        "relative_residual": res.relative_residuals[start],
+        "rounding": part[0].rounding if measured else None,
+        "nearest_eigenvalue_bound": part[0].nearest,
+        "error_bound": part[0].error_bound,
+        "error_bound_note": part[0].note,
+        "ritz_residual_estimate": (res.ritz_residuals or res.residuals)[start],
         "converged": flags[0],
     }
 
 
 def _trace_density(
-    obj: Objective,
     op: HVP | GGN,
-    cur: Curvature,
+    rnd: rounding.Rounding | None,
+    ref: tuple[Operator, float] | None,
     req: ProbeRequest,
     out: ProbeOutput,
     on_step: ProgressFn | None,
-) -> None:
-    rnd = _rounding(obj, op, cur, req)
-    if rnd is not None:
-        out.results["rounding"] = rnd.to_dict()
+) -> rounding.Rounding | None:
+    """Trace/‖H‖_F and the density, with the rounding floor (refined where it matters); returns the floor."""
     if req.needs_trace:
         fn = trace.TRACE_METHODS[req.trace_method]
         tf = fn(op, num_matvecs=req.trace_matvecs, seed=req.seed, on_step=on_step)
-        if rnd is not None:
+        if rnd is not None and ref is not None:
+            rnd = rounding.refine(rnd, op, ref[0], _stat(tf.trace), _stat(tf.frobenius_sq))
             tf = tf.with_rounding(rnd.trace, rnd.frobenius_sq)
         out.results["trace"] = {**tf.trace.to_dict(), "seed": req.seed}
         out.results["frobenius"] = {**tf.frobenius.to_dict(), "seed": req.seed}
@@ -508,7 +573,8 @@ def _trace_density(
             op, num_runs=req.density_runs, num_steps=req.density_steps, seed=req.seed, on_step=on_step
         )
         d_trace, d_moment2 = dens.trace(d), dens.moment(d, 2)
-        if rnd is not None:
+        if rnd is not None and ref is not None:
+            rnd = rounding.refine(rnd, op, ref[0], _stat(d_trace), _stat(d_moment2))
             d_trace, d_moment2 = d_trace.with_rounding(rnd.trace), d_moment2.with_rounding(rnd.frobenius_sq)
         curve = dens.density_curve(d)
         out.results["density"] = {
@@ -530,17 +596,21 @@ def _trace_density(
         erank = dens.effective_rank_jackknife(d)
         out.results["effective_rank"] = {**erank, "method": "slq measure (p = |lambda| / sum |lambda|)"}
         out.scalars["effective_rank"] = erank["estimate"]
+    return rnd
 
 
-def _rounding(obj: Objective, op: HVP | GGN, cur: Curvature, req: ProbeRequest) -> rounding.Rounding | None:
-    """The rounding floor of ``op``'s products against the same matrix in the reference dtype (or None)."""
-    if not req.rounding_products:
-        return None
-    if cur.kind == "hessian":
-        return rounding.for_objective(obj, op, req.rounding_products, req.seed)
+def _stat(e: trace.Estimate) -> float:
+    """The statistical part of an estimate's uncertainty, ``k_ν · stderr``."""
+    return trace.t_factor(e.dof) * e.stderr
+
+
+def _reference(obj: Objective, op: HVP | GGN, cur: Curvature) -> tuple[Operator, float]:
+    """The same matrix as ``op`` in the reference dtype (no graph kept), and the scale of differences."""
     ref_dtype, scale = rounding.reference_dtype(next(iter(op.params.values())).dtype)
-    reference = GGN(rounding.cast(obj, ref_dtype), cur, retain_chunks=0)
-    return rounding.measure(op, reference, req.rounding_products, req.seed, scale)
+    ref_obj = rounding.cast(obj, ref_dtype)
+    if cur.kind == "hessian":
+        return HVP(ref_obj, "double_backward", retain_chunks=0), scale
+    return GGN(ref_obj, cur, retain_chunks=0), scale
 
 
 def _sharpness(obj: Objective, req: ProbeRequest, out: ProbeOutput, on_step: ProgressFn | None) -> None:
@@ -556,11 +626,8 @@ def _sharpness(obj: Objective, req: ProbeRequest, out: ProbeOutput, on_step: Pro
                 obj, eps, req.sharpness_steps, req.seed + i, adaptive=req.sharpness_kind == "adaptive"
             )
         if req.sharpness_kind == "l2" and lam is not None:
-            pred = sharp.ball_prediction(eps, _grad_norm(obj, out), lam)
-            if "worst_case" in row:
-                rise = row["worst_case"]["max_rise"]
-                pred["measured_max_rise"] = rise
-                pred["measured_over_first_plus_second_order"] = rise / pred["first_plus_second_order"]
+            rise = row["worst_case"]["max_rise"] if "worst_case" in row else None
+            pred = sharp.ball_prediction(eps, _grad_norm(obj, out), lam, rise)
             if "trace" in out.scalars:
                 pred["half_eps2_trace_over_n"] = 0.5 * eps**2 * out.scalars["trace"] / _dim(obj)  # type: ignore[operator]
             row["quadratic_prediction"] = pred

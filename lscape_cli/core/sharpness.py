@@ -299,33 +299,62 @@ def stability(lr: float, lambda_max: float, optimizer: str, momentum: float = 0.
 MODEL_RATIO = 0.1  # a term counts as negligible beside another below this fraction of it
 
 
-def ball_prediction(eps: float, grad_norm: float, lambda_max: float) -> dict[str, Any]:
+def ball_prediction(
+    eps: float, grad_norm: float, lambda_max: float, measured_rise: float | None = None
+) -> dict[str, Any]:
     """Taylor model of the largest loss rise over the ``eps``-ball: ``eps ||g|| + 1/2 eps^2 lambda_max``.
 
     To second order, ``L(theta + delta) - L(theta) = g . delta + 1/2 delta^T H delta``; over
     ``||delta|| <= eps`` the first term is at most ``eps ||g||`` and the second at most
-    ``1/2 eps^2 lambda_max``, so their sum bounds the model's maximum. The common statement "max rise
-    ~ 1/2 eps^2 lambda_max" holds only where the first-order term is negligible:
-    ``eps ||g|| <= MODEL_RATIO * 1/2 eps^2 lambda_max``, i.e. ``eps >= 2 ||g|| / (MODEL_RATIO lambda_max)``
-    (``quadratic_model_applies``); at a non-stationary checkpoint and small ``eps`` the gradient term
-    dominates instead. Both models also assume ``eps`` small enough for third-order terms to vanish,
-    which only a measurement (``--ascent-steps``) can confirm.
+    ``1/2 eps^2 lambda_max``, so the model's maximum lies between the larger of the two and their sum.
+    Two separate questions, two flags:
+
+    - ``quadratic_term_dominates``: the first-order term is negligible beside the second,
+      ``eps ||g|| <= MODEL_RATIO * 1/2 eps^2 lambda_max``, i.e. ``eps >= 2 ||g|| / (MODEL_RATIO lambda_max)``
+      (``quadratic_term_dominates_from_eps``). A comparison of two Taylor terms: it says nothing about
+      whether the Taylor model describes the loss at this ``eps`` (third and higher orders).
+    - ``quadratic_model_holds``: with a measured worst-case rise (``--ascent-steps``), the quadratic term
+      dominates *and* the measured rise lies within ``MODEL_RATIO`` of the model's range,
+      ``(1 - MODEL_RATIO) max(eps ||g||, 1/2 eps^2 lambda_max) <= rise <= (1 + MODEL_RATIO) (eps ||g|| +
+      1/2 eps^2 lambda_max)``; None without a measurement (nothing has tested the model then).
     """
     first, second = eps * grad_norm, 0.5 * eps**2 * lambda_max
-    applies = second > 0 and first <= MODEL_RATIO * second
+    dominates = second > 0 and first <= MODEL_RATIO * second
     threshold = 2 * grad_norm / (MODEL_RATIO * lambda_max) if lambda_max > 0 else None
-    return {
+    total = first + max(second, 0.0)
+    out: dict[str, Any] = {
         "first_order_eps_grad_norm": first,
         "half_eps2_lambda_max": second,
-        "first_plus_second_order": first + max(second, 0.0),
+        "first_plus_second_order": total,
         "grad_norm": grad_norm,
-        "quadratic_model_applies": applies,
-        "quadratic_model_from_eps": threshold,
-        "note": "max rise over the eps-ball ~ eps ||g|| + 1/2 eps^2 lambda_max (second-order Taylor model); "
-        "the quadratic term alone applies when eps ||g|| is below "
-        f"{MODEL_RATIO:g} of it, here "
-        + ("true" if applies else "false: the first-order term eps ||g|| is not negligible"),
+        "quadratic_term_dominates": dominates,
+        "quadratic_term_dominates_from_eps": threshold,
+        "quadratic_model_holds": None,
     }
+    if measured_rise is not None:
+        inside = (1 - MODEL_RATIO) * max(first, second) <= measured_rise <= (1 + MODEL_RATIO) * total
+        out["measured_max_rise"] = measured_rise
+        out["measured_over_first_plus_second_order"] = measured_rise / total if total > 0 else None
+        out["quadratic_model_holds"] = dominates and inside
+    out["note"] = _ball_note(dominates, out["quadratic_model_holds"])
+    return out
+
+
+def _ball_note(dominates: bool, holds: bool | None) -> str:
+    """What the two flags of :func:`ball_prediction` say, in words."""
+    term = (
+        f"the quadratic term dominates (eps ||g|| below {MODEL_RATIO:g} of 1/2 eps^2 lambda_max)"
+        if dominates
+        else "the first-order term eps ||g|| is not negligible beside 1/2 eps^2 lambda_max"
+    )
+    if holds is None:
+        model = "the Taylor model itself is untested (--ascent-steps measures the rise)"
+    elif holds:
+        model = f"the measured worst-case rise is within {MODEL_RATIO:g} of the model's range"
+    else:
+        model = "the model does not hold here: the measured worst-case rise is outside its range"
+    head = "max rise over the eps-ball ~ eps ||g|| + 1/2 eps^2 lambda_max (second-order Taylor model)"
+    return f"{head}; {term}; {model}"
 
 
 def noise_prediction(

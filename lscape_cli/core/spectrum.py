@@ -10,11 +10,13 @@ Problem", §11.7). Lanczos estimates the gap from the other Ritz values, conserv
 
 and stops (``stop="bound"``, the default) when every wanted pair has ``bound_i ≤ max(tol · |θ_i|, atol)``;
 ``stop="residual"`` waits for ``r_i`` itself to pass that test (a few more products: on seed 000's MLP 18
-instead of 15 for λmax at tol 1e-6). ``δ̂`` is an estimate, not a proof: a Ritz value ``θ_j`` that has not
-yet found its eigenvalue carries a large ``r_j``, which shrinks ``δ̂`` and falls back to the residual.
-Power iteration has no second Ritz value and always stops on the residual. ``atol`` (default 0) is an
-absolute floor for eigenvalues near zero, where a relative test is unreachable. Residuals and bounds are
-both reported.
+instead of 15 for λmax at tol 1e-6). ``δ̂`` is an estimate, not a proof: an eigenvalue whose eigenvector
+is (nearly) orthogonal to the Krylov space has no Ritz value yet and can sit inside the estimated gap, so
+``min(r, r²/δ̂)`` is a stopping rule (``EigenResult.stop_estimates``), never reported as a bound. The
+bounds that hold are built from the true residuals and the products' rounding by
+:mod:`lscape_cli.core.eigen_bounds`. Power iteration has no second Ritz value and always stops on the
+residual. ``atol`` (default 0) is an absolute floor for eigenvalues near zero, where a relative test is
+unreachable.
 
 Lanczos (Lanczos 1950; Golub & Van Loan, "Matrix Computations", 4th ed., §10.1): after ``m`` steps,
 ``H Q_m = Q_m T_m + β_m q_{m+1} e_mᵀ`` with ``T_m`` tridiagonal. A Ritz pair ``θ_i, y_i = Q_m s_i`` of
@@ -48,6 +50,7 @@ from lscape_cli.core.choices import EigStop
 from lscape_cli.core.hvp import Operator, Params, ProgressFn, flatten, gaussian, unflatten
 
 WHICH = ("largest", "smallest", "both")
+_EPS64 = torch.finfo(torch.float64).eps  # 2u of float64
 
 
 @dataclass(frozen=True)
@@ -65,14 +68,21 @@ class EigenResult:
         method: ``"lanczos"`` or ``"power"``.
         which: ``"largest"``, ``"smallest"``, ``"both"`` (``"magnitude"`` for power iteration).
         tol: the relative tolerance used.
-        error_bounds: ``min(r_i, r_i² / δ̂_i)`` per eigenvalue (module docstring); the residuals for
-            power iteration.
+        stop_estimates: ``min(r_i, r_i² / δ̂_i)`` per eigenvalue from the recurrence (module docstring):
+            what ``stop="bound"`` tests, an estimate and not a bound; the residuals for power iteration.
         stop: ``"bound"`` or ``"residual"``: the quantity the tolerance was applied to.
         converged_pairs: per eigenvalue, whether its own pair met the test (same order as
             ``eigenvalues``); ``converged`` is their conjunction.
         ritz_residuals: with ``true_residuals``, the recurrence's estimates ``|β_m s_{m,i}|`` (which
             underflow to 0 once a pair has converged), while ``residuals`` holds ``‖H y_i − θ_i y_i‖``
             computed with one more product per pair.
+        rounding: with ``true_residuals`` and a ``reference`` operator, ``‖H̃ y_i − H y_i‖ / ‖y_i‖`` per
+            pair: the products' rounding on the pair's own vector, measured against the reference dtype
+            and multiplied by ``reference_scale`` (:mod:`lscape_cli.core.rounding`); None: not measured.
+        krylov_dim: dimension of the random-start Krylov space the Ritz values come from (the steps
+            before the first breakdown, if any; the basis may be larger after a restart).
+        ritz_range: ``(θ_min, θ_max)`` over all Ritz values of the last ``T_m`` (Lanczos only).
+        dim: number of parameters ``n``.
     """
 
     eigenvalues: list[float]
@@ -84,10 +94,14 @@ class EigenResult:
     method: str
     which: str
     tol: float
-    error_bounds: list[float] | None = None
+    stop_estimates: list[float] | None = None
     stop: str = "residual"
     converged_pairs: list[bool] | None = None
     ritz_residuals: list[float] | None = None
+    rounding: list[float] | None = None
+    krylov_dim: int | None = None
+    ritz_range: tuple[float, float] | None = None
+    dim: int | None = None
 
     @property
     def relative_residuals(self) -> list[float]:
@@ -108,10 +122,13 @@ class EigenResult:
             "method": self.method,
             "which": self.which,
             "tol": self.tol,
-            "error_bounds": self.error_bounds if self.error_bounds is not None else self.residuals,
+            "stop_estimates": self.stop_estimates if self.stop_estimates is not None else self.residuals,
             "stop": self.stop,
             "converged_pairs": self.converged_pairs,
             "ritz_residuals": self.ritz_residuals,
+            "rounding": self.rounding,
+            "krylov_dim": self.krylov_dim,
+            "ritz_range": self.ritz_range,
         }
 
 
@@ -236,6 +253,7 @@ class Krylov:
         start = start.double()
         self.next: torch.Tensor | None = start / torch.linalg.vector_norm(start)
         self._scale = 0.0  # running max |α|, |β|: the breakdown test is relative to ‖T‖
+        self.krylov_dim: int | None = None  # steps before the first breakdown (None: none yet)
 
     def step(self) -> bool:
         """One Lanczos step; False when the Krylov space is invariant (``β_m ≈ 0``, no next vector)."""
@@ -259,6 +277,8 @@ class Krylov:
 
     def restart(self, generator: torch.Generator) -> bool:
         """After a breakdown, continue from a random vector orthogonal to the basis; False if none is left."""
+        if self.krylov_dim is None:
+            self.krylov_dim = self.size
         if self.basis.size >= self.basis.n:
             return False
         w = self.basis.project_out(flatten(gaussian(self.op.params, generator)).double())
@@ -295,7 +315,7 @@ def _converged(theta: torch.Tensor, res: torch.Tensor, tol: float, atol: float) 
     return res <= torch.clamp(tol * theta.abs(), min=atol)
 
 
-def _error_bounds(theta: torch.Tensor, res: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+def _stop_estimates(theta: torch.Tensor, res: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``min(r_i, r_i² / δ̂_i)`` for the Ritz pairs ``idx``, ``δ̂_i = min_{j≠i} |θ_i − θ_j| − r_j``."""
     out = res[idx].clone()
     if theta.shape[0] < 2:
@@ -345,6 +365,8 @@ def lanczos(
     stop: str = "bound",
     k_smallest: int | None = None,
     true_residuals: bool = False,
+    reference: Operator | None = None,
+    reference_scale: float = 1.0,
 ) -> EigenResult:
     """Extreme eigenvalues of ``H`` by Lanczos with full reorthogonalisation, stopped on Ritz residuals.
 
@@ -365,6 +387,9 @@ def lanczos(
         k_smallest: with ``which="both"``, how many of the smallest (default ``k``).
         true_residuals: after the run, compute ``‖H y_i − θ_i y_i‖`` for every reported pair with one
             product each (reported in ``residuals``; the recurrence's estimates in ``ritz_residuals``).
+        reference: with ``true_residuals``, the same matrix in a reference dtype: one more product per
+            pair measures the rounding of ``op``'s product on that pair's vector (``rounding``).
+        reference_scale: factor for those differences (:func:`lscape_cli.core.rounding.reference_dtype`).
 
     Returns:
         The wanted Ritz values with residuals and error bounds; ``converged`` is False if ``max_iter``
@@ -384,7 +409,7 @@ def lanczos(
             alive = kry.step()
             theta, s, res = kry.ritz()
             idx = _wanted(theta, n_top, n_bottom)
-            bounds = _error_bounds(theta, res, idx)
+            bounds = _stop_estimates(theta, res, idx)
             test = bounds if stop == "bound" else res[idx]
             passed = _converged(theta[idx], test, tol, atol) & (kry.size >= n_wanted)
             ok = bool(passed.all())
@@ -397,12 +422,14 @@ def lanczos(
                     }
                 )
             done = ok or kry.size >= min(max_iter, op.dim) or (not alive and not kry.restart(generator))
-        vectors, ritz, residuals = None, None, res[idx].tolist()
+        vectors, ritz, residuals, rnd = None, None, res[idx].tolist(), None
         if eigenvectors or true_residuals:
             y = kry.basis.combine(s[:, idx].to(kry.basis.device)).to(kry.dtype)  # (len(idx), n)
             vectors = [unflatten(row, op.params) for row in y]
         if true_residuals:
-            ritz, residuals = residuals, _residuals(op, vectors, theta[idx].tolist())  # type: ignore[arg-type]
+            assert vectors is not None
+            ritz = residuals
+            residuals, rnd = _residuals(op, vectors, theta[idx].tolist(), reference, reference_scale)
         return EigenResult(
             theta[idx].tolist(),
             residuals,
@@ -417,17 +444,36 @@ def lanczos(
             stop,
             passed.tolist(),
             ritz,
+            rnd,
+            kry.krylov_dim if kry.krylov_dim is not None else kry.size,
+            (float(theta[0]), float(theta[-1])),
+            op.dim,
         )
 
 
-def _residuals(op: Operator, vectors: list[Params], values: list[float]) -> list[float]:
-    """``‖H y − θ y‖ / ‖y‖`` per pair, one product each, accumulated in float64."""
-    out = []
+def _residuals(
+    op: Operator, vectors: list[Params], values: list[float], reference: Operator | None, scale: float
+) -> tuple[list[float], list[float] | None]:
+    """``‖H y − θ y‖ / ‖y‖`` per pair, one product each, accumulated in float64.
+
+    With a ``reference``, also the rounding ``scale · ‖H y − H_ref y‖ / ‖y‖ + 2u₆₄ (‖H y‖ / ‖y‖ + |θ|)``
+    (one reference product each; the second term is the float64 arithmetic of the residual itself).
+    """
+    out, rnd = [], []
     for y, theta in zip(vectors, values, strict=True):
         v = flatten(y).double()
         hv = flatten(op(y)).double()
-        out.append(float(torch.linalg.vector_norm(hv - theta * v) / torch.linalg.vector_norm(v)))
-    return out
+        length = torch.linalg.vector_norm(v)
+        out.append(float(torch.linalg.vector_norm(hv - theta * v) / length))
+        if reference is not None:
+            ref_dtype = next(iter(reference.params.values())).dtype
+            with reference:
+                h_ref = flatten(reference(unflatten(flatten(y).to(ref_dtype), reference.params))).double()
+            product = scale * float(torch.linalg.vector_norm(hv - h_ref.to(hv.device)) / length)
+            # the residual's own float64 arithmetic: ‖fl(Hy − θy) − (Hy − θy)‖ ≤ 2u (‖Hy‖ + |θ| ‖y‖)
+            arithmetic = _EPS64 * (float(torch.linalg.vector_norm(hv)) / float(length) + abs(theta))
+            rnd.append(product + arithmetic)
+    return out, (rnd if reference is not None else None)
 
 
 def power_iteration(
@@ -438,11 +484,14 @@ def power_iteration(
     seed: int = 0,
     eigenvectors: bool = False,
     on_step: ProgressFn | None = None,
+    reference: Operator | None = None,
+    reference_scale: float = 1.0,
 ) -> EigenResult:
     """The eigenvalue of largest magnitude by power iteration, stopped on the exact residual.
 
     ``θ_t = v_tᵀ H v_t`` and ``r_t = ‖H v_t − θ_t v_t‖`` come from the same product that makes
-    ``v_{t+1} = H v_t / ‖H v_t‖``, so each iteration costs one product.
+    ``v_{t+1} = H v_t / ‖H v_t‖``, so each iteration costs one product. The reported pair is the last
+    iterate whose product was computed (its vector, value and residual belong together).
 
     Args:
         op: the Hessian operator (entered as a context manager).
@@ -452,6 +501,9 @@ def power_iteration(
         seed: seeds the Gaussian start vector.
         eigenvectors: also return the final unit vector.
         on_step: called after each product with ``iteration``, ``eigenvalue``, ``residual``.
+        reference: the same matrix in a reference dtype: one product on the last iterate measures the
+            rounding of ``op``'s product there (``rounding``, see :func:`lanczos`).
+        reference_scale: factor for that difference.
 
     Returns:
         One eigenvalue (``which="magnitude"``); ``converged`` is False if ``max_iter`` ran out.
@@ -470,12 +522,25 @@ def power_iteration(
             if on_step is not None:
                 on_step({"iteration": it, "eigenvalue": theta, "residual": res})
             w_norm = torch.linalg.vector_norm(w)
-            if ok or w_norm == 0:
+            if ok or w_norm == 0 or it == max_iter:
                 break
             v = w / w_norm
+        rnd = None
+        if reference is not None:
+            rnd = _residuals(op, [unflatten(v, op.params)], [theta], reference, reference_scale)[1]
         vectors = [unflatten(v, op.params)] if eigenvectors else None
         return EigenResult(
-            [theta], [res], vectors, it, op.num_matvecs - start_count, ok, "power", "magnitude", tol
+            [theta],
+            [res],
+            vectors,
+            it,
+            op.num_matvecs - start_count,
+            ok,
+            "power",
+            "magnitude",
+            tol,
+            rounding=rnd,
+            dim=op.dim,
         )
 
 
