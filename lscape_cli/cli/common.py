@@ -79,6 +79,10 @@ def load_for_eval(
     warnings = list(loaded.warnings)
     if dmeta.get("sha256") and dmeta["sha256"] != splits.spec.sha256:
         warnings.append(f"data file {dmeta.get('path')} changed since the checkpoint was written (sha256)")
+    if dmeta.get("fingerprint") and dmeta["fingerprint"] != splits.spec.fingerprint:
+        warnings.append(
+            f"data directory {dmeta.get('path')} changed since the checkpoint was written (fingerprint)"
+        )
     loss, loss_source, loss_warnings = _resolve_loss(loss, meta, checkpoint)
     warnings += loss_warnings
     if loss not in LOSSES:
@@ -101,7 +105,9 @@ def load_for_eval(
         loaded.module.train()
     x, y = splits.x[split], splits.y[split]
     if samples is not None:
-        x, y = x[:samples], y[:samples]
+        from lscape_cli.core.samples import span
+
+        x, y = span(x, None, samples), y[:samples]
     protocol = {
         "split": split,
         "num_samples": int(y.shape[0]),
