@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lscape_cli.core.samples import RowSource, StreamedSamples
 from lscape_cli import streamdata
+from lscape_cli.core.samples import Inputs, RowSource, StreamedSamples
 from lscape_cli.errors import LscapeError
 
 SPLITS = ("train", "val", "test")
@@ -80,7 +80,7 @@ class Splits:
     """Train/val/test tensors of one dataset, on one device and dtype."""
 
     spec: DatasetSpec
-    x: dict[str, torch.Tensor | StreamedSamples]  # split -> (N, *input_shape), in memory or on disk
+    x: Mapping[str, Inputs]  # split -> (N, *input_shape), a tensor or streamed from disk (core.samples)
     y: dict[str, torch.Tensor]  # split -> (N,) int64 labels, or (N,) / (N, D) regression targets
     num_classes: int  # model outputs: classes, or the regression target size D
     stats: dict[str, list[float]] = field(default_factory=dict)  # normalisation constants
@@ -470,7 +470,9 @@ def load(
     )
 
 
-def _load_streamed(spec: DatasetSpec, entry: DatasetEntry, device: torch.device | str, dtype: torch.dtype) -> Splits:
+def _load_streamed(
+    spec: DatasetSpec, entry: DatasetEntry, device: torch.device | str, dtype: torch.dtype
+) -> Splits:
     """A data directory (:mod:`lscape_cli.streamdata`): labels in memory, inputs read chunk by chunk.
 
     The same split rules, order and normalisation as :func:`load` gives a file holding the same arrays,

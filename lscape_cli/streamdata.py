@@ -100,7 +100,11 @@ def _header(path: Path) -> _Npy:
     try:
         with open(path, "rb") as fh:
             version = np.lib.format.read_magic(fh)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
             shape, fortran, dtype = read(fh)
             offset = fh.tell()
     except (OSError, ValueError) as exc:
@@ -113,7 +117,9 @@ def _header(path: Path) -> _Npy:
         )
     need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if path.stat().st_size < need:
-        raise LscapeError(f"is truncated ({path.stat().st_size} of {need} bytes)", str(path), "write it again")
+        raise LscapeError(
+            f"is truncated ({path.stat().st_size} of {need} bytes)", str(path), "write it again"
+        )
     return _Npy(path, tuple(int(s) for s in shape), dtype, offset)
 
 
@@ -155,13 +161,17 @@ class NpyRows:
                 lo, hi = int(local[group[0]]), int(local[group[-1]]) + 1
                 buf = os.pread(fh.fileno(), (hi - lo) * size, part.offset + lo * size)
                 if len(buf) != (hi - lo) * size:
-                    raise LscapeError("changed or truncated while being read", str(part.path), "write it again")
+                    raise LscapeError(
+                        "changed or truncated while being read", str(part.path), "write it again"
+                    )
                 block = np.frombuffer(buf, dtype=part.dtype).reshape(hi - lo, *part.shape[1:])
                 out[where[group]] = block[local[group] - lo]
         if np.issubdtype(part.dtype, np.floating) and not np.isfinite(out[where]).all():
             bad = int(local[int(np.flatnonzero(~np.isfinite(out[where].reshape(len(where), -1)).all(1))[0])])
             raise LscapeError(
-                f"holds NaN/inf values, the first in sample {bad}", str(part.path), "remove or impute those samples"
+                f"holds NaN/inf values, the first in sample {bad}",
+                str(part.path),
+                "remove or impute those samples",
             )
 
 
@@ -177,7 +187,9 @@ def _files(path: Path, stem: str) -> list[Path]:
     for k, p in enumerate(shards):
         if p.name != f"{stem}-{k:05d}.npy":
             raise LscapeError(
-                f"shard {stem}-{k:05d}.npy is missing", str(path), "number the shards 00000, 00001, ... without gaps"
+                f"shard {stem}-{k:05d}.npy is missing",
+                str(path),
+                "number the shards 00000, 00001, ... without gaps",
             )
     return [single] if single.exists() else shards
 
@@ -194,7 +206,9 @@ def _labels_of(files: list[Path], xs: list[_Npy]) -> np.ndarray:
         parts.append(y)
     kinds = {(p.dtype.kind, p.shape[1:]) for p in parts}
     if len(kinds) > 1:
-        raise LscapeError("the label shards differ in dtype or shape", str(files[-1]), "store every shard alike")
+        raise LscapeError(
+            "the label shards differ in dtype or shape", str(files[-1]), "store every shard alike"
+        )
     y = np.concatenate(parts)
     return y.astype(np.float64 if np.issubdtype(y.dtype, np.floating) else np.int64, copy=False)
 
@@ -204,18 +218,24 @@ def _check_labels(y: np.ndarray, f: Path, x: _Npy) -> None:
     if np.issubdtype(y.dtype, np.floating):
         if y.ndim not in (1, 2) or y.shape[0] != n:
             raise LscapeError(
-                f"holds {y.shape} targets but {x.path.name} holds {n} samples", str(f), f"store ({n},) or ({n}, D)"
+                f"holds {y.shape} targets but {x.path.name} holds {n} samples",
+                str(f),
+                f"store ({n},) or ({n}, D)",
             )
         if not np.isfinite(y).all():
             raise LscapeError("holds NaN/inf targets", str(f), "remove or impute those samples")
         return
     if not np.issubdtype(y.dtype, np.integer):
         raise LscapeError(
-            f"has dtype {y.dtype}", str(f), "store integer class labels 0..C-1, or floats for regression (--loss mse)"
+            f"has dtype {y.dtype}",
+            str(f),
+            "store integer class labels 0..C-1, or floats for regression (--loss mse)",
         )
     if y.shape != (n,):
         raise LscapeError(
-            f"holds {y.shape} labels but {x.path.name} holds {n} samples", str(f), f"store ({n},) class labels"
+            f"holds {y.shape} labels but {x.path.name} holds {n} samples",
+            str(f),
+            f"store ({n},) class labels",
         )
     if y.size and y.min() < 0:
         raise LscapeError("holds negative labels", str(f), "use labels 0..C-1")
@@ -257,7 +277,9 @@ def _open_arrays(path: Path) -> Directory:
             continue
         if len(xf) != len(yf):
             missing = _counterpart(xf, yf, suffix)
-            raise LscapeError(f"{missing} is missing", str(path / missing), "store inputs and labels together")
+            raise LscapeError(
+                f"{missing} is missing", str(path / missing), "store inputs and labels together"
+            )
         xs = _inputs(xf)
         y = _labels_of(yf, xs)
         parts[split] = Part(NpyRows(xs), y, np.arange(len(y)))
@@ -275,7 +297,9 @@ def _open_arrays(path: Path) -> Directory:
 
 def _counterpart(xf: list[Path], yf: list[Path], suffix: str) -> str:
     """The name of the first input or label file that has no partner, e.g. ``y-00003.npy``."""
-    longer, stem, other = (xf, f"x{suffix}", f"y{suffix}") if len(xf) > len(yf) else (yf, f"y{suffix}", f"x{suffix}")
+    longer, stem, other = (
+        (xf, f"x{suffix}", f"y{suffix}") if len(xf) > len(yf) else (yf, f"y{suffix}", f"x{suffix}")
+    )
     return other + longer[min(len(xf), len(yf))].name[len(stem) :]
 
 
@@ -285,7 +309,8 @@ def _check_alike(parts: dict[str, Part], path: Path) -> None:
     for split, p in parts.items():
         if p.source.sample_shape != base.source.sample_shape:
             raise LscapeError(
-                f"{split} samples have shape {p.source.sample_shape} but train's have {base.source.sample_shape}",
+                f"{split} samples have shape {p.source.sample_shape} but train's have "
+                f"{base.source.sample_shape}",
                 str(path),
                 "store every split with the same sample shape",
             )
@@ -307,9 +332,15 @@ def _by_index(parts: dict[str, Part], where: Path) -> dict[str, Part]:
     except (OSError, ValueError) as exc:
         raise LscapeError(f"not a .npy array ({exc})", str(where), "write it with numpy.save") from exc
     n = len(train.y)
-    if split.shape != (n,) or not np.issubdtype(split.dtype, np.integer) or not np.isin(split, (0, 1, 2)).all():
+    if (
+        split.shape != (n,)
+        or not np.issubdtype(split.dtype, np.integer)
+        or not np.isin(split, (0, 1, 2)).all()
+    ):
         raise LscapeError(
-            f"holds {split.dtype} {split.shape}", str(where), f"store ({n},) integers: 0 train, 1 validation, 2 test"
+            f"holds {split.dtype} {split.shape}",
+            str(where),
+            f"store ({n},) integers: 0 train, 1 validation, 2 test",
         )
     out = {}
     for k, name in enumerate(("train", "val", "test")):
@@ -364,13 +395,12 @@ def _image(path: Path, size: int) -> np.ndarray:
     rgb = rgb.resize((nw, nh), Image.Resampling.BILINEAR)
     left, top = (nw - size) // 2, (nh - size) // 2
     pixels = np.asarray(rgb.crop((left, top, left + size, top + size)), dtype=np.uint8)
-    return pixels.transpose(2, 0, 1).astype(np.float32) / 255.0
+    sample: np.ndarray = pixels.transpose(2, 0, 1).astype(np.float32) / 255.0
+    return sample
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-    )
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
 def _class_folders(root: Path) -> list[Path]:
@@ -389,7 +419,11 @@ def _open_images(path: Path, size: int) -> Directory:
         raise LscapeError(f"image size {size}", "--image-size", "give a positive number of pixels")
     top = _class_folders(path)
     names = {p.name for p in top}
-    roots = {s: path / s for s in _SPLIT_NAMES if s in names} if names <= set(_SPLIT_NAMES) and "train" in names else {}
+    roots = (
+        {s: path / s for s in _SPLIT_NAMES if s in names}
+        if names <= set(_SPLIT_NAMES) and "train" in names
+        else {}
+    )
     roots = roots or {"train": path}
     classes = [p.name for p in _class_folders(roots["train"])]
     parts, files = {}, []
@@ -399,7 +433,9 @@ def _open_images(path: Path, size: int) -> Directory:
         for folder in _class_folders(root):
             if folder.name not in classes:
                 raise LscapeError(
-                    f"class folder {folder.name!r} is not among train's", str(folder), "use train's class folders"
+                    f"class folder {folder.name!r} is not among train's",
+                    str(folder),
+                    "use train's class folders",
                 )
             images = _images_in(folder)
             found += images
@@ -412,7 +448,7 @@ def _open_images(path: Path, size: int) -> Directory:
             )
         parts[split] = Part(ImageRows(found, size), np.asarray(labels, dtype=np.int64), np.arange(len(found)))
         files += found
-    transform = {
+    transform: dict[str, object] = {
         "decode": "Pillow, converted to RGB",
         "resize": f"shorter side to {size} px, bilinear",
         "crop": f"centre {size}x{size}",

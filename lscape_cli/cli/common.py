@@ -100,7 +100,7 @@ def load_for_eval(
     from lscape_cli.usermodel import check_on_data
 
     sample = splits.x[split] if len(splits.x[split]) else splits.x["train"]  # an empty split checks nothing
-    check_on_data(loaded.module, sample, splits.num_classes, loss, str(checkpoint), True, splits.task)
+    check_on_data(loaded.module, sample[:2], splits.num_classes, loss, str(checkpoint), True, splits.task)
     if mode == "train":
         loaded.module.train()
     x, y = splits.x[split], splits.y[split]

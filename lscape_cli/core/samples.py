@@ -15,7 +15,7 @@ Labels ``y`` always live in memory (8 bytes a sample): only inputs stream.
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+from typing import Protocol, overload
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ class SampleArray(Protocol):
 
     @property
     def dtype(self) -> torch.dtype:
-        """dtype of the chunks."""
+        """The chunks' dtype."""
         ...
 
     @property
@@ -92,7 +92,7 @@ class StreamedSamples:
 
     @property
     def dtype(self) -> torch.dtype:
-        """dtype of the chunks."""
+        """The chunks' dtype."""
         return self._dtype
 
     @property
@@ -127,7 +127,7 @@ class StreamedSamples:
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> StreamedSamples:
-        """The same samples with chunks of another dtype and/or on another device (``x.to(torch.float64)``)."""
+        """The same samples read as another dtype and/or onto another device (``x.to(torch.float64)``)."""
         if isinstance(target, torch.dtype):
             dtype = target
         elif target is not None:
@@ -157,10 +157,16 @@ class StreamedSamples:
         return out if shape is None else out.reshape(*shape, *self.source.sample_shape)
 
 
-X = TypeVar("X", torch.Tensor, StreamedSamples)
+Inputs = torch.Tensor | StreamedSamples  # a split's inputs
 
 
-def span(x: X, start: int | None, stop: int | None) -> X:
+@overload
+def span(x: torch.Tensor, start: int | None, stop: int | None) -> torch.Tensor: ...
+@overload
+def span(x: StreamedSamples, start: int | None, stop: int | None) -> StreamedSamples: ...
+@overload
+def span(x: Inputs, start: int | None, stop: int | None) -> Inputs: ...
+def span(x: Inputs, start: int | None, stop: int | None) -> Inputs:
     """Samples ``start:stop`` kept as they are: on disk when ``x`` streams, else a view of the tensor.
 
     Where a consumer keeps a part of a split for later passes (a rank's shard, the first M samples),

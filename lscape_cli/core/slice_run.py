@@ -189,7 +189,12 @@ def _objective(data: SliceData, group: Group) -> Any:
     n = data.num_samples
     start, stop = group.bounds(n)
     return Objective.from_module(
-        data.module, span(data.x, start, stop), data.y[start:stop], data.loss, data.max_batch, shard=group.shard(n)
+        data.module,
+        span(data.x, start, stop),
+        data.y[start:stop],
+        data.loss,
+        data.max_batch,
+        shard=group.shard(n),
     )
 
 

@@ -332,7 +332,9 @@ class SurfaceEvaluator:
         hits: list[torch.Tensor] = []
         for chunk in self._chunks:
             products = self._products(chunk) if self._first else None
-            xs = chunk.x if products is None else None  # read once per chunk, used at every point
+            xs = (
+                chunk.x if products is None else products[0]
+            )  # inputs read once per chunk (unused if factored)
             target: torch.Tensor | None = None
             for row, state in zip(rows, states, strict=True):
                 inp = self._z(products, row) if products is not None else xs
@@ -368,7 +370,7 @@ class SurfaceEvaluator:
         hits = torch.zeros(len(rows), dtype=torch.float64, device=self.x.device)
         for chunk in self._chunks:
             products = self._products(chunk) if self._first else None
-            xs = chunk.x if products is None else None
+            xs = chunk.x if products is None else products[0]
             size = self._block_size(chunk)
             for start in range(0, len(rows), size):
                 c = torch.tensor(rows[start : start + size], dtype=self.x.dtype, device=self.x.device)
