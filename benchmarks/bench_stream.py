@@ -75,27 +75,28 @@ def steps(data: Path, out: Path, limit: int, args: argparse.Namespace) -> dict[s
 def measured(argv: list[str], limit: int) -> dict[str, Any]:
     """One child's result; peak RSS from wait4's own rusage of that child."""
     cap = limit << 20
+    files = {1: "json", 2: "err"}  # the child's stdout (the --json record) and stderr
     t0 = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # the child: cap, then exec (RLIMIT_DATA is inherited across exec)
         resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, 2)
-        out = os.open(
-            str(Path(tempfile.gettempdir()) / f"bench_stream.{os.getpid()}.json"), os.O_WRONLY | os.O_CREAT
-        )
-        os.dup2(out, 1)
+        for fd, suffix in files.items():
+            path = Path(tempfile.gettempdir()) / f"bench_stream.{os.getpid()}.{suffix}"
+            os.dup2(os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
         os.execv(argv[0], argv)
     _, status, usage = os.wait4(pid, 0)
     wall = time.perf_counter() - t0
-    record_path = Path(tempfile.gettempdir()) / f"bench_stream.{pid}.json"
-    text = record_path.read_text() if record_path.exists() else ""
-    record_path.unlink(missing_ok=True)
+    out, err = (Path(tempfile.gettempdir()) / f"bench_stream.{pid}.{s}" for s in files.values())
+    text, lines = out.read_text(), [ln for ln in err.read_text().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("Error:")] or lines[-1:]  # else a traceback's last line
+    out.unlink()
+    err.unlink()
     return {
         "rc": os.waitstatus_to_exitcode(status),
         "wall_s": round(wall, 1),
         "peak_rss_mib": round(usage.ru_maxrss / 1024),
         "record": json.loads(text.splitlines()[-1]) if text.strip() else None,
+        "error": errors[-1] if errors else None,
     }
 
 
@@ -112,7 +113,10 @@ def control(nbytes: int, limit: int) -> int:
 
 
 def summary(name: str, label: str, res: dict[str, Any]) -> str:
-    rec = res["record"] or {}
+    head = f"| {name}, {label} data | {res['rc']} | {res['wall_s']} | {res['peak_rss_mib']} |"
+    if res["record"] is None:
+        return f"{head} {res['error']} |"
+    rec = res["record"]
     results = rec.get("results", {}) if isinstance(rec, dict) else {}
     if name == "train":
         final = results.get("final") or {}
@@ -123,7 +127,7 @@ def summary(name: str, label: str, res: dict[str, Any]) -> str:
             f"λmax {lam.get('estimate', float('nan')):.5f} ({lam.get('num_matvecs')} products, "
             f"converged {lam.get('converged')})"
         )
-    return f"| {name}, {label} data | {res['rc']} | {res['wall_s']} | {res['peak_rss_mib']} | {what} |"
+    return f"{head} {what} |"
 
 
 def main() -> None:
