@@ -40,7 +40,8 @@ from lscape_cli.errors import LscapeError
 DEFAULT_IMAGE_SIZE = 32
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 FINGERPRINT_METHOD = "sha256 over (relative path, size, first and last 64 KiB) of every file, in path order"
-_EDGE = 1 << 16
+_EDGE = 1 << 16  # bytes of each end of a file that the fingerprint reads
+_SKIP = 2048  # bytes between two wanted rows that one read takes along rather than making two reads
 _SPLIT_NAMES = {"train": "", "val": "_val", "test": "_test"}
 
 
@@ -152,9 +153,13 @@ class NpyRows:
         return out
 
     def _read_part(self, part: _Npy, local: np.ndarray, out: np.ndarray, where: np.ndarray) -> None:
-        """Sorted rows ``local`` of one file into ``out[where]``: one read per run of nearby rows."""
+        """Sorted rows ``local`` of one file into ``out[where]``: one read per run of nearby rows.
+
+        Rows at most :data:`_SKIP` bytes apart are read in one call with the bytes between (cheaper than
+        a call each), so a read's buffer holds at most ``len(local) * (row bytes + _SKIP)`` bytes.
+        """
         size = part.row_bytes
-        gap = max(1, _EDGE // max(size, 1))  # rows this close are read together with the rows between
+        gap = max(1, _SKIP // max(size, 1) + 1)  # a larger step in rows skips more than _SKIP bytes
         cuts = np.flatnonzero(np.diff(local) > gap) + 1
         with open(part.path, "rb", buffering=0) as fh:
             for group in np.split(np.arange(len(local)), cuts):
