@@ -66,7 +66,8 @@ def steps(data: Path, out: Path, limit: int, args: argparse.Namespace) -> dict[s
         *common,
     )  # fmt: skip
     probe = lscape(
-        "probe", out / "model.safetensors", "--lambda-max", "--memory-budget", args.memory_budget,
+        "probe", out / "model.safetensors", "--lambda-max", "--max-iter", args.max_iter,
+        "--memory-budget", args.memory_budget,
         "--json", "--quiet", *common,
     )  # fmt: skip
     return {"train": measured(train, limit), "probe": measured(probe, limit)}
@@ -138,6 +139,9 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--max-batch", type=int, default=4096)
+    parser.add_argument(
+        "--max-iter", type=int, default=12, help="probe's --max-iter (each a pass over the data)"
+    )
     parser.add_argument("--memory-budget", type=int, default=64, help="probe's --memory-budget (MiB)")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--keep", action="store_true")

@@ -500,7 +500,7 @@ def _load_streamed(
         "files": len(opened.files),
         "bytes": sum(f.stat().st_size for f in opened.files),
         "fingerprint_method": streamdata.FINGERPRINT_METHOD,
-        "read": "on demand, chunk by chunk (os.pread / image decoding); labels in memory",
+        "read": "on demand, chunk by chunk (.npy: mapped for one read; images: decoded); labels in memory",
         "transform": opened.transform,
         "classes": opened.classes or None,
     }
