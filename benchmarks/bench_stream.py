@@ -145,11 +145,16 @@ def main() -> None:
     parser.add_argument("--memory-budget", type=int, default=64, help="probe's --memory-budget (MiB)")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--reuse", type=Path, help="the big directory of an earlier run with --keep")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lscape-stream-", dir=args.dir))
     try:
         t0 = time.perf_counter()
-        nbytes = write_dataset(work / "big", args.samples, args.shard)
+        if args.reuse is not None:  # a data set written by an earlier run with --keep
+            (work / "big").symlink_to(args.reuse.resolve())
+            nbytes = sum(f.stat().st_size for f in args.reuse.iterdir())
+        else:
+            nbytes = write_dataset(work / "big", args.samples, args.shard)
         written = time.perf_counter() - t0
         write_dataset(work / "small", 2000, 2000)
         print(f"data: {args.samples} samples of {SHAPE} float32 in {work / 'big'}: {nbytes / 2**30:.2f} GiB "
