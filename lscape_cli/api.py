@@ -17,7 +17,7 @@ the device and dtype of the model's parameters.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -40,7 +40,9 @@ def splits_of(data: Data, model: nn.Module) -> dict[str, tuple[torch.Tensor, tor
 
         spec = datasets.DatasetSpec("file", path=str(Path(data).resolve()))
         loaded = datasets.load(spec, Path("."), device=device, dtype=dtype)
-        return {s: (loaded.x[s], loaded.y[s]) for s in datasets.SPLITS}
+        # a streamed directory's inputs (core.samples.StreamedSamples) serve every function here as a
+        # tensor would: they are only sliced and indexed, chunk by chunk
+        return {s: (cast(torch.Tensor, loaded.x[s]), loaded.y[s]) for s in datasets.SPLITS}
     pairs = data if isinstance(data, dict) else {"train": data}
     out = {}
     for split, pair in pairs.items():

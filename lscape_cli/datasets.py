@@ -15,13 +15,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from lscape_cli import streamdata
+from lscape_cli.core.samples import Inputs, RowSource, StreamedSamples
 from lscape_cli.errors import LscapeError
 
 SPLITS = ("train", "val", "test")
@@ -42,8 +44,12 @@ class DatasetSpec:
         normalization: ``unit`` (pixels in [0, 1]) or ``standard`` (train mean/std per channel).
         input_dim: synthetic only: number of input features.
         num_samples: synthetic only: total samples generated.
-        path: file only: absolute path of the data file (see :mod:`lscape_cli.userdata`).
+        path: file only: absolute path of the data file (see :mod:`lscape_cli.userdata`) or of the
+            data directory streamed from disk (see :mod:`lscape_cli.streamdata`).
         sha256: file only: the file's sha256 when it was read (staleness shows as a warning).
+        image_size: image folder only: the side of the square samples (None: 32).
+        fingerprint: data directory only: its cheap identity when it was read
+            (:func:`lscape_cli.streamdata.fingerprint`; staleness shows as a warning).
     """
 
     name: str = "mnist-5k"
@@ -56,6 +62,8 @@ class DatasetSpec:
     num_samples: int | None = None
     path: str | None = None
     sha256: str | None = None
+    image_size: int | None = None
+    fingerprint: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Plain-JSON form."""
@@ -87,10 +95,11 @@ class Splits:
     """Train/val/test tensors of one dataset, on one device and dtype."""
 
     spec: DatasetSpec
-    x: dict[str, torch.Tensor]  # split -> (N, *input_shape)
+    x: Mapping[str, Inputs]  # split -> (N, *input_shape), a tensor or streamed from disk (core.samples)
     y: dict[str, torch.Tensor]  # split -> (N,) int64 labels, or (N,) / (N, D) regression targets
     num_classes: int  # model outputs: classes, or the regression target size D
     stats: dict[str, list[float]] = field(default_factory=dict)  # normalisation constants
+    stream: dict[str, object] | None = None  # what a streamed directory is (None: data in memory)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -127,6 +136,7 @@ class Splits:
             "num_targets": self.num_classes if regression else None,
             "sizes": self.sizes(),
             "normalization_stats": self.stats,
+            **({} if self.stream is None else {"stream": self.stream}),
         }
 
 
@@ -392,11 +402,13 @@ def _default(size: float, n: int) -> int:
     return int(size * n) if size < 1 else int(size)
 
 
-def _split_indices(spec: DatasetSpec, entry: DatasetEntry, raw: RawData) -> dict[str, np.ndarray]:
-    n = raw.y.shape[0]
-    has_test = raw.x_test is not None
+def _split_indices(
+    spec: DatasetSpec, entry: DatasetEntry, n: int, has_val: bool, fixed_test: int | None
+) -> dict[str, np.ndarray]:
+    """Rows of the ``n`` samples for train/val/test (``fixed_test``: the size of a test split of its own)."""
+    has_test = fixed_test is not None
     n_val = _default(entry.default_val, n) if spec.val_size is None else spec.val_size
-    if raw.x_val is not None:
+    if has_val:
         n_val = 0  # a fixed validation split: nothing is held out for it
     n_test = (
         0 if has_test else (_default(entry.default_test, n) if spec.test_size is None else spec.test_size)
@@ -412,8 +424,8 @@ def _split_indices(spec: DatasetSpec, entry: DatasetEntry, raw: RawData) -> dict
     perm = np.random.default_rng(spec.split_seed).permutation(n)
     out = {"val": perm[:n_val], "train": perm[n_val + n_test : n_val + n_test + n_train]}
     out["test"] = perm[n_val : n_val + n_test]
-    if has_test and spec.test_size is not None:
-        out["test_subset"] = np.arange(min(spec.test_size, raw.y_test.shape[0]))  # type: ignore[union-attr]
+    if fixed_test is not None and spec.test_size is not None:
+        out["test_subset"] = np.arange(min(spec.test_size, fixed_test))
     return out
 
 
@@ -443,8 +455,17 @@ def load(
         raise LscapeError(
             f"unknown normalization {spec.normalization!r}", "--normalization", "use unit or standard"
         )
+    if spec.name == "file" and spec.path and Path(spec.path).is_dir():
+        return _load_streamed(spec, entry, device, dtype)
+    if spec.image_size is not None:
+        raise LscapeError(
+            "--image-size applies to a --data DIR of image class folders",
+            f"dataset {spec.name!r}",
+            "drop --image-size",
+        )
     raw = entry.load(spec, Path(root))
-    idx = _split_indices(spec, entry, raw)
+    fixed_test = None if raw.y_test is None else int(raw.y_test.shape[0])
+    idx = _split_indices(spec, entry, int(raw.y.shape[0]), raw.x_val is not None, fixed_test)
     xs = {s: raw.x[idx[s]] for s in ("train", "val")}
     ys = {s: raw.y[idx[s]] for s in ("train", "val")}
     if raw.x_val is not None:
@@ -470,3 +491,74 @@ def load(
         num_classes=raw.num_classes,
         stats=stats,
     )
+
+
+def _load_streamed(
+    spec: DatasetSpec, entry: DatasetEntry, device: torch.device | str, dtype: torch.dtype
+) -> Splits:
+    """A data directory (:mod:`lscape_cli.streamdata`): labels in memory, inputs read chunk by chunk.
+
+    The same split rules, order and normalisation as :func:`load` gives a file holding the same arrays,
+    so every chunk holds the same numbers (standardisation constants up to summation order).
+    """
+    path = Path(spec.path or "")
+    opened = streamdata.open_dir(path, spec.image_size)
+    spec = dataclasses.replace(spec, fingerprint=streamdata.fingerprint(opened.files, path))
+    parts = opened.parts
+    train = parts["train"]
+    fixed_test = len(parts["test"].y) if "test" in parts else None
+    idx = _split_indices(spec, entry, len(train.y), "val" in parts, fixed_test)
+    chosen = {s: _pick(train, idx[s]) for s in SPLITS}
+    if "val" in parts:
+        chosen["val"] = parts["val"]
+    if "test" in parts:
+        chosen["test"] = _pick(parts["test"], idx.get("test_subset", np.arange(fixed_test or 0)))
+    norm, stats = None, {}
+    if spec.normalization == "standard":
+        t = chosen["train"]
+        norm = _streamed_stats(t.source, t.rows)
+        stats = {"mean": norm[0].ravel().tolist(), "std": norm[1].ravel().tolist()}
+    stream = {
+        "format": opened.format,
+        "files": len(opened.files),
+        "bytes": sum(f.stat().st_size for f in opened.files),
+        "fingerprint_method": streamdata.FINGERPRINT_METHOD,
+        "read": "on demand, chunk by chunk (.npy: mapped for one read; images: decoded); labels in memory",
+        "transform": opened.transform,
+        "classes": opened.classes or None,
+    }
+    return Splits(
+        spec=spec,
+        x={s: StreamedSamples(p.source, p.rows, device, dtype, norm) for s, p in chosen.items()},
+        y={s: _labels(p.y, device, dtype) for s, p in chosen.items()},
+        num_classes=opened.num_classes,
+        stats=stats,
+        stream=stream,
+    )
+
+
+def _pick(part: streamdata.Part, rows: np.ndarray) -> streamdata.Part:
+    """Rows ``rows`` of a split (positions in it), still on disk."""
+    return streamdata.Part(part.source, part.y[rows], part.rows[rows])
+
+
+def _streamed_stats(source: RowSource, rows: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (image) or per-feature mean and std of the training rows, one pass in float64.
+
+    Chunks merge by Chan et al.'s update (count, mean, sum of squared deviations); the results are
+    cast to the inputs' dtype and the std gets the in-memory path's ``+ 1e-8``.
+    """
+    count, mean, m2 = 0, np.zeros(()), np.zeros(())
+    for start in range(0, len(rows), chunk):
+        block = source.read(rows[start : start + chunk])
+        axes = (0, 2, 3) if block.ndim == 4 else (0,)
+        k = int(np.prod([block.shape[a] for a in axes]))
+        b_mean = block.mean(axis=axes, keepdims=True, dtype=np.float64)
+        b_m2 = ((block - b_mean) ** 2).sum(axis=axes, keepdims=True, dtype=np.float64)
+        delta, total = b_mean - mean, count + k
+        mean = mean + delta * (k / total)
+        m2 = m2 + b_m2 + delta**2 * (count * k / total)
+        count = total
+    out = np.float64 if source.read(rows[:1]).dtype == np.float64 else np.float32
+    std = np.sqrt(m2 / max(count, 1)).astype(out) + out(1e-8)
+    return mean.astype(out), std

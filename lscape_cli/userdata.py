@@ -36,7 +36,8 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
         raise LscapeError(
             f"unknown data file type {suffix or '(none)'!r}",
             str(path),
-            "give a .safetensors, .npz or .pt file",
+            "give a .safetensors, .npz or .pt file, or a directory (x.npy and y.npy, .npy shards, "
+            "or class folders of images)",
         )
     try:
         if suffix == ".npz":

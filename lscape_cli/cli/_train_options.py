@@ -40,6 +40,14 @@ TestSizeOpt = Annotated[
 NormalizationOpt = Annotated[
     str, typer.Option(help="unit (pixels in [0,1]) or standard (train mean/std).", rich_help_panel=DATA)
 ]
+ImageSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="--data DIR of class folders: resize the shorter side to S and centre-crop SxS [32].",
+        rich_help_panel=DATA,
+    ),
+]
 InputDimOpt = Annotated[
     int | None, typer.Option(min=1, help="synthetic: input features [20].", rich_help_panel=DATA)
 ]

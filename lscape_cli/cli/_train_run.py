@@ -53,6 +53,7 @@ def run_training(
     budget.check(budget.synthetic_demands(dspec.num_samples, dspec.input_dim), device)
     splits = datasets.load(dspec, root, device=device, dtype=dtype)
     splits.check_loss(cfg.loss)
+    _check_streamed_batch(splits, cfg)
     if (cfg.patience is not None or cfg.restore_best) and splits.sizes()["val"] == 0:
         raise LscapeError(
             "--patience and --restore-best need a validation split",
@@ -167,6 +168,16 @@ def _check_model_size(mspec: Any, splits: Any) -> None:
     x = splits.x["train"]
     n = budget.num_parameters_of(lambda: models.build(mspec))
     budget.check([budget.model_demand(n, x.element_size())], x.device)
+
+
+def _check_streamed_batch(splits: Any, cfg: Any) -> None:
+    """Full-batch steps hold the whole split in memory at once: a streamed split trains in minibatches."""
+    if splits.stream is not None and cfg.batch_size is None:
+        raise LscapeError(
+            "--batch-size full needs the whole training split in memory at once",
+            str(splits.spec.path),
+            "train streamed data (--data DIR) in minibatches, e.g. --batch-size 128",
+        )
 
 
 def _final_status(results: list[Any], store: Any) -> None:

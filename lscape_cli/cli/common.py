@@ -84,6 +84,10 @@ def load_for_eval(
     warnings = list(loaded.warnings)
     if dmeta.get("sha256") and dmeta["sha256"] != splits.spec.sha256:
         warnings.append(f"data file {dmeta.get('path')} changed since the checkpoint was written (sha256)")
+    if dmeta.get("fingerprint") and dmeta["fingerprint"] != splits.spec.fingerprint:
+        warnings.append(
+            f"data directory {dmeta.get('path')} changed since the checkpoint was written (fingerprint)"
+        )
     loss, loss_source, loss_warnings = _resolve_loss(loss, meta, checkpoint)
     warnings += loss_warnings
     if loss not in LOSSES:
@@ -101,12 +105,14 @@ def load_for_eval(
     from lscape_cli.usermodel import check_on_data
 
     sample = splits.x[split] if len(splits.x[split]) else splits.x["train"]  # an empty split checks nothing
-    check_on_data(loaded.module, sample, splits.num_classes, loss, str(checkpoint), True, splits.task)
+    check_on_data(loaded.module, sample[:2], splits.num_classes, loss, str(checkpoint), True, splits.task)
     if mode == "train":
         loaded.module.train()
     x, y = splits.x[split], splits.y[split]
     if samples is not None:
-        x, y = x[:samples], y[:samples]
+        from lscape_cli.core.samples import span
+
+        x, y = span(x, None, samples), y[:samples]
     protocol = {
         "split": split,
         "num_samples": int(y.shape[0]),

@@ -192,7 +192,8 @@ DataFileOpt = Annotated[
     typer.Option(
         "--data",
         help="Your own data: a .safetensors, .npz or .pt file with x, y (optional x_val/y_val, x_test/y_test "
-        "or a split array).",
+        "or a split array), or a directory read from disk chunk by chunk: x.npy/y.npy, shards "
+        "x-00000.npy/y-00000.npy ..., or image class folders.",
         rich_help_panel="Your own model and data",
     ),
 ]

@@ -47,6 +47,7 @@ def train(
     val_size: o.ValSizeOpt = None,
     test_size: o.TestSizeOpt = None,
     normalization: o.NormalizationOpt = "unit",
+    image_size: o.ImageSizeOpt = None,
     input_dim: o.InputDimOpt = None,
     num_samples: o.NumSamplesOpt = None,
     data_file: DataFileOpt = None,
@@ -169,6 +170,7 @@ def train(
         val_size=val_size,
         test_size=test_size,
         normalization=normalization,
+        image_size=image_size,
         input_dim=input_dim,
         num_samples=num_samples,
     )

@@ -6,6 +6,7 @@ sample-weighted contributions; they differ in cost and memory, not in the number
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -54,7 +55,7 @@ class _DoubleBackward:
     def _build(self) -> None:
         # Fresh leaves sharing storage with obj.params: the caller's tensors never get requires_grad or .grad.
         self.leaves = {n: p.detach().requires_grad_(True) for n, p in self.obj.params.items()}
-        retained = list(self.obj.chunks())[: self.retain_chunks]  # None: every chunk
+        retained = itertools.islice(self.obj.chunks(), self.retain_chunks)  # None: every chunk; reads no more
         self.graphs = [self._chunk_grad(xb, yb) for xb, yb in retained]
 
     def _vjp(self, g: tuple[torch.Tensor, ...], v: list[torch.Tensor], retain: bool) -> list[torch.Tensor]:

@@ -51,6 +51,7 @@ through the ``1/N``, so chunking changes nothing beyond rounding.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -237,7 +238,7 @@ class GGN(NestedContext):
         self._leaves = {n: p.detach().requires_grad_(True) for n, p in self._obj.params.items()}
         if self._lams is None:
             self._lams = self._output_curvatures()
-        kept = list(self._obj.chunks())[: self._retain]
+        kept = itertools.islice(self._obj.chunks(), self._retain)  # reads only the kept chunks
         self._chunks = [self._build_chunk(i, xb, yb) for i, (xb, yb) in enumerate(kept)]
 
     def _output_curvatures(self) -> list[_OutputCurvature]:

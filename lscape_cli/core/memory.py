@@ -74,7 +74,7 @@ def footprint(obj: Objective) -> Footprint:
 
 def _saved_storage_bytes(obj: Objective, count: int) -> list[int]:
     """Sizes of the new storages saved by one chunk's forward and ``create_graph`` backward, in order."""
-    existing = [obj.x, obj.y, *obj.params.values(), *obj.buffers.values()]
+    existing = [t for t in (obj.x, obj.y, *obj.params.values(), *obj.buffers.values()) if torch.is_tensor(t)]
     skip = {t.untyped_storage().data_ptr() for t in existing}
     sizes: list[int] = []
 

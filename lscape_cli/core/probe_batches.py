@@ -18,6 +18,7 @@ from lscape_cli.core.hvp import Objective
 from lscape_cli.core.pac_bayes import Prior
 from lscape_cli.core.probe import ProbeOutput, ProbeRequest, run_on_batches, run_probe
 from lscape_cli.core.progress import ProgressFn
+from lscape_cli.core.samples import span
 from lscape_cli.errors import LscapeError
 
 
@@ -128,7 +129,7 @@ def _objective(data: SplitData, x: torch.Tensor, y: torch.Tensor, group: Shards)
     start, stop = group.bounds(n)
     try:
         return Objective.from_module(
-            data.module, x[start:stop], y[start:stop], data.loss, data.max_batch, shard=group.shard(n)
+            data.module, span(x, start, stop), y[start:stop], data.loss, data.max_batch, shard=group.shard(n)
         )
     except ValueError as exc:
         raise LscapeError(str(exc), "--mode", "use --mode eval for models with BatchNorm or dropout") from exc

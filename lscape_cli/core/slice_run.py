@@ -23,6 +23,7 @@ from torch import nn
 from lscape_cli.core.objective import evaluate
 from lscape_cli.core.params import Params
 from lscape_cli.core.progress import ProgressFn
+from lscape_cli.core.samples import span
 from lscape_cli.core.slice_directions import SliceDirections, SliceInput, build_directions
 from lscape_cli.core.slice_request import SliceRequest
 from lscape_cli.core.slices import Grid, run_grid
@@ -188,7 +189,12 @@ def _objective(data: SliceData, group: Group) -> Any:
     n = data.num_samples
     start, stop = group.bounds(n)
     return Objective.from_module(
-        data.module, data.x[start:stop], data.y[start:stop], data.loss, data.max_batch, shard=group.shard(n)
+        data.module,
+        span(data.x, start, stop),
+        data.y[start:stop],
+        data.loss,
+        data.max_batch,
+        shard=group.shard(n),
     )
 
 

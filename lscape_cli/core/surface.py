@@ -39,6 +39,7 @@ Strategies for the layers after the first (``strategy``):
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,11 +152,23 @@ def _loss_sum(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
 
 @dataclass
 class _Chunk:
-    """One chunk of samples and, for the factored path, its first-layer products."""
+    """One chunk of samples and, for the factored path, its first-layer products.
 
-    x: torch.Tensor
+    The inputs are read from the split when asked for (a view of an in-memory tensor, a read of a
+    streamed split), so a streamed split is never held in memory whole.
+    """
+
+    source: Any  # the split's inputs (a tensor or core.samples.StreamedSamples)
+    start: int
+    stop: int
     y: torch.Tensor
     products: list[torch.Tensor] | None = None  # [f_1(x; theta), f_1(x; d_1), ..., f_1(x; d_K)]
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The chunk's inputs."""
+        out: torch.Tensor = self.source[self.start : self.stop]
+        return out
 
 
 @dataclass
@@ -210,7 +223,7 @@ class SurfaceEvaluator:
         }
         n = int(self.y.shape[0])
         size = chunk_size(model, self.x, self.max_batch) if self.factor else self.max_batch
-        self._chunks = [_Chunk(self.x[s : s + size], self.y[s : s + size]) for s in range(0, n, size)]
+        self._chunks = [_Chunk(self.x, s, s + size, self.y[s : s + size]) for s in range(0, n, size)]
         self._per_sample = self._first_out_numel() if self._first else 0
         k = len(self.space.directions)
         itemsize = self.x.element_size()
@@ -319,9 +332,12 @@ class SurfaceEvaluator:
         hits: list[torch.Tensor] = []
         for chunk in self._chunks:
             products = self._products(chunk) if self._first else None
+            xs = (
+                chunk.x if products is None else products[0]
+            )  # inputs read once per chunk (unused if factored)
             target: torch.Tensor | None = None
             for row, state in zip(rows, states, strict=True):
-                inp = self._z(products, row) if products is not None else chunk.x
+                inp = self._z(products, row) if products is not None else xs
                 logits = self._forward(state, inp)
                 if target is None and self.loss == "mse":  # made once per chunk, not once per point
                     target = mse_target(chunk.y, logits.shape[-1], logits.dtype)
@@ -335,8 +351,9 @@ class SurfaceEvaluator:
 
     def _block_size(self, chunk: _Chunk) -> int:
         """Points per vmapped call: activations of about 4x the first layer's output per point."""
-        per_sample = max(self._per_sample, 1) * 4 if self._first else int(chunk.x[0].numel()) * 4
-        per_point = per_sample * int(chunk.y.shape[0]) * chunk.x.element_size()
+        features = math.prod(self.x.shape[1:])
+        per_sample = max(self._per_sample, 1) * 4 if self._first else features * 4
+        per_point = per_sample * int(chunk.y.shape[0]) * self.x.element_size()
         return max(1, int(self.memory_budget // max(per_point, 1)))
 
     def _vmap(self, rows: list[list[float]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -353,6 +370,7 @@ class SurfaceEvaluator:
         hits = torch.zeros(len(rows), dtype=torch.float64, device=self.x.device)
         for chunk in self._chunks:
             products = self._products(chunk) if self._first else None
+            xs = chunk.x if products is None else products[0]
             size = self._block_size(chunk)
             for start in range(0, len(rows), size):
                 c = torch.tensor(rows[start : start + size], dtype=self.x.dtype, device=self.x.device)
@@ -361,7 +379,7 @@ class SurfaceEvaluator:
                     lin = torch.stack(products[1:])  # (K, n, *out)
                     inp = products[0] + torch.tensordot(c, lin, dims=1)
                 else:
-                    inp = chunk.x
+                    inp = xs
                 ls, nc = batched(state, inp, chunk.y)
                 sums[start : start + len(c)] += ls.double()
                 hits[start : start + len(c)] += nc

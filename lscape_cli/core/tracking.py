@@ -28,6 +28,7 @@ from torch import nn
 
 from lscape_cli.core.hvp import Objective
 from lscape_cli.core.probe import ProbeRequest, run_probe
+from lscape_cli.core.samples import span
 
 TRACKABLE = ("lambda_max", "top_k", "trace", "frobenius", "grad_norm", "sharpness", "noise")
 
@@ -104,7 +105,7 @@ class Tracker:
 
     def __init__(self, spec: TrackSpec, x: torch.Tensor, y: torch.Tensor, loss: str, max_batch: int) -> None:
         m = int(y.shape[0]) if spec.samples is None else min(spec.samples, int(y.shape[0]))
-        self.spec, self.x, self.y = spec, x[:m], y[:m]
+        self.spec, self.x, self.y = spec, span(x, None, m), y[:m]
         self.loss, self.max_batch = loss, max_batch
 
     @property
