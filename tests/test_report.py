@@ -19,7 +19,7 @@ import pytest
 from typer.testing import Result
 
 from lscape_cli.report import curvature, figures
-from lscape_cli.report.cells import get
+from lscape_cli.report.cells import fmt, fmt_err, get
 from lscape_cli.report.render import latex_escape
 from lscape_cli.report.runs import join
 from lscape_cli.storage.study import checkpoint_metadata, scan
@@ -220,14 +220,45 @@ def test_page_is_self_contained(report: Path) -> None:
     )
 
 
-def test_csv_and_latex_match_the_html(report: Path) -> None:
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _check_csv_row(
+    header: list[str], html_row: list[tuple[dict[str, str], str]], rec: dict[str, str]
+) -> None:
+    """Each CSV number is the one the page shows (4 digits there), flags are shown in the page's text."""
+    for col, (attrs, text) in zip(header, html_row, strict=True):
+        text = text.strip()
+        for flag in filter(None, rec.get(f"{col} flags", "").split("; ")):
+            assert flag in text and text.endswith("]"), (col, flag, text)
+        value = _float(rec.get(col, ""))
+        if value is None:
+            assert rec.get(col, text) in (text, "") or text.startswith(rec[col]), (col, rec.get(col), text)
+            continue
+        assert text.startswith(fmt(value)), (col, value, text)
+        if attrs.get("data-src") and not attrs.get("data-aggregate"):
+            assert value in [v for _, _, v in json.loads(attrs["data-src"])], (col, value, attrs)
+        if _float(rec.get(f"{col} ±", "")) is not None:
+            assert f"± {fmt_err(float(rec[col + ' ±']))}" in text, (col, text)
+
+
+def test_csv_holds_numbers_latex_the_text(report: Path) -> None:
+    """CSV: every number as a number (value, ±, min, max), flags in columns of their own; LaTeX: the text."""
     page = parse(report)
     folder = report.with_name("report-tables")
     assert sorted(p.stem for p in folder.glob("*.csv")) == sorted(page.tables)
     for name, rows in page.tables.items():
         html_rows = [[t.strip() for _, t in row] for row in rows]
+        header = html_rows[0]
         with open(folder / f"{name}.csv", newline="") as fh:
-            assert list(csv.reader(fh)) == html_rows, name
+            records = list(csv.DictReader(fh))
+        assert len(records) == len(rows) - 1, name
+        for html_row, rec in zip(rows[1:], records, strict=True):
+            _check_csv_row(header, html_row, rec)
         tex = (folder / f"{name}.tex").read_text()
         assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
         for row in html_rows:

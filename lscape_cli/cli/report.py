@@ -58,6 +58,8 @@ def report(
     elif not quiet:
         for line in res.stale:
             err.print(f"Stale: {line}", markup=False, soft_wrap=True)
+        for line in res.flags:
+            err.print(f"Flag: {line}", markup=False, soft_wrap=True)
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(res.counts.items()))
         err.print(f"lscape report: {res.num_runs} runs from {kinds} records", markup=False, soft_wrap=True)
         p = res.paths

@@ -15,6 +15,7 @@ from typing import Any
 from lscape_cli import __version__
 from lscape_cli.errors import LscapeError
 from lscape_cli.report import curvature, figures, inventory, landscape, studies
+from lscape_cli.report.cells import Table
 from lscape_cli.report.document import Block, Bullets, Document, Image, Section
 from lscape_cli.report.render import to_csv, to_html, to_latex, to_markdown
 from lscape_cli.report.runs import RUN_KEY, Run, check_key, join, order, rel
@@ -43,6 +44,7 @@ class ReportResult:
     skipped: list[str] = field(default_factory=list)
     tables: list[str] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # "table: row: column: flag" for each flagged value
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (what ``lscape report --json`` prints)."""
@@ -57,6 +59,7 @@ class ReportResult:
             "skipped": self.skipped,
             "tables": self.tables,
             "figures": self.figures,
+            "flags": self.flags,
         }
 
 
@@ -90,8 +93,26 @@ def make_report(req: ReportRequest) -> ReportResult:
     written = write_report(req.out, to_html(doc), to_markdown(doc, links), tables, generated)
     stale = [f"{rels[str(r.path)]}: {s}" for r in study.records for s in r.stale]
     return ReportResult(
-        written, len(runs), _counts(study), stale, study.skipped, sorted(tables), sorted(generated)
+        written,
+        len(runs),
+        _counts(study),
+        stale,
+        study.skipped,
+        sorted(tables),
+        sorted(generated),
+        flags(doc.tables),
     )
+
+
+def flags(tables: list[Table]) -> list[str]:
+    """Every flagged value, as ``table: row: column: flag`` (what the terminal and ``--json`` list)."""
+    return [
+        f"{t.key}: {row[0].text}: {col}: {cell.badge}"
+        for t in tables
+        for row in t.rows
+        for col, cell in zip(t.columns, row, strict=True)
+        if cell.badge and col != t.columns[0]
+    ]
 
 
 def _counts(study: Study) -> dict[str, int]:
@@ -119,7 +140,7 @@ def document(req: ReportRequest, study: Study, runs: list[Run], rels: dict[str, 
     sections = [_provenance(study, rels)]
     trained = [r for r in runs if r.train is not None or r.meta]
     if trained:
-        sections.append(Section("inventory", "Run inventory", [inventory.inventory(trained, rels, keys)]))
+        sections.append(Section("inventory", "Run inventory", list(inventory.inventory(trained, rels, keys))))
     table = curvature.curvature(runs, rels)
     if table is not None:
         sections.append(Section("curvature", "Curvature", [table]))

@@ -57,6 +57,34 @@ def _batched(data: dict[str, Any]) -> bool:
     return get(data, "/results/batches") is not None
 
 
+NOT_CONVERGED = "not converged"
+
+
+def converged(results: Any, key: str, i: int = 0) -> bool | None:
+    """Whether an eigen-solver result converged (pair ``i`` of ``top_k``); ``None`` when not recorded."""
+    e = get(results, f"/{key}")
+    if not isinstance(e, dict):
+        return None
+    pairs = e.get("converged_pairs")
+    if isinstance(pairs, list) and i < len(pairs):
+        return bool(pairs[i])
+    return None if e.get("converged") is None else bool(e["converged"])
+
+
+def convergence_flag(data: dict[str, Any], key: str, i: int = 0) -> str:
+    """``not converged`` (whole split), ``not converged in k of n batches`` (per batch), or ``""``."""
+    if not _batched(data):
+        return NOT_CONVERGED if converged(get(data, "/results"), key, i) is False else ""
+    per = get(data, "/results/batches/per_batch") or []
+    bad = sum(converged(b, key, i) is False for b in per)
+    return f"{NOT_CONVERGED} in {bad} of {len(per)} batches" if bad else ""
+
+
+def _eigen_key(data: dict[str, Any]) -> str:
+    first = get(data, "/results/batches/per_batch/0") if _batched(data) else get(data, "/results")
+    return "top_k" if get(first, "/top_k") is not None else "lambda_max"
+
+
 def _summary(name: str, note: str) -> CellFn:
     return lambda r, d: spread_cell(r, d, f"/results/batches/summary/{name}", note)
 
@@ -65,41 +93,38 @@ def _eigen_column(i: int) -> CellFn:
     """λ_{i+1}: from top_k (or lambda_max for i = 0), ± its error bound."""
 
     def cell(r: str, d: dict[str, Any]) -> Cell:
-        if _batched(d):
-            name = f"lambda_{i + 1}"
-            if get(d, f"/results/batches/summary/{name}") is None and i == 0:
-                name = "lambda_max"
-            return spread_cell(r, d, f"/results/batches/summary/{name}", "mean ± std [min, max] over batches")
-        if get(d, "/results/top_k") is not None:
-            return pm_cell(
-                r,
-                d,
-                f"/results/top_k/eigenvalues/{i}",
-                f"/results/top_k/error_bounds/{i}",
-                _eig_note(d, "top_k"),
-            )
-        if i == 0:
-            return pm_cell(
-                r,
-                d,
-                "/results/lambda_max/estimate",
-                "/results/lambda_max/error_bound",
-                _eig_note(d, "lambda_max"),
-            )
-        return Cell(DASH)
+        shown = _eigen_value(i, r, d)
+        return shown.flag(convergence_flag(d, _eigen_key(d), i)) if shown.sources else shown
 
     return cell
+
+
+def _eigen_value(i: int, r: str, d: dict[str, Any]) -> Cell:
+    """λ_{i+1} of one record, before its convergence flag."""
+    if _batched(d):
+        name = f"lambda_{i + 1}"
+        if get(d, f"/results/batches/summary/{name}") is None and i == 0:
+            name = "lambda_max"
+        return spread_cell(r, d, f"/results/batches/summary/{name}", "mean ± std [min, max] over batches")
+    if get(d, "/results/top_k") is not None:
+        base, err = f"/results/top_k/eigenvalues/{i}", f"/results/top_k/error_bounds/{i}"
+        return pm_cell(r, d, base, err, _eig_note(d, "top_k"))
+    if i == 0:
+        base, err = "/results/lambda_max/estimate", "/results/lambda_max/error_bound"
+        return pm_cell(r, d, base, err, _eig_note(d, "lambda_max"))
+    return Cell(DASH)
 
 
 def _simple(key: str, err: str | None, note: Callable[[dict[str, Any]], str], scalar: str) -> CellFn:
     def cell(r: str, d: dict[str, Any]) -> Cell:
         if _batched(d):
-            return spread_cell(
-                r, d, f"/results/batches/summary/{scalar}", "mean ± std [min, max] over batches"
-            )
-        if err is None:
-            return value_cell(r, d, f"/results/{key}/estimate", note(d))
-        return pm_cell(r, d, f"/results/{key}/estimate", f"/results/{key}/{err}", note(d))
+            summary = f"/results/batches/summary/{scalar}"
+            shown = spread_cell(r, d, summary, "mean ± std [min, max] over batches")
+        elif err is None:
+            shown = value_cell(r, d, f"/results/{key}/estimate", note(d))
+        else:
+            shown = pm_cell(r, d, f"/results/{key}/estimate", f"/results/{key}/{err}", note(d))
+        return shown.flag(convergence_flag(d, key)) if err == "error_bound" and shown.sources else shown
 
     return cell
 
@@ -151,19 +176,31 @@ def _noise(method: Any, sigma: Any) -> CellFn:
     return cell
 
 
+def pac_flag(status: Any) -> str:
+    """A sigma search's flag: ``""`` when converged, else its status's first words (``above bracket``)."""
+    return "" if not status or status == "converged" else str(status).split(" (")[0]
+
+
+def _pac_batched(r: str, d: dict[str, Any]) -> Cell:
+    """Mean over batches, flagged with how many batches' sigma is a bracket end rather than a root."""
+    cell = spread_cell(r, d, "/results/batches/summary/pac_bayes_sigma", "mean over batches")
+    per = get(d, "/results/batches/per_batch") or []
+    flags = [pac_flag(get(b, "/pac_bayes/isotropic/status")) for b in per]
+    for flag in dict.fromkeys(f for f in flags if f):
+        cell.flag(f"{flag} in {flags.count(flag)} of {len(per)} batches" if len(per) > 1 else flag)
+    return cell
+
+
 def _pac(r: str, d: dict[str, Any]) -> Cell:
     if _batched(d):
-        return spread_cell(r, d, "/results/batches/summary/pac_bayes_sigma", "mean over batches")
+        return _pac_batched(r, d)
     p = get(d, "/results/pac_bayes/isotropic") or {}
     note = (
         f"largest sigma with {p.get('metric')} rise within {p.get('target')}; "
         f"bracket {p.get('bracket')}, {p.get('status')}"
     )
     cell = value_cell(r, d, "/results/pac_bayes/isotropic/sigma", note)
-    status = p.get("status")
-    if status and status != "converged":  # above/below the bracket: sigma is its end, not a root
-        cell.badge = str(status).split(" (")[0]
-    return cell
+    return cell.flag(pac_flag(p.get("status")))  # above/below the bracket: sigma is its end, not a root
 
 
 def _pac_bound(r: str, d: dict[str, Any]) -> Cell:
@@ -185,7 +222,9 @@ def _pac_bound(r: str, d: dict[str, Any]) -> Cell:
         note,
     )
     if b.get("prior_mean") == "zero":
-        cell.badge = "prior at 0"
+        cell.flag("prior at 0")
+    if b.get("vacuous"):
+        cell.flag("vacuous")
     return cell
 
 
@@ -218,8 +257,14 @@ def _numbers(*values: Any) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
-def _stability_cell(text: str, sources: tuple[Source, ...], verdict: str, note: str) -> Cell:
-    return Cell(text, sources, note, badge="unstable" if verdict == "unstable" else "")
+def _stability_cell(
+    text: str, sources: tuple[Source, ...], verdict: str, note: str, parts: tuple[Any, Any, Any]
+) -> Cell:
+    """``parts``: the value, its ± and the threshold (the CSV's numbers; the verdict is its own column)."""
+    value, err, threshold = parts
+    cell = Cell(text, sources, note, value=value, err=err or None)
+    cell.extra = (("threshold", threshold), ("verdict", verdict))
+    return cell.flag("unstable" if verdict == "unstable" else "")
 
 
 def _stability(r: str, d: dict[str, Any]) -> Cell:
@@ -247,7 +292,8 @@ def _stability(r: str, d: dict[str, Any]) -> Cell:
         f"{conv}); ± is lr × its error bound"
     )
     text = f"{fmt(eta)}{pm} vs {fmt(thr)}: {verdict} (λmax of the whole split)"
-    return _stability_cell(text, sources, verdict, note)
+    cell = _stability_cell(text, sources, verdict, note, (eta, spread, thr))
+    return cell.flag(f"λmax {flag}" if (flag := convergence_flag(d, "lambda_max")) else "")
 
 
 def _batch_bounds(d: dict[str, Any]) -> tuple[float, float] | None:
@@ -277,16 +323,18 @@ def _stability_batched(r: str, d: dict[str, Any]) -> Cell:
     if bounds is not None:
         lo, hi = min(lo, bounds[0]), max(hi, bounds[1])
     sources: tuple[Source, ...]
+    err_shown: float | None = None
     if len(per) == 1:
         err = get(d, "/results/batches/per_batch/0/lambda_max/error_bound")
         value = "/results/batches/summary/eta_lambda_max/mean"
         sources = (Source(r, value, mean),)
         if bounds is not None:
             sources += (Source(r, "/results/batches/per_batch/0/lambda_max/error_bound", err),)
-        shown = fmt(mean) + (f" ± {fmt_err((bounds[1] - bounds[0]) / 2)}" if bounds is not None else "")
+        err_shown = (bounds[1] - bounds[0]) / 2 if bounds is not None else None
+        shown = fmt(mean) + (f" ± {fmt_err(err_shown)}" if err_shown is not None else "")
     else:
         spread = spread_cell(r, d, "/results/batches/summary/eta_lambda_max")
-        sources, shown = spread.sources, spread.text
+        sources, shown, err_shown = spread.sources, spread.text, spread.err
     sources += (Source(r, "/results/batches/per_batch/0/stability/threshold", thr),)
     verdict = stability_verdict(first.get("stable"), mean, lo, hi, std, thr)
     below = sum(p.get("stable") is True for p in per)
@@ -296,7 +344,8 @@ def _stability_batched(r: str, d: dict[str, Any]) -> Cell:
         f"({'± is lr × its error bound' if len(per) == 1 else 'mean ± std [min, max] over batches'}); "
         f"{below} of {len(per)} batches below the threshold"
     )
-    return _stability_cell(text, sources, verdict, note)
+    cell = _stability_cell(text, sources, verdict, note, (mean, err_shown, thr))
+    return cell.flag(f"λmax {flag}" if (flag := convergence_flag(d, "lambda_max")) else "")
 
 
 def _columns(records: list[Record]) -> list[tuple[str, CellFn]]:

@@ -12,9 +12,11 @@ import csv
 import html
 import io
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from lscape_cli.report.cells import Cell, Table
+from lscape_cli.report.cells import DASH, Cell, Table
 from lscape_cli.report.document import Bullets, Document, Image
 
 CSS = """
@@ -181,12 +183,58 @@ def to_markdown(doc: Document, image_links: dict[int, str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _numeric(cell: Cell) -> bool:
+    """Whether a cell is missing or shows only numbers (its text is then rebuilt from them)."""
+    parts = (cell.value, cell.err, cell.lo, cell.hi, *(v for _, v in cell.extra))
+    return cell.text == DASH or any(isinstance(v, (int, float)) for v in parts)
+
+
+def _csv_number(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(value) if isinstance(value, float) and math.isfinite(value) else str(value)
+    return str(value)
+
+
+def _attr(name: str) -> Callable[[Cell], Any]:
+    return lambda c: getattr(c, name)
+
+
+def _extra(key: str) -> Callable[[Cell], Any]:
+    return lambda c: dict(c.extra).get(key)
+
+
+def _csv_columns(t: Table, j: int) -> list[tuple[str, Callable[[Cell], Any]]]:
+    """The CSV columns of table column ``j``: numbers (value, ±, min, max, extras) or text, then flags."""
+    cells = [row[j] for row in t.rows]
+    name = t.columns[j]
+    out: list[tuple[str, Callable[[Cell], Any]]] = []
+    if cells and all(_numeric(c) for c in cells):
+        for suffix, attr in (("", "value"), (" ±", "err"), (" min", "lo"), (" max", "hi")):
+            if any(getattr(c, attr) is not None for c in cells):
+                out.append((name + suffix, _attr(attr)))
+        for suffix in dict.fromkeys(k for c in cells for k, _ in c.extra):
+            out.append((f"{name} {suffix}", _extra(suffix)))
+    else:
+        out.append((name, lambda c: "" if c.text == DASH else c.text))
+    if any(c.badge for c in cells):
+        out.append((f"{name} flags", lambda c: c.badge))
+    return out
+
+
 def to_csv(t: Table) -> str:
-    """The table's header and visible cell texts."""
+    """The table as numbers: each value, its uncertainty and range, and its flags in columns of their own.
+
+    A column of numbers becomes ``NAME`` (the value), ``NAME ±`` (error bound, standard error or std),
+    ``NAME min``/``NAME max`` (over batches) and its extras as present; text columns keep their text.
+    ``NAME flags`` holds the column's flags (``not converged``, ``censored``, ...) where any has one.
+    """
+    cols = [(j, name, fn) for j in range(len(t.columns)) for name, fn in _csv_columns(t, j)]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(t.columns)
-    writer.writerows([display(c) for c in row] for row in t.rows)
+    writer.writerow([name for _, name, _ in cols])
+    writer.writerows([_csv_number(fn(row[j])) for j, _, fn in cols] for row in t.rows)
     return buf.getvalue()
 
 

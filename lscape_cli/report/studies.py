@@ -50,37 +50,60 @@ def _slice_row(rec: Record, r: str) -> list[Cell]:
         value_cell(r, d, "/results/centre/loss"),
     ]
     if get(d, "/results/lines") is not None:
-        widths = [
-            (i, ln["basin"]["width"])
-            for i, ln in enumerate(d["results"]["lines"])
-            if ln["basin"]["width"] is not None
-        ]
-        lo, hi = min(widths, key=lambda t: t[1]), max(widths, key=lambda t: t[1])
-        basin = Cell(
-            f"{fmt(lo[1])} .. {fmt(hi[1])}",
-            (
-                Source(r, f"/results/lines/{lo[0]}/basin/width", lo[1]),
-                Source(r, f"/results/lines/{hi[0]}/basin/width", hi[1]),
-            ),
-            f"width of the interval where L − L(θ) ≤ {get(d, '/results/lines/0/basin/threshold')}; "
-            "min .. max over directions",
-        )
         return row + [
             value_cell(r, d, "/results/sharpness_1d/value", str(get(d, "/results/sharpness_1d/method"))),
-            basin,
+            basin_width_cell(r, d),
             Cell(DASH),
         ]
+    return row + [
+        value_cell(r, d, "/results/plane/max_rise/value", "largest L − L(θ) over the plane"),
+        basin_area_cell(r, d),
+        _quadratic(r, d),
+    ]
+
+
+CENSORED = "censored"
+
+
+def basin_width_cell(r: str, d: dict[str, Any]) -> Cell:
+    """1-D basin widths, min .. max over directions; flagged where a basin reaches the end of the range."""
+    lines = get(d, "/results/lines") or []
+    widths = [(i, ln["basin"]["width"]) for i, ln in enumerate(lines) if ln["basin"]["width"] is not None]
+    if not widths:
+        return Cell(DASH)
+    lo, hi = min(widths, key=lambda t: t[1]), max(widths, key=lambda t: t[1])
+    cell = Cell(
+        f"{fmt(lo[1])} .. {fmt(hi[1])}",
+        (
+            Source(r, f"/results/lines/{lo[0]}/basin/width", lo[1]),
+            Source(r, f"/results/lines/{hi[0]}/basin/width", hi[1]),
+        ),
+        f"width of the interval where L − L(θ) ≤ {get(d, '/results/lines/0/basin/threshold')}; "
+        "min .. max over directions; censored: the interval reaches the end of the range (a lower bound)",
+        lo=float(lo[1]),
+        hi=float(hi[1]),
+    )
+    cut = sum(bool(ln["basin"].get("censored_left") or ln["basin"].get("censored_right")) for ln in lines)
+    return cell.flag(f"{CENSORED} in {cut} of {len(lines)} directions" if cut else "")
+
+
+def basin_area_cell(r: str, d: dict[str, Any]) -> Cell:
+    """The 2-D basin's area, flagged when it reaches the grid's edge (then a lower bound)."""
+    note = str(get(d, "/results/plane/basin/method") or "")
+    if get(d, "/results/plane/basin/censored"):
+        note += "; censored: the basin reaches the edge of the grid, so the area is a lower bound"
+        return value_cell(r, d, "/results/plane/basin/area", note).flag(CENSORED)
+    return value_cell(r, d, "/results/plane/basin/area", note)
+
+
+def _quadratic(r: str, d: dict[str, Any]) -> Cell:
     eig = get(d, "/results/plane/quadratic/eigenvalues") or []
-    quad = Cell(
+    return Cell(
         ", ".join(fmt(v) for v in eig),
         tuple(Source(r, f"/results/plane/quadratic/eigenvalues/{i}", v) for i, v in enumerate(eig)),
         str(get(d, "/results/plane/quadratic/method") or ""),
+        extra=tuple((f"λ{i + 1}", v) for i, v in enumerate(eig)),
     )
-    return row + [
-        value_cell(r, d, "/results/plane/max_rise/value", "largest L − L(θ) over the plane"),
-        value_cell(r, d, "/results/plane/basin/area", str(get(d, "/results/plane/basin/method") or "")),
-        quad,
-    ]
 
 
 def slices(records: list[Record], rels: dict[str, str]) -> list[Block]:
@@ -203,7 +226,7 @@ def pareto(records: list[Record], rels: dict[str, str]) -> list[Block]:
             table.rows.append(
                 [
                     _stale_cell(g, rec),
-                    value_cell(r, d, f"{base}/n"),
+                    _group_runs(r, d, base),
                     value_cell(r, d, f"{base}/mean/0"),
                     value_cell(r, d, f"{base}/mean/1"),
                     value_cell(r, d, f"{base}/tls/lambda", str(get(d, f"{base}/tls/status") or "")),
@@ -219,6 +242,15 @@ def pareto(records: list[Record], rels: dict[str, str]) -> list[Block]:
     return blocks
 
 
+def _group_runs(r: str, d: dict[str, Any], base: str) -> Cell:
+    """A group's run count, flagged with the runs given a convergence rule that ran out of budget."""
+    cell = value_cell(r, d, f"{base}/n")
+    budget = get(d, f"{base}/stopped_on_budget") or []
+    if budget:
+        cell.note = "stopped on budget: " + ", ".join(map(str, budget))
+    return cell.flag(f"{len(budget)} budget stop{'s' if len(budget) > 1 else ''}" if budget else "")
+
+
 def _across(r: str, d: dict[str, Any], key: str) -> Table:
     target = get(d, "/results/target")
     table = Table(
@@ -230,7 +262,7 @@ def _across(r: str, d: dict[str, Any], key: str) -> Table:
     a = "/results/across_groups"
     table.rows.append(
         [
-            value_cell(r, d, f"{a}/lambda_g"),
+            value_cell(r, d, f"{a}/lambda_g").flag("at bound" if get(d, f"{a}/lambda_G_at_bound") else ""),
             value_cell(r, d, f"{a}/mae_without_curvature"),
             value_cell(r, d, f"{a}/mae_with_curvature"),
             value_cell(r, d, f"{a}/relative_improvement"),
