@@ -14,7 +14,7 @@ from typing import Any
 
 from lscape_cli import __version__
 from lscape_cli.errors import LscapeError
-from lscape_cli.report import curvature, figures, inventory, landscape, studies
+from lscape_cli.report import curvature, figures, inventory, landscape, paper, studies
 from lscape_cli.report.cells import Table
 from lscape_cli.report.document import Block, Bullets, Document, Image, Section
 from lscape_cli.report.render import to_csv, to_html, to_latex, to_markdown
@@ -31,6 +31,7 @@ class ReportRequest:
     compare: str | None = None  # settings key that orders and colours runs, e.g. training.optimizer
     group_by: str | None = None  # settings key whose values group restarts, e.g. model.depth
     title: str | None = None
+    tables: tuple[paper.TableSpec, ...] = ()  # paper tables (--table, --tables), shown first
 
 
 @dataclass
@@ -84,6 +85,7 @@ def make_report(req: ReportRequest) -> ReportResult:
     check_key(runs, req.group_by, "--group-by")
     runs = order(runs, req.compare or req.group_by)
     doc = document(req, study, runs, rels)
+    _check_keys(doc)
     paths = report_paths(req.out)
     links = _image_links(doc.images, paths["figures"], out_dir)
     origin = ", ".join(str(p) for p in req.inputs)
@@ -115,6 +117,16 @@ def flags(tables: list[Table]) -> list[str]:
     ]
 
 
+def _check_keys(doc: Document) -> None:
+    """A paper table may not take the name (and so the CSV/LaTeX file) of another table."""
+    keys = [t.key for t in doc.tables]
+    dup = next((k for k in keys if keys.count(k) > 1), None)
+    if dup is not None:
+        raise LscapeError(
+            f"the table name {dup!r} is taken by the report's own table", "--table", "rename it"
+        )
+
+
 def _counts(study: Study) -> dict[str, int]:
     """Records per kind."""
     counts: dict[str, int] = {}
@@ -138,6 +150,10 @@ def document(req: ReportRequest, study: Study, runs: list[Run], rels: dict[str, 
     keys = [k for k in dict.fromkeys([req.compare, req.group_by]) if k and k != RUN_KEY]
     colour = req.compare or req.group_by
     sections = [_provenance(study, rels)]
+    if req.tables:
+        joined = paper.Joined(runs, rels, _of(recs, "slice"), _of(recs, "connect"))
+        made: list[Block] = list(paper.tables(list(req.tables), joined))
+        sections.append(Section("tables", "Tables", made))
     trained = [r for r in runs if r.train is not None or r.meta]
     if trained:
         sections.append(Section("inventory", "Run inventory", list(inventory.inventory(trained, rels, keys))))

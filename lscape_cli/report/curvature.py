@@ -138,12 +138,24 @@ def _sharpness_rows(d: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(f"/results/sharpness/{i}", row) for i, row in enumerate(rows) if isinstance(row, dict)]
 
 
+def same(want: Any, have: Any) -> bool:
+    """Whether a recorded value matches what a column asks for (``None``: anything; ``"0.05"`` = 0.05)."""
+    if want is None or want == have:
+        return True
+    if isinstance(have, (int, float)) and not isinstance(have, bool):
+        try:
+            return float(want) == float(have)
+        except (TypeError, ValueError):
+            return False
+    return str(want) == str(have)
+
+
 def _sharpness(kind: Any, eps: Any) -> CellFn:
     """The ε-sharpness of one kind and radius (a record without it: –)."""
 
     def cell(r: str, d: dict[str, Any]) -> Cell:
         for pointer, row in _sharpness_rows(d):
-            if (row.get("kind"), row.get("eps")) != (kind, eps):
+            if not (same(kind, row.get("kind")) and same(eps, row.get("eps"))):
                 continue
             if _batched(d):
                 return spread_cell(r, d, pointer, "max rise; mean ± std [min, max] over batches")
@@ -164,11 +176,14 @@ def _noise(method: Any, sigma: Any) -> CellFn:
 
     def cell(r: str, d: dict[str, Any]) -> Cell:
         n = get(d, "/results/noise") or {}
-        if n.get("method") != method:
+        if not same(method, n.get("method")):
             return Cell(DASH)
         for i, row in enumerate(n.get("curve") or []):
-            if row.get("sigma") == sigma:
-                note = f"{method}, {n.get('samples')} samples, seed {n.get('seed')}; ± is one standard error"
+            if same(sigma, row.get("sigma")):
+                note = (
+                    f"{n.get('method')}, {n.get('samples')} samples, seed {n.get('seed')}; "
+                    "± is one standard error"
+                )
                 base = f"/results/noise/curve/{i}"
                 return pm_cell(r, d, f"{base}/loss_rise", f"{base}/loss_rise_stderr", note)
         return Cell(DASH)
@@ -348,6 +363,50 @@ def _stability_batched(r: str, d: dict[str, Any]) -> Cell:
     return cell.flag(f"λmax {flag}" if (flag := convergence_flag(d, "lambda_max")) else "")
 
 
+SIMPLE = {  # results key: (header, uncertainty key, per-batch summary name)
+    "trace": ("trace", "stderr", "trace"),
+    "frobenius": ("‖H‖_F", "stderr", "frobenius"),
+    "lambda_min": ("λmin", "error_bound", "lambda_min"),
+    "condition_number": ("condition number", None, "condition_number"),
+    "effective_rank": ("effective rank", None, "effective_rank"),
+    "grad_norm": ("grad norm", None, "grad_norm"),
+}
+FIELDS = {  # the probe fields a paper table may ask for (lscape report --table), and their headers
+    "lambda_max": "λmax",
+    **{k: h for k, (h, _, _) in SIMPLE.items()},
+    "sharpness": "ε-sharpness",
+    "noise": "noise loss rise",
+    "pac_bayes_sigma": "PAC-Bayes σ",
+    "pac_bayes_bound": "PAC-Bayes bound",
+    "stability": STABILITY_HEADER,
+}
+
+
+def field_column(name: str, options: dict[str, str]) -> CellFn | None:
+    """The cell function of a probe field (``lambda_3``, ``sharpness`` with ``kind``/``eps``, ...).
+
+    ``None`` when ``name`` is no probe field. Options other than ``kind``, ``eps``, ``sigma`` and
+    ``noise_method`` select records and are the caller's.
+    """
+    if name == "lambda_max" or (name.startswith("lambda_") and name[7:].isdigit() and int(name[7:]) > 0):
+        return _eigen_column(0 if name == "lambda_max" else int(name[7:]) - 1)
+    if name in SIMPLE:
+        _, err, scalar = SIMPLE[name]
+        return _simple(name, err, _note_fn(name, err), scalar)
+    fixed: dict[str, CellFn] = {
+        "pac_bayes_sigma": _pac,
+        "pac_bayes_bound": _pac_bound,
+        "stability": _stability,
+    }
+    if name in fixed:
+        return fixed[name]
+    if name == "sharpness":
+        return _sharpness(options.get("kind"), options.get("eps"))
+    if name == "noise":
+        return _noise(options.get("noise_method"), options.get("sigma"))
+    return None
+
+
 def _columns(records: list[Record]) -> list[tuple[str, CellFn]]:
     """The columns some record can fill, in a fixed order."""
     datas = [r.data for r in records]
@@ -368,14 +427,7 @@ def _columns(records: list[Record]) -> list[tuple[str, CellFn]]:
         + [1 if has("lambda_max") else 0]
     )
     cols: list[tuple[str, CellFn]] = [(f"λ{i + 1}", _eigen_column(i)) for i in range(k)]
-    for header, key, err, scalar in (
-        ("trace", "trace", "stderr", "trace"),
-        ("‖H‖_F", "frobenius", "stderr", "frobenius"),
-        ("λmin", "lambda_min", "error_bound", "lambda_min"),
-        ("condition number", "condition_number", None, "condition_number"),
-        ("effective rank", "effective_rank", None, "effective_rank"),
-        ("grad norm", "grad_norm", None, "grad_norm"),
-    ):
+    for key, (header, err, scalar) in SIMPLE.items():
         if has(key, scalar):
             cols.append((header, _simple(key, err, _note_fn(key, err), scalar)))
     radii = dict.fromkeys((row.get("kind"), row.get("eps")) for d in datas for _, row in _sharpness_rows(d))

@@ -58,7 +58,7 @@ def _slice_row(rec: Record, r: str) -> list[Cell]:
     return row + [
         value_cell(r, d, "/results/plane/max_rise/value", "largest L − L(θ) over the plane"),
         basin_area_cell(r, d),
-        _quadratic(r, d),
+        quadratic_cell(r, d),
     ]
 
 
@@ -96,7 +96,8 @@ def basin_area_cell(r: str, d: dict[str, Any]) -> Cell:
     return value_cell(r, d, "/results/plane/basin/area", note)
 
 
-def _quadratic(r: str, d: dict[str, Any]) -> Cell:
+def quadratic_cell(r: str, d: dict[str, Any]) -> Cell:
+    """The eigenvalues of the quadratic fitted near θ on a 2-D plane."""
     eig = get(d, "/results/plane/quadratic/eigenvalues") or []
     return Cell(
         ", ".join(fmt(v) for v in eig),
@@ -136,7 +137,8 @@ def slices(records: list[Record], rels: dict[str, str]) -> list[Block]:
     return blocks
 
 
-def _barrier(r: str, d: dict[str, Any], path: str, split: str, metric: str, definition: str) -> Cell:
+def barrier_cell(r: str, d: dict[str, Any], path: str, split: str, metric: str, definition: str) -> Cell:
+    """One barrier of a connect record (and its value relative to the ends)."""
     base = f"/results/{path}/barriers/{split}/{metric}/{definition}"
     cell = value_cell(r, d, f"{base}/value")
     rel_v = get(d, f"{base}/relative")
@@ -186,11 +188,11 @@ def connect(records: list[Record], rels: dict[str, str]) -> list[Block]:
                     ),
                     value_cell(r, d, f"/results/{path}/buffers"),
                     value_cell(r, d, f"/results/{path}/distance", "‖θ_B − θ_A‖₂"),
-                    _barrier(r, d, path, "test", "loss", "max_minus_mean_ends"),
-                    _barrier(r, d, path, "test", "loss", "chord"),
-                    _barrier(r, d, path, "test", "loss", "max_minus_max_ends"),
-                    *([_barrier(r, d, path, "test", "error", "max_minus_mean_ends")] if error else []),
-                    _barrier(r, d, path, "train", "loss", "max_minus_mean_ends"),
+                    barrier_cell(r, d, path, "test", "loss", "max_minus_mean_ends"),
+                    barrier_cell(r, d, path, "test", "loss", "chord"),
+                    barrier_cell(r, d, path, "test", "loss", "max_minus_max_ends"),
+                    *([barrier_cell(r, d, path, "test", "error", "max_minus_mean_ends")] if error else []),
+                    barrier_cell(r, d, path, "train", "loss", "max_minus_mean_ends"),
                 ]
             )
         png = get(d, "/results/plot/png")
