@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from lscape_cli.plotting import new_figure
+from lscape_cli.plotting import level_format, level_label, new_figure
 
 SPLIT_STYLE = {"train": "-", "val": "--", "test": ":"}
 
@@ -252,11 +252,23 @@ def _empty(ax: Any, text: str) -> None:
 def _colour_bar(fig: Any, filled: Any, levels: Any, where: tuple[float, float, float, float]) -> None:
     from matplotlib.ticker import FuncFormatter
 
+    label, base = level_format(levels[::2])
     bar = fig.colorbar(
-        filled, cax=fig.add_axes(where), ticks=levels[::2], format=FuncFormatter(lambda v, _: f"{v:.3g}")
+        filled, cax=fig.add_axes(where), ticks=levels[::2], format=FuncFormatter(lambda v, _: label(v))
     )
     bar.ax.minorticks_off()
-    bar.set_label("loss (2-D panels, shared levels)", fontsize=8)
+    bar.set_label(level_label("loss", base) + " (2-D panels, shared levels)", fontsize=8)
+
+
+def _own_levels(p: SlicePanel, levels: Any) -> tuple[Any, Any] | None:
+    """A panel's own levels when the shared ones would paint it flat (its range under two level steps)."""
+    values = [float(v) for r in p.plane for v in r if v is not None and math.isfinite(v)]
+    if not values or len(levels) < 2:
+        return None
+    step = min(b - a for a, b in zip(levels[:-1], levels[1:], strict=True))
+    if max(values) - min(values) >= 2 * step:
+        return None
+    return _contour_levels(values)
 
 
 def slice_comparison(panels: list[SlicePanel], keys: list[Any], compare: str, directions: str) -> Any:
@@ -294,7 +306,16 @@ def slice_comparison(panels: list[SlicePanel], keys: list[Any], compare: str, di
             row[0].set_ylabel("loss", fontsize=9)
         elif has1:
             _empty(row[0], "no 1-D slice")
-        if has2 and p.plane:
+        own = _own_levels(p, levels) if has2 and p.plane else None
+        if has2 and p.plane and own is not None:  # flat on the shared scale: its own levels, said so
+            _draw_plane(row[-1], p, *own)
+            label, base = level_format(own[0][::3])
+            ticks = ", ".join(label(v) for v in own[0][::3])
+            row[-1].set_title(
+                f"{p.label}: own levels {ticks}" + (f" (− {base:.6g})" if base else ""), fontsize=8
+            )
+            row[-1].set_ylabel("β", fontsize=9)
+        elif has2 and p.plane:
             filled = _draw_plane(row[-1], p, levels, norm)
             row[-1].set_ylabel("β", fontsize=9)
         elif has2:

@@ -157,9 +157,9 @@ def document(req: ReportRequest, study: Study, runs: list[Run], rels: dict[str, 
     trained = [r for r in runs if r.train is not None or r.meta]
     if trained:
         sections.append(Section("inventory", "Run inventory", list(inventory.inventory(trained, rels, keys))))
-    table = curvature.curvature(runs, rels)
-    if table is not None:
-        sections.append(Section("curvature", "Curvature", [table]))
+    tables = curvature.curvature(runs, rels)
+    if tables:
+        sections.append(Section("curvature", "Curvature", list[Block](tables)))
     if req.group_by:
         sections.append(
             Section("groups", f"Groups by {req.group_by}", [inventory.groups(runs, rels, req.group_by)])
@@ -225,7 +225,9 @@ def _footer(study: Study) -> list[str]:
     lscape = sorted({str(d.get("lscape_version")) for d in datas})
     torch = sorted({str((d.get("environment") or {}).get("torch")) for d in datas} - {"None"})
     python = sorted({str((d.get("environment") or {}).get("python")) for d in datas} - {"None"})
-    commands = list(dict.fromkeys(shlex.join(map(str, d.get("command") or [])) for d in datas))
+    # in the order they ran (the records' created_at), so the list replays the study
+    ran = sorted(datas, key=lambda d: str(d.get("created_at") or ""))
+    commands = list(dict.fromkeys(shlex.join(map(str, d.get("command") or [])) for d in ran))
     return [
         f"Records written by lscape {', '.join(lscape)}; torch {', '.join(torch) or '–'}; "
         f"python {', '.join(python) or '–'}.",

@@ -476,15 +476,53 @@ def protocol(data: dict[str, Any]) -> str:
     )
 
 
-def curvature(runs: list[Run], rels: dict[str, str]) -> Table | None:
-    """One row per probe record of the runs given (in their order)."""
+SPECTRUM = ("trace", "‖H‖_F", "λmin", "condition number", "effective rank", "grad norm")
+MAX_COLUMNS = 7  # value columns one table shows; more are split into spectrum and flatness tables
+
+
+def _is_spectrum(header: str) -> bool:
+    return header in SPECTRUM or (header.startswith("λ") and header[1:].isdigit())
+
+
+def curvature(runs: list[Run], rels: dict[str, str]) -> list[Table]:
+    """One row per probe record of the runs given (in their order).
+
+    With more than :data:`MAX_COLUMNS` quantities, two tables with the same rows: the spectrum
+    (eigenvalues, trace, norms) and the flatness measures (ε-sharpness, noise, PAC-Bayes, stability), so
+    neither needs scrolling sideways.
+    """
     pairs = [(run, p) for run in runs for p in run.probes]
     if not pairs:
-        return None
+        return []
     cols = _columns([p for _, p in pairs])
+    if (
+        len(cols) <= MAX_COLUMNS
+        or all(_is_spectrum(h) for h, _ in cols)
+        or not any(_is_spectrum(h) for h, _ in cols)
+    ):
+        parts = [("curvature", "Curvature", cols)]
+    else:
+        parts = [
+            ("curvature", "Curvature: spectrum", [c for c in cols if _is_spectrum(c[0])]),
+            (
+                "flatness",
+                "Curvature: flatness, PAC-Bayes and stability",
+                [c for c in cols if not _is_spectrum(c[0])],
+            ),
+        ]
+    return [_table(key, title, part, pairs, rels) for key, title, part in parts]
+
+
+def _table(
+    key: str,
+    title: str,
+    cols: list[tuple[str, CellFn]],
+    pairs: list[tuple[Run, Record]],
+    rels: dict[str, str],
+) -> Table:
     table = Table(
-        "curvature",
-        "Curvature",
+        key,
+        title,
         ["run", "split", *(h for h, _ in cols), "protocol"],
         caption="± after an eigenvalue is its error bound; after a stochastic estimate, one standard error. "
         "Hover a value for its method and budget; the protocol of each row is its footnote."

@@ -8,6 +8,8 @@ regression data have no accuracy: when no run has one, the accuracy columns are 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from lscape_cli.report import probes
@@ -123,6 +125,16 @@ def _setting(run: Run, pointer: str, rels: dict[str, str]) -> Cell:
 
 
 def _model(run: Run, rels: dict[str, str]) -> Cell:
+    """The model by name and size; a model built from a source by its source and arguments."""
+    source = _src(run, "/model/config/source")
+    if source is not None:  # --model-def / torchvision: mynet.py:build {"channels": 8}
+        kwargs = get(run.meta, "/model/config/kwargs")
+        text = Path(str(source.value).split(":")[0]).name + (
+            ":" + str(source.value).split(":", 1)[1] if ":" in str(source.value) else ""
+        )
+        if kwargs:
+            text += " " + json.dumps(kwargs, sort_keys=True)
+        return Cell(text, (source,), note=str(get(run.meta, "/model/config/file") or source.value))
     sources = [
         s for p in ("/model/name", "/model/config/depth", "/model/config/width") if (s := _src(run, p))
     ]
@@ -131,6 +143,15 @@ def _model(run: Run, rels: dict[str, str]) -> Cell:
     text = str(sources[0].value)
     extra = [f"{s.pointer.rsplit('/', 1)[1]} {s.value}" for s in sources[1:]]
     return Cell(text + (f" ({', '.join(extra)})" if extra else ""), tuple(sources))
+
+
+def _dataset(run: Run) -> Cell:
+    """The dataset by name; a ``--data`` file by its file name (the full path in the tooltip)."""
+    cell = source_cell(_src(run, "/dataset/name"))
+    path = _src(run, "/dataset/path")
+    if cell.text == "file" and path is not None:
+        return Cell(Path(str(path.value)).name, (path,), note=str(path.value))
+    return cell
 
 
 SETTINGS = (
@@ -197,7 +218,7 @@ def _settings(runs: list[Run], rels: dict[str, str], keys: list[str]) -> Table:
     for run in runs:
         values = run_values(run, rels)
         row = [run_cell(run), *(source_cell(key_source(run, key)) for key in keys)]
-        row += [_model(run, rels), _cell(values, "num_parameters"), _setting(run, "/dataset/name", rels)]
+        row += [_model(run, rels), _cell(values, "num_parameters"), _dataset(run)]
         row.append(_sizes(run, rels))
         row += [_setting(run, p, rels) for _, p in SETTINGS]
         table.rows.append(row)

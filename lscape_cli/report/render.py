@@ -29,15 +29,18 @@ h3{font-size:15px;margin:18px 0 6px}
 nav ul{display:flex;flex-wrap:wrap;gap:4px 16px;padding:0;list-style:none;margin:8px 0}
 .scroll{overflow-x:auto;max-width:100%;border:1px solid #e3e3e3}
 table{border-collapse:collapse;font-size:12.5px;font-variant-numeric:tabular-nums}
-th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap;vertical-align:top}
-th{background:#f3f4f6;position:sticky;top:0;text-align:right}
+th,td{padding:3px 6px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap;vertical-align:top}
+th{background:#f3f4f6;position:sticky;top:0;text-align:right;white-space:normal;min-width:3.5em;
+max-width:11em;overflow-wrap:break-word}
+td.wrap{white-space:normal;min-width:7em;max-width:16em}
+td .v{white-space:nowrap}
 th:first-child,td:first-child{text-align:left;position:sticky;left:0;background:#fff}
 th:first-child{background:#f3f4f6}
 tr:hover td{background:#f8fbff}
 td[title]{cursor:help}
 .caption{color:#555;font-size:12.5px;margin:4px 0 10px}
 .badge{display:inline-block;background:#b42318;color:#fff;border-radius:3px;padding:0 4px;font-size:11px;
-margin-left:4px}
+margin-left:2px;white-space:nowrap}
 .warn{border:1px solid #f04438;background:#fef3f2;padding:8px 14px;border-radius:4px;margin:10px 0}
 .warn ul{margin:4px 0;padding-left:18px}
 ol.notes{font-size:12px;color:#444;padding-left:24px;overflow-wrap:anywhere}
@@ -47,9 +50,16 @@ figure{margin:14px 0}figure img{max-width:100%;height:auto;border:1px solid #eee
 figcaption{font-size:12.5px;color:#555}
 footer{margin-top:32px;border-top:1px solid #ddd;font-size:12px;color:#555;overflow-wrap:anywhere}
 code{font-size:12px}
-@media print{body{background:#fff}main{max-width:none;padding:0}.scroll{overflow:visible;border:0}
-table{font-size:8px}th,td{padding:1px 3px}figure{break-inside:avoid}}
+@media print{@page{size:A4 landscape;margin:12mm}body{background:#fff;font-size:10px}
+main{max-width:none;padding:0}.scroll{overflow:visible;border:0}nav,details{display:none}
+table{font-size:8px;break-inside:auto}tr{break-inside:avoid}th,td{padding:1px 3px;white-space:normal}
+th{position:static}th:first-child,td:first-child{position:static}
+.badge{background:none;color:#b42318;border:1px solid #b42318}
+figure{break-inside:avoid}.gallery{display:block}h2,h3{break-after:avoid}}
 """
+
+
+LONG = 28  # characters: a cell with more text may wrap (a number with its ± and range stays whole)
 
 
 def display(cell: Cell) -> str:
@@ -66,8 +76,14 @@ def _td(cell: Cell) -> str:
         attrs += f' data-aggregate="{cell.aggregate}"'
     if cell.note:
         attrs += f' title="{html.escape(cell.note)}"'
+    text = html.escape(cell.text)
+    if len(cell.text) > LONG:  # long text (a verdict, a list) may wrap at its spaces
+        attrs += ' class="wrap"'
+    elif cell.badge:  # the number stays on one line, its flag may go under it
+        attrs += ' class="wrap"'
+        text = f'<span class="v">{text}</span>'
     badge = f' <span class="badge">[{html.escape(cell.badge)}]</span>' if cell.badge else ""
-    return f"<td{attrs}>{html.escape(cell.text)}{badge}</td>"
+    return f"<td{attrs}>{text}{badge}</td>"
 
 
 def _table_html(t: Table, section_title: str) -> str:
@@ -140,8 +156,9 @@ def to_html(doc: Document) -> str:
         f"<h1>{html.escape(doc.title)}</h1>\n<p>{html.escape(doc.summary)}</p>\n<nav><ul>{nav}</ul></nav>\n"
         + "\n".join(body)
         + f"\n<footer>{foot}<details{' open' if len(doc.footer) <= 32 else ''}>"
-        f"<summary>Command lines that produced the records ({len(doc.footer) - 2})</summary>"
-        f"<ul>{commands}</ul></details></footer>\n</main></body></html>\n"
+        f"<summary>Command lines that produced the records, in the order they ran "
+        f"({len(doc.footer) - 2})</summary>"
+        f"<ol>{commands}</ol></details></footer>\n</main></body></html>\n"
     )
 
 
@@ -179,7 +196,8 @@ def to_markdown(doc: Document, image_links: dict[int, str]) -> str:
                 out.append(str(b))
             out.append("")
     out += ["---", ""] + [f"{line}  " for line in doc.footer[:2]] + [""]
-    out += [f"- `{c}`" for c in doc.footer[2:]]
+    out += ["Command lines that produced the records, in the order they ran:", ""]
+    out += [f"{i}. `{c}`" for i, c in enumerate(doc.footer[2:], 1)]
     return "\n".join(out) + "\n"
 
 

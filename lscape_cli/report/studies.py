@@ -149,6 +149,11 @@ def barrier_cell(r: str, d: dict[str, Any], path: str, split: str, metric: str, 
     return cell
 
 
+def _stem(path: Any) -> str:
+    name = Path(str(path)).name
+    return name[: -len(".safetensors")] if name.endswith(".safetensors") else name
+
+
 def connect(records: list[Record], rels: dict[str, str]) -> list[Block]:
     """Mode connectivity: barriers per path with their definitions, and the path plots.
 
@@ -157,8 +162,7 @@ def connect(records: list[Record], rels: dict[str, str]) -> list[Block]:
     error = any(get(rec.data, "/results/linear/barriers/test/error") is not None for rec in records)
     cols = [
         "record",
-        "A",
-        "B",
+        "A → B",
         "path",
         "buffers",
         "distance",
@@ -180,8 +184,7 @@ def connect(records: list[Record], rels: dict[str, str]) -> list[Block]:
             table.rows.append(
                 [
                     _stale_cell(r, rec),
-                    Cell(str(a)),
-                    Cell(str(b)),
+                    Cell(f"{_stem(a)} → {_stem(b)}", note=f"A: {a}; B: {b} (relative to the record)"),
                     Cell(
                         f"{path}: {get(d, f'/results/{path}/endpoint_b')}",
                         note=str(get(d, f"/results/{path}/formula")),
