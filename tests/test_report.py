@@ -184,8 +184,18 @@ def test_every_number_comes_from_its_record(report: Path) -> None:
     assert {"inventory", "curvature", "groups", "slices", "connect", "pareto"} <= set(page.tables)
 
 
+def curvature_rows(page: Page) -> list[list[tuple[dict[str, str], str]]]:
+    """The curvature table's rows, with the flatness table's columns when it was split in two."""
+    cur, flat = page.tables["curvature"], page.tables.get("flatness")
+    if flat is None:
+        return cur
+    return [c[:-1] + f[2:] for c, f in zip(cur, flat, strict=True)]  # the same rows, in one order
+
+
 def test_curvature_rows_and_protocol(report: Path, study: Path) -> None:
-    rows = parse(report).tables["curvature"]
+    page = parse(report)
+    assert [t for _, t in page.tables["flatness"][0]][:3] == ["run", "split", "ε-sharpness (l2, ε=0.05)"]
+    rows = curvature_rows(page)
     header = [t for _, t in rows[0]]
     assert header[:4] == ["run", "split", "λ1", "λ2"] and "trace" in header and "η·λmax (stability)" in header
     for column in ("λmin", "condition number", "effective rank", "noise loss rise (σ=0.01)", "PAC-Bayes σ"):
@@ -441,8 +451,8 @@ def test_slices_compared_across_models(study: Path, tmp_path: Path, cli: Callabl
     listing = compared[0].removesuffix(")").split("records: ")[1].split("; ")  # figcaption: title (caption)
     assert listing == [  # ordered by --compare (depth 1 before 2), each row names its records
         "d1/model-r000 (model.depth = 1): d1/model-r000.slice.json",
-        f"d2/{d2.stem} (model.depth = 2): d2/{d2.stem}.slice.json",
-    ]
+        f"{'d2' if d2.stem == 'model' else 'd2/' + d2.stem} (model.depth = 2): d2/{d2.stem}.slice.json",
+    ]  # a run is named by its folder (and its file, unless that is the default "model")
     assert "toward" not in compared[0]
     png = out.with_name("report-figures") / "slices-compared.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
