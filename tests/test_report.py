@@ -298,7 +298,7 @@ def test_stale_and_missing_checkpoints_are_flagged(
     assert r.exit_code == 0, r.output
     page = parse(out)
     badges = {row[0][1] for row in page.tables["inventory"][1:] if "[stale]" in row[0][1]}
-    assert badges == {"d1/model-r001 [stale]", "d2/model [stale]"}
+    assert badges == {"d1/model-r001 [stale]", "d2 [stale]"}
     html = out.read_text()
     assert 'class="warn"' in html and "changed since the record was written" in html and "is missing" in html
     assert "Stale:" in r.stderr
