@@ -324,6 +324,10 @@ def _colour_bar(fig: Any, filled: Any, levels: Any, where: tuple[float, float, f
     bar.set_label(level_label("loss", base) + " (2-D panels, shared levels)", fontsize=8)
 
 
+def _finite(rows: list[list[float | None]]) -> list[float]:
+    return [float(v) for r in rows for v in r if v is not None and math.isfinite(v)]
+
+
 def _panel_bar(fig: Any, ax: Any, filled: Any, levels: Any) -> None:
     """A colour bar beside one panel (its own levels)."""
     from matplotlib.ticker import FuncFormatter
@@ -348,8 +352,42 @@ def _own_levels(p: SlicePanel, levels: Any) -> tuple[Any, Any] | None:
     return _contour_levels(values)
 
 
+def _grid_axes(fig: Any, nrows: int, ncols: int, surface: int | None, gs: Any) -> list[list[Any]]:
+    """Axes sharing α (all flat panels) and y (per column); column ``surface`` is 3-D."""
+    axes: list[list[Any]] = []
+    x_first: Any = None
+    col_first: dict[int, Any] = {}
+    for i in range(nrows):
+        row = []
+        for j in range(ncols):
+            if j == surface:
+                row.append(fig.add_subplot(gs[i, j], projection="3d"))
+                continue
+            ax = fig.add_subplot(gs[i, j], sharex=x_first, sharey=col_first.get(j))
+            x_first = x_first or ax
+            col_first.setdefault(j, ax)
+            row.append(ax)
+        axes.append(row)
+    return axes
+
+
+def _draw_surface(ax: Any, p: SlicePanel, norm: Any) -> None:
+    """The plane as a 3-D surface, coloured as its contours are (the same norm)."""
+    import numpy as np
+
+    z = np.ma.masked_invalid(np.array([_nan(r) for r in p.plane]))  # rows: alpha, columns: beta
+    aa, bb = np.meshgrid(p.alphas2, p.betas2, indexing="ij")
+    ax.plot_surface(aa, bb, z, cmap="viridis", norm=norm, linewidth=0, antialiased=True,
+                    rcount=len(p.alphas2), ccount=len(p.betas2))  # fmt: skip
+    ax.view_init(elev=32, azim=-58)
+    ax.set_title(f"{p.label}: surface", fontsize=9.5)
+    ax.set_xlabel("α", fontsize=8, labelpad=-2)
+    ax.set_ylabel("β", fontsize=8, labelpad=-2)
+    ax.tick_params(labelsize=7, pad=0)
+
+
 def slice_comparison(panels: list[SlicePanel], keys: list[Any], compare: str, directions: str) -> Any:
-    """One row per model: its 1-D curves (left) and 2-D contours (right), on shared axes.
+    """One row per model: its 1-D curves (left), 2-D surface and 2-D contours (right), on shared axes.
 
     α is shared by every panel, the loss axis by every 1-D panel (log when the losses span more than a
     decade), β by every 2-D panel, and one colour scale (one colour bar) by every contour plot, unless
@@ -358,16 +396,17 @@ def slice_comparison(panels: list[SlicePanel], keys: list[Any], compare: str, di
     ``directions`` names the α/β units (e.g. ``filter-normalised random directions``).
     """
     has1, has2 = any(p.lines for p in panels), any(p.plane for p in panels)
-    ncols, nrows = int(has1) + int(has2), len(panels)
+    ncols, nrows = int(has1) + 2 * int(has2), len(panels)
     pw, ph, left, right, top, bottom, gw, gh = 3.4, 2.0, 0.85, 1.35, 0.35, 0.55, 0.75, 0.7
     width = left + right + ncols * pw + (ncols - 1) * gw
     height = top + bottom + nrows * ph + (nrows - 1) * gh
     fig = new_figure(width, height, layout=None)
-    fig.subplots_adjust(
-        left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
-        wspace=gw / pw, hspace=gh / ph,
+    gs = fig.add_gridspec(
+        nrows, ncols, left=left / width, right=1 - right / width, top=1 - top / height,
+        bottom=bottom / height, wspace=gw / pw, hspace=gh / ph,
     )  # fmt: skip
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey="col")
+    surface = ncols - 2 if has2 else None
+    axes = _grid_axes(fig, nrows, ncols, surface, gs)
     colours, _ = _palette(keys)
     line_values = [
         float(v) for p in panels for ln in p.lines for v in ln if v is not None and math.isfinite(v)
@@ -386,10 +425,12 @@ def slice_comparison(panels: list[SlicePanel], keys: list[Any], compare: str, di
             row[0].set_ylabel("loss", fontsize=9)
         elif has1:
             _empty(row[0], "no 1-D slice")
+        if has2 and p.plane:
+            _draw_surface(row[-2], p, _contour_levels(_finite(p.plane))[1] if per_panel else norm)
+        elif has2:
+            _empty(row[-2], "no 2-D slice")
         if has2 and p.plane and per_panel:  # one panel flat on the shared levels: each gets its own
-            own = _contour_levels(
-                [float(v) for r in p.plane for v in r if v is not None and math.isfinite(v)]
-            )
+            own = _contour_levels(_finite(p.plane))
             own_filled = _draw_plane(row[-1], p, *own)
             row[-1].set_title(f"{p.label}: 2-D plane (own levels)", fontsize=9.5)
             _panel_bar(fig, row[-1], own_filled, own[0])
@@ -400,9 +441,11 @@ def slice_comparison(panels: list[SlicePanel], keys: list[Any], compare: str, di
         elif has2:
             _empty(row[-1], "no 2-D slice")
         for ax in row:
-            ax.tick_params(labelbottom=True, labelsize=9)
+            if ax.name != "3d":
+                ax.tick_params(labelbottom=True, labelsize=9)
     for ax in axes[-1]:
-        ax.set_xlabel(f"α ({directions})", fontsize=9)
+        if ax.name != "3d":
+            ax.set_xlabel(f"α ({directions})", fontsize=9)
     if filled is not None and levels is not None:
         _colour_bar(fig, filled, levels, (1 - (right - 0.25) / width, bottom / height, 0.15 / width,
                                           1 - (top + bottom) / height))  # fmt: skip
