@@ -13,6 +13,7 @@ import html
 import io
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,7 +33,7 @@ table{border-collapse:collapse;font-size:12.5px;font-variant-numeric:tabular-num
 th,td{padding:3px 6px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap;vertical-align:top}
 th{background:#f3f4f6;position:sticky;top:0;text-align:right;white-space:normal;min-width:3.5em;
 max-width:11em;overflow-wrap:break-word}
-td.wrap{white-space:normal;min-width:7em;max-width:16em}
+td.wrap{white-space:normal;min-width:7em;max-width:16em;overflow-wrap:anywhere}
 td .v{white-space:nowrap}
 th:first-child,td:first-child{text-align:left;position:sticky;left:0;background:#fff}
 th:first-child{background:#f3f4f6}
@@ -60,6 +61,8 @@ figure{break-inside:avoid}.gallery{display:block}h2,h3{break-after:avoid}}
 
 
 LONG = 28  # characters: a cell with more text may wrap (a number with its ± and range stays whole)
+SHORT = 16  # characters: a longer cell of several pieces may put each on its own line
+BREAKS = re.compile(r"(?= \(| \[| vs )")  # where a cell's text may break: before (…), […] and "vs"
 
 
 def display(cell: Cell) -> str:
@@ -76,8 +79,12 @@ def _td(cell: Cell) -> str:
         attrs += f' data-aggregate="{cell.aggregate}"'
     if cell.note:
         attrs += f' title="{html.escape(cell.note)}"'
+    pieces = BREAKS.split(cell.text)
     text = html.escape(cell.text)
-    if len(cell.text) > LONG:  # long text (a verdict, a list) may wrap at its spaces
+    if len(pieces) > 1 and len(cell.text) > SHORT:  # "value (relative)", "value [min, max]", "… vs …"
+        attrs += ' class="wrap"'  # lines break between the pieces, never inside a number
+        text = "".join(f'<span class="v">{html.escape(piece)}</span>' for piece in pieces)
+    elif len(cell.text) > LONG:  # long text (a path, a list) may wrap anywhere
         attrs += ' class="wrap"'
     elif cell.badge:  # the number stays on one line, its flag may go under it
         attrs += ' class="wrap"'
