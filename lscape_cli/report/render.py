@@ -62,7 +62,7 @@ figure{break-inside:avoid}.gallery{display:block}h2,h3{break-after:avoid}}
 
 LONG = 28  # characters: a cell with more text may wrap (a number with its ± and range stays whole)
 SHORT = 16  # characters: a longer cell of several pieces may put each on its own line
-BREAKS = re.compile(r"(?= \(| \[| vs )")  # where a cell's text may break: before (…), […] and "vs"
+BREAKS = re.compile(r"(?= ± | \(| \[| vs )")  # where a cell may break: before ±, (…), […] and "vs"
 
 
 def display(cell: Cell) -> str:
@@ -81,7 +81,7 @@ def _td(cell: Cell) -> str:
         attrs += f' title="{html.escape(cell.note)}"'
     pieces = BREAKS.split(cell.text)
     text = html.escape(cell.text)
-    if len(pieces) > 1 and len(cell.text) > SHORT:  # "value (relative)", "value [min, max]", "… vs …"
+    if len(pieces) > 1 and len(cell.text) > SHORT:  # "value ± err", "value [min, max]", "… vs …"
         attrs += ' class="wrap"'  # lines break between the pieces, never inside a number
         text = "".join(f'<span class="v">{html.escape(piece)}</span>' for piece in pieces)
     elif len(cell.text) > LONG:  # long text (a path, a list) may wrap anywhere
