@@ -107,7 +107,7 @@ def test_group_sort_and_where(runs: Path, tmp_path: Path, cli: Callable[..., Res
     out = root / "report.html"
     tables = ("g=test_loss,lambda_max[method=power];group=model.depth",
               "s=run,seed,test_loss;sort=-seed",
-              "w=run,test_loss;where=run=*r001")  # fmt: skip
+              "w=run,test_loss;where=run=*r001", "n=run;where=run=mlp/*;where=run=!*r001")  # fmt: skip
     r = cli("report", root, "--out", out, *(a for t in tables for a in ("--table", t)))
     assert r.exit_code == 0, r.output
     losses = [get(_record(root, f"model-r00{i}.train.json"), "/results/final/test_loss") for i in (0, 1)]
@@ -120,6 +120,7 @@ def test_group_sort_and_where(runs: Path, tmp_path: Path, cli: Callable[..., Res
     seeds = [int(row["seed"]) for row in _csv(root / "report-tables/s.csv")]
     assert seeds == sorted(seeds, reverse=True) and len(seeds) == 2
     assert [row["run"] for row in _csv(root / "report-tables/w.csv")] == ["mlp/model-r001"]
+    assert [row["run"] for row in _csv(root / "report-tables/n.csv")] == ["mlp/model-r000"]  # ! negates
 
 
 @pytest.mark.parametrize("suffix", [".toml", ".json"])

@@ -1,7 +1,8 @@
 """Paper tables: chosen columns of every record about a run, joined into one table (``--table``).
 
 A table is ``NAME=COLUMNS`` with options after ``;`` (``where=KEY=VALUE``, ``sort=KEY``,
-``group=KEY``, ``title=TEXT``), or the same in a TOML/JSON study file (:func:`read_study`). A column is
+``group=KEY``, ``title=TEXT``; ``where`` repeats, ``!`` negates), or the same in a TOML/JSON study file
+(:func:`read_study`). A column is
 ``FIELD[OPTION=VALUE ...]`` with an optional ``:HEADER``:
 
 - ``run``, or a settings key (``training.optimizer``, ``model.width``);
@@ -202,7 +203,7 @@ def _spec_from(name: str, obj: Any, where: str) -> TableSpec:
         _check_name(name, where),
         tuple(parse_column(c, f"{where}: {name}") for c in _list(obj["columns"], "columns", where)),
         str(obj.get("title") or ""),
-        tuple((str(k), str(v)) for k, v in w.items()),
+        tuple((str(k), str(v)) for k, vs in w.items() for v in (vs if isinstance(vs, list) else [vs])),
         tuple(_list(obj.get("sort") or [], "sort", where)),
         str(obj["group_by"]) if obj.get("group_by") else None,
         str(obj.get("caption") or ""),
@@ -392,19 +393,19 @@ def _joined(
     return lambda run: _first_cell([r for r in records if run.key in shas(r)], rels, keep, fn)
 
 
-def _selected(spec: TableSpec, runs: list[Run]) -> list[Run]:
-    def keep(run: Run) -> bool:
-        for key, want in spec.where:
-            if key == "run":
-                if not fnmatch.fnmatch(run.label, want):
-                    return False
-                continue
-            s = key_source(run, key)
-            if s is None or not curvature.same(want, s.value):
-                return False
-        return True
+def _holds(run: Run, key: str, want: str) -> bool:
+    """One ``where`` condition: ``run`` matches a glob, a setting equals a value; ``!`` negates."""
+    if want.startswith("!"):
+        return not _holds(run, key, want[1:])
+    if key == "run":
+        return fnmatch.fnmatch(run.label, want)
+    s = key_source(run, key)
+    return s is not None and curvature.same(want, s.value)
 
-    return [r for r in runs if keep(r)]
+
+def _selected(spec: TableSpec, runs: list[Run]) -> list[Run]:
+    """The runs meeting every ``where`` condition."""
+    return [r for r in runs if all(_holds(r, key, want) for key, want in spec.where)]
 
 
 def _sort_value(run: Run, key: str, cells: dict[str, Cell]) -> Any:
