@@ -19,7 +19,7 @@ import pytest
 from typer.testing import Result
 
 from lscape_cli.report import curvature, figures
-from lscape_cli.report.cells import get
+from lscape_cli.report.cells import fmt, fmt_err, get
 from lscape_cli.report.render import latex_escape
 from lscape_cli.report.runs import join
 from lscape_cli.storage.study import checkpoint_metadata, scan
@@ -184,8 +184,18 @@ def test_every_number_comes_from_its_record(report: Path) -> None:
     assert {"inventory", "curvature", "groups", "slices", "connect", "pareto"} <= set(page.tables)
 
 
+def curvature_rows(page: Page) -> list[list[tuple[dict[str, str], str]]]:
+    """The curvature table's rows, with the flatness table's columns when it was split in two."""
+    cur, flat = page.tables["curvature"], page.tables.get("flatness")
+    if flat is None:
+        return cur
+    return [c[:-1] + f[2:] for c, f in zip(cur, flat, strict=True)]  # the same rows, in one order
+
+
 def test_curvature_rows_and_protocol(report: Path, study: Path) -> None:
-    rows = parse(report).tables["curvature"]
+    page = parse(report)
+    assert [t for _, t in page.tables["flatness"][0]][:3] == ["run", "split", "ε-sharpness (l2, ε=0.05)"]
+    rows = curvature_rows(page)
     header = [t for _, t in rows[0]]
     assert header[:4] == ["run", "split", "λ1", "λ2"] and "trace" in header and "η·λmax (stability)" in header
     for column in ("λmin", "condition number", "effective rank", "noise loss rise (σ=0.01)", "PAC-Bayes σ"):
@@ -220,14 +230,45 @@ def test_page_is_self_contained(report: Path) -> None:
     )
 
 
-def test_csv_and_latex_match_the_html(report: Path) -> None:
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _check_csv_row(
+    header: list[str], html_row: list[tuple[dict[str, str], str]], rec: dict[str, str]
+) -> None:
+    """Each CSV number is the one the page shows (4 digits there), flags are shown in the page's text."""
+    for col, (attrs, text) in zip(header, html_row, strict=True):
+        text = text.strip()
+        for flag in filter(None, rec.get(f"{col} flags", "").split("; ")):
+            assert flag in text and text.endswith("]"), (col, flag, text)
+        value = _float(rec.get(col, ""))
+        if value is None:
+            assert rec.get(col, text) in (text, "") or text.startswith(rec[col]), (col, rec.get(col), text)
+            continue
+        assert text.startswith(fmt(value)), (col, value, text)
+        if attrs.get("data-src") and not attrs.get("data-aggregate"):
+            assert value in [v for _, _, v in json.loads(attrs["data-src"])], (col, value, attrs)
+        if _float(rec.get(f"{col} ±", "")) is not None:
+            assert f"± {fmt_err(float(rec[col + ' ±']))}" in text, (col, text)
+
+
+def test_csv_holds_numbers_latex_the_text(report: Path) -> None:
+    """CSV: every number as a number (value, ±, min, max), flags in columns of their own; LaTeX: the text."""
     page = parse(report)
     folder = report.with_name("report-tables")
     assert sorted(p.stem for p in folder.glob("*.csv")) == sorted(page.tables)
     for name, rows in page.tables.items():
         html_rows = [[t.strip() for _, t in row] for row in rows]
+        header = html_rows[0]
         with open(folder / f"{name}.csv", newline="") as fh:
-            assert list(csv.reader(fh)) == html_rows, name
+            records = list(csv.DictReader(fh))
+        assert len(records) == len(rows) - 1, name
+        for html_row, rec in zip(rows[1:], records, strict=True):
+            _check_csv_row(header, html_row, rec)
         tex = (folder / f"{name}.tex").read_text()
         assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
         for row in html_rows:
@@ -257,7 +298,7 @@ def test_stale_and_missing_checkpoints_are_flagged(
     assert r.exit_code == 0, r.output
     page = parse(out)
     badges = {row[0][1] for row in page.tables["inventory"][1:] if "[stale]" in row[0][1]}
-    assert badges == {"d1/model-r001 [stale]", "d2/model [stale]"}
+    assert badges == {"d1/model-r001 [stale]", "d2 [stale]"}
     html = out.read_text()
     assert 'class="warn"' in html and "changed since the record was written" in html and "is missing" in html
     assert "Stale:" in r.stderr
@@ -410,8 +451,8 @@ def test_slices_compared_across_models(study: Path, tmp_path: Path, cli: Callabl
     listing = compared[0].removesuffix(")").split("records: ")[1].split("; ")  # figcaption: title (caption)
     assert listing == [  # ordered by --compare (depth 1 before 2), each row names its records
         "d1/model-r000 (model.depth = 1): d1/model-r000.slice.json",
-        f"d2/{d2.stem} (model.depth = 2): d2/{d2.stem}.slice.json",
-    ]
+        f"{'d2' if d2.stem == 'model' else 'd2/' + d2.stem} (model.depth = 2): d2/{d2.stem}.slice.json",
+    ]  # a run is named by its folder (and its file, unless that is the default "model")
     assert "toward" not in compared[0]
     png = out.with_name("report-figures") / "slices-compared.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

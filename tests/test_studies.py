@@ -30,6 +30,12 @@ SECTIONS = {
     "seed003": ["inventory", "curvature", "training", "versus", "slice"],
     "seed004": ["inventory", "curvature", "training", "versus", "connect"],
 }
+# the paper tables each study's report builds with --table/--tables (each must have a row)
+PAPER_TABLES = {
+    "seed000": ["depths"],
+    "seed001": ["table1", "table2", "table3", "table4", "table5"],
+    "seed002": ["table1", "table2"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +115,9 @@ def test_study_script_runs_at_smoke_scale(study: str, lscape_env: dict[str, str]
     missing = [s for s in SECTIONS[study] if s not in found]
     assert not missing, f"{study}: sections {missing} missing from the report (has {found})"
     assert (out / "report.md").is_file() and list((out / "report-tables").glob("*.csv"))
+    for name in PAPER_TABLES.get(study, []):
+        rows = (out / "report-tables" / f"{name}.csv").read_text().splitlines()
+        assert len(rows) >= 2 and f'data-table="{name}"' in page, (study, name, rows)
     if study == "seed001":  # every model's slices on shared axes, the paper's Figs. 1-2 side by side
         assert (out / "report-figures" / "slices-compared.png").is_file()
         assert 'alt="Slices compared across models"' in page

@@ -68,8 +68,39 @@ for run in "$OUT/width/mlp-$MLP_LMC" "$OUT/width/cnn-$CNN_LMC"; do
     --split train --pac-bayes --out "$run/model-r000.table5.probe.json" --quiet
 done
 
-# 5. One page: Table 1 (inventory), the curvature tables, training curves, slices (every model's lines and
-#    contours on shared axes: slices-compared.png), connectivity.
+# 5. One page: the paper's Tables 1-5 (study file below), the curvature tables, training curves, slices
+#    (every model's lines and contours on shared axes: slices-compared.png), connectivity.
+cat > "$OUT/tables.toml" <<EOF
+[tables.table1]
+title = "Table 1: final performance and epochs (the best validation epoch's state)"
+columns = ["model.name:model", "model.width:width", "run", "epochs", "best_epoch", "test_loss", "test_accuracy"]
+where = { run = ["width/*", "!*-r001"] }   # one row per model (r001: the second seed for section 4)
+sort = ["-model.name", "model.width", "run"]   # MLPs first, as in the paper
+
+[tables.table2]
+title = "Table 2: top-3 Hessian eigenvalues, mean ± std [min, max] over 5 test batches"
+columns = ["model.name:model", "model.width:width", "run", "lambda_1[batches=5]:λ1", "lambda_2[batches=5]:λ2", "lambda_3[batches=5]:λ3"]
+where = { run = ["width/*", "!*-r001"] }   # one row per model (r001: the second seed for section 4)
+sort = ["-model.name", "model.width", "run"]   # MLPs first, as in the paper
+
+[tables.table3]
+title = "Table 3: MLPs, training and curvature"
+columns = ["run", "epochs", "test_accuracy", "lambda_1[batches=5]:λ1 mean ± std [min, max]"]
+where = { run = ["width/*", "!*-r001"], "model.name" = "mlp" }
+sort = ["model.width", "run"]
+
+[tables.table4]
+title = "Table 4: SimpleCNNs, training and curvature"
+columns = ["run", "epochs", "test_accuracy", "lambda_1[batches=5]:λ1 mean ± std [min, max]"]
+where = { run = ["width/*", "!*-r001"], "model.name" = "cnn" }
+sort = ["model.width", "run"]
+
+[tables.table5]
+title = "Table 5: flatness measurements across architectures"
+columns = ["run", "test_loss", "lambda_max[record=table5]:λ1 ($BATCHES20-batch avg, train)", "slice.sharpness_1d[dims=1 directions=random]:1D sharpness", "pac_bayes_sigma[record=table5]:perturbation σ", "connect.barrier:LMC barrier (test loss)"]
+where = { run = "*model-r000" }
+sort = ["model.name"]
+EOF
 lscape report "$OUT" --compare model.name --title "Seed 001: MLP vs CNN widths, optimizers" \
-  --out "$OUT/report.html" --quiet
+  --tables "$OUT/tables.toml" --out "$OUT/report.html" --quiet
 echo "report: $OUT/report.html"

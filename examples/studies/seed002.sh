@@ -36,7 +36,11 @@ for run in "$OUT"/*/; do run=${run%/}
     --out "$run/model.adaptive.probe.json" --quiet
 done
 
-# 3. One page: Table 1 (inventory: test accuracy, test loss), curvature per record, gap versus lambda_max.
+# 3. One page: the paper's Table 1 (test accuracy, test loss, lambda_max by power iteration, the paper's
+#    method, and by Lanczos) and Table 2 (plain and adaptive epsilon-sharpness), then every record.
+SETTING="run,training.optimizer:optimizer,training.lr:lr,training.weight_decay:weight decay"
 lscape report "$OUT" --compare training.optimizer --title "Seed 002: three optimisation settings" \
+  --table "table1=$SETTING,test_accuracy,test_loss,lambda_max[method=power]:λmax (power iteration),lambda_max[method=lanczos]:λmax (Lanczos);sort=training.optimizer;title=Table 1: test accuracy, test loss and λmax per setting" \
+  --table "table2=$SETTING,sharpness[kind=l2 eps=0.05],sharpness[kind=l2 eps=0.1],sharpness[kind=adaptive eps=0.05],sharpness[kind=adaptive eps=0.1];sort=training.optimizer;title=ε-sharpness, plain (l2) and adaptive, per setting" \
   --out "$OUT/report.html" --quiet
 echo "report: $OUT/report.html"

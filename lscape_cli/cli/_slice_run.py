@@ -45,7 +45,8 @@ def run(
     ctx = SliceContext(
         checkpoint, invocation(), setup.protocol, str(setup.device), dtype, data.model, data.max_batch
     )
-    title = f"{checkpoint.name}: {data.loss} loss on {data.split} ({data.num_samples} samples)"
+    name = f"{checkpoint.parent.name}/{checkpoint.stem}" if checkpoint.parent.name else checkpoint.stem
+    title = f"{name}: {data.loss} loss on {data.split} ({data.num_samples} samples)"
     plots = (lambda: save_slice_plots(slice_figure(res, title), paths.stem)) if req.plot else None
     return write_slice(paths, res, ctx, plots, {**timing, **res.timing}, t0)
 

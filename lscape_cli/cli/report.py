@@ -32,6 +32,18 @@ def report(
         typer.Option(help="Settings key whose values group restarts (mean ± std), e.g. model.depth."),
     ] = None,
     title: Annotated[str | None, typer.Option(help="Page title [default: lscape report].")] = None,
+    table: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A paper table joining every record per run, NAME=COLUMNS[;where=KEY=VALUE][;sort=KEY]"
+            "[;group=KEY][;title=TEXT], e.g. 'table1=run,training.optimizer,test_accuracy,"
+            "lambda_max[method=power]' (repeatable; columns: docs/formats.md)."
+        ),
+    ] = None,
+    tables: Annotated[
+        Path | None,
+        typer.Option(help="A TOML or JSON study file of paper tables ([tables.NAME] columns = [...])."),
+    ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     overwrite: OverwriteOpt = False,
@@ -42,9 +54,12 @@ def report(
     missing or changed) are flagged. Tables also go to report-tables/ as CSV and LaTeX (booktabs).
 
     Example:
-        lscape report runs/ --group-by model.depth --compare model.depth --out runs/report.html
+        lscape report runs/ --group-by model.depth --compare model.depth --out runs/report.html \
+            --table 'depths=model.depth,test_loss,lambda_max;group=model.depth'
+
     """
     from lscape_cli.report import ReportRequest, make_report
+    from lscape_cli.report.paper import parse_table, read_study
     from lscape_cli.storage.files import allow_overwrite, refuse_overlap
     from lscape_cli.storage.study import report_paths
 
@@ -52,7 +67,8 @@ def report(
     refuse_overlap(
         [report_paths(out)["html"], report_paths(out)["markdown"]], [p for p in inputs if p.is_file()]
     )
-    res = make_report(ReportRequest(tuple(inputs), out, compare, group_by, title))
+    specs = [*(read_study(tables) if tables else []), *(parse_table(t) for t in table or [])]
+    res = make_report(ReportRequest(tuple(inputs), out, compare, group_by, title, tuple(specs)))
     for line in res.skipped:
         err.print(f"Warning: skipped {line}", markup=False, soft_wrap=True)
     if json_out:
@@ -60,6 +76,8 @@ def report(
     elif not quiet:
         for line in res.stale:
             err.print(f"Stale: {line}", markup=False, soft_wrap=True)
+        for line in res.flags:
+            err.print(f"Flag: {line}", markup=False, soft_wrap=True)
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(res.counts.items()))
         err.print(f"lscape report: {res.num_runs} runs from {kinds} records", markup=False, soft_wrap=True)
         p = res.paths

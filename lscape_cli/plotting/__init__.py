@@ -6,6 +6,8 @@ written as PNG and PDF, with labelled axes, units where they exist, and a title 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +41,22 @@ def signature(fmt: str) -> dict[str, str]:
     from lscape_cli import __version__
 
     return {"Creator" if fmt == "pdf" else "Software": f"lscape {__version__} (matplotlib)"}
+
+
+def level_format(levels: Sequence[float]) -> tuple[Callable[[float], str], float]:
+    """Labels that tell colour-bar levels apart, and the offset they are relative to (0: none).
+
+    The fewest significant digits (3 to 6) giving distinct labels; when even 6 repeat (a loss range of
+    1e-5 around 2.29 would read "2.29" eight times), labels are differences from the lowest level.
+    """
+    values = [float(v) for v in levels if math.isfinite(float(v))]
+    for digits in range(3, 7):
+        if len({f"{v:.{digits}g}" for v in values}) == len(set(values)):
+            return (lambda v, d=digits: f"{v:.{d}g}"), 0.0
+    base = min(values)
+    return (lambda v: f"{v - base:+.3g}"), base
+
+
+def level_label(name: str, base: float) -> str:
+    """A colour bar's label, naming the offset its tick labels are relative to."""
+    return f"{name} − {base:.6g}" if base else name

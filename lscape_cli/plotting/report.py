@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from lscape_cli.plotting import new_figure, signature
+from lscape_cli.plotting import level_format, level_label, new_figure, signature
 
 SPLIT_STYLE = {"train": "-", "val": "--", "test": ":"}
 
@@ -27,6 +27,7 @@ class Series:
     style: str = "-"
     low: list[float | None] | None = None
     high: list[float | None] | None = None
+    run: str = ""  # the run's name: a marker tells apart runs that share a colour
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Panel:
     series: list[Series] = field(default_factory=list)
     points: list[tuple[float, float, Any]] = field(default_factory=list)  # scatter: x, y, colour key
     log_y: bool = False
+    labels: list[str] = field(default_factory=list)  # the run of each point, written beside it
 
 
 def _palette(keys: list[Any]) -> tuple[dict[Any, Any], bool]:
@@ -56,7 +58,55 @@ def _nan(values: list[float | None]) -> list[float]:
     return [math.nan if v is None else float(v) for v in values]
 
 
-def _draw(ax: Any, panel: Panel, colours: dict[Any, Any]) -> None:
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def run_markers(panels: list[Panel]) -> dict[str, str]:
+    """A marker per run, for runs whose colour (compare value) another run shares; others get none."""
+    runs: dict[Any, list[str]] = {}
+    for panel in panels:
+        pairs = [(s.colour_key, s.run) for s in panel.series]
+        pairs += [(k, lab) for (_, _, k), lab in zip(panel.points, panel.labels, strict=False)]
+        for key, run in pairs:
+            if run and run not in runs.setdefault(key, []):
+                runs[key].append(run)
+    shared = [r for rs in runs.values() if len(rs) > 1 for r in rs]
+    return {run: MARKERS[i % len(MARKERS)] for i, run in enumerate(dict.fromkeys(shared))}
+
+
+def _spans_decades(values: list[float]) -> bool:
+    """Positive values whose largest is over 100 times the smallest: a log axis shows them all."""
+    finite = [v for v in values if math.isfinite(v)]
+    return bool(finite) and min(finite) > 0 and max(finite) / min(finite) > 100
+
+
+def _draw_markers(ax: Any, panel: Panel, colours: dict[Any, Any], markers: dict[str, str]) -> None:
+    for s in panel.series:
+        if s.run in markers:
+            every = max(1, len(s.epochs) // 8)
+            ax.plot(s.epochs, _nan(s.values), ls="none", marker=markers[s.run], ms=4.5, markevery=every,
+                    color=colours[s.colour_key], mec="black", mew=0.3)  # fmt: skip
+
+
+def _draw_points(ax: Any, panel: Panel, colours: dict[Any, Any], markers: dict[str, str]) -> None:
+    """One point per run, its marker telling runs of one colour apart, its name written beside it."""
+    from matplotlib.ticker import MaxNLocator
+
+    labels = panel.labels or [""] * len(panel.points)
+    for (x, y, k), lab in zip(panel.points, labels, strict=True):
+        ax.scatter([x], [y], c=[colours[k]], s=30, marker=markers.get(lab, "o"), edgecolors="black",
+                   linewidths=0.4, zorder=3)  # fmt: skip
+        if lab and len(panel.points) <= 12:
+            ax.annotate(lab, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=6.5, color="0.25")
+    xs = [p[0] for p in panel.points]
+    if _spans_decades(xs):
+        ax.set_xscale("log")
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))  # small values: short tick labels, an offset
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useOffset=False)
+
+
+def _draw(ax: Any, panel: Panel, colours: dict[Any, Any], markers: dict[str, str] | None = None) -> None:
     from matplotlib.collections import LineCollection
 
     # one LineCollection per line style: hundreds of runs draw in one call instead of one per line
@@ -72,14 +122,10 @@ def _draw(ax: Any, panel: Panel, colours: dict[Any, Any]) -> None:
         if s.low is not None and s.high is not None:
             ax.fill_between(s.epochs, _nan(s.low), _nan(s.high), color=colours[s.colour_key], alpha=0.2, lw=0)
     if panel.series:
+        _draw_markers(ax, panel, colours, markers or {})
         ax.autoscale_view()
     if panel.points:
-        from matplotlib.ticker import MaxNLocator
-
-        xs, ys, ks = zip(*panel.points, strict=True)
-        ax.scatter(xs, ys, c=[colours[k] for k in ks], s=28, edgecolors="black", linewidths=0.4, zorder=3)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))  # small values: short tick labels, an offset
-        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useOffset=False)
+        _draw_points(ax, panel, colours, markers or {})
     ax.set_title(panel.title, fontsize=10)
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel(panel.ylabel)
@@ -87,7 +133,8 @@ def _draw(ax: Any, panel: Panel, colours: dict[Any, Any]) -> None:
         from matplotlib.ticker import MaxNLocator
 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if panel.log_y:
+    values = [float(v) for s in panel.series for v in s.values if v is not None]
+    if panel.log_y or _spans_decades(values + [p[1] for p in panel.points]):
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
 
@@ -107,6 +154,7 @@ def _legend(
     top_in: float = TOP,
     bottom_in: float = BOTTOM,
     right_in: float = RIGHT,
+    markers: dict[str, str] | None = None,
 ) -> None:
     from matplotlib import cm, colors
     from matplotlib.lines import Line2D
@@ -118,6 +166,7 @@ def _legend(
         handles += [Line2D([], [], color=colours[k], lw=2, label=str(k)) for k in keys]
     if splits:
         handles += [Line2D([], [], color="0.3", ls=st, label=sp) for sp, st in SPLIT_STYLE.items()]
+    handles += [Line2D([], [], color="0.3", marker=m, ls="none", label=r) for r, m in (markers or {}).items()]
     if handles:
         fig.legend(
             handles=handles,
@@ -138,9 +187,9 @@ def _legend(
         bar.set_ticks(ticks, labels=[str(keys[i]) for i in ticks])
 
 
-def _right_margin(keys: list[Any], few: bool, title: str) -> float:
+def _right_margin(keys: list[Any], few: bool, title: str, runs: tuple[str, ...] = ()) -> float:
     """Inches right of the panels: room for the longest legend label (8 pt: about 0.07 in a character)."""
-    labels = [str(k) for k in keys] if few and title else []
+    labels = ([str(k) for k in keys] if few and title else []) + list(runs)
     return max(RIGHT, 0.85 + 0.07 * max([len(t) for t in [*labels, title]] + [0]))
 
 
@@ -149,17 +198,27 @@ def _extra_lines(texts: list[str]) -> float:
     return 0.2 * max([t.count("\n") for t in texts] + [0])
 
 
-def grid(panels: list[Panel], keys: list[Any], compare: str, splits: bool = False, ncols: int = 2) -> Any:
+def grid(
+    panels: list[Panel],
+    keys: list[Any],
+    compare: str,
+    splits: bool = False,
+    ncols: int = 2,
+    share_y: bool = False,
+) -> Any:
     """Panels in a grid sharing one colour scale (a legend or colour bar) for the compare key.
 
-    Titles and x labels may span several lines (e.g. a panel's probe settings); the margins grow to fit.
+    Runs that share a colour get a marker each (in the legend by name). Titles and x labels may span
+    several lines (e.g. a panel's probe settings); the margins grow to fit. ``share_y``: one y range for
+    every panel (group panels of one quantity).
     """
     ncols = min(ncols, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     above, below = _extra_lines([p.title for p in panels]), _extra_lines([p.xlabel for p in panels])
     top, bottom, gap_h = TOP + above, BOTTOM + below, GAP_H + above + below
     colours, few = _palette(keys)
-    right = _right_margin(keys, few, compare)
+    markers = run_markers(panels)
+    right = _right_margin(keys, few, compare, tuple(markers))
     width = LEFT + right + ncols * PANEL_W + (ncols - 1) * GAP_W
     height = top + bottom + nrows * PANEL_H + (nrows - 1) * gap_h
     fig = new_figure(width, height, layout=None)
@@ -173,10 +232,15 @@ def grid(panels: list[Panel], keys: list[Any], compare: str, splits: bool = Fals
     )
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
     for ax, panel in zip(axes, panels, strict=False):
-        _draw(ax, panel, colours)
+        _draw(ax, panel, colours, markers)
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
-    _legend(fig, keys, colours, few, compare, splits, top, bottom, right)
+    if share_y and len(panels) > 1:
+        used = axes[: len(panels)]
+        lows, highs = zip(*(ax.get_ylim() for ax in used), strict=True)
+        for ax in used:
+            ax.set_ylim(min(lows), max(highs))
+    _legend(fig, keys, colours, few, compare, splits, top, bottom, right, markers)
     return fig
 
 
@@ -252,31 +316,97 @@ def _empty(ax: Any, text: str) -> None:
 def _colour_bar(fig: Any, filled: Any, levels: Any, where: tuple[float, float, float, float]) -> None:
     from matplotlib.ticker import FuncFormatter
 
+    label, base = level_format(levels[::2])
     bar = fig.colorbar(
-        filled, cax=fig.add_axes(where), ticks=levels[::2], format=FuncFormatter(lambda v, _: f"{v:.3g}")
+        filled, cax=fig.add_axes(where), ticks=levels[::2], format=FuncFormatter(lambda v, _: label(v))
     )
     bar.ax.minorticks_off()
-    bar.set_label("loss (2-D panels, shared levels)", fontsize=8)
+    bar.set_label(level_label("loss", base) + " (2-D panels, shared levels)", fontsize=8)
+
+
+def _finite(rows: list[list[float | None]]) -> list[float]:
+    return [float(v) for r in rows for v in r if v is not None and math.isfinite(v)]
+
+
+def _panel_bar(fig: Any, ax: Any, filled: Any, levels: Any) -> None:
+    """A colour bar beside one panel (its own levels)."""
+    from matplotlib.ticker import FuncFormatter
+
+    label, base = level_format(levels[::3])
+    cax = ax.inset_axes((1.03, 0.0, 0.045, 1.0))
+    bar = fig.colorbar(filled, cax=cax, ticks=levels[::3], format=FuncFormatter(lambda v, _: label(v)))
+    bar.ax.minorticks_off()
+    bar.ax.tick_params(labelsize=7)
+    if base:
+        bar.set_label(level_label("loss", base), fontsize=7)
+
+
+def _own_levels(p: SlicePanel, levels: Any) -> tuple[Any, Any] | None:
+    """A panel's own levels when the shared ones would paint it flat (its range under two level steps)."""
+    values = [float(v) for r in p.plane for v in r if v is not None and math.isfinite(v)]
+    if not values or len(levels) < 2:
+        return None
+    step = min(b - a for a, b in zip(levels[:-1], levels[1:], strict=True))
+    if max(values) - min(values) >= 2 * step:
+        return None
+    return _contour_levels(values)
+
+
+def _grid_axes(fig: Any, nrows: int, ncols: int, surface: int | None, gs: Any) -> list[list[Any]]:
+    """Axes sharing α (all flat panels) and y (per column); column ``surface`` is 3-D."""
+    axes: list[list[Any]] = []
+    x_first: Any = None
+    col_first: dict[int, Any] = {}
+    for i in range(nrows):
+        row = []
+        for j in range(ncols):
+            if j == surface:
+                row.append(fig.add_subplot(gs[i, j], projection="3d"))
+                continue
+            ax = fig.add_subplot(gs[i, j], sharex=x_first, sharey=col_first.get(j))
+            x_first = x_first or ax
+            col_first.setdefault(j, ax)
+            row.append(ax)
+        axes.append(row)
+    return axes
+
+
+def _draw_surface(ax: Any, p: SlicePanel, norm: Any) -> None:
+    """The plane as a 3-D surface, coloured as its contours are (the same norm)."""
+    import numpy as np
+
+    z = np.ma.masked_invalid(np.array([_nan(r) for r in p.plane]))  # rows: alpha, columns: beta
+    aa, bb = np.meshgrid(p.alphas2, p.betas2, indexing="ij")
+    ax.plot_surface(aa, bb, z, cmap="viridis", norm=norm, linewidth=0, antialiased=True,
+                    rcount=len(p.alphas2), ccount=len(p.betas2))  # fmt: skip
+    ax.view_init(elev=32, azim=-58)
+    ax.set_title(f"{p.label}: surface", fontsize=9.5)
+    ax.set_xlabel("α", fontsize=8, labelpad=-2)
+    ax.set_ylabel("β", fontsize=8, labelpad=-2)
+    ax.tick_params(labelsize=7, pad=0)
 
 
 def slice_comparison(panels: list[SlicePanel], keys: list[Any], compare: str, directions: str) -> Any:
-    """One row per model: its 1-D curves (left) and 2-D contours (right), on shared axes.
+    """One row per model: its 1-D curves (left), 2-D surface and 2-D contours (right), on shared axes.
 
     α is shared by every panel, the loss axis by every 1-D panel (log when the losses span more than a
-    decade), β by every 2-D panel, and one colour scale (one colour bar) by every contour plot.
+    decade), β by every 2-D panel, and one colour scale (one colour bar) by every contour plot, unless
+    a plane's loss range is under two of the shared levels (it would be painted flat): then every
+    plane gets its own levels and colour bar.
     ``directions`` names the α/β units (e.g. ``filter-normalised random directions``).
     """
     has1, has2 = any(p.lines for p in panels), any(p.plane for p in panels)
-    ncols, nrows = int(has1) + int(has2), len(panels)
+    ncols, nrows = int(has1) + 2 * int(has2), len(panels)
     pw, ph, left, right, top, bottom, gw, gh = 3.4, 2.0, 0.85, 1.35, 0.35, 0.55, 0.75, 0.7
     width = left + right + ncols * pw + (ncols - 1) * gw
     height = top + bottom + nrows * ph + (nrows - 1) * gh
     fig = new_figure(width, height, layout=None)
-    fig.subplots_adjust(
-        left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
-        wspace=gw / pw, hspace=gh / ph,
+    gs = fig.add_gridspec(
+        nrows, ncols, left=left / width, right=1 - right / width, top=1 - top / height,
+        bottom=bottom / height, wspace=gw / pw, hspace=gh / ph,
     )  # fmt: skip
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey="col")
+    surface = ncols - 2 if has2 else None
+    axes = _grid_axes(fig, nrows, ncols, surface, gs)
     colours, _ = _palette(keys)
     line_values = [
         float(v) for p in panels for ln in p.lines for v in ln if v is not None and math.isfinite(v)
@@ -286,6 +416,7 @@ def slice_comparison(panels: list[SlicePanel], keys: list[Any], compare: str, di
     ]
     log1 = bool(line_values) and _loss_scale(line_values)[0]
     levels, norm = _contour_levels(plane_values) if plane_values else (None, None)
+    per_panel = has2 and any(_own_levels(p, levels) is not None for p in panels if p.plane)
     filled = None
     for row, p in zip(axes, panels, strict=True):
         colour = colours[p.colour_key] if len(keys) > 1 else "tab:blue"
@@ -295,14 +426,26 @@ def slice_comparison(panels: list[SlicePanel], keys: list[Any], compare: str, di
         elif has1:
             _empty(row[0], "no 1-D slice")
         if has2 and p.plane:
+            _draw_surface(row[-2], p, _contour_levels(_finite(p.plane))[1] if per_panel else norm)
+        elif has2:
+            _empty(row[-2], "no 2-D slice")
+        if has2 and p.plane and per_panel:  # one panel flat on the shared levels: each gets its own
+            own = _contour_levels(_finite(p.plane))
+            own_filled = _draw_plane(row[-1], p, *own)
+            row[-1].set_title(f"{p.label}: 2-D plane (own levels)", fontsize=9.5)
+            _panel_bar(fig, row[-1], own_filled, own[0])
+            row[-1].set_ylabel("β", fontsize=9)
+        elif has2 and p.plane:
             filled = _draw_plane(row[-1], p, levels, norm)
             row[-1].set_ylabel("β", fontsize=9)
         elif has2:
             _empty(row[-1], "no 2-D slice")
         for ax in row:
-            ax.tick_params(labelbottom=True, labelsize=9)
+            if ax.name != "3d":
+                ax.tick_params(labelbottom=True, labelsize=9)
     for ax in axes[-1]:
-        ax.set_xlabel(f"α ({directions})", fontsize=9)
+        if ax.name != "3d":
+            ax.set_xlabel(f"α ({directions})", fontsize=9)
     if filled is not None and levels is not None:
         _colour_bar(fig, filled, levels, (1 - (right - 0.25) / width, bottom / height, 0.15 / width,
                                           1 - (top + bottom) / height))  # fmt: skip

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lscape_cli.plotting import new_figure, save
+from lscape_cli.plotting import level_format, level_label, new_figure, save
 
 if TYPE_CHECKING:
     from lscape_cli.core.slice_run import SliceResult
@@ -167,14 +167,17 @@ def contour_figure(fig: SliceFigure) -> Any:
     norm = LogNorm(levels[0], levels[-1]) if log else None
     filled = ax.contourf(a, a, z, levels=levels, cmap=CMAP, norm=norm, alpha=0.85)
     lines = ax.contour(a, a, z, levels=levels, colors="black", linewidths=0.6, norm=norm)
-    ax.clabel(lines, lines.levels[::2], inline=True, fontsize=7, fmt=lambda v: f"{v:.3g}")
+    label, base = level_format(levels[::2])
+    ax.clabel(lines, lines.levels[::2], inline=True, fontsize=7, fmt=label)
     from matplotlib.ticker import FuncFormatter
 
     bar = f.colorbar(
-        filled, ax=ax, shrink=0.85, ticks=levels[::2], format=FuncFormatter(lambda v, _: f"{v:.3g}")
+        filled, ax=ax, shrink=0.85, ticks=levels[::2], format=FuncFormatter(lambda v, _: label(v))
     )
     bar.ax.minorticks_off()
-    bar.set_label("loss (contour levels" + (", log-spaced)" if log else ")"))
+    bar.set_label(
+        level_label("loss", base) + (" (contour levels, log-spaced)" if log else " (contour levels)")
+    )
     _mark_centre_2d(ax, fig)
     _trajectory(ax, fig)
     _axes_2d(ax, fig)

@@ -14,7 +14,8 @@ from typing import Any
 
 from lscape_cli import __version__
 from lscape_cli.errors import LscapeError
-from lscape_cli.report import curvature, figures, inventory, landscape, studies
+from lscape_cli.report import curvature, figures, inventory, landscape, paper, studies
+from lscape_cli.report.cells import Table
 from lscape_cli.report.document import Block, Bullets, Document, Image, Section
 from lscape_cli.report.render import to_csv, to_html, to_latex, to_markdown
 from lscape_cli.report.runs import RUN_KEY, Run, check_key, join, order, rel
@@ -30,6 +31,7 @@ class ReportRequest:
     compare: str | None = None  # settings key that orders and colours runs, e.g. training.optimizer
     group_by: str | None = None  # settings key whose values group restarts, e.g. model.depth
     title: str | None = None
+    tables: tuple[paper.TableSpec, ...] = ()  # paper tables (--table, --tables), shown first
 
 
 @dataclass
@@ -43,6 +45,7 @@ class ReportResult:
     skipped: list[str] = field(default_factory=list)
     tables: list[str] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # "table: row: column: flag" for each flagged value
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (what ``lscape report --json`` prints)."""
@@ -57,6 +60,7 @@ class ReportResult:
             "skipped": self.skipped,
             "tables": self.tables,
             "figures": self.figures,
+            "flags": self.flags,
         }
 
 
@@ -81,6 +85,7 @@ def make_report(req: ReportRequest) -> ReportResult:
     check_key(runs, req.group_by, "--group-by")
     runs = order(runs, req.compare or req.group_by)
     doc = document(req, study, runs, rels)
+    _check_keys(doc)
     paths = report_paths(req.out)
     links = _image_links(doc.images, paths["figures"], out_dir)
     origin = ", ".join(str(p) for p in req.inputs)
@@ -91,8 +96,36 @@ def make_report(req: ReportRequest) -> ReportResult:
     study.skipped.extend(note for r in study.records for note in r.skipped)
     stale = [f"{rels[str(r.path)]}: {s}" for r in study.records for s in r.stale]
     return ReportResult(
-        written, len(runs), _counts(study), stale, study.skipped, sorted(tables), sorted(generated)
+        written,
+        len(runs),
+        _counts(study),
+        stale,
+        study.skipped,
+        sorted(tables),
+        sorted(generated),
+        flags(doc.tables),
     )
+
+
+def flags(tables: list[Table]) -> list[str]:
+    """Every flagged value, as ``table: row: column: flag`` (what the terminal and ``--json`` list)."""
+    return [
+        f"{t.key}: {row[0].text}: {col}: {cell.badge}"
+        for t in tables
+        for row in t.rows
+        for col, cell in zip(t.columns, row, strict=True)
+        if cell.badge and col != t.columns[0]
+    ]
+
+
+def _check_keys(doc: Document) -> None:
+    """A paper table may not take the name (and so the CSV/LaTeX file) of another table."""
+    keys = [t.key for t in doc.tables]
+    dup = next((k for k in keys if keys.count(k) > 1), None)
+    if dup is not None:
+        raise LscapeError(
+            f"the table name {dup!r} is taken by the report's own table", "--table", "rename it"
+        )
 
 
 def _counts(study: Study) -> dict[str, int]:
@@ -118,12 +151,16 @@ def document(req: ReportRequest, study: Study, runs: list[Run], rels: dict[str, 
     keys = [k for k in dict.fromkeys([req.compare, req.group_by]) if k and k != RUN_KEY]
     colour = req.compare or req.group_by
     sections = [_provenance(study, rels)]
+    if req.tables:
+        joined = paper.Joined(runs, rels, _of(recs, "slice"), _of(recs, "connect"))
+        made: list[Block] = list(paper.tables(list(req.tables), joined))
+        sections.append(Section("tables", "Tables", made))
     trained = [r for r in runs if r.train is not None or r.meta]
     if trained:
-        sections.append(Section("inventory", "Run inventory", [inventory.inventory(trained, rels, keys)]))
-    table = curvature.curvature(runs, rels)
-    if table is not None:
-        sections.append(Section("curvature", "Curvature", [table]))
+        sections.append(Section("inventory", "Run inventory", list(inventory.inventory(trained, rels, keys))))
+    tables = curvature.curvature(runs, rels)
+    if tables:
+        sections.append(Section("curvature", "Curvature", list[Block](tables)))
     if req.group_by:
         sections.append(
             Section("groups", f"Groups by {req.group_by}", [inventory.groups(runs, rels, req.group_by)])
@@ -189,7 +226,9 @@ def _footer(study: Study) -> list[str]:
     lscape = sorted({str(d.get("lscape_version")) for d in datas})
     torch = sorted({str((d.get("environment") or {}).get("torch")) for d in datas} - {"None"})
     python = sorted({str((d.get("environment") or {}).get("python")) for d in datas} - {"None"})
-    commands = list(dict.fromkeys(shlex.join(map(str, d.get("command") or [])) for d in datas))
+    # in the order they ran (the records' created_at), so the list replays the study
+    ran = sorted(datas, key=lambda d: str(d.get("created_at") or ""))
+    commands = list(dict.fromkeys(shlex.join(map(str, d.get("command") or [])) for d in ran))
     return [
         f"Records written by lscape {', '.join(lscape)}; torch {', '.join(torch) or '–'}; "
         f"python {', '.join(python) or '–'}.",

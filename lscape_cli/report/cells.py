@@ -31,8 +31,19 @@ class Cell:
     sources: tuple[Source, ...] = ()
     note: str = ""  # protocol / method, shown as a tooltip in HTML
     aggregate: str = ""  # "mean_std" when the cell summarises its sources
-    badge: str = ""  # e.g. "stale": a visible flag next to the text
+    badge: str = ""  # flags ("stale", "not converged", ...), shown next to the text everywhere
     sort: float | None = None  # numeric value for ordering
+    value: float | None = None  # the number shown (CSV: its own column)
+    err: float | None = None  # its uncertainty (error bound, standard error or std over batches)
+    lo: float | None = None  # its range [lo, hi] (min and max over batches), when shown
+    hi: float | None = None
+    extra: tuple[tuple[str, Any], ...] = ()  # further CSV columns: (suffix, value), e.g. the verdict
+
+    def flag(self, text: str) -> Cell:
+        """Add a visible flag (several join with ``; ``); returns the cell."""
+        if text and text not in self.badge.split("; "):
+            self.badge = f"{self.badge}; {text}" if self.badge else text
+        return self
 
 
 @dataclass
@@ -86,7 +97,7 @@ def value_cell(record: str, data: Any, pointer: str, note: str = "") -> Cell:
     value = get(data, pointer)
     if value is None:
         return Cell(DASH, note=note)
-    return Cell(fmt(value), (Source(record, pointer, value),), note, sort=_num(value))
+    return Cell(fmt(value), (Source(record, pointer, value),), note, sort=_num(value), value=_num(value))
 
 
 def pm_cell(record: str, data: Any, mean_ptr: str, err_ptr: str, note: str = "") -> Cell:
@@ -99,7 +110,7 @@ def pm_cell(record: str, data: Any, mean_ptr: str, err_ptr: str, note: str = "")
     if err is not None:
         sources.append(Source(record, err_ptr, err))
         text += f" ± {fmt_err(err)}"
-    return Cell(text, tuple(sources), note, sort=_num(value))
+    return Cell(text, tuple(sources), note, sort=_num(value), value=_num(value), err=_num(err))
 
 
 def spread_cell(record: str, data: Any, base: str, note: str = "") -> Cell:
@@ -110,14 +121,16 @@ def spread_cell(record: str, data: Any, base: str, note: str = "") -> Cell:
     if summary.get("n") == 1:  # one batch: no spread to show
         mean = summary["mean"]
         one = "one batch" if not note else f"{note} (one batch)"
-        return Cell(fmt(mean), (Source(record, f"{base}/mean", mean),), one, sort=_num(mean))
+        first = (Source(record, f"{base}/mean", mean),)
+        return Cell(fmt(mean), first, one, sort=_num(mean), value=_num(mean))
     parts = [(k, summary.get(k)) for k in ("mean", "std", "min", "max")]
     sources = tuple(Source(record, f"{base}/{k}", v) for k, v in parts if v is not None)
     mean, std, lo, hi = (v for _, v in parts)
     text = fmt(mean) + (f" ± {fmt_err(std)}" if std is not None else "")
     if lo is not None and hi is not None:
         text += f" [{fmt(lo)}, {fmt(hi)}]"
-    return Cell(text, sources, note, sort=_num(mean))
+    value = _num(mean)
+    return Cell(text, sources, note, sort=value, value=value, err=_num(std), lo=_num(lo), hi=_num(hi))
 
 
 def mean_std_cell(
@@ -127,11 +140,12 @@ def mean_std_cell(
     if not values:
         return Cell(DASH, note=note)
     mean = math.fsum(values) / len(values)
-    text = fmt(mean)
+    text, std = fmt(mean), None
     if len(values) > 1:
         std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
         text += f" ± {fmt_err(std)}"
-    return Cell(text, sources, note or f"mean ± std over {len(values)} runs", aggregate, sort=mean)
+    note = note or f"mean ± std over {len(values)} runs"
+    return Cell(text, sources, note, aggregate, sort=mean, value=mean, err=std)
 
 
 def sources_mean_std(sources: list[Source], note: str = "") -> Cell:
@@ -141,11 +155,18 @@ def sources_mean_std(sources: list[Source], note: str = "") -> Cell:
 
 
 def text_cell(text: Any, sort: float | None = None, note: str = "") -> Cell:
-    """A cell of plain text (names, settings)."""
-    return Cell(fmt(text), note=note, sort=sort)
+    """A cell of plain text (names, settings); a number keeps its value for the CSV."""
+    return Cell(fmt(text), note=note, sort=sort, value=_num(text))
+
+
+def number_cell(value: float, sources: tuple[Source, ...], note: str = "", aggregate: str = "") -> Cell:
+    """A cell showing a number computed from its sources (a gap, a difference)."""
+    return Cell(fmt(value), sources, note, aggregate, sort=value, value=value)
 
 
 def _num(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    if not math.isfinite(value):
+        return None
+    return value if isinstance(value, int) else float(value)  # integers stay integers in the CSV

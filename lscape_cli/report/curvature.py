@@ -57,6 +57,34 @@ def _batched(data: dict[str, Any]) -> bool:
     return get(data, "/results/batches") is not None
 
 
+NOT_CONVERGED = "not converged"
+
+
+def converged(results: Any, key: str, i: int = 0) -> bool | None:
+    """Whether an eigen-solver result converged (pair ``i`` of ``top_k``); ``None`` when not recorded."""
+    e = get(results, f"/{key}")
+    if not isinstance(e, dict):
+        return None
+    pairs = e.get("converged_pairs")
+    if isinstance(pairs, list) and i < len(pairs):
+        return bool(pairs[i])
+    return None if e.get("converged") is None else bool(e["converged"])
+
+
+def convergence_flag(data: dict[str, Any], key: str, i: int = 0) -> str:
+    """``not converged`` (whole split), ``not converged in k of n batches`` (per batch), or ``""``."""
+    if not _batched(data):
+        return NOT_CONVERGED if converged(get(data, "/results"), key, i) is False else ""
+    per = get(data, "/results/batches/per_batch") or []
+    bad = sum(converged(b, key, i) is False for b in per)
+    return f"{NOT_CONVERGED} in {bad} of {len(per)} batches" if bad else ""
+
+
+def _eigen_key(data: dict[str, Any]) -> str:
+    first = get(data, "/results/batches/per_batch/0") if _batched(data) else get(data, "/results")
+    return "top_k" if get(first, "/top_k") is not None else "lambda_max"
+
+
 def _summary(name: str, note: str) -> CellFn:
     return lambda r, d: spread_cell(r, d, f"/results/batches/summary/{name}", note)
 
@@ -65,41 +93,38 @@ def _eigen_column(i: int) -> CellFn:
     """λ_{i+1}: from top_k (or lambda_max for i = 0), ± its error bound."""
 
     def cell(r: str, d: dict[str, Any]) -> Cell:
-        if _batched(d):
-            name = f"lambda_{i + 1}"
-            if get(d, f"/results/batches/summary/{name}") is None and i == 0:
-                name = "lambda_max"
-            return spread_cell(r, d, f"/results/batches/summary/{name}", "mean ± std [min, max] over batches")
-        if get(d, "/results/top_k") is not None:
-            return pm_cell(
-                r,
-                d,
-                f"/results/top_k/eigenvalues/{i}",
-                f"/results/top_k/error_bounds/{i}",
-                _eig_note(d, "top_k"),
-            )
-        if i == 0:
-            return pm_cell(
-                r,
-                d,
-                "/results/lambda_max/estimate",
-                "/results/lambda_max/error_bound",
-                _eig_note(d, "lambda_max"),
-            )
-        return Cell(DASH)
+        shown = _eigen_value(i, r, d)
+        return shown.flag(convergence_flag(d, _eigen_key(d), i)) if shown.sources else shown
 
     return cell
+
+
+def _eigen_value(i: int, r: str, d: dict[str, Any]) -> Cell:
+    """λ_{i+1} of one record, before its convergence flag."""
+    if _batched(d):
+        name = f"lambda_{i + 1}"
+        if get(d, f"/results/batches/summary/{name}") is None and i == 0:
+            name = "lambda_max"
+        return spread_cell(r, d, f"/results/batches/summary/{name}", "mean ± std [min, max] over batches")
+    if get(d, "/results/top_k") is not None:
+        base, err = f"/results/top_k/eigenvalues/{i}", f"/results/top_k/error_bounds/{i}"
+        return pm_cell(r, d, base, err, _eig_note(d, "top_k"))
+    if i == 0:
+        base, err = "/results/lambda_max/estimate", "/results/lambda_max/error_bound"
+        return pm_cell(r, d, base, err, _eig_note(d, "lambda_max"))
+    return Cell(DASH)
 
 
 def _simple(key: str, err: str | None, note: Callable[[dict[str, Any]], str], scalar: str) -> CellFn:
     def cell(r: str, d: dict[str, Any]) -> Cell:
         if _batched(d):
-            return spread_cell(
-                r, d, f"/results/batches/summary/{scalar}", "mean ± std [min, max] over batches"
-            )
-        if err is None:
-            return value_cell(r, d, f"/results/{key}/estimate", note(d))
-        return pm_cell(r, d, f"/results/{key}/estimate", f"/results/{key}/{err}", note(d))
+            summary = f"/results/batches/summary/{scalar}"
+            shown = spread_cell(r, d, summary, "mean ± std [min, max] over batches")
+        elif err is None:
+            shown = value_cell(r, d, f"/results/{key}/estimate", note(d))
+        else:
+            shown = pm_cell(r, d, f"/results/{key}/estimate", f"/results/{key}/{err}", note(d))
+        return shown.flag(convergence_flag(d, key)) if err == "error_bound" and shown.sources else shown
 
     return cell
 
@@ -113,12 +138,24 @@ def _sharpness_rows(d: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(f"/results/sharpness/{i}", row) for i, row in enumerate(rows) if isinstance(row, dict)]
 
 
+def same(want: Any, have: Any) -> bool:
+    """Whether a recorded value matches what a column asks for (``None``: anything; ``"0.05"`` = 0.05)."""
+    if want is None or want == have:
+        return True
+    if isinstance(have, (int, float)) and not isinstance(have, bool):
+        try:
+            return float(want) == float(have)
+        except (TypeError, ValueError):
+            return False
+    return str(want) == str(have)
+
+
 def _sharpness(kind: Any, eps: Any) -> CellFn:
     """The ε-sharpness of one kind and radius (a record without it: –)."""
 
     def cell(r: str, d: dict[str, Any]) -> Cell:
         for pointer, row in _sharpness_rows(d):
-            if (row.get("kind"), row.get("eps")) != (kind, eps):
+            if not (same(kind, row.get("kind")) and same(eps, row.get("eps"))):
                 continue
             if _batched(d):
                 return spread_cell(r, d, pointer, "max rise; mean ± std [min, max] over batches")
@@ -139,11 +176,14 @@ def _noise(method: Any, sigma: Any) -> CellFn:
 
     def cell(r: str, d: dict[str, Any]) -> Cell:
         n = get(d, "/results/noise") or {}
-        if n.get("method") != method:
+        if not same(method, n.get("method")):
             return Cell(DASH)
         for i, row in enumerate(n.get("curve") or []):
-            if row.get("sigma") == sigma:
-                note = f"{method}, {n.get('samples')} samples, seed {n.get('seed')}; ± is one standard error"
+            if same(sigma, row.get("sigma")):
+                note = (
+                    f"{n.get('method')}, {n.get('samples')} samples, seed {n.get('seed')}; "
+                    "± is one standard error"
+                )
                 base = f"/results/noise/curve/{i}"
                 return pm_cell(r, d, f"{base}/loss_rise", f"{base}/loss_rise_stderr", note)
         return Cell(DASH)
@@ -151,19 +191,31 @@ def _noise(method: Any, sigma: Any) -> CellFn:
     return cell
 
 
+def pac_flag(status: Any) -> str:
+    """A sigma search's flag: ``""`` when converged, else its status's first words (``above bracket``)."""
+    return "" if not status or status == "converged" else str(status).split(" (")[0]
+
+
+def _pac_batched(r: str, d: dict[str, Any]) -> Cell:
+    """Mean over batches, flagged with how many batches' sigma is a bracket end rather than a root."""
+    cell = spread_cell(r, d, "/results/batches/summary/pac_bayes_sigma", "mean over batches")
+    per = get(d, "/results/batches/per_batch") or []
+    flags = [pac_flag(get(b, "/pac_bayes/isotropic/status")) for b in per]
+    for flag in dict.fromkeys(f for f in flags if f):
+        cell.flag(f"{flag} in {flags.count(flag)} of {len(per)} batches" if len(per) > 1 else flag)
+    return cell
+
+
 def _pac(r: str, d: dict[str, Any]) -> Cell:
     if _batched(d):
-        return spread_cell(r, d, "/results/batches/summary/pac_bayes_sigma", "mean over batches")
+        return _pac_batched(r, d)
     p = get(d, "/results/pac_bayes/isotropic") or {}
     note = (
         f"largest sigma with {p.get('metric')} rise within {p.get('target')}; "
         f"bracket {p.get('bracket')}, {p.get('status')}"
     )
     cell = value_cell(r, d, "/results/pac_bayes/isotropic/sigma", note)
-    status = p.get("status")
-    if status and status != "converged":  # above/below the bracket: sigma is its end, not a root
-        cell.badge = str(status).split(" (")[0]
-    return cell
+    return cell.flag(pac_flag(p.get("status")))  # above/below the bracket: sigma is its end, not a root
 
 
 def _pac_bound(r: str, d: dict[str, Any]) -> Cell:
@@ -185,7 +237,9 @@ def _pac_bound(r: str, d: dict[str, Any]) -> Cell:
         note,
     )
     if b.get("prior_mean") == "zero":
-        cell.badge = "prior at 0"
+        cell.flag("prior at 0")
+    if b.get("vacuous"):
+        cell.flag("vacuous")
     return cell
 
 
@@ -218,8 +272,14 @@ def _numbers(*values: Any) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
-def _stability_cell(text: str, sources: tuple[Source, ...], verdict: str, note: str) -> Cell:
-    return Cell(text, sources, note, badge="unstable" if verdict == "unstable" else "")
+def _stability_cell(
+    text: str, sources: tuple[Source, ...], verdict: str, note: str, parts: tuple[Any, Any, Any]
+) -> Cell:
+    """``parts``: the value, its ± and the threshold (the CSV's numbers; the verdict is its own column)."""
+    value, err, threshold = parts
+    cell = Cell(text, sources, note, value=value, err=err or None)
+    cell.extra = (("threshold", threshold), ("verdict", verdict))
+    return cell.flag("unstable" if verdict == "unstable" else "")
 
 
 def _stability(r: str, d: dict[str, Any]) -> Cell:
@@ -247,7 +307,8 @@ def _stability(r: str, d: dict[str, Any]) -> Cell:
         f"{conv}); ± is lr × its error bound"
     )
     text = f"{fmt(eta)}{pm} vs {fmt(thr)}: {verdict} (λmax of the whole split)"
-    return _stability_cell(text, sources, verdict, note)
+    cell = _stability_cell(text, sources, verdict, note, (eta, spread, thr))
+    return cell.flag(f"λmax {flag}" if (flag := convergence_flag(d, "lambda_max")) else "")
 
 
 def _batch_bounds(d: dict[str, Any]) -> tuple[float, float] | None:
@@ -277,16 +338,18 @@ def _stability_batched(r: str, d: dict[str, Any]) -> Cell:
     if bounds is not None:
         lo, hi = min(lo, bounds[0]), max(hi, bounds[1])
     sources: tuple[Source, ...]
+    err_shown: float | None = None
     if len(per) == 1:
         err = get(d, "/results/batches/per_batch/0/lambda_max/error_bound")
         value = "/results/batches/summary/eta_lambda_max/mean"
         sources = (Source(r, value, mean),)
         if bounds is not None:
             sources += (Source(r, "/results/batches/per_batch/0/lambda_max/error_bound", err),)
-        shown = fmt(mean) + (f" ± {fmt_err((bounds[1] - bounds[0]) / 2)}" if bounds is not None else "")
+        err_shown = (bounds[1] - bounds[0]) / 2 if bounds is not None else None
+        shown = fmt(mean) + (f" ± {fmt_err(err_shown)}" if err_shown is not None else "")
     else:
         spread = spread_cell(r, d, "/results/batches/summary/eta_lambda_max")
-        sources, shown = spread.sources, spread.text
+        sources, shown, err_shown = spread.sources, spread.text, spread.err
     sources += (Source(r, "/results/batches/per_batch/0/stability/threshold", thr),)
     verdict = stability_verdict(first.get("stable"), mean, lo, hi, std, thr)
     below = sum(p.get("stable") is True for p in per)
@@ -296,7 +359,52 @@ def _stability_batched(r: str, d: dict[str, Any]) -> Cell:
         f"({'± is lr × its error bound' if len(per) == 1 else 'mean ± std [min, max] over batches'}); "
         f"{below} of {len(per)} batches below the threshold"
     )
-    return _stability_cell(text, sources, verdict, note)
+    cell = _stability_cell(text, sources, verdict, note, (mean, err_shown, thr))
+    return cell.flag(f"λmax {flag}" if (flag := convergence_flag(d, "lambda_max")) else "")
+
+
+SIMPLE = {  # results key: (header, uncertainty key, per-batch summary name)
+    "trace": ("trace", "stderr", "trace"),
+    "frobenius": ("‖H‖_F", "stderr", "frobenius"),
+    "lambda_min": ("λmin", "error_bound", "lambda_min"),
+    "condition_number": ("condition number", None, "condition_number"),
+    "effective_rank": ("effective rank", None, "effective_rank"),
+    "grad_norm": ("grad norm", None, "grad_norm"),
+}
+FIELDS = {  # the probe fields a paper table may ask for (lscape report --table), and their headers
+    "lambda_max": "λmax",
+    **{k: h for k, (h, _, _) in SIMPLE.items()},
+    "sharpness": "ε-sharpness",
+    "noise": "noise loss rise",
+    "pac_bayes_sigma": "PAC-Bayes σ",
+    "pac_bayes_bound": "PAC-Bayes bound",
+    "stability": STABILITY_HEADER,
+}
+
+
+def field_column(name: str, options: dict[str, str]) -> CellFn | None:
+    """The cell function of a probe field (``lambda_3``, ``sharpness`` with ``kind``/``eps``, ...).
+
+    ``None`` when ``name`` is no probe field. Options other than ``kind``, ``eps``, ``sigma`` and
+    ``noise_method`` select records and are the caller's.
+    """
+    if name == "lambda_max" or (name.startswith("lambda_") and name[7:].isdigit() and int(name[7:]) > 0):
+        return _eigen_column(0 if name == "lambda_max" else int(name[7:]) - 1)
+    if name in SIMPLE:
+        _, err, scalar = SIMPLE[name]
+        return _simple(name, err, _note_fn(name, err), scalar)
+    fixed: dict[str, CellFn] = {
+        "pac_bayes_sigma": _pac,
+        "pac_bayes_bound": _pac_bound,
+        "stability": _stability,
+    }
+    if name in fixed:
+        return fixed[name]
+    if name == "sharpness":
+        return _sharpness(options.get("kind"), options.get("eps"))
+    if name == "noise":
+        return _noise(options.get("noise_method"), options.get("sigma"))
+    return None
 
 
 def _columns(records: list[Record]) -> list[tuple[str, CellFn]]:
@@ -319,14 +427,7 @@ def _columns(records: list[Record]) -> list[tuple[str, CellFn]]:
         + [1 if has("lambda_max") else 0]
     )
     cols: list[tuple[str, CellFn]] = [(f"λ{i + 1}", _eigen_column(i)) for i in range(k)]
-    for header, key, err, scalar in (
-        ("trace", "trace", "stderr", "trace"),
-        ("‖H‖_F", "frobenius", "stderr", "frobenius"),
-        ("λmin", "lambda_min", "error_bound", "lambda_min"),
-        ("condition number", "condition_number", None, "condition_number"),
-        ("effective rank", "effective_rank", None, "effective_rank"),
-        ("grad norm", "grad_norm", None, "grad_norm"),
-    ):
+    for key, (header, err, scalar) in SIMPLE.items():
         if has(key, scalar):
             cols.append((header, _simple(key, err, _note_fn(key, err), scalar)))
     radii = dict.fromkeys((row.get("kind"), row.get("eps")) for d in datas for _, row in _sharpness_rows(d))
@@ -375,15 +476,53 @@ def protocol(data: dict[str, Any]) -> str:
     )
 
 
-def curvature(runs: list[Run], rels: dict[str, str]) -> Table | None:
-    """One row per probe record of the runs given (in their order)."""
+SPECTRUM = ("trace", "‖H‖_F", "λmin", "condition number", "effective rank", "grad norm")
+MAX_COLUMNS = 7  # value columns one table shows; more are split into spectrum and flatness tables
+
+
+def _is_spectrum(header: str) -> bool:
+    return header in SPECTRUM or (header.startswith("λ") and header[1:].isdigit())
+
+
+def curvature(runs: list[Run], rels: dict[str, str]) -> list[Table]:
+    """One row per probe record of the runs given (in their order).
+
+    With more than :data:`MAX_COLUMNS` quantities, two tables with the same rows: the spectrum
+    (eigenvalues, trace, norms) and the flatness measures (ε-sharpness, noise, PAC-Bayes, stability), so
+    neither needs scrolling sideways.
+    """
     pairs = [(run, p) for run in runs for p in run.probes]
     if not pairs:
-        return None
+        return []
     cols = _columns([p for _, p in pairs])
+    if (
+        len(cols) <= MAX_COLUMNS
+        or all(_is_spectrum(h) for h, _ in cols)
+        or not any(_is_spectrum(h) for h, _ in cols)
+    ):
+        parts = [("curvature", "Curvature", cols)]
+    else:
+        parts = [
+            ("curvature", "Curvature: spectrum", [c for c in cols if _is_spectrum(c[0])]),
+            (
+                "flatness",
+                "Curvature: flatness, PAC-Bayes and stability",
+                [c for c in cols if not _is_spectrum(c[0])],
+            ),
+        ]
+    return [_table(key, title, part, pairs, rels) for key, title, part in parts]
+
+
+def _table(
+    key: str,
+    title: str,
+    cols: list[tuple[str, CellFn]],
+    pairs: list[tuple[Run, Record]],
+    rels: dict[str, str],
+) -> Table:
     table = Table(
-        "curvature",
-        "Curvature",
+        key,
+        title,
         ["run", "split", *(h for h, _ in cols), "protocol"],
         caption="± after an eigenvalue is its error bound; after a stochastic estimate, one standard error. "
         "Hover a value for its method and budget; the protocol of each row is its footnote."

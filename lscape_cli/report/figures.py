@@ -12,6 +12,7 @@ from typing import Any
 
 from lscape_cli.plotting import report as plots
 from lscape_cli.report import probes
+from lscape_cli.report.cells import fmt
 from lscape_cli.report.document import Image
 from lscape_cli.report.inventory import gap_value, run_values
 from lscape_cli.report.runs import RUN_KEY, Run, key_source, sort_key
@@ -54,20 +55,24 @@ def _curve_panels(
                 ]
                 if pts:
                     xs, ys = zip(*pts, strict=True)
-                    panel.series.append(plots.Series(colour_key(run, colour), list(xs), list(ys), style))
+                    key = colour_key(run, colour)
+                    panel.series.append(plots.Series(key, list(xs), list(ys), style, run=run.label))
         if panel.series:
             panels.append(panel)
     return panels
 
 
 def training_curves(groups: dict[Any, list[Run]], colour: str | None, gkey: str | None) -> list[Image]:
-    """Loss and accuracy per epoch (train solid, val dashed, test dotted), one panel per group."""
+    """Loss and accuracy per epoch (train solid, val dashed, test dotted), one panel per group.
+
+    The group panels share their y range, so groups compare at a glance.
+    """
     runs = [r for rs in groups.values() for r in rs]
     out = []
     for metric, title in (("loss", "Loss per epoch"), ("accuracy", "Accuracy per epoch")):
         panels = _curve_panels(groups, colour, metric, gkey)
         if panels:
-            fig = plots.grid(panels, _keys(runs, colour), colour or "", splits=True)
+            fig = plots.grid(panels, _keys(runs, colour), colour or "", splits=True, share_y=True)
             out.append(
                 Image(
                     f"curves-{metric}.png", title, plots.png(fig), "train: solid, val: dashed, test: dotted"
@@ -77,10 +82,16 @@ def training_curves(groups: dict[Any, list[Run]], colour: str | None, gkey: str 
 
 
 def tracked_scalars(obj: Any) -> list[tuple[str, float | None, float | None]]:
-    """``(suffix, estimate, stderr)`` for each scalar in a probe-style result object."""
+    """``(suffix, estimate, stderr)`` for each scalar in a probe-style result object.
+
+    ε-sharpness (the first radius): ``max`` (S_max) and ``mean`` (S_mean ± its standard error).
+    """
     if isinstance(obj, list):  # sharpness: one row per radius
         obj = obj[0] if obj else {}
-        return [("", (obj.get("random") or {}).get("s_max"), None)] if isinstance(obj, dict) else []
+        if not isinstance(obj, dict):
+            return []
+        rnd = obj.get("random") or {}
+        return [("max", rnd.get("s_max"), None), ("mean", rnd.get("s_mean"), rnd.get("s_mean_stderr"))]
     if not isinstance(obj, dict):
         return [("", obj, None)] if isinstance(obj, (int, float)) else []
     if isinstance(obj.get("eigenvalues"), list):
@@ -93,29 +104,45 @@ def tracked_scalars(obj: Any) -> list[tuple[str, float | None, float | None]]:
     return []
 
 
+def tracked_title(name: str, obj: Any) -> str:
+    """A tracked quantity's panel title with its parameters (method; ε-sharpness: kind, ε, directions)."""
+    if isinstance(obj, list) and obj and isinstance(obj[0], dict):
+        row = obj[0]
+        n = (row.get("random") or {}).get("num_directions")
+        return (
+            f"ε-sharpness ({row.get('kind')}, ε={fmt(row.get('eps'))}, {n} directions)\n"
+            "S_max solid, S_mean dashed (band: ± stderr)"
+        )
+    if isinstance(obj, dict) and isinstance(obj.get("curve"), list) and obj["curve"]:
+        return f"{name}: loss rise at σ={fmt(obj['curve'][0].get('sigma'))} ({obj.get('method')})"
+    method = obj.get("method") if isinstance(obj, dict) else None
+    if name == "top_k":
+        return f"top_k ({method}): λ1 solid, λ2 dashed, λ3 dotted"
+    return f"{name} ({method})" if method else name
+
+
+SUFFIX_STYLE = {"": "-", "max": "-", "mean": "--"}
+
+
 def _tracked_panels(runs: list[Run], colour: str | None) -> list[plots.Panel]:
     panels: dict[str, plots.Panel] = {}
     for run in runs:
         series: dict[tuple[str, str], list[tuple[float, float | None, float | None]]] = {}
         for h in _history(run):
             for name, obj in (h.get("tracked") or {}).items():
+                if name not in panels:
+                    ylabel = "loss rise" if name in ("noise", "sharpness") else name
+                    panels[name] = plots.Panel(tracked_title(name, obj), "epoch", ylabel)
                 for suffix, est, err in tracked_scalars(obj):
                     series.setdefault((name, suffix), []).append((h["epoch"], est, err))
         for (name, suffix), pts in series.items():
-            if name not in panels:
-                noise = suffix.startswith("σ")  # noise: the loss rise at the first sigma
-                title = f"{name}: loss rise at {suffix}" if noise else name
-                panels[name] = plots.Panel(title, "epoch", "loss rise" if noise else name)
-            panel = panels[name]
-            style = STYLES[int(suffix[1:]) - 1 if suffix.startswith("λ") else 0]
-            s = plots.Series(colour_key(run, colour), [p[0] for p in pts], [p[1] for p in pts], style)
+            style = STYLES[int(suffix[1:]) - 1] if suffix[1:].isdigit() else SUFFIX_STYLE.get(suffix, "-")
+            key = colour_key(run, colour)
+            s = plots.Series(key, [p[0] for p in pts], [p[1] for p in pts], style, run=run.label)
             if any(p[2] is not None for p in pts):
                 s.low = [None if p[1] is None or p[2] is None else p[1] - p[2] for p in pts]
                 s.high = [None if p[1] is None or p[2] is None else p[1] + p[2] for p in pts]
-            panel.series.append(s)
-    for name, panel in panels.items():
-        if name == "top_k":
-            panel.title = "top_k (λ1 solid, λ2 dashed, λ3 dotted)"
+            panels[name].series.append(s)
     return list(panels.values())
 
 
@@ -132,7 +159,7 @@ def tracked(runs: list[Run], colour: str | None) -> list[Image]:
     ]
 
 
-PerRun = list[tuple[Any, dict[str, Any], dict[probes.Setting, Any]]]  # colour key, values, probe values
+PerRun = list[tuple[Any, str, dict[str, Any], dict[probes.Setting, Any]]]  # colour, run, values, probes
 
 
 def _versus_panel(
@@ -140,10 +167,10 @@ def _versus_panel(
 ) -> plots.Panel | None:
     """One point per run measured under ``setting``: gap vs λmax, or test loss vs ε-sharpness."""
     pts = []
-    for key, v, m in per_run:
+    for key, label, v, m in per_run:
         y = gap_value(v, "gap_acc") if setting.quantity == "lambda_max" else _test_loss(v)
         if y is not None and setting in m:
-            pts.append((float(m[setting].value), y, key))
+            pts.append((float(m[setting].value), y, key, label))
     if not pts:
         return None
     keys = probes.distinguishing(group)
@@ -152,7 +179,10 @@ def _versus_panel(
     else:
         title, xlabel, ylabel = "test loss vs ε-sharpness", "ε-sharpness (max rise)", "test loss"
     title += f"\n{setting.describe(keys)}" if keys else ""
-    return plots.Panel(title, f"{xlabel}\n{_wrap(setting.describe())}", ylabel, points=pts)
+    panel = plots.Panel(title, f"{xlabel}\n{_wrap(setting.describe())}", ylabel)
+    panel.points = [(x, y, k) for x, y, k, _ in pts]
+    panel.labels = [lab for _, _, _, lab in pts]  # direct labels: which point is which run
+    return panel
 
 
 def _test_loss(values: dict[str, Any]) -> float | None:
@@ -169,10 +199,12 @@ def versus_panels(
     runs: list[Run], rels: dict[str, str], colour: str | None
 ) -> list[tuple[probes.Setting, plots.Panel]]:
     """The panels of :func:`versus`, each with the one probe setting its points were measured under."""
-    per_run = [(colour_key(r, colour), run_values(r, rels), probes.run_values(r, rels)) for r in runs]
+    per_run = [
+        (colour_key(r, colour), r.label, run_values(r, rels), probes.run_values(r, rels)) for r in runs
+    ]
     out = []
     for quantity in ("lambda_max", "sharpness_max"):
-        group = probes.settings([m for _, _, m in per_run], quantity)
+        group = probes.settings([m for _, _, _, m in per_run], quantity)
         for setting in group:
             panel = _versus_panel(per_run, setting, group)
             if panel is not None:

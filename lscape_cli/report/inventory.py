@@ -8,6 +8,8 @@ regression data have no accuracy: when no run has one, the accuracy columns are 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from lscape_cli.report import probes
@@ -19,6 +21,7 @@ from lscape_cli.report.cells import (
     fmt,
     get,
     mean_std_cell,
+    number_cell,
     sources_mean_std,
     text_cell,
 )
@@ -49,7 +52,11 @@ def run_values(run: Run, rels: dict[str, str]) -> dict[str, Source]:
             p = f"/results/final/{name}"
             if get(data, p) is not None:
                 out[name] = Source(r, p, get(data, p))
-        for name, p in (("num_parameters", "/results/num_parameters"), ("epochs_run", "/results/epochs")):
+        for name, p in (
+            ("num_parameters", "/results/num_parameters"),
+            ("epochs_run", "/results/epochs"),
+            ("best_epoch", "/results/best_epoch"),
+        ):
             if get(data, p) is not None:
                 out[name] = Source(r, p, get(data, p))
         if get(data, "/results/stop_reason") is not None:
@@ -58,10 +65,28 @@ def run_values(run: Run, rels: dict[str, str]) -> dict[str, Source]:
         for name in FINALS:
             if (s := _src(run, f"/metrics/{name}")) is not None:
                 out[name] = s
-        for name, p in (("epochs_run", "/training/epochs_run"), ("stop_reason", "/training/stop_reason")):
+        for name, p in (
+            ("epochs_run", "/training/epochs_run"),
+            ("best_epoch", "/training/best_epoch"),
+            ("stop_reason", "/training/stop_reason"),
+        ):
             if (s := _src(run, p)) is not None:
                 out[name] = s
     return out
+
+
+RULES = ("/training/tol", "/training/grad_tol", "/training/patience")
+BUDGET_FLAG = "budget stop"
+
+
+def stop_cell(run: Run, values: dict[str, Source]) -> Cell:
+    """The stop reason, flagged when a run given a convergence rule ran out of epochs or steps instead."""
+    cell = source_cell(values.get("stop_reason"))
+    has_rule = any(get(run.meta, p) is not None for p in RULES)
+    if has_rule and cell.text in ("epochs", "max_steps"):
+        cell.note = "a convergence rule (tol, grad_tol or patience) was set but the epoch/step budget ran out"
+        cell.flag(BUDGET_FLAG)
+    return cell
 
 
 def gap_cell(values: dict[str, Source], kind: str) -> Cell:
@@ -70,7 +95,7 @@ def gap_cell(values: dict[str, Source], kind: str) -> Cell:
     if a not in values or b not in values:
         return Cell(DASH)
     gap = float(values[a].value) - float(values[b].value)
-    return Cell(fmt(gap), (values[a], values[b]), GAP_NOTE[kind], "difference", sort=gap)
+    return number_cell(gap, (values[a], values[b]), GAP_NOTE[kind], "difference")
 
 
 def gap_value(values: dict[str, Source], kind: str) -> float | None:
@@ -78,21 +103,38 @@ def gap_value(values: dict[str, Source], kind: str) -> float | None:
     return gap_cell(values, kind).sort
 
 
+def source_cell(s: Source | None) -> Cell:
+    """A cell showing one source's value (``–`` for none)."""
+    if s is None:
+        return Cell(DASH)
+    return Cell(fmt(s.value), (s,), sort=_sortable(s.value), value=_sortable(s.value))
+
+
 def _cell(values: dict[str, Source], name: str) -> Cell:
-    s = values.get(name)
-    return Cell(DASH) if s is None else Cell(fmt(s.value), (s,), sort=_sortable(s.value))
+    return source_cell(values.get(name))
 
 
 def _sortable(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return v if isinstance(v, int) else float(v)
 
 
 def _setting(run: Run, pointer: str, rels: dict[str, str]) -> Cell:
-    s = _src(run, pointer)
-    return Cell(DASH) if s is None else Cell(fmt(s.value), (s,), sort=_sortable(s.value))
+    return source_cell(_src(run, pointer))
 
 
 def _model(run: Run, rels: dict[str, str]) -> Cell:
+    """The model by name and size; a model built from a source by its source and arguments."""
+    source = _src(run, "/model/config/source")
+    if source is not None:  # --model-def / torchvision: mynet.py:build {"channels": 8}
+        kwargs = get(run.meta, "/model/config/kwargs")
+        text = Path(str(source.value).split(":")[0]).name + (
+            ":" + str(source.value).split(":", 1)[1] if ":" in str(source.value) else ""
+        )
+        if kwargs:
+            text += " " + json.dumps(kwargs, sort_keys=True)
+        return Cell(text, (source,), note=str(get(run.meta, "/model/config/file") or source.value))
     sources = [
         s for p in ("/model/name", "/model/config/depth", "/model/config/width") if (s := _src(run, p))
     ]
@@ -101,6 +143,15 @@ def _model(run: Run, rels: dict[str, str]) -> Cell:
     text = str(sources[0].value)
     extra = [f"{s.pointer.rsplit('/', 1)[1]} {s.value}" for s in sources[1:]]
     return Cell(text + (f" ({', '.join(extra)})" if extra else ""), tuple(sources))
+
+
+def _dataset(run: Run) -> Cell:
+    """The dataset by name; a ``--data`` file by its file name (the full path in the tooltip)."""
+    cell = source_cell(_src(run, "/dataset/name"))
+    path = _src(run, "/dataset/path")
+    if cell.text == "file" and path is not None:
+        return Cell(Path(str(path.value)).name, (path,), note=str(path.value))
+    return cell
 
 
 SETTINGS = (
@@ -117,29 +168,59 @@ def _has_accuracy(values: list[dict[str, Source]]) -> bool:
     return any(name in v for v in values for name in FINALS if name.endswith("_accuracy"))
 
 
-def inventory(runs: list[Run], rels: dict[str, str], keys: list[str]) -> Table:
-    """Seed 001 Table 1 for every run (``keys``: the compare/group keys, shown first)."""
+OUTCOMES = (  # (header, value name), the outcome columns in the order a reader looks for them
+    ("test acc", "test_accuracy"),
+    ("test loss", "test_loss"),
+    ("train acc", "train_accuracy"),
+    ("train loss", "train_loss"),
+    ("val acc", "val_accuracy"),
+    ("val loss", "val_loss"),
+)
+
+
+def inventory(runs: list[Run], rels: dict[str, str], keys: list[str]) -> tuple[Table, Table]:
+    """Seed 001 Table 1 for every run: outcomes first, then the settings in a second table.
+
+    ``keys``: the compare/group keys, shown after the run's name in both. Two tables rather than one
+    wide one: the outcomes (losses, accuracies, gaps, epochs, stop) fit the page without scrolling.
+    """
+    return _outcomes(runs, rels, keys), _settings(runs, rels, keys)
+
+
+def _outcomes(runs: list[Run], rels: dict[str, str], keys: list[str]) -> Table:
     all_values = [run_values(run, rels) for run in runs]
     acc = _has_accuracy(all_values)
-    finals = [n for n in FINALS if acc or not n.endswith("_accuracy")]
-    columns = ["run", *keys, "model", "parameters", "dataset", "train / val / test"]
-    columns += [name for name, _ in SETTINGS]
-    columns += ["epochs", "stop", "train loss", "val loss", "test loss"]
-    columns += ["train acc", "val acc", "test acc", "gap (acc)", "gap (loss)"] if acc else ["gap (loss)"]
+    finals = [(h, n) for h, n in OUTCOMES if acc or not n.endswith("_accuracy")]
+    best = any("best_epoch" in v for v in all_values)
+    columns = ["run", *keys, *(h for h, _ in finals[:2])]
+    columns += ["gap (acc)", "gap (loss)"] if acc else ["gap (loss)"]
+    columns += [h for h, _ in finals[2:]] + ["epochs", *(["best epoch"] if best else []), "stop"]
     caption = (GAP_NOTE["gap_acc"] + "; " if acc else "") + GAP_NOTE["gap_loss"]
-    table = Table("inventory", "Run inventory", columns, caption=caption)
+    if best:
+        caption += "; best epoch: with --restore-best, the epoch whose state the checkpoint holds"
+    table = Table("inventory", "Run inventory: outcomes", columns, caption=caption)
     for run, values in zip(runs, all_values, strict=True):
-        row = [run_cell(run)]
-        for key in keys:
-            s = key_source(run, key)
-            row.append(Cell(DASH) if s is None else Cell(fmt(s.value), (s,), sort=_sortable(s.value)))
-        row += [_model(run, rels), _cell(values, "num_parameters"), _setting(run, "/dataset/name", rels)]
-        row.append(_sizes(run, rels))
-        row += [_setting(run, p, rels) for _, p in SETTINGS]
-        row += [_cell(values, "epochs_run"), _cell(values, "stop_reason")]
-        row += [_cell(values, n) for n in finals]
+        row = [run_cell(run), *(source_cell(key_source(run, key)) for key in keys)]
+        row += [_cell(values, n) for _, n in finals[:2]]
         row += [gap_cell(values, "gap_acc")] if acc else []
         row.append(gap_cell(values, "gap_loss"))
+        row += [_cell(values, n) for _, n in finals[2:]]
+        row += [_cell(values, "epochs_run"), *([_cell(values, "best_epoch")] if best else [])]
+        row.append(stop_cell(run, values))
+        table.rows.append(row)
+    return table
+
+
+def _settings(runs: list[Run], rels: dict[str, str], keys: list[str]) -> Table:
+    columns = ["run", *keys, "model", "parameters", "dataset", "train / val / test"]
+    columns += [name for name, _ in SETTINGS]
+    table = Table("settings", "Run inventory: settings", columns)
+    for run in runs:
+        values = run_values(run, rels)
+        row = [run_cell(run), *(source_cell(key_source(run, key)) for key in keys)]
+        row += [_model(run, rels), _cell(values, "num_parameters"), _dataset(run)]
+        row.append(_sizes(run, rels))
+        row += [_setting(run, p, rels) for _, p in SETTINGS]
         table.rows.append(row)
     return table
 

@@ -71,8 +71,10 @@ def comparison(
     fig = plots.slice_comparison(panels, keys, colour or "", directions)
     listing = "; ".join(f"{p.label}: {', '.join(u)}" for _, p, u in ordered)
     caption = (
-        "one row per model, top to bottom: α shared by every panel, loss by the 1-D panels, β and the "
-        f"contour levels by the 2-D panels; {directions}; records: {listing}"
+        "one row per model, top to bottom, in the report's run order: 1-D curves, the 2-D plane as a "
+        "surface and as contours; α shared by every flat panel, loss by the 1-D panels, β and the "
+        "contour levels by the 2-D panels (each plane its own levels and "
+        f"colour bar where one would be flat on the shared ones); {directions}; records: {listing}"
     )
     return [Image("slices-compared.png", "Slices compared across models", plots.png(fig), caption)]
 

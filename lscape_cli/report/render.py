@@ -12,9 +12,12 @@ import csv
 import html
 import io
 import json
-from collections.abc import Sequence
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from lscape_cli.report.cells import Cell, Table
+from lscape_cli.report.cells import DASH, Cell, Table
 from lscape_cli.report.document import Bullets, Document, Image
 
 CSS = """
@@ -27,15 +30,18 @@ h3{font-size:15px;margin:18px 0 6px}
 nav ul{display:flex;flex-wrap:wrap;gap:4px 16px;padding:0;list-style:none;margin:8px 0}
 .scroll{overflow-x:auto;max-width:100%;border:1px solid #e3e3e3}
 table{border-collapse:collapse;font-size:12.5px;font-variant-numeric:tabular-nums}
-th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap;vertical-align:top}
-th{background:#f3f4f6;position:sticky;top:0;text-align:right}
+th,td{padding:3px 6px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap;vertical-align:top}
+th{background:#f3f4f6;position:sticky;top:0;text-align:right;white-space:normal;min-width:3.5em;
+max-width:11em;overflow-wrap:break-word}
+td.wrap{white-space:normal;min-width:7em;max-width:16em;overflow-wrap:anywhere}
+td .v{white-space:nowrap}
 th:first-child,td:first-child{text-align:left;position:sticky;left:0;background:#fff}
 th:first-child{background:#f3f4f6}
 tr:hover td{background:#f8fbff}
 td[title]{cursor:help}
 .caption{color:#555;font-size:12.5px;margin:4px 0 10px}
 .badge{display:inline-block;background:#b42318;color:#fff;border-radius:3px;padding:0 4px;font-size:11px;
-margin-left:4px}
+margin-left:2px;white-space:nowrap}
 .warn{border:1px solid #f04438;background:#fef3f2;padding:8px 14px;border-radius:4px;margin:10px 0}
 .warn ul{margin:4px 0;padding-left:18px}
 ol.notes{font-size:12px;color:#444;padding-left:24px;overflow-wrap:anywhere}
@@ -45,9 +51,18 @@ figure{margin:14px 0}figure img{max-width:100%;height:auto;border:1px solid #eee
 figcaption{font-size:12.5px;color:#555}
 footer{margin-top:32px;border-top:1px solid #ddd;font-size:12px;color:#555;overflow-wrap:anywhere}
 code{font-size:12px}
-@media print{body{background:#fff}main{max-width:none;padding:0}.scroll{overflow:visible;border:0}
-table{font-size:8px}th,td{padding:1px 3px}figure{break-inside:avoid}}
+@media print{@page{size:A4 landscape;margin:12mm}body{background:#fff;font-size:10px}
+main{max-width:none;padding:0}.scroll{overflow:visible;border:0}nav,details{display:none}
+table{font-size:8px;break-inside:auto}tr{break-inside:avoid}th,td{padding:1px 3px;white-space:normal}
+th{position:static}th:first-child,td:first-child{position:static}
+.badge{background:none;color:#b42318;border:1px solid #b42318}
+figure{break-inside:avoid}.gallery{display:block}h2,h3{break-after:avoid}}
 """
+
+
+LONG = 28  # characters: a cell with more text may wrap (a number with its ± and range stays whole)
+SHORT = 16  # characters: a longer cell of several pieces may put each on its own line
+BREAKS = re.compile(r"(?= ± | \(| \[| vs )")  # where a cell may break: before ±, (…), […] and "vs"
 
 
 def display(cell: Cell) -> str:
@@ -64,8 +79,18 @@ def _td(cell: Cell) -> str:
         attrs += f' data-aggregate="{cell.aggregate}"'
     if cell.note:
         attrs += f' title="{html.escape(cell.note)}"'
+    pieces = BREAKS.split(cell.text)
+    text = html.escape(cell.text)
+    if len(pieces) > 1 and len(cell.text) > SHORT:  # "value ± err", "value [min, max]", "… vs …"
+        attrs += ' class="wrap"'  # lines break between the pieces, never inside a number
+        text = "".join(f'<span class="v">{html.escape(piece)}</span>' for piece in pieces)
+    elif len(cell.text) > LONG:  # long text (a path, a list) may wrap anywhere
+        attrs += ' class="wrap"'
+    elif cell.badge:  # the number stays on one line, its flag may go under it
+        attrs += ' class="wrap"'
+        text = f'<span class="v">{text}</span>'
     badge = f' <span class="badge">[{html.escape(cell.badge)}]</span>' if cell.badge else ""
-    return f"<td{attrs}>{html.escape(cell.text)}{badge}</td>"
+    return f"<td{attrs}>{text}{badge}</td>"
 
 
 def _table_html(t: Table, section_title: str) -> str:
@@ -138,8 +163,9 @@ def to_html(doc: Document) -> str:
         f"<h1>{html.escape(doc.title)}</h1>\n<p>{html.escape(doc.summary)}</p>\n<nav><ul>{nav}</ul></nav>\n"
         + "\n".join(body)
         + f"\n<footer>{foot}<details{' open' if len(doc.footer) <= 32 else ''}>"
-        f"<summary>Command lines that produced the records ({len(doc.footer) - 2})</summary>"
-        f"<ul>{commands}</ul></details></footer>\n</main></body></html>\n"
+        f"<summary>Command lines that produced the records, in the order they ran "
+        f"({len(doc.footer) - 2})</summary>"
+        f"<ol>{commands}</ol></details></footer>\n</main></body></html>\n"
     )
 
 
@@ -177,16 +203,63 @@ def to_markdown(doc: Document, image_links: dict[int, str]) -> str:
                 out.append(str(b))
             out.append("")
     out += ["---", ""] + [f"{line}  " for line in doc.footer[:2]] + [""]
-    out += [f"- `{c}`" for c in doc.footer[2:]]
+    out += ["Command lines that produced the records, in the order they ran:", ""]
+    out += [f"{i}. `{c}`" for i, c in enumerate(doc.footer[2:], 1)]
     return "\n".join(out) + "\n"
 
 
+def _numeric(cell: Cell) -> bool:
+    """Whether a cell is missing or shows only numbers (its text is then rebuilt from them)."""
+    parts = (cell.value, cell.err, cell.lo, cell.hi, *(v for _, v in cell.extra))
+    return cell.text == DASH or any(isinstance(v, (int, float)) for v in parts)
+
+
+def _csv_number(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(value) if isinstance(value, float) and math.isfinite(value) else str(value)
+    return str(value)
+
+
+def _attr(name: str) -> Callable[[Cell], Any]:
+    return lambda c: getattr(c, name)
+
+
+def _extra(key: str) -> Callable[[Cell], Any]:
+    return lambda c: dict(c.extra).get(key)
+
+
+def _csv_columns(t: Table, j: int) -> list[tuple[str, Callable[[Cell], Any]]]:
+    """The CSV columns of table column ``j``: numbers (value, ±, min, max, extras) or text, then flags."""
+    cells = [row[j] for row in t.rows]
+    name = t.columns[j]
+    out: list[tuple[str, Callable[[Cell], Any]]] = []
+    if cells and all(_numeric(c) for c in cells):
+        for suffix, attr in (("", "value"), (" ±", "err"), (" min", "lo"), (" max", "hi")):
+            if any(getattr(c, attr) is not None for c in cells):
+                out.append((name + suffix, _attr(attr)))
+        for suffix in dict.fromkeys(k for c in cells for k, _ in c.extra):
+            out.append((f"{name} {suffix}", _extra(suffix)))
+    else:
+        out.append((name, lambda c: "" if c.text == DASH else c.text))
+    if any(c.badge for c in cells):
+        out.append((f"{name} flags", lambda c: c.badge))
+    return out
+
+
 def to_csv(t: Table) -> str:
-    """The table's header and visible cell texts."""
+    """The table as numbers: each value, its uncertainty and range, and its flags in columns of their own.
+
+    A column of numbers becomes ``NAME`` (the value), ``NAME ±`` (error bound, standard error or std),
+    ``NAME min``/``NAME max`` (over batches) and its extras as present; text columns keep their text.
+    ``NAME flags`` holds the column's flags (``not converged``, ``censored``, ...) where any has one.
+    """
+    cols = [(j, name, fn) for j in range(len(t.columns)) for name, fn in _csv_columns(t, j)]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(t.columns)
-    writer.writerows([display(c) for c in row] for row in t.rows)
+    writer.writerow([name for _, name, _ in cols])
+    writer.writerows([_csv_number(fn(row[j])) for j, _, fn in cols] for row in t.rows)
     return buf.getvalue()
 
 

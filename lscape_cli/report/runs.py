@@ -8,6 +8,7 @@ holds), else from the checkpoint header itself, read without loading tensors.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ class Run:
     """One trained model and every record about it."""
 
     key: str  # checkpoint sha256, or the train record's path for a diverged restart
-    label: str  # checkpoint path relative to the study's root, without ".safetensors"
+    label: str  # checkpoint path relative to the study root, less ".safetensors" and a final "/model"
     checkpoint: Path | None
     train: Record | None = None
     probes: list[Record] = field(default_factory=list)
@@ -42,8 +43,10 @@ def rel(path: Path, base: Path) -> str:
 
 
 def _label(checkpoint: Path, root: Path) -> str:
+    """The run's folder (and file, unless it is the default ``model``): ``sgd-high-lr``, ``d1/model-r000``."""
     name = rel(checkpoint, root)
-    return name[: -len(".safetensors")] if name.endswith(".safetensors") else name
+    name = name[: -len(".safetensors")] if name.endswith(".safetensors") else name
+    return name[: -len("/model")] if name.endswith("/model") else name
 
 
 def join(records: list[Record], root: Path, out_dir: Path) -> list[Run]:
@@ -134,11 +137,16 @@ def sort_key(value: Any) -> tuple[int, float, str]:
     return (1, 0.0, str(value))
 
 
-def order(runs: list[Run], compare: str | None) -> list[Run]:
-    """Runs ordered by the compare key's value, then by label."""
+def natural(label: str) -> list[tuple[int, float, str]]:
+    """A label's sort key reading its digits as numbers: ``mlp-32`` before ``mlp-128``."""
+    return [sort_key(float(p)) if p.isdigit() else sort_key(p) for p in re.split(r"(\d+)", label) if p]
 
-    def key(run: Run) -> tuple[tuple[int, float, str], str]:
+
+def order(runs: list[Run], compare: str | None) -> list[Run]:
+    """Runs ordered by the compare key's value, then by label (numbers in it as numbers)."""
+
+    def key(run: Run) -> tuple[tuple[int, float, str], list[tuple[int, float, str]]]:
         src = key_source(run, compare) if compare else None
-        return sort_key(src.value if src else None), run.label
+        return sort_key(src.value if src else None), natural(run.label)
 
     return sorted(runs, key=key)

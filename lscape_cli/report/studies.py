@@ -56,37 +56,61 @@ def _slice_row(rec: Record, r: str) -> list[Cell]:
         value_cell(r, d, "/results/centre/loss"),
     ]
     if get(d, "/results/lines") is not None:
-        widths = [
-            (i, ln["basin"]["width"])
-            for i, ln in enumerate(d["results"]["lines"])
-            if ln["basin"]["width"] is not None
-        ]
-        lo, hi = min(widths, key=lambda t: t[1]), max(widths, key=lambda t: t[1])
-        basin = Cell(
-            f"{fmt(lo[1])} .. {fmt(hi[1])}",
-            (
-                Source(r, f"/results/lines/{lo[0]}/basin/width", lo[1]),
-                Source(r, f"/results/lines/{hi[0]}/basin/width", hi[1]),
-            ),
-            f"width of the interval where L − L(θ) ≤ {get(d, '/results/lines/0/basin/threshold')}; "
-            "min .. max over directions",
-        )
         return row + [
             value_cell(r, d, "/results/sharpness_1d/value", str(get(d, "/results/sharpness_1d/method"))),
-            basin,
+            basin_width_cell(r, d),
             Cell(DASH),
         ]
+    return row + [
+        value_cell(r, d, "/results/plane/max_rise/value", "largest L − L(θ) over the plane"),
+        basin_area_cell(r, d),
+        quadratic_cell(r, d),
+    ]
+
+
+CENSORED = "censored"
+
+
+def basin_width_cell(r: str, d: dict[str, Any]) -> Cell:
+    """1-D basin widths, min .. max over directions; flagged where a basin reaches the end of the range."""
+    lines = get(d, "/results/lines") or []
+    widths = [(i, ln["basin"]["width"]) for i, ln in enumerate(lines) if ln["basin"]["width"] is not None]
+    if not widths:
+        return Cell(DASH)
+    lo, hi = min(widths, key=lambda t: t[1]), max(widths, key=lambda t: t[1])
+    cell = Cell(
+        f"{fmt(lo[1])} .. {fmt(hi[1])}",
+        (
+            Source(r, f"/results/lines/{lo[0]}/basin/width", lo[1]),
+            Source(r, f"/results/lines/{hi[0]}/basin/width", hi[1]),
+        ),
+        f"width of the interval where L − L(θ) ≤ {get(d, '/results/lines/0/basin/threshold')}; "
+        "min .. max over directions; censored: the interval reaches the end of the range (a lower bound)",
+        lo=float(lo[1]),
+        hi=float(hi[1]),
+    )
+    cut = sum(bool(ln["basin"].get("censored_left") or ln["basin"].get("censored_right")) for ln in lines)
+    return cell.flag(f"{CENSORED} in {cut} of {len(lines)} directions" if cut else "")
+
+
+def basin_area_cell(r: str, d: dict[str, Any]) -> Cell:
+    """The 2-D basin's area, flagged when it reaches the grid's edge (then a lower bound)."""
+    note = str(get(d, "/results/plane/basin/method") or "")
+    if get(d, "/results/plane/basin/censored"):
+        note += "; censored: the basin reaches the edge of the grid, so the area is a lower bound"
+        return value_cell(r, d, "/results/plane/basin/area", note).flag(CENSORED)
+    return value_cell(r, d, "/results/plane/basin/area", note)
+
+
+def quadratic_cell(r: str, d: dict[str, Any]) -> Cell:
+    """The eigenvalues of the quadratic fitted near θ on a 2-D plane."""
     eig = get(d, "/results/plane/quadratic/eigenvalues") or []
-    quad = Cell(
+    return Cell(
         ", ".join(fmt(v) for v in eig),
         tuple(Source(r, f"/results/plane/quadratic/eigenvalues/{i}", v) for i, v in enumerate(eig)),
         str(get(d, "/results/plane/quadratic/method") or ""),
+        extra=tuple((f"λ{i + 1}", v) for i, v in enumerate(eig)),
     )
-    return row + [
-        value_cell(r, d, "/results/plane/max_rise/value", "largest L − L(θ) over the plane"),
-        value_cell(r, d, "/results/plane/basin/area", str(get(d, "/results/plane/basin/method") or "")),
-        quad,
-    ]
 
 
 def slices(records: list[Record], rels: dict[str, str]) -> list[Block]:
@@ -119,7 +143,8 @@ def slices(records: list[Record], rels: dict[str, str]) -> list[Block]:
     return blocks
 
 
-def _barrier(r: str, d: dict[str, Any], path: str, split: str, metric: str, definition: str) -> Cell:
+def barrier_cell(r: str, d: dict[str, Any], path: str, split: str, metric: str, definition: str) -> Cell:
+    """One barrier of a connect record (and its value relative to the ends)."""
     base = f"/results/{path}/barriers/{split}/{metric}/{definition}"
     cell = value_cell(r, d, f"{base}/value")
     rel_v = get(d, f"{base}/relative")
@@ -130,6 +155,11 @@ def _barrier(r: str, d: dict[str, Any], path: str, split: str, metric: str, defi
     return cell
 
 
+def _stem(path: Any) -> str:
+    name = Path(str(path)).name
+    return name[: -len(".safetensors")] if name.endswith(".safetensors") else name
+
+
 def connect(records: list[Record], rels: dict[str, str]) -> list[Block]:
     """Mode connectivity: barriers per path with their definitions, and the path plots.
 
@@ -138,8 +168,7 @@ def connect(records: list[Record], rels: dict[str, str]) -> list[Block]:
     error = any(get(rec.data, "/results/linear/barriers/test/error") is not None for rec in records)
     cols = [
         "record",
-        "A",
-        "B",
+        "A → B",
         "path",
         "buffers",
         "distance",
@@ -161,19 +190,18 @@ def connect(records: list[Record], rels: dict[str, str]) -> list[Block]:
             table.rows.append(
                 [
                     _stale_cell(r, rec),
-                    Cell(str(a)),
-                    Cell(str(b)),
+                    Cell(f"{_stem(a)} → {_stem(b)}", note=f"A: {a}; B: {b} (relative to the record)"),
                     Cell(
                         f"{path}: {get(d, f'/results/{path}/endpoint_b')}",
                         note=str(get(d, f"/results/{path}/formula")),
                     ),
                     value_cell(r, d, f"/results/{path}/buffers"),
                     value_cell(r, d, f"/results/{path}/distance", "‖θ_B − θ_A‖₂"),
-                    _barrier(r, d, path, "test", "loss", "max_minus_mean_ends"),
-                    _barrier(r, d, path, "test", "loss", "chord"),
-                    _barrier(r, d, path, "test", "loss", "max_minus_max_ends"),
-                    *([_barrier(r, d, path, "test", "error", "max_minus_mean_ends")] if error else []),
-                    _barrier(r, d, path, "train", "loss", "max_minus_mean_ends"),
+                    barrier_cell(r, d, path, "test", "loss", "max_minus_mean_ends"),
+                    barrier_cell(r, d, path, "test", "loss", "chord"),
+                    barrier_cell(r, d, path, "test", "loss", "max_minus_max_ends"),
+                    *([barrier_cell(r, d, path, "test", "error", "max_minus_mean_ends")] if error else []),
+                    barrier_cell(r, d, path, "train", "loss", "max_minus_mean_ends"),
                 ]
             )
         png = get(d, "/results/plot/png")
@@ -209,7 +237,7 @@ def pareto(records: list[Record], rels: dict[str, str]) -> list[Block]:
             table.rows.append(
                 [
                     _stale_cell(g, rec),
-                    value_cell(r, d, f"{base}/n"),
+                    _group_runs(r, d, base),
                     value_cell(r, d, f"{base}/mean/0"),
                     value_cell(r, d, f"{base}/mean/1"),
                     value_cell(r, d, f"{base}/tls/lambda", str(get(d, f"{base}/tls/status") or "")),
@@ -225,6 +253,15 @@ def pareto(records: list[Record], rels: dict[str, str]) -> list[Block]:
     return blocks
 
 
+def _group_runs(r: str, d: dict[str, Any], base: str) -> Cell:
+    """A group's run count, flagged with the runs given a convergence rule that ran out of budget."""
+    cell = value_cell(r, d, f"{base}/n")
+    budget = get(d, f"{base}/stopped_on_budget") or []
+    if budget:
+        cell.note = "stopped on budget: " + ", ".join(map(str, budget))
+    return cell.flag(f"{len(budget)} budget stop{'s' if len(budget) > 1 else ''}" if budget else "")
+
+
 def _across(r: str, d: dict[str, Any], key: str) -> Table:
     target = get(d, "/results/target")
     table = Table(
@@ -236,7 +273,7 @@ def _across(r: str, d: dict[str, Any], key: str) -> Table:
     a = "/results/across_groups"
     table.rows.append(
         [
-            value_cell(r, d, f"{a}/lambda_g"),
+            value_cell(r, d, f"{a}/lambda_g").flag("at bound" if get(d, f"{a}/lambda_G_at_bound") else ""),
             value_cell(r, d, f"{a}/mae_without_curvature"),
             value_cell(r, d, f"{a}/mae_with_curvature"),
             value_cell(r, d, f"{a}/relative_improvement"),
