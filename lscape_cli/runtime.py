@@ -42,7 +42,8 @@ def _contiguous_conv_forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if x.device.type == "cpu":  # a fresh copy, not .contiguous(): one-channel tensors pass as both layouts
         x = x.clone(memory_format=torch.contiguous_format)
         weight = weight.clone(memory_format=torch.contiguous_format)
-    return self._conv_forward(x, weight, self.bias)
+    out: torch.Tensor = self._conv_forward(x, weight, self.bias)
+    return out
 
 
 def guard_onednn(model: nn.Module) -> int:
@@ -58,7 +59,7 @@ def guard_onednn(model: nn.Module) -> int:
     guarded = 0
     for module in model.modules():
         if needs_onednn_guard(module):
-            module.forward = types.MethodType(_contiguous_conv_forward, module)  # type: ignore[method-assign]
+            module.forward = types.MethodType(_contiguous_conv_forward, module)
             guarded += 1
     return guarded
 
