@@ -261,8 +261,8 @@ def eig_table(row: dict[str, Any]) -> str:
         ideal = products * floor if products else None
         lines.append(
             f"| {tool} | {r['lambda_max']:.6g} | {r['residual']:.2g} | {products or 'n/a'} | "
-            f"{r['seconds']:.1f} s | {'%.1f s' % ideal if ideal else 'n/a'} | "
-            f"{'%.2f' % (r['seconds'] / ideal) if ideal else 'n/a'} |"
+            f"{r['seconds']:.1f} s | {f'{ideal:.1f} s' if ideal else 'n/a'} | "
+            f"{f'{r["seconds"] / ideal:.2f}' if ideal else 'n/a'} |"
         )
     return "\n".join(lines)
 
@@ -284,7 +284,8 @@ def main() -> None:
     rows = []
     for name in args.models.split(","):
         cmd = [sys.executable, __file__, "--one", name, "--repeats", str(args.repeats)]
-        done = subprocess.run(cmd + (["--eig"] if args.eig else []), capture_output=True, text=True, check=True)
+        cmd += ["--eig"] if args.eig else []
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     text = [

@@ -71,8 +71,11 @@ class _DoubleBackward:
         return [o if o is not None else torch.zeros_like(t) for o, t in zip(out, leaves, strict=True)]
 
     def _one(self, v: Params) -> Params:
-        """The chunks' products summed into the first chunk's (no zero-filled accumulator: one chunk
-        of a large model returns autograd's own tensors, as a plain retained-graph product does)."""
+        """The chunks' products, summed into the first chunk's.
+
+        No zero-filled accumulator: a large model's single chunk returns autograd's own tensors, as a
+        plain retained-graph product does.
+        """
         assert self.graphs is not None and self.leaves is not None
         directions = [v[n] for n in self.leaves]
         acc: list[torch.Tensor] | None = None
