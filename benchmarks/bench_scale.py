@@ -243,7 +243,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         sec, floor = row["seconds"], row["seconds"]["retained graph"]
         cells = [f"{sec[k]:.4g} s ({sec[k] / floor:.2f}×)" if k in sec else "—" for k in METHODS]
         lines.append(
-            f"| {row['model']} | {row['params']:,} | {row['samples']} | " + " | ".join(cells)
+            f"| {row['model']} | {row['params']:,} | {row['samples']} | "
+            + " | ".join(cells)
             + f" | **{sec['lscape'] / floor:.2f}** | {row['peak_rss_mib']:,.0f} MiB |"
         )
     return "\n".join(lines)
@@ -259,10 +260,11 @@ def eig_table(row: dict[str, Any]) -> str:
     for tool, r in row["eig"].items():
         products = r.get("products")
         ideal = products * floor if products else None
+        ratio = r["seconds"] / ideal if ideal else None
         lines.append(
             f"| {tool} | {r['lambda_max']:.6g} | {r['residual']:.2g} | {products or 'n/a'} | "
             f"{r['seconds']:.1f} s | {f'{ideal:.1f} s' if ideal else 'n/a'} | "
-            f"{f'{r["seconds"] / ideal:.2f}' if ideal else 'n/a'} |"
+            f"{f'{ratio:.2f}' if ratio else 'n/a'} |"
         )
     return "\n".join(lines)
 
