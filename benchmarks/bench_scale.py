@@ -13,7 +13,8 @@ Models (random inputs and labels, fixed seed, cross-entropy over 10 classes, eva
 - ``resnet18-11m``: torchvision's ResNet-18 (10 classes) on 256 CIFAR-sized images;
 - ``mlp-25m``: 784 -> 3300 -> 3300 -> 3300 -> 10 on 256 MNIST-shaped images.
 
-Per model, in one process and interleaved over ``--repeats`` rounds (median seconds per product):
+Per model, in one process and interleaved over ``--repeats`` rounds (median CPU seconds per product of
+the one-thread process: on a shared machine, wall time adds whatever the other jobs take):
 
 - ``gradient``: loss and gradient;
 - ``double backward``: the plain autograd HVP, a gradient graph built and used once per product;
@@ -27,7 +28,7 @@ Each model runs in its own subprocess so ``peak RSS`` is that model's process (d
 graphs of lscape, PyHessian and the retained-graph floor, and the vectors). With ``--eig`` the ResNet-18
 row also runs λmax at relative tolerance 1e-4: lscape's Lanczos (``lscape probe``'s settings: bound
 stop, one more product for the true residual) and PyHessian's power iteration (its ``tol`` is a
-relative change), each with its wall time, products, and the residual ``‖Hv − λv‖`` (which bounds the
+relative change), each with its CPU time, products, and the residual ``‖Hv − λv‖`` (which bounds the
 distance to an eigenvalue) computed with one more retained-graph product.
 
 Torch runs with one thread; the load average before and after is printed with the tables.
@@ -108,9 +109,10 @@ def problem(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 
 def _timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
+    """CPU seconds of this one-thread process: what a call costs, without the waits a loaded machine adds."""
+    start = time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def measure(name: str, repeats: int, eig: bool) -> dict[str, Any]:
@@ -207,9 +209,9 @@ def _eig(obj: Any, op: Any, kept: Any, leaves: list[torch.Tensor], model: nn.Mod
 
     out: dict[str, Any] = {}
     op.close()  # lscape's run builds its own graph, as lscape probe does
-    start, count = time.perf_counter(), op.num_matvecs
+    start, count = time.process_time(), op.num_matvecs
     res = spectrum.lanczos(op, tol=1e-4, max_iter=200, seed=0, true_residuals=True, eigenvectors=True)
-    wall = time.perf_counter() - start
+    wall = time.process_time() - start
     vec = list(res.eigenvectors[0].values())  # type: ignore[index]
     out["lscape"] = {
         "lambda_max": res.eigenvalues[0],
@@ -224,9 +226,9 @@ def _eig(obj: Any, op: Any, kept: Any, leaves: list[torch.Tensor], model: nn.Mod
         return out
     ph = hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
     torch.manual_seed(0)
-    start = time.perf_counter()
+    start = time.process_time()
     values, vectors = ph.eigenvalues(maxIter=200, tol=1e-4, top_n=1)
-    wall = time.perf_counter() - start
+    wall = time.process_time() - start
     out["pyhessian"] = {
         "lambda_max": float(values[0]),
         "seconds": wall,
@@ -254,7 +256,7 @@ def eig_table(row: dict[str, Any]) -> str:
     """Markdown: λmax to 1e-4 on one model, lscape against PyHessian and against products × floor."""
     floor = row["seconds"]["retained graph"]
     lines = [
-        "| tool | λmax | ‖Hv − λv‖ | products | wall | products × floor | wall / (products × floor) |",
+        "| tool | λmax | ‖Hv − λv‖ | products | CPU time | products × floor | time / (products × floor) |",
         "|---|---|---|---|---|---|---|",
     ]
     for tool, r in row["eig"].items():
@@ -292,7 +294,8 @@ def main() -> None:
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     text = [
         f"torch {torch.__version__}, oneDNN on, one thread, {cpu_name()}; load average "
-        f"{load[0]:.1f} before, {os.getloadavg()[0]:.1f} after; median of {args.repeats} interleaved rounds.",
+        f"{load[0]:.1f} before, {os.getloadavg()[0]:.1f} after; CPU seconds per product, median of "
+        f"{args.repeats} interleaved rounds (ratio to the retained-graph floor in brackets).",
         "",
         table(rows),
     ]

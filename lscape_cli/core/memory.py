@@ -125,9 +125,14 @@ class Plan:
         """``obj`` evaluated in chunks of :attr:`chunk_size` (same loss, same derivatives)."""
         return dataclasses.replace(obj, max_batch=self.chunk_size)
 
+    @property
+    def retained_graph_bytes(self) -> int:
+        """Estimated bytes of the kept chunk graphs (measured bytes per sample x samples kept)."""
+        return self.retain_chunks * self.chunk_size * self.graph_bytes_per_sample
+
     def to_dict(self) -> dict[str, Any]:
         """Plain values for records."""
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "retained_graph_bytes": self.retained_graph_bytes}
 
 
 def default_memory_budget_mib(device: torch.device) -> float:
