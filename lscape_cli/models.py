@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from lscape_cli.errors import LscapeError
+from lscape_cli.runtime import guard_onednn
 from lscape_cli.usermodel import USER_KINDS, build_user, config_from_dict, trusted_kind
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -380,7 +381,9 @@ def build(spec: ModelSpec) -> nn.Module:
             "model",
             "pass --model-def to import it (or --trust-model-def to accept the recorded one)",
         )
-    return REGISTRY[spec.name].builder(spec.config)
+    module = REGISTRY[spec.name].builder(spec.config)
+    guard_onednn(module)
+    return module
 
 
 def num_parameters(model: nn.Module) -> int:

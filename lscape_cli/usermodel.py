@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from lscape_cli.errors import LscapeError, UserInterrupt
+from lscape_cli.runtime import guard_onednn
 
 USER_KINDS = ("user", "torchvision")  # ModelSpec names of models built from a source
 
@@ -435,6 +436,7 @@ def build_user(cfg: UserModelConfig, notes: list[str], where: str = "--model-def
         )
     if not any(True for _ in module.parameters()):
         raise LscapeError(f"the model built by {cfg.source} has no parameters", where, "check the factory")
+    guard_onednn(module)  # oneDNN's faulty convolution class (lscape_cli.runtime)
     return module
 
 

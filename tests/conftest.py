@@ -44,9 +44,6 @@ def lscape_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     import torch
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case torch was imported earlier
-    from lscape_cli.runtime import safe_cpu_kernels
-
-    safe_cpu_kernels()  # as every command does: tests that call core functions directly need it too
     yield root
     mp.undo()
 

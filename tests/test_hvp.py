@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 from lscape_cli import models
 from lscape_cli.core import _hvp_calibration as calibration
@@ -59,6 +60,18 @@ def test_plan_caps_a_conv_chunk_on_cpu_and_keeps_a_small_mlp_whole() -> None:
     assert mlp.memory_budget_mib == H.DEFAULT_MEMORY_BUDGET_MIB
     capped = plan(_rechunked(_objective("mlp", 4000, depth=4, width=48), 1500))  # max_batch still bounds
     assert (capped.chunk_size, capped.num_chunks, capped.limited_by) == (1334, 3, "max_batch")  # balanced
+
+
+def test_plan_keeps_a_large_models_chunk_whole_on_cpu() -> None:
+    """A chunk's parameter-sized work outweighs re-faulted activations: 8x the parameters' bytes may chunk."""
+    wide = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 28 * 28, 1000))
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(1500, 1, 28, 28, generator=gen), torch.randint(0, 1000, (1500,), generator=gen)
+    big = plan(Objective.from_module(wide.eval(), x, y, "ce"))
+    param_bytes = 4 * sum(p.numel() for p in wide.parameters())  # 25 MB: 8x is 201 MB
+    assert big.graph_bytes_per_sample * 1500 > 32 << 20  # the 32 MiB cap alone would split the split
+    assert big.graph_bytes_per_sample * 1500 <= 8 * param_bytes
+    assert (big.chunk_size, big.num_chunks, big.limited_by) == (1500, 1, "split")
 
 
 def test_a_small_budget_keeps_fewer_graphs_and_changes_nothing() -> None:

@@ -72,14 +72,25 @@ class _DoubleBackward:
         return [o if o is not None else torch.zeros_like(t) for o, t in zip(out, leaves, strict=True)]
 
     def _one(self, v: Params) -> Params:
+        """The chunks' products, summed into the first chunk's.
+
+        No zero-filled accumulator: a large model's single chunk returns autograd's own tensors, as a
+        plain retained-graph product does.
+        """
         assert self.graphs is not None and self.leaves is not None
         directions = [v[n] for n in self.leaves]
-        acc = [torch.zeros_like(t) for t in self.leaves.values()]
+        acc: list[torch.Tensor] | None = None
         for i, (xb, yb) in enumerate(self.obj.chunks()):
             kept = i < len(self.graphs)
             g = self.graphs[i] if kept else self._chunk_grad(xb, yb)  # not kept: rebuilt, used once, freed
-            for total, part in zip(acc, self._vjp(g, directions, retain=kept), strict=True):
-                total += part
+            part = self._vjp(g, directions, retain=kept)
+            if acc is None:  # autograd may hand back a direction itself (a pass-through node): copy it
+                owned = {d.data_ptr() for d in directions}
+                acc = [p.clone() if p.data_ptr() in owned else p for p in part]
+            else:
+                for total, p in zip(acc, part, strict=True):
+                    total += p
+        assert acc is not None
         return dict(zip(self.leaves, acc, strict=True))
 
     def apply(self, vs: list[Params]) -> list[Params]:

@@ -4,7 +4,8 @@ Memory (:func:`plan`): one forward and gradient pass with ``create_graph=True`` 
 under :func:`torch.autograd.graph.saved_tensors_hooks`, measures the bytes per sample of the largest
 tensor saved for backward and of all of them (the graph ``double_backward`` keeps per chunk). The chunk
 size is then the smallest of ``max_batch``, the split, the memory budget over the graph bytes per sample,
-and on CPU :data:`CPU_CHUNK_GRAPH_BYTES` over the graph bytes per sample. glibc serves large
+and on CPU :data:`CPU_CHUNK_GRAPH_BYTES` (or more for large models, below) over the graph bytes per
+sample. glibc serves large
 allocations with fresh ``mmap`` pages (its threshold adapts up to 32 MiB) and gives the top of its heap
 back to the kernel beyond a trim threshold (twice that), so when one chunk's product needs more
 temporary memory than that, every product page-faults its activations in again. Measured on 4,000 MNIST
@@ -14,7 +15,11 @@ SimpleCNN (208 kB of graph per sample) 1.05 s (0.24 M) in chunks of 572 (each ac
 in one chunk, 0.6–0.7 s (0.1–0.2 M) in 1,000, 0.41 s (22 k) in 500, 0.35 s (0) in 250, 0.42 s (0) in
 125. A 32 MiB graph per chunk (161 and 323 samples) lands on the fault-free side; the seed-000 MLP
 (1.4 kB per sample) keeps its 4,000 samples in one chunk (10 ms per product; 11-12 ms in 2-4 chunks).
-Chunks are then
+Every chunk also costs parameter-sized work (its weight gradients, summed into the product), which
+dominates for large models: torchvision's ResNet-18 (11.2M parameters, 834 kB of graph per sample)
+on 256 CIFAR-sized images, one thread, CPU seconds per product: 4.8-5.0 in 7 chunks of 37 (the
+32 MiB cap), 4.3-4.4 in 2 of 128, 4.0-4.1 in one. So the CPU cap is the larger of 32 MiB and
+:data:`CPU_CHUNK_PARAM_RATIO` times the parameters' bytes. Chunks are then
 balanced (``ceil(N / ceil(N / cap))`` samples each). ``retain_chunks`` caps how many chunk graphs
 ``double_backward`` keeps between products: all when they fit in the budget, otherwise as many as fit
 next to one rebuilt chunk; the others rebuild their gradient graph for every product (one forward +
@@ -35,6 +40,7 @@ if TYPE_CHECKING:
     from lscape_cli.core.hvp import Objective
 
 CPU_CHUNK_GRAPH_BYTES = 32 << 20  # CPU: one chunk's gradient graph (module docstring: page faults)
+CPU_CHUNK_PARAM_RATIO = 8  # CPU: or this many times the parameters' bytes (per-chunk parameter work)
 DEFAULT_MEMORY_BUDGET_MIB = 2048.0  # retained gradient graphs, CPU and other non-CUDA devices
 CUDA_BUDGET_FRACTION = 0.5  # CUDA: default budget, this fraction of the free device memory
 
@@ -119,9 +125,14 @@ class Plan:
         """``obj`` evaluated in chunks of :attr:`chunk_size` (same loss, same derivatives)."""
         return dataclasses.replace(obj, max_batch=self.chunk_size)
 
+    @property
+    def retained_graph_bytes(self) -> int:
+        """Estimated bytes of the kept chunk graphs (measured bytes per sample x samples kept)."""
+        return self.retain_chunks * self.chunk_size * self.graph_bytes_per_sample
+
     def to_dict(self) -> dict[str, Any]:
         """Plain values for records."""
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "retained_graph_bytes": self.retained_graph_bytes}
 
 
 def default_memory_budget_mib(device: torch.device) -> float:
@@ -151,7 +162,9 @@ def plan(obj: Objective, memory_budget_mib: float | None = None, retain_chunks: 
     budget_bytes = int(budget * 2**20)
     caps = {"split": n, "max_batch": obj.max_batch}
     if obj.x.device.type == "cpu" and fp.graph_bytes_per_sample > 0:
-        caps["cpu_chunk"] = CPU_CHUNK_GRAPH_BYTES // fp.graph_bytes_per_sample
+        param_bytes = sum(p.numel() * p.element_size() for p in obj.params.values())
+        cpu_chunk = max(CPU_CHUNK_GRAPH_BYTES, CPU_CHUNK_PARAM_RATIO * param_bytes)
+        caps["cpu_chunk"] = cpu_chunk // fp.graph_bytes_per_sample
     if fp.graph_bytes_per_sample > 0:
         caps["memory_budget"] = budget_bytes // fp.graph_bytes_per_sample
     limited_by = min(caps, key=lambda k: caps[k])  # the first of equal caps: "split" before the others

@@ -490,6 +490,7 @@ def _eigen(
         "residual_method": "||Hv - lambda v||, one product per pair after the run",
         "error_bound_includes_rounding": res.rounding is not None,
         "certificate": cert.to_dict(),
+        "vector_memory": res.vector_memory,
     }
     n_top = k if top else 0
     bounds = eigen_bounds.pair_bounds(res, n_top, cert)
