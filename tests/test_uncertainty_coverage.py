@@ -3,7 +3,7 @@
 Runs ``benchmarks/bench_uncertainty.py`` (its docstring says what it measures): an MSE MLP and a CE CNN,
 float64 and float32, every trace method, tr(H) and ‖H‖_F, 200 seeds each; every row must have
 ``|estimate − exact| < 2 · uncertainty`` in 90-99% of seeds. The second test takes the CE CNN trained to
-a loss of 2e-5, where float32 rounding moves ‖H‖_F by ten standard errors, and asks for 93-98%.
+a loss of 2e-5, where float32 rounding moves ‖H‖_F by ten standard errors, and asks for 93-98% there.
 """
 
 from __future__ import annotations
@@ -47,17 +47,10 @@ def test_uncertainties_cover_the_truth_as_often_as_they_claim() -> None:
 
 @pytest.mark.slow
 def test_the_float32_floor_carries_a_rounding_dominated_frobenius_norm() -> None:
-    args = [
-        "--seeds",
-        "200",
-        "--problems",
-        "cnn-ce-long",
-        "--dtypes",
-        "float32,float64",
-        "--band",
-        "0.93,0.98",
-    ]
-    rows = _bench().main(args)
-    assert len(rows) == 2 * 3 * 2  # dtypes x methods x quantities
-    bad = _uncalibrated(rows)
+    # krylov-hutch++'s trace on this problem is not calibrated in float64 either (docs/benchmarks.md):
+    # what this test holds the floor to is ‖H‖_F, where float32 rounding is 2-18x the standard error
+    problem = ["--problems", "cnn-ce-long", "--dtypes", "float32", "--band", "0.93,0.98"]
+    rows = _bench().main(["--seeds", "200", *problem])
+    assert len(rows) == 3 * 2  # methods x quantities
+    bad = _uncalibrated([r for r in rows if r["quantity"] == "frobenius"])
     assert not bad, f"|z| < 2 outside 93-98%: {bad}"

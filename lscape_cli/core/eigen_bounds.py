@@ -11,7 +11,7 @@ run's dtype multiplies by):
   :mod:`lscape_cli.core.rounding`). Then ``‖H y − θ y‖ ≤ r + ρ``, and for symmetric ``H`` some eigenvalue
   lies within ``b = r + ρ`` of ``θ`` (Parlett, "The Symmetric Eigenvalue Problem", Thm 4.5.1). ``b`` is
   never 0: ``ρ`` is 0 only where both dtypes give the same product. Measured on a CE CNN in float32
-  (1,034 parameters): ``ρ`` is 0.6-1.8e-5 on the top eigenvectors, as large as ``r`` itself, while the
+  (1,034 parameters): ``ρ`` is 0.5-1.8e-5 on the top eigenvectors, as large as ``r`` itself, while the
   relative error of products of random vectors (``rounding.relative_error``) is smaller than that on the
   second eigenvector; hence the measurement on the pair's own vector.
 - **Which eigenvalue: the ends of the spectrum.** ``b`` does not say that the eigenvalue near ``θ`` is
