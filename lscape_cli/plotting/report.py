@@ -310,7 +310,8 @@ def _draw_plane(ax: Any, p: SlicePanel, levels: Any, norm: Any) -> Any:
 
 def _empty(ax: Any, text: str) -> None:
     ax.set_axis_off()  # not set_xticks([]): the axes share their ticks with the others
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=8.5, color="0.4")
+    write = ax.text2D if ax.name == "3d" else ax.text  # a 3-D axes' text() takes x, y, z
+    write(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=8.5, color="0.4")
 
 
 def _colour_bar(fig: Any, filled: Any, levels: Any, where: tuple[float, float, float, float]) -> None:
