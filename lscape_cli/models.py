@@ -338,7 +338,7 @@ def _validate(name: str, cfg: object, where: str) -> None:
         if (
             not isinstance(value, int)
             or isinstance(value, bool)
-            or not (0 if key == "depth" else 1) <= value < 2**31
+            or not (0 if key == "depth" else 1) <= value < 2**53
         ):
             raise LscapeError(
                 f"invalid {key}={value!r} for model {name!r}", where, f"{key} must be a positive integer"

@@ -1063,7 +1063,7 @@ def test_report_never_embeds_a_file_outside_its_directories(corpus_base: Path, t
     "edit",
     [
         _set("results", "oops"),
-        _set("inputs.checkpoint", {"path": 5}),
+        _set("results.checkpoint", {"path": 5, "sha256": "0" * 64}),
         _drop("config"),
         _set("results.final.train_loss", "low"),
     ],

@@ -84,7 +84,8 @@ def _json_files(paths: list[Path]) -> list[Path]:
 
 def _classify(path: Path) -> tuple[str, dict[str, Any]] | str:
     """``(kind, data)`` for an lscape record this version reads, else the reason to skip it."""
-    from lscape_cli.storage.jsonio import check_schema, read_json
+    from lscape_cli.storage.jsonio import first_problem, read_json
+    from lscape_cli.storage.schemas import load
 
     try:
         data = read_json(check_input(path, "record"), "record")
@@ -106,11 +107,10 @@ def _classify(path: Path) -> tuple[str, dict[str, Any]] | str:
             str(path),
             "upgrade lscape to read it" if newer else "re-run the command that wrote it",
         )
-    try:
-        check_schema(data, f"{kind}.schema.json", path)
-    except LscapeError as exc:
-        return exc.what  # a malformed record is skipped with a warning, like any unreadable file
-    return kind, data
+    problem = first_problem(data, load(f"{kind}.schema.json"), "")
+    if problem is not None and not (problem[1] == "missing" and "." in problem[0]):
+        return f"malformed record: {problem[0] or '(top level)'}: {problem[1]}"  # skipped with a warning
+    return kind, data  # (a nested key added later in this schema version may be missing: still read)
 
 
 def _named_files(rec: Record) -> list[tuple[str, dict[str, Any]]]:
