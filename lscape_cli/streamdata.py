@@ -83,7 +83,7 @@ def open_dir(path: Path, image_size: int | None = None) -> Directory:
 
 @dataclass(frozen=True)
 class _Npy:
-    """One ``.npy`` file's header: inputs are read from ``offset`` on, row by row."""
+    """One ``.npy`` file's header: its rows start at ``offset``, C order."""
 
     path: Path
     shape: tuple[int, ...]
@@ -124,7 +124,7 @@ def _header(path: Path) -> _Npy:
 
 
 class NpyRows:
-    """The rows of one or more ``.npy`` files (shards, concatenated), read by offset."""
+    """The rows of one or more ``.npy`` files (shards, concatenated), read a chunk at a time."""
 
     def __init__(self, parts: list[_Npy]) -> None:
         self.parts = parts
