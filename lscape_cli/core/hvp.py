@@ -73,7 +73,10 @@ from lscape_cli.core.memory import (
     footprint,
     plan,
 )
-from lscape_cli.core.objective import LOSSES, loss_sum
+from lscape_cli.core.attention import BACKEND as ATTENTION_BACKEND
+from lscape_cli.core.attention import hessian_attention
+from lscape_cli.core.losses import as_loss
+from lscape_cli.core.objective import loss_sum, num_units
 from lscape_cli.core.params import (
     Params,
     axpy,
@@ -152,7 +155,7 @@ class Shard:
     every rank runs the same estimator on the same operator and reaches the same numbers.
     """
 
-    total: int  # samples over all ranks
+    total: int  # units (samples, or non-ignored tokens) over all ranks
     reduce: Callable[[torch.Tensor], torch.Tensor]  # sum over ranks
 
 
@@ -167,7 +170,8 @@ class Objective:
         buffers: name -> tensor, e.g. BatchNorm running statistics.
         x: inputs, ``(N, *input_shape)``.
         y: integer labels ``(N,)``, or floating regression targets ``(N,)``/``(N, D)`` (``mse``).
-        loss: ``"ce"`` or ``"mse"`` (see :mod:`lscape_cli.core.objective`).
+        loss: ``"ce"``, ``"mse"``, ``"bce"`` or a :class:`~lscape_cli.core.losses.Loss` (a user loss,
+            label smoothing, ``ignore_index``); see :mod:`lscape_cli.core.losses`.
         max_batch: samples per chunk (bounds memory; does not change the result).
     """
 
@@ -181,8 +185,7 @@ class Objective:
     shard: Shard | None = None
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}: expected one of {LOSSES}")
+        object.__setattr__(self, "loss", as_loss(self.loss))  # raises on an unknown loss
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
         if self.x.shape[0] != self.y.shape[0] or self.y.shape[0] == 0:
@@ -190,6 +193,8 @@ class Objective:
                 f"x and y must hold the same positive number of samples, got "
                 f"{self.x.shape[0]} and {self.y.shape[0]}"
             )
+        if self.shard is None and num_units(self.y, self.loss) == 0:
+            raise ValueError("every target equals the loss's ignore_index: the mean has no units")
         random = sorted({type(m).__name__ for m in self.model.modules() if isinstance(m, _RANDOM_MODULES)})
         if self.model.training and random:
             raise ValueError(
@@ -217,6 +222,11 @@ class Objective:
         """``N``, the number of samples the mean runs over (all ranks' shards together)."""
         return self.shard.total if self.shard is not None else int(self.y.shape[0])
 
+    @property
+    def num_units(self) -> int:
+        """The units the mean runs over: samples, or non-ignored tokens (all ranks' shards together)."""
+        return self.shard.total if self.shard is not None else num_units(self.y, self.loss)
+
     def reduce(self, t: torch.Tensor) -> torch.Tensor:
         """Sum a per-shard partial sum over ranks (identity in a single process)."""
         return self.shard.reduce(t) if self.shard is not None else t
@@ -227,9 +237,14 @@ class Objective:
             yield self.x[start : start + self.max_batch], self.y[start : start + self.max_batch]
 
     def chunk_loss(self, params: Params, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        """A chunk's share of the mean, ``loss_sum(f(θ, x_c), y_c) / N``."""
-        logits = functional_call(self.model, (params, self.buffers), (xb,))
-        return loss_sum(logits, yb, self.loss) / self.num_samples
+        """A chunk's share of the mean, ``loss_sum(f(θ, x_c), y_c) / N`` (``N``: :attr:`num_units`).
+
+        Runs under :func:`~lscape_cli.core.attention.hessian_attention` so attention layers use a
+        kernel with a double backward.
+        """
+        with hessian_attention(xb.device):
+            logits = functional_call(self.model, (params, self.buffers), (xb,))
+        return loss_sum(logits, yb, self.loss) / self.num_units
 
 
 def loss_and_gradient(obj: Objective) -> tuple[float, Params]:
@@ -444,6 +459,7 @@ class HVP(NestedContext):
             "chunk_size": min(n, self._obj.max_batch),
             "num_chunks": chunks,
             "retain_chunks": chunks if self._retain_chunks is None else min(chunks, self._retain_chunks),
+            "attention_backend": ATTENTION_BACKEND,
         }
 
     def close(self) -> None:

@@ -93,9 +93,9 @@ class StackedModel:
         def fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             out = self.logits(xb, train=False, per_restart_x=False)
             sums = torch.stack([loss_sum(out[r], yb, loss) for r in range(self.r)])
-            return sums, num_correct(out, yb)
+            return sums, num_correct(out, yb, loss)
 
-        return chunked_mean(fn, x, y, max_batch)
+        return chunked_mean(fn, x, y, max_batch, loss)
 
     def state(self, r: int) -> dict[str, torch.Tensor]:
         """Restart ``r``'s state_dict in the module's key order, on CPU."""

@@ -320,7 +320,7 @@ def train_restarts(
             initialisation); default: ``cfg.init`` applied to ``model``.
         store: keeps the state at the end of epochs and gives back the state to continue from.
     """
-    if splits.x["train"].dtype != dtype:
+    if splits.x["train"].is_floating_point() and splits.x["train"].dtype != dtype:  # token ids: int64
         raise ValueError(f"data dtype {splits.x['train'].dtype} differs from parameter dtype {dtype}")
     states = initial_states(model, cfg.init, seeds, device, dtype, initial_state)
     stacked = StackedModel(model, states)
@@ -421,7 +421,7 @@ def _train_epoch(
     full = bs == n and cfg.batch_size is None
     perms = None if full else torch.stack([torch.randperm(n, generator=g) for g in gens]).to(x.device)
     schedule, budget = parse_schedule(cfg.schedule), total_steps(cfg, n)
-    loss_acc = torch.zeros(stacked.r, device=x.device, dtype=x.dtype)
+    loss_acc = torch.zeros(stacked.r, device=x.device, dtype=dtype_of(stacked))
     gnorm_acc = torch.zeros_like(loss_acc)
     n_steps = torch.zeros_like(loss_acc)  # per restart: a restart stopped mid-epoch averages its own steps
     went_bad = torch.zeros(stacked.r, dtype=torch.bool, device=x.device)
@@ -452,6 +452,11 @@ def _train_epoch(
     nan = torch.full_like(loss_acc, math.nan)  # an epoch that ended in a non-finite loss has no finite mean
     steps = n_steps.clamp(min=1)
     return torch.where(went_bad, nan, loss_acc / steps), torch.where(went_bad, nan, gnorm_acc / steps), lr
+
+
+def dtype_of(stacked: StackedModel) -> torch.dtype:
+    """The restarts' floating dtype (the inputs may be integer token ids)."""
+    return next(iter(stacked.params.values())).dtype
 
 
 def _losses(out: torch.Tensor, y: torch.Tensor, loss: str, shared: bool = False) -> torch.Tensor:

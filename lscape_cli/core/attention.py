@@ -1,0 +1,37 @@
+"""Attention kernels for second derivatives.
+
+``torch.nn.functional.scaled_dot_product_attention`` (used by ``nn.MultiheadAttention``,
+``nn.TransformerEncoderLayer`` and most hand-written transformers) dispatches to fused kernels whose
+backward has no derivative of its own: on CPU the flash kernel fails a double backward with
+"derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented", and
+the CUDA flash and memory-efficient kernels are in the same case. Hessian and curvature products
+therefore run the model's forward under :func:`hessian_attention`, which selects the math backend
+(``torch.nn.attention.sdpa_kernel``): attention composed of ordinary matrix products and a softmax,
+every one twice differentiable, on every device. Its values equal the fused kernels' up to rounding.
+Loss evaluations (slices, training) keep torch's own choice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+BACKEND = "math"  # recorded as hvp.attention_backend
+WHY = "the only scaled_dot_product_attention backend with a double backward (torch.nn.attention.sdpa_kernel)"
+
+
+@contextlib.contextmanager
+def hessian_attention(device: torch.device | str) -> Iterator[None]:
+    """Run the block with the math attention backend, whatever the device (module docstring)."""
+    del device  # the fused kernels of every device lack a double backward
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
+def describe() -> dict[str, str]:
+    """The record's ``attention`` entry."""
+    return {"backend": BACKEND, "why": WHY}
