@@ -339,7 +339,12 @@ def fit_curve(
             history.append({"epoch": epoch, "mean_loss": total / units})
             if on_step is not None:
                 on_step(
-                    {"estimator": f"{cfg.kind} fit", "step": epoch, "total": cfg.epochs, "loss": total / units}
+                    {
+                        "estimator": f"{cfg.kind} fit",
+                        "step": epoch,
+                        "total": cfg.epochs,
+                        "loss": total / units,
+                    }
                 )
     finally:
         model.train(was_training)

@@ -64,10 +64,10 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch.func import functional_call
 
-from lscape_cli.core.choices import CurvatureKind
-from lscape_cli.core.hvp import HVP, NestedContext, Objective, Params, flatten, numel, unflatten
 from lscape_cli.core.attention import BACKEND as ATTENTION_BACKEND
 from lscape_cli.core.attention import hessian_attention
+from lscape_cli.core.choices import CurvatureKind
+from lscape_cli.core.hvp import HVP, NestedContext, Objective, Params, flatten, numel, unflatten
 from lscape_cli.core.losses import Loss, as_loss
 
 CURVATURES = CurvatureKind.values()

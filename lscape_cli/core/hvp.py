@@ -63,7 +63,10 @@ from lscape_cli.core._hvp_calibration import (
     choose,
 )
 from lscape_cli.core._hvp_strategies import STRATEGIES, _DoubleBackward, _FwdRev, _Strategy, _VMap
+from lscape_cli.core.attention import BACKEND as ATTENTION_BACKEND
+from lscape_cli.core.attention import hessian_attention
 from lscape_cli.core.choices import HvpStrategy
+from lscape_cli.core.losses import as_loss
 from lscape_cli.core.memory import (
     CPU_CHUNK_GRAPH_BYTES,
     DEFAULT_MEMORY_BUDGET_MIB,
@@ -73,9 +76,6 @@ from lscape_cli.core.memory import (
     footprint,
     plan,
 )
-from lscape_cli.core.attention import BACKEND as ATTENTION_BACKEND
-from lscape_cli.core.attention import hessian_attention
-from lscape_cli.core.losses import as_loss
 from lscape_cli.core.objective import loss_sum, num_units
 from lscape_cli.core.params import (
     Params,

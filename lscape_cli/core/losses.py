@@ -31,6 +31,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from lscape_cli.errors import LscapeError
+
 BUILTIN = ("ce", "mse", "bce")
 IGNORE_INDEX = -100
 _SETTINGS = {"label_smoothing": float, "ignore_index": int}
@@ -119,10 +121,21 @@ class Loss(str):
 
     def _user_sum(self, z: Any, y: torch.Tensor) -> torch.Tensor:
         assert self.fn is not None
-        value = self.fn(z, y)
+        try:
+            value = self.fn(z, y)
+        except Exception as exc:  # noqa: BLE001 - user code: any failure is one line
+            raise LossValueError(
+                f"the loss {self[5:]} raised {type(exc).__name__}: {exc}",
+                "--loss-def",
+                "fix the function: FUNC(outputs, targets) -> the batch's mean loss",
+            ) from exc
         if not isinstance(value, torch.Tensor) or value.dim() != 0:
             got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise LossValueError(f"the loss {self[5:]} returned {got}, not a scalar tensor")
+            raise LossValueError(
+                f"the loss {self[5:]} returned {got}, not a scalar tensor",
+                "--loss-def",
+                "return the batch's mean loss as a 0-dim tensor (e.g. .mean())",
+            )
         return value * int(y.shape[0])
 
     def correct(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -157,8 +170,8 @@ class Loss(str):
         return out
 
 
-class LossValueError(ValueError):
-    """A user loss returned something other than a scalar tensor."""
+class LossValueError(LscapeError):
+    """A user loss failed or returned something other than a scalar tensor."""
 
 
 def mse_target(y: torch.Tensor, num_outputs: int, dtype: torch.dtype) -> torch.Tensor:
@@ -200,7 +213,7 @@ def check_shapes(loss: Loss, z: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def parse(text: str) -> Loss:
-    """A built-in loss from its spelling, ``KIND`` or ``KIND:key=value,...`` (e.g. ``ce:label_smoothing=0.1``)."""
+    """A built-in loss from its spelling ``KIND[:key=value,...]``, e.g. ``ce:label_smoothing=0.1``."""
     if isinstance(text, Loss):
         return text
     kind, _, rest = str(text).partition(":")

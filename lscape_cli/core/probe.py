@@ -359,7 +359,7 @@ def _per_layer(
     """The spectral quantities of each module's block of the curvature, one estimator run per block."""
     sub_req = dataclasses.replace(req, eigenvectors=False)
     rows = []
-    for owner, names in blocks.layers(list(obj.params)).items():
+    for owner, names in blocks.module_blocks(obj.model, list(obj.params)).items():
         t0 = time.perf_counter()
         sub = ProbeOutput()
         block = blocks.restrict(obj, names)
@@ -369,7 +369,8 @@ def _per_layer(
         row = {"block": owner, "params": names, "num_params": op.dim, **sub.results}
         rows.append({**row, "num_matvecs": op.num_matvecs, "seconds": seconds})
     return {
-        "grouping": "module (parameter tensors grouped by the module that owns them)",
+        "grouping": "module (parameter tensors grouped by the module that owns them; a transformer's "
+        "attention and MLP modules are one block each)",
         "blocks": rows,
         "num_matvecs": sum(r["num_matvecs"] for r in rows),
         "seconds": sum(r["seconds"] for r in rows),

@@ -325,7 +325,9 @@ class SurfaceEvaluator:
             for row, state in zip(rows, states, strict=True):
                 inp = self._z(products, row) if products is not None else chunk.x
                 logits = self._forward(state, inp)
-                if target is None and as_loss(self.loss).kind == "mse":  # made once per chunk, not once per point
+                if (
+                    target is None and as_loss(self.loss).kind == "mse"
+                ):  # made once per chunk, not once per point
                     target = mse_target(chunk.y, logits.shape[-1], logits.dtype)
                 losses.append(_loss_sum(logits, chunk.y, target, self.loss))
                 hits.append(num_correct(logits, chunk.y, self.loss))

@@ -45,6 +45,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from lscape_cli.core.losses import as_loss
 from lscape_cli.core.objective import loss_mean
 from lscape_cli.core.progress import ProgressFn
 from lscape_cli.core.stacked import Optimizer, StackedModel
@@ -58,7 +59,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 class TrainConfig:
     """Every training option; stored verbatim in checkpoints and train records."""
 
-    loss: str = "ce"  # "ce" or "mse" (seed 000 convention)
+    loss: str = "ce"  # "ce", "mse" (seed 000 convention), "bce" or a core.losses.Loss (user, smoothing)
     optimizer: str = "sgd"  # "sgd", "adam", "adamw"
     lr: float = 0.01
     momentum: float = 0.0  # sgd only
@@ -83,8 +84,8 @@ class TrainConfig:
     max_batch: int = 4096  # evaluation chunk size (memory bound; does not change results)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        return asdict(self)
+        """Plain-JSON form, with the loss's definition (units, settings; a user loss's file and sha256)."""
+        return {**asdict(self), "loss_definition": as_loss(self.loss).describe()}
 
 
 @dataclass
