@@ -303,7 +303,12 @@ def run_probe(
     chunking = plan(obj, req.memory_budget_mib, req.retain_chunks)  # chunk size from measured memory
     obj = chunking.apply(obj)
     loss, acc = sharp.loss_accuracy(obj, obj.params)
-    out.results["loss"] = {"value": loss, "accuracy": acc, "num_samples": obj.num_samples}
+    out.results["loss"] = {
+        "value": loss,
+        "accuracy": acc,
+        "num_samples": obj.num_samples,
+        "num_units": obj.num_units,
+    }
     out.scalars.update(loss=loss, **({} if task_of(obj.y) == "regression" else {"accuracy": acc}))
     cur = Curvature(req.curvature, req.fisher_samples, req.seed)
     names = blocks.select(obj.params, req.params) if req.params else list(obj.params)
