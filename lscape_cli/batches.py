@@ -74,8 +74,13 @@ def _cast(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | None
 
 
 def is_batches(data: Any) -> bool:
-    """Whether ``data`` is an iterable of batches rather than an ``(x, y)`` pair, dict of splits or path."""
-    if isinstance(data, (tuple, list, dict, str, bytes, torch.Tensor)) or hasattr(data, "__fspath__"):
+    """Whether ``data`` is an iterable of batches rather than an ``(x, y)`` pair, dict of splits or path.
+
+    A list or tuple is batches when every element is an ``(inputs, targets)`` pair itself.
+    """
+    if isinstance(data, (tuple, list)):
+        return bool(data) and all(isinstance(b, (tuple, list)) and len(b) == 2 for b in data)
+    if isinstance(data, (dict, str, bytes, torch.Tensor)) or hasattr(data, "__fspath__"):
         return False
     return isinstance(data, Iterable)
 

@@ -42,6 +42,9 @@ def main() -> None:
     args = parser.parse_args()
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     pairs = [windows((stdlib / name).read_text(encoding="utf-8"), args.context) for name in FILES]
+    if args.max_sequences is not None:  # each file's last windows (its padded one included)
+        share = -(-args.max_sequences // len(FILES))
+        pairs = [(x[-share:], y[-share:]) for x, y in pairs]
     x = np.concatenate([p[0] for p in pairs])[: args.max_sequences]
     y = np.concatenate([p[1] for p in pairs])[: args.max_sequences]
     args.out.parent.mkdir(parents=True, exist_ok=True)
