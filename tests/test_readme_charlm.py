@@ -99,8 +99,9 @@ def test_the_probes_record_blocks_attention_and_units(charlm: Path) -> None:
 
 
 def test_a_user_loss_is_recorded_and_imported_only_when_trusted(charlm: Path, cli, tmp_path: Path) -> None:
-    probe = json.loads((charlm.parent.parent / "runs/charlm/model-r000.probe.json").read_text())
-    assert probe["results"]["loss"]["num_units"] < 40 * 8  # padding tokens are not units
+    mine = json.loads((charlm / "model-r000.my-loss.probe.json").read_text())
+    assert mine["results"]["curvature"]["kind"] == "ggn" and mine["results"]["lambda_max"]["estimate"] > 0
+    assert mine["config"]["evaluation"]["loss_definition"]["definition"]["source"] == "my_loss.py:sequence_ce"
     loss_file = charlm.parent.parent / "my_loss.py"
     data = charlm / "text.npz"
     out = tmp_path / "u"
