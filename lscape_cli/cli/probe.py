@@ -9,6 +9,7 @@ import typer
 from lscape_cli.cli import EXIT_CHECK_FAILED
 from lscape_cli.cli import _probe_options as o
 from lscape_cli.cli import _probe_request as rq
+from lscape_cli.cli import options as uo
 from lscape_cli.cli._probe_report import print_failed, print_results
 from lscape_cli.cli.common import load_for_eval, parse_floats
 from lscape_cli.cli.console import StatusLine, emit_json
@@ -19,14 +20,12 @@ from lscape_cli.cli.options import (
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
-    LossDefOpt,
     LossOverrideOpt,
     MaxBatchOpt,
     ModelArgsOpt,
     ModelConfigOpt,
     ModelDefOpt,
     ModeOpt,
-    OutputOpt,
     QuietOpt,
     SeedOpt,
     SplitOpt,
@@ -87,8 +86,8 @@ def probe(
     model_config: ModelConfigOpt = None,
     model_def: ModelDefOpt = None,
     model_args: ModelArgsOpt = None,
-    output: OutputOpt = None,
-    loss_def: LossDefOpt = None,
+    output: uo.OutputOpt = None,
+    loss_def: uo.LossDefOpt = None,
     trust_model_def: TrustModelDefOpt = False,
     data_file: DataFileOpt = None,
     seed: SeedOpt = 0,

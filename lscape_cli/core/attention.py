@@ -14,7 +14,9 @@ The same block turns off the "fast path" of ``nn.TransformerEncoderLayer`` and `
 required gradients, so those modules take their fused inference kernel, whose forward-mode derivative
 is wrong. Measured on a 2-head ``TransformerEncoderLayer``: ``jvp(jacrev(·))`` products differed from
 the double backward and from finite differences by 2.9-25 in the Hessian's entries (the matrix was not
-even symmetric); with the fast path off they agree to 1e-14. Loss evaluations (slices, training) keep
+even symmetric); with the fast path off they agree to 1e-14. Training's vmap over restarts
+(:mod:`lscape_cli.core.stacked`) runs under it too: the fused kernels have no batching rule, so torch
+would fall back to a slow per-restart loop and warn. Other loss evaluations (slices, connect) keep
 torch's own choices.
 """
 
