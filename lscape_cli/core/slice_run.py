@@ -20,7 +20,7 @@ from typing import Any, Protocol, cast
 import torch
 from torch import nn
 
-from lscape_cli.core.objective import evaluate
+from lscape_cli.core.objective import evaluate, num_units
 from lscape_cli.core.params import Params
 from lscape_cli.core.progress import ProgressFn
 from lscape_cli.core.slice_directions import SliceDirections, SliceInput, build_directions
@@ -188,7 +188,12 @@ def _objective(data: SliceData, group: Group) -> Any:
     n = data.num_samples
     start, stop = group.bounds(n)
     return Objective.from_module(
-        data.module, data.x[start:stop], data.y[start:stop], data.loss, data.max_batch, shard=group.shard(n)
+        data.module,
+        data.x[start:stop],
+        data.y[start:stop],
+        data.loss,
+        data.max_batch,
+        shard=group.shard(num_units(data.y, data.loss)),  # the mean's denominator: all ranks' units
     )
 
 
