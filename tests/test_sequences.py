@@ -11,6 +11,7 @@ The parameter Hessian is ``torch.autograd.functional.hessian`` (a double backwar
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +25,7 @@ from lscape_cli.core import spectrum
 from lscape_cli.core.curvature import GGN, Curvature
 from lscape_cli.core.hvp import HVP, Objective, flatten, unflatten
 from lscape_cli.core.losses import Loss
+from lscape_cli.usermodel import UserInputs
 
 N, T, V = 6, 4, 5
 
@@ -239,3 +241,99 @@ def test_forward_mode_is_refused_through_layer_norm(data: tuple[torch.Tensor, to
     assert HVP(obj, "measure").chosen_by == "layer-norm-double-backward"
     with pytest.raises(ValueError, match="forward-mode"):
         HVP(obj, "fwd_rev")
+
+
+MODEL_FILE = """
+import torch
+from torch import nn
+
+
+class TinyLM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(5, 4)
+        self.pos = nn.Parameter(0.3 * torch.randn(4, 4))
+        self.block = nn.TransformerEncoderLayer(4, 2, 6, dropout=0.0, batch_first=True, norm_first=True)
+        self.head = nn.Linear(4, 5)
+
+    def forward(self, x):
+        h = self.embed(x) + self.pos[: x.shape[1]]
+        mask = nn.Transformer.generate_square_subsequent_mask(x.shape[1], dtype=h.dtype)
+        return {"logits": self.head(self.block(h, src_mask=mask, is_causal=True))}
+
+
+def build():
+    return TinyLM()
+"""
+LOSS_FILE = """
+import torch.nn.functional as F
+
+
+def per_sequence_ce(z, y):
+    return F.cross_entropy(z.flatten(0, 1), y.flatten(), ignore_index=-100, reduction="sum") / z.shape[0]
+"""
+
+
+def test_cli_train_probe_with_a_user_loss_equals_the_dense_references(cli, tmp_path, data) -> None:
+    """train -> probe (per layer, GGN) with --loss-def and --output, float64, against the dense matrices."""
+    import json
+
+    import numpy as np
+
+    from lscape_cli.storage.checkpoint import load_model
+
+    x, y = data
+    (tmp_path / "tiny_lm.py").write_text(MODEL_FILE)
+    (tmp_path / "tiny_loss.py").write_text(LOSS_FILE)
+    xs, ys = torch.cat([x] * 4), torch.cat([y] * 4)  # 24 sequences: 18 to train on, 3 val, 3 test
+    np.savez(tmp_path / "d.npz", x=xs.numpy(), y=ys.numpy())
+    model, loss = f"{tmp_path}/tiny_lm.py:build", f"{tmp_path}/tiny_loss.py:per_sequence_ce"
+    common = ["--model-def", model, "--output", "logits", "--loss-def", loss, "--dtype", "float64"]
+    run = cli(
+        "train",
+        *common,
+        "--data",
+        str(tmp_path / "d.npz"),
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "r"),
+        "--quiet",
+    )
+    assert run.exit_code == 0, run.output
+    ckpt = str(tmp_path / "r" / "model.safetensors")
+    probes = {}
+    for kind in ("hessian", "ggn"):
+        out = cli(
+            "probe",
+            ckpt,
+            *common,
+            "--curvature",
+            kind,
+            "--lambda-max",
+            "--per-layer",
+            "--tol",
+            "1e-10",
+            "--json",
+        )
+        assert out.exit_code == 0, out.output
+        probes[kind] = json.loads(out.stdout)["results"]
+    loaded = load_model(
+        Path(ckpt), dtype=torch.float64, user=UserInputs(model_def=model, loss_def=loss, output="logits")
+    )
+    from lscape_cli import datasets
+
+    spec = datasets.DatasetSpec("file", path=str(tmp_path / "d.npz"))
+    split = datasets.load(spec, tmp_path, dtype=torch.float64)
+    hessian, ggn = dense(
+        loaded.module, split.x["train"], split.y["train"], LOSSES["user"]
+    )  # the hook picks "logits"
+    for kind, matrix_ in (("hessian", hessian), ("ggn", ggn)):
+        assert probes[kind]["lambda_max"]["estimate"] == pytest.approx(
+            float(torch.linalg.eigvalsh(matrix_)[-1]), abs=1e-6
+        )
+    head = [b for b in probes["hessian"]["per_layer"]["blocks"] if b["block"] == "head"][0]
+    n = hessian.shape[0]
+    sub = hessian[n - 25 :, n - 25 :]  # the head's weight and bias are the last 25 parameters
+    assert head["lambda_max"]["estimate"] == pytest.approx(float(torch.linalg.eigvalsh(sub)[-1]), abs=1e-6)
+    assert probes["hessian"]["hvp"]["attention_backend"] == "math"
