@@ -157,6 +157,7 @@ def test_padding_is_left_out_and_tokens_weigh_equally(data: tuple[torch.Tensor, 
     assert whole["hvp"]["attention_backend"] == "math"
 
 
+@pytest.mark.slow  # 1,024 label draws per token
 def test_fisher_draws_one_label_per_token_and_ignores_padding(
     data: tuple[torch.Tensor, torch.Tensor],
 ) -> None:
@@ -274,8 +275,9 @@ def per_sequence_ce(z, y):
 """
 
 
+@pytest.mark.slow  # about a minute: six commands (the README example runs the same path, tinier)
 def test_cli_train_probe_with_a_user_loss_equals_the_dense_references(cli, tmp_path, data) -> None:
-    """train -> probe (per layer, GGN) with --loss-def and --output, float64, against the dense matrices."""
+    """train, probe (per layer, GGN), slice, connect, report: --loss-def, --output, float64, dense refs."""
     import json
 
     import numpy as np
@@ -298,10 +300,12 @@ def test_cli_train_probe_with_a_user_loss_equals_the_dense_references(cli, tmp_p
         "1",
         "--out",
         str(tmp_path / "r"),
+        "--restarts",
+        "2",
         "--quiet",
     )
     assert run.exit_code == 0, run.output
-    ckpt = str(tmp_path / "r" / "model.safetensors")
+    ckpt = str(tmp_path / "r" / "model-r000.safetensors")
     probes = {}
     for kind in ("hessian", "ggn"):
         out = cli(
@@ -337,3 +341,16 @@ def test_cli_train_probe_with_a_user_loss_equals_the_dense_references(cli, tmp_p
     sub = hessian[n - 25 :, n - 25 :]  # the head's weight and bias are the last 25 parameters
     assert head["lambda_max"]["estimate"] == pytest.approx(float(torch.linalg.eigvalsh(sub)[-1]), abs=1e-6)
     assert probes["hessian"]["hvp"]["attention_backend"] == "math"
+    with torch.no_grad():
+        reference = float(reference_loss(LOSSES["user"])(loaded.module(split.x["train"]), split.y["train"]))
+    sliced = cli("slice", ckpt, *common, "--dims", "1", "--steps", "3", "--no-plot", "--json")
+    assert sliced.exit_code == 0, sliced.output
+    assert json.loads(sliced.stdout)["results"]["grid"]["loss"][0][1] == pytest.approx(reference, abs=1e-10)
+    other = str(tmp_path / "r" / "model-r001.safetensors")
+    joined = cli("connect", ckpt, other, *common, "--points", "3", "--no-plot", "--json")
+    assert joined.exit_code == 0, joined.output
+    assert json.loads(joined.stdout)["results"]["linear"]["train"]["loss"][0] == pytest.approx(
+        reference, abs=1e-10
+    )
+    report = cli("report", str(tmp_path / "r"), "--out", str(tmp_path / "r" / "report.html"), "--quiet")
+    assert report.exit_code == 0, report.output
