@@ -110,7 +110,7 @@ class Splits:
                 f"y holds floating regression targets {tuple(self.y['train'].shape)}, "
                 f"which loss {loss!r} cannot fit",
                 self.spec.path or self.spec.name,
-                "pass --loss mse (or bce for multi-label targets), or store y as integer class labels",
+                "pass --loss mse, or store y as integer class labels for classification",
             )
 
     def sizes(self) -> dict[str, int]:

@@ -73,8 +73,9 @@ def parse_loss(loss: str) -> Any:
     try:
         return parse(loss)
     except ValueError as exc:
+        what = f"unknown loss {loss!r}" if str(exc).startswith("unknown loss") else str(exc)
         raise LscapeError(
-            str(exc), "--loss", f"choose one of: {', '.join(LOSSES)} (e.g. ce:label_smoothing=0.1)"
+            what, "--loss", f"choose one of: {', '.join(LOSSES)}, e.g. ce:label_smoothing=0.1"
         ) from exc
 
 

@@ -144,8 +144,10 @@ class Loss(str):
         ``z``: ``(..., *y.shape, C)`` (leading axes, e.g. one per restart, are kept). NaN where accuracy
         is not defined (floating targets, or outputs that do not carry one score row per target).
         """
-        lead = z.shape[: z.dim() - y.dim() - 1]
-        if y.is_floating_point() or z.dim() < y.dim() + 1 or z.shape[len(lead) : -1] != y.shape:
+        if y.is_floating_point():  # (..., N, D) outputs: one value per leading index
+            return torch.full(z.shape[:-2], math.nan, dtype=torch.float64, device=z.device)
+        lead = z.shape[: max(z.dim() - y.dim() - 1, 0)]
+        if z.dim() < y.dim() + 1 or z.shape[len(lead) : -1] != y.shape:
             return torch.full(lead, math.nan, dtype=torch.float64, device=z.device)
         hit = (z.argmax(-1) == y) & (y != self.ignore_index)
         return hit.flatten(len(lead)).sum(-1).double()

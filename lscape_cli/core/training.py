@@ -84,8 +84,12 @@ class TrainConfig:
     max_batch: int = 4096  # evaluation chunk size (memory bound; does not change results)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form, with the loss's definition (units, settings; a user loss's file and sha256)."""
-        return {**asdict(self), "loss_definition": as_loss(self.loss).describe()}
+        """Plain-JSON form (``TrainConfig(**cfg.to_dict())`` rebuilds it)."""
+        return asdict(self)
+
+    def describe(self) -> dict[str, Any]:
+        """:meth:`to_dict` plus the loss's definition (units, settings; a user loss's file and sha256)."""
+        return {**self.to_dict(), "loss_definition": as_loss(self.loss).describe()}
 
 
 @dataclass
