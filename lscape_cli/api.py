@@ -7,24 +7,70 @@ shell script get the same numbers::
     from lscape_cli import api
     results = api.probe(model, (x, y), lambda_max=True, trace=True)
 
-``data`` is ``(x, y)`` (inputs ``(N, ...)``; integer labels ``(N,)``, or floating regression targets
-``(N,)``/``(N, D)`` fitted with ``loss="mse"``), a dict ``{"train": (x, y), "test": (x, y)}``, or the
-path of a data file as for ``--data`` (its train/val/test splits). The model
+``data`` is ``(x, y)`` (inputs ``(N, ...)``; integer labels ``(N,)``, integer token targets ``(N, T)``
+with ``(N, T, V)`` outputs and -100 as padding, or floating targets ``(N,)``/``(N, D)`` fitted with
+``loss="mse"`` or ``"bce"``), a ``DataLoader`` or any iterable of ``(inputs, targets)`` batches (joined
+once, so means are exact whatever the batch sizes), a dict ``{"train": data, "test": data}`` of either,
+or the path of a data file as for ``--data`` (its train/val/test splits). Inputs may be a dict of
+tensors, passed to the model as keyword arguments (``model(**inputs)``; probe, slice and connect).
+
+``loss`` is ``"ce"``, ``"mse"``, ``"bce"``, a spelling with settings (``"ce:label_smoothing=0.1"``), a
+:class:`lscape_cli.core.losses.Loss`, or any callable ``loss(outputs, targets) -> scalar mean`` (taken as
+a mean over the batch's samples). ``output`` names the model output that is scored when the model
+returns a tuple, dict or object (``"logits"``; default: the tensor, or element 0 of a tuple). The model
 is evaluated in eval mode (its mode is restored afterwards) and is never modified; tensors are used on
-the device and dtype of the model's parameters.
+the device and dtype of the model's parameters (integer inputs stay integers).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
 from lscape_cli.errors import LscapeError
 
-Data = Any  # (x, y) | {"train": (x, y), ...} | str | Path
+if TYPE_CHECKING:
+    from lscape_cli.core.losses import Loss
+
+Data = Any  # (x, y) | DataLoader | iterable of (x, y) batches | {"train": ..., ...} | str | Path
+LossArg = str | Callable[[Any, torch.Tensor], torch.Tensor]  # a spelling, a Loss, or a callable
+
+
+def _loss(loss: LossArg) -> Loss:
+    """``loss`` as a :class:`lscape_cli.core.losses.Loss` (a callable becomes a user loss)."""
+    from lscape_cli.core.losses import Loss, parse
+
+    if isinstance(loss, str):
+        try:
+            return parse(loss)
+        except ValueError as exc:
+            raise LscapeError(
+                str(exc), "loss", "use ce, mse, bce, 'ce:label_smoothing=0.1' or a callable"
+            ) from exc
+    if not callable(loss):
+        raise LscapeError(f"loss is a {type(loss).__name__}", "loss", "pass a name or a callable")
+    name = getattr(loss, "__qualname__", None) or type(loss).__name__
+    origin = {"source": f"{getattr(loss, '__module__', '?')}:{name}", "file": None, "sha256": None}
+    return Loss("user", fn=loss, source=origin["source"], origin=origin)
+
+
+@contextlib.contextmanager
+def _adapted(model: nn.Module, output: str | None) -> Iterator[None]:
+    """Inside the block the model scores ``output`` and takes dict inputs as keywords (hooks)."""
+    from lscape_cli.batches import keyword_inputs
+    from lscape_cli.model_output import select_output
+
+    handles = [keyword_inputs(model), select_output(model, output)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -34,7 +80,11 @@ def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 def splits_of(data: Data, model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """``data`` as ``split -> (x, y)`` on the model's device and dtype."""
+    from lscape_cli.batches import Inputs, is_batches, join
+
     device, dtype = _device_dtype(model)
+    if is_batches(data):
+        data = {"train": data}
     if isinstance(data, (str, Path)):
         from lscape_cli import datasets
 
@@ -46,21 +96,28 @@ def splits_of(data: Data, model: nn.Module) -> dict[str, tuple[torch.Tensor, tor
     pairs = data if isinstance(data, dict) else {"train": data}
     out = {}
     for split, pair in pairs.items():
+        if is_batches(pair):
+            out[split] = join(pair, device, dtype)
+            continue
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
             raise LscapeError(f"data[{split!r}] is not an (x, y) pair", "data", "pass (x, y) tensors")
-        x, y = (torch.as_tensor(t) for t in pair)
+        x = Inputs(pair[0]) if isinstance(pair[0], Mapping) else torch.as_tensor(pair[0])
+        y = torch.as_tensor(pair[1])
         labels = dtype if y.is_floating_point() else torch.int64  # regression targets stay floating
-        out[split] = (x.to(device=device, dtype=dtype), y.to(device=device, dtype=labels))
+        inputs = x.to(device, dtype) if isinstance(x, Inputs) else x.to(device=device)
+        if isinstance(inputs, torch.Tensor) and (inputs.is_floating_point() or inputs.dtype == torch.uint8):
+            inputs = inputs.to(dtype)  # integer token ids stay integers
+        out[split] = (inputs, y.to(device=device, dtype=labels))
     return out
 
 
-def _outputs(ys: list[torch.Tensor], loss: str) -> tuple[int, str]:
-    """``(model outputs the labels ask for, task)``; regression targets need ``loss="mse"``."""
+def _outputs(ys: list[torch.Tensor], loss: Any) -> tuple[int, str]:
+    """``(model outputs the labels ask for, task)``; floating targets need mse, bce or a callable."""
     from lscape_cli.core.objective import task_of
 
     task = task_of(ys[0])
     if task == "regression":
-        if loss != "mse":
+        if loss.kind not in ("mse", "bce", "user"):
             raise LscapeError(
                 "y holds floating regression targets, which cross-entropy cannot fit",
                 "data",
@@ -68,6 +125,15 @@ def _outputs(ys: list[torch.Tensor], loss: str) -> tuple[int, str]:
             )
         return (1 if ys[0].dim() == 1 else int(ys[0].shape[1])), task
     return 1 + max(int(v.max()) for v in ys if v.numel()), task
+
+
+def _checked(model: nn.Module, x: Any, y: torch.Tensor, loss: Any) -> None:
+    """The model runs on two samples and returns what the targets ask for (one ``Error`` line if not)."""
+    from lscape_cli.usermodel import check_on_data
+
+    n, task = _outputs([y], loss)
+    steps = tuple(y.shape[1:]) if task != "regression" else ()
+    check_on_data(model, x, n, loss, "model", task=task, target_shape=steps)
 
 
 def _pick(data: Data, model: nn.Module, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,7 +163,8 @@ def probe(
     model: nn.Module,
     data: Data,
     *,
-    loss: str = "ce",
+    loss: LossArg = "ce",
+    output: str | None = None,
     split: str = "train",
     max_batch: int = 4096,
     initial_params: dict[str, torch.Tensor] | None = None,
@@ -108,7 +175,8 @@ def probe(
     Args:
         model: any ``nn.Module`` returning ``(N, classes)`` scores.
         data: see the module docstring.
-        loss: ``ce`` or ``mse``.
+        loss: see the module docstring (``ce``, ``mse``, ``bce``, settings, or a callable).
+        output: which model output is scored (module docstring).
         split: which split of ``data`` to measure on.
         max_batch: samples per forward pass (memory only).
         initial_params: the parameters training started from (name -> tensor), the centre of the
@@ -133,16 +201,15 @@ def probe(
     from lscape_cli.core.hvp import Objective
     from lscape_cli.core.pac_bayes import Prior
     from lscape_cli.core.probe import ProbeRequest, run_probe
-    from lscape_cli.usermodel import check_on_data
 
     x, y = _pick(data, model, split)
     measures = ("lambda_max", "top_k", "lambda_min", "trace", "frobenius", "density", "grad_norm")
     if not any(request.get(k) for k in measures):
         request["lambda_max"] = True
     req = ProbeRequest(**request)
-    with _EvalMode(model):
-        n, task = _outputs([y], loss)
-        check_on_data(model, x, n, loss, "model", task=task)
+    loss = _loss(loss)
+    with _EvalMode(model), _adapted(model, output):
+        _checked(model, x, y, loss)
         obj = Objective.from_module(model, x, y, loss, max_batch)
         prior = None if initial_params is None else Prior("init", initial_params, "initial_params (caller)")
         return run_probe(obj, req, prior=prior).results
@@ -177,7 +244,8 @@ def slice(  # noqa: A001 - the command's name
     norm: str = "filter",
     bias: str = "zero",
     seed: int = 0,
-    loss: str = "ce",
+    loss: LossArg = "ce",
+    output: str | None = None,
     split: str = "train",
     max_batch: int = 4096,
 ) -> dict[str, Any]:
@@ -226,8 +294,10 @@ def slice(  # noqa: A001 - the command's name
     )
     req.validate()
     _, dtype = _device_dtype(model)
+    loss = _loss(loss)
     sd = SliceData(model, x, y, loss, split, "eval", dtype, max_batch, _describe(model), "in-memory")
-    with _EvalMode(model):
+    with _EvalMode(model), _adapted(model, output):
+        _checked(model, x, y, loss)
         return run_slice(sd, req, None, _Memory(), Group()).results
 
 
@@ -242,7 +312,8 @@ def connect(
     *,
     points: int = 11,
     align: str = "none",
-    loss: str = "ce",
+    loss: LossArg = "ce",
+    output: str | None = None,
     seed: int = 0,
     max_batch: int = 4096,
 ) -> dict[str, Any]:
@@ -277,7 +348,9 @@ def connect(
         )
 
     req = ConnectRequest(points=points, align=align, seed=seed, max_batch=max_batch)
-    with _EvalMode(model_a, model_b):
+    loss = _loss(loss)
+    with _EvalMode(model_a, model_b), _adapted(model_a, output), _adapted(model_b, output):
+        _checked(model_a, data_["train"][0], data_["train"][1], loss)
         spec = traced_spec(model_a, data_["train"][0][:2]) if align == "weights" else None
         results, _, warnings = run_connect(model_a, spec, end(model_a), end(model_b), data_, loss, req)
     return {**results, "warnings": warnings} if warnings else results
@@ -287,7 +360,8 @@ def train(
     model: nn.Module,
     data: Data,
     *,
-    loss: str = "ce",
+    loss: LossArg = "ce",
+    output: str | None = None,
     optimizer: str = "sgd",
     lr: float = 0.01,
     epochs: int = 10,
@@ -305,7 +379,8 @@ def train(
     Args:
         model: any ``nn.Module``.
         data: see the module docstring (``val``/``test`` splits are evaluated when present).
-        loss: ``ce`` or ``mse``.
+        loss: see the module docstring (``ce``, ``mse``, ``bce``, settings, or a callable).
+        output: which model output is scored (module docstring).
         optimizer: ``sgd``, ``adam`` or ``adamw``.
         lr: learning rate.
         epochs: epoch budget.
@@ -337,9 +412,15 @@ def train(
     empty = (x0[:0], y0[:0])
     xs = {s: pairs.get(s, empty)[0] for s in ("train", "val", "test")}
     ys = {s: pairs.get(s, empty)[1] for s in ("train", "val", "test")}
+    loss = _loss(loss)
+    if not isinstance(x0, torch.Tensor):
+        raise LscapeError(
+            "train takes tensor inputs (restarts are vmapped over them)", "data", "pass x as one tensor"
+        )
     splits = Splits(DatasetSpec("in-memory"), xs, ys, _outputs(list(ys.values()), loss)[0])
     cfg = TrainConfig(loss=loss, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, **config)
     start = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).clone()
              for k, v in model.state_dict().items()}  # fmt: skip
-    work = copy.deepcopy(model)
+    with _adapted(model, output):
+        work = copy.deepcopy(model)  # the hooks travel with the copy
     return train_restarts(work, splits, cfg, list(seeds), device, dtype, initial_state=lambda s: start)

@@ -112,8 +112,24 @@ class Splits:
         return "regression" if self.y["train"].is_floating_point() else "classification"
 
     def check_loss(self, loss: str) -> None:
-        """Refuse a loss the labels cannot take: regression targets are fitted by ``mse`` only."""
-        if self.task == "regression" and loss != "mse":
+        """Refuse a loss the labels cannot take (core/losses.py's rules; a user loss takes any)."""
+        from lscape_cli.core.losses import as_loss
+
+        kind = as_loss(loss).kind
+        y = self.y["train"]
+        if kind == "bce" and self.task != "regression":
+            raise LscapeError(
+                f"y holds integer labels {tuple(y.shape)}, which binary cross-entropy cannot fit",
+                self.spec.path or self.spec.name,
+                "store multi-label targets as floats (N, C) in [0, 1], or use --loss ce",
+            )
+        if kind == "mse" and self.task != "regression" and y.dim() == 2:
+            raise LscapeError(
+                f"y holds token targets {tuple(y.shape)}, which mse does not take",
+                self.spec.path or self.spec.name,
+                "use --loss ce (mean over non-padding tokens)",
+            )
+        if self.task == "regression" and kind not in ("mse", "bce", "user"):
             raise LscapeError(
                 f"y holds floating regression targets {tuple(self.y['train'].shape)}, "
                 f"which loss {loss!r} cannot fit",
@@ -285,6 +301,8 @@ def _load_file(spec: DatasetSpec, root: Path) -> RawData:
     label_dtype = np.float64 if userdata.task(y) == "regression" else np.int64
 
     def floats(a: np.ndarray) -> np.ndarray:  # float64 inputs keep their precision for --dtype float64
+        if np.issubdtype(a.dtype, np.signedinteger):
+            return a.astype(np.int64, copy=False)  # token ids (an embedding's input) stay integers
         return a if a.dtype == np.float64 else a.astype(np.float32)
 
     def labels(a: np.ndarray) -> np.ndarray:
@@ -435,6 +453,12 @@ def _labels(y: np.ndarray, device: torch.device | str, dtype: torch.dtype) -> to
     return t.to(dtype) if t.is_floating_point() else t
 
 
+def _inputs(x: np.ndarray, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+    """Inputs in the run's floating dtype; integer token ids stay int64."""
+    t = torch.from_numpy(np.ascontiguousarray(x)).to(device=device)
+    return t if t.dtype == torch.int64 else t.to(dtype)
+
+
 def load(
     spec: DatasetSpec, root: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> Splits:
@@ -484,9 +508,7 @@ def load(
         stats = {"mean": mean.ravel().tolist(), "std": std.ravel().tolist()}
     return Splits(
         spec=spec,
-        x={
-            s: torch.from_numpy(np.ascontiguousarray(v)).to(device=device, dtype=dtype) for s, v in xs.items()
-        },
+        x={s: _inputs(v, device, dtype) for s, v in xs.items()},
         y={s: _labels(v, device, dtype) for s, v in ys.items()},
         num_classes=raw.num_classes,
         stats=stats,

@@ -1,10 +1,13 @@
 """Data from the user's own tensor file: ``--data FILE`` (``.safetensors``, ``.npz`` or ``.pt``).
 
-The file holds ``x`` (inputs, ``(N, ...)``) and ``y``: integer class labels ``(N,)`` (classification),
-or floating targets ``(N,)`` or ``(N, D)`` (regression, fitted with ``--loss mse``). Optionally it holds
-its own splits: ``x_val``/``y_val`` and/or ``x_test``/``y_test``, or a ``split`` array of ``(N,)``
-integers (0 train, 1 validation, 2 test). Without explicit splits the validation and test samples are
-held out of ``x`` by ``split_seed`` (10% each unless sizes are given), as for the registry datasets.
+The file holds ``x`` (inputs, ``(N, ...)``; signed integers are token ids, kept as int64) and ``y``:
+integer class labels ``(N,)`` (classification), integer token targets ``(N, T)`` (sequences: the model
+returns ``(N, T, V)`` scores and targets equal to -100 are padding, left out of the mean), or floating
+targets ``(N,)`` or ``(N, D)`` (regression with ``--loss mse``, multi-label with ``--loss bce``).
+Optionally it holds its own splits: ``x_val``/``y_val`` and/or ``x_test``/``y_test``, or a ``split``
+array of ``(N,)`` integers (0 train, 1 validation, 2 test). Without explicit splits the validation and
+test samples are held out of ``x`` by ``split_seed`` (10% each unless sizes are given), as for the
+registry datasets.
 
 Reading never runs code: ``.npz`` is read with ``allow_pickle=False``, ``.pt`` with
 ``torch.load(weights_only=True)``, safetensors as tensors only. Inputs are used as stored (no
@@ -21,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from lscape_cli.errors import LscapeError
+
+IGNORE_INDEX = -100  # padding in (N, T) token targets (lscape_cli.core.losses.IGNORE_INDEX)
 
 SUFFIXES = (".safetensors", ".npz", ".pt", ".pth")
 PAIRS = (("x", "y"), ("x_val", "y_val"), ("x_test", "y_test"))
@@ -117,11 +122,11 @@ def _check_pair(name_x: str, name_y: str, data: dict[str, np.ndarray], path: Pat
             )
         _check_finite(name_y, y, path)
         return
-    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+    if y.ndim not in (1, 2) or y.shape[0] != x.shape[0]:
         raise LscapeError(
             f"{name_y} has shape {y.shape} but {name_x} has {x.shape[0]} samples",
             str(path),
-            f"store {name_y} as ({x.shape[0]},) class labels",
+            f"store {name_y} as ({x.shape[0]},) class labels or ({x.shape[0]}, T) token targets",
         )
     if not np.issubdtype(y.dtype, np.integer):
         raise LscapeError(
@@ -129,8 +134,13 @@ def _check_pair(name_x: str, name_y: str, data: dict[str, np.ndarray], path: Pat
             str(path),
             f"store {name_y} as integer class labels 0..C-1, or as floats for regression (--loss mse)",
         )
-    if y.size and y.min() < 0:
-        raise LscapeError(f"{name_y} has negative labels", str(path), "use labels 0..C-1")
+    kept = y[y != IGNORE_INDEX] if y.ndim == 2 else y
+    if kept.size and kept.min() < 0:
+        raise LscapeError(
+            f"{name_y} has negative labels",
+            str(path),
+            f"use labels 0..C-1 ({IGNORE_INDEX} marks padding in (N, T) token targets)",
+        )
 
 
 def task(y: np.ndarray) -> str:
@@ -143,12 +153,16 @@ def num_outputs(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> int:
     ys = [y for _, y in splits.values()]
     if task(ys[0]) == "regression":
         return 1 if ys[0].ndim == 1 else int(ys[0].shape[1])
-    return 1 + max(int(y.max()) for y in ys if y.size)
+    return 1 + max(int(y.max()) for y in ys if y.size)  # padding (-100) is below every label
 
 
 def _check_same_task(name: str, y: np.ndarray, y_train: np.ndarray, path: Path) -> None:
     """Every split holds the same kind of label (and, for regression, the same target size)."""
-    if task(y) != task(y_train) or (task(y) == "regression" and y.shape[1:] != y_train.shape[1:]):
+    if (
+        task(y) != task(y_train)
+        or (y.ndim != y_train.ndim)
+        or (task(y) == "regression" and y.shape[1:] != y_train.shape[1:])
+    ):
         raise LscapeError(
             f"{name} has dtype {y.dtype} and shape {y.shape} but y has {y_train.dtype} and {y_train.shape}",
             str(path),

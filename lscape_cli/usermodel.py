@@ -54,6 +54,8 @@ class UserInputs:
     model_args: str | None = None  # --model-args JSON or FILE.json
     trust_model_def: bool = False  # --trust-model-def: build the source a checkpoint records
     data: Path | None = None  # --data FILE (.safetensors, .npz or .pt)
+    loss_def: str | None = None  # --loss-def SOURCE: the user's loss function
+    output: str | None = None  # --output NAME: which of the model's outputs is scored
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class UserModelConfig:
         sha256: sha256 of the defining file when the model was built (None for torchvision builders).
         input_shape: shape of one input sample the model was built for (None: not yet known).
         num_classes: outputs per sample the data asks for (None: not yet known).
+        output: the output scored (``--output``: dict key, attribute or tuple index; None: the tensor
+            returned, or element 0 of a tuple).
     """
 
     source: str
@@ -75,6 +79,7 @@ class UserModelConfig:
     sha256: str | None = None
     input_shape: tuple[int, ...] | None = None
     num_classes: int | None = None
+    output: str | None = None  # which output is scored (lscape_cli.model_output); None: tensor or [0]
 
 
 @dataclass(frozen=True)
@@ -437,6 +442,9 @@ def build_user(cfg: UserModelConfig, notes: list[str], where: str = "--model-def
     if not any(True for _ in module.parameters()):
         raise LscapeError(f"the model built by {cfg.source} has no parameters", where, "check the factory")
     guard_onednn(module)  # oneDNN's faulty convolution class (lscape_cli.runtime)
+    from lscape_cli.model_output import select_output
+
+    select_output(module, cfg.output)
     return module
 
 
@@ -463,8 +471,12 @@ def check_on_data(
     where: str,
     deterministic: bool = True,
     task: str = "classification",
+    target_shape: tuple[int, ...] = (),
 ) -> None:
     """Run the model (eval mode) on two samples: it must take them and return ``(N, C)`` scores.
+
+    ``target_shape`` is one sample's target shape: ``(T,)`` for token targets, whose scores are
+    ``(N, T, V)``. A user loss (``--loss-def``) takes any tensor with one row per sample.
 
     ``num_classes`` is the number of classes, or for ``task == "regression"`` the target size ``D``
     (the model then needs exactly ``D`` outputs).
@@ -478,7 +490,7 @@ def check_on_data(
     printed = io.StringIO()
     try:
         with contextlib.redirect_stdout(printed):
-            _check_outputs(module, x[:2], (num_classes, task), loss, where, deterministic)
+            _check_outputs(module, x[:2], (num_classes, task, target_shape), loss, where, deterministic)
     finally:
         module.train(was_training)
     if printed.getvalue().strip():
@@ -492,27 +504,24 @@ def check_on_data(
 def _check_outputs(
     module: nn.Module,
     sample: torch.Tensor,
-    outputs: tuple[int, str],
+    outputs: tuple[int, str, tuple[int, ...]],
     loss: str,
     where: str,
     deterministic: bool,
 ) -> None:
+    from lscape_cli.model_output import OutputError
+
     try:
         out = module(sample)
+    except OutputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - user code: any failure is one line
         raise LscapeError(
             f"the model fails on inputs of shape {tuple(sample.shape)}: {type(exc).__name__}: {exc}",
             where,
             "give data whose x matches the model's input (or fix --model-args)",
         ) from exc
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != sample.shape[0]:
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise LscapeError(
-            f"the model returns {got} for {sample.shape[0]} inputs; lscape needs (N, outputs) scores",
-            where,
-            "return one row of class scores (or regression outputs) per sample",
-        )
-    _check_width(int(out.shape[1]), outputs, loss, where)
+    _check_shape(out, sample, outputs, loss, where)
     if deterministic:
         again = module(sample)
         if not torch.equal(out, again):
@@ -522,6 +531,29 @@ def _check_outputs(
                 where,
                 "remove randomness from forward outside training (e.g. F.dropout(x, training=self.training))",
             )
+
+
+def _check_shape(
+    out: Any, sample: torch.Tensor, outputs: tuple[int, str, tuple[int, ...]], loss: str, where: str
+) -> None:
+    """``(N, C)`` scores, ``(N, T, V)`` for token targets; any per-sample tensor for a user loss."""
+    user = str(loss).startswith("user:")
+    steps = outputs[2]
+    want = 2 + len(steps)
+    ok = isinstance(out, torch.Tensor) and out.dim() > 0 and out.shape[0] == sample.shape[0]
+    if ok and not user:
+        ok = out.dim() == want and tuple(out.shape[1:-1]) == tuple(steps)
+    if not ok:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        need = "(N, outputs)" if not steps else f"(N, {', '.join(map(str, steps))}, vocabulary)"
+        raise LscapeError(
+            f"the model returns {got} for {sample.shape[0]} inputs; lscape needs {need} scores",
+            where,
+            "return one row of class scores per sample (per token for (N, T) targets), or name the "
+            "output with --output",
+        )
+    if not user:
+        _check_width(int(out.shape[-1]), outputs[:2], loss, where)
 
 
 def _check_width(width: int, outputs: tuple[int, str], loss: str, where: str) -> None:
@@ -551,7 +583,9 @@ class TrainingModel:
     initial_state: Callable[[int], dict[str, torch.Tensor]] | None  # seed -> state (factory's own init)
 
 
-def for_training(source: str, kwargs: dict[str, Any], splits: Any, loss: str, init: str) -> TrainingModel:
+def for_training(
+    source: str, kwargs: dict[str, Any], splits: Any, loss: str, init: str, output: str | None = None
+) -> TrainingModel:
     """Build ``source`` for training on ``splits`` and check it on the data.
 
     With ``init == "default"`` every restart starts from the factory's own initialisation, run under
@@ -562,12 +596,21 @@ def for_training(source: str, kwargs: dict[str, Any], splits: Any, loss: str, in
     cfg = make_config(
         source, kwargs, where="--model-def" if not source.startswith("torchvision:") else "--model"
     )
-    cfg = dataclasses.replace(cfg, input_shape=tuple(splits.input_shape), num_classes=splits.num_classes)
+    cfg = dataclasses.replace(
+        cfg, input_shape=tuple(splits.input_shape), num_classes=splits.num_classes, output=output
+    )
     notes: list[str] = []
     module = build_user(cfg, notes)
     x = splits.x["train"]
+    dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()  # token ids: int64
     check_on_data(
-        module.to(dtype=x.dtype, device=x.device), x, splits.num_classes, loss, source, task=splits.task
+        module.to(dtype=dtype, device=x.device),
+        x,
+        splits.num_classes,
+        loss,
+        source,
+        task=splits.task,
+        target_shape=tuple(splits.y["train"].shape[1:]) if splits.task != "regression" else (),
     )
 
     def initial_state(seed: int) -> dict[str, torch.Tensor]:

@@ -101,7 +101,10 @@ DATASETS = "digits, mnist-5k, mnist, fashion-mnist, cifar10, synthetic, torchvis
     ("args", "expected"),
     [
         (["--optimizer", "foo"], "unknown optimizer 'foo': --optimizer (choose one of: sgd, adam, adamw)"),
-        (["--loss", "foo"], "unknown loss 'foo': --loss (choose one of: ce, mse)"),
+        (
+            ["--loss", "foo"],
+            "unknown loss 'foo': --loss (choose one of: ce, mse, bce, e.g. ce:label_smoothing=0.1)",
+        ),
         (["--model", "foo"], "unknown model 'foo': --model (choose one of: mlp, cnn, resnet, linear)"),
         (["--dataset", "foo"], f"unknown dataset 'foo': --dataset (choose one of: {DATASETS})"),
         (

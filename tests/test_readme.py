@@ -27,6 +27,12 @@ NOT_RUN = {  # (prefix of the line, why it is not run here)
     "python scripts/": "a development script",
     "pre-commit ": "tooling",
     "SCALE=": "the study scripts: tests/test_studies.py runs them at SCALE=smoke",
+    "python examples/charlm/": "the language-model example: tests/test_readme_charlm.py runs it",
+    "lscape train --model-def examples/charlm/": "the language-model example (tests/test_readme_charlm.py)",
+    "lscape probe runs/charlm/": "the language-model example (tests/test_readme_charlm.py)",
+    "lscape slice runs/charlm/": "the language-model example (tests/test_readme_charlm.py)",
+    "lscape connect runs/charlm/": "the language-model example (tests/test_readme_charlm.py)",
+    "lscape report runs/charlm": "the language-model example (tests/test_readme_charlm.py)",
 }
 TINY_DATA = "--dataset digits --train-size 64 --val-size 32 --test-size 32"
 SHRINK = {

@@ -59,7 +59,11 @@ DownloadOpt = Annotated[
 ]
 LossOpt = Annotated[
     str,
-    typer.Option(help="ce, or mse (summed over outputs, one-hot targets; seed 000).", rich_help_panel=OPTIM),
+    typer.Option(
+        help="ce (mean over samples, or over non-padding tokens for (N, T) targets), mse (summed over "
+        "outputs, one-hot targets; seed 000), bce (multi-label), or ce:label_smoothing=0.1.",
+        rich_help_panel=OPTIM,
+    ),
 ]
 OptimizerOpt = Annotated[str, typer.Option(help="sgd, adam or adamw.", rich_help_panel=OPTIM)]
 LrOpt = Annotated[

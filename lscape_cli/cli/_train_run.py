@@ -32,8 +32,11 @@ def run_training(
     quiet: bool,
     resume: tuple[bool, float, Path],
     user: Any = None,
+    notes: list[str] | None = None,
 ) -> None:
     """Load data, build the model, train, write every file, report.
+
+    ``notes``: warnings gathered before (e.g. from importing ``--loss-def``), kept in the records.
 
     ``resume``: ``(requested, every_s, path)`` of the resume state (``--resume``, ``--resume-every``).
     """
@@ -61,7 +64,7 @@ def run_training(
             "give --val-size > 0 or drop them",
         )
     tracker = None if track_spec is None else parsed(make_tracker, "--track-split", track_spec, splits, cfg)
-    mspec, module, initial_state, notes = _model_for(model_name, model_opts, user, splits, cfg)
+    mspec, module, initial_state, model_notes = _model_for(model_name, model_opts, user, splits, cfg)
     size = budget.Problem.of(module, splits.sizes()["train"])
     every, batch = cfg.trajectory_every, cfg.batch_size or size.num_samples
     budget.check(budget.training_demands(restarts, cfg.epochs, cfg.max_steps, batch, every, size), device)
@@ -79,7 +82,7 @@ def run_training(
         "restarts": restarts,
         "base_seed": seed,
         "num_parameters": models.num_parameters(module),
-        "warnings": notes,
+        "warnings": [*(notes or []), *model_notes],
         "tracking": None if tracker is None else tracker.describe(),
     }
     store = _store(resume, context, seeds)
@@ -138,6 +141,12 @@ def _model_for(name: str, opts: dict[str, Any], user: Any, splits: Any, cfg: Any
     if name.startswith("torchvision:"):
         source = source or name
     if source is None:
+        if user is not None and user.output:
+            raise LscapeError(
+                "--output is for --model-def and torchvision models",
+                "--output",
+                "registry models return one tensor of scores",
+            )
         if user is not None and user.model_args:
             raise LscapeError(
                 "--model-args is for --model-def and torchvision models",
@@ -156,7 +165,8 @@ def _model_for(name: str, opts: dict[str, Any], user: Any, splits: Any, cfg: Any
             "pass the model's own arguments with --model-args JSON",
         )
     kwargs = usermodel.parse_kwargs(user.model_args if user is not None else None)
-    tm = usermodel.for_training(source, kwargs, splits, cfg.loss, cfg.init)
+    output = user.output if user is not None else None
+    tm = usermodel.for_training(source, kwargs, splits, cfg.loss, cfg.init, output)
     return tm.spec, tm.module, tm.initial_state, tm.notes
 
 

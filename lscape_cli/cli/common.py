@@ -51,7 +51,6 @@ def load_for_eval(
     data file (``--data``).
     """
     from lscape_cli import datasets
-    from lscape_cli.core.objective import LOSSES
     from lscape_cli.runtime import resolve_device, resolve_dtype
     from lscape_cli.storage.checkpoint import load_model
 
@@ -88,10 +87,8 @@ def load_for_eval(
         warnings.append(
             f"data directory {dmeta.get('path')} changed since the checkpoint was written (fingerprint)"
         )
-    loss, loss_source, loss_warnings = _resolve_loss(loss, meta, checkpoint)
+    loss, loss_source, loss_warnings = _resolve_loss(loss, meta, checkpoint, user)
     warnings += loss_warnings
-    if loss not in LOSSES:
-        raise LscapeError(f"unknown loss {loss!r}", "--loss", f"choose one of: {', '.join(LOSSES)}")
     splits.check_loss(loss)
     _fill_user_shapes(loaded, splits)
     expected = tuple(getattr(loaded.spec.config, "input_shape", None) or splits.input_shape)
@@ -105,9 +102,13 @@ def load_for_eval(
     from lscape_cli.usermodel import check_on_data
 
     sample = splits.x[split] if len(splits.x[split]) else splits.x["train"]  # an empty split checks nothing
-    check_on_data(loaded.module, sample[:2], splits.num_classes, loss, str(checkpoint), True, splits.task)
+    steps = tuple(splits.y["train"].shape[1:]) if splits.task != "regression" else ()
+    check_on_data(loaded.module, sample[:2], splits.num_classes, loss, str(checkpoint), True, splits.task, steps)
     if mode == "train":
         loaded.module.train()
+    from lscape_cli.core.losses import as_loss
+    from lscape_cli.core.objective import num_units
+
     x, y = splits.x[split], splits.y[split]
     if samples is not None:
         from lscape_cli.core.samples import span
@@ -118,9 +119,12 @@ def load_for_eval(
         "num_samples": int(y.shape[0]),
         "samples": samples,
         "mode": mode,
-        "loss": loss,
+        "loss": str(loss),
         "loss_source": loss_source,
-        "weighting": "mean over samples, chunks weighted by sample count",
+        "loss_definition": as_loss(loss).describe(),
+        "num_units": num_units(y, loss) if len(y) else 0,
+        "weighting": "mean over units (samples, or non-padding tokens for (N, T) targets), chunks weighted "
+        "by their units",
         "max_batch": max_batch,
         "dataset": splits.describe(),
     }
@@ -152,21 +156,40 @@ def _fill_user_shapes(loaded: Any, splits: Any) -> None:
         loaded.spec = ModelSpec(spec.name, cfg)
 
 
-def _resolve_loss(loss: str | None, meta: Any, checkpoint: Path) -> tuple[str, str, list[str]]:
-    """The loss to evaluate, where it came from, and a warning when nothing said which loss to use."""
+def _resolve_loss(loss: str | None, meta: Any, checkpoint: Path, user: Any) -> tuple[Any, str, list[str]]:
+    """The loss to evaluate (a :class:`~lscape_cli.core.losses.Loss`), where it came from, and warnings.
+
+    A user loss is imported only when named (``--loss-def``) or recorded and trusted
+    (``--trust-model-def``), as user models are (:mod:`lscape_cli.userloss`).
+    """
+    from lscape_cli import userloss
+    from lscape_cli.cli._train_request import parse_loss
     from lscape_cli.cli.console import warn
 
+    training = meta.get("training") or {}
+    recorded_def = (training.get("loss_definition") or {}).get("definition")
+    notes: list[str] = []
+    own = userloss.resolve(
+        loss,
+        getattr(user, "loss_def", None),
+        recorded_def,
+        bool(getattr(user, "trust_model_def", False)),
+        notes,
+    )
+    if own is not None:
+        named = getattr(user, "loss_def", None) is not None
+        return own, "--loss-def" if named else "checkpoint training metadata (--trust-model-def)", notes
     if loss is not None:
-        return loss, "--loss", []
-    recorded = (meta.get("training") or {}).get("loss")
+        return parse_loss(loss), "--loss", []
+    recorded = training.get("loss")
     if recorded is not None:
-        return str(recorded), "checkpoint training metadata", []
+        return parse_loss(str(recorded)), "checkpoint training metadata", []
     text = (
         f"{checkpoint} carries no training metadata: evaluating cross-entropy (ce); "
         "pass --loss mse if the model was trained with MSE"
     )
     warn(text)
-    return "ce", "default (no training metadata)", [text]
+    return parse_loss("ce"), "default (no training metadata)", [text]
 
 
 def parse_floats(text: str | None, option: str) -> tuple[float, ...]:

@@ -14,11 +14,13 @@ from lscape_cli.cli.options import (
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
+    LossDefOpt,
     LossOverrideOpt,
     MaxBatchOpt,
     ModelArgsOpt,
     ModelConfigOpt,
     ModelDefOpt,
+    OutputOpt,
     OverwriteOpt,
     QuietOpt,
     SeedOpt,
@@ -50,6 +52,8 @@ def connect(
     model_config: ModelConfigOpt = None,
     model_def: ModelDefOpt = None,
     model_args: ModelArgsOpt = None,
+    output: OutputOpt = None,
+    loss_def: LossDefOpt = None,
     trust_model_def: TrustModelDefOpt = False,
     data_file: DataFileOpt = None,
     seed: SeedOpt = 0,
@@ -86,7 +90,7 @@ def connect(
         [checkpoint_a, checkpoint_b, model_config, *user_files(model_def, data_file, model_args)],
     )
     warnings = compatible(checkpoint_a, checkpoint_b, model_config, model_def)
-    user = user_inputs(model_def, model_args, trust_model_def, data_file)
+    user = user_inputs(model_def, model_args, trust_model_def, data_file, loss_def, output)
     setup, b_loaded = load_pair(
         checkpoint_a, checkpoint_b, model_config, device, dtype, data_root(data_root_), loss, max_batch, user
     )

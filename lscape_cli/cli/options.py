@@ -157,7 +157,29 @@ ModeOpt = Annotated[
     str, typer.Option("--mode", help="eval (BatchNorm running statistics; default) or train.")
 ]
 LossOverrideOpt = Annotated[
-    str | None, typer.Option("--loss", help="Override the checkpoint's loss (ce, mse).")
+    str | None,
+    typer.Option(
+        "--loss",
+        help="Override the checkpoint's loss: ce, mse, bce, or ce:label_smoothing=0.1,ignore_index=-100.",
+    ),
+]
+LossDefOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--loss-def",
+        help="Your own loss: PATH.py:FUNC or package.module:FUNC; FUNC(outputs, targets) returns the batch's "
+        "mean loss (imported only when named, or recorded and --trust-model-def).",
+        rich_help_panel="Your own model and data",
+    ),
+]
+OutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        help="Which model output is scored: a dict key, attribute (e.g. logits) or tuple index "
+        "[the tensor returned, or element 0 of a tuple].",
+        rich_help_panel="Your own model and data",
+    ),
 ]
 DatasetOverrideOpt = Annotated[
     str | None, typer.Option("--dataset", help="Override the checkpoint's dataset.")
@@ -200,9 +222,14 @@ DataFileOpt = Annotated[
 
 
 def user_inputs(
-    model_def: str | None, model_args: str | None, trust_model_def: bool, data: Path | None
+    model_def: str | None,
+    model_args: str | None,
+    trust_model_def: bool,
+    data: Path | None,
+    loss_def: str | None = None,
+    output: str | None = None,
 ) -> UserInputs:
-    """The four options above as one :class:`lscape_cli.usermodel.UserInputs`."""
+    """The options above as one :class:`lscape_cli.usermodel.UserInputs`."""
     from lscape_cli.usermodel import UserInputs
 
-    return UserInputs(model_def, model_args, trust_model_def, data)
+    return UserInputs(model_def, model_args, trust_model_def, data, loss_def, output)

@@ -9,6 +9,7 @@ import typer
 from lscape_cli.cli import EXIT_CHECK_FAILED
 from lscape_cli.cli import _probe_options as o
 from lscape_cli.cli import _probe_request as rq
+from lscape_cli.cli import options as uo
 from lscape_cli.cli._probe_report import print_failed, print_results
 from lscape_cli.cli.common import load_for_eval, parse_floats
 from lscape_cli.cli.console import StatusLine, emit_json
@@ -86,6 +87,8 @@ def probe(
     model_config: ModelConfigOpt = None,
     model_def: ModelDefOpt = None,
     model_args: ModelArgsOpt = None,
+    output: uo.OutputOpt = None,
+    loss_def: uo.LossDefOpt = None,
     trust_model_def: TrustModelDefOpt = False,
     data_file: DataFileOpt = None,
     seed: SeedOpt = 0,
@@ -120,7 +123,7 @@ def probe(
     rq.validate_power(eig_method, top_k, lambda_min)
     for expr in checks:
         rq.check_syntax(expr)
-    user = user_inputs(model_def, model_args, trust_model_def, data_file)
+    user = user_inputs(model_def, model_args, trust_model_def, data_file, loss_def, output)
     out_path = rq.output_path(out, checkpoint, save_eigenvectors, model_config, user, overwrite)
     from lscape_cli.cli import _probe_curvature as pc
 

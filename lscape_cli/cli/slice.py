@@ -21,12 +21,14 @@ from lscape_cli.cli.options import (
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
+    LossDefOpt,
     LossOverrideOpt,
     MaxBatchOpt,
     ModelArgsOpt,
     ModelConfigOpt,
     ModelDefOpt,
     ModeOpt,
+    OutputOpt,
     OverwriteOpt,
     QuietOpt,
     SeedOpt,
@@ -62,6 +64,8 @@ def slice_(
     model_config: ModelConfigOpt = None,
     model_def: ModelDefOpt = None,
     model_args: ModelArgsOpt = None,
+    output: OutputOpt = None,
+    loss_def: LossDefOpt = None,
     trust_model_def: TrustModelDefOpt = False,
     data_file: DataFileOpt = None,
     seed: SeedOpt = 0,
@@ -140,7 +144,7 @@ def slice_(
         loss=loss,
         mode=mode,
         max_batch=max_batch,
-        user=user_inputs(model_def, model_args, trust_model_def, data_file),
+        user=user_inputs(model_def, model_args, trust_model_def, data_file, loss_def, output),
     )
     from lscape_cli.core.budget import Problem, check, grid_demands
 

@@ -6,7 +6,14 @@ from pathlib import Path
 
 from lscape_cli.cli import _train_model_options as m
 from lscape_cli.cli import _train_options as o
-from lscape_cli.cli._train_request import batch_size_of, check_choices, checked, model_options, parsed
+from lscape_cli.cli._train_request import (
+    batch_size_of,
+    check_choices,
+    checked,
+    model_options,
+    parsed,
+    training_loss,
+)
 from lscape_cli.cli._train_run import run_training
 from lscape_cli.cli.options import (
     DataFileOpt,
@@ -14,9 +21,11 @@ from lscape_cli.cli.options import (
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
+    LossDefOpt,
     MaxBatchOpt,
     ModelArgsOpt,
     ModelDefOpt,
+    OutputOpt,
     OverwriteOpt,
     QuietOpt,
     SeedOpt,
@@ -31,6 +40,7 @@ def train(
     model: m.ModelOpt = "mlp",
     model_def: ModelDefOpt = None,
     model_args: ModelArgsOpt = None,
+    output: OutputOpt = None,
     depth: m.DepthOpt = None,
     width: m.WidthOpt = None,
     hidden: m.HiddenOpt = None,
@@ -54,6 +64,7 @@ def train(
     data_root_: DataRootOpt = None,
     download: o.DownloadOpt = False,
     loss: o.LossOpt = "ce",
+    loss_def: LossDefOpt = None,
     optimizer: o.OptimizerOpt = "sgd",
     lr: o.LrOpt = 0.01,
     momentum: o.MomentumOpt = 0.0,
@@ -120,13 +131,15 @@ def train(
     from lscape_cli.core.training import TrainConfig, shard_restarts
 
     check_choices(loss, optimizer, init)
+    loss_notes: list[str] = []
+    loss_spec = training_loss(loss, loss_def, loss_notes)
     from lscape_cli.storage.train_record import check_outputs
     from lscape_cli.storage.train_resume import resume_path
 
     chosen = parsed(shard_restarts, "--shard", restarts, shard)
     check_outputs(out, name, restarts, save_trajectory is not None, overwrite, chosen)
     cfg = TrainConfig(
-        loss=loss,
+        loss=loss_spec,
         optimizer=optimizer,
         lr=lr,
         momentum=momentum,
@@ -195,6 +208,7 @@ def train(
         dtype_name=dtype,
         json_out=json_out,
         quiet=quiet or json_out,
-        user=user_inputs(model_def, model_args, False, data_file),
+        user=user_inputs(model_def, model_args, False, data_file, loss_def, output),
+        notes=loss_notes,
         resume=(resume, resume_every, resume_path(out, name, shard)),
     )

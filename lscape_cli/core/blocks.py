@@ -12,13 +12,21 @@ to the full trace (``tr M = Σ_B tr M_BB``); their Frobenius norms do not (off-d
 out).
 
 :func:`layers` groups the parameter tensors by the module that owns them (``hidden.0.weight`` and
-``hidden.0.bias`` form the block ``hidden.0``), in the model's parameter order.
+``hidden.0.bias`` form the block ``hidden.0``), in the model's parameter order. :func:`module_blocks`
+knows transformers: an attention module (``nn.MultiheadAttention``, or a module named ``*attn*`` /
+``*attention*``) is one block with everything inside it (query/key/value and output projections), an MLP
+(a module named ``mlp``/``ffn``/``feed_forward``, or ``linear1`` + ``linear2`` of an
+``nn.TransformerEncoderLayer``/``DecoderLayer``, named ``<layer>.mlp``) is one block, and the rest
+(embeddings, norms, the head) keeps its owning module, so a transformer's table reads embedding, then
+per layer attention, MLP and norms, then the head.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+
+from torch import nn
 
 from lscape_cli.core.hvp import Objective, Params
 
@@ -57,6 +65,33 @@ def layers(names: list[str]) -> dict[str, list[str]]:
     for name in names:
         owner = name.rpartition(".")[0] or name
         groups.setdefault(owner, []).append(name)
+    return groups
+
+
+_ATTENTION = re.compile(r".*(attn|attention).*", re.IGNORECASE)
+_MLP = re.compile(r"(mlp|ffn|ff|feed_?forward)\d*", re.IGNORECASE)
+_LAYERS = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+
+def _group_of(model: nn.Module, name: str) -> str:
+    """The block of parameter ``name`` (module docstring), from its module path."""
+    parts = name.split(".")[:-1]
+    for i in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:i])
+        module = model.get_submodule(prefix)
+        last = parts[i - 1]
+        if isinstance(module, nn.MultiheadAttention) or _ATTENTION.fullmatch(last) or _MLP.fullmatch(last):
+            return prefix
+        if isinstance(module, _LAYERS) and i < len(parts) and parts[i] in ("linear1", "linear2"):
+            return f"{prefix}.mlp"
+    return name.rpartition(".")[0] or name
+
+
+def module_blocks(model: nn.Module, names: list[str]) -> dict[str, list[str]]:
+    """Parameter names grouped into transformer-aware blocks (module docstring), in model order."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(_group_of(model, name), []).append(name)
     return groups
 
 

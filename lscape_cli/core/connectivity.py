@@ -45,7 +45,7 @@ from torch.func import functional_call
 
 from lscape_cli.core import alignment as al
 from lscape_cli.core.choices import Align, CurveOptimizer
-from lscape_cli.core.objective import evaluate, loss_mean, task_of
+from lscape_cli.core.objective import evaluate, loss_mean, num_units, task_of
 from lscape_cli.core.params import Params
 from lscape_cli.core.progress import ProgressFn
 from lscape_cli.core.stacked import has_batchnorm
@@ -321,7 +321,7 @@ def fit_curve(
     scratch = {n: t.clone() for n, t in (buffers or {}).items()}
     was_training = model.training
     model.train(has_batchnorm(model))
-    history, steps, n = [], 0, int(y.shape[0])
+    history, steps, n, units = [], 0, int(y.shape[0]), num_units(y, loss)
     try:
         for epoch in range(1, cfg.epochs + 1):
             order = torch.randperm(n, generator=gen).to(y.device)
@@ -335,11 +335,16 @@ def fit_curve(
                 value.backward()  # type: ignore[no-untyped-call]
                 opt.step()
                 steps += 1
-                total += float(value.detach()) * idx.shape[0]
-            history.append({"epoch": epoch, "mean_loss": total / n})
+                total += float(value.detach()) * num_units(y[idx], loss)
+            history.append({"epoch": epoch, "mean_loss": total / units})
             if on_step is not None:
                 on_step(
-                    {"estimator": f"{cfg.kind} fit", "step": epoch, "total": cfg.epochs, "loss": total / n}
+                    {
+                        "estimator": f"{cfg.kind} fit",
+                        "step": epoch,
+                        "total": cfg.epochs,
+                        "loss": total / units,
+                    }
                 )
     finally:
         model.train(was_training)

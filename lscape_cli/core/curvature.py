@@ -15,13 +15,18 @@ gradient descent", Neural Computation 14(7)). ``M`` is positive semi-definite by
 
 - ``ggn``: the generalised Gauss-Newton matrix, ``Λ_i = ∇²_z ℓ_i``, the Hessian of the loss with respect
   to the outputs, in closed form: ``diag(p_i) − p_i p_iᵀ`` with ``p_i = softmax(z_i)`` for
-  cross-entropy, ``2 I`` for the summed squared error. The Hessian is ``G + (1/N) Σ_i Σ_c (∂ℓ_i/∂z_ic)
+  cross-entropy (label-smoothed or not: every smoothed term is a log-softmax, whose Hessian is this one),
+  ``2 I`` for the summed squared error; for binary cross-entropy and a user's loss (``--loss-def``) it is
+  applied by autograd, ``Λ t = ∂(∇_z ℓ · t)/∂z`` (exact for any loss; positive semi-definite when the
+  loss is convex in ``z``). For token sequences a unit is a token: ``z_i`` is one position's ``V`` scores
+  and ignored positions (``ignore_index``) have ``Λ = 0``. The Hessian is ``G + (1/N) Σ_i Σ_c (∂ℓ_i/∂z_ic)
   ∇²_θ z_ic``, so ``G = H`` exactly when the model is linear in its parameters (softmax regression,
   linear regression), and ``G ≈ H`` near an interpolating minimum.
 - ``fisher``: the Fisher information of the model's predictive distribution, estimated by Monte Carlo
   (Martens 2020, "New insights and perspectives on the natural gradient method", JMLR 21): for each
   sample, ``S`` labels ``ỹ_is`` are drawn from the model itself (``Categorical(p_i)`` for
-  cross-entropy; ``z_i + N(0, ½ I)`` for the squared error, the Gaussian whose negative log-likelihood
+  cross-entropy, one per token for sequences; ``Bernoulli(σ(z_ic))`` per label for binary cross-entropy;
+  ``z_i + N(0, ½ I)`` for the squared error, the Gaussian whose negative log-likelihood
   is ``‖z − y‖²`` up to a constant) and ``Λ_i = (1/S) Σ_s g_is g_isᵀ`` with ``g_is = ∇_z ℓ(z_i, ỹ_is)``.
   Both losses are negative log-likelihoods of exponential families in their natural parameter ``z``,
   so the *exact* Fisher equals the GGN (``E_ỹ[g gᵀ] = ∇²_z ℓ``): ``--curvature ggn`` is the exact
@@ -60,9 +65,11 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch.func import functional_call
 
+from lscape_cli.core.attention import BACKEND as ATTENTION_BACKEND
+from lscape_cli.core.attention import hessian_attention
 from lscape_cli.core.choices import CurvatureKind
 from lscape_cli.core.hvp import HVP, NestedContext, Objective, Params, flatten, numel, unflatten
-from lscape_cli.core.objective import mse_target
+from lscape_cli.core.losses import Loss, as_loss
 
 CURVATURES = CurvatureKind.values()
 DEFINITIONS = {
@@ -103,10 +110,12 @@ class Curvature:
 
 
 class _OutputCurvature:
-    """``u = Λ t`` for a chunk's outputs (``t``: ``(B, C)``), from the closed forms of the module docstring.
+    """``u = Λ t`` for a chunk's outputs ``t`` (shaped like ``z``), from the module docstring's forms.
 
-    Either ``probs`` (GGN of cross-entropy), ``scale`` (GGN of the squared error: ``2 t``) or ``factors``
-    ``(B, S, C)`` (Fisher kinds: ``Λ = (1/S) Σ_s g_s g_sᵀ``) is set.
+    Either ``probs`` (GGN of cross-entropy, masked to the non-ignored units), ``scale`` (GGN of the
+    squared error: ``2 t``), ``factors`` ``(*units, S, C)`` (Fisher kinds: ``Λ = (1/S) Σ_s g_s g_sᵀ``;
+    ``flat``: a unit is a whole sample, whose outputs are flattened) or ``hessian`` (any other loss:
+    ``Λ t`` by a double backward through the loss's gradient in ``z``) is set.
     """
 
     def __init__(
@@ -114,59 +123,116 @@ class _OutputCurvature:
         probs: torch.Tensor | None = None,
         scale: float | None = None,
         factors: torch.Tensor | None = None,
+        hessian: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+        flat: bool = False,
     ) -> None:
-        self.probs, self.scale, self.factors = probs, scale, factors
+        self.probs, self.scale, self.factors, self.hessian = probs, scale, factors, hessian
+        self.mask, self.flat = mask, flat
 
     def apply(self, t: torch.Tensor) -> torch.Tensor:
         if self.probs is not None:
             p = self.probs
-            return p * t - p * (p * t).sum(-1, keepdim=True)
+            out = p * t - p * (p * t).sum(-1, keepdim=True)
+            return out if self.mask is None else out * self.mask.unsqueeze(-1)
         if self.factors is not None:
-            coeff = torch.einsum("bsc,bc->bs", self.factors, t)
-            return torch.einsum("bsc,bs->bc", self.factors, coeff) / self.factors.shape[1]
+            flat = t.reshape(t.shape[0], -1) if self.flat else t
+            coeff = torch.einsum("...sc,...c->...s", self.factors, flat)
+            out = torch.einsum("...sc,...s->...c", self.factors, coeff) / self.factors.shape[-2]
+            return out.reshape(t.shape)
+        if self.hessian is not None:
+            z, grad = self.hessian
+            (out,) = torch.autograd.grad(grad, z, t, retain_graph=True)
+            return out
         assert self.scale is not None
         return self.scale * t
 
 
 def label_draws(
-    kind: str, loss: str, num_samples: int, mc_samples: int, num_outputs: int, seed: int
+    kind: str, loss: str, y: torch.Tensor, mc_samples: int, num_outputs: int, seed: int
 ) -> torch.Tensor | None:
     """The randomness behind ``fisher``'s sampled labels for a whole split, drawn at once on the CPU.
 
-    Uniforms ``(N, S)`` for cross-entropy (inverse-CDF draws), standard normals ``(N, S, C)`` for the
-    squared error; ``None`` for the other kinds. Drawing the whole split at once makes the matrix the same
-    however the data is chunked.
+    Uniforms ``(*y.shape, S)`` for cross-entropy (inverse-CDF draws, one per label or token), uniforms
+    ``(N, S, C)`` for binary cross-entropy (one Bernoulli per label), standard normals ``(N, S, C)`` for
+    the squared error; ``None`` for the other kinds. Drawing the whole split at once makes the matrix the
+    same however the data is chunked. A user loss has no predictive distribution to draw from: refused.
     """
     if kind != "fisher":
         return None
+    spec = as_loss(loss)
+    if spec.kind == "user":
+        raise ValueError(
+            "the Monte-Carlo Fisher draws labels from the model's predictive distribution, which a user "
+            "loss does not define; use --curvature ggn (its output Hessian comes from autograd) or "
+            "empirical-fisher"
+        )
     generator = torch.Generator().manual_seed(seed)
-    if loss == "ce":
-        return torch.rand((num_samples, mc_samples), generator=generator, dtype=torch.float64)
-    return torch.randn((num_samples, mc_samples, num_outputs), generator=generator, dtype=torch.float64)
+    if spec.kind == "ce":
+        return torch.rand((*y.shape, mc_samples), generator=generator, dtype=torch.float64)
+    shape = (int(y.shape[0]), mc_samples, num_outputs)
+    if spec.kind == "bce":
+        return torch.rand(shape, generator=generator, dtype=torch.float64)
+    return torch.randn(shape, generator=generator, dtype=torch.float64)
+
+
+def _unit_mask(spec: Loss, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+    """Which output rows count (cross-entropy: targets other than ``ignore_index``); None: all."""
+    if spec.kind != "ce":
+        return None
+    return (y != spec.ignore_index).to(z.dtype)
+
+
+def _gradient_factors(spec: Loss, z: torch.Tensor, y: torch.Tensor) -> _OutputCurvature:
+    """``empirical-fisher``: ``Λ = g gᵀ`` per unit, ``g`` the loss's gradient in the unit's outputs."""
+    with torch.enable_grad():
+        leaf = z.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(spec.sum(leaf, y), leaf)
+    flat = spec.kind == "user" and g.dim() > 2  # a user loss's unit is a whole sample
+    g = g.reshape(g.shape[0], -1) if flat else g
+    return _OutputCurvature(factors=g.unsqueeze(-2), flat=flat)
+
+
+def _autograd_hessian(spec: Loss, z: torch.Tensor, y: torch.Tensor) -> _OutputCurvature:
+    """``ggn`` of a loss with no closed form here: ``Λ t = ∂(∇_z ℓ · t)/∂z`` by autograd."""
+    with torch.enable_grad():
+        leaf = z.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(spec.sum(leaf, y), leaf, create_graph=True)
+    if not g.requires_grad:  # a loss linear in z: Λ = 0
+        return _OutputCurvature(scale=0.0)
+    return _OutputCurvature(hessian=(leaf, g))
 
 
 def output_curvature(
     kind: str, z: torch.Tensor, y: torch.Tensor, loss: str, draws: torch.Tensor | None = None
 ) -> _OutputCurvature:
-    """``Λ`` for outputs ``z`` ``(B, C)`` and labels ``y``; ``fisher`` needs this chunk's ``draws``."""
+    """``Λ`` for outputs ``z`` (``(B, C)``, or ``(B, T, V)`` for tokens) and targets ``y``.
+
+    ``fisher`` needs this chunk's ``draws``.
+    """
     z = z.detach()
+    spec = as_loss(loss)
     num_classes = z.shape[-1]
+    mask = _unit_mask(spec, z, y)
     if kind == "ggn":
-        return _OutputCurvature(probs=z.softmax(-1)) if loss == "ce" else _OutputCurvature(scale=2.0)
+        if spec.kind == "ce":
+            return _OutputCurvature(probs=z.softmax(-1), mask=mask)
+        return _OutputCurvature(scale=2.0) if spec.kind == "mse" else _autograd_hessian(spec, z, y)
     if kind == "empirical-fisher":
-        if loss == "ce":
-            g = z.softmax(-1) - F.one_hot(y, num_classes).to(z.dtype)
-        else:  # class labels (one-hot) or regression targets
-            g = 2.0 * (z - mse_target(y, num_classes, z.dtype))
-        return _OutputCurvature(factors=g.unsqueeze(1))
+        return _gradient_factors(spec, z, y)
     if kind != "fisher" or draws is None:
         raise ValueError(f"no output curvature for {kind!r} without label draws")
     draws = draws.to(z.device)
-    if loss == "ce":  # ỹ ~ Categorical(p): the first class whose cumulative probability reaches u
+    if spec.kind == "ce":  # ỹ ~ Categorical(p): the first class whose cumulative probability reaches u
         p = z.softmax(-1)
-        cdf = p.double().cumsum(-1)
-        labels = torch.searchsorted(cdf, draws * cdf[:, -1:]).clamp_(max=num_classes - 1)  # (B, S)
-        g = p.unsqueeze(1) - F.one_hot(labels, num_classes).to(z.dtype)
+        cdf = p.double().cumsum(-1).contiguous()
+        labels = torch.searchsorted(cdf, draws * cdf[..., -1:]).clamp_(max=num_classes - 1)  # (..., S)
+        g = p.unsqueeze(-2) - F.one_hot(labels, num_classes).to(z.dtype)
+        if mask is not None:
+            g = g * mask[..., None, None]
+    elif spec.kind == "bce":  # ỹ_c ~ Bernoulli(σ(z_c)): g = σ(z) − ỹ
+        q = z.sigmoid().unsqueeze(1)
+        g = q - (draws < q.double()).to(z.dtype)
     else:  # ỹ = z + ε, ε ~ N(0, ½ I): g = 2 (z − ỹ) = −2ε, distributed as √2 · N(0, I)
         g = (math.sqrt(2.0) * draws).to(z.dtype)
     return _OutputCurvature(factors=g)
@@ -222,7 +288,8 @@ class GGN(NestedContext):
 
     def _build_chunk(self, index: int, xb: torch.Tensor, yb: torch.Tensor) -> _Chunk:
         assert self._leaves is not None and self._lams is not None
-        z = functional_call(self._obj.model, (self._leaves, self._obj.buffers), (xb,))
+        with hessian_attention(xb.device):  # Jv is a double backward through the network
+            z = functional_call(self._obj.model, (self._leaves, self._obj.buffers), (xb,))
         w = torch.zeros_like(z, requires_grad=True)
         leaves = list(self._leaves.values())
         if not z.requires_grad:  # outputs independent of every parameter in the block: M = 0
@@ -249,9 +316,7 @@ class GGN(NestedContext):
             for xb, yb in obj.chunks():
                 z = functional_call(obj.model, (obj.params, obj.buffers), (xb,))
                 if start == 0:
-                    draws = label_draws(
-                        cur.kind, obj.loss, int(obj.y.shape[0]), cur.mc_samples, z.shape[-1], cur.seed
-                    )
+                    draws = label_draws(cur.kind, obj.loss, obj.y, cur.mc_samples, z.shape[-1], cur.seed)
                 part = None if draws is None else draws[start : start + xb.shape[0]]
                 lams.append(output_curvature(cur.kind, z, yb, obj.loss, part))
                 start += xb.shape[0]
@@ -266,7 +331,7 @@ class GGN(NestedContext):
             return [torch.zeros_like(t) for t in leaves]
         outs, dirs = zip(*pairs, strict=True)
         (jv,) = torch.autograd.grad(outs, chunk.w, dirs, retain_graph=True)
-        u = chunk.lam.apply(jv) / self._obj.num_samples
+        u = chunk.lam.apply(jv) / self._obj.num_units
         parts = torch.autograd.grad(chunk.z, leaves, u, retain_graph=retain, allow_unused=True)
         return [p if p is not None else torch.zeros_like(t) for p, t in zip(parts, leaves, strict=True)]
 
@@ -314,6 +379,7 @@ class GGN(NestedContext):
             "chunk_size": min(n, self._obj.max_batch),
             "num_chunks": chunks,
             "retain_chunks": chunks if self._retain is None else min(chunks, self._retain),
+            "attention_backend": ATTENTION_BACKEND,
         }
 
     def close(self) -> None:

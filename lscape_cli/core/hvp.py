@@ -63,7 +63,10 @@ from lscape_cli.core._hvp_calibration import (
     choose,
 )
 from lscape_cli.core._hvp_strategies import STRATEGIES, _DoubleBackward, _FwdRev, _Strategy, _VMap
+from lscape_cli.core.attention import BACKEND as ATTENTION_BACKEND
+from lscape_cli.core.attention import hessian_attention
 from lscape_cli.core.choices import HvpStrategy
+from lscape_cli.core.losses import as_loss
 from lscape_cli.core.memory import (
     CPU_CHUNK_GRAPH_BYTES,
     DEFAULT_MEMORY_BUDGET_MIB,
@@ -73,7 +76,7 @@ from lscape_cli.core.memory import (
     footprint,
     plan,
 )
-from lscape_cli.core.objective import LOSSES, loss_sum
+from lscape_cli.core.objective import loss_sum, num_units
 from lscape_cli.core.params import (
     Params,
     axpy,
@@ -152,8 +155,19 @@ class Shard:
     every rank runs the same estimator on the same operator and reaches the same numbers.
     """
 
-    total: int  # samples over all ranks
+    total: int  # units (samples, or non-ignored tokens) over all ranks
     reduce: Callable[[torch.Tensor], torch.Tensor]  # sum over ranks
+
+
+def forward_mode_safe(model: nn.Module) -> bool:
+    """False for models with an affine ``nn.LayerNorm``: forward-over-reverse products are wrong there.
+
+    Measured with this project's torch: ``torch.func.hessian`` (``jacfwd(jacrev)``) of
+    ``LayerNorm(Linear(x))`` differs from the double-backward Hessian and from finite differences by up
+    to 65 (the double backward agrees with finite differences to 1e-12); without the affine weight, or
+    with the norm on the inputs, they agree to 1e-14. Such models get ``double_backward`` only.
+    """
+    return not any(isinstance(m, nn.LayerNorm) and m.elementwise_affine for m in model.modules())
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,7 +181,8 @@ class Objective:
         buffers: name -> tensor, e.g. BatchNorm running statistics.
         x: inputs, ``(N, *input_shape)``.
         y: integer labels ``(N,)``, or floating regression targets ``(N,)``/``(N, D)`` (``mse``).
-        loss: ``"ce"`` or ``"mse"`` (see :mod:`lscape_cli.core.objective`).
+        loss: ``"ce"``, ``"mse"``, ``"bce"`` or a :class:`~lscape_cli.core.losses.Loss` (a user loss,
+            label smoothing, ``ignore_index``); see :mod:`lscape_cli.core.losses`.
         max_batch: samples per chunk (bounds memory; does not change the result).
     """
 
@@ -181,8 +196,7 @@ class Objective:
     shard: Shard | None = None
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}: expected one of {LOSSES}")
+        object.__setattr__(self, "loss", as_loss(self.loss))  # raises on an unknown loss
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
         if self.x.shape[0] != self.y.shape[0] or self.y.shape[0] == 0:
@@ -190,6 +204,8 @@ class Objective:
                 f"x and y must hold the same positive number of samples, got "
                 f"{self.x.shape[0]} and {self.y.shape[0]}"
             )
+        if self.shard is None and num_units(self.y, self.loss) == 0:
+            raise ValueError("every target equals the loss's ignore_index: the mean has no units")
         random = sorted({type(m).__name__ for m in self.model.modules() if isinstance(m, _RANDOM_MODULES)})
         if self.model.training and random:
             raise ValueError(
@@ -217,6 +233,11 @@ class Objective:
         """``N``, the number of samples the mean runs over (all ranks' shards together)."""
         return self.shard.total if self.shard is not None else int(self.y.shape[0])
 
+    @property
+    def num_units(self) -> int:
+        """The units the mean runs over: samples, or non-ignored tokens (all ranks' shards together)."""
+        return self.shard.total if self.shard is not None else num_units(self.y, self.loss)
+
     def reduce(self, t: torch.Tensor) -> torch.Tensor:
         """Sum a per-shard partial sum over ranks (identity in a single process)."""
         return self.shard.reduce(t) if self.shard is not None else t
@@ -227,9 +248,14 @@ class Objective:
             yield self.x[start : start + self.max_batch], self.y[start : start + self.max_batch]
 
     def chunk_loss(self, params: Params, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        """A chunk's share of the mean, ``loss_sum(f(θ, x_c), y_c) / N``."""
-        logits = functional_call(self.model, (params, self.buffers), (xb,))
-        return loss_sum(logits, yb, self.loss) / self.num_samples
+        """A chunk's share of the mean, ``loss_sum(f(θ, x_c), y_c) / N`` (``N``: :attr:`num_units`).
+
+        Runs under :func:`~lscape_cli.core.attention.hessian_attention` so attention layers use a
+        kernel with a double backward.
+        """
+        with hessian_attention(xb.device):
+            logits = functional_call(self.model, (params, self.buffers), (xb,))
+        return loss_sum(logits, yb, self.loss) / self.num_units
 
 
 def loss_and_gradient(obj: Objective) -> tuple[float, Params]:
@@ -365,6 +391,13 @@ class HVP(NestedContext):
         self._depth = 0
         self._impls: dict[str, _Strategy] = {}
         self.chosen_by = "user"
+        if strategy != CPU_STRATEGY and not forward_mode_safe(obj.model):
+            if strategy in ("fwd_rev", "vmap"):
+                raise ValueError(
+                    f"HVP strategy {strategy!r} uses forward-mode derivatives, which torch computes wrongly "
+                    "through an affine nn.LayerNorm after parameters; use double_backward (or auto)"
+                )
+            strategy, self.chosen_by = CPU_STRATEGY, "layer-norm-double-backward"
         if strategy == "auto":
             on_cpu = obj.x.device.type == "cpu"
             strategy, self.chosen_by = (CPU_STRATEGY, "cpu-default") if on_cpu else ("measure", "measurement")
@@ -444,6 +477,7 @@ class HVP(NestedContext):
             "chunk_size": min(n, self._obj.max_batch),
             "num_chunks": chunks,
             "retain_chunks": chunks if self._retain_chunks is None else min(chunks, self._retain_chunks),
+            "attention_backend": ATTENTION_BACKEND,
         }
 
     def close(self) -> None:

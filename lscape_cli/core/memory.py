@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +81,10 @@ def footprint(obj: Objective) -> Footprint:
 
 def _saved_storage_bytes(obj: Objective, count: int) -> list[int]:
     """Sizes of the new storages saved by one chunk's forward and ``create_graph`` backward, in order."""
-    existing = [t for t in (obj.x, obj.y, *obj.params.values(), *obj.buffers.values()) if torch.is_tensor(t)]
+    inputs = list(obj.x.values()) if isinstance(obj.x, Mapping) else [obj.x]  # named inputs: a Mapping
+    existing = [
+        t for t in (*inputs, obj.y, *obj.params.values(), *obj.buffers.values()) if torch.is_tensor(t)
+    ]
     skip = {t.untyped_storage().data_ptr() for t in existing}
     sizes: list[int] = []
 

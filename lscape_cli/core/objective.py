@@ -1,77 +1,70 @@
 """The loss as a function of parameters, with the evaluation protocol of DESIGN.md.
 
-- ``ce``: cross-entropy, mean over samples.
+- ``ce``: cross-entropy, mean over samples (class labels) or over non-ignored tokens (sequences),
+  optionally label-smoothed.
+- ``bce``: binary cross-entropy on logits for multi-label targets, summed over labels, mean over samples.
+- a user loss (``--loss-def``), see :mod:`lscape_cli.core.losses` for every loss's shape rules.
 - ``mse``: seed 000's convention: squared error *summed over the outputs*, mean over samples, i.e.
   ``(1/N) sum_i ||f(x_i) - t_i||^2`` with ``t_i = onehot(y_i)`` for class labels and ``t_i = y_i`` for
   regression targets.
 
-The task follows the labels' dtype: integer ``y`` of shape ``(N,)`` are class labels (classification);
-floating ``y`` of shape ``(N,)`` or ``(N, D)`` are regression targets, which only ``mse`` fits. Accuracy
-is defined for classification only; for regression :func:`num_correct` is NaN ("undefined"), and the
-records write it as ``null``.
+The task follows the labels' dtype: integer ``y`` of shape ``(N,)`` are class labels, ``(N, T)`` token
+targets (classification); floating ``y`` of shape ``(N,)`` or ``(N, D)`` are regression (``mse``) or
+multi-label (``bce``) targets. Accuracy is defined for classification only (token accuracy for
+sequences); otherwise :func:`num_correct` is NaN ("undefined"), and the records write it as ``null``.
 
-Whole-split values are means over all samples, computed in chunks of at most ``max_batch`` samples and
-weighted by chunk size, so chunking changes nothing beyond float rounding.
+Whole-split values are means over all units (samples, or non-ignored tokens), computed in chunks of at
+most ``max_batch`` samples whose sums are added and divided once by the split's unit count, so chunking
+changes nothing beyond float rounding.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch.func import functional_call
 
-LOSSES = ("ce", "mse")
+from lscape_cli.core.losses import BUILTIN, as_loss, mse_target
+
+__all__ = ["LOSSES", "chunked_mean", "chunked_sums", "evaluate", "loss_mean", "loss_sum", "mse_target",
+           "num_correct", "num_units", "task_of"]  # fmt: skip
+
+LOSSES = BUILTIN  # the built-in losses; a user's own comes through --loss-def (core/losses.py)
 
 
 def task_of(y: torch.Tensor) -> str:
-    """``"regression"`` for floating targets, ``"classification"`` for integer class labels."""
+    """``"regression"`` for floating targets, ``"classification"`` for integer labels or tokens."""
     return "regression" if y.is_floating_point() else "classification"
 
 
-def mse_target(y: torch.Tensor, num_outputs: int, dtype: torch.dtype) -> torch.Tensor:
-    """The MSE target of labels ``y``: one-hot ``(N, C)`` for class labels, ``y`` as ``(N, D)`` otherwise.
-
-    A ``(N,)`` regression target is one output per sample, ``(N, 1)``; the shape is never broadcast.
-    """
-    if not y.is_floating_point():
-        return F.one_hot(y, num_outputs).to(dtype)
-    target = y.unsqueeze(-1) if y.dim() == 1 else y
-    if target.shape[-1] != num_outputs:
-        raise ValueError(f"regression targets have {target.shape[-1]} outputs, the model {num_outputs}")
-    return target.to(dtype)
-
-
 def loss_sum(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """Sum over samples of the per-sample loss.
+    """Sum over the units (samples, or non-ignored tokens) of the per-unit loss (core/losses.py).
 
-    ``logits``: (N, C); ``y``: (N,) int64 class labels, or (N,) / (N, C) floating regression targets
-    (``mse`` only).
+    ``logits``: (N, C) with ``y`` (N,) int64 class labels or (N,) / (N, C) floating targets, or
+    (N, T, V) with ``y`` (N, T) token targets.
     """
-    if loss == "ce":
-        if y.is_floating_point():
-            raise ValueError("cross-entropy takes integer class labels; regression targets need loss='mse'")
-        return F.cross_entropy(logits, y, reduction="sum")
-    if loss == "mse":
-        return (logits - mse_target(y, logits.shape[-1], logits.dtype)).pow(2).sum()
-    raise ValueError(f"unknown loss {loss!r}")
+    return as_loss(loss).sum(logits, y)
 
 
-def num_correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Correct top-1 predictions, summed over the sample axis (the last of ``logits`` but one), float64.
+def num_units(y: torch.Tensor, loss: str) -> int:
+    """Units the mean runs over: samples, or non-ignored tokens for cross-entropy on sequences."""
+    return int(as_loss(loss).units(y))
 
-    ``logits``: (..., N, C). NaN for regression targets: accuracy is not defined there.
+
+def num_correct(logits: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
+    """Correct top-1 predictions summed over the units, float64 (``logits``: (..., *y.shape, C)).
+
+    NaN for floating targets: accuracy is not defined there. Targets equal to the loss's
+    ``ignore_index`` never count.
     """
-    if y.is_floating_point():
-        return torch.full(logits.shape[:-2], math.nan, dtype=torch.float64, device=logits.device)
-    return (logits.argmax(-1) == y).sum(-1).double()
+    return as_loss(loss).correct(logits, y)
 
 
 def loss_mean(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """Mean over samples of the per-sample loss."""
-    return loss_sum(logits, y, loss) / y.shape[0]
+    """Mean over the units of ``y`` of the per-unit loss (a minibatch's training loss)."""
+    spec = as_loss(loss)
+    return spec.sum(logits, y) / spec.units(y).clamp(min=1)
 
 
 SumsFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -95,11 +88,12 @@ def chunked_sums(
 
 
 def chunked_mean(
-    fn: SumsFn, x: torch.Tensor, y: torch.Tensor, max_batch: int
+    fn: SumsFn, x: torch.Tensor, y: torch.Tensor, max_batch: int, loss: str = "ce"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample-weighted means of ``fn(xb, yb) -> (loss_sum, num_correct)`` over chunks (see chunked_sums)."""
+    """Unit-weighted means of ``fn(xb, yb) -> (loss_sum, num_correct)`` over chunks (see chunked_sums)."""
     total_loss, total_correct = chunked_sums(fn, x, y, max_batch)
-    return total_loss / y.shape[0], total_correct / y.shape[0]
+    n = num_units(y, loss)
+    return total_loss / n, total_correct / n
 
 
 @torch.no_grad()
@@ -121,7 +115,8 @@ def evaluate(
 
     The model runs in its current train/eval mode. Chunk sums accumulate in float64 and are divided by
     the sample count once, so chunking changes nothing beyond float rounding. ``reduce`` adds the
-    (loss, correct) sums over ranks when this process holds a shard of ``num_samples`` samples.
+    (loss, correct) sums over ranks when this process holds a shard of ``num_samples`` units (samples,
+    or non-ignored tokens) in all.
     """
     own_params: dict[str, torch.Tensor] = dict(model.named_parameters()) if params is None else params
     own_buffers: dict[str, torch.Tensor] = dict(model.named_buffers()) if buffers is None else buffers
@@ -129,11 +124,11 @@ def evaluate(
 
     def fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = functional_call(model, state, (xb,))
-        return loss_sum(logits, yb, loss).double(), num_correct(logits, yb)
+        return loss_sum(logits, yb, loss).double(), num_correct(logits, yb, loss)
 
     sums = torch.stack(chunked_sums(fn, x, y, max_batch))
     if reduce is not None:
         sums = reduce(sums)
-    n = int(y.shape[0]) if num_samples is None else num_samples
+    n = num_units(y, loss) if num_samples is None else num_samples
     total, correct = sums.tolist()
     return total / n, correct / n

@@ -308,7 +308,12 @@ def run_probe(
     chunking = plan(obj, req.memory_budget_mib, req.retain_chunks)  # chunk size from measured memory
     obj = chunking.apply(obj)
     loss, acc = sharp.loss_accuracy(obj, obj.params)
-    out.results["loss"] = {"value": loss, "accuracy": acc, "num_samples": obj.num_samples}
+    out.results["loss"] = {
+        "value": loss,
+        "accuracy": acc,
+        "num_samples": obj.num_samples,
+        "num_units": obj.num_units,
+    }
     out.scalars.update(loss=loss, **({} if task_of(obj.y) == "regression" else {"accuracy": acc}))
     cur = Curvature(req.curvature, req.fisher_samples, req.seed)
     names = blocks.select(obj.params, req.params) if req.params else list(obj.params)
@@ -379,7 +384,7 @@ def _per_layer(
     """The spectral quantities of each module's block of the curvature, one estimator run per block."""
     sub_req = dataclasses.replace(req, eigenvectors=False)
     rows = []
-    for owner, names in blocks.layers(list(obj.params)).items():
+    for owner, names in blocks.module_blocks(obj.model, list(obj.params)).items():
         t0 = time.perf_counter()
         sub = ProbeOutput()
         block = blocks.restrict(obj, names)
@@ -389,7 +394,8 @@ def _per_layer(
         row = {"block": owner, "params": names, "num_params": op.dim, **sub.results}
         rows.append({**row, "num_matvecs": op.num_matvecs, "seconds": seconds})
     return {
-        "grouping": "module (parameter tensors grouped by the module that owns them)",
+        "grouping": "module (parameter tensors grouped by the module that owns them; a transformer's "
+        "attention and MLP modules are one block each)",
         "blocks": rows,
         "num_matvecs": sum(r["num_matvecs"] for r in rows),
         "seconds": sum(r["seconds"] for r in rows),

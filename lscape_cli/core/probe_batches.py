@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from lscape_cli.core.hvp import Objective
+from lscape_cli.core.objective import num_units
 from lscape_cli.core.pac_bayes import Prior
 from lscape_cli.core.probe import ProbeOutput, ProbeRequest, run_on_batches, run_probe
 from lscape_cli.core.progress import ProgressFn
@@ -129,7 +130,12 @@ def _objective(data: SplitData, x: torch.Tensor, y: torch.Tensor, group: Shards)
     start, stop = group.bounds(n)
     try:
         return Objective.from_module(
-            data.module, span(x, start, stop), y[start:stop], data.loss, data.max_batch, shard=group.shard(n)
+            data.module,
+            span(x, start, stop),
+            y[start:stop],
+            data.loss,
+            data.max_batch,
+            shard=group.shard(num_units(y, data.loss)),  # the mean's denominator: all ranks' units
         )
     except ValueError as exc:
         raise LscapeError(str(exc), "--mode", "use --mode eval for models with BatchNorm or dropout") from exc

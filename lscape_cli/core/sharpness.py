@@ -45,7 +45,7 @@ def loss_accuracy(obj: Objective, params: Params) -> tuple[float, float]:
         params=params,
         buffers=obj.buffers,
         reduce=obj.reduce,
-        num_samples=obj.num_samples,
+        num_samples=obj.num_units,
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol, cast
 import torch
 from torch import nn
 
-from lscape_cli.core.objective import evaluate
+from lscape_cli.core.objective import evaluate, num_units
 from lscape_cli.core.params import Params
 from lscape_cli.core.progress import ProgressFn
 from lscape_cli.core.samples import span
@@ -194,7 +194,7 @@ def _objective(data: SliceData, group: Group) -> Any:
         data.y[start:stop],
         data.loss,
         data.max_batch,
-        shard=group.shard(n),
+        shard=group.shard(num_units(data.y, data.loss)),  # the mean's denominator: all ranks' units
     )
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from lscape_cli.core.attention import hessian_attention
 from lscape_cli.core.objective import chunked_mean, loss_sum, num_correct
 from lscape_cli.core.surface import AfterFirst, first_layer
 
@@ -61,7 +62,8 @@ class StackedModel:
             out: torch.Tensor = functional_call(self.model, (p, b), (xb,))
             return out
 
-        return vmap(one, in_dims=(0, 0, 0 if per_restart_x else None))(self.params, self.buffers, x)
+        with hessian_attention(x.device):  # fused attention kernels have no vmap batching rule either
+            return vmap(one, in_dims=(0, 0, 0 if per_restart_x else None))(self.params, self.buffers, x)
 
     def _shared_first_layer(self, x: torch.Tensor) -> torch.Tensor:
         """Full-batch forward of a model whose first layer is Linear: that layer for all R as ONE GEMM.
@@ -93,9 +95,9 @@ class StackedModel:
         def fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             out = self.logits(xb, train=False, per_restart_x=False)
             sums = torch.stack([loss_sum(out[r], yb, loss) for r in range(self.r)])
-            return sums, num_correct(out, yb)
+            return sums, num_correct(out, yb, loss)
 
-        return chunked_mean(fn, x, y, max_batch)
+        return chunked_mean(fn, x, y, max_batch, loss)
 
     def state(self, r: int) -> dict[str, torch.Tensor]:
         """Restart ``r``'s state_dict in the module's key order, on CPU."""

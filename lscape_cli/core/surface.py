@@ -49,7 +49,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from lscape_cli.core.choices import SliceStrategy
-from lscape_cli.core.objective import evaluate, loss_sum, mse_target, num_correct
+from lscape_cli.core.losses import as_loss
+from lscape_cli.core.objective import evaluate, loss_sum, mse_target, num_correct, num_units
 from lscape_cli.core.params import Params
 from lscape_cli.core.progress import ProgressFn
 
@@ -203,6 +204,7 @@ class SurfaceEvaluator:
         if self.max_batch < 1 or self.y.shape[0] == 0:
             raise ValueError("max_batch must be >= 1 and the split must hold samples")
         model = self.space.model
+        self._dtype = next(iter(self.space.theta.values())).dtype  # the grid's; inputs may be token ids
         self._first = first_layer(model) if self.factor else None
         self._train = model.training
         if self._train and self.strategy == "vmap":
@@ -291,7 +293,7 @@ class SurfaceEvaluator:
             if len(self._timings) == 2:
                 self._chosen = min(self._timings, key=self._timings.__getitem__)
                 self.stats.update(strategy=self._chosen)
-        n = int(self.y.shape[0])
+        n = num_units(self.y, self.loss)
         return sums.double().cpu() / n, correct.double().cpu() / n
 
     def _z(self, products: list[torch.Tensor], row: list[float]) -> torch.Tensor:
@@ -309,7 +311,7 @@ class SurfaceEvaluator:
         (a matmul ``C D`` would: BLAS picks kernels by shape, and 1- and 2-process grids would differ in
         the last bit). A row of zeros gives ``theta`` exactly.
         """
-        c = torch.tensor(rows, dtype=self.x.dtype, device=self.x.device)  # (B, K)
+        c = torch.tensor(rows, dtype=self._dtype, device=self.x.device)  # (B, K)
         full = {}
         for n in self._rest:
             d = self._stacked[n]  # (K, *shape)
@@ -339,10 +341,12 @@ class SurfaceEvaluator:
             for row, state in zip(rows, states, strict=True):
                 inp = self._z(products, row) if products is not None else xs
                 logits = self._forward(state, inp)
-                if target is None and self.loss == "mse":  # made once per chunk, not once per point
+                if (
+                    target is None and as_loss(self.loss).kind == "mse"
+                ):  # made once per chunk, not once per point
                     target = mse_target(chunk.y, logits.shape[-1], logits.dtype)
                 losses.append(_loss_sum(logits, chunk.y, target, self.loss))
-                hits.append(num_correct(logits, chunk.y))
+                hits.append(num_correct(logits, chunk.y, self.loss))
         shape = (len(self._chunks), len(rows))
         return (
             torch.stack(losses).double().reshape(shape).sum(0),
@@ -363,7 +367,7 @@ class SurfaceEvaluator:
 
         def one(state: Params, inp: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             logits = functional_call(net, ({key(n): t for n, t in state.items()}, self._buffers), (inp,))
-            return loss_sum(logits, y, loss), num_correct(logits, y)
+            return loss_sum(logits, y, loss), num_correct(logits, y, loss)
 
         batched = vmap(one, in_dims=(0, 0 if self._first else None, None))
         sums = torch.zeros(len(rows), dtype=torch.float64, device=self.x.device)
@@ -373,7 +377,7 @@ class SurfaceEvaluator:
             xs = chunk.x if products is None else products[0]
             size = self._block_size(chunk)
             for start in range(0, len(rows), size):
-                c = torch.tensor(rows[start : start + size], dtype=self.x.dtype, device=self.x.device)
+                c = torch.tensor(rows[start : start + size], dtype=self._dtype, device=self.x.device)
                 state = {n: theta[n] + torch.tensordot(c, stacked[n], dims=1) for n in self._rest}
                 if products is not None:
                     lin = torch.stack(products[1:])  # (K, n, *out)

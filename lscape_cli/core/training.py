@@ -45,6 +45,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from lscape_cli.core.losses import as_loss
 from lscape_cli.core.objective import loss_mean
 from lscape_cli.core.progress import ProgressFn
 from lscape_cli.core.stacked import Optimizer, StackedModel
@@ -58,7 +59,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 class TrainConfig:
     """Every training option; stored verbatim in checkpoints and train records."""
 
-    loss: str = "ce"  # "ce" or "mse" (seed 000 convention)
+    loss: str = "ce"  # "ce", "mse" (seed 000 convention), "bce" or a core.losses.Loss (user, smoothing)
     optimizer: str = "sgd"  # "sgd", "adam", "adamw"
     lr: float = 0.01
     momentum: float = 0.0  # sgd only
@@ -83,8 +84,12 @@ class TrainConfig:
     max_batch: int = 4096  # evaluation chunk size (memory bound; does not change results)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
+        """Plain-JSON form (``TrainConfig(**cfg.to_dict())`` rebuilds it)."""
         return asdict(self)
+
+    def describe(self) -> dict[str, Any]:
+        """:meth:`to_dict` plus the loss's definition (units, settings; a user loss's file and sha256)."""
+        return {**self.to_dict(), "loss_definition": as_loss(self.loss).describe()}
 
 
 @dataclass
@@ -323,7 +328,7 @@ def train_restarts(
             initialisation); default: ``cfg.init`` applied to ``model``.
         store: keeps the state at the end of epochs and gives back the state to continue from.
     """
-    if splits.x["train"].dtype != dtype:
+    if splits.x["train"].is_floating_point() and splits.x["train"].dtype != dtype:  # token ids: int64
         raise ValueError(f"data dtype {splits.x['train'].dtype} differs from parameter dtype {dtype}")
     states = initial_states(model, cfg.init, seeds, device, dtype, initial_state)
     stacked = StackedModel(model, states)
@@ -427,7 +432,7 @@ def _train_epoch(
     full = bs == n and cfg.batch_size is None
     perms = None if full else torch.stack([torch.randperm(n, generator=g) for g in gens]).to(x.device)
     schedule, budget = parse_schedule(cfg.schedule), total_steps(cfg, n)
-    loss_acc = torch.zeros(stacked.r, device=x.device, dtype=x.dtype)
+    loss_acc = torch.zeros(stacked.r, device=x.device, dtype=dtype_of(stacked))
     gnorm_acc = torch.zeros_like(loss_acc)
     n_steps = torch.zeros_like(loss_acc)  # per restart: a restart stopped mid-epoch averages its own steps
     went_bad = torch.zeros(stacked.r, dtype=torch.bool, device=x.device)
@@ -458,6 +463,11 @@ def _train_epoch(
     nan = torch.full_like(loss_acc, math.nan)  # an epoch that ended in a non-finite loss has no finite mean
     steps = n_steps.clamp(min=1)
     return torch.where(went_bad, nan, loss_acc / steps), torch.where(went_bad, nan, gnorm_acc / steps), lr
+
+
+def dtype_of(stacked: StackedModel) -> torch.dtype:
+    """The restarts' floating dtype (the inputs may be integer token ids)."""
+    return next(iter(stacked.params.values())).dtype
 
 
 def _losses(out: torch.Tensor, y: torch.Tensor, loss: str, shared: bool = False) -> torch.Tensor:

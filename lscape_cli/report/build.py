@@ -14,7 +14,7 @@ from typing import Any
 
 from lscape_cli import __version__
 from lscape_cli.errors import LscapeError
-from lscape_cli.report import curvature, figures, inventory, landscape, paper, studies
+from lscape_cli.report import curvature, figures, inventory, landscape, paper, per_layer, studies
 from lscape_cli.report.cells import Table
 from lscape_cli.report.document import Block, Bullets, Document, Image, Section
 from lscape_cli.report.render import to_csv, to_html, to_latex, to_markdown
@@ -161,6 +161,9 @@ def document(req: ReportRequest, study: Study, runs: list[Run], rels: dict[str, 
     tables = curvature.curvature(runs, rels)
     if tables:
         sections.append(Section("curvature", "Curvature", list[Block](tables)))
+    layers = per_layer.per_layer(_of(recs, "probe"), rels)
+    if layers:
+        sections.append(Section("per_layer", "Per-layer curvature", layers))
     if req.group_by:
         sections.append(
             Section("groups", f"Groups by {req.group_by}", [inventory.groups(runs, rels, req.group_by)])

@@ -432,6 +432,7 @@ def from_source(ckpt: Checkpoint, user: object) -> tuple[ModelSpec, torch.nn.Mod
                 f"(sha256 {old[:12]}... recorded, {cfg.sha256[:12]}... now)"
             )
         cfg = replace(cfg, input_shape=recorded.input_shape, num_classes=recorded.num_classes)  # type: ignore[attr-defined]
+    cfg = replace(cfg, output=user.output or getattr(recorded, "output", None))  # type: ignore[attr-defined]
     module = build_user(cfg, notes)
     return ModelSpec(kind_of(cfg), cfg), module, notes
 
@@ -454,6 +455,8 @@ def _from_metadata(
     args = user.model_args  # type: ignore[attr-defined]
     if args and spec.name in ("user", "torchvision"):
         spec = ModelSpec(spec.name, replace(spec.config, kwargs=parse_kwargs(args)))  # type: ignore[type-var]
+    if user.output and spec.name in ("user", "torchvision"):  # type: ignore[attr-defined]
+        spec = ModelSpec(spec.name, replace(spec.config, output=user.output))  # type: ignore[attr-defined, type-var]
     return spec, build_described(spec, model_config or path, user, notes), notes
 
 

@@ -95,7 +95,7 @@ def write_run(
     ``from_epoch``: the epoch a ``--resume`` continued after, or null).
     """
     training = {
-        **ctx["cfg"].to_dict(),
+        **ctx["cfg"].describe(),
         "seed": res.seed,
         "restart": res.restart,
         "restarts": ctx["restarts"],
@@ -162,7 +162,7 @@ def write_run(
     config = {
         "model": ctx["model"],
         "dataset": ctx["dataset"],
-        "training": ctx["cfg"].to_dict(),
+        "training": ctx["cfg"].describe(),
         "seed": res.seed,
         "base_seed": ctx["base_seed"],
         "restarts": ctx["restarts"],
