@@ -103,7 +103,9 @@ def load_for_eval(
 
     sample = splits.x[split] if len(splits.x[split]) else splits.x["train"]  # an empty split checks nothing
     steps = tuple(splits.y["train"].shape[1:]) if splits.task != "regression" else ()
-    check_on_data(loaded.module, sample[:2], splits.num_classes, loss, str(checkpoint), True, splits.task, steps)
+    check_on_data(
+        loaded.module, sample[:2], splits.num_classes, loss, str(checkpoint), True, splits.task, steps
+    )
     if mode == "train":
         loaded.module.train()
     from lscape_cli.core.losses import as_loss
