@@ -143,20 +143,8 @@ def probe(
         trajectory=snapshot is not None,
         user=user,
     )
-    flags = [
-        lambda_max,
-        top_k > 0,
-        lambda_min,
-        trace,
-        frobenius,
-        density,
-        grad_norm,
-        bool(sharpness),
-        bool(noise),
-        pac_bayes,
-        stability,
-    ]
-    default_set = not any(flags)
+    asked = (lambda_max, top_k > 0, lambda_min, trace, frobenius, density, grad_norm, pac_bayes, stability)
+    default_set = not any(asked) and not sharpness and not noise
     pc.check_params(setup.loaded.module, params)
     training = setup.loaded.checkpoint.meta.get("training") or {}
     req = ProbeRequest(

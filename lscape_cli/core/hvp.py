@@ -363,6 +363,8 @@ class HVP(NestedContext):
             module docstring).
         retain_chunks: ``double_backward`` only: chunk graphs kept between products (None: all).
         batch_size: ``vmap`` only: vectors per vmapped product.
+        unchecked: build a named forward-mode strategy even where :func:`forward_mode_safe` says it is
+            wrong (only :mod:`lscape_cli.core.hvp_check` does, to measure by how much).
 
     Attributes:
         num_matvecs: products computed so far (a batch of ``k`` vectors counts ``k``).
@@ -374,7 +376,12 @@ class HVP(NestedContext):
     """
 
     def __init__(
-        self, obj: Objective, strategy: str = "auto", retain_chunks: int | None = None, batch_size: int = 8
+        self,
+        obj: Objective,
+        strategy: str = "auto",
+        retain_chunks: int | None = None,
+        batch_size: int = 8,
+        unchecked: bool = False,
     ) -> None:
         if strategy not in CHOICES:
             raise ValueError(f"unknown HVP strategy {strategy!r}: expected one of {CHOICES}")
@@ -391,7 +398,7 @@ class HVP(NestedContext):
         self._depth = 0
         self._impls: dict[str, _Strategy] = {}
         self.chosen_by = "user"
-        if strategy != CPU_STRATEGY and not forward_mode_safe(obj.model):
+        if strategy != CPU_STRATEGY and not (unchecked or forward_mode_safe(obj.model)):
             if strategy in ("fwd_rev", "vmap"):
                 raise ValueError(
                     f"HVP strategy {strategy!r} uses forward-mode derivatives, which torch computes wrongly "
