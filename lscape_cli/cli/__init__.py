@@ -54,11 +54,13 @@ app = typer.Typer(
 )
 
 EXIT_INTERRUPTED = 130
+_REPORTED: list[str] = []  # the Error lines this process printed (main() prints none after one)
 EXIT_CHECK_FAILED = 3  # a --check gate evaluated to false (documented in the README)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one ``Error:`` line on stderr and return the exit to raise."""
+    _REPORTED.append(message)
     print(f"Error: {message}", file=sys.stderr)
     return typer.Exit(code)
 
@@ -188,5 +190,15 @@ _register()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    An interrupt that reaches this far (Ctrl-C before a command's funnel runs, or a second one while a
+    first is being reported) still ends with exit code 130 and at most one ``Error:`` line, never with
+    Python's own death by SIGINT (exit status -2 to the caller) and a traceback.
+    """
+    try:
+        app()
+    except KeyboardInterrupt:
+        if not _REPORTED:
+            print("Error: interrupted; no output file was written or changed", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
