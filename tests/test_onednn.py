@@ -55,6 +55,7 @@ def test_guarded_conv_weight_gradient_survives_with_onednn() -> None:
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
+@pytest.mark.slow  # the whole original command in a subprocess; the reduced case above runs in CI
 def test_width4_batchnorm_resnet_trains_one_epoch_with_onednn(tmp_path: Path) -> None:
     """The original crash: ``lscape train --model resnet --width 4 --dataset digits --epochs 1``."""
     argv = ["--model", "resnet", "--width", "4", "--dataset", "digits", "--epochs", "1"]
