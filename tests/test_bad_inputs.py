@@ -844,6 +844,13 @@ CASES.update(
             "args.json",
             lambda w: ((w / "evil.py").write_text(EVIL), (w / "args.json").write_text("{}")),
         ),
+        "probe-out-is-the-loss-def-file": Case(
+            "overlap",
+            f"{PROBE} --loss-def {W}/myloss.py:loss --out {W}/myloss.py --overwrite",
+            1,
+            "myloss.py",
+            _write("myloss.py", "def loss(z, y):\n    return z.sum()\n"),
+        ),
         "slice-grid-onto-a-checkpoint-it-does-not-read": Case(
             "exists", f"{SLICE} --out {W}/other.json", 1, "other.safetensors"
         ),

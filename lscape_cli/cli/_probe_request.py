@@ -116,6 +116,7 @@ def output_path(
     out_path = out or default_output(checkpoint, "probe.json")
     outputs = [out_path] + ([Path(save_eigenvectors)] if save_eigenvectors is not None else [])
     refuse_overlap(
-        outputs, [checkpoint, model_config, *user_files(user.model_def, user.data, user.model_args)]
+        outputs,
+        [checkpoint, model_config, *user_files(user.model_def, user.data, user.model_args, user.loss_def)],
     )
     return out_path

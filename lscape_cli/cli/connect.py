@@ -87,7 +87,7 @@ def connect(
     plots = [stem.with_name(f"{stem.name}.{fmt}") for fmt in ("png", "pdf")] if plot else []
     refuse_overlap(
         [out_path, *plots],
-        [checkpoint_a, checkpoint_b, model_config, *user_files(model_def, data_file, model_args)],
+        [checkpoint_a, checkpoint_b, model_config, *user_files(model_def, data_file, model_args, loss_def)],
     )
     warnings = compatible(checkpoint_a, checkpoint_b, model_config, model_def)
     user = user_inputs(model_def, model_args, trust_model_def, data_file, loss_def, output)

@@ -68,12 +68,15 @@ def file_stem(value: str) -> str:
 
 
 def user_files(
-    model_def: str | None, data_file: Path | None, model_args: str | None = None
+    model_def: str | None, data_file: Path | None, model_args: str | None = None, loss_def: str | None = None
 ) -> list[Path | None]:
-    """The files ``--model-def PATH.py:FUNC``, ``--data FILE`` and ``--model-args FILE`` read (output guard)."""
-    code = model_def.rsplit(":", 1)[0] if model_def else ""
+    """The files ``--model-def``/``--loss-def PATH.py:FUNC``, ``--data FILE``, ``--model-args FILE`` read.
+
+    The output guard refuses any output onto one of them.
+    """
+    codes = [source.rsplit(":", 1)[0] for source in (model_def, loss_def) if source]
     args = Path(model_args) if model_args and not model_args.lstrip().startswith("{") else None
-    return [Path(code) if code.endswith(".py") else None, data_file, args]
+    return [*(Path(code) for code in codes if code.endswith(".py")), data_file, args]
 
 
 def set_threads(value: int | None) -> int | None:

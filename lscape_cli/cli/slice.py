@@ -128,7 +128,14 @@ def slice_(
     paths = SlicePaths.of(out or default_output(checkpoint, "slice.json"))
     refuse_overlap(
         [paths.record, paths.grid, paths.directions],
-        [checkpoint, toward, pca, directions, model_config, *user_files(model_def, data_file, model_args)],
+        [
+            checkpoint,
+            toward,
+            pca,
+            directions,
+            model_config,
+            *user_files(model_def, data_file, model_args, loss_def),
+        ],
     )
     refuse_foreign(
         {paths.record: "lscape.slice", paths.grid: "lscape.slice-grid", paths.directions: "lscape.directions"}
