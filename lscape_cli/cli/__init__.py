@@ -126,8 +126,11 @@ def _unexpected(exc: BaseException) -> str:
             "command, e.g. --max-batch, --points, --steps, or give it more memory)"
         )
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        where = exc.filename or command
-        return f"disk full ({exc.strerror}): {where} (free space, or write to another --out)"
+        from pathlib import Path
+
+        from lscape_cli.storage.files import write_error  # one wording for a full disk
+
+        return write_error(exc, Path(exc.filename or command)).line()
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.strerror or type(exc).__name__}: {exc.filename} (check the path and its permissions)"
     return f"{type(exc).__name__}: {_first_line(exc)} (set LSCAPE_DEBUG=1 for the traceback)"
