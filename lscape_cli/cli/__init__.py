@@ -6,7 +6,6 @@ unless ``LSCAPE_DEBUG=1``); 2 usage error (Typer); 130 interrupted (Ctrl-C).
 
 from __future__ import annotations
 
-import contextvars
 import errno
 import functools
 import os
@@ -18,28 +17,21 @@ import typer
 import typer.core
 
 from lscape_cli import __version__
+from lscape_cli.cli.process import ARGV, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, REPORTED, fail, invocation
 from lscape_cli.errors import LscapeError
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-_ARGV: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("lscape_argv", default=None)
 
 
 class _Group(typer.core.TyperGroup):
     """Remembers the arguments of this invocation (in-process calls do not go through sys.argv)."""
 
     def main(self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any) -> Any:
-        token = _ARGV.set(list(sys.argv[1:] if args is None else args))
+        token = ARGV.set(list(sys.argv[1:] if args is None else args))
         try:
             return super().main(args, *rest, **kwargs)
         finally:
-            _ARGV.reset(token)
-
-
-def invocation() -> list[str]:
-    """The argv of the running command, starting with ``lscape`` (recorded in every JSON record)."""
-    argv = _ARGV.get()
-    return ["lscape", *(sys.argv[1:] if argv is None else argv)]
+            ARGV.reset(token)
 
 
 app = typer.Typer(
@@ -52,17 +44,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
-EXIT_INTERRUPTED = 130
-_REPORTED: list[str] = []  # the Error lines this process printed (main() prints none after one)
-EXIT_CHECK_FAILED = 3  # a --check gate evaluated to false (documented in the README)
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print one ``Error:`` line on stderr and return the exit to raise."""
-    _REPORTED.append(message)
-    print(f"Error: {message}", file=sys.stderr)
-    return typer.Exit(code)
 
 
 def funnel(fn: F) -> F:
@@ -202,6 +183,6 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        if not _REPORTED:
+        if not REPORTED:
             print("Error: interrupted; no output file was written or changed", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)

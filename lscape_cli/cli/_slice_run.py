@@ -27,7 +27,7 @@ def run(
     t0: float,
 ) -> dict[str, Any] | None:
     """Read the inputs, run the slice, and on rank 0 write its files; the record (None on other ranks)."""
-    from lscape_cli.cli import invocation
+    from lscape_cli.cli.process import invocation
     from lscape_cli.core.slice_run import run_slice
     from lscape_cli.plotting.slices import save_slice_plots, slice_figure
     from lscape_cli.storage.slice_record import SliceContext, SliceFiles, load_source, write_slice

@@ -105,7 +105,7 @@ def run_training(
     context["tracking_s"] = sum(r.tracking_s for r in results)
     context["resume"] = {"requested": store.requested, "from_epoch": store.resumed_from}
     store.remove_on_commit()
-    from lscape_cli.cli import invocation
+    from lscape_cli.cli.process import invocation
     from lscape_cli.storage.train_record import write_run
 
     texts = [
@@ -204,7 +204,7 @@ def _final_status(results: list[Any], store: Any) -> None:
             keep_outputs=len(diverged) < len(results),
         )
     if any(r.stop_reason == "interrupted" for r in results):
-        from lscape_cli.cli import EXIT_INTERRUPTED, fail
+        from lscape_cli.cli.process import EXIT_INTERRUPTED, fail
 
         kept = (
             f"the state after epoch {store.epoch} is in {store.path} (re-run with --resume to continue)"

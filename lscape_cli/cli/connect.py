@@ -142,7 +142,7 @@ def connect(
             )
         except ValueError as exc:  # a failed function check of the alignment
             raise LscapeError(str(exc), str(checkpoint_b), "report this as a bug") from exc
-    from lscape_cli.cli import invocation
+    from lscape_cli.cli.process import invocation
 
     record = connect_record(
         checkpoint_a, checkpoint_b, out_path, invocation(), setup, req, results, warnings + more

@@ -75,7 +75,7 @@ def pareto(
         lscape pareto runs/ --group-by model.depth --x train_loss --y frobenius --target val_loss
     """
     allow_overwrite(overwrite)
-    from lscape_cli.cli import invocation
+    from lscape_cli.cli.process import invocation
     from lscape_cli.core import choices as ch
     from lscape_cli.core.pareto_study import ParetoRequest, run_pareto
     from lscape_cli.plotting import pareto as plots

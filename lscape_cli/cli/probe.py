@@ -6,7 +6,6 @@ import time
 
 import typer
 
-from lscape_cli.cli import EXIT_CHECK_FAILED
 from lscape_cli.cli import _probe_options as o
 from lscape_cli.cli import _probe_request as rq
 from lscape_cli.cli import options as uo
@@ -35,6 +34,7 @@ from lscape_cli.cli.options import (
     data_root,
     user_inputs,
 )
+from lscape_cli.cli.process import EXIT_CHECK_FAILED
 
 
 def probe(
@@ -195,7 +195,7 @@ def probe(
     check_budget(req, setup.loaded.module, int(setup.y.shape[0]))
     known = rq.check_measured(checks, req, setup.y)
     t_load = time.perf_counter() - t0
-    from lscape_cli.cli import invocation
+    from lscape_cli.cli.process import invocation
     from lscape_cli.core.probe_batches import Batches, SplitData, probe_series, probe_split
     from lscape_cli.distributed import group_from_env
     from lscape_cli.storage.probe_record import write_probe

@@ -95,7 +95,7 @@ def slice_(
         lscape slice sample_checkpoints/mlp-d4-r000.safetensors --dims 2 --range 1.5 --steps 51
     """
     allow_overwrite(overwrite)
-    from lscape_cli.cli import EXIT_INTERRUPTED, fail
+    from lscape_cli.cli.process import EXIT_INTERRUPTED, fail
     from lscape_cli.core.slice_request import SliceRequest
     from lscape_cli.distributed import group_from_env
     from lscape_cli.storage.records import to_json

@@ -43,7 +43,7 @@ _WHERE = {
     "probe_split": "probe_batches",
     "SliceRequest": "slice_request",
     "SliceData": "slice_run",
-    "SliceResult": "slice_run",
+    "SliceResult": "slice_results",
     "run_slice": "slice_run",
     "Grid": "slices",
     "ConnectRequest": "connectivity",
@@ -205,7 +205,8 @@ if TYPE_CHECKING:
         worst_case_sharpness,
     )
     from lscape_cli.core.slice_request import SliceRequest
-    from lscape_cli.core.slice_run import SliceData, SliceResult, run_slice
+    from lscape_cli.core.slice_results import SliceResult
+    from lscape_cli.core.slice_run import SliceData, run_slice
     from lscape_cli.core.slices import Grid
     from lscape_cli.core.spectrum import EigenResult, lanczos, power_iteration
     from lscape_cli.core.trace import hutchinson, hutchpp, krylov_hutchpp

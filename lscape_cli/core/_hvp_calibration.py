@@ -20,7 +20,7 @@ from lscape_cli.core._hvp_strategies import _DoubleBackward, _FwdRev, _VMap
 from lscape_cli.core.params import _dtype, gaussian
 
 if TYPE_CHECKING:
-    from lscape_cli.core.hvp import Objective
+    from lscape_cli.core.objective import Objective
 
 CALIBRATION_SAMPLES = 128  # CPU: samples ``measure`` times the strategies on
 AMORTISED_PRODUCTS = 20  # ``measure`` charges double_backward's graph build as spread over this many products

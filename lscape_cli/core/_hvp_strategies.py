@@ -16,7 +16,7 @@ from torch.func import jacrev, jvp, vmap
 from lscape_cli.core.params import Params, axpy
 
 if TYPE_CHECKING:
-    from lscape_cli.core.hvp import Objective
+    from lscape_cli.core.objective import Objective
 
 STRATEGIES = ("double_backward", "fwd_rev", "vmap")
 

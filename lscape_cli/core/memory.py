@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from lscape_cli.core.hvp import Objective
+    from lscape_cli.core.objective import Objective
 
 CPU_CHUNK_GRAPH_BYTES = 32 << 20  # CPU: one chunk's gradient graph (module docstring: page faults)
 CPU_CHUNK_PARAM_RATIO = 8  # CPU: or this many times the parameters' bytes (per-chunk parameter work)

@@ -16,19 +16,27 @@ sequences); otherwise :func:`num_correct` is NaN ("undefined"), and the records 
 Whole-split values are means over all units (samples, or non-ignored tokens), computed in chunks of at
 most ``max_batch`` samples whose sums are added and divided once by the split's unit count, so chunking
 changes nothing beyond float rounding.
+
+:class:`Objective` is that mean over one split as a function of a parameter dict (the model, the point
+``θ``, the data, the chunk size): what the Hessian-vector products of :mod:`lscape_cli.core.hvp`
+differentiate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.func import functional_call
 
+from lscape_cli.core.attention import hessian_attention
 from lscape_cli.core.losses import BUILTIN, as_loss, mse_target
+from lscape_cli.core.params import Params
 
-__all__ = ["LOSSES", "chunked_mean", "chunked_sums", "evaluate", "loss_mean", "loss_sum", "mse_target",
-           "num_correct", "num_units", "task_of"]  # fmt: skip
+__all__ = ["LOSSES", "Objective", "Shard", "chunked_mean", "chunked_sums", "evaluate", "loss_mean",
+           "loss_sum", "mse_target", "num_correct", "num_units", "task_of"]  # fmt: skip
 
 LOSSES = BUILTIN  # the built-in losses; a user's own comes through --loss-def (core/losses.py)
 
@@ -132,3 +140,118 @@ def evaluate(
     n = num_units(y, loss) if num_samples is None else num_samples
     total, correct = sums.tolist()
     return total / n, correct / n
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The whole-split objective the Hessian-vector products differentiate (:mod:`lscape_cli.core.hvp`).
+
+_RANDOM_MODULES = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.modules.batchnorm._BatchNorm,
+)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The part of a data-parallel objective held by one process (torch.distributed).
+
+    Every rank holds a disjoint slice of the split; chunk losses are divided by the global ``total`` and
+    each rank's partial sums (loss, gradient, Hessian-vector products) are summed across ranks by
+    ``reduce`` (an all-reduce). Random vectors come from seeded generators, identical on every rank, so
+    every rank runs the same estimator on the same operator and reaches the same numbers.
+    """
+
+    total: int  # units (samples, or non-ignored tokens) over all ranks
+    reduce: Callable[[torch.Tensor], torch.Tensor]  # sum over ranks
+
+
+@dataclass(frozen=True, eq=False)
+class Objective:
+    """The whole-split loss ``L(θ) = (1/N) Σ_i ℓ(f(θ, x_i), y_i)`` as a function of a parameter dict.
+
+    Attributes:
+        model: the architecture; only its forward is used (through ``functional_call``). It must be in
+            eval mode if it has dropout or BatchNorm, so that ``H`` is a fixed symmetric matrix.
+        params: name -> tensor, the point ``θ`` at which derivatives are taken (never modified).
+        buffers: name -> tensor, e.g. BatchNorm running statistics.
+        x: inputs, ``(N, *input_shape)``.
+        y: integer labels ``(N,)``, or floating regression targets ``(N,)``/``(N, D)`` (``mse``).
+        loss: ``"ce"``, ``"mse"``, ``"bce"`` or a :class:`~lscape_cli.core.losses.Loss` (a user loss,
+            label smoothing, ``ignore_index``); see :mod:`lscape_cli.core.losses`.
+        max_batch: samples per chunk (bounds memory; does not change the result).
+    """
+
+    model: nn.Module
+    params: Params
+    buffers: Params
+    x: torch.Tensor
+    y: torch.Tensor
+    loss: str = "ce"
+    max_batch: int = 4096
+    shard: Shard | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "loss", as_loss(self.loss))  # raises on an unknown loss
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        if self.x.shape[0] != self.y.shape[0] or self.y.shape[0] == 0:
+            raise ValueError(
+                f"x and y must hold the same positive number of samples, got "
+                f"{self.x.shape[0]} and {self.y.shape[0]}"
+            )
+        if self.shard is None and num_units(self.y, self.loss) == 0:
+            raise ValueError("every target equals the loss's ignore_index: the mean has no units")
+        random = sorted({type(m).__name__ for m in self.model.modules() if isinstance(m, _RANDOM_MODULES)})
+        if self.model.training and random:
+            raise ValueError(
+                f"model is in train mode with {', '.join(random)}: Hessian-vector products need a "
+                "deterministic loss; call model.eval() first"
+            )
+
+    @classmethod
+    def from_module(
+        cls,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        loss: str = "ce",
+        max_batch: int = 4096,
+        shard: Shard | None = None,
+    ) -> Objective:
+        """The objective at ``model``'s current parameters (detached; the module is not modified)."""
+        params = {n: p.detach() for n, p in model.named_parameters()}
+        buffers = {n: b.detach() for n, b in model.named_buffers()}
+        return cls(model, params, buffers, x, y, loss, max_batch, shard)
+
+    @property
+    def num_samples(self) -> int:
+        """``N``, the number of samples the mean runs over (all ranks' shards together)."""
+        return self.shard.total if self.shard is not None else int(self.y.shape[0])
+
+    @property
+    def num_units(self) -> int:
+        """The units the mean runs over: samples, or non-ignored tokens (all ranks' shards together)."""
+        return self.shard.total if self.shard is not None else num_units(self.y, self.loss)
+
+    def reduce(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum a per-shard partial sum over ranks (identity in a single process)."""
+        return self.shard.reduce(t) if self.shard is not None else t
+
+    def chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(x_c, y_c)`` slices of at most ``max_batch`` samples of this process's data."""
+        for start in range(0, int(self.y.shape[0]), self.max_batch):
+            yield self.x[start : start + self.max_batch], self.y[start : start + self.max_batch]
+
+    def chunk_loss(self, params: Params, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """A chunk's share of the mean, ``loss_sum(f(θ, x_c), y_c) / N`` (``N``: :attr:`num_units`).
+
+        Runs under :func:`~lscape_cli.core.attention.hessian_attention` so attention layers use a
+        kernel with a double backward.
+        """
+        with hessian_attention(xb.device):
+            logits = functional_call(self.model, (params, self.buffers), (xb,))
+        return loss_sum(logits, yb, self.loss) / self.num_units

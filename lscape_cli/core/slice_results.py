@@ -1,4 +1,4 @@
-"""A slice's ``results``, derived from the finished grid (keys documented in docs/formats.md).
+"""A finished slice (:class:`SliceResult`) and its ``results``, derived from the grid (docs/formats.md).
 
 :func:`build_results` gives the centre, the grid itself (non-finite losses as null, never imputed),
 per-line 1-D sharpness, basin width and curvature or the plane's basin area and fitted quadratic, the
@@ -8,14 +8,44 @@ trajectory's coordinates for ``--pca``, and the speed of the grid engine.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from lscape_cli.core import slices as S
+from lscape_cli.core.slice_directions import SliceDirections
+from lscape_cli.core.slice_request import SliceRequest
+from lscape_cli.core.slices import Grid
 
-if TYPE_CHECKING:
-    from lscape_cli.core.slice_run import SliceResult
+
+@dataclass
+class SliceResult:
+    """A finished slice: the grid, its directions and, on rank 0, the record's ``results``."""
+
+    request: SliceRequest
+    grid: Grid
+    directions: SliceDirections
+    digest: str
+    loss: torch.Tensor | None  # grid-shaped, float64 (rank 0)
+    accuracy: torch.Tensor | None
+    results: dict[str, Any]  # the record's results less ``outputs`` (rank 0)
+    centre_loss: float
+    points_reused: int
+    world_size: int
+    is_main: bool
+    warnings: list[str] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fit_radius(self) -> float:
+        """The parabola-fit radius, resolved."""
+        return fit_radius(self.request, self.grid.radius)
+
+
+def fit_radius(req: SliceRequest, radius: float) -> float:
+    """``--fit-radius``, or a tenth of the range."""
+    return req.fit_radius if req.fit_radius is not None else 0.1 * radius
 
 
 def _nested(t: torch.Tensor) -> list[list[float | None]]:

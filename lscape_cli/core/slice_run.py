@@ -14,7 +14,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import torch
@@ -26,6 +26,7 @@ from lscape_cli.core.progress import ProgressFn
 from lscape_cli.core.samples import span
 from lscape_cli.core.slice_directions import SliceDirections, SliceInput, build_directions
 from lscape_cli.core.slice_request import SliceRequest
+from lscape_cli.core.slice_results import SliceResult, build_results
 from lscape_cli.core.slices import Grid, run_grid
 from lscape_cli.core.surface import Subspace, SurfaceEvaluator, chunk_size
 from lscape_cli.errors import LscapeError
@@ -94,35 +95,6 @@ class SliceStore(Protocol):
         """Keep the grid computed so far."""
 
 
-@dataclass
-class SliceResult:
-    """A finished slice: the grid, its directions and, on rank 0, the record's ``results``."""
-
-    request: SliceRequest
-    grid: Grid
-    directions: SliceDirections
-    digest: str
-    loss: torch.Tensor | None  # grid-shaped, float64 (rank 0)
-    accuracy: torch.Tensor | None
-    results: dict[str, Any]  # the record's results less ``outputs`` (rank 0)
-    centre_loss: float
-    points_reused: int
-    world_size: int
-    is_main: bool
-    warnings: list[str] = field(default_factory=list)
-    timing: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def fit_radius(self) -> float:
-        """The parabola-fit radius, resolved."""
-        return fit_radius(self.request, self.grid.radius)
-
-
-def fit_radius(req: SliceRequest, radius: float) -> float:
-    """``--fit-radius``, or a tenth of the range."""
-    return req.fit_radius if req.fit_radius is not None else 0.1 * radius
-
-
 def run_slice(
     data: SliceData,
     req: SliceRequest,
@@ -133,7 +105,6 @@ def run_slice(
 ) -> SliceResult:
     """The slice ``req`` asks for through ``data.module``'s parameters (see the module docstring)."""
     from lscape_cli.core import directions as D
-    from lscape_cli.core.slice_results import build_results
 
     theta = {n: p.detach() for n, p in data.module.named_parameters()}
     buffers = {n: b.detach() for n, b in data.module.named_buffers()}

@@ -12,7 +12,7 @@ alone, up to float rounding of the batched kernels.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -22,8 +22,44 @@ from lscape_cli.core.attention import hessian_attention
 from lscape_cli.core.objective import chunked_mean, loss_sum, num_correct
 from lscape_cli.core.surface import AfterFirst, first_layer
 
-if TYPE_CHECKING:
-    from lscape_cli.core.training import TrainConfig
+
+class OptimizerSettings(Protocol):
+    """The optimizer's part of a :class:`~lscape_cli.core.training.TrainConfig` (read-only)."""
+
+    @property
+    def optimizer(self) -> str:
+        """``"sgd"``, ``"adam"`` or ``"adamw"``."""
+        ...
+
+    @property
+    def momentum(self) -> float:
+        """SGD momentum."""
+        ...
+
+    @property
+    def nesterov(self) -> bool:
+        """SGD Nesterov momentum."""
+        ...
+
+    @property
+    def beta1(self) -> float:
+        """Adam's first-moment decay."""
+        ...
+
+    @property
+    def beta2(self) -> float:
+        """Adam's second-moment decay."""
+        ...
+
+    @property
+    def eps(self) -> float:
+        """Adam's denominator floor."""
+        ...
+
+    @property
+    def weight_decay(self) -> float:
+        """L2 added to the gradient (sgd, adam) or decoupled (adamw)."""
+        ...
 
 
 def has_batchnorm(model: nn.Module) -> bool:
@@ -120,7 +156,7 @@ class Optimizer:
     so an active restart's numbers do not depend on whether the others are still running.
     """
 
-    def __init__(self, cfg: TrainConfig, params: dict[str, torch.Tensor]) -> None:
+    def __init__(self, cfg: OptimizerSettings, params: dict[str, torch.Tensor]) -> None:
         self.cfg = cfg
         self.t = 0
         self.m = {n: torch.zeros_like(p) for n, p in params.items()}

@@ -21,7 +21,7 @@ import torch
 
 from lscape_cli.core.slice_directions import SliceDirections, SliceInput
 from lscape_cli.core.slice_request import SliceRequest
-from lscape_cli.core.slice_run import SliceResult
+from lscape_cli.core.slice_results import SliceResult
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage import slices as grids
 from lscape_cli.storage.files import remove_on_commit, sha256_file
