@@ -129,7 +129,7 @@ def _outputs(ys: list[torch.Tensor], loss: Any) -> tuple[int, str]:
 
 def _checked(model: nn.Module, x: Any, y: torch.Tensor, loss: Any) -> None:
     """The model runs on two samples and returns what the targets ask for (one ``Error`` line if not)."""
-    from lscape_cli.usermodel import check_on_data
+    from lscape_cli.models.user import check_on_data
 
     n, task = _outputs([y], loss)
     steps = tuple(y.shape[1:]) if task != "regression" else ()

@@ -5,7 +5,7 @@ over the batch's samples and weights chunks and batches by their sample count
 (:mod:`lscape_cli.core.losses`). The GGN applies the loss's Hessian in the outputs by autograd; the
 Monte-Carlo Fisher, which needs the model's predictive distribution, is refused.
 
-Loss code follows the trust rule of model code (:mod:`lscape_cli.usermodel`): it is imported only when
+Loss code follows the trust rule of model code (:mod:`lscape_cli.models.user`): it is imported only when
 the user names it (``--loss-def``) or accepts the one a checkpoint records (``--trust-model-def``). The
 record keeps the source, the file and its sha256 (``loss_definition`` in records, ``training.loss_def``
 in checkpoints); a file that changed since is reported as a warning.
@@ -23,7 +23,7 @@ WHERE = "--loss-def"
 
 def load(source: str, notes: list[str], recorded_sha: str | None = None, where: str = WHERE) -> Loss:
     """Import ``source``'s function under the model code's guard and wrap it as a :class:`Loss`."""
-    from lscape_cli.usermodel import _factory, guard, make_config, parse_source
+    from lscape_cli.models.user import _factory, guard, make_config, parse_source
 
     src = parse_source(source, where)
     if src.kind == "torchvision":

@@ -78,7 +78,7 @@ def test_theta0_is_the_initialisation_lscape_train_drew(tiny_run: Path) -> None:
 
 
 def test_a_user_factory_that_is_not_seed_reproducible_gets_a_zero_prior(tmp_path: Path) -> None:
-    from lscape_cli.usermodel import build_user, make_config
+    from lscape_cli.models.user import build_user, make_config
 
     src = tmp_path / "noisy.py"
     src.write_text(
@@ -180,8 +180,8 @@ def test_the_python_api_takes_the_initial_parameters() -> None:
 
 
 def test_theta0_of_a_user_model_is_its_factory_under_the_training_seed(cli, tmp_path: Path) -> None:
+    from lscape_cli.models.user import UserInputs
     from lscape_cli.storage.trajectory import load_trajectory
-    from lscape_cli.usermodel import UserInputs
 
     src = tmp_path / "um.py"
     src.write_text(

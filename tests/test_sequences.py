@@ -25,7 +25,7 @@ from lscape_cli.core import spectrum
 from lscape_cli.core.curvature import GGN, Curvature
 from lscape_cli.core.hvp import HVP, Objective, flatten, unflatten
 from lscape_cli.core.losses import Loss
-from lscape_cli.usermodel import UserInputs
+from lscape_cli.models.user import UserInputs
 
 N, T, V = 6, 4, 5
 

@@ -105,7 +105,7 @@ def output_path(
 ) -> Path:
     """--out or CKPT.probe.json, refused where it would overwrite an input or the eigenvector file.
 
-    ``user``: the :class:`~lscape_cli.usermodel.UserInputs` (the files it names are inputs);
+    ``user``: the :class:`~lscape_cli.models.user.UserInputs` (the files it names are inputs);
     ``overwrite``: ``--overwrite`` (files lscape did not write may be replaced).
     """
     from lscape_cli.cli.common import default_output

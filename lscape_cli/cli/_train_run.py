@@ -135,7 +135,9 @@ def _store(resume: Any, context: dict[str, Any], seeds: list[int]) -> Any:
 
 def _model_for(name: str, opts: dict[str, Any], user: Any, splits: Any, cfg: Any) -> tuple[Any, ...]:
     """``(spec, module, initial_state, warnings)``: a registry model, or the user's (``--model-def``)."""
-    from lscape_cli import models, usermodel
+    from lscape_cli import models
+    from lscape_cli.models.training import for_training
+    from lscape_cli.models.user import parse_kwargs
 
     source = user.model_def if user is not None and user.model_def else None
     if name.startswith("torchvision:"):
@@ -164,9 +166,9 @@ def _model_for(name: str, opts: dict[str, Any], user: Any, splits: Any, cfg: Any
             "--model-def",
             "pass the model's own arguments with --model-args JSON",
         )
-    kwargs = usermodel.parse_kwargs(user.model_args if user is not None else None)
+    kwargs = parse_kwargs(user.model_args if user is not None else None)
     output = user.output if user is not None else None
-    tm = usermodel.for_training(source, kwargs, splits, cfg.loss, cfg.init, output)
+    tm = for_training(source, kwargs, splits, cfg.loss, cfg.init, output)
     return tm.spec, tm.module, tm.initial_state, tm.notes
 
 

@@ -47,7 +47,7 @@ def load_for_eval(
 
     ``samples``: keep only the first M samples of the split (the protocol of ``lscape train --track``).
     ``trajectory``: the input is a trajectory file; the module holds its last snapshot.
-    ``user`` (a :class:`lscape_cli.usermodel.UserInputs`) names the user's model (``--model-def``) and
+    ``user`` (a :class:`lscape_cli.models.user.UserInputs`) names the user's model (``--model-def``) and
     data file (``--data``).
     """
     from lscape_cli import datasets
@@ -99,7 +99,7 @@ def load_for_eval(
             str(checkpoint),
             "evaluate on the dataset the model was trained on",
         )
-    from lscape_cli.usermodel import check_on_data
+    from lscape_cli.models.user import check_on_data
 
     sample = splits.x[split] if len(splits.x[split]) else splits.x["train"]  # an empty split checks nothing
     steps = tuple(splits.y["train"].shape[1:]) if splits.task != "regression" else ()

@@ -102,7 +102,7 @@ ThreadsOpt = Annotated[
 
 
 if TYPE_CHECKING:
-    from lscape_cli.usermodel import UserInputs
+    from lscape_cli.models.user import UserInputs
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or float64.")]
@@ -232,7 +232,7 @@ def user_inputs(
     loss_def: str | None = None,
     output: str | None = None,
 ) -> UserInputs:
-    """The options above as one :class:`lscape_cli.usermodel.UserInputs`."""
-    from lscape_cli.usermodel import UserInputs
+    """The options above as one :class:`lscape_cli.models.user.UserInputs`."""
+    from lscape_cli.models.user import UserInputs
 
     return UserInputs(model_def, model_args, trust_model_def, data, loss_def, output)

@@ -40,7 +40,7 @@ JSON_KEYS = ("model", "dataset", "training", "metrics", "versions")
 class ModelMeta(TypedDict):
     """``model``: a registry name and the options of its config dataclass.
 
-    ``user``/``torchvision`` models carry a :class:`lscape_cli.usermodel.UserModelConfig` as ``config``
+    ``user``/``torchvision`` models carry a :class:`lscape_cli.models.user.UserModelConfig` as ``config``
     (source, kwargs, file, sha256, input_shape, num_classes).
     """
 
@@ -368,10 +368,10 @@ def load_model(
         model_config: JSON describing the model when the file has no lscape metadata.
         device: where the module goes.
         dtype: floating dtype of parameters and buffers.
-        user: a :class:`lscape_cli.usermodel.UserInputs` (``--model-def``, ``--model-args``,
+        user: a :class:`lscape_cli.models.user.UserInputs` (``--model-def``, ``--model-args``,
             ``--trust-model-def``).
     """
-    from lscape_cli.usermodel import UserInputs
+    from lscape_cli.models.user import UserInputs
 
     user = user if isinstance(user, UserInputs) else UserInputs()
     if user.model_def is not None and model_config is not None:
@@ -406,7 +406,7 @@ def _load_any(path: Path) -> Checkpoint:
 def _recorded(ckpt: Checkpoint) -> object | None:
     """The recorded user-model config, if the checkpoint's model is one."""
     from lscape_cli.models import ModelSpec
-    from lscape_cli.usermodel import USER_KINDS
+    from lscape_cli.models.user import USER_KINDS
 
     model = ckpt.meta.get("model")
     if isinstance(model, dict) and model.get("name") in USER_KINDS:
@@ -417,7 +417,7 @@ def _recorded(ckpt: Checkpoint) -> object | None:
 def from_source(ckpt: Checkpoint, user: object) -> tuple[ModelSpec, torch.nn.Module, list[str]]:
     """Build the model the user names (``--model-def``), with the recorded kwargs unless given."""
     from lscape_cli.models import ModelSpec
-    from lscape_cli.usermodel import build_user, kind_of, make_config, parse_kwargs
+    from lscape_cli.models.user import build_user, kind_of, make_config, parse_kwargs
 
     recorded = _recorded(ckpt)
     args = user.model_args  # type: ignore[attr-defined]
@@ -441,7 +441,7 @@ def _from_metadata(
     ckpt: Checkpoint, model_config: Path | None, user: object
 ) -> tuple[ModelSpec, torch.nn.Module, list[str]]:
     from lscape_cli.models import ModelSpec
-    from lscape_cli.usermodel import parse_kwargs
+    from lscape_cli.models.user import parse_kwargs
 
     path = ckpt.path
     if "model" not in ckpt.meta:
@@ -468,7 +468,7 @@ def build_described(spec: ModelSpec, path: Path, user: object, notes: list[str])
     or an import path) is only imported with ``--trust-model-def``.
     """
     from lscape_cli.models import build
-    from lscape_cli.usermodel import build_user
+    from lscape_cli.models.user import build_user
 
     if spec.name == "torchvision":
         return build_user(spec.config, notes, where=f"{path} (model description)")  # type: ignore[arg-type]
@@ -488,7 +488,7 @@ def build_described(spec: ModelSpec, path: Path, user: object, notes: list[str])
 
 def _other_file(cfg: Any) -> str:
     """`` (file F)`` when the recorded file is not the one the source names (it is what would be imported)."""
-    from lscape_cli.usermodel import parse_source
+    from lscape_cli.models.user import parse_source
 
     src = parse_source(cfg.source)
     if src.kind != "file" or not cfg.file or Path(src.target).resolve() == Path(cfg.file).resolve():

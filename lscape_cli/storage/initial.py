@@ -3,7 +3,7 @@
 ``lscape train`` draws restart ``r``'s initialisation from ``training.seed`` alone
 (:func:`lscape_cli.core.training.initial_states`: ``training.init`` applied to the model in float32 on
 the CPU, then cast to ``training.dtype``; a user model with ``init == "default"`` is its factory run
-under that seed, :func:`lscape_cli.usermodel.seeded_states`). Redoing that draw gives theta_0 exactly,
+under that seed, :func:`lscape_cli.models.user.seeded_states`). Redoing that draw gives theta_0 exactly,
 the centre of the PAC-Bayes prior (:class:`lscape_cli.core.pac_bayes.Prior`).
 
 When it cannot be redone the prior is centred at 0 and the reason becomes a warning: a file without
@@ -67,7 +67,7 @@ def _registry_states(module: torch.nn.Module, init: str, seed: int) -> list[dict
 
 def _factory_states(config: Any, seed: int) -> list[dict[str, torch.Tensor]] | None:
     """The factory's initialisation under ``seed``, or None when two draws from the seed differ."""
-    from lscape_cli.usermodel import seeded_states
+    from lscape_cli.models.user import seeded_states
 
     first, second = seeded_states(config, [seed, seed])
     same = first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)

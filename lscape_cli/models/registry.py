@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from lscape_cli.errors import LscapeError
+from lscape_cli.models.user import USER_KINDS, build_user, config_from_dict, trusted_kind
 from lscape_cli.runtime import guard_onednn
-from lscape_cli.usermodel import USER_KINDS, build_user, config_from_dict, trusted_kind
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -276,7 +276,7 @@ REGISTRY: dict[str, ModelEntry] = {
 class ModelSpec:
     """A registry name plus its config: what a checkpoint stores to rebuild the model.
 
-    ``user`` and ``torchvision`` models carry a :class:`~lscape_cli.usermodel.UserModelConfig` (their
+    ``user`` and ``torchvision`` models carry a :class:`~lscape_cli.models.user.UserModelConfig` (their
     source, kwargs and file hash) instead of a registry config.
     """
 
@@ -370,7 +370,7 @@ def build(spec: ModelSpec) -> nn.Module:
     """Instantiate the module (framework-default initialisation, from torch's global RNG).
 
     torchvision builders are library code and build with no flags; a ``user`` model imports the user's
-    code, which only :func:`lscape_cli.storage.checkpoint.load_model` does, when the user asks for it.
+    code, which only :func:`lscape_cli.models.loading.load_model` does, when the user asks for it.
     """
     if spec.name == "torchvision":
         return build_user(spec.config, [])  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ A *source* is one of
 
 ``FUNC(**kwargs)`` must return a ``torch.nn.Module``; the kwargs come from ``--model-args`` (JSON text or a
 JSON file). The checkpoint records the source, the kwargs and the sha256 of the defining file as a
-:class:`~lscape_cli.models.ModelSpec` named ``user`` (or ``torchvision``) whose config is a
+:class:`~lscape_cli.models.registry.ModelSpec` named ``user`` (or ``torchvision``) whose config is a
 :class:`UserModelConfig`.
 
 Importing code is an explicit act: a ``user`` spec read from a checkpoint is only built when the user
@@ -571,51 +571,3 @@ def _check_width(width: int, outputs: tuple[int, str], loss: str, where: str) ->
             where,
             "match the model's output size to the labels (e.g. num_classes in --model-args)",
         )
-
-
-@dataclass
-class TrainingModel:
-    """A user model ready for ``lscape train``: its spec, one instance, and per-seed initial states."""
-
-    spec: Any  # lscape_cli.models.ModelSpec
-    module: nn.Module
-    notes: list[str]
-    initial_state: Callable[[int], dict[str, torch.Tensor]] | None  # seed -> state (factory's own init)
-
-
-def for_training(
-    source: str, kwargs: dict[str, Any], splits: Any, loss: str, init: str, output: str | None = None
-) -> TrainingModel:
-    """Build ``source`` for training on ``splits`` and check it on the data.
-
-    With ``init == "default"`` every restart starts from the factory's own initialisation, run under
-    the restart's seed (so custom initialisations in the factory are kept).
-    """
-    from lscape_cli.models import ModelSpec
-
-    cfg = make_config(
-        source, kwargs, where="--model-def" if not source.startswith("torchvision:") else "--model"
-    )
-    cfg = dataclasses.replace(
-        cfg, input_shape=tuple(splits.input_shape), num_classes=splits.num_classes, output=output
-    )
-    notes: list[str] = []
-    module = build_user(cfg, notes)
-    x = splits.x["train"]
-    dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()  # token ids: int64
-    check_on_data(
-        module.to(dtype=dtype, device=x.device),
-        x,
-        splits.num_classes,
-        loss,
-        source,
-        task=splits.task,
-        target_shape=tuple(splits.y["train"].shape[1:]) if splits.task != "regression" else (),
-    )
-
-    def initial_state(seed: int) -> dict[str, torch.Tensor]:
-        return seeded_states(cfg, [seed])[0]
-
-    return TrainingModel(
-        ModelSpec(kind_of(cfg), cfg), module, notes, initial_state if init == "default" else None
-    )
