@@ -55,6 +55,7 @@ def valid_init(init: str) -> bool:
 def check_choices(loss: str, optimizer: str, init: str) -> None:
     """Refuse an unknown --loss or --optimizer and a malformed --init."""
     from lscape_cli.core.training import OPTIMIZERS
+    from lscape_cli.models.losses import parse_loss
 
     parse_loss(loss)
     if optimizer not in OPTIMIZERS:
@@ -65,29 +66,15 @@ def check_choices(loss: str, optimizer: str, init: str) -> None:
         raise LscapeError(f"invalid init {init!r}", "--init", "use 'default' or 'normal:STD', e.g. normal:1")
 
 
-def parse_loss(loss: str) -> Any:
-    """``--loss`` as a :class:`lscape_cli.core.losses.Loss`, or one ``Error:`` line naming it."""
-    from lscape_cli.core.losses import parse
-    from lscape_cli.core.objective import LOSSES
-
-    try:
-        return parse(loss)
-    except ValueError as exc:
-        what = f"unknown loss {loss!r}" if str(exc).startswith("unknown loss") else str(exc)
-        raise LscapeError(
-            what, "--loss", f"choose one of: {', '.join(LOSSES)}, e.g. ce:label_smoothing=0.1"
-        ) from exc
-
-
 def training_loss(loss: str, loss_def: str | None, notes: list[str]) -> Any:
     """The training loss: ``--loss-def``'s function, else ``--loss`` (the default ``ce`` yields to it)."""
+    from lscape_cli.models.losses import load, parse_loss
+
     if loss_def is None:
         return parse_loss(loss)
     if loss != "ce":
         raise LscapeError("--loss and --loss-def both name the loss", f"{loss} vs {loss_def}", "pass one")
-    from lscape_cli import userloss
-
-    return userloss.load(loss_def, notes)
+    return load(loss_def, notes)
 
 
 def check_restart_seeds(seed: int, restarts: int) -> None:

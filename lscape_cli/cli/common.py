@@ -162,11 +162,11 @@ def _resolve_loss(loss: str | None, meta: Any, checkpoint: Path, user: Any) -> t
     """The loss to evaluate (a :class:`~lscape_cli.core.losses.Loss`), where it came from, and warnings.
 
     A user loss is imported only when named (``--loss-def``) or recorded and trusted
-    (``--trust-model-def``), as user models are (:mod:`lscape_cli.userloss`).
+    (``--trust-model-def``), as user models are (:mod:`lscape_cli.models.losses`).
     """
-    from lscape_cli import userloss
-    from lscape_cli.cli._train_request import parse_loss
     from lscape_cli.cli.console import warn
+    from lscape_cli.models import losses as userloss
+    from lscape_cli.models.losses import parse_loss
 
     training = meta.get("training") or {}
     recorded_def = (training.get("loss_definition") or {}).get("definition")

@@ -1,7 +1,9 @@
-"""The user's own loss: ``--loss-def PATH.py:FUNC`` or ``--loss-def package.module:FUNC``.
+"""The loss a model is trained or evaluated with: a built-in named by ``--loss``, or the user's own.
 
-``FUNC(outputs, targets)`` returns the batch's mean loss as a 0-dim tensor; lscape takes it as a mean
-over the batch's samples and weights chunks and batches by their sample count
+:func:`parse_loss` reads ``--loss`` (``ce``, ``mse``, ``bce`` and their settings, e.g.
+``ce:label_smoothing=0.1``). The user's own loss is ``--loss-def PATH.py:FUNC`` or ``--loss-def
+package.module:FUNC``: ``FUNC(outputs, targets)`` returns the batch's mean loss as a 0-dim tensor;
+lscape takes it as a mean over the batch's samples and weights chunks and batches by their sample count
 (:mod:`lscape_cli.core.losses`). The GGN applies the loss's Hessian in the outputs by autograd; the
 Monte-Carlo Fisher, which needs the model's predictive distribution, is refused.
 
@@ -19,6 +21,20 @@ from lscape_cli.core.losses import Loss
 from lscape_cli.errors import LscapeError
 
 WHERE = "--loss-def"
+
+
+def parse_loss(loss: str) -> Loss:
+    """``--loss`` as a :class:`lscape_cli.core.losses.Loss`, or one ``Error:`` line naming it."""
+    from lscape_cli.core.losses import parse
+    from lscape_cli.core.objective import LOSSES
+
+    try:
+        return parse(loss)
+    except ValueError as exc:
+        what = f"unknown loss {loss!r}" if str(exc).startswith("unknown loss") else str(exc)
+        raise LscapeError(
+            what, "--loss", f"choose one of: {', '.join(LOSSES)}, e.g. ce:label_smoothing=0.1"
+        ) from exc
 
 
 def load(source: str, notes: list[str], recorded_sha: str | None = None, where: str = WHERE) -> Loss:
