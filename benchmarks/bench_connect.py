@@ -39,7 +39,7 @@ from lscape_cli import datasets  # noqa: E402
 from lscape_cli.cli.options import data_root  # noqa: E402
 from lscape_cli.core import connectivity as C  # noqa: E402
 from lscape_cli.core.objective import loss_mean  # noqa: E402
-from lscape_cli.storage.checkpoint import load_model  # noqa: E402
+from lscape_cli.models.loading import load_model  # noqa: E402
 
 POINTS = 51
 

@@ -72,7 +72,7 @@ class Problem:
 
 def load(name: str, samples: int | None, dtype: torch.dtype) -> Problem:
     from lscape_cli import datasets
-    from lscape_cli.storage.checkpoint import load_model
+    from lscape_cli.models.loading import load_model
 
     path = CHECKPOINTS[name]
     lm = load_model(path, dtype=dtype)

@@ -159,7 +159,7 @@ class Problem:
 
 def load_problem(name: str, path: Path, samples: int | None, dtype: torch.dtype = torch.float32) -> Problem:
     from lscape_cli import datasets
-    from lscape_cli.storage.checkpoint import load_model
+    from lscape_cli.models.loading import load_model
 
     lm = load_model(path, dtype=dtype)
     meta = lm.checkpoint.meta

@@ -54,7 +54,7 @@ from lscape_cli.core import directions as D  # noqa: E402
 from lscape_cli.core import slices as S  # noqa: E402
 from lscape_cli.core.objective import loss_mean  # noqa: E402
 from lscape_cli.core.surface import Subspace, SurfaceEvaluator, evaluate_points_reference  # noqa: E402
-from lscape_cli.storage.checkpoint import load_model  # noqa: E402
+from lscape_cli.models.loading import load_model  # noqa: E402
 
 STEPS = int(os.environ.get("BENCH_SLICE_STEPS", "51"))  # smaller only to smoke-test this script
 

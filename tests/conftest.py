@@ -178,7 +178,8 @@ def spec_for() -> Callable[..., Any]:
 def _rebuild(path: Path) -> tuple[Any, Any]:
     """Checkpoint file -> (module with its weights, Checkpoint), using only storage + models APIs."""
     from lscape_cli import models
-    from lscape_cli.storage.checkpoint import load_checkpoint, load_state_strict
+    from lscape_cli.models.loading import load_state_strict
+    from lscape_cli.storage.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     module = models.build(models.ModelSpec.from_dict(ckpt.meta["model"], where=str(path)))

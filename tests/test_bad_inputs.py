@@ -1162,7 +1162,7 @@ def test_an_allocator_failure_is_out_of_memory(
 ) -> None:
     import torch
 
-    from lscape_cli.storage import checkpoint
+    from lscape_cli.models import loading
 
     exc = ALLOCATOR[device]
     if not isinstance(exc, BaseException):
@@ -1173,7 +1173,7 @@ def test_an_allocator_failure_is_out_of_memory(
     def fail(*args: object, **kwargs: object) -> None:
         raise exc
 
-    monkeypatch.setattr(checkpoint, "build_described", fail)
+    monkeypatch.setattr(loading, "build_described", fail)
     w = tmp_path / "w"
     shutil.copytree(corpus_base, w, symlinks=True)
     before = _snapshot(w)

@@ -11,12 +11,12 @@ import torch
 
 from lscape_cli import models
 from lscape_cli.errors import LscapeError
+from lscape_cli.models.loading import load_model, load_state_strict
 from lscape_cli.storage import checkpoint as ck
 from lscape_cli.storage.checkpoint import (
     CHECKPOINT_SCHEMA,
     TRAJECTORY_SCHEMA,
     load_checkpoint,
-    load_state_strict,
     read_metadata,
     read_raw_metadata,
     save_checkpoint,
@@ -300,7 +300,7 @@ def test_checkpoint_gets_ordinary_file_permissions(tmp_path: Path) -> None:
 
 
 def test_load_model_rebuilds_the_module_in_eval_mode(tiny_ckpt: Path) -> None:
-    loaded = ck.load_model(tiny_ckpt, dtype=torch.float64)
+    loaded = load_model(tiny_ckpt, dtype=torch.float64)
     assert not loaded.module.training
     state = load_checkpoint(tiny_ckpt).state
     for k, v in loaded.module.state_dict().items():
@@ -319,7 +319,7 @@ def _resave(src: Path, dst: Path, **changes: object) -> Path:
 def test_load_model_refuses_an_unknown_model(tiny_ckpt: Path, tmp_path: Path) -> None:
     path = _resave(tiny_ckpt, tmp_path / "u.safetensors", model={"name": "transformer", "config": {}})
     with pytest.raises(LscapeError) as info:
-        ck.load_model(path)
+        load_model(path)
     assert info.value.line() == (
         f"unknown model 'transformer': {path} (model description) (known models: mlp, cnn, resnet, linear)"
     )
@@ -331,7 +331,7 @@ def test_load_model_refuses_tensors_that_do_not_fit(tiny_ckpt: Path, tmp_path: P
         tiny_ckpt, tmp_path / "d.safetensors", model={"name": "mlp", "config": {**config, "depth": 2}}
     )
     with pytest.raises(LscapeError) as info:
-        ck.load_model(path)
+        load_model(path)
     assert info.value.line() == (
         f"checkpoint tensors do not match the model: missing hidden.1.bias, hidden.1.weight: {path} {FIX}"
     )
@@ -351,21 +351,21 @@ def test_load_model_with_a_model_config(tmp_path: Path, mlp: torch.nn.Module) ->
             }
         )
     )
-    loaded = ck.load_model(path, model_config=spec)
+    loaded = load_model(path, model_config=spec)
     assert all(torch.equal(v, mlp.state_dict()[k]) for k, v in loaded.module.state_dict().items())
     assert loaded.checkpoint.meta["dataset"] == {"name": "digits"}
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({"name": "mlp", "config": {"input_shape": [1, 8, 8], "width": 9}}))
     with pytest.raises(LscapeError, match=r"^checkpoint tensors do not match the model: mis-shaped"):
-        ck.load_model(path, model_config=wrong)
+        load_model(path, model_config=wrong)
     missing = tmp_path / "missing.json"
     with pytest.raises(LscapeError) as info:
-        ck.load_model(path, model_config=missing)
+        load_model(path, model_config=missing)
     assert info.value.line() == f"model config not found: {missing} (check the path)"
     broken = tmp_path / "broken.json"
     broken.write_text("{name: mlp")
     with pytest.raises(LscapeError) as info:
-        ck.load_model(path, model_config=broken)
+        load_model(path, model_config=broken)
     assert info.value.line() == (
         "model config is not valid JSON (Expecting property name enclosed in double quotes): "
         f"{broken} line 1 column 2 (fix the JSON at that place)"

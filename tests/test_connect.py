@@ -14,7 +14,8 @@ from lscape_cli import datasets, models
 from lscape_cli.core import alignment as al
 from lscape_cli.core import connectivity as C
 from lscape_cli.core.objective import evaluate
-from lscape_cli.storage.checkpoint import load_model, save_checkpoint
+from lscape_cli.models.loading import load_model
+from lscape_cli.storage.checkpoint import save_checkpoint
 from lscape_cli.storage.schemas import validate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,8 +20,8 @@ def test_every_docstring_example_runs() -> None:
 
 
 def test_api_probe_and_connect_equal_the_commands(tmp_path: Path, cli, read_json) -> None:
+    from lscape_cli.models.loading import load_model
     from lscape_cli.models.user import UserInputs
-    from lscape_cli.storage.checkpoint import load_model
 
     model_file = tmp_path / "m.py"
     model_file.write_text(

@@ -13,8 +13,8 @@ import torch
 from lscape_cli import models
 from lscape_cli.core import pac_bayes as pb
 from lscape_cli.core.training import initial_states
-from lscape_cli.storage.checkpoint import load_model
-from lscape_cli.storage.initial import initial_prior
+from lscape_cli.models.initial import initial_prior
+from lscape_cli.models.loading import load_model
 from lscape_cli.storage.schemas import validate
 
 
@@ -61,7 +61,7 @@ def test_the_bound_refuses_what_the_theorem_excludes() -> None:
 
 
 def test_theta0_is_the_initialisation_lscape_train_drew(tiny_run: Path) -> None:
-    from lscape_cli.storage.trajectory import load_trajectory
+    from lscape_cli.storage.checkpoint import load_trajectory
 
     loaded = load_model(tiny_run / "model.safetensors")
     prior = initial_prior(loaded)
@@ -181,7 +181,7 @@ def test_the_python_api_takes_the_initial_parameters() -> None:
 
 def test_theta0_of_a_user_model_is_its_factory_under_the_training_seed(cli, tmp_path: Path) -> None:
     from lscape_cli.models.user import UserInputs
-    from lscape_cli.storage.trajectory import load_trajectory
+    from lscape_cli.storage.checkpoint import load_trajectory
 
     src = tmp_path / "um.py"
     src.write_text(

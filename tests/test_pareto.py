@@ -153,7 +153,8 @@ def test_pareto_on_a_depth_sweep(cli, sweep: Path, tmp_path: Path) -> None:
 
 def test_aligned_spread_of_a_permuted_copy_is_zero(cli, tmp_path: Path) -> None:
     from lscape_cli.core import alignment
-    from lscape_cli.storage.checkpoint import load_checkpoint, load_model, save_checkpoint
+    from lscape_cli.models.loading import load_model
+    from lscape_cli.storage.checkpoint import load_checkpoint, save_checkpoint
 
     a = tmp_path / "a.safetensors"
     shutil.copy(SAMPLE, a)

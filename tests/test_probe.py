@@ -13,7 +13,7 @@ import torch
 from lscape_cli import datasets, models
 from lscape_cli.core import sharpness as S
 from lscape_cli.core.hvp import Objective
-from lscape_cli.storage.checkpoint import load_model
+from lscape_cli.models.loading import load_model
 from lscape_cli.storage.schemas import validate
 
 ROOT = Path(__file__).resolve().parents[1]

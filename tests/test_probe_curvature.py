@@ -17,7 +17,7 @@ from lscape_cli.core import blocks
 from lscape_cli.core.curvature import GGN, Curvature
 from lscape_cli.core.directions import length
 from lscape_cli.core.hvp import Objective, flatten, unflatten
-from lscape_cli.storage.checkpoint import load_model
+from lscape_cli.models.loading import load_model
 from lscape_cli.storage.directions import load_directions
 
 ROOT = Path(__file__).resolve().parents[1]

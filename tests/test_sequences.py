@@ -282,7 +282,7 @@ def test_cli_train_probe_with_a_user_loss_equals_the_dense_references(cli, tmp_p
 
     import numpy as np
 
-    from lscape_cli.storage.checkpoint import load_model
+    from lscape_cli.models.loading import load_model
 
     x, y = data
     (tmp_path / "tiny_lm.py").write_text(MODEL_FILE)

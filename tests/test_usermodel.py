@@ -196,8 +196,8 @@ def _dense_hessian(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) ->
 
 
 def test_probe_of_a_user_model_equals_the_dense_hessian(tmp_path: Path, cli, read_json) -> None:
+    from lscape_cli.models.loading import load_model
     from lscape_cli.models.user import UserInputs
-    from lscape_cli.storage.checkpoint import load_model
 
     model = write_model(tmp_path, "tiny.py", MLP_LN)
     data = write_data(tmp_path / "d.npz", (8,), n=40)

@@ -30,7 +30,7 @@ def load_pair(
 ) -> tuple[Any, Any]:
     """A's evaluation setup (train split) and B's model on the same device and dtype."""
     from lscape_cli.cli.common import load_for_eval
-    from lscape_cli.storage.checkpoint import load_model
+    from lscape_cli.models.loading import load_model
 
     setup = load_for_eval(
         a,

@@ -84,9 +84,9 @@ def validate_power(eig_method: str, top_k: int, lambda_min: bool) -> None:
 
 
 def pac_bayes_prior(setup: Any) -> Any:
-    """The PAC-Bayes prior centre (:func:`lscape_cli.storage.initial.initial_prior`); a zero prior warns."""
+    """The PAC-Bayes prior centre (:func:`lscape_cli.models.initial.initial_prior`); a zero prior warns."""
     from lscape_cli.cli.console import warn
-    from lscape_cli.storage.initial import initial_prior
+    from lscape_cli.models.initial import initial_prior
 
     prior = initial_prior(setup.loaded)
     if prior.warning is not None:

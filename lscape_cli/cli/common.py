@@ -51,8 +51,8 @@ def load_for_eval(
     data file (``--data``).
     """
     from lscape_cli import datasets
+    from lscape_cli.models.loading import load_model
     from lscape_cli.runtime import resolve_device, resolve_dtype
-    from lscape_cli.storage.checkpoint import load_model
 
     if split not in datasets.SPLITS:
         raise LscapeError(f"unknown split {split!r}", "--split", "use train, val or test")
@@ -61,7 +61,7 @@ def load_for_eval(
     device, dtype = resolve_device(device_name), resolve_dtype(dtype_name)
     snapshots = None
     if trajectory:
-        from lscape_cli.storage.trajectory import load_snapshot_model
+        from lscape_cli.models.loading import load_snapshot_model
 
         loaded, snapshots = load_snapshot_model(checkpoint, device=device, dtype=dtype, user=user)
     else:

@@ -19,18 +19,15 @@ from __future__ import annotations
 import json
 import math
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import Any, TypedDict, cast
 
 import torch
 from safetensors import SafetensorError, safe_open
 
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage.files import atomic_path, check_input
-
-if TYPE_CHECKING:
-    from lscape_cli.models import ModelSpec
 
 CHECKPOINT_SCHEMA = "lscape.checkpoint/1"
 TRAJECTORY_SCHEMA = "lscape.trajectory/1"
@@ -301,32 +298,6 @@ def load_checkpoint(path: Path, model_config: Path | None = None) -> Checkpoint:
     return Checkpoint(path=path, state=state, meta=cast(CheckpointMeta, meta))
 
 
-def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Copy ``state`` into ``module``; missing, unexpected or mis-shaped tensors are one error naming them."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    misshaped = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    problems = []
-    if missing:
-        problems.append("missing " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
-    if unexpected:
-        problems.append("unexpected " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
-    if misshaped:
-        problems.append("mis-shaped (file vs model) " + "; ".join(misshaped[:5]))
-    if problems:
-        raise LscapeError(
-            "checkpoint tensors do not match the model: " + " | ".join(problems),
-            where,
-            "check that the metadata or --model-config describes this file's model",
-        )
-    module.load_state_dict(state, strict=True)
-
-
 def save_trajectory(path: Path, snapshots: dict[str, torch.Tensor], meta: dict[str, object]) -> None:
     """Parameter snapshots of one run: tensors ``(T, *param_shape)``; ``meta['steps']`` lists the T steps."""
     save_checkpoint(path, snapshots, meta, schema=TRAJECTORY_SCHEMA)
@@ -341,55 +312,7 @@ def load_trajectory(path: Path) -> Checkpoint:
     return Checkpoint(path=path, state=state, meta=cast(CheckpointMeta, meta))
 
 
-@dataclass
-class LoadedModel:
-    """A checkpoint rebuilt into its module (eval mode, on the requested device/dtype)."""
-
-    module: torch.nn.Module
-    checkpoint: Checkpoint
-    spec: ModelSpec
-    warnings: list[str] = field(default_factory=list)  # e.g. the model's file changed since training
-
-
-def load_model(
-    path: Path,
-    model_config: Path | None = None,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    user: object | None = None,
-) -> LoadedModel:
-    """Rebuild the module a checkpoint describes and load its tensors strictly.
-
-    A checkpoint of a user model (``"name": "user"``) only imports code when ``user`` names the source
-    again (``model_def``) or accepts the recorded one (``trust_model_def``).
-
-    Args:
-        path: the .safetensors file.
-        model_config: JSON describing the model when the file has no lscape metadata.
-        device: where the module goes.
-        dtype: floating dtype of parameters and buffers.
-        user: a :class:`lscape_cli.models.user.UserInputs` (``--model-def``, ``--model-args``,
-            ``--trust-model-def``).
-    """
-    from lscape_cli.models.user import UserInputs
-
-    user = user if isinstance(user, UserInputs) else UserInputs()
-    if user.model_def is not None and model_config is not None:
-        raise LscapeError(
-            "--model-def and --model-config both describe the model", str(path), "pass only one of them"
-        )
-    if user.model_def is not None:
-        ckpt = _load_any(path)
-        spec, module, notes = from_source(ckpt, user)
-    else:
-        ckpt = load_checkpoint(path, model_config)
-        spec, module, notes = _from_metadata(ckpt, model_config, user)
-    load_state_strict(module, ckpt.state, str(path))
-    module.to(device=device, dtype=dtype).eval()
-    return LoadedModel(module=module, checkpoint=ckpt, spec=spec, warnings=notes)
-
-
-def _load_any(path: Path) -> Checkpoint:
+def load_any(path: Path) -> Checkpoint:
     """A checkpoint with lscape metadata, or a plain safetensors file (metadata ``{"schema": None}``)."""
     raw = read_raw_metadata(path)
     if "lscape_schema" in raw:
@@ -401,96 +324,3 @@ def _load_any(path: Path) -> Checkpoint:
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise _open_error(path, exc) from exc
     return Checkpoint(path=path, state=state, meta={"schema": None})
-
-
-def _recorded(ckpt: Checkpoint) -> object | None:
-    """The recorded user-model config, if the checkpoint's model is one."""
-    from lscape_cli.models import ModelSpec
-    from lscape_cli.models.user import USER_KINDS
-
-    model = ckpt.meta.get("model")
-    if isinstance(model, dict) and model.get("name") in USER_KINDS:
-        return ModelSpec.from_dict(dict(model), where=str(ckpt.path)).config
-    return None
-
-
-def from_source(ckpt: Checkpoint, user: object) -> tuple[ModelSpec, torch.nn.Module, list[str]]:
-    """Build the model the user names (``--model-def``), with the recorded kwargs unless given."""
-    from lscape_cli.models import ModelSpec
-    from lscape_cli.models.user import build_user, kind_of, make_config, parse_kwargs
-
-    recorded = _recorded(ckpt)
-    args = user.model_args  # type: ignore[attr-defined]
-    kwargs = parse_kwargs(args) if args else dict(getattr(recorded, "kwargs", {}) or {})
-    cfg = make_config(user.model_def, kwargs)  # type: ignore[attr-defined]
-    notes: list[str] = []
-    if recorded is not None:
-        old = getattr(recorded, "sha256", None)
-        if old and cfg.sha256 and old != cfg.sha256:
-            notes.append(
-                f"{cfg.file} differs from the file the checkpoint was trained from "
-                f"(sha256 {old[:12]}... recorded, {cfg.sha256[:12]}... now)"
-            )
-        cfg = replace(cfg, input_shape=recorded.input_shape, num_classes=recorded.num_classes)  # type: ignore[attr-defined]
-    cfg = replace(cfg, output=user.output or getattr(recorded, "output", None))  # type: ignore[attr-defined]
-    module = build_user(cfg, notes)
-    return ModelSpec(kind_of(cfg), cfg), module, notes
-
-
-def _from_metadata(
-    ckpt: Checkpoint, model_config: Path | None, user: object
-) -> tuple[ModelSpec, torch.nn.Module, list[str]]:
-    from lscape_cli.models import ModelSpec
-    from lscape_cli.models.user import parse_kwargs
-
-    path = ckpt.path
-    if "model" not in ckpt.meta:
-        raise LscapeError(
-            "checkpoint metadata has no 'model' entry", str(path), "pass --model-config spec.json"
-        )
-    where = f"{model_config or path} (model description)"
-    check_model_entry(dict(ckpt.meta), str(model_config or path))
-    spec = ModelSpec.from_dict(dict(ckpt.meta["model"]), where=where)
-    notes: list[str] = []
-    args = user.model_args  # type: ignore[attr-defined]
-    if args and spec.name in ("user", "torchvision"):
-        spec = ModelSpec(spec.name, replace(spec.config, kwargs=parse_kwargs(args)))  # type: ignore[type-var]
-    if user.output and spec.name in ("user", "torchvision"):  # type: ignore[attr-defined]
-        spec = ModelSpec(spec.name, replace(spec.config, output=user.output))  # type: ignore[attr-defined, type-var]
-    return spec, build_described(spec, model_config or path, user, notes), notes
-
-
-def build_described(spec: ModelSpec, path: Path, user: object, notes: list[str]) -> torch.nn.Module:
-    """Build a model description read from a file, under the trust rule.
-
-    Registry models and torchvision builders (looked up by name inside torchvision) build freely; a
-    ``user`` description (which :meth:`ModelSpec.from_dict` also makes of any description naming a file
-    or an import path) is only imported with ``--trust-model-def``.
-    """
-    from lscape_cli.models import build
-    from lscape_cli.models.user import build_user
-
-    if spec.name == "torchvision":
-        return build_user(spec.config, notes, where=f"{path} (model description)")  # type: ignore[arg-type]
-    if spec.name != "user":
-        return build(spec)
-    cfg = spec.config
-    if not getattr(user, "trust_model_def", False):
-        code = cfg.source + _other_file(cfg)  # type: ignore[attr-defined]
-        raise LscapeError(
-            f"{path} describes a model built by user code {code}; reading a file never imports code",
-            None,
-            f"pass --model-def {cfg.source} to load it, or --trust-model-def to import the recorded "  # type: ignore[attr-defined]
-            "source",
-        )
-    return build_user(cfg, notes)  # type: ignore[arg-type]
-
-
-def _other_file(cfg: Any) -> str:
-    """`` (file F)`` when the recorded file is not the one the source names (it is what would be imported)."""
-    from lscape_cli.models.user import parse_source
-
-    src = parse_source(cfg.source)
-    if src.kind != "file" or not cfg.file or Path(src.target).resolve() == Path(cfg.file).resolve():
-        return ""
-    return f" (file {cfg.file})"

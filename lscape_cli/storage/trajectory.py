@@ -1,8 +1,9 @@
-"""Reading a trajectory file as a series of models (``lscape probe TRAJ --snapshot all|LIST``).
+"""Reading a trajectory file's snapshots (``lscape probe TRAJ --snapshot all|LIST``).
 
 A trajectory (``NAME.trajectory.safetensors``, see :func:`~lscape_cli.storage.checkpoint.save_trajectory`)
 holds parameter snapshots ``(T, *shape)`` and, in its metadata, the checkpoint's keys plus the ``epochs``
-and ``steps`` of the T snapshots. It holds no buffers, so models with buffers (BatchNorm) are refused.
+and ``steps`` of the T snapshots. It holds no buffers, so models with buffers (BatchNorm) are refused
+(:func:`lscape_cli.models.loading.load_snapshot_model` rebuilds the model).
 """
 
 from __future__ import annotations
@@ -13,15 +14,7 @@ from pathlib import Path
 import torch
 
 from lscape_cli.errors import LscapeError
-from lscape_cli.storage.checkpoint import (
-    Checkpoint,
-    LoadedModel,
-    build_described,
-    check_model_entry,
-    from_source,
-    load_state_strict,
-    load_trajectory,
-)
+from lscape_cli.storage.checkpoint import Checkpoint
 
 
 @dataclass
@@ -55,36 +48,13 @@ class Snapshots:
         return [self.epochs.index(e) for e in wanted]
 
 
-def load_snapshot_model(
-    path: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, user: object = None
-) -> tuple[LoadedModel, Snapshots]:
-    """The module a trajectory describes, holding its last snapshot, and all the snapshots.
+def read_snapshots(traj: Checkpoint) -> Snapshots:
+    """The snapshots of a trajectory read by :func:`~lscape_cli.storage.checkpoint.load_trajectory`.
 
-    The description is built under the trust rule (:func:`~lscape_cli.storage.checkpoint.build_described`):
-    a user model needs ``--model-def`` or ``--trust-model-def`` (``user``), as for a checkpoint.
+    Its ``epochs`` and ``steps`` are checked: one integer per snapshot, as many as every tensor holds.
     """
-    from lscape_cli.models import ModelSpec
-
-    traj = load_trajectory(path)
-    check_model_entry(dict(traj.meta), str(path))
-    notes: list[str] = []
-    if getattr(user, "model_def", None):
-        spec, module, notes = from_source(traj, user)
-    else:
-        spec = ModelSpec.from_dict(traj.meta["model"], where=f"{path} (model description)")  # type: ignore[arg-type]
-        module = build_described(spec, path, user, notes)
-    if any(True for _ in module.buffers()):
-        raise LscapeError(
-            "the trajectory holds no buffers (e.g. BatchNorm statistics) but this model has some",
-            str(path),
-            "probe the checkpoints themselves",
-        )
-    epochs, steps = _counts(traj, "epochs", path), _counts(traj, "steps", path)
-    snaps = Snapshots(path, traj.state, epochs, steps)
-    last = snaps.state(len(epochs) - 1)
-    load_state_strict(module, last, str(path))
-    module.to(device=device, dtype=dtype).eval()
-    return LoadedModel(module, Checkpoint(path, last, traj.meta), spec, notes), snaps
+    epochs, steps = _counts(traj, "epochs", traj.path), _counts(traj, "steps", traj.path)
+    return Snapshots(traj.path, traj.state, epochs, steps)
 
 
 def _counts(traj: Checkpoint, key: str, path: Path) -> list[int]:

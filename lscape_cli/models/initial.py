@@ -14,15 +14,21 @@ differ from the recorded ones, or a factory that does not draw the same weights 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from lscape_cli.core.pac_bayes import Prior
+from lscape_cli.models.user import USER_KINDS, UserModelConfig, seeded_states
+
+if TYPE_CHECKING:
+    from lscape_cli.models.loading import LoadedModel
 
 
-def initial_prior(loaded: Any) -> Prior:
-    """The PAC-Bayes prior centre for ``loaded`` (a :class:`~lscape_cli.storage.checkpoint.LoadedModel`)."""
+def initial_prior(loaded: LoadedModel) -> Prior:
+    """The PAC-Bayes prior centre for ``loaded``."""
     from lscape_cli.runtime import DTYPES
 
     training = loaded.checkpoint.meta.get("training") or {}
@@ -31,12 +37,12 @@ def initial_prior(loaded: Any) -> Prior:
     seed, init = int(training["seed"]), str(training.get("init", "default"))
     dtype = DTYPES.get(str(training.get("dtype", "float32")), torch.float32)
     source = f"training.seed {seed}, training.init {init!r}, drawn as `lscape train` does"
-    config = loaded.spec.config
-    if loaded.spec.name in ("user", "torchvision"):
+    config = cast(UserModelConfig, loaded.spec.config) if loaded.spec.name in USER_KINDS else None
+    if config is not None:
         refused = _user_mismatch(loaded.checkpoint.meta.get("model") or {}, config)
         if refused is not None:
             return Prior.zero(refused)
-    if loaded.spec.name in ("user", "torchvision") and init == "default":
+    if config is not None and init == "default":
         states = _factory_states(config, seed)
         if states is None:
             return Prior.zero(f"{config.source} does not draw the same initial weights twice from one seed")
@@ -65,22 +71,20 @@ def _registry_states(module: torch.nn.Module, init: str, seed: int) -> list[dict
         return None
 
 
-def _factory_states(config: Any, seed: int) -> list[dict[str, torch.Tensor]] | None:
+def _factory_states(config: UserModelConfig, seed: int) -> list[dict[str, torch.Tensor]] | None:
     """The factory's initialisation under ``seed``, or None when two draws from the seed differ."""
-    from lscape_cli.models.user import seeded_states
-
     first, second = seeded_states(config, [seed, seed])
     same = first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     return [first] if same else None
 
 
-def _user_mismatch(recorded: dict[str, Any], config: Any) -> str | None:
+def _user_mismatch(recorded: Mapping[str, Any], config: UserModelConfig) -> str | None:
     """Why the user model built now may not draw the training's initialisation (None: it does)."""
     from lscape_cli.storage.files import sha256_file
 
     was = recorded.get("config") or {}
     if dict(was.get("kwargs") or {}) != dict(config.kwargs):
         return "the model's arguments differ from the ones it was trained with"
-    if config.file is not None and was.get("sha256") and sha256_file(config.file) != was["sha256"]:
+    if config.file is not None and was.get("sha256") and sha256_file(Path(config.file)) != was["sha256"]:
         return f"{config.file} changed since the checkpoint was written"
     return None
