@@ -8,6 +8,7 @@ statement counts, wherever it sits: at the top, inside a function, or under ``if
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -70,8 +71,9 @@ def imports_of(module: str, modules: dict[str, Path]) -> set[str]:
     return {t for t in targets if t is not None and t != module}
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
-    """Module -> the package modules it imports."""
+    """Module -> the package modules it imports (read once per session)."""
     modules = module_files()
     return {m: imports_of(m, modules) for m in modules}
 

@@ -29,7 +29,8 @@ def load_pair(
     user: Any = None,
 ) -> tuple[Any, Any]:
     """A's evaluation setup (train split) and B's model on the same device and dtype."""
-    from lscape_cli.cli.common import load_for_eval
+    from lscape_cli.cli.console import warn
+    from lscape_cli.models.evaluation import load_for_eval
     from lscape_cli.models.loading import load_model
 
     setup = load_for_eval(
@@ -42,6 +43,7 @@ def load_pair(
         loss=loss,
         max_batch=max_batch,
         user=user,
+        on_warning=warn,
     )
     return setup, load_model(b, model_config, device=setup.device, dtype=setup.dtype, user=user)
 

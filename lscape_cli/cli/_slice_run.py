@@ -6,13 +6,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lscape_cli.cli.common import EvalSetup
 from lscape_cli.cli.console import StatusLine
 
 if TYPE_CHECKING:
     from lscape_cli.core.slice_request import SliceRequest
     from lscape_cli.core.slice_run import SliceData
     from lscape_cli.distributed import Group
+    from lscape_cli.models.evaluation import EvalSetup
     from lscape_cli.storage.slice_record import SlicePaths
 
 

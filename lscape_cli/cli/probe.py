@@ -10,8 +10,8 @@ from lscape_cli.cli import _probe_options as o
 from lscape_cli.cli import _probe_request as rq
 from lscape_cli.cli import options as uo
 from lscape_cli.cli._probe_report import print_failed, print_results
-from lscape_cli.cli.common import load_for_eval, parse_floats
-from lscape_cli.cli.console import StatusLine, emit_json
+from lscape_cli.cli.common import parse_floats
+from lscape_cli.cli.console import StatusLine, emit_json, warn
 from lscape_cli.cli.options import (
     DataFileOpt,
     DataRootOpt,
@@ -128,6 +128,8 @@ def probe(
     from lscape_cli.cli import _probe_curvature as pc
 
     pc.check_eigenvector_output(save_eigenvectors, num_batches, batch_size, snapshot is not None)
+    from lscape_cli.models.evaluation import load_for_eval
+
     setup = load_for_eval(
         checkpoint,
         model_config=model_config,
@@ -142,6 +144,7 @@ def probe(
         samples=samples,
         trajectory=snapshot is not None,
         user=user,
+        on_warning=warn,
     )
     asked = (lambda_max, top_k > 0, lambda_min, trace, frobenius, density, grad_norm, pac_bayes, stability)
     default_set = not any(asked) and not sharpness and not noise
@@ -211,6 +214,7 @@ def probe(
                 measured = probe_split(data, req, batches, group, on_step)
                 results, scalars, vectors = measured.results, measured.scalars, measured.eigenvectors
             else:
+                assert setup.snapshots is not None  # a trajectory input (snapshot given) loads them
                 picked = setup.snapshots.select(snapshot)
                 results, scalars = probe_series(data, setup.snapshots, picked, req, batches, group, on_step)
                 vectors = None

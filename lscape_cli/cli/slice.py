@@ -12,8 +12,8 @@ import time
 from lscape_cli.cli import _slice_options as o
 from lscape_cli.cli._slice_report import print_summary
 from lscape_cli.cli._slice_run import run
-from lscape_cli.cli.common import default_output, load_for_eval
-from lscape_cli.cli.console import emit_json
+from lscape_cli.cli.common import default_output
+from lscape_cli.cli.console import emit_json, warn
 from lscape_cli.cli.options import (
     DataFileOpt,
     DataRootOpt,
@@ -140,6 +140,8 @@ def slice_(
     refuse_foreign(
         {paths.record: "lscape.slice", paths.grid: "lscape.slice-grid", paths.directions: "lscape.directions"}
     )
+    from lscape_cli.models.evaluation import load_for_eval
+
     setup = load_for_eval(
         checkpoint,
         model_config=model_config,
@@ -152,6 +154,7 @@ def slice_(
         mode=mode,
         max_batch=max_batch,
         user=user_inputs(model_def, model_args, trust_model_def, data_file, loss_def, output),
+        on_warning=warn,
     )
     from lscape_cli.core.budget import Problem, check, grid_demands
 

@@ -91,7 +91,7 @@ def connect_record(
     b: Path,
     out_path: Path,
     command: list[str],
-    setup: Any,  # cli.common.EvalSetup of A: protocol, splits, device, dtype, loaded.spec
+    setup: Any,  # models.evaluation.EvalSetup of A: protocol, splits, device, dtype, loaded.spec
     req: ConnectRequest,
     results: dict[str, Any],
     warnings: list[str],

@@ -53,7 +53,7 @@ def write_probe(
     checkpoint: Path,
     req: ProbeRequest,
     batches: Batches,
-    setup: Any,  # cli.common.EvalSetup: protocol, device, dtype, loaded.spec
+    setup: Any,  # models.evaluation.EvalSetup: protocol, device, dtype, loaded.spec
     results: dict[str, Any],
     timing: dict[str, float],
     world_size: int,
