@@ -161,3 +161,20 @@ def test_only_the_cli_and_the_entry_point_import_the_cli() -> None:
         if layer(t) == "cli"
     )
     assert not wrong, "\n".join(wrong)
+
+
+# models/, bottom up, as its __init__ docstring lists it: each imports only the ones before it
+MODELS_ORDER = ["user", "registry", "losses", "training", "loading", "initial", "evaluation"]
+
+
+def test_models_modules_import_only_those_below_them() -> None:
+    graph = import_graph()
+    names = [f"{PACKAGE}.models.{m}" for m in MODELS_ORDER]
+    assert {m for m in graph if m.startswith(f"{PACKAGE}.models.")} == set(names)
+    wrong = [
+        f"{m} imports {t}"
+        for i, m in enumerate(names)
+        for t in sorted(graph[m])
+        if t.startswith(f"{PACKAGE}.models") and t not in names[:i]
+    ]
+    assert not wrong, "\n".join(wrong)
