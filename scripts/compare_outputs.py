@@ -7,11 +7,21 @@ Usage::
     python scripts/compare_outputs.py --old /path/to/old/tree --new .   # or two source trees
 
 Each version runs the same scenario (``SCENARIO`` below: train with a trajectory, info, probe in every
-README form, slice of every direction kind, connect with alignment and a curve, a depth sweep and pareto)
-in its own process and directory, with ``PYTHONPATH`` pointing at its tree. Then every ``*.json`` file is
-compared as parsed JSON, minus the keys that hold wall-clock times or dates (``IGNORED``), and every
-``*.safetensors`` file is compared tensor by tensor (bit-identical, ``torch.equal``) and header by header.
-Plots are compared by name only (their bytes carry renderer details). Exit 0 when everything matches.
+README form and over a trajectory, slice of every direction kind, connect with alignment and a curve, a
+depth sweep and pareto, train with ``--track``, a user model and a user loss through train, info, probe,
+slice and connect, and a report of it all) in its own process, with ``PYTHONPATH`` pointing at its tree,
+after writing every command's ``--help`` text to ``help/``. Both run in the same directory, one after
+the other (a user model's checkpoint records its file's absolute path, so the checkpoints' bytes and
+hashes depend on it); their outputs are then moved apart and compared:
+
+- every ``*.json`` file as parsed JSON, minus the keys that hold wall-clock times or dates (``IGNORED``);
+- every ``*.safetensors`` file tensor by tensor (bit-identical, ``torch.equal``) and header by header;
+- the help texts and the report's text files (``*.txt``, ``*.md``, ``*.csv``, ``*.tex``) as sorted lines,
+  dates and list numbers masked (the report lists records in the order of their second-resolution
+  ``created_at``, so two written in the same second may swap places);
+- plots and the HTML page (which embeds the plots) by name only (their bytes carry renderer details).
+
+Exit 0 when everything matches.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -34,11 +45,18 @@ IGNORED = [
     ("results", "speed", "seconds_per_point"),
     ("results", "speed", "forward_pass_s"),
     ("results", "speed", "seconds_per_point_over_forward_pass"),
+    ("results", "per_layer", "seconds"),
+    ("results", "per_layer", "blocks", "seconds"),
+    ("results", "tracking", "restart_wall_time_s"),
+    ("results", "tracking", "share_of_training"),
 ]
+DATE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d|Z)?")  # a written-at time
+LIST_NUMBER = re.compile(r"^\d+\. ", re.M)  # "3. `lscape probe ...`": the report's time-ordered lists
 IGNORED_ANYWHERE = {"wall_time_s"}  # train history: seconds since the start, per evaluation
 
 TRAIN = "--model mlp --width 16 --dataset digits --loss mse --optimizer adam --lr 1e-2 --seed 0 --quiet"
 A, B = "run/model-r000.safetensors", "run/model-r001.safetensors"
+USER = "--model-def my_model.py:build --model-args '{\"width\": 8}' --data my_data.npz"
 SCENARIO = [
     # train (README "train", demo step 1) with a trajectory for --pca
     f"train {TRAIN} --depth 2 --epochs 3 --restarts 2 --save-trajectory 1 --out run",
@@ -85,7 +103,35 @@ SCENARIO = [
     "--out sweep/pareto.json",
     "pareto sweep --metric train_loss:min --metric frobenius:min --metric test_accuracy:max --no-params "
     "--json --out sweep/multi.json",
+    # probe over a trajectory (README "over training"), GGN per layer
+    "probe run/model-r000.trajectory.safetensors --snapshot all --lambda-max --samples 200 --quiet "
+    "--out run/traj.probe.json",
+    f"probe {A} --curvature ggn --per-layer --top-k 2 --quiet --out run/p-ggn.json",
+    # train --track (README "train")
+    f"train {TRAIN} --depth 1 --epochs 2 --track lambda_max,top_k:2,trace,frobenius,grad_norm,sharpness:0.05 "
+    "--track-every 1 --track-samples 200 --track-seed 1 --out tracked",
+    # a user model, its data and a user loss (README "Your own model and data", "your own loss")
+    f"train {USER} --epochs 2 --restarts 2 --seed 0 --quiet --out mine",
+    "info mine/model-r000.safetensors --json",
+    "probe mine/model-r000.safetensors --model-def my_model.py:build --lambda-max --trace --pac-bayes "
+    "--quiet",
+    "probe mine/model-r000.safetensors --model-def my_model.py:build --loss-def my_loss.py:mean_ce "
+    "--lambda-max --quiet --out mine/p-loss.json",
+    "slice mine/model-r000.safetensors --trust-model-def --dims 1 --count 2 --steps 7 --quiet",
+    "connect mine/model-r000.safetensors mine/model-r001.safetensors --trust-model-def --align weights "
+    "--points 4 --quiet",
+    # report of everything above (README "report")
+    "report run sweep tracked mine --out report/report.html --quiet",
 ]
+USER_FILES = {  # written into the work directory before the scenario runs
+    "my_model.py": "from torch import nn\n\n\ndef build(width: int = 8, num_classes: int = 3) -> nn.Module:\n"
+    "    layers = nn.Linear(6, width), nn.LayerNorm(width), nn.GELU(), nn.Linear(width, num_classes)\n"
+    "    return nn.Sequential(*layers)\n",
+    "my_loss.py": "import torch.nn.functional as F\n\n\ndef mean_ce(outputs, targets):\n"
+    "    return F.cross_entropy(outputs, targets)\n",
+}
+HELP = ["", "train", "info", "probe", "slice", "connect", "pareto", "report"]  # lscape [COMMAND] --help
+TEXT_SUFFIXES = {".txt", ".md", ".csv", ".tex"}
 
 
 def run_scenario(work: Path) -> None:
@@ -99,6 +145,11 @@ def run_scenario(work: Path) -> None:
     runner = CliRunner()
     os.chdir(work)
     Path("sweep").mkdir()
+    Path("help").mkdir()
+    for command in HELP:
+        result = runner.invoke(app, [*([command] if command else []), "--help"])
+        Path(f"help/{command or 'lscape'}.txt").write_text(f"exit {result.exit_code}\n{result.output}")
+    _user_inputs()
     for i, line in enumerate(SCENARIO):
         argv = shlex.split(line)
         result = runner.invoke(app, argv)
@@ -107,6 +158,18 @@ def run_scenario(work: Path) -> None:
         if "--json" in argv:
             Path(f"stdout-{i:02d}.json").write_text(result.stdout)
         print(f"ok {i:02d} lscape {line}", flush=True)
+
+
+def _user_inputs() -> None:
+    """The user model, loss and data files of the scenario, in the work directory."""
+    import numpy as np
+
+    for name, text in USER_FILES.items():
+        Path(name).write_text(text)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((120, 6)).astype(np.float32)
+    y = ((x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5)).astype(np.int64)
+    np.savez("my_data.npz", x=x, y=y)
 
 
 def _strip(obj: Any, root: str, path: tuple[str, ...] = ()) -> Any:
@@ -165,7 +228,16 @@ def _compare_tensors(a: Path, b: Path, out: list[str]) -> None:
                 out.append(f"{a.name}: tensor {k} differs")
 
 
-def compare(old: Path, new: Path) -> list[str]:
+def _compare_text(a: Path, b: Path, out: list[str]) -> None:
+    ta = sorted(LIST_NUMBER.sub("N. ", DATE.sub("<date>", a.read_text())).splitlines())
+    tb = sorted(LIST_NUMBER.sub("N. ", DATE.sub("<date>", b.read_text())).splitlines())
+    if ta != tb:
+        only_a, only_b = sorted(set(ta) - set(tb)), sorted(set(tb) - set(ta))
+        got = (only_a[0] if only_a else "<none>", only_b[0] if only_b else "<none>")
+        out.append(f"{a.name}: lines differ, e.g. {got[0]!r:.80} (old) vs {got[1]!r:.80} (new)")
+
+
+def compare(old: Path, new: Path, work: Path) -> list[str]:
     """Every difference between the two output trees, as lines."""
     problems: list[str] = []
     files_old = {p.relative_to(old) for p in old.rglob("*") if p.is_file()}
@@ -175,10 +247,12 @@ def compare(old: Path, new: Path) -> list[str]:
     for rel in sorted(files_old & files_new):
         if rel.suffix == ".json":
             da, db = _json_docs(old / rel), _json_docs(new / rel)
-            sa, sb = [_strip(d, str(old)) for d in da], [_strip(d, str(new)) for d in db]
+            sa, sb = [_strip(d, str(work)) for d in da], [_strip(d, str(work)) for d in db]
             _diff(sa, sb, str(rel), problems)
         elif rel.suffix == ".safetensors":
             _compare_tensors(old / rel, new / rel, problems)
+        elif rel.suffix in TEXT_SUFFIXES:
+            _compare_text(old / rel, new / rel, problems)
     return problems
 
 
@@ -223,14 +297,17 @@ def main() -> int:
         data = scratch / "data"
         data.mkdir(exist_ok=True)
         old, new = _tree(args.old, scratch, "old-src"), _tree(args.new, scratch, "new-src")
+        work = scratch / "work"
         for tree, side in ((old, "old"), (new, "new")):
             print(f"== {side}: {tree}", flush=True)
-            _run_side(tree, scratch / side, data)
-        problems = compare(scratch / "old", scratch / "new")
+            _run_side(tree, work, data)
+            work.rename(scratch / side)
+        problems = compare(scratch / "old", scratch / "new", work)
     for p in problems:
         print(p)
     n = len(SCENARIO)
-    print(f"{n} commands; " + (f"{len(problems)} difference(s)" if problems else "outputs identical"))
+    verdict = f"{len(problems)} difference(s)" if problems else "outputs identical"
+    print(f"{n} commands, {len(HELP)} help texts; {verdict}")
     return 1 if problems else 0
 
 
