@@ -184,4 +184,6 @@ def test_probe_record_carries_stderr_rounding_and_uncertainty(cli: Any, tmp_path
         k = trace.t_factor(r["dof"])
         assert r["uncertainty"] == pytest.approx(math.hypot(k * r["stderr"], r["rounding"]))
     assert res["trace"]["rounding"] == pytest.approx(res["rounding"]["trace"])
+    assert res["trace"]["method"] == "krylov-hutch++" and res["trace"]["stderr_method"] == "remainder-norm"
+    assert res["frobenius"]["stderr_method"] == res["density"]["trace"]["stderr_method"] == "probe-spread"
     assert res["lambda_max"]["error_bound_includes_rounding"] is True
