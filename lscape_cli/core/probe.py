@@ -34,8 +34,8 @@ Keys of ``results`` (each estimate carries its method, budget, seed and uncertai
   once all have converged.
 - ``condition_number``: ``{"estimate": lambda_max/lambda_min or null, "note"}``.
 - ``trace``, ``frobenius``: ``{"estimate", "stderr", "stderr_method", "rounding", "uncertainty", "dof",
-  "method", "num_matvecs", "seed"}`` (+ ``"note"`` when rounding dominates), both from one set of Hessian-vector
-  products (Hutchinson, Hutch++ or krylov-hutch++; :mod:`lscape_cli.core.trace`).
+  "method", "num_matvecs", "seed"}`` (+ ``"note"`` when rounding dominates), both from one set of
+  Hessian-vector products (Hutchinson, Hutch++ or krylov-hutch++; :mod:`lscape_cli.core.trace`).
 - ``rounding``: the measured floating-point floor (:meth:`lscape_cli.core.rounding.Rounding.to_dict`),
   with the trace or the density, and in a float32 run with any spectral quantity.
 - ``density``: SLQ ``{"nodes", "weights", "grid", "density", "sigma", "num_runs", "num_steps",
