@@ -3,7 +3,8 @@
 Runs ``benchmarks/bench_uncertainty.py`` (its docstring says what it measures): an MSE MLP and a CE CNN,
 float64 and float32, every trace method, tr(H) and ‖H‖_F, 200 seeds each; every row must have
 ``|estimate − exact| < 2 · uncertainty`` in 90-99% of seeds. The second test takes the CE CNN trained to
-a loss of 2e-5, where float32 rounding moves ‖H‖_F by ten standard errors, and asks for 93-98% there.
+a loss of 2e-5, where float32 rounding moves ‖H‖_F by ten standard errors, and asks for 93-98% there
+for every row, the trace included.
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ def test_uncertainties_cover_the_truth_as_often_as_they_claim() -> None:
 
 @pytest.mark.slow
 def test_the_float32_floor_carries_a_rounding_dominated_frobenius_norm() -> None:
-    # krylov-hutch++'s trace on this problem is not calibrated in float64 either (docs/benchmarks.md):
-    # what this test holds the floor to is ‖H‖_F, where float32 rounding is 2-18x the standard error
+    # ‖H‖_F: float32 rounding is 2-18x the standard error; the trace: krylov-hutch++'s remainder is skewed
+    # (its stderr from the products covers 94.0%, the probes' spread covered 89.5%: docs/benchmarks.md)
     problem = ["--problems", "cnn-ce-long", "--dtypes", "float32", "--band", "0.93,0.98"]
     rows = _bench().main(["--seeds", "200", *problem])
     assert len(rows) == 3 * 2  # methods x quantities
-    bad = _uncalibrated([r for r in rows if r["quantity"] == "frobenius"])
+    bad = _uncalibrated(rows)
     assert not bad, f"|z| < 2 outside 93-98%: {bad}"

@@ -33,9 +33,9 @@ Keys of ``results`` (each estimate carries its method, budget, seed and uncertai
   one run over both ends (``shared_run``), each quantity is judged on its own pairs and the run stops
   once all have converged.
 - ``condition_number``: ``{"estimate": lambda_max/lambda_min or null, "note"}``.
-- ``trace``, ``frobenius``: ``{"estimate", "stderr", "rounding", "uncertainty", "dof", "method",
-  "num_matvecs", "seed"}`` (+ ``"note"`` when rounding dominates), both from one set of Hessian-vector
-  products (Hutchinson, Hutch++ or krylov-hutch++; :mod:`lscape_cli.core.trace`).
+- ``trace``, ``frobenius``: ``{"estimate", "stderr", "stderr_method", "rounding", "uncertainty", "dof",
+  "method", "num_matvecs", "seed"}`` (+ ``"note"`` when rounding dominates), both from one set of
+  Hessian-vector products (Hutchinson, Hutch++ or krylov-hutch++; :mod:`lscape_cli.core.trace`).
 - ``rounding``: the measured floating-point floor (:meth:`lscape_cli.core.rounding.Rounding.to_dict`),
   with the trace or the density, and in a float32 run with any spectral quantity.
 - ``density``: SLQ ``{"nodes", "weights", "grid", "density", "sigma", "num_runs", "num_steps",
