@@ -57,6 +57,7 @@ from _machine import cpu_name  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("mlp-10k", "cnn-200k", "transformer-10m", "resnet18-11m", "mlp-25m")
 METHODS = ("gradient", "double backward", "retained graph", "lscape", "pyhessian", "curvlinops")
+TRACE_PRODUCTS = 30  # products for each trace estimate (lscape's default splits them 20 Lanczos + 10 probes)
 MARK_BEGIN, MARK_END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
@@ -138,6 +139,7 @@ def measure(name: str, repeats: int, eig: bool) -> dict[str, Any]:
         g = torch.autograd.grad(loss(), leaves, create_graph=True)
         torch.autograd.grad(g, leaves, vl)
 
+    graph_build = _timed(lambda: torch.autograd.grad(loss(), leaves, create_graph=True))
     kept = torch.autograd.grad(loss(), leaves, create_graph=True)
     peers = _peers(model, x, y, v)
     op = HVP(chunking.apply(obj), retain_chunks=chunking.retain_chunks)
@@ -162,10 +164,12 @@ def measure(name: str, repeats: int, eig: bool) -> dict[str, Any]:
         "samples": int(y.shape[0]),
         "seconds": {k: statistics.median(t) for k, t in times.items()},
         "lscape_first_product": build,
+        "graph_build": graph_build,
         "plan": chunking.to_dict(),
     }
     if eig:
         out["eig"] = _eig(obj, op, kept, leaves, model, x, y)
+        out["trace"] = _trace(op, model, x, y, TRACE_PRODUCTS)
     op.__exit__(None, None, None)
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
@@ -203,14 +207,47 @@ def _residual(kept: Any, leaves: list[torch.Tensor], vec: list[torch.Tensor], la
     return (num / den) ** 0.5
 
 
+class _TimedOperator:
+    """The operator ``lanczos`` and the trace estimators see, timing each product (CPU seconds)."""
+
+    def __init__(self, op: Any) -> None:
+        self.op, self.products = op, []  # type: list[float]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.op, name)
+
+    def __call__(self, v: Any) -> Any:
+        start = time.process_time()
+        out = self.op(v)
+        self.products.append(time.process_time() - start)
+        return out
+
+    def hvp_many(self, vs: list[Any]) -> list[Any]:
+        """Products of a group, one at a time (timed)."""
+        return [self(v) for v in vs]
+
+    def __enter__(self) -> _TimedOperator:
+        self.op.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.op.__exit__(*exc)
+
+    def split(self, total: float) -> dict[str, float]:
+        """Where ``total`` CPU seconds went: first product (graph build + product), later products, rest."""
+        first, later = (self.products[0], sum(self.products[1:])) if self.products else (0.0, 0.0)
+        return {"first_product": first, "later_products": later, "vector_work": total - first - later}
+
+
 def _eig(obj: Any, op: Any, kept: Any, leaves: list[torch.Tensor], model: nn.Module, x: Any, y: Any) -> Any:
     """λmax to 1e-4: lscape's Lanczos and PyHessian's power iteration, wall time and residual."""
     from lscape_cli.core import spectrum
 
     out: dict[str, Any] = {}
     op.close()  # lscape's run builds its own graph, as lscape probe does
+    timed = _TimedOperator(op)
     start, count = time.process_time(), op.num_matvecs
-    res = spectrum.lanczos(op, tol=1e-4, max_iter=200, seed=0, true_residuals=True, eigenvectors=True)
+    res = spectrum.lanczos(timed, tol=1e-4, max_iter=200, seed=0, true_residuals=True, eigenvectors=True)
     wall = time.process_time() - start
     vec = list(res.eigenvectors[0].values())  # type: ignore[index]
     out["lscape"] = {
@@ -219,6 +256,7 @@ def _eig(obj: Any, op: Any, kept: Any, leaves: list[torch.Tensor], model: nn.Mod
         "seconds": wall,
         "residual": _residual(kept, leaves, vec, res.eigenvalues[0]),
         "vector_memory": res.vector_memory,
+        "split": timed.split(wall),
     }
     try:
         from pyhessian import hessian
@@ -233,6 +271,49 @@ def _eig(obj: Any, op: Any, kept: Any, leaves: list[torch.Tensor], model: nn.Mod
         "lambda_max": float(values[0]),
         "seconds": wall,
         "residual": _residual(kept, leaves, [t.detach() for t in vectors[0]], float(values[0])),
+    }
+    return out
+
+
+def _trace(op: Any, model: nn.Module, x: Any, y: Any, products: int) -> dict[str, Any]:
+    """``tr(H)`` with the same number of products: lscape's estimators and PyHessian's Hutchinson.
+
+    Each reports its standard error; PyHessian's is that of its Rademacher samples (``std / √m``), so the
+    products a method would need for the standard error of lscape's default (krylov-hutch++) are
+    ``m · (se / se_krylov)²`` (a standard error falls as ``1/√m``).
+    """
+    from lscape_cli.core import trace
+
+    out: dict[str, Any] = {}
+    for method in ("krylov-hutch++", "hutchinson"):  # lscape's default, and the peers' estimator
+        op.close()
+        timed = _TimedOperator(op)
+        start = time.process_time()
+        res = trace.TRACE_METHODS[method](timed, num_matvecs=products, seed=0)
+        wall = time.process_time() - start
+        out[f"lscape {method}"] = {
+            "method": method,
+            "trace": res.trace.estimate,
+            "stderr": res.trace.stderr,
+            "products": len(timed.products),
+            "seconds": wall,
+            "split": timed.split(wall),
+        }
+    try:
+        from pyhessian import hessian
+    except ImportError:
+        return out
+    start = time.process_time()
+    ph = hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False)  # its graph: part of its cost
+    torch.manual_seed(0)
+    samples = torch.tensor(ph.trace(maxIter=products, tol=float("-inf")), dtype=torch.float64)
+    wall = time.process_time() - start
+    out["pyhessian"] = {
+        "method": "hutchinson",
+        "trace": float(samples.mean()),
+        "stderr": float(samples.std() / len(samples) ** 0.5),
+        "products": len(samples),
+        "seconds": wall,
     }
     return out
 
@@ -253,20 +334,67 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def eig_table(row: dict[str, Any]) -> str:
-    """Markdown: λmax to 1e-4 on one model, lscape against PyHessian and against products × floor."""
-    floor = row["seconds"]["retained graph"]
+    """Markdown: λmax to 1e-4 on one model, lscape against PyHessian and against its floor.
+
+    The floor of a run of ``p`` products is ``build + p × product``: one gradient graph built with
+    ``create_graph`` (which every method pays once, PyHessian included) and ``p`` backward passes through
+    it; ``p × product`` alone is shown too.
+    """
+    floor, build = row["seconds"]["retained graph"], row["graph_build"]
     lines = [
-        "| tool | λmax | ‖Hv − λv‖ | products | CPU time | products × floor | time / (products × floor) |",
-        "|---|---|---|---|---|---|---|",
+        "| tool | λmax | ‖Hv − λv‖ | products | CPU time | build + products × floor | time / that "
+        "| time / (products × floor) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for tool, r in row["eig"].items():
-        products = r.get("products")
-        ideal = products * floor if products else None
-        ratio = r["seconds"] / ideal if ideal else None
+        p = r.get("products")
+        ideal = build + p * floor if p else None
         lines.append(
-            f"| {tool} | {r['lambda_max']:.6g} | {r['residual']:.2g} | {products or 'n/a'} | "
-            f"{r['seconds']:.1f} s | {f'{ideal:.1f} s' if ideal else 'n/a'} | "
-            f"{f'{ratio:.2f}' if ratio else 'n/a'} |"
+            f"| {tool} | {r['lambda_max']:.6g} | {r['residual']:.2g} | {p or 'n/a'} | {r['seconds']:.1f} s | "
+            + (
+                f"{ideal:.1f} s | {r['seconds'] / ideal:.3f} | {r['seconds'] / (p * floor):.3f} |"
+                if p
+                else "n/a | n/a | n/a |"
+            )
+        )
+    return "\n".join(lines)
+
+
+def split_line(row: dict[str, Any]) -> str:
+    """Where lscape's λmax and trace runs spent their CPU time."""
+    parts = []
+    for key, tool, what in (
+        ("eig", "lscape", "λmax"),
+        ("trace", "lscape krylov-hutch++", "trace (krylov-hutch++)"),
+        ("trace", "lscape hutchinson", "trace (hutchinson)"),
+    ):
+        sp = row.get(key, {}).get(tool, {}).get("split")
+        if sp:
+            parts.append(
+                f"{what}: first product {sp['first_product']:.2f} s, later products "
+                f"{sp['later_products']:.2f} s, vector work and the rest {sp['vector_work']:.2f} s"
+            )
+    return (
+        f"Graph build (forward + create_graph backward) {row['graph_build']:.2f} s; lscape's CPU time, "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def trace_table(row: dict[str, Any]) -> str:
+    """Markdown: tr(H) with the same products; PyHessian's products and time at lscape's standard error."""
+    lines = [
+        "| tool | method | tr(H) | stderr | products | CPU time | products for krylov-hutch++'s stderr "
+        "| CPU time at that stderr |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    se = row["trace"]["lscape krylov-hutch++"]["stderr"]
+    for tool, r in row["trace"].items():
+        need = r["products"] * (r["stderr"] / se) ** 2
+        at = r["seconds"] * need / r["products"]
+        lines.append(
+            f"| {tool} | {r['method']} | {r['trace']:.6g} | {r['stderr']:.3g} | {r['products']} | "
+            f"{r['seconds']:.1f} s | {need:.0f} | {at:.1f} s |"
         )
     return "\n".join(lines)
 
@@ -276,19 +404,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--eig", action="store_true", help="also λmax to 1e-4 on resnet18-11m")
+    ap.add_argument("--eig", action="store_true", help="also λmax to 1e-4 and tr(H) on --eig-model")
+    ap.add_argument("--eig-model", default="resnet18-11m")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--write", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.one:
-        print(json.dumps(measure(args.one, args.repeats, args.eig and args.one == "resnet18-11m")))
+        print(json.dumps(measure(args.one, args.repeats, args.eig and args.one == args.eig_model)))
         return
     load = os.getloadavg()
     rows = []
     for name in args.models.split(","):
         cmd = [sys.executable, __file__, "--one", name, "--repeats", str(args.repeats)]
-        cmd += ["--eig"] if args.eig else []
+        cmd += ["--eig", "--eig-model", args.eig_model] if args.eig else []
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
@@ -302,6 +431,10 @@ def main() -> None:
     for r in rows:
         if "eig" in r:
             text += ["", f"λmax to 1e-4 on {r['model']}:", "", eig_table(r)]
+        if "trace" in r:
+            text += ["", f"tr(H) on {r['model']}, {TRACE_PRODUCTS} products each:", "", trace_table(r)]
+        if "eig" in r or "trace" in r:
+            text += ["", split_line(r)]
     out = "\n".join(text)
     print(out)
     if args.write:

@@ -42,5 +42,5 @@ def test_probe_record_states_graph_and_vector_memory(
     assert hvp["retained_graph_bytes"] == kept > 0
     mem = lam["vector_memory"]
     n = json.loads((tiny_run / "model.train.json").read_text())["results"]["num_parameters"]
-    assert (mem["vectors"], mem["dtype"], mem["device"]) == (lam["iterations"], "float64", "cpu")
-    assert mem["bytes"] == -(-mem["vectors"] // 8) * 8 * n * 8  # blocks of 8 float64 rows
+    assert (mem["vectors"], mem["dtype"], mem["device"]) == (lam["iterations"], "float32", "cpu")
+    assert mem["bytes"] == -(-mem["vectors"] // 8) * 8 * n * 4  # blocks of 8 rows in the parameters' float32

@@ -91,9 +91,8 @@ def slq(
     """Stochastic Lanczos quadrature: ``num_runs`` runs of ``num_steps`` Lanczos steps from Rademacher starts.
 
     Each run keeps its own basis for full reorthogonalisation (``num_steps`` vectors of ``n`` parameters
-    in the operator's dtype, allocated once at that size), released before the next run. The recurrence
-    runs in float64 (:class:`lscape_cli.core.spectrum.Krylov`); a float32 basis limits the nodes to
-    ~1e-6 relative accuracy, far below a density's resolution, at half the memory of a float64 one.
+    in the operator's dtype, allocated once at that size), released before the next run. Its inner
+    products are accumulated in float64 (:class:`lscape_cli.core.spectrum.Krylov`).
 
     Args:
         op: the Hessian operator (entered as a context manager: its graph is released on return).

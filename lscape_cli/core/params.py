@@ -57,10 +57,9 @@ def rademacher(like: Params, generator: torch.Generator) -> Params:
 
     Drawn on the CPU from ``generator`` so that a seed gives the same probe on every device and dtype.
     """
-    flat = (
-        torch.randint(0, 2, (numel(like),), generator=generator, dtype=torch.int8).to(torch.float64) * 2 - 1
-    )
-    return unflatten(flat.to(device=_device(like), dtype=_dtype(like)), like)
+    bits = torch.randint(0, 2, (numel(like),), generator=generator, dtype=torch.int8)
+    flat = bits.to(device=_device(like), dtype=_dtype(like)).mul_(2).sub_(1)  # ±1 exactly in every dtype
+    return unflatten(flat, like)
 
 
 def gaussian(like: Params, generator: torch.Generator) -> Params:

@@ -230,10 +230,8 @@ def demands(req: ProbeRequest, size: Problem) -> list[Demand]:
         steps = min(count(req.max_iter), size.num_params)  # Lanczos stops at the dimension
         k = max(1, req.top_k) * (2 if req.lambda_min and req.needs_lambda_max else 1)
         if req.top_k > 0:
-            out.append(Demand("--top-k", req.top_k, "eigenpairs", k * size.hvp, size.vectors(k, 8)))
-        out.append(
-            Demand("--max-iter", req.max_iter, "Lanczos steps", steps * size.hvp, size.vectors(steps, 8))
-        )
+            out.append(Demand("--top-k", req.top_k, "eigenpairs", k * size.hvp, size.vectors(k)))
+        out.append(Demand("--max-iter", req.max_iter, "Lanczos steps", steps * size.hvp, size.vectors(steps)))
     if req.needs_trace:
         m = count(req.trace_matvecs)
         out.append(Demand("--matvecs", req.trace_matvecs, "trace products", m * size.hvp, size.vectors(m)))

@@ -28,8 +28,9 @@ The basis is kept and every new vector is orthogonalised
 against all previous ones (classical Gram-Schmidt, repeated when a pass removed more than ``1 − 1/√2`` of
 the vector's norm: Daniel, Gragg, Kaufman & Stewart 1976, "twice is enough"), so the recurrence's
 residual stays the true residual up to rounding of the products and no spurious copies ("ghosts") of
-converged eigenvalues appear. Memory: ``m`` float64 vectors of ``n`` parameters on the parameters'
-device (``EigenResult.vector_memory``; :class:`Krylov` says why float64), plus three working vectors.
+converged eigenvalues appear. Memory: ``m`` vectors of ``n`` parameters in the parameters' dtype and on
+their device (``EigenResult.vector_memory``), plus three working vectors; inner products are accumulated
+in float64 (:class:`Krylov` says why).
 
 If the Krylov space becomes invariant (``β ≈ 0``) before enough Ritz values exist, the run continues from
 a fresh random vector orthogonal to the basis. A single-vector Krylov method still cannot see the
@@ -43,6 +44,7 @@ converges to the eigenvalue of largest *magnitude* at the rate ``|λ₂/λ₁|``
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +56,44 @@ from lscape_cli.core.hvp import Operator, Params, ProgressFn, flatten, gaussian,
 WHICH = ("largest", "smallest", "both")
 _EPS64 = torch.finfo(torch.float64).eps  # 2u of float64
 DGKS_KEPT = 2**-0.5  # a Gram-Schmidt pass that keeps more of the norm than this is not repeated
+SLAB_CPU = 1 << 15  # columns per float64 slab on a CPU (a block of 8 rows: 2 MiB)
+
+
+def _slab(t: torch.Tensor) -> int:
+    """Columns converted to float64 at a time: a few MiB on a CPU (stays in cache), everything on a GPU."""
+    return SLAB_CPU if t.device.type == "cpu" else t.shape[-1]
+
+
+def dot64(rows: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``rows @ w`` accumulated in float64: ``(k, n)`` or ``(n,)`` rows of any float dtype, ``w`` ``(n,)``.
+
+    Vectors stay in their own dtype (the parameters', float32 by default); only a slab of columns is
+    converted at a time. A float32 inner product over ~10⁵–10⁷ entries accumulates errors of ~√n·2⁻²⁴
+    of ‖q‖‖w‖ (measured: top-3 eigenvalues of a 200k-parameter float32 operator off by 1.1e-6 with
+    float32 Gram-Schmidt coefficients); a float64 sum leaves only the rounding of the stored entries.
+    """
+    if rows.dtype == w.dtype == torch.float64:
+        return rows @ w
+    out = torch.zeros(rows.shape[:-1], dtype=torch.float64, device=w.device)
+    step = _slab(w)
+    for s in range(0, w.shape[-1], step):
+        out += rows[..., s : s + step].double() @ w[s : s + step].double()
+    return out
+
+
+def norm64(w: torch.Tensor) -> float:
+    """``‖w‖`` accumulated in float64 (:func:`dot64`)."""
+    return math.sqrt(float(dot64(w, w)))
+
+
+def _sub_rows(w: torch.Tensor, rows: torch.Tensor, coeffs: torch.Tensor) -> None:
+    """``w −= rowsᵀ coeffs`` in place, in ``w``'s dtype (a slab at a time when the dtypes differ)."""
+    if w.dtype == rows.dtype:
+        w.addmv_(rows.T, coeffs.to(w.dtype), alpha=-1.0)
+        return
+    step = _slab(w)
+    for s in range(0, w.shape[0], step):
+        w[s : s + step].addmv_(rows[:, s : s + step].T.to(w.dtype), coeffs.to(w.dtype), alpha=-1.0)
 
 
 @dataclass(frozen=True)
@@ -193,15 +233,15 @@ class Basis:
         """
         if self.size >= self.n:
             return False
-        w = w.double()
+        w = w.to(self.dtype, copy=True)
         for attempt in range(4):
-            ref = float(torch.linalg.vector_norm(w))
+            ref = norm64(w)
             w = self.project_out(w)
-            length = float(torch.linalg.vector_norm(w))
+            length = norm64(w)
             if length > 100 * torch.finfo(self.dtype).eps * ref:
                 break
             gen = torch.Generator().manual_seed(1_000_003 * seed + attempt)
-            w = torch.randn(self.n, generator=gen, dtype=torch.float64).to(self.device)
+            w = torch.randn(self.n, generator=gen, dtype=torch.float64).to(self.device, self.dtype)
         self.append(w / length)
         return True
 
@@ -210,21 +250,17 @@ class Basis:
 
         A second pass runs only when the first removed more than ``1 − 1/√2`` of ``w``'s norm
         (Daniel, Gragg, Kaufman & Stewart 1976): otherwise ``w`` was already orthogonal to working
-        precision and a second pass would cost as much as the first (on 11M parameters with 25 kept
-        float64 vectors one pass reads 2.2 GB, 0.4 s of one CPU thread). Updates ``w``
-        in place when it has the basis' dtype (no vector-sized temporaries), else returns a new tensor
-        of ``w``'s dtype; coefficients are computed in the basis' dtype.
+        precision and a second pass would cost as much as the first. The coefficients are accumulated
+        in float64 whatever the rows' dtype (:func:`dot64`); the update ``w −= Qᵀc`` runs in ``w``'s
+        dtype, in place (no vector-sized temporaries).
         """
         for _ in range(2):
-            before = float(torch.linalg.vector_norm(w))
+            before = norm64(w)
             filled = self._filled()
-            coeffs = [b @ w.to(b.dtype) for b in filled]  # all coefficients from the same w: classical GS
+            coeffs = [dot64(b, w) for b in filled]  # all coefficients from the same w: classical GS
             for b, c in zip(filled, coeffs, strict=True):
-                if w.dtype == b.dtype:
-                    w.addmv_(b.T, c, alpha=-1.0)
-                else:
-                    w = w - (c @ b).to(w.dtype)
-            if float(torch.linalg.vector_norm(w)) > DGKS_KEPT * before:
+                _sub_rows(w, b, c)
+            if norm64(w) > DGKS_KEPT * before:
                 break
         return w
 
@@ -241,23 +277,21 @@ class Krylov:
     After ``m`` steps, ``alpha`` (m,) and ``beta`` (m,) hold ``T_m``'s diagonal and off-diagonal
     (``beta[m-1]`` is ``β_m``, the coupling to the next basis vector, used for residuals).
 
-    Precision: the products run in the operator's dtype (float32 by default), but the recurrence
-    (α = qᵀHq, β, the Gram-Schmidt coefficients and the vector being orthogonalised) runs in float64, and
-    by default the basis is stored in float64 too, as ARPACK does. In float32 those inner products over
-    ~10⁵ entries put errors of several 1e-6 into ``T_m`` (measured on a 106k-parameter CNN: λmax off by
-    4–7e-6 with a float32 recurrence, 1e-8 with this one, at the same number of products). A float32
-    basis with a float64 working vector is not enough either: its float32 Gram-Schmidt coefficients
-    leave top-3 eigenvalues of a 200k float32 operator off by 1.1e-6 (float64 basis: 6.5e-8), and
-    converting it on the fly cost twice the time of a float64 basis on 11M parameters. Estimators
-    that need less (the Krylov trace estimator, SLQ) store the basis in the operator's dtype with
-    ``basis_dtype`` to halve its memory; the Gram-Schmidt coefficients are then computed in that dtype
-    too, while α and β stay float64 (eigenvalues to ~1e-6 relative on the test operator of that size).
+    Precision: the vectors (basis rows and the working vector) are kept in the parameters' dtype and on
+    their device (float32 by default: half the memory and half the memory traffic of a float64 basis),
+    while every inner product — α = qᵀHq, β = ‖w‖ and the Gram-Schmidt coefficients — is accumulated in
+    float64 (:func:`dot64`) and ``T_m`` and its eigen-decomposition are float64. Inner products
+    accumulated in float32 over ~10⁵ entries put errors of several 1e-6 into ``T_m`` (measured on a
+    106k-parameter CNN: λmax off by 4–7e-6 with a float32 recurrence; top-3 eigenvalues of a 200k
+    float32 operator off by 1.1e-6 with float32 Gram-Schmidt coefficients); with float64 accumulation
+    what is left is the rounding of the stored vectors, ~2⁻²⁴‖H‖ per step like the products' own, which
+    the true residual of each reported pair measures (:mod:`lscape_cli.core.eigen_bounds`).
 
     Args:
         op: the symmetric operator.
         start: flat starting vector (normalised here).
         capacity: the number of steps that will be run, when known (allocates the basis exactly).
-        basis_dtype: dtype the basis rows are stored in (default float64).
+        basis_dtype: dtype of the basis and working vectors (default: ``start``'s, the operator's).
     """
 
     def __init__(
@@ -265,15 +299,16 @@ class Krylov:
         op: Operator,
         start: torch.Tensor,
         capacity: int | None = None,
-        basis_dtype: torch.dtype = torch.float64,
+        basis_dtype: torch.dtype | None = None,
     ) -> None:
         self.op = op
         self.dtype = start.dtype  # the operator's dtype: products run in it
-        self.basis = Basis(start.numel(), basis_dtype, start.device, capacity)
+        vdtype = basis_dtype if basis_dtype is not None else start.dtype
+        self.basis = Basis(start.numel(), vdtype, start.device, capacity)
         self.alpha: list[float] = []
         self.beta: list[float] = []
-        start = start.double()
-        self.next: torch.Tensor | None = start / torch.linalg.vector_norm(start)
+        start = start.to(vdtype, copy=True)
+        self.next: torch.Tensor | None = start.div_(norm64(start))
         self._scale = 0.0  # running max |α|, |β|: the breakdown test is relative to ‖T‖
         self.krylov_dim: int | None = None  # steps before the first breakdown (None: none yet)
 
@@ -283,13 +318,13 @@ class Krylov:
             raise RuntimeError("Lanczos step after breakdown: call restart() first")
         q = self.next
         self.basis.append(q)
-        w = flatten(self.op(unflatten(q.to(self.dtype), self.op.params))).double()
-        a = float(q @ w)
+        w = flatten(self.op(unflatten(q.to(self.dtype), self.op.params))).to(self.basis.dtype)
+        a = float(dot64(q, w))
         w.sub_(q, alpha=a)
         if len(self.beta) > 0:
-            w.sub_(self.basis.row(-2).double(), alpha=self.beta[-1])
+            w.sub_(self.basis.row(-2), alpha=self.beta[-1])
         w = self.basis.project_out(w)
-        b = float(torch.linalg.vector_norm(w))
+        b = norm64(w)
         self._scale = max(self._scale, abs(a), b)
         self.alpha.append(a)
         exhausted = b <= 10 * torch.finfo(self.dtype).eps * self._scale
@@ -303,8 +338,9 @@ class Krylov:
             self.krylov_dim = self.size
         if self.basis.size >= self.basis.n:
             return False
-        w = self.basis.project_out(flatten(gaussian(self.op.params, generator)).double())
-        self.next = w / torch.linalg.vector_norm(w)
+        w = flatten(gaussian(self.op.params, generator)).to(self.basis.dtype, copy=True)
+        w = self.basis.project_out(w)
+        self.next = w.div_(norm64(w))
         return True
 
     @property
