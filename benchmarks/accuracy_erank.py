@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from lscape_cli import datasets, models
-from lscape_cli.core import density
-from lscape_cli.core.hvp import HVP, Objective, flatten, unflatten
+from lscape_cli.core.linalg import density
+from lscape_cli.core.linalg.hvp import HVP, Objective, flatten, unflatten
 from lscape_cli.core.objective import loss_mean
 
 CASES = {

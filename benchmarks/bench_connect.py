@@ -4,9 +4,9 @@ Seed 000's MLP pair (sample_checkpoints/mlp-d4-r000 and -r001: 784-48x4-10, MSE 
 the 4,000 mnist-5k training images the checkpoints' metadata names, 51 points. All methods run in one
 process, interleaved (A B C A B C ...), ``--repeats`` times; the table gives medians and ratios.
 
-- lscape: ``core.connectivity.evaluate_path`` -- 51 points alpha = 0, 1/50, ..., 1 (both ends) placed
+- lscape: ``core.connectivity.paths.evaluate_path`` -- 51 points alpha = 0, 1/50, ..., 1 (both ends) placed
   as ``(1 - alpha) theta_A + alpha theta_B``, loss *and* accuracy per point, through
-  ``core.surface.evaluate_points`` (first layer factored out of the path where the model allows it).
+  ``core.landscape.surface.evaluate_points`` (first layer factored out of the path where the model allows it).
 - loss-landscapes 3.0.6 ``linear_interpolation(A, B, Loss(...), steps=51)``: 51 points alpha = 1/51, ...,
   1 (never alpha = 0) reached by adding ``(theta_B - theta_A) / 51`` in place 51 times, loss only. Run
   as documented (its ``Loss`` metric evaluates with autograd on) and inside ``torch.no_grad()``.
@@ -37,7 +37,7 @@ from _machine import cpu_name  # noqa: E402
 
 from lscape_cli import datasets  # noqa: E402
 from lscape_cli.cli.options import data_root  # noqa: E402
-from lscape_cli.core import connectivity as C  # noqa: E402
+from lscape_cli.core.connectivity import paths as C  # noqa: E402
 from lscape_cli.core.objective import loss_mean  # noqa: E402
 from lscape_cli.models.loading import load_model  # noqa: E402
 

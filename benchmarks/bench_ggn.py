@@ -114,9 +114,9 @@ def exact_trace(p: Problem, chunk: int = 25) -> float:
 
 
 def reference(name: str, samples: int | None) -> dict[str, Any]:
-    from lscape_cli.core import spectrum
-    from lscape_cli.core.curvature import GGN, Curvature
-    from lscape_cli.core.hvp import Objective
+    from lscape_cli.core.linalg import spectrum
+    from lscape_cli.core.linalg.curvature import GGN, Curvature
+    from lscape_cli.core.linalg.hvp import Objective
 
     cache = Path.home() / ".cache" / "lscape" / "bench-ref" / f"ggn-{name}-{samples}.json"
     if cache.exists():
@@ -145,8 +145,8 @@ class Count:
 
 def lscape_op(p: Problem) -> Any:
     """The operator `lscape probe --curvature ggn` builds (memory plan included)."""
-    from lscape_cli.core.curvature import GGN, Curvature
-    from lscape_cli.core.hvp import Objective, plan
+    from lscape_cli.core.linalg.curvature import GGN, Curvature
+    from lscape_cli.core.linalg.hvp import Objective, plan
 
     obj = Objective.from_module(p.model, p.x, p.y, p.loss)
     pl = plan(obj)
@@ -186,7 +186,7 @@ def eigenthings_op(p: Problem) -> Any:
 
 def products(p: Problem, count: int, ref_dir: torch.Tensor, ref_prod: torch.Tensor) -> list[dict[str, Any]]:
     """Seconds per product (median of ``count``, interleaved) and agreement with the float64 product."""
-    from lscape_cli.core.hvp import flatten, unflatten
+    from lscape_cli.core.linalg.hvp import flatten, unflatten
 
     like = {n: t.detach() for n, t in p.model.named_parameters()}
     v = ref_dir.to(torch.float32)
@@ -221,8 +221,8 @@ def entries() -> list[tuple[str, str, str, Callable[[Problem, int], float]]]:
     import hessian_eigenthings as he
     from scipy.sparse.linalg import eigsh
 
-    from lscape_cli.core import spectrum
-    from lscape_cli.core import trace as tr
+    from lscape_cli.core.linalg import spectrum
+    from lscape_cli.core.linalg import trace as tr
 
     def l_eig(p: Problem, seed: int) -> float:
         r = spectrum.lanczos(lscape_op(p), k=1, tol=EIG_TOL, seed=seed)
@@ -448,8 +448,8 @@ def main() -> None:
         ref = reference(name, samples)
         p = load(name, samples, torch.float32)
         print(f"{p.label}: reference {ref}", file=sys.stderr, flush=True)
-        from lscape_cli.core.curvature import GGN, Curvature
-        from lscape_cli.core.hvp import Objective, flatten, unflatten
+        from lscape_cli.core.linalg.curvature import GGN, Curvature
+        from lscape_cli.core.linalg.hvp import Objective, flatten, unflatten
 
         p64 = load(name, samples, torch.float64)
         obj64 = Objective.from_module(p64.model, p64.x, p64.y, p64.loss)

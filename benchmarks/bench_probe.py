@@ -191,9 +191,9 @@ def file_sha(path: Path) -> str:
 
 def reference(path: Path, samples: int | None, ref_matvecs: int, need_min: bool) -> dict[str, Any]:
     """λ1..3, tr(H), ‖H‖_F (and λmin roughly, for curvlinops' density boundaries) in float64, cached."""
-    from lscape_cli.core import spectrum
-    from lscape_cli.core import trace as tr
-    from lscape_cli.core.hvp import HVP, Objective
+    from lscape_cli.core.linalg import spectrum
+    from lscape_cli.core.linalg import trace as tr
+    from lscape_cli.core.linalg.hvp import HVP, Objective
 
     cache = Path.home() / ".cache" / "lscape" / "bench-ref" / f"{file_sha(path)}-{samples}-{ref_matvecs}.json"
     ref = json.loads(cache.read_text()) if cache.exists() else {}
@@ -289,7 +289,7 @@ _PLANS: dict[int, Any] = {}  # one memory plan per problem, as `lscape probe` ma
 
 def lscape_op(p: Problem) -> Any:
     """The operator `lscape probe` builds: chunked and retained by the measured memory plan."""
-    from lscape_cli.core.hvp import HVP, Objective, plan
+    from lscape_cli.core.linalg.hvp import HVP, Objective, plan
 
     obj = Objective.from_module(p.model, p.x, p.y, p.loss)
     pl = _PLANS.setdefault(id(p), plan(obj))
@@ -316,8 +316,8 @@ class Entry:
 
 
 def lscape_entries(c: dict[str, Any]) -> list[Entry]:
-    from lscape_cli.core import density, spectrum
-    from lscape_cli.core import trace as tr
+    from lscape_cli.core.linalg import density, spectrum
+    from lscape_cli.core.linalg import trace as tr
 
     def eig(k: int, stop: str) -> Callable[[Problem, int], dict[str, Any]]:
         def run(p: Problem, seed: int) -> dict[str, Any]:
@@ -784,7 +784,7 @@ def calibrate(p: Problem, ref: dict[str, Any]) -> dict[str, Any]:
     # own operator, which rebuilds the gradient graph for every product).
     n = 40
     op = lscape_op(p)
-    from lscape_cli.core.hvp import flatten, unflatten
+    from lscape_cli.core.linalg.hvp import flatten, unflatten
 
     with op:
         lam_op = he.LambdaOperator(lambda v: flatten(op(unflatten(v, op.params))), size=p.n_params)

@@ -19,8 +19,8 @@ the one-thread process: on a shared machine, wall time adds whatever the other j
 - ``gradient``: loss and gradient;
 - ``double backward``: the plain autograd HVP, a gradient graph built and used once per product;
 - ``retained graph``: a backward pass through a gradient graph built once (what PyHessian does);
-- ``lscape``: :class:`lscape_cli.core.hvp.HVP` with the memory plan ``lscape probe`` uses (chunking
-  and kept graphs from :func:`lscape_cli.core.hvp.plan`), graph built once;
+- ``lscape``: :class:`lscape_cli.core.linalg.hvp.HVP` with the memory plan ``lscape probe`` uses (chunking
+  and kept graphs from :func:`lscape_cli.core.linalg.hvp.plan`), graph built once;
 - ``pyhessian``: PyHessian 0.1's product (``hessian_vector_product`` through its kept graph);
 - ``curvlinops``: curvlinops' ``HessianLinearOperator @ v``.
 
@@ -121,7 +121,7 @@ def measure(name: str, repeats: int, eig: bool) -> dict[str, Any]:
 
     A round calls each method often enough to take about 0.2 s (small models) and keeps the mean.
     """
-    from lscape_cli.core.hvp import HVP, Objective, gaussian, plan
+    from lscape_cli.core.linalg.hvp import HVP, Objective, gaussian, plan
 
     model, x, y = problem(name)
     obj = Objective.from_module(model, x, y, "ce")
@@ -241,7 +241,7 @@ class _TimedOperator:
 
 def _eig(obj: Any, op: Any, kept: Any, leaves: list[torch.Tensor], model: nn.Module, x: Any, y: Any) -> Any:
     """λmax to 1e-4: lscape's Lanczos and PyHessian's power iteration, wall time and residual."""
-    from lscape_cli.core import spectrum
+    from lscape_cli.core.linalg import spectrum
 
     out: dict[str, Any] = {}
     op.close()  # lscape's run builds its own graph, as lscape probe does

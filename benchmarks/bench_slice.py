@@ -9,12 +9,12 @@ Plane, 51 x 51 points:
 - loss-landscapes 3.0.6 ``random_plane(model, Loss(...), distance=1, steps=51, normalization="filter",
   deepcopy_model=True)``: uniform (not Gaussian) directions, the plane walked by in-place steps in a
   snake order, loss only.
-- point by point: ``core.surface.evaluate_points_reference``, one full forward per point (the engine
+- point by point: ``core.landscape.surface.evaluate_points_reference``, one full forward per point (the engine
   of most tools), loss and accuracy.
 - floor: the three first-layer products ``X W0^T``, ``X D1^T``, ``X D2^T`` once, then the other layers
   per point, written out by hand for this MLP (loss only) -- what the issue measured as the floor.
-- lscape: ``core.directions.random_directions`` (two filter-normalised Gaussian directions) plus
-  ``core.surface.SurfaceEvaluator`` over the grid in rows of 51 (strategy ``loop``; also ``vmap``):
+- lscape: ``core.landscape.directions.random_directions`` (two filter-normalised Gaussian directions) plus
+  ``core.landscape.surface.SurfaceEvaluator`` over the grid in rows of 51 (strategy ``loop``; also ``vmap``):
   the code path of ``lscape slice``, loss and accuracy at every point.
 
 Line, 51 points from A to B (sample_checkpoints/mlp-d4-r001): loss-landscapes ``linear_interpolation``
@@ -50,10 +50,10 @@ from _machine import cpu_name  # noqa: E402
 
 from lscape_cli import datasets  # noqa: E402
 from lscape_cli.cli.options import data_root  # noqa: E402
-from lscape_cli.core import directions as D  # noqa: E402
-from lscape_cli.core import slices as S  # noqa: E402
+from lscape_cli.core.landscape import directions as D  # noqa: E402
+from lscape_cli.core.landscape import slices as S  # noqa: E402
+from lscape_cli.core.landscape.surface import Subspace, SurfaceEvaluator, evaluate_points_reference  # noqa: E402
 from lscape_cli.core.objective import loss_mean  # noqa: E402
-from lscape_cli.core.surface import Subspace, SurfaceEvaluator, evaluate_points_reference  # noqa: E402
 from lscape_cli.models.loading import load_model  # noqa: E402
 
 STEPS = int(os.environ.get("BENCH_SLICE_STEPS", "51"))  # smaller only to smoke-test this script

@@ -5,7 +5,7 @@ theta0 ~ N(0, I), full-batch Adam lr 1e-3 on the 4,000 mnist-5k training images,
 end (as `--eval-every` large). Three ways, in one process, interleaved (A B C A B C ...), ``--repeats``
 times, medians:
 
-- batched: ``core.training.train_restarts`` with R seeds (what ``lscape train --restarts R`` runs).
+- batched: ``core.training.engine.train_restarts`` with R seeds (what ``lscape train --restarts R`` runs).
 - sequential: ``train_restarts`` R times with one seed each (what R runs of ``lscape train --restarts 1``
   run, without the R process start-ups of ~4 s each that a shell loop would add).
 - plain: a hand-written PyTorch loop training one model (``nn.Module``, ``torch.optim.Adam``, full
@@ -40,7 +40,7 @@ from _machine import cpu_name  # noqa: E402
 from lscape_cli import datasets, models  # noqa: E402
 from lscape_cli.cli.options import data_root  # noqa: E402
 from lscape_cli.core.objective import loss_mean  # noqa: E402
-from lscape_cli.core.training import TrainConfig, init_parameters, train_restarts  # noqa: E402
+from lscape_cli.core.training.engine import TrainConfig, init_parameters, train_restarts  # noqa: E402
 
 DEPTHS = (1, 4, 10)
 PROTOCOL_STEPS = 100_000  # seed 000's step cap

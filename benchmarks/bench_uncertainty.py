@@ -3,7 +3,7 @@
 For each problem (an MSE MLP and a CE CNN, small enough for a dense Hessian), dtype (float64, float32),
 trace method (hutchinson, hutch++, krylov-hutch++) and seed, the script makes the calls ``lscape probe
 --trace --frobenius`` makes (one operator, the rounding measurement of
-:mod:`lscape_cli.core.rounding`, the estimator with the default 45 products) and compares the estimates
+:mod:`lscape_cli.core.linalg.rounding`, the estimator with the default 45 products) and compares the estimates
 with the exact values from a dense float64 ``torch.func.hessian`` at the same weights. For every
 (problem, dtype, method, quantity) it reports
 
@@ -13,7 +13,7 @@ with the exact values from a dense float64 ``torch.func.hessian`` at the same we
 - the median ``rounding / stderr``;
 - the fractions of seeds with ``|z| < 1, 2, 3``, ``z = (estimate − exact) / uncertainty``, where
   ``uncertainty = √((k_ν·stderr)² + rounding²)`` is the record's key (``k_ν`` the Student-t factor of
-  :func:`lscape_cli.core.trace.t_factor`); the target is 90–99% for ``|z| < 2`` (95.4% nominal);
+  :func:`lscape_cli.core.linalg.trace.t_factor`); the target is 90–99% for ``|z| < 2`` (95.4% nominal);
 - the largest ``|z|``.
 
 With ``--replicates R`` it also measures the alternative the trace module's docstring rejects: the
@@ -48,8 +48,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from lscape_cli import datasets, models  # noqa: E402
-from lscape_cli.core import rounding, trace  # noqa: E402
-from lscape_cli.core.hvp import HVP, DenseOperator, Objective, flatten, unflatten  # noqa: E402
+from lscape_cli.core.linalg import rounding, trace  # noqa: E402
+from lscape_cli.core.linalg.hvp import HVP, DenseOperator, Objective, flatten, unflatten  # noqa: E402
 from lscape_cli.core.objective import loss_mean  # noqa: E402
 
 PROBLEMS = {  # name: (architecture, options, loss, samples, Adam steps)

@@ -181,7 +181,7 @@ def probe(
         max_batch: samples per forward pass (memory only).
         initial_params: the parameters training started from (name -> tensor), the centre of the
             PAC-Bayes prior of ``pac_bayes=True``; None: a prior centred at 0 (the record says so).
-        **request: fields of :class:`lscape_cli.core.probe.ProbeRequest` (``lambda_max``, ``top_k``,
+        **request: fields of :class:`lscape_cli.core.probe.engine.ProbeRequest` (``lambda_max``, ``top_k``,
             ``trace``, ``frobenius``, ``density``, ``grad_norm``, ``sharpness_eps``, ``tol``, ``seed``,
             ...); with none of the measurements asked for, ``lambda_max`` is.
 
@@ -198,9 +198,9 @@ def probe(
         >>> res["trace"]["num_matvecs"] > 0 and res["trace"]["stderr"] >= 0
         True
     """
-    from lscape_cli.core.hvp import Objective
-    from lscape_cli.core.pac_bayes import Prior
-    from lscape_cli.core.probe import ProbeRequest, run_probe
+    from lscape_cli.core.linalg.hvp import Objective
+    from lscape_cli.core.probe.engine import ProbeRequest, run_probe
+    from lscape_cli.core.probe.pac_bayes import Prior
 
     x, y = _pick(data, model, split)
     measures = ("lambda_max", "top_k", "lambda_min", "trace", "frobenius", "density", "grad_norm")
@@ -265,8 +265,8 @@ def slice(  # noqa: A001 - the command's name
         >>> res["grid"]["shape"], res["grid"]["alpha"][2]
         ([1, 5], 0.0)
     """
-    from lscape_cli.core.slice_request import SliceRequest
-    from lscape_cli.core.slice_run import SliceData, run_slice
+    from lscape_cli.core.landscape.slice_request import SliceRequest
+    from lscape_cli.core.landscape.slice_run import SliceData, run_slice
     from lscape_cli.distributed import Group
 
     x, y = _pick(data, model, split)
@@ -320,7 +320,7 @@ def connect(
     """Loss and error along the path from A to B, with barriers: ``lscape connect``'s ``results``.
 
     With ``align="weights"`` B's hidden units are also permuted onto A's (weight matching) along a
-    permutation structure derived by tracing the model (:mod:`lscape_cli.core.permutation_trace`).
+    permutation structure traced from the model (:mod:`lscape_cli.core.connectivity.permutation_trace`).
     ``data`` needs a ``train`` split; a ``test`` split is evaluated too when present.
 
     Example:
@@ -335,8 +335,8 @@ def connect(
         >>> res["aligned"]["alignment"]["function_check"]["passed"], len(res["linear"]["train"]["loss"])
         (True, 5)
     """
-    from lscape_cli.core.connectivity import ConnectRequest, Endpoint, run_connect
-    from lscape_cli.core.permutation_trace import traced_spec
+    from lscape_cli.core.connectivity.paths import ConnectRequest, Endpoint, run_connect
+    from lscape_cli.core.connectivity.permutation_trace import traced_spec
 
     data_ = splits_of(data, model_a)
     if "train" not in data_:
@@ -372,7 +372,7 @@ def train(
     """Train restarts of ``model`` from its current weights: ``lscape train``'s engine.
 
     Every restart starts from the model's parameters as they are and differs by its seed's minibatch
-    order. Returns one :class:`lscape_cli.core.training.RunResult` per seed (``state`` is the trained
+    order. Returns one :class:`lscape_cli.core.training.engine.RunResult` per seed (``state`` is the trained
     ``state_dict``; ``final`` and ``history`` are what ``NAME.train.json`` records); ``model`` itself is
     not changed.
 
@@ -386,7 +386,7 @@ def train(
         epochs: epoch budget.
         batch_size: minibatch size (``None``: full batch).
         seeds: one restart per seed, trained together.
-        **config: other fields of :class:`lscape_cli.core.training.TrainConfig` (``momentum``, ``tol``, ...).
+        **config: other fields of :class:`lscape_cli.core.TrainConfig` (``momentum``, ``tol``, ...).
 
     Example:
         >>> import torch
@@ -403,7 +403,7 @@ def train(
     """
     import copy
 
-    from lscape_cli.core.training import TrainConfig, train_restarts
+    from lscape_cli.core.training.engine import TrainConfig, train_restarts
     from lscape_cli.datasets import DatasetSpec, Splits
 
     device, dtype = _device_dtype(model)

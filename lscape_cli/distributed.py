@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lscape_cli.core.hvp import Shard
+from lscape_cli.core.linalg.hvp import Shard
 
 
 @dataclass(frozen=True)

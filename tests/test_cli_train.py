@@ -277,7 +277,7 @@ def test_ctrl_c_writes_nothing_and_keeps_the_previous_run(
 
     With ``--resume-every 0`` the state after epoch 1 is kept, and the error says where.
     """
-    from lscape_cli.core import training
+    from lscape_cli.core.training import engine as training
 
     out = tmp_path / "run"
     assert cli(*tiny_args(out, "--epochs", "1")).exit_code == 0

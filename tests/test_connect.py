@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from lscape_cli import datasets, models
-from lscape_cli.core import alignment as al
-from lscape_cli.core import connectivity as C
+from lscape_cli.core.connectivity import alignment as al
+from lscape_cli.core.connectivity import paths as C
 from lscape_cli.core.objective import evaluate
 from lscape_cli.models.loading import load_model
 from lscape_cli.storage.checkpoint import save_checkpoint

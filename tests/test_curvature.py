@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from lscape_cli import datasets, models
-from lscape_cli.core import density, spectrum, trace
-from lscape_cli.core.hvp import (
+from lscape_cli.core.linalg import density, spectrum, trace
+from lscape_cli.core.linalg.hvp import (
     HVP,
     STRATEGIES,
     DenseOperator,

@@ -2,7 +2,7 @@
 
 Three models lscape did not train (an MSE MLP, a CE CNN, a LayerNorm + GELU model given as user code),
 in float32 and float64: every bound a probe record states must be at least the true error, for top-k,
-λmin converged and unconverged, and power iteration (:mod:`lscape_cli.core.eigen_bounds` says what each
+λmin converged and unconverged, and power iteration (:mod:`lscape_cli.core.linalg.eigen_bounds` says what each
 bound claims). The dense reference is autograd's double backward (``torch.autograd.functional.hessian``),
 not ``torch.func``, whose LayerNorm second derivative is wrong in torch 2.14.
 """
@@ -14,10 +14,10 @@ import math
 import pytest
 import torch
 
-from lscape_cli.core import eigen_bounds, hvp_check, rounding
-from lscape_cli.core.hvp import Objective, flatten, unflatten
+from lscape_cli.core.linalg import eigen_bounds, hvp_check, rounding
+from lscape_cli.core.linalg.hvp import Objective, flatten, unflatten
 from lscape_cli.core.objective import loss_mean
-from lscape_cli.core.probe import ProbeRequest, run_probe
+from lscape_cli.core.probe.engine import ProbeRequest, run_probe
 from lscape_cli.errors import LscapeError
 
 

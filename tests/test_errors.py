@@ -257,7 +257,7 @@ def test_overwrite_replaces_the_outputs(tiny_run: Path, tmp_path: Path, cli, tin
 def test_unexpected_failures_are_one_line_too(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli, tiny_args, error_line
 ) -> None:
-    from lscape_cli.core import training
+    from lscape_cli.core.training import engine as training
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("kaboom")

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import torch
 
-from lscape_cli.core import budget, checks
-from lscape_cli.core.hvp import Objective
+from lscape_cli.core import budget
+from lscape_cli.core.linalg.hvp import Objective
+from lscape_cli.core.probe import checks
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_checkpoints" / "mlp-digits.safetensors"
@@ -35,11 +36,11 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def started(*args: object, **kwargs: object) -> None:
         raise AssertionError("work started before the refusal")
 
-    import lscape_cli.core.connectivity as connectivity
-    import lscape_cli.core.probe as probe
-    import lscape_cli.core.probe_batches as probe_batches
-    import lscape_cli.core.slice_run as slice_run
-    import lscape_cli.core.training as training
+    import lscape_cli.core.connectivity.paths as connectivity
+    import lscape_cli.core.landscape.slice_run as slice_run
+    import lscape_cli.core.probe.batches as probe_batches
+    import lscape_cli.core.probe.engine as probe
+    import lscape_cli.core.training.engine as training
 
     monkeypatch.setattr(probe, "run_probe", started)
     monkeypatch.setattr(probe_batches, "run_probe", started)
@@ -176,7 +177,7 @@ FAST = {"max_iter": 12, "trace_matvecs": 9, "rounding_products": 0}
 @pytest.mark.parametrize("regression", [False, True], ids=["labels", "regression"])
 def test_check_quantities_are_exactly_the_scalars_run_probe_gives(fields: dict, regression: bool) -> None:
     """Every scalar, no more: a check is refused before measuring exactly when it would fail after."""
-    from lscape_cli.core.probe import ProbeRequest, check_source, run_probe, scalar_names
+    from lscape_cli.core.probe.engine import ProbeRequest, check_source, run_probe, scalar_names
 
     req = ProbeRequest(**{**FAST, **fields})
     predicted = scalar_names(req, regression)
@@ -214,7 +215,7 @@ def test_probe_refuses_counts_beyond_the_machine(
 
 
 def test_max_iter_beyond_the_dimension_is_capped_not_refused() -> None:
-    from lscape_cli.core.probe import ProbeRequest, demands
+    from lscape_cli.core.probe.engine import ProbeRequest, demands
 
     size = budget.Problem(num_params=1000, num_samples=100)
     (lanczos,) = [d for d in demands(ProbeRequest(lambda_max=True, max_iter=10**15), size) if d.bytes]

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from lscape_cli import datasets, models
-from lscape_cli.core import blocks, spectrum
-from lscape_cli.core.curvature import GGN, Curvature, curvature_operator
-from lscape_cli.core.hvp import HVP, Objective, flatten, gaussian, unflatten
+from lscape_cli.core.linalg import blocks, spectrum
+from lscape_cli.core.linalg.curvature import GGN, Curvature, curvature_operator
+from lscape_cli.core.linalg.hvp import HVP, Objective, flatten, gaussian, unflatten
 from lscape_cli.core.objective import loss_mean, loss_sum
 
 N_SAMPLES = 48

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from lscape_cli import models
-from lscape_cli.core import _hvp_calibration as calibration
-from lscape_cli.core import hvp as H
-from lscape_cli.core import trace
-from lscape_cli.core.hvp import HVP, STRATEGIES, Objective, Timings, choose, flatten, gaussian, plan
+from lscape_cli.core.linalg import _hvp_calibration as calibration
+from lscape_cli.core.linalg import hvp as H
+from lscape_cli.core.linalg import trace
+from lscape_cli.core.linalg.hvp import HVP, STRATEGIES, Objective, Timings, choose, flatten, gaussian, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_checkpoints" / "mlp-digits.safetensors"

@@ -178,3 +178,58 @@ def test_models_modules_import_only_those_below_them() -> None:
         if t.startswith(f"{PACKAGE}.models") and t not in names[:i]
     ]
     assert not wrong, "\n".join(wrong)
+
+
+# core/'s subpackages, bottom up, as their __init__ docstrings state: each imports only those before it
+CORE_ORDER = ["linalg", "landscape", "probe", "training", "connectivity", "pareto"]
+
+
+def core_part(module: str) -> str | None:
+    """``lscape_cli.core.linalg.hvp`` -> ``linalg``; a top-level core module -> ``""``; outside core: None."""
+    parts = module.split(".")
+    if parts[:2] != [PACKAGE, "core"] or len(parts) < 3:
+        return None
+    return parts[2] if f"{PACKAGE}.core.{parts[2]}" in _core_packages() else ""
+
+
+@functools.cache
+def _core_packages() -> frozenset[str]:
+    return frozenset(f"{PACKAGE}.core.{p.parent.name}" for p in (ROOT / "core").glob("*/__init__.py"))
+
+
+def test_core_subpackages_are_the_listed_ones() -> None:
+    assert {p.rpartition(".")[2] for p in _core_packages()} == set(CORE_ORDER)
+    top = sorted(p.stem for p in (ROOT / "core").glob("*.py"))
+    assert len(top) <= 12, f"core/ has {len(top)} top-level modules: {top}"
+    for name in CORE_ORDER:  # each names its domain and what it owns
+        doc = ast.get_docstring(ast.parse((ROOT / "core" / name / "__init__.py").read_text()))
+        assert doc and "owns" in doc and "imports" in doc, f"core/{name}/__init__.py lacks its docstring"
+
+
+def test_core_layers_import_only_those_below_them() -> None:
+    graph = import_graph()
+    rank = {name: i for i, name in enumerate(CORE_ORDER)}
+    wrong = []
+    for m, targets in graph.items():
+        part = core_part(m)
+        if part is None or m == f"{PACKAGE}.core":  # outside core, or the lazy facade naming every layer
+            continue
+        for t in sorted(targets):
+            other = core_part(t)
+            if not other or other == part:
+                continue
+            if part == "" or rank[other] > rank[part]:
+                wrong.append(f"{m} imports {t}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_linear_algebra_layer_imports_no_other_core_subpackage() -> None:
+    graph = import_graph()
+    wrong = sorted(
+        f"{m} imports {t}"
+        for m, targets in graph.items()
+        if core_part(m) == "linalg"
+        for t in targets
+        if core_part(t) not in (None, "", "linalg")
+    )
+    assert not wrong, "\n".join(wrong)

@@ -11,7 +11,7 @@ import torch
 
 from lscape_cli import models
 from lscape_cli.core.objective import evaluate
-from lscape_cli.core.training import TrainConfig, init_parameters, train_restarts
+from lscape_cli.core.training.engine import TrainConfig, init_parameters, train_restarts
 from lscape_cli.errors import LscapeError
 
 CASES: dict[str, tuple[str, dict[str, Any]]] = {

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from lscape_cli import models
-from lscape_cli.core import pac_bayes as pb
-from lscape_cli.core.training import initial_states
+from lscape_cli.core.probe import pac_bayes as pb
+from lscape_cli.core.training.engine import initial_states
 from lscape_cli.models.initial import initial_prior
 from lscape_cli.models.loading import load_model
 from lscape_cli.storage.schemas import validate

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lscape_cli.core import pareto as P
+from lscape_cli.core.pareto import fronts as P
 from lscape_cli.storage.schemas import validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +152,7 @@ def test_pareto_on_a_depth_sweep(cli, sweep: Path, tmp_path: Path) -> None:
 
 
 def test_aligned_spread_of_a_permuted_copy_is_zero(cli, tmp_path: Path) -> None:
-    from lscape_cli.core import alignment
+    from lscape_cli.core.connectivity import alignment
     from lscape_cli.models.loading import load_model
     from lscape_cli.storage.checkpoint import load_checkpoint, save_checkpoint
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from lscape_cli import datasets, models
-from lscape_cli.core import sharpness as S
-from lscape_cli.core.hvp import Objective
+from lscape_cli.core.landscape import sharpness as S
+from lscape_cli.core.linalg.hvp import Objective
 from lscape_cli.models.loading import load_model
 from lscape_cli.storage.schemas import validate
 
@@ -299,8 +299,8 @@ def test_adaptive_sharpness_is_invariant_under_relu_rescaling() -> None:
     l1 = S.random_sharpness(obj, 0.1, 5, seed=0, kind="l2")
     l2 = S.random_sharpness(obj2, 0.1, 5, seed=0, kind="l2")
     assert abs(l2["s_mean"] - l1["s_mean"]) > 1e-3 * abs(l1["s_mean"])  # plain sharpness is not invariant
-    from lscape_cli.core.hvp import HVP
-    from lscape_cli.core.spectrum import lanczos
+    from lscape_cli.core.linalg.hvp import HVP
+    from lscape_cli.core.linalg.spectrum import lanczos
 
     lam1, lam2 = (lanczos(HVP(o), tol=1e-10).eigenvalues[0] for o in (obj, obj2))
     assert abs(lam2 - lam1) > 1e-3 * lam1  # and neither is lambda_max

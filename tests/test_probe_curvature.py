@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from lscape_cli import datasets
-from lscape_cli.core import blocks
-from lscape_cli.core.curvature import GGN, Curvature
-from lscape_cli.core.directions import length
-from lscape_cli.core.hvp import Objective, flatten, unflatten
+from lscape_cli.core.landscape.directions import length
+from lscape_cli.core.linalg import blocks
+from lscape_cli.core.linalg.curvature import GGN, Curvature
+from lscape_cli.core.linalg.hvp import Objective, flatten, unflatten
 from lscape_cli.models.loading import load_model
 from lscape_cli.storage.directions import load_directions
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from lscape_cli import datasets, models
-from lscape_cli.core import density, spectrum
-from lscape_cli.core import pareto as P
-from lscape_cli.core import sharpness as S
-from lscape_cli.core.hvp import HVP, Objective, flatten, gradient, norm
-from lscape_cli.core.probe import ProbeOutput, ProbeRequest, _eigen, run_probe
+from lscape_cli.core.landscape import sharpness as S
+from lscape_cli.core.linalg import density, spectrum
+from lscape_cli.core.linalg.hvp import HVP, Objective, flatten, gradient, norm
+from lscape_cli.core.pareto import fronts as P
+from lscape_cli.core.probe.engine import ProbeOutput, ProbeRequest, _eigen, run_probe
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_checkpoints" / "mlp-digits.safetensors"

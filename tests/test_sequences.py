@@ -5,7 +5,7 @@ The references never use lscape's loss code: the mean over non-padding tokens is
 ``Jᵀ (∇²_z L) J`` with ``J`` from ``jacrev`` and the output Hessian of the whole mean loss in ``z``.
 The parameter Hessian is ``torch.autograd.functional.hessian`` (a double backward), not
 ``torch.func.hessian``: forward-over-reverse is wrong through an affine LayerNorm in this torch
-(``lscape_cli.core.hvp.forward_mode_safe``; ``test_forward_mode_is_refused_through_layer_norm``).
+(``lscape_cli.core.linalg.hvp.forward_mode_safe``; ``test_forward_mode_is_refused_through_layer_norm``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lscape_cli import api
-from lscape_cli.core import spectrum
-from lscape_cli.core.curvature import GGN, Curvature
-from lscape_cli.core.hvp import HVP, Objective, flatten, unflatten
+from lscape_cli.core.linalg import spectrum
+from lscape_cli.core.linalg.curvature import GGN, Curvature
+from lscape_cli.core.linalg.hvp import HVP, Objective, flatten, unflatten
 from lscape_cli.core.losses import Loss
 from lscape_cli.models.user import UserInputs
 

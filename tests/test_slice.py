@@ -11,9 +11,14 @@ import pytest
 import torch
 
 from lscape_cli import models
-from lscape_cli.core import directions as D
-from lscape_cli.core import slices as S
-from lscape_cli.core.surface import Subspace, SurfaceEvaluator, evaluate_points, evaluate_points_reference
+from lscape_cli.core.landscape import directions as D
+from lscape_cli.core.landscape import slices as S
+from lscape_cli.core.landscape.surface import (
+    Subspace,
+    SurfaceEvaluator,
+    evaluate_points,
+    evaluate_points_reference,
+)
 from lscape_cli.storage.schemas import validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,7 +232,7 @@ def test_a_quadratic_objective_gives_the_exact_parabola() -> None:
 
 
 def test_eigen_directions_have_the_curvature_of_their_eigenvalue() -> None:
-    from lscape_cli.core.hvp import Objective
+    from lscape_cli.core.linalg.hvp import Objective
 
     model, theta, x, y = _softmax_regression_mse()
     obj = Objective.from_module(model, x, y, "mse")

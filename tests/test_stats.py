@@ -1,4 +1,4 @@
-"""core/stats.py: the one mean/variance of repeated scalar measurements."""
+"""core/linalg/stats.py: the one mean/variance of repeated scalar measurements."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from lscape_cli.core.stats import mean_stderr, mean_var
+from lscape_cli.core.linalg.stats import mean_stderr, mean_var
 
 
 def test_mean_var_and_stderr_match_the_textbook_formulas() -> None:

@@ -277,7 +277,7 @@ def test_a_product_on_streamed_data_holds_only_its_kept_chunks(tmp_path: Path) -
 
     from torch import nn
 
-    from lscape_cli.core.hvp import HVP, Objective
+    from lscape_cli.core.linalg.hvp import HVP, Objective
 
     x, y = arrays(3000, (3, 8, 8))
     disk = load(save_dir(tmp_path / "d", 3, x=x, y=y), val_size=0, test_size=0)

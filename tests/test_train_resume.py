@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from lscape_cli import models
-from lscape_cli.core.tracking import make_spec, make_tracker
-from lscape_cli.core.training import RunResult, TrainConfig, train_restarts
+from lscape_cli.core.training.engine import RunResult, TrainConfig, train_restarts
+from lscape_cli.core.training.tracking import make_spec, make_tracker
 from lscape_cli.storage.train_resume import ResumeFile, resume_path
 
 CPU = torch.device("cpu")

@@ -14,8 +14,8 @@ import torch
 
 from lscape_cli import models
 from lscape_cli.core.objective import loss_mean
-from lscape_cli.core.train_rules import LossWindow, Schedule, parse_schedule, parse_tol_rule
-from lscape_cli.core.training import TrainConfig, init_parameters, train_restarts
+from lscape_cli.core.training.engine import TrainConfig, init_parameters, train_restarts
+from lscape_cli.core.training.train_rules import LossWindow, Schedule, parse_schedule, parse_tol_rule
 
 CPU = torch.device("cpu")
 Sched = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]

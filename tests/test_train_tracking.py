@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from lscape_cli.core.probe import ProbeRequest
-from lscape_cli.core.tracking import parse_track
+from lscape_cli.core.probe.engine import ProbeRequest
+from lscape_cli.core.training.tracking import parse_track
 
 TRACK = "lambda_max,top_k:2,trace,frobenius,grad_norm,sharpness:0.05,noise:0.01"
 NAMES = ["lambda_max", "top_k", "trace", "frobenius", "grad_norm", "sharpness", "noise"]

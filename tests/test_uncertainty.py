@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import torch
 
-from lscape_cli.core import rounding, trace
-from lscape_cli.core.hvp import HVP, DenseOperator, Objective
+from lscape_cli.core.linalg import rounding, trace
+from lscape_cli.core.linalg.hvp import HVP, DenseOperator, Objective
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 60

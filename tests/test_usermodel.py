@@ -252,8 +252,8 @@ def test_a_named_torch_func_strategy_is_refused_on_layernorm(
 
 def test_measured_hvp_strategy_agrees_with_autograd_on_layernorm(tmp_path: Path) -> None:
     """torch.func's products are wrong for this model (see _dense_hessian): ``measure`` must not pick them."""
-    from lscape_cli.core._hvp_calibration import _MEASURED, calibrate
-    from lscape_cli.core.hvp import HVP, Objective
+    from lscape_cli.core.linalg._hvp_calibration import _MEASURED, calibrate
+    from lscape_cli.core.linalg.hvp import HVP, Objective
 
     namespace: dict[str, Any] = {}
     exec(MLP_LN, namespace)
@@ -448,8 +448,8 @@ def test_split_array_assigns_samples(tmp_path: Path) -> None:
 
 
 def test_permuted_copy_of_a_user_mlp_aligns_to_zero_barrier(tmp_path: Path, cli, read_json) -> None:
-    from lscape_cli.core import alignment as al
-    from lscape_cli.core.permutation_trace import traced_spec
+    from lscape_cli.core.connectivity import alignment as al
+    from lscape_cli.core.connectivity.permutation_trace import traced_spec
     from lscape_cli.storage.checkpoint import load_checkpoint, save_checkpoint
 
     model = write_model(tmp_path, "m.py", MLP_LN)
@@ -547,8 +547,8 @@ def _traced_cases() -> dict[str, tuple[Any, tuple[int, ...], int]]:
 
 @pytest.mark.parametrize("case", sorted(_traced_cases()))
 def test_traced_permutations_keep_the_function(case: str) -> None:
-    from lscape_cli.core import alignment as al
-    from lscape_cli.core.permutation_trace import traced_spec
+    from lscape_cli.core.connectivity import alignment as al
+    from lscape_cli.core.connectivity.permutation_trace import traced_spec
 
     factory, shape, groups = _traced_cases()[case]
     torch.manual_seed(0)

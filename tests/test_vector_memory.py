@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from typer.testing import Result
 
-from lscape_cli.core import spectrum
-from lscape_cli.core.hvp import DenseOperator
+from lscape_cli.core.linalg import spectrum
+from lscape_cli.core.linalg.hvp import DenseOperator
 
 
 def _operator(n: int) -> DenseOperator:

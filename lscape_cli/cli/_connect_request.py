@@ -50,7 +50,7 @@ def load_pair(
 
 def alignment_spec(setup: Any) -> Any:
     """The registry's permutation structure, or one derived by tracing a user model (or one line why not)."""
-    from lscape_cli.core.permutation_trace import spec_for
+    from lscape_cli.core.connectivity.permutation_trace import spec_for
 
     spec = setup.loaded.spec
     try:
@@ -64,7 +64,7 @@ def alignment_spec(setup: Any) -> Any:
 
 def endpoint(module: Any) -> Any:
     """The detached parameters and buffers of one end of the path."""
-    from lscape_cli.core.connectivity import Endpoint
+    from lscape_cli.core.connectivity.paths import Endpoint
 
     return Endpoint(
         {n: p.detach() for n, p in module.named_parameters()},

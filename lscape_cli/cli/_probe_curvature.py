@@ -15,7 +15,7 @@ def check_params(module: Any, patterns: list[str] | None) -> None:
     """Refuse a ``--params`` pattern that is not a regular expression or matches no parameter."""
     if not patterns:
         return
-    from lscape_cli.core import blocks
+    from lscape_cli.core.linalg import blocks
 
     try:
         blocks.select(dict(module.named_parameters()), tuple(patterns))
@@ -59,7 +59,7 @@ def save_eigenvectors(
     path: Path, vectors: list[Any], checkpoint: Path, model: dict[str, Any], results: dict[str, Any]
 ) -> None:
     """The top-k Ritz vectors as a ``lscape.directions/1`` file (kind ``eigen``) that `lscape slice` reads."""
-    from lscape_cli.core.directions import digest, unit_eigenvectors
+    from lscape_cli.core.landscape.directions import digest, unit_eigenvectors
     from lscape_cli.storage.directions import save_directions
     from lscape_cli.storage.files import sha256_file
 

@@ -10,14 +10,14 @@ from lscape_cli.errors import LscapeError
 
 def refs(checks: list[str]) -> set[str]:
     """The quantities the --check expressions name."""
-    from lscape_cli.core import checks as chk
+    from lscape_cli.core.probe import checks as chk
 
     return set().union(*(chk.referenced(e) for e in checks)) if checks else set()
 
 
 def evaluate(expr: str, scalars: dict[str, float | None], measured: set[str]) -> dict[str, Any]:
     """One --check row evaluated on the measured scalars (a measured name without a value is None)."""
-    from lscape_cli.core import checks as chk
+    from lscape_cli.core.probe import checks as chk
 
     try:
         return chk.evaluate(expr, {**dict.fromkeys(measured), **scalars})
@@ -27,8 +27,8 @@ def evaluate(expr: str, scalars: dict[str, float | None], measured: set[str]) ->
 
 def check_syntax(expr: str) -> None:
     """Refuse a --check expression that does not parse or names no quantity, before anything runs."""
-    from lscape_cli.core import checks as chk
-    from lscape_cli.core.probe import CHECK_QUANTITIES, check_source
+    from lscape_cli.core.probe import checks as chk
+    from lscape_cli.core.probe.engine import CHECK_QUANTITIES, check_source
 
     try:
         chk.parse(expr)
@@ -42,9 +42,9 @@ def check_syntax(expr: str) -> None:
 
 def check_measured(checks: list[str], req: Any, y: Any) -> set[str]:
     """The quantities ``req`` measures on targets ``y``; a check naming another is refused before measuring."""
-    from lscape_cli.core import checks as chk
     from lscape_cli.core.objective import task_of
-    from lscape_cli.core.probe import CHECK_QUANTITIES, check_source, scalar_names
+    from lscape_cli.core.probe import checks as chk
+    from lscape_cli.core.probe.engine import CHECK_QUANTITIES, check_source, scalar_names
 
     measured = scalar_names(req, task_of(y) == "regression")
     for expr in checks:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from lscape_cli.cli.console import StatusLine
 
 if TYPE_CHECKING:
-    from lscape_cli.core.slice_request import SliceRequest
-    from lscape_cli.core.slice_run import SliceData
+    from lscape_cli.core.landscape.slice_request import SliceRequest
+    from lscape_cli.core.landscape.slice_run import SliceData
     from lscape_cli.distributed import Group
     from lscape_cli.models.evaluation import EvalSetup
     from lscape_cli.storage.slice_record import SlicePaths
@@ -28,7 +28,7 @@ def run(
 ) -> dict[str, Any] | None:
     """Read the inputs, run the slice, and on rank 0 write its files; the record (None on other ranks)."""
     from lscape_cli.cli.process import invocation
-    from lscape_cli.core.slice_run import run_slice
+    from lscape_cli.core.landscape.slice_run import run_slice
     from lscape_cli.plotting.slices import save_slice_plots, slice_figure
     from lscape_cli.storage.slice_record import SliceContext, SliceFiles, load_source, write_slice
 
@@ -53,7 +53,7 @@ def run(
 
 def slice_data(setup: EvalSetup, checkpoint: Path) -> SliceData:
     """What the slice engine reads: the model, the split, the protocol and the checkpoint's digest."""
-    from lscape_cli.core.slice_run import SliceData
+    from lscape_cli.core.landscape.slice_run import SliceData
     from lscape_cli.storage.files import sha256_file
 
     metric = (setup.loaded.checkpoint.meta.get("metrics") or {}).get(f"{setup.split}_loss")

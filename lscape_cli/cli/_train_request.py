@@ -54,7 +54,7 @@ def valid_init(init: str) -> bool:
 
 def check_choices(loss: str, optimizer: str, init: str) -> None:
     """Refuse an unknown --loss or --optimizer and a malformed --init."""
-    from lscape_cli.core.training import OPTIMIZERS
+    from lscape_cli.core.training.engine import OPTIMIZERS
     from lscape_cli.models.losses import parse_loss
 
     parse_loss(loss)

@@ -43,9 +43,9 @@ def run_training(
     from lscape_cli import datasets, models
     from lscape_cli.cli._train_request import check_restart_seeds
     from lscape_cli.core import budget
-    from lscape_cli.core.probe import check_budget
-    from lscape_cli.core.tracking import make_tracker
-    from lscape_cli.core.training import relabel, train_restarts
+    from lscape_cli.core.probe.engine import check_budget
+    from lscape_cli.core.training.engine import relabel, train_restarts
+    from lscape_cli.core.training.tracking import make_tracker
     from lscape_cli.runtime import resolve_device, resolve_dtype
     from lscape_cli.storage.run_names import output_stems
 

@@ -95,8 +95,8 @@ def connect(
         checkpoint_a, checkpoint_b, model_config, device, dtype, data_root(data_root_), loss, max_batch, user
     )
     warnings += setup.warnings + [w for w in b_loaded.warnings if w not in setup.warnings]
-    from lscape_cli.core import connectivity as C
-    from lscape_cli.core.stacked import has_batchnorm
+    from lscape_cli.core.connectivity import paths as C
+    from lscape_cli.core.training.stacked import has_batchnorm
 
     perm_spec = setup.loaded.spec
     if align == "weights":

@@ -77,7 +77,7 @@ def pareto(
     allow_overwrite(overwrite)
     from lscape_cli.cli.process import invocation
     from lscape_cli.core import choices as ch
-    from lscape_cli.core.pareto_study import ParetoRequest, run_pareto
+    from lscape_cli.core.pareto.study import ParetoRequest, run_pareto
     from lscape_cli.models.loading import load_model
     from lscape_cli.plotting import pareto as plots
     from lscape_cli.storage.pareto_record import ParetoResults, write_pareto

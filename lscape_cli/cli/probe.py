@@ -115,7 +115,7 @@ def probe(
         lscape probe sample_checkpoints/mlp-d4-r000.safetensors --params 'hidden.0.*' --top-k 2 \\
             --save-eigenvectors top2.safetensors
     """  # noqa: D301 (\b keeps click from re-wrapping the examples)
-    from lscape_cli.core.probe import ProbeRequest, check_budget
+    from lscape_cli.core.probe.engine import ProbeRequest, check_budget
 
     t0 = time.perf_counter()
     checks = list(check or [])
@@ -199,7 +199,7 @@ def probe(
     known = rq.check_measured(checks, req, setup.y)
     t_load = time.perf_counter() - t0
     from lscape_cli.cli.process import invocation
-    from lscape_cli.core.probe_batches import Batches, SplitData, probe_series, probe_split
+    from lscape_cli.core.probe.batches import Batches, SplitData, probe_series, probe_split
     from lscape_cli.distributed import group_from_env
     from lscape_cli.storage.probe_record import write_probe
     from lscape_cli.storage.records import to_json

@@ -1,7 +1,7 @@
 """`lscape slice`: loss and accuracy on a line or plane through a checkpoint -> CKPT.slice.json (+ grid, plots).
 
-The command: its options -> :class:`~lscape_cli.core.slice_request.SliceRequest` ->
-:func:`~lscape_cli.core.slice_run.run_slice` -> :func:`~lscape_cli.storage.slice_record.write_slice`
+The command: its options -> :class:`~lscape_cli.core.landscape.slice_request.SliceRequest` ->
+:func:`~lscape_cli.core.landscape.slice_run.run_slice` -> :func:`~lscape_cli.storage.slice_record.write_slice`
 (which lists the files written).
 """
 
@@ -96,7 +96,7 @@ def slice_(
     """
     allow_overwrite(overwrite)
     from lscape_cli.cli.process import EXIT_INTERRUPTED, fail
-    from lscape_cli.core.slice_request import SliceRequest
+    from lscape_cli.core.landscape.slice_request import SliceRequest
     from lscape_cli.distributed import group_from_env
     from lscape_cli.storage.records import to_json
     from lscape_cli.storage.slice_record import SlicePaths

@@ -126,9 +126,9 @@ def train(
         lscape train --model cnn --epochs 200 --resume-every 60 --out runs/long --resume
     """  # noqa: D301 (a literal \b keeps Click from re-wrapping the examples)
     allow_overwrite(overwrite)
-    from lscape_cli.core.tracking import check_split, make_spec
-    from lscape_cli.core.train_rules import parse_schedule, parse_tol_rule
-    from lscape_cli.core.training import TrainConfig, shard_restarts
+    from lscape_cli.core.training.engine import TrainConfig, shard_restarts
+    from lscape_cli.core.training.tracking import check_split, make_spec
+    from lscape_cli.core.training.train_rules import parse_schedule, parse_tol_rule
 
     check_choices(loss, optimizer, init)
     loss_notes: list[str] = []

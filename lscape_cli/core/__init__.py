@@ -26,6 +26,20 @@ and :func:`layers` (parameter blocks), :func:`lanczos`, :func:`power_iteration`,
 :func:`hutchpp`, :func:`krylov_hutchpp`, :func:`slq` (spectral density), the sharpness measures,
 :func:`random_directions` / :func:`pca_directions` / :func:`eigen_directions`, :func:`align` (weight
 matching), and :data:`ProgressFn`, the one progress callback every long computation takes.
+
+Where the code lives, by domain (bottom up; each subpackage imports only those before it, and its
+``__init__`` says what it owns):
+
+- top level: what every layer shares -- :mod:`.objective` (the loss as a function of the parameters),
+  :mod:`.params`, :mod:`.losses`, :mod:`.samples`, :mod:`.attention`, :mod:`.choices` (the options'
+  vocabularies), :mod:`.progress`, and :mod:`.budget` (counts refused before any work starts).
+- :mod:`.linalg`: operators (Hessian, GGN, Fisher products) and the estimators that read them
+  (Lanczos, trace, density, eigenvalue bounds, rounding).
+- :mod:`.landscape`: directions, surfaces, slices and sharpness around one point.
+- :mod:`.probe`: the probe engine, its batches, the PAC-Bayes bound and the CI gates.
+- :mod:`.training`: restarts trained together, schedules, curvature tracked during training.
+- :mod:`.connectivity`: paths between two minima, weight matching, permutation structure.
+- :mod:`.pareto`: fit versus flatness across runs.
 """
 
 from __future__ import annotations
@@ -35,54 +49,54 @@ from typing import TYPE_CHECKING, Any
 
 _WHERE = {
     # the commands' library calls
-    "ProbeRequest": "probe",
-    "run_probe": "probe",
-    "run_on_batches": "probe",
-    "Batches": "probe_batches",
-    "SplitData": "probe_batches",
-    "probe_split": "probe_batches",
-    "SliceRequest": "slice_request",
-    "SliceData": "slice_run",
-    "SliceResult": "slice_results",
-    "run_slice": "slice_run",
-    "Grid": "slices",
-    "ConnectRequest": "connectivity",
-    "CurveConfig": "connectivity",
-    "Endpoint": "connectivity",
-    "run_connect": "connectivity",
-    "ParetoRequest": "pareto_study",
-    "run_pareto": "pareto_study",
-    "TrainConfig": "training",
-    "train_restarts": "training",
+    "ProbeRequest": "probe.engine",
+    "run_probe": "probe.engine",
+    "run_on_batches": "probe.engine",
+    "Batches": "probe.batches",
+    "SplitData": "probe.batches",
+    "probe_split": "probe.batches",
+    "SliceRequest": "landscape.slice_request",
+    "SliceData": "landscape.slice_run",
+    "SliceResult": "landscape.slice_results",
+    "run_slice": "landscape.slice_run",
+    "Grid": "landscape.slices",
+    "ConnectRequest": "connectivity.paths",
+    "CurveConfig": "connectivity.paths",
+    "Endpoint": "connectivity.paths",
+    "run_connect": "connectivity.paths",
+    "ParetoRequest": "pareto.study",
+    "run_pareto": "pareto.study",
+    "TrainConfig": "training.engine",
+    "train_restarts": "training.engine",
     # building blocks
     "LOSSES": "objective",
     "evaluate": "objective",
     "loss_sum": "objective",
-    "Objective": "hvp",
-    "HVP": "hvp",
-    "Curvature": "curvature",
-    "GGN": "curvature",
-    "curvature_operator": "curvature",
-    "restrict": "blocks",
-    "layers": "blocks",
-    "gradient": "hvp",
-    "loss_and_gradient": "hvp",
-    "EigenResult": "spectrum",
-    "lanczos": "spectrum",
-    "power_iteration": "spectrum",
-    "hutchinson": "trace",
-    "hutchpp": "trace",
-    "krylov_hutchpp": "trace",
-    "slq": "density",
-    "effective_rank": "density",
-    "random_sharpness": "sharpness",
-    "worst_case_sharpness": "sharpness",
-    "weight_noise": "sharpness",
-    "pac_bayes_sigma": "sharpness",
-    "random_directions": "directions",
-    "pca_directions": "directions",
-    "eigen_directions": "directions",
-    "align": "alignment",
+    "Objective": "linalg.hvp",
+    "HVP": "linalg.hvp",
+    "Curvature": "linalg.curvature",
+    "GGN": "linalg.curvature",
+    "curvature_operator": "linalg.curvature",
+    "restrict": "linalg.blocks",
+    "layers": "linalg.blocks",
+    "gradient": "linalg.hvp",
+    "loss_and_gradient": "linalg.hvp",
+    "EigenResult": "linalg.spectrum",
+    "lanczos": "linalg.spectrum",
+    "power_iteration": "linalg.spectrum",
+    "hutchinson": "linalg.trace",
+    "hutchpp": "linalg.trace",
+    "krylov_hutchpp": "linalg.trace",
+    "slq": "linalg.density",
+    "effective_rank": "linalg.density",
+    "random_sharpness": "landscape.sharpness",
+    "worst_case_sharpness": "landscape.sharpness",
+    "weight_noise": "landscape.sharpness",
+    "pac_bayes_sigma": "landscape.sharpness",
+    "random_directions": "landscape.directions",
+    "pca_directions": "landscape.directions",
+    "eigen_directions": "landscape.directions",
+    "align": "connectivity.alignment",
     "ProgressFn": "progress",
     # the options' vocabularies (str Enums)
     "Align": "choices",
@@ -169,8 +183,6 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from lscape_cli.core.alignment import align
-    from lscape_cli.core.blocks import layers, restrict
     from lscape_cli.core.choices import (
         Align,
         AxisScale,
@@ -188,29 +200,31 @@ if TYPE_CHECKING:
         TraceMethod,
         ZScale,
     )
-    from lscape_cli.core.connectivity import ConnectRequest, CurveConfig, Endpoint, run_connect
-    from lscape_cli.core.curvature import GGN, Curvature, curvature_operator
-    from lscape_cli.core.density import effective_rank, slq
-    from lscape_cli.core.directions import eigen_directions, pca_directions, random_directions
-    from lscape_cli.core.hvp import HVP, Objective, gradient, loss_and_gradient
-    from lscape_cli.core.objective import LOSSES, evaluate, loss_sum
-    from lscape_cli.core.pareto_study import ParetoRequest, run_pareto
-    from lscape_cli.core.probe import ProbeRequest, run_on_batches, run_probe
-    from lscape_cli.core.probe_batches import Batches, SplitData, probe_split
-    from lscape_cli.core.progress import ProgressFn
-    from lscape_cli.core.sharpness import (
+    from lscape_cli.core.connectivity.alignment import align
+    from lscape_cli.core.connectivity.paths import ConnectRequest, CurveConfig, Endpoint, run_connect
+    from lscape_cli.core.landscape.directions import eigen_directions, pca_directions, random_directions
+    from lscape_cli.core.landscape.sharpness import (
         pac_bayes_sigma,
         random_sharpness,
         weight_noise,
         worst_case_sharpness,
     )
-    from lscape_cli.core.slice_request import SliceRequest
-    from lscape_cli.core.slice_results import SliceResult
-    from lscape_cli.core.slice_run import SliceData, run_slice
-    from lscape_cli.core.slices import Grid
-    from lscape_cli.core.spectrum import EigenResult, lanczos, power_iteration
-    from lscape_cli.core.trace import hutchinson, hutchpp, krylov_hutchpp
-    from lscape_cli.core.training import TrainConfig, train_restarts
+    from lscape_cli.core.landscape.slice_request import SliceRequest
+    from lscape_cli.core.landscape.slice_results import SliceResult
+    from lscape_cli.core.landscape.slice_run import SliceData, run_slice
+    from lscape_cli.core.landscape.slices import Grid
+    from lscape_cli.core.linalg.blocks import layers, restrict
+    from lscape_cli.core.linalg.curvature import GGN, Curvature, curvature_operator
+    from lscape_cli.core.linalg.density import effective_rank, slq
+    from lscape_cli.core.linalg.hvp import HVP, Objective, gradient, loss_and_gradient
+    from lscape_cli.core.linalg.spectrum import EigenResult, lanczos, power_iteration
+    from lscape_cli.core.linalg.trace import hutchinson, hutchpp, krylov_hutchpp
+    from lscape_cli.core.objective import LOSSES, evaluate, loss_sum
+    from lscape_cli.core.pareto.study import ParetoRequest, run_pareto
+    from lscape_cli.core.probe.batches import Batches, SplitData, probe_split
+    from lscape_cli.core.probe.engine import ProbeRequest, run_on_batches, run_probe
+    from lscape_cli.core.progress import ProgressFn
+    from lscape_cli.core.training.engine import TrainConfig, train_restarts
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,7 @@ required gradients, so those modules take their fused inference kernel, whose fo
 is wrong. Measured on a 2-head ``TransformerEncoderLayer``: ``jvp(jacrev(·))`` products differed from
 the double backward and from finite differences by 2.9-25 in the Hessian's entries (the matrix was not
 even symmetric); with the fast path off they agree to 1e-14. Training's vmap over restarts
-(:mod:`lscape_cli.core.stacked`) runs under it too: the fused kernels have no batching rule, so torch
+(:mod:`lscape_cli.core.training.stacked`) runs under it too: the fused kernels have no batching rule, so torch
 would fall back to a slow per-restart loop and warn. Other loss evaluations (slices, connect) keep
 torch's own choices.
 """

@@ -94,7 +94,7 @@ class HvpStrategy(Choice):
 
 
 class CurvatureKind(Choice):
-    """The matrix every spectral quantity of `probe` describes (see ``core/curvature.py``)."""
+    """The matrix every spectral quantity of `probe` describes (see ``core/linalg/curvature.py``)."""
 
     HESSIAN = "hessian"
     GGN = "ggn"

@@ -18,7 +18,7 @@ most ``max_batch`` samples whose sums are added and divided once by the split's 
 changes nothing beyond float rounding.
 
 :class:`Objective` is that mean over one split as a function of a parameter dict (the model, the point
-``θ``, the data, the chunk size): what the Hessian-vector products of :mod:`lscape_cli.core.hvp`
+``θ``, the data, the chunk size): what the Hessian-vector products of :mod:`lscape_cli.core.linalg.hvp`
 differentiate.
 """
 
@@ -143,7 +143,7 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The whole-split objective the Hessian-vector products differentiate (:mod:`lscape_cli.core.hvp`).
+# The whole-split objective the Hessian-vector products differentiate (:mod:`lscape_cli.core.linalg.hvp`).
 
 _RANDOM_MODULES = (
     nn.Dropout,

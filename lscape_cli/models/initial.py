@@ -1,10 +1,10 @@
 """The initial parameters theta_0 a checkpoint's training started from, rebuilt from its metadata.
 
 ``lscape train`` draws restart ``r``'s initialisation from ``training.seed`` alone
-(:func:`lscape_cli.core.training.initial_states`: ``training.init`` applied to the model in float32 on
+(:func:`lscape_cli.core.training.engine.initial_states`: ``training.init`` applied to the model in float32 on
 the CPU, then cast to ``training.dtype``; a user model with ``init == "default"`` is its factory run
 under that seed, :func:`lscape_cli.models.user.seeded_states`). Redoing that draw gives theta_0 exactly,
-the centre of the PAC-Bayes prior (:class:`lscape_cli.core.pac_bayes.Prior`).
+the centre of the PAC-Bayes prior (:class:`lscape_cli.core.probe.pac_bayes.Prior`).
 
 When it cannot be redone the prior is centred at 0 and the reason becomes a warning: a file without
 training metadata (a plain safetensors file), an unknown ``init``, a user model whose file or arguments
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from lscape_cli.core.pac_bayes import Prior
+from lscape_cli.core.probe.pac_bayes import Prior
 from lscape_cli.models.user import USER_KINDS, UserModelConfig, seeded_states
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def initial_prior(loaded: LoadedModel) -> Prior:
 
 def _registry_states(module: torch.nn.Module, init: str, seed: int) -> list[dict[str, torch.Tensor]] | None:
     """``training.init`` applied to a copy of ``module`` under ``seed`` (None: an unknown init)."""
-    from lscape_cli.core.training import initial_states
+    from lscape_cli.core.training.engine import initial_states
 
     try:
         return initial_states(copy.deepcopy(module), init, [seed], torch.device("cpu"), torch.float32)

@@ -114,7 +114,7 @@ class MLP(nn.Module):
 
     # forward(x) == forward_after_first(first(first_layer_input(x))), first = first_layer_name()'s module
     def first_layer_name(self) -> str:
-        """The first module, linear in its weights (``core.surface`` factors it out of slices)."""
+        """The first module, linear in its weights (``core.landscape.surface`` factors it out of slices)."""
         return "hidden.0" if len(self.hidden) else "head"
 
     def first_layer_input(self, x: torch.Tensor) -> torch.Tensor:  # (N, *input_shape) -> (N, D)

@@ -52,7 +52,7 @@ def axis_scales(table: dict[Any, Any], axes: str) -> tuple[str, str]:
 
 def _ellipse_outline(pts: np.ndarray, logs: tuple[bool, bool]) -> tuple[np.ndarray, np.ndarray] | None:
     """The 50% ellipse of the (log10 where asked) points, as a closed outline in data coordinates."""
-    from lscape_cli.core.pareto import confidence_ellipse, mean_cov
+    from lscape_cli.core.pareto.fronts import confidence_ellipse, mean_cov
 
     if len(pts) <= 2:
         return None
@@ -160,7 +160,7 @@ def summary(results: dict[str, Any], keys: list[Any], stem: Path) -> list[Path]:
 
 def proxy(results: dict[str, Any], keys: list[Any], table: dict[Any, Any], stem: Path) -> list[Path]:
     """Normalised train/target curves and the proxy x + lambda_G y against the target (seed 000 Fig. 3)."""
-    from lscape_cli.core.pareto import minmax
+    from lscape_cli.core.pareto.fronts import minmax
 
     fig = new_figure(6.4, 6.4)
     top, bottom = fig.subplots(2, 1, sharex=True)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from lscape_cli.plotting import level_format, level_label, new_figure, save
 
 if TYPE_CHECKING:
-    from lscape_cli.core.slice_results import SliceResult
+    from lscape_cli.core.landscape.slice_results import SliceResult
 
 CMAP = "viridis"
 
@@ -41,8 +41,8 @@ class SliceFigure:
 
 
 def slice_figure(res: SliceResult, title: str) -> SliceFigure:
-    """The figure of a finished slice (rank 0's :class:`~lscape_cli.core.slice_results.SliceResult`)."""
-    from lscape_cli.core.slice_results import trajectory_coords
+    """The figure of a finished slice (rank 0's :class:`~lscape_cli.core.SliceResult`)."""
+    from lscape_cli.core.landscape.slice_results import trajectory_coords
 
     d = res.directions
     coords = trajectory_coords(res)

@@ -1,7 +1,7 @@
 """Per-layer curvature (``lscape probe --per-layer``): a table and a bar figure per probe record.
 
 Each block is a module's principal sub-matrix of the curvature (a transformer's embedding, each layer's
-attention and MLP, norms, head: :func:`lscape_cli.core.blocks.module_blocks`); its λmax carries the
+attention and MLP, norms, head: :func:`lscape_cli.core.linalg.blocks.module_blocks`); its λmax carries the
 Lanczos error bound and its trace the estimator's standard error, as recorded.
 """
 

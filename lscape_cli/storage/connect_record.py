@@ -1,8 +1,8 @@
 """The ``lscape.connect/1`` record and the checks on its two inputs (schema: ``schemas/connect.schema.json``).
 
-``config``: ``request`` (:class:`~lscape_cli.core.connectivity.ConnectRequest`), ``evaluation`` (the
+``config``: ``request`` (:class:`~lscape_cli.core.connectivity.paths.ConnectRequest`), ``evaluation`` (the
 protocol on the train and test splits, BatchNorm statistics from train), ``device``, ``dtype``, ``seed``,
-``model``. ``results``: see :func:`lscape_cli.core.connectivity.run_connect` (plus ``plot``).
+``model``. ``results``: see :func:`lscape_cli.core.connectivity.paths.run_connect` (plus ``plot``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypedDict
 
-from lscape_cli.core.connectivity import ConnectRequest
+from lscape_cli.core.connectivity.paths import ConnectRequest
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage.checkpoint import read_metadata, read_raw_metadata
 from lscape_cli.storage.records import environment, make_record

@@ -12,7 +12,7 @@ Header metadata (JSON strings):
 - ``model``: the model description of the checkpoint they were made for (``{"name", "config"}``).
 - ``directions``: ``count`` (K), ``kind`` (``random``, ``toward``, ``pca``, ``eigen``), ``settings`` (how
   they were made: norm, bias policy, seed, orthogonalisation, other checkpoint, trajectory, eigenvalues
-  ...), ``digest`` (sha256 of the tensors, :func:`lscape_cli.core.directions.digest`), ``origin``
+  ...), ``digest`` (sha256 of the tensors, :func:`lscape_cli.core.landscape.directions.digest`), ``origin``
   (``{"checkpoint": file name, "sha256"}`` of the centre they were made at).
 """
 

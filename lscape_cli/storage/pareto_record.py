@@ -2,7 +2,7 @@
 
 ``config``: ``inputs`` (the paths given), ``runs`` (one entry per checkpoint: ``checkpoint``, ``sha256``,
 ``sources`` -- the record each metric came from). ``results``: see
-:func:`lscape_cli.core.pareto_study.run_pareto` and docs/formats.md, plus ``figures`` (file names).
+:func:`lscape_cli.core.pareto.study.run_pareto` and docs/formats.md, plus ``figures`` (file names).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The ``lscape.probe/1`` record (schema: ``storage/schemas/probe.schema.json``).
 
-``config``: ``request`` (every field of :class:`~lscape_cli.core.probe.ProbeRequest`), ``evaluation``
+``config``: ``request`` (every field of :class:`~lscape_cli.core.probe.engine.ProbeRequest`), ``evaluation``
 (the protocol), ``device``, ``dtype``, ``seed``, ``num_batches``, ``batch_size``, ``world_size``,
-``model``. ``results``: see :mod:`lscape_cli.core.probe` (plus ``checks`` for ``--check`` gates).
+``model``. ``results``: see :mod:`lscape_cli.core.probe.engine` (plus ``checks`` for ``--check`` gates).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypedDict
 
-from lscape_cli.core.probe import ProbeRequest
-from lscape_cli.core.probe_batches import Batches
+from lscape_cli.core.probe.batches import Batches
+from lscape_cli.core.probe.engine import ProbeRequest
 from lscape_cli.storage.records import environment, make_record, write_record
 
 PROBE_SCHEMA = "lscape.probe/1"
@@ -22,7 +22,7 @@ class ProbeResults(TypedDict, total=False):
     """``results`` of a ``lscape.probe/1`` record: one entry per measurement asked for.
 
     Every estimate carries its method, budget, seed and uncertainty; the keys of each entry are listed
-    in :mod:`lscape_cli.core.probe`.
+    in :mod:`lscape_cli.core.probe.engine`.
     """
 
     loss: dict[str, Any]  # value, accuracy, num_samples at the checkpoint

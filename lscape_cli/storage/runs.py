@@ -124,7 +124,7 @@ def _note_conflicts(run: Run, scalars: dict[str, Any], path: Path) -> None:
 
     Two probes of one checkpoint with other settings (a batch size, a sharpness radius) may both give
     ``lambda_max``; the last record read would silently win. Such a metric is refused where it is used
-    (:func:`lscape_cli.core.pareto_study`), naming the records; metrics nobody asks for do not matter.
+    (:func:`lscape_cli.core.pareto.study`), naming the records; metrics nobody asks for do not matter.
     """
     for key, value in scalars.items():
         old = run.sources.get(key)

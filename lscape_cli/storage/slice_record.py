@@ -3,7 +3,7 @@
 Outputs (STEM = the record's path without ``.json``, by default ``CKPT.slice``):
 
 - ``STEM.json``: the ``lscape.slice/1`` record, written by :func:`write_slice` (its ``results`` from
-  :mod:`lscape_cli.core.slice_results`; keys in docs/formats.md).
+  :mod:`lscape_cli.core.landscape.slice_results`; keys in docs/formats.md).
 - ``STEM.safetensors``: the grid (``lscape.slice-grid/1``, :mod:`lscape_cli.storage.slices`).
 - ``STEM.directions.safetensors``: the directions (``lscape.directions/1``), reusable with ``--directions``.
 - ``STEM.lines.{png,pdf}`` (1-D) or ``STEM.{contour,surface,heatmap}.{png,pdf}`` (2-D).
@@ -19,9 +19,9 @@ from typing import Any, TypedDict, cast
 
 import torch
 
-from lscape_cli.core.slice_directions import SliceDirections, SliceInput
-from lscape_cli.core.slice_request import SliceRequest
-from lscape_cli.core.slice_results import SliceResult
+from lscape_cli.core.landscape.slice_directions import SliceDirections, SliceInput
+from lscape_cli.core.landscape.slice_request import SliceRequest
+from lscape_cli.core.landscape.slice_results import SliceResult
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage import slices as grids
 from lscape_cli.storage.files import remove_on_commit, sha256_file
@@ -133,7 +133,10 @@ def load_source(req: SliceRequest, model_config: Path | None) -> SliceInput | No
 
 
 class SliceFiles:
-    """The store of a running slice (:class:`lscape_cli.core.slice_run.SliceStore`): directions, partials."""
+    """The store of a running slice: directions, partials.
+
+    It is the :class:`lscape_cli.core.landscape.slice_run.SliceStore` that storage provides.
+    """
 
     def __init__(self, paths: SlicePaths, checkpoint: Path, checkpoint_sha256: str, model: dict[str, Any]):
         self.paths, self.checkpoint, self.sha256, self.model = paths, checkpoint, checkpoint_sha256, model
@@ -212,7 +215,7 @@ def write_slice(
     """
     import time
 
-    from lscape_cli.core.slice_results import trajectory_coords
+    from lscape_cli.core.landscape.slice_results import trajectory_coords
 
     t = time.perf_counter()
     a = torch.tensor(res.grid.alphas, dtype=torch.float64)

@@ -15,7 +15,7 @@ The ``lscape.train/1`` record (schema: ``storage/schemas/train.schema.json``): `
   ``share_of_training`` (that over the training wall time, which includes it), ``restart_wall_time_s``
   (this restart's share), ``num_matvecs`` (Hessian-vector products spent on this restart) and
   ``epochs`` (the tracked epochs). ``config.tracking`` holds the tracking protocol
-  (:meth:`lscape_cli.core.tracking.Tracker.describe`), and each tracked ``history`` entry a ``tracked``
+  (:meth:`lscape_cli.core.training.tracking.Tracker.describe`), each tracked ``history`` entry a ``tracked``
   dict (quantity -> what ``lscape probe`` writes under ``results.<quantity>``) and ``tracking_cost``.
 
 While it trains, the run keeps ``OUT/NAME.resume.pt`` (:mod:`lscape_cli.storage.train_resume`) for
@@ -35,7 +35,7 @@ from typing import Any, TypedDict
 import torch
 
 from lscape_cli import __version__
-from lscape_cli.core.training import RunResult
+from lscape_cli.core.training.engine import RunResult
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage.checkpoint import CheckpointMeta, save_checkpoint, save_trajectory
 from lscape_cli.storage.files import remove_on_commit, sha256_file

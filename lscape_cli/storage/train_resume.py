@@ -1,6 +1,6 @@
 """The resume state of `lscape train`: ``OUT/NAME.resume.pt`` (``OUT/NAME.shard-I-of-N.resume.pt`` per shard).
 
-While a run trains it keeps its :class:`~lscape_cli.core.training.TrainState` here at the end of an
+While a run trains it keeps its :class:`~lscape_cli.core.training.engine.TrainState` here at the end of an
 epoch, at most every ``--resume-every`` seconds, written at once (outside the command's output
 transaction) and atomically, so a run killed at any moment leaves the previous state or the new one.
 ``--resume`` continues from it when its key (everything that fixes the numbers: the resolved training
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from lscape_cli.core.training import TrainState
+from lscape_cli.core.training.engine import TrainState
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage.files import atomic_path, immediate, remove_on_commit
 
@@ -67,7 +67,7 @@ def resume_key(context: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
 
 
 class ResumeFile:
-    """A run's :class:`~lscape_cli.core.training.ResumeStore` on disk (see the module docstring)."""
+    """A run's :class:`~lscape_cli.core.training.engine.ResumeStore` on disk (see the module docstring)."""
 
     def __init__(self, path: Path, key: dict[str, Any], requested: bool, every_s: float) -> None:
         self.path, self.key, self.requested, self.every_s = path, key, requested, every_s
