@@ -35,6 +35,8 @@ PAPER_TABLES = {
     "seed000": ["depths"],
     "seed001": ["table1", "table2", "table3", "table4", "table5"],
     "seed002": ["table1", "table2"],
+    "seed003": ["final"],
+    "seed004": ["geometry", "robustness", "connectivity"],
 }
 
 
