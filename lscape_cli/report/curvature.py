@@ -164,7 +164,8 @@ def _sharpness(kind: Any, eps: Any, stat: Any = None) -> CellFn:
                 base = f"/results/batches/summary/{name}"
                 return spread_cell(r, d, base, f"{what}; mean ± std [min, max] over batches")
             rnd = row.get("random") or {}
-            over = f"over {rnd.get('num_directions')} random {row.get('kind')} directions at radius {rnd.get('eps')}"
+            n, k = rnd.get("num_directions"), row.get("kind")
+            over = f"over {n} random {k} directions at radius {rnd.get('eps')}"
             if mean:
                 note = f"mean loss rise {over}, ± its standard error, seed {rnd.get('seed')}"
                 return pm_cell(r, d, f"{pointer}/random/s_mean", f"{pointer}/random/s_mean_stderr", note)

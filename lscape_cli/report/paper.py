@@ -9,10 +9,11 @@ A table is ``NAME=COLUMNS`` with options after ``;`` (``where=KEY=VALUE``, ``sor
 - a train value: ``test_accuracy``, ``test_loss``, ``train_loss``, ``val_loss`` (and accuracies),
   ``gap_acc``, ``gap_loss``, ``epochs``, ``best_epoch``, ``parameters``, ``stop``;
 - a probe value: ``lambda_max``, ``lambda_K``, ``trace``, ``frobenius``, ``lambda_min``,
-  ``condition_number``, ``effective_rank``, ``grad_norm``, ``sharpness`` (``kind``, ``eps``, ``stat`` max/mean), ``noise``
-  (``sigma``), ``pac_bayes_sigma``, ``pac_bayes_bound``, ``stability``; the probe record is chosen by
-  ``split``, ``method`` (of λmax/top-k), ``batches`` (number of batches; ``whole``: the whole split)
-  and ``record`` (a part of its path), else the first record by path that holds the value;
+  ``condition_number``, ``effective_rank``, ``grad_norm``, ``sharpness`` (``kind``, ``eps``,
+  ``stat`` max/mean), ``noise`` (``sigma``), ``pac_bayes_sigma``, ``pac_bayes_bound``, ``stability``;
+  the probe record is chosen by ``split``, ``method`` (of λmax/top-k), ``batches`` (number of
+  batches; ``whole``: the whole split) and ``record`` (a part of its path), else the first record by
+  path that holds the value;
 - a slice value: ``slice.sharpness_1d``, ``slice.basin_width``, ``slice.basin_area``,
   ``slice.max_rise``, ``slice.centre_loss``, ``slice.quadratic`` (``dims``, ``directions``, ``record``);
 - a connect value: ``connect.barrier`` (``path`` linear/aligned/curve, ``split``, ``metric``,
@@ -345,7 +346,8 @@ def column_cells(col: Column, joined: Joined, where: str) -> CellOf:
     if probe is not None:
         _check_options(col, PROBE_OPTIONS, where)
         if opts.get("stat", "max") not in ("max", "mean"):
-            raise LscapeError(f"{f} takes stat=max or stat=mean, not {opts['stat']!r}", where, "use stat=mean")
+            bad = f"{f} takes stat=max or stat=mean, not {opts['stat']!r}"
+            raise LscapeError(bad, where, "use stat=mean")
         keep = _probe_keeps(opts, rels)
         return lambda run: _first_cell(run.probes, rels, keep, probe)
     if f in SLICE:
