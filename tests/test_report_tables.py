@@ -22,7 +22,7 @@ from tests.test_report import parse
 
 COLUMNS = (
     "run,test_loss,test_accuracy,lambda_max[method=power],lambda_max[method=lanczos]:λmax Lanczos,"
-    "sharpness[kind=l2 eps=0.05],slice.sharpness_1d,connect.barrier"
+    "sharpness[kind=l2 eps=0.05],sharpness[eps=0.05 stat=mean]:S_mean,slice.sharpness_1d,connect.barrier"
 )
 HEADERS = [
     "run",
@@ -31,6 +31,7 @@ HEADERS = [
     "λmax (method power)",
     "λmax Lanczos",
     "ε-sharpness (kind l2, eps 0.05)",
+    "S_mean",
     "1D sharpness",
     "barrier",
 ]
@@ -93,6 +94,8 @@ def test_table_holds_the_records_values(runs: Path, tmp_path: Path, cli: Callabl
         assert float(row["λmax Lanczos"]) == lanczos["results"]["lambda_max"]["estimate"]
         sharp = lanczos["results"]["sharpness"][0]
         assert float(row["ε-sharpness (kind l2, eps 0.05)"]) == sharp["random"]["s_max"]
+        assert float(row["S_mean"]) == sharp["random"]["s_mean"]  # stat=mean: the mean rise, ± its stderr
+        assert float(row["S_mean ±"]) == sharp["random"]["s_mean_stderr"]
         barrier = connect["results"]["linear"]["barriers"]["test"]["loss"]["max_minus_mean_ends"]["value"]
         assert float(row["barrier"]) == barrier  # both ends of the connect record are these runs
     slice_rec = json.loads(next((root / "mlp").glob("model-r000.slice*.json")).read_text())
@@ -153,6 +156,10 @@ def test_study_file_equals_the_option(
             "Error: test_loss takes no option split: --table t (its options: none)",
         ),
         ("t", "Error: cannot read --table 't': --table (e.g. --table"),
+        (
+            "t=run,sharpness[stat=median]",
+            "Error: sharpness takes stat=max or stat=mean, not 'median': --table t (use stat=mean)",
+        ),
         ("t=run;group=model.colour", "Error: no run has the group key 'model.colour': --table t"),
     ],
 )

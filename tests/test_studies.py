@@ -33,8 +33,10 @@ SECTIONS = {
 # the paper tables each study's report builds with --table/--tables (each must have a row)
 PAPER_TABLES = {
     "seed000": ["depths"],
-    "seed001": ["table1", "table2", "table3", "table4", "table5"],
+    "seed001": ["table1", "table2", "table3", "table4", "table5", "sweep", "landscape"],
     "seed002": ["table1", "table2"],
+    "seed003": ["final"],
+    "seed004": ["geometry", "robustness", "connectivity"],
 }
 
 

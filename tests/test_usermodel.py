@@ -6,6 +6,7 @@ generated tensor files. Every command runs on CPU in a second or two.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
@@ -128,6 +129,15 @@ def test_train_probe_slice_connect(case: str, tmp_path: Path, cli, read_json) ->
         ("model-r000--model-r001.connect.json", "connect"),
     ):
         validate(read_json(run / name), f"{kind}.schema.json")
+    # the report names the model by its source file and function, the data by its file (never "user" or
+    # "file"), and lists the command lines in the order they ran, so they replay the study
+    _ok(cli("report", run, "--out", tmp_path / "report.html", "--quiet"))
+    with open(tmp_path / "report-tables" / "settings.csv", newline="") as fh:
+        settings = list(csv.DictReader(fh))
+    assert {(row["model"], row["dataset"]) for row in settings} == {(f"{fname}:build", "data.npz")}
+    md = (tmp_path / "report.md").read_text()
+    ran = [md.index(f"`lscape {command} ") for command in ("train", "probe", "slice", "connect")]
+    assert ran == sorted(ran), md[md.index("in the order they ran") :]
 
 
 def test_torchvision_resnet18(tmp_path: Path, cli, read_json) -> None:

@@ -100,6 +100,18 @@ title = "Table 5: flatness measurements across architectures"
 columns = ["run", "test_loss", "lambda_max[record=table5]:λ1 ($BATCHES20-batch avg, train)", "slice.sharpness_1d[dims=1 directions=random]:1D sharpness", "pac_bayes_sigma[record=table5]:perturbation σ", "connect.barrier:LMC barrier (test loss)"]
 where = { run = "*model-r000" }
 sort = ["model.name"]
+
+[tables.sweep]
+title = "Optimizer sweep: 5 epochs from the same seed, top-3 eigenvalues over 5 test batches"
+columns = ["model.name:model", "run", "training.optimizer:optimizer", "training.momentum:momentum", "test_loss", "test_accuracy", "lambda_1[batches=5]:λ1", "lambda_2[batches=5]:λ2", "lambda_3[batches=5]:λ3", "slice.sharpness_1d[dims=1 directions=random]:1D sharpness"]
+where = { run = "sweep/*" }
+sort = ["-model.name", "run"]
+
+[tables.landscape]
+title = "Slices: ten 1-D filter-normalised lines and the 2-D plane at distance 1.5 (test split)"
+columns = ["model.name:model", "model.width:width", "run", "slice.sharpness_1d[dims=1 directions=random]:1D sharpness", "slice.basin_width[dims=1 directions=random]:basin widths", "slice.max_rise[dims=2]:plane: max rise", "slice.quadratic[dims=2]:plane: fitted curvatures"]
+where = { run = ["width/*", "!*-r001"] }
+sort = ["-model.name", "model.width", "run"]
 EOF
 lscape report "$OUT" --compare model.name --title "Seed 001: MLP vs CNN widths, optimizers" \
   --tables "$OUT/tables.toml" --out "$OUT/report.html" --quiet

@@ -41,7 +41,10 @@ for run in "$OUT"/*-noise; do
   lscape slice "$run/model.safetensors" --dims 2 --norm unit --range 1 --steps "$STEPS" --split val --quiet
 done
 
-# 3. One page: training curves, tracked lambda_max and sharpness per epoch, effective rank, gap vs lambda_max.
+# 3. One page: Fig. 5's numbers as a table (final accuracies, the gap, lambda_max, S_eps^max and
+#    S_eps^mean, effective rank at the final weights), training curves, tracked lambda_max and sharpness
+#    per epoch, the gap against lambda_max.
 lscape report "$OUT" --compare training.batch_size --title "Seed 003: gradient noise and curvature" \
+  --table "final=run,model.name:model,training.batch_size:batch,training.lr:lr,train_accuracy,test_accuracy,gap_acc:gap (train − test acc),lambda_max:λmax,sharpness[eps=0.05]:S_0.05 max,sharpness[eps=0.05 stat=mean]:S_0.05 mean,effective_rank:effective rank;sort=-model.name,training.batch_size;title=At the final weights: accuracy, generalisation gap and curvature per run (Fig. 5's points)" \
   --out "$OUT/report.html" --quiet
 echo "report: $OUT/report.html"

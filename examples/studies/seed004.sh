@@ -43,7 +43,14 @@ done
 #    onto A (weight matching).
 lscape connect "$OUT/mlp/model-r000.safetensors" "$OUT/mlp/model-r001.safetensors" --align weights --quiet
 
-# 4. One page: inventory, every curvature quantity with its protocol, training curves, connectivity.
+# 4. One page: the report's quantities per architecture as three tables (the report defines them in
+#    section 2 and shows no table of its own: geometry, robustness and stability, connectivity), then
+#    every record: inventory, every curvature quantity with its protocol, training curves, connectivity.
+ARCH="run,model.skip:skip,model.batchnorm:BatchNorm"
+ONE="where=run=!mlp/model-r001"   # the second MLP seed is there for mode connectivity only
 lscape report "$OUT" --compare run --title "Seed 004: geometry, stability and architecture" \
+  --table "geometry=$ARCH,test_accuracy,test_loss,lambda_max:λmax,lambda_min:λmin,condition_number:κ,trace:tr(H),grad_norm:‖∇L‖,sharpness[eps=0.05]:S_0.05 (max);$ONE;title=Geometry at each minimum: curvature, gradient norm and ε-sharpness (training images)" \
+  --table "robustness=$ARCH,noise[sigma=0.001]:loss rise σ=0.001,noise[sigma=0.01]:loss rise σ=0.01,pac_bayes_sigma:PAC-Bayes σ,pac_bayes_bound:PAC-Bayes bound,stability:η·λmax vs 2(1+β);$ONE;title=Weight-noise robustness, PAC-Bayes σ and the η·λmax stability check" \
+  --table "connectivity=run,connect.distance[path=linear]:‖θ_B − θ_A‖,connect.barrier[path=linear]:barrier (straight),connect.distance[path=aligned]:‖θ_B′ − θ_A‖ aligned,connect.barrier[path=aligned]:barrier (aligned);where=run=mlp/model-r000;title=Mode connectivity between the two MLP seeds: test-loss barrier, straight and after weight matching" \
   --out "$OUT/report.html" --quiet
 echo "report: $OUT/report.html"

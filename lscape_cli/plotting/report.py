@@ -93,17 +93,37 @@ def _draw_points(ax: Any, panel: Panel, colours: dict[Any, Any], markers: dict[s
     from matplotlib.ticker import MaxNLocator
 
     labels = panel.labels or [""] * len(panel.points)
+    xs, ys = [p[0] for p in panel.points], [p[1] for p in panel.points]
+    log = _spans_decades(xs)
     for (x, y, k), lab in zip(panel.points, labels, strict=True):
         ax.scatter([x], [y], c=[colours[k]], s=30, marker=markers.get(lab, "o"), edgecolors="black",
                    linewidths=0.4, zorder=3)  # fmt: skip
         if lab and len(panel.points) <= 12:
-            ax.annotate(lab, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=6.5, color="0.25")
-    xs = [p[0] for p in panel.points]
-    if _spans_decades(xs):
+            _label(ax, lab, (x, y), _right_half(x, xs, log), _right_half(y, ys, False))
+    if log:
         ax.set_xscale("log")
     else:
         ax.xaxis.set_major_locator(MaxNLocator(nbins=6))  # small values: short tick labels, an offset
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useOffset=False)
+
+
+def _right_half(v: float, values: list[float], log: bool) -> bool:
+    """Whether ``v`` lies in the upper half of ``values``' range (on a log scale when ``log``)."""
+    import math
+
+    finite = [u for u in values if math.isfinite(u) and (u > 0 or not log)]
+    if not math.isfinite(v) or len(finite) < 2 or (log and v <= 0):
+        return False
+    f = math.log10 if log else float
+    lo, hi = f(min(finite)), f(max(finite))
+    return hi > lo and (f(v) - lo) / (hi - lo) > 0.5
+
+
+def _label(ax: Any, text: str, xy: tuple[float, float], left: bool, below: bool) -> None:
+    """A point's name beside it, on the side facing the middle of the panel, so it stays inside."""
+    ax.annotate(text, xy, xytext=(-4 if left else 4, -4 if below else 3), textcoords="offset points",
+                ha="right" if left else "left", va="top" if below else "bottom", fontsize=6.5,
+                color="0.25")  # fmt: skip
 
 
 def _draw(ax: Any, panel: Panel, colours: dict[Any, Any], markers: dict[str, str] | None = None) -> None:

@@ -230,7 +230,7 @@ def _footer(study: Study) -> list[str]:
     torch = sorted({str((d.get("environment") or {}).get("torch")) for d in datas} - {"None"})
     python = sorted({str((d.get("environment") or {}).get("python")) for d in datas} - {"None"})
     # in the order they ran (the records' created_at), so the list replays the study
-    ran = sorted(datas, key=lambda d: str(d.get("created_at") or ""))
+    ran = sorted(datas, key=_written_at)
     commands = list(dict.fromkeys(shlex.join(map(str, d.get("command") or [])) for d in ran))
     return [
         f"Records written by lscape {', '.join(lscape)}; torch {', '.join(torch) or '–'}; "
@@ -238,3 +238,12 @@ def _footer(study: Study) -> list[str]:
         f"Report written by lscape {__version__}; it reads the records and recomputes nothing.",
         *commands,
     ]
+
+
+def _written_at(data: dict[str, Any]) -> _dt.datetime:
+    """A record's ``created_at`` as a time (records of one second, written before microseconds, tie)."""
+    try:
+        when = _dt.datetime.fromisoformat(str(data.get("created_at")))
+    except ValueError:
+        return _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=_dt.timezone.utc)

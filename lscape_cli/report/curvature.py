@@ -150,19 +150,27 @@ def same(want: Any, have: Any) -> bool:
     return str(want) == str(have)
 
 
-def _sharpness(kind: Any, eps: Any) -> CellFn:
-    """The ε-sharpness of one kind and radius (a record without it: –)."""
+def _sharpness(kind: Any, eps: Any, stat: Any = None) -> CellFn:
+    """The ε-sharpness of one kind and radius: S_max, or S_mean ± its standard error (``stat=mean``)."""
+    mean = stat == "mean"
 
     def cell(r: str, d: dict[str, Any]) -> Cell:
         for pointer, row in _sharpness_rows(d):
             if not (same(kind, row.get("kind")) and same(eps, row.get("eps"))):
                 continue
             if _batched(d):
-                return spread_cell(r, d, pointer, "max rise; mean ± std [min, max] over batches")
+                name = "sharpness_mean" if mean else "sharpness_max"
+                what = "mean rise" if mean else "max rise"
+                base = f"/results/batches/summary/{name}"
+                return spread_cell(r, d, base, f"{what}; mean ± std [min, max] over batches")
             rnd = row.get("random") or {}
+            n, k = rnd.get("num_directions"), row.get("kind")
+            over = f"over {n} random {k} directions at radius {rnd.get('eps')}"
+            if mean:
+                note = f"mean loss rise {over}, ± its standard error, seed {rnd.get('seed')}"
+                return pm_cell(r, d, f"{pointer}/random/s_mean", f"{pointer}/random/s_mean_stderr", note)
             note = (
-                f"max loss rise over {rnd.get('num_directions')} random {kind} directions at radius "
-                f"{rnd.get('eps')}, seed {rnd.get('seed')}; mean rise {fmt(rnd.get('s_mean'))} ± "
+                f"max loss rise {over}, seed {rnd.get('seed')}; mean rise {fmt(rnd.get('s_mean'))} ± "
                 f"{fmt(rnd.get('s_mean_stderr'))}"
             )
             return value_cell(r, d, f"{pointer}/random/s_max", note)
@@ -401,7 +409,7 @@ def field_column(name: str, options: dict[str, str]) -> CellFn | None:
     if name in fixed:
         return fixed[name]
     if name == "sharpness":
-        return _sharpness(options.get("kind"), options.get("eps"))
+        return _sharpness(options.get("kind"), options.get("eps"), options.get("stat"))
     if name == "noise":
         return _noise(options.get("noise_method"), options.get("sigma"))
     return None

@@ -9,10 +9,11 @@ A table is ``NAME=COLUMNS`` with options after ``;`` (``where=KEY=VALUE``, ``sor
 - a train value: ``test_accuracy``, ``test_loss``, ``train_loss``, ``val_loss`` (and accuracies),
   ``gap_acc``, ``gap_loss``, ``epochs``, ``best_epoch``, ``parameters``, ``stop``;
 - a probe value: ``lambda_max``, ``lambda_K``, ``trace``, ``frobenius``, ``lambda_min``,
-  ``condition_number``, ``effective_rank``, ``grad_norm``, ``sharpness`` (``kind``, ``eps``), ``noise``
-  (``sigma``), ``pac_bayes_sigma``, ``pac_bayes_bound``, ``stability``; the probe record is chosen by
-  ``split``, ``method`` (of λmax/top-k), ``batches`` (number of batches; ``whole``: the whole split)
-  and ``record`` (a part of its path), else the first record by path that holds the value;
+  ``condition_number``, ``effective_rank``, ``grad_norm``, ``sharpness`` (``kind``, ``eps``,
+  ``stat`` max/mean), ``noise`` (``sigma``), ``pac_bayes_sigma``, ``pac_bayes_bound``, ``stability``;
+  the probe record is chosen by ``split``, ``method`` (of λmax/top-k), ``batches`` (number of
+  batches; ``whole``: the whole split) and ``record`` (a part of its path), else the first record by
+  path that holds the value;
 - a slice value: ``slice.sharpness_1d``, ``slice.basin_width``, ``slice.basin_area``,
   ``slice.max_rise``, ``slice.centre_loss``, ``slice.quadratic`` (``dims``, ``directions``, ``record``);
 - a connect value: ``connect.barrier`` (``path`` linear/aligned/curve, ``split``, ``metric``,
@@ -61,8 +62,8 @@ SLICE = {
     "slice.quadratic": "quadratic-fit eigenvalues",
 }
 CONNECT = {"connect.barrier": "barrier", "connect.distance": "‖θ_B − θ_A‖₂"}
-CELL_OPTIONS = {"kind", "eps", "sigma", "noise_method", "path", "metric", "definition"}
-PROBE_OPTIONS = {"split", "method", "batches", "record", "kind", "eps", "sigma", "noise_method"}
+CELL_OPTIONS = {"kind", "eps", "stat", "sigma", "noise_method", "path", "metric", "definition"}
+PROBE_OPTIONS = {"split", "method", "batches", "record", "kind", "eps", "stat", "sigma", "noise_method"}
 SLICE_OPTIONS = {"dims", "directions", "record"}
 CONNECT_OPTIONS = {"path", "split", "metric", "definition", "record"}
 FIX = "e.g. --table 'table1=run,training.optimizer,test_accuracy,lambda_max[method=power]'"
@@ -344,6 +345,9 @@ def column_cells(col: Column, joined: Joined, where: str) -> CellOf:
     probe = curvature.field_column(f, opts)
     if probe is not None:
         _check_options(col, PROBE_OPTIONS, where)
+        if opts.get("stat", "max") not in ("max", "mean"):
+            bad = f"{f} takes stat=max or stat=mean, not {opts['stat']!r}"
+            raise LscapeError(bad, where, "use stat=mean")
         keep = _probe_keeps(opts, rels)
         return lambda run: _first_cell(run.probes, rels, keep, probe)
     if f in SLICE:

@@ -5,7 +5,7 @@ Every record has these top-level keys (documented in docs/formats.md; JSON Schem
 
 - ``schema``: ``"lscape.<command>/<version>"``, e.g. ``"lscape.train/1"``.
 - ``lscape_version``: version of lscape that wrote it.
-- ``created_at``: UTC time, ISO 8601.
+- ``created_at``: UTC time of writing, ISO 8601 with microseconds.
 - ``command``: the argv that produced it.
 - ``inputs``: ``{role: {"path": relative to the JSON file, "sha256": ...}}``.
 - ``config``: every resolved option (seed, device, dtype, evaluation protocol ...).
@@ -100,7 +100,8 @@ def make_record(
     return {
         "schema": schema,
         "lscape_version": __version__,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        # microseconds: commands run within one second still sort in the order they ran (report footer)
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds"),
         "command": command,
         "inputs": {role: input_entry(p, out_path) for role, p in inputs.items()},
         "config": config,
