@@ -252,8 +252,12 @@ def _check_csv_row(
         assert text.startswith(fmt(value)), (col, value, text)
         if attrs.get("data-src") and not attrs.get("data-aggregate"):
             assert value in [v for _, _, v in json.loads(attrs["data-src"])], (col, value, attrs)
-        if _float(rec.get(f"{col} ±", "")) is not None:
-            assert f"± {fmt_err(float(rec[col + ' ±']))}" in text, (col, text)
+        err, lo, hi = (_float(rec.get(f"{col}{s}", "")) for s in (" ±", " min", " max"))
+        if err is not None and "(−" in text:  # an extreme eigenvalue: (−below/+above), ± is the outer side
+            assert lo is not None and hi is not None and lo <= value <= hi, (col, rec)
+            assert f"/+{fmt_err(err)})" in text or f"(−{fmt_err(err)}/" in text, (col, text)
+        elif err is not None:
+            assert f"± {fmt_err(err)}" in text, (col, text)
 
 
 def test_csv_holds_numbers_latex_the_text(report: Path) -> None:

@@ -113,6 +113,39 @@ def pm_cell(record: str, data: Any, mean_ptr: str, err_ptr: str, note: str = "")
     return Cell(text, tuple(sources), note, sort=_num(value), value=_num(value), err=_num(err))
 
 
+def extreme_cell(record: str, data: Any, base: str, index: str, largest: bool, note: str = "") -> Cell:
+    """An extreme eigenvalue with its two different bounds: ``θ (−a/+b)`` (λmax) or ``θ (−b/+a)`` (λmin).
+
+    ``base`` points at the object holding ``estimate``/``error_bound``/``nearest_eigenvalue_bound``
+    (``index`` "" for ``lambda_max``/``lambda_min``) or at ``top_k`` with its plural lists
+    (``index`` "/0"). The side towards the spectrum's interior is certain from the residual (some
+    eigenvalue lies within the nearest-eigenvalue bound, so λmax ≥ θ − a); the outer side is the
+    extreme-eigenvalue certificate ``error_bound``. A record without the nearest bound shows ``θ ± b``.
+    """
+    plural = "s" if index else ""
+    ptrs = (f"{base}/{'eigenvalues' if index else 'estimate'}{index}", f"{base}/error_bound{plural}{index}")
+    near_ptr = f"{base}/nearest_eigenvalue_bound{plural}{index}"
+    value, err, near = get(data, ptrs[0]), get(data, ptrs[1]), get(data, near_ptr)
+    if value is None or _num(err) is None or _num(near) is None:
+        return pm_cell(record, data, *ptrs, note)
+    inner, outer = (value - near, value + err) if largest else (value + near, value - err)
+    lo, hi = min(inner, outer), max(inner, outer)
+    below, above = (near, err) if largest else (err, near)
+    sources = (Source(record, ptrs[0], value), Source(record, ptrs[1], err), Source(record, near_ptr, near))
+    text = f"{fmt(value)} (−{fmt_err(below)}/+{fmt_err(above)})"
+    why = "the inner side certain from the residual, the outer the extreme-eigenvalue certificate"
+    return Cell(
+        text,
+        sources,
+        f"{note}; {why}" if note else why,
+        sort=_num(value),
+        value=_num(value),
+        err=_num(err),
+        lo=_num(lo),
+        hi=_num(hi),
+    )
+
+
 def spread_cell(record: str, data: Any, base: str, note: str = "") -> Cell:
     """``mean ± std [min, max]`` of a per-batch summary (``base`` points at its object)."""
     summary = get(data, base)

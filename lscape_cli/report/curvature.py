@@ -15,6 +15,7 @@ from lscape_cli.report.cells import (
     Cell,
     Source,
     Table,
+    extreme_cell,
     fmt,
     fmt_err,
     get,
@@ -107,11 +108,12 @@ def _eigen_value(i: int, r: str, d: dict[str, Any]) -> Cell:
             name = "lambda_max"
         return spread_cell(r, d, f"/results/batches/summary/{name}", "mean ± std [min, max] over batches")
     if get(d, "/results/top_k") is not None:
+        if i == 0:
+            return extreme_cell(r, d, "/results/top_k", "/0", True, _eig_note(d, "top_k"))
         base, err = f"/results/top_k/eigenvalues/{i}", f"/results/top_k/error_bounds/{i}"
         return pm_cell(r, d, base, err, _eig_note(d, "top_k"))
     if i == 0:
-        base, err = "/results/lambda_max/estimate", "/results/lambda_max/error_bound"
-        return pm_cell(r, d, base, err, _eig_note(d, "lambda_max"))
+        return extreme_cell(r, d, "/results/lambda_max", "", True, _eig_note(d, "lambda_max"))
     return Cell(DASH)
 
 
@@ -122,6 +124,8 @@ def _simple(key: str, err: str | None, note: Callable[[dict[str, Any]], str], sc
             shown = spread_cell(r, d, summary, "mean ± std [min, max] over batches")
         elif err is None:
             shown = value_cell(r, d, f"/results/{key}/estimate", note(d))
+        elif key == "lambda_min":
+            shown = extreme_cell(r, d, f"/results/{key}", "", False, note(d))
         else:
             shown = pm_cell(r, d, f"/results/{key}/estimate", f"/results/{key}/{err}", note(d))
         return shown.flag(convergence_flag(d, key)) if err == "error_bound" and shown.sources else shown
@@ -299,23 +303,34 @@ def _stability(r: str, d: dict[str, Any]) -> Cell:
         return Cell(DASH, note=str(s.get("note") or ""))
     eta, thr, lr = s["eta_lambda_max"], s["threshold"], s.get("lr")
     err = get(d, "/results/lambda_max/error_bound")
+    near = get(d, "/results/lambda_max/nearest_eigenvalue_bound")
     spread = float(lr * err) if _numbers(lr, err) else 0.0
+    below = float(lr * near) if spread and _numbers(near) else spread  # λmax ≥ θ − near is certain
     ptrs = [
         "/results/stability/eta_lambda_max",
         "/results/lambda_max/error_bound",
+        "/results/lambda_max/nearest_eigenvalue_bound",
         "/results/stability/threshold",
     ]
     sources = tuple(Source(r, p, get(d, p)) for p in ptrs if get(d, p) is not None)
-    verdict = stability_verdict(s.get("stable"), eta, eta - spread, eta + spread, None, thr)
-    pm = f" ± {fmt_err(spread)}" if spread else ""
+    verdict = stability_verdict(s.get("stable"), eta, eta - below, eta + spread, None, thr)
+    pm = (
+        ""
+        if not spread
+        else f" ± {fmt_err(spread)}"
+        if below == spread
+        else f" (−{fmt_err(below)}/+{fmt_err(spread)})"
+    )
     conv = "converged" if get(d, "/results/lambda_max/converged") else "NOT converged"
     note = (
         f"{s.get('rule', '')}; lr {fmt(lr)}; λmax {fmt(s.get('lambda_max'))} of the whole split "
         f"({get(d, '/config/evaluation/num_samples')} samples, {get(d, '/results/lambda_max/method')}, "
-        f"{conv}); ± is lr × its error bound"
+        f"{conv}); the bounds are lr × λmax's bounds (below: the residual's, above: the certificate)"
     )
     text = f"{fmt(eta)}{pm} vs {fmt(thr)}: {verdict} (λmax of the whole split)"
     cell = _stability_cell(text, sources, verdict, note, (eta, spread, thr))
+    if below != spread:  # asymmetric: the CSV carries the interval too
+        cell.lo, cell.hi = eta - below, eta + spread
     return cell.flag(f"λmax {flag}" if (flag := convergence_flag(d, "lambda_max")) else "")
 
 
