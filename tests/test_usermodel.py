@@ -140,6 +140,8 @@ def test_train_probe_slice_connect(case: str, tmp_path: Path, cli, read_json) ->
     assert ran == sorted(ran), md[md.index("in the order they ran") :]
 
 
+@pytest.mark.slow  # 25 s: an 11M-parameter model through train, probe, slice and connect
+# (the cheap torchvision checks, the trust rule and the traced permutations of resnet18, stay in CI)
 def test_torchvision_resnet18(tmp_path: Path, cli, read_json) -> None:
     data = write_data(tmp_path / "images.npz", (3, 8, 8), n=24, classes=10)
     run, common = tmp_path / "run", ("--device", "cpu", "--quiet")
