@@ -550,8 +550,7 @@ def _table(
         caption="(−a/+b) after λmax or λmin: below and above the value, a certain from the residual, b the "
         "extreme-eigenvalue certificate; ± after another eigenvalue is its error bound; after a stochastic "
         "estimate, one standard error. Hover a value for its method and budget; the protocol of each row is "
-        "its footnote."
-        + (f" {STABILITY_NOTE}." if any(h == STABILITY_HEADER for h, _ in cols) else ""),
+        "its footnote." + (f" {STABILITY_NOTE}." if any(h == STABILITY_HEADER for h, _ in cols) else ""),
     )
     for run, probe in pairs:
         r = rels[str(probe.path)]
