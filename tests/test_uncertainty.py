@@ -131,6 +131,32 @@ def test_remainder_stderr_from_products_of_a_known_matrix() -> None:
     )
 
 
+@pytest.mark.parametrize("window", [None, 2])
+def test_square_norm_stderr_from_pairs_of_products(
+    monkeypatch: pytest.MonkeyPatch, window: int | None
+) -> None:
+    # ‖Ag‖² = gᵀBg with B = A²: over many probe sets the pair estimates are unbiased for ‖B‖_F² and
+    # Σ B_ii², so the mean reported variance of mean ‖Ag‖² is 2(‖B‖_F² − Σ B_ii²)/m, also when only a
+    # window of 2 recent products is kept (the large-model path).
+    if window is not None:
+        monkeypatch.setattr(trace, "PAIR_WINDOW_ELEMENTS", 0)
+        monkeypatch.setattr(trace, "PAIR_WINDOW_MIN", window)
+    a, m = known(3), 12
+    b = a @ a
+    gen = torch.Generator().manual_seed(1)
+    op = dense(a)
+    draw = trace._draw(op, gen)
+    sets = [trace._probe_stats(op, draw, m, None, 0, m) for _ in range(400)]
+    assert statistics.mean(s.sq_frob_sq for s in sets) == pytest.approx(float(b.square().sum()), rel=0.05)
+    assert statistics.mean(s.sq_diag_sq for s in sets) == pytest.approx(
+        float(b.diagonal().square().sum()), rel=0.05
+    )
+    variances = [trace.square_norm_stderr(s)[0] ** 2 for s in sets]
+    assert statistics.mean(variances) == pytest.approx(rademacher_variance(b) / m, rel=0.1)
+    assert all(trace.square_norm_stderr(s)[1] is not None for s in sets)
+    assert math.isnan(trace.square_norm_stderr(trace._probe_stats(op, draw, 1, None, 0, 1))[0])
+
+
 def test_t_factor_and_the_combined_uncertainty() -> None:
     assert trace.t_factor(14) == pytest.approx(1.0976, abs=1e-4)  # t_14(Φ(2)) / 2
     assert trace.t_factor(10_000) == pytest.approx(1.0, abs=1e-3) and trace.t_factor(None) == 1.0
@@ -185,5 +211,6 @@ def test_probe_record_carries_stderr_rounding_and_uncertainty(cli: Any, tmp_path
         assert r["uncertainty"] == pytest.approx(math.hypot(k * r["stderr"], r["rounding"]))
     assert res["trace"]["rounding"] == pytest.approx(res["rounding"]["trace"])
     assert res["trace"]["method"] == "krylov-hutch++" and res["trace"]["stderr_method"] == "remainder-norm"
-    assert res["frobenius"]["stderr_method"] == res["density"]["trace"]["stderr_method"] == "probe-spread"
+    assert res["frobenius"]["stderr_method"] == "product-pairs"
+    assert res["density"]["trace"]["stderr_method"] == "probe-spread"
     assert res["lambda_max"]["error_bound_includes_rounding"] is True

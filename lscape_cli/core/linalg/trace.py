@@ -81,7 +81,7 @@ from typing import Any
 import torch
 
 from lscape_cli.core.linalg.hvp import Operator, Params, ProgressFn, flatten, rademacher, unflatten
-from lscape_cli.core.linalg.spectrum import Basis, Krylov
+from lscape_cli.core.linalg.spectrum import Basis, Krylov, dot64
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,7 @@ class Estimate:
 
 PROBE_SPREAD = "probe-spread"  # s/√m of the probes' quadratic forms (ν = m − 1)
 REMAINDER_NORM = "remainder-norm"  # √(2(‖A‖_F² − Σ A_ii²)/m) from the products (remainder_stderr)
+PRODUCT_PAIRS = "product-pairs"  # √(2(‖A²‖_F² − Σ (A²)_ii²)/m) from pairs of products (square_norm_stderr)
 ROUNDING_NOTE = "floating-point rounding dominates the uncertainty: rerun with --dtype float64"
 _NORMAL_2SIGMA = 0.9772498680518208  # Φ(2): ±2 standard deviations of a normal cover 95.45%
 
@@ -201,23 +202,35 @@ def _products(
 
 @dataclass(frozen=True)
 class ProbeStats:
-    """What a set of probes gives: per probe ``vᵀHv`` and ``‖r‖²`` (float64, ``(m,)``), and ``Σ A_ii²``.
+    """What a set of probes gives: per probe ``vᵀHv`` and ``‖r‖²`` (float64, ``(m,)``), and U-statistics.
 
     ``A`` is the matrix the probes sample (``H``, or the deflated ``PHP``), ``g`` the Rademacher probe
     (``v = g``, or ``v = P g``) and ``r = A g`` (``H v``, or ``P H v``), so ``vᵀHv = gᵀAg`` and
     ``E‖r‖² = ‖A‖_F²``. ``diag_sq`` is the unbiased U-statistic
     ``Σ_{j≠l} ⟨g_j ⊙ r_j, g_l ⊙ r_l⟩ / (m(m − 1))`` of ``Σ_i A_ii²`` (``E[g ⊙ Ag] = diag A`` and the
-    probes are independent); nan below two probes.
+    probes are independent). The next three are those of ``B = A²``, whose Rademacher quadratic form
+    ``gᵀBg = ‖r‖²`` is what ``‖A‖_F²`` averages: ``sq_frob_sq`` estimates ``‖B‖_F²`` by the mean of
+    ``⟨r_j, r_l⟩² = (g_jᵀ B g_l)²`` over pairs ``j ≠ l`` (a window of recent pairs when the vectors are
+    large), ``sq_diag_sq`` estimates ``Σ_i B_ii²`` by ``Σ_{j≠l} ⟨r_j ⊙ r_j, r_l ⊙ r_l⟩ / (m(m − 1))``
+    (``E[r ⊙ r] = diag B``), and ``sq_pair_spread`` is the variance over probes of each probe's mean
+    pair term (for the degrees of freedom). All nan below two probes.
     """
 
     quad: torch.Tensor
     sq: torch.Tensor
     diag_sq: float
+    sq_frob_sq: float = math.nan
+    sq_diag_sq: float = math.nan
+    sq_pair_spread: float = math.nan
 
 
 def _draw(op: Operator, generator: torch.Generator) -> Callable[[], torch.Tensor]:
     """A function drawing flat Rademacher probes shaped like the operator's parameters."""
     return lambda: flatten(rademacher(op.params, generator))
+
+
+PAIR_WINDOW_ELEMENTS = 1 << 25  # products kept for the pair terms of ProbeStats: 32M numbers (128 MB f32)
+PAIR_WINDOW_MIN = 8  # ... but at least this many, whatever their size
 
 
 def _probe_stats(
@@ -233,10 +246,17 @@ def _probe_stats(
 
     With a ``basis`` the probe is ``v = P g`` and ``r = P H v``, ``P`` the projector off the basis.
     Probes are drawn and discarded a group at a time, so memory holds one group (probes, deflated
-    probes, products) and a float64 accumulator of ``g ⊙ r``, not ``count`` vectors.
+    probes, products), float64 sums of ``g ⊙ r`` and ``r ⊙ r``, and the last ``w`` products ``r`` for
+    the pair terms (all of them when ``count · n ≤`` :data:`PAIR_WINDOW_ELEMENTS`, else at least
+    :data:`PAIR_WINDOW_MIN`).
     """
+    n = op.dim
+    window = max(PAIR_WINDOW_MIN, PAIR_WINDOW_ELEMENTS // max(n, 1))
     quad, sq = [], []
     z_sum, z_sq = None, 0.0  # Σ_j g_j ⊙ r_j and Σ_j ‖g_j ⊙ r_j‖²
+    w_sum, w_sq = None, 0.0  # Σ_j r_j ⊙ r_j and Σ_j ‖r_j ⊙ r_j‖²
+    recent: list[torch.Tensor] = []  # the last `window` products r
+    pair_terms: list[list[float]] = []  # per probe, its ⟨r_j, r_l⟩² with the probes in its window
     for start in range(0, count, op.batch_size):
         gs = [draw() for _ in range(min(op.batch_size, count - start))]
         vs = [g if basis is None else basis.project_out(g.clone()) for g in gs]
@@ -248,13 +268,32 @@ def _probe_stats(
             z = g.double() * r.double()
             z_sum = z if z_sum is None else z_sum.add_(z)
             z_sq += float(z.square().sum())
+            w = r.double().square()
+            w_sum = w if w_sum is None else w_sum.add_(w)
+            w_sq += float(w.square().sum())
+            pair_terms.append([])
+            for back, old in enumerate(reversed(recent)):
+                term = float(dot64(old, r)) ** 2
+                pair_terms[-1].append(term)
+                pair_terms[len(pair_terms) - 2 - back].append(term)
+            recent.append(r)
+            if len(recent) > window:
+                recent.pop(0)
         if on_step is not None:
             on_step({"num_matvecs": done + len(quad), "total": total})
     m = len(quad)
-    diag_sq = (
-        (float(z_sum.square().sum()) - z_sq) / (m * (m - 1)) if z_sum is not None and m > 1 else math.nan
+    if z_sum is None or w_sum is None or m < 2:
+        return ProbeStats(torch.stack(quad).double(), torch.stack(sq).double(), math.nan)
+    pairs = [t for row in pair_terms for t in row]
+    row_means = torch.tensor([sum(row) / len(row) for row in pair_terms], dtype=torch.float64)
+    return ProbeStats(
+        torch.stack(quad).double(),
+        torch.stack(sq).double(),
+        (float(z_sum.square().sum()) - z_sq) / (m * (m - 1)),
+        sum(pairs) / len(pairs),
+        (float(w_sum.square().sum()) - w_sq) / (m * (m - 1)),
+        float(row_means.var()) if m > 2 else math.nan,
     )
-    return ProbeStats(torch.stack(quad).double(), torch.stack(sq).double(), diag_sq)
 
 
 def remainder_stderr(stats: ProbeStats) -> tuple[float, int | None]:
@@ -279,6 +318,27 @@ def remainder_stderr(stats: ProbeStats) -> tuple[float, int | None]:
     return math.sqrt(variance / m), dof
 
 
+def square_norm_stderr(stats: ProbeStats) -> tuple[float, int | None]:
+    """Standard error of ``mean ‖r‖²`` (the estimate of ``‖A‖_F²``) from pairs of products, and its dof.
+
+    ``‖r‖² = gᵀBg`` with ``B = A²``, so for Rademacher ``g`` its variance is ``2(‖B‖_F² − Σ_i B_ii²)``,
+    and both terms have unbiased estimates from the products already spent (:class:`ProbeStats`:
+    ``⟨r_j, r_l⟩²`` over pairs and ``r ⊙ r`` over probes). The standard error is
+    ``√(2(sq_frob_sq − sq_diag_sq) / m)``, not the spread of ``‖r‖²``, which is skewed and moves with the
+    estimate. Degrees of freedom: the dominant pair term is a U-statistic with variance ``≈ 4 Var(h)/m``,
+    ``h`` each probe's mean pair term, so ``ν = 2V²/Var(V) = m(sq_frob_sq − sq_diag_sq)² / (2 Var(h))``
+    (conservative: the spread of the row means overstates ``Var(h)``); ``None`` when nothing spreads.
+    """
+    m = stats.sq.shape[0]
+    if m < 2 or math.isnan(stats.sq_frob_sq):
+        return math.nan, None
+    half = stats.sq_frob_sq - stats.sq_diag_sq
+    variance = max(2 * half, 0.0)
+    spread = stats.sq_pair_spread
+    dof = max(1, int(m * half**2 / (2 * spread))) if spread > 0 and variance > 0 else None
+    return math.sqrt(variance / m), dof
+
+
 def _assemble(
     tr: tuple[float, float],
     fro_sq: tuple[float, float],
@@ -286,32 +346,40 @@ def _assemble(
     m: int,
     probes: int,
     tr_error: tuple[int | None, str] | None = None,
+    fro_error: tuple[int | None, str] | None = None,
 ) -> TraceFrobenius:
     """Package trace and ``tr(H²)`` (estimate, stderr) pairs of ``probes`` samples; ``‖H‖_F`` by delta.
 
-    ``tr_error`` is the trace stderr's ``(dof, stderr_method)`` when it is not the probes' spread.
+    ``tr_error`` and ``fro_error`` are the stderrs' ``(dof, stderr_method)`` when not the probes' spread.
     """
     fro = math.sqrt(max(fro_sq[0], 0.0))
     fro_se = fro_sq[1] / (2 * fro) if fro > 0 else math.nan
     dof = probes - 1 if probes >= 2 else None
     tr_dof, tr_how = tr_error or (dof, PROBE_SPREAD)
+    fro_dof, fro_how = fro_error or (dof, PROBE_SPREAD)
     return TraceFrobenius(
         Estimate(tr[0], tr[1], method, m, tr_dof, stderr_method=tr_how),
-        Estimate(fro, fro_se, method, m, dof),
-        Estimate(fro_sq[0], fro_sq[1], method, m, dof),
+        Estimate(fro, fro_se, method, m, fro_dof, stderr_method=fro_how),
+        Estimate(fro_sq[0], fro_sq[1], method, m, fro_dof, stderr_method=fro_how),
     )
 
 
-def _deflated(
-    top_trace: float, fro_sq: tuple[float, float], stats: ProbeStats, method: str, m: int
-) -> TraceFrobenius:
-    """Hutch++-type estimates: the exact top part plus the remainder's probes.
+def _frobenius_sq(top: float, stats: ProbeStats) -> tuple[tuple[float, float], tuple[int | None, str]]:
+    """``‖H‖_F²`` = the exact ``top`` part + ``mean ‖r‖²``, its stderr from pairs of products, (dof, how)."""
+    se, dof = square_norm_stderr(stats)
+    return (top + float(stats.sq.mean()), se), (dof, PRODUCT_PAIRS)
 
-    The trace's stderr is :func:`remainder_stderr` (the module docstring says why).
+
+def _deflated(top_trace: float, top_fro: float, stats: ProbeStats, method: str, m: int) -> TraceFrobenius:
+    """Hutch++-type estimates: the exact top parts plus the remainder's probes.
+
+    The trace's stderr is :func:`remainder_stderr`, ``‖H‖_F²``'s :func:`square_norm_stderr` (the module
+    docstring says why).
     """
     se, dof = remainder_stderr(stats)
     tr = (top_trace + float(stats.quad.mean()), se)
-    return _assemble(tr, fro_sq, method, m, stats.quad.shape[0], (dof, REMAINDER_NORM))
+    fro_sq, fro_error = _frobenius_sq(top_fro, stats)
+    return _assemble(tr, fro_sq, method, m, stats.quad.shape[0], (dof, REMAINDER_NORM), fro_error)
 
 
 def hutchinson(
@@ -333,7 +401,8 @@ def hutchinson(
     generator = torch.Generator().manual_seed(seed)
     with op:
         stats = _probe_stats(op, _draw(op, generator), num_matvecs, on_step, 0, num_matvecs)
-    return _assemble(mean_stderr(stats.quad), mean_stderr(stats.sq), "hutchinson", num_matvecs, num_matvecs)
+    fro_sq, fro_error = _frobenius_sq(0.0, stats)
+    return _assemble(mean_stderr(stats.quad), fro_sq, "hutchinson", num_matvecs, num_matvecs, None, fro_error)
 
 
 def hutchpp(
@@ -387,9 +456,8 @@ def hutchpp(
         used = k + q.size  # fewer than 2k only when k exceeds the dimension
         probe = _draw(op, generator)
         stats = _probe_stats(op, probe, num_matvecs - used, on_step, used, num_matvecs, q)
-    fro_mean, fro_se = mean_stderr(stats.sq)
-    fro = top_fro + coupling + fro_mean  # ‖HP‖_F² = ‖QᵀHP‖_F² (= ‖PHQ‖_F², exact) + E‖PHPg‖²
-    return _deflated(top_trace, (fro, fro_se), stats, "hutch++", num_matvecs)
+    # ‖H‖_F² = ‖HQ‖_F² + ‖QᵀHP‖_F² (= ‖PHQ‖_F², exact) + E‖PHPg‖²
+    return _deflated(top_trace, top_fro + coupling, stats, "hutch++", num_matvecs)
 
 
 def krylov_hutchpp(
@@ -452,8 +520,7 @@ def krylov_hutchpp(
 
         probe = _draw(op, generator)
         stats = _probe_stats(op, probe, num_matvecs - used, on_step, used, num_matvecs, kry.basis)
-    fro_mean, fro_se = mean_stderr(stats.sq)
-    return _deflated(top_trace, (top_fro + fro_mean, fro_se), stats, "krylov-hutch++", num_matvecs)
+    return _deflated(top_trace, top_fro, stats, "krylov-hutch++", num_matvecs)
 
 
 TRACE_METHODS = {"hutchinson": hutchinson, "hutch++": hutchpp, "krylov-hutch++": krylov_hutchpp}
