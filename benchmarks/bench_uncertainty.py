@@ -229,20 +229,21 @@ def render(
 ) -> str:
     """Markdown tables of both measurements."""
     target = f"{band[0]:.0%}-{band[1]:.0%}"
-    out = (
-        []
-        if not rows
-        else [
-            f"{seeds} seeds per row, 45 products each (+{rounding.DEFAULT_PRODUCTS} per dtype for the rounding "
-            f"floor, {rounding.MAX_PRODUCTS} where it exceeds {rounding.RELEVANT:g} of the statistical error); "
-            f"wall time {wall / 60:.1f} min, torch {torch.__version__}, 1 thread.",
-            "",
-            "| problem | dtype | method | quantity | rel. RMS error | sd / rms(stderr) | rounding / stderr | "
-            f"rounding products | \\|z\\| < 1 | \\|z\\| < 2 | \\|z\\| < 3 | max \\|z\\| | {target} |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-            *[_line(r) for r in rows],
-        ]
+    head = (
+        f"{seeds} seeds per row, 45 products each (+{rounding.DEFAULT_PRODUCTS} per dtype for the rounding "
+        f"floor, {rounding.MAX_PRODUCTS} where it exceeds {rounding.RELEVANT:g} of the statistical error); "
+        f"wall time {wall / 60:.1f} min, torch {torch.__version__}, 1 thread."
     )
+    out = [
+        head,
+        "",
+        "| problem | dtype | method | quantity | rel. RMS error | sd / rms(stderr) | rounding / stderr | "
+        f"rounding products | \\|z\\| < 1 | \\|z\\| < 2 | \\|z\\| < 3 | max \\|z\\| | {target} |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *[_line(r) for r in rows],
+    ]
+    if not rows:
+        out = [f"Wall time {wall / 60:.1f} min, torch {torch.__version__}, 1 thread."]
     if reps:
         out += [
             "",
