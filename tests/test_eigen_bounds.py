@@ -161,3 +161,6 @@ def test_a_probe_record_with_the_new_keys_matches_its_schema(cli, tmp_path) -> N
     assert res["lambda_min"]["error_bound"] is None  # 6 steps: too few for the certificate
     assert res["top_k"]["error_bounds"][1] is None and not res["top_k"]["converged_pairs"][1]
     assert res["rounding"]["dtype"] == "float32"
+    # eigenvalues only: the record is their own products' rounding, no random vectors spent on it
+    assert res["rounding"]["vectors"] == "ritz" and res["rounding"]["trace"] is None
+    assert res["rounding"]["num_products"] == 3 and 0 < res["rounding"]["relative_error"] < 1e-3

@@ -122,6 +122,8 @@ class EigenResult:
         rounding: with ``true_residuals`` and a ``reference`` operator, ``‖H̃ y_i − H y_i‖ / ‖y_i‖`` per
             pair: the products' rounding on the pair's own vector, measured against the reference dtype
             and multiplied by ``reference_scale`` (:mod:`.rounding`); None: not measured.
+        rounding_relative: the same difference relative to the product, ``‖H̃ y_i − H y_i‖ / ‖H y_i‖``
+            (scaled, without the residual's own arithmetic); None: not measured.
         krylov_dim: dimension of the random-start Krylov space the Ritz values come from (the steps
             before the first breakdown, if any; the basis may be larger after a restart).
         ritz_range: ``(θ_min, θ_max)`` over all Ritz values of the last ``T_m`` (Lanczos only).
@@ -147,6 +149,7 @@ class EigenResult:
     ritz_range: tuple[float, float] | None = None
     dim: int | None = None
     vector_memory: dict[str, Any] | None = None
+    rounding_relative: list[float] | None = None
 
     @property
     def relative_residuals(self) -> list[float]:
@@ -480,14 +483,14 @@ def lanczos(
                     }
                 )
             done = ok or kry.size >= min(max_iter, op.dim) or (not alive and not kry.restart(generator))
-        vectors, ritz, residuals, rnd = None, None, res[idx].tolist(), None
+        vectors, ritz, residuals, rnd, rel = None, None, res[idx].tolist(), None, None
         if eigenvectors or true_residuals:
             y = kry.basis.combine(s[:, idx].to(kry.basis.device)).to(kry.dtype)  # (len(idx), n)
             vectors = [unflatten(row, op.params) for row in y]
         if true_residuals:
             assert vectors is not None
             ritz = residuals
-            residuals, rnd = _residuals(op, vectors, theta[idx].tolist(), reference, reference_scale)
+            residuals, rnd, rel = _residuals(op, vectors, theta[idx].tolist(), reference, reference_scale)
         return EigenResult(
             theta[idx].tolist(),
             residuals,
@@ -507,18 +510,20 @@ def lanczos(
             (float(theta[0]), float(theta[-1])),
             op.dim,
             kry.basis.memory(),
+            rel if true_residuals else None,
         )
 
 
 def _residuals(
     op: Operator, vectors: list[Params], values: list[float], reference: Operator | None, scale: float
-) -> tuple[list[float], list[float] | None]:
+) -> tuple[list[float], list[float] | None, list[float] | None]:
     """``‖H y − θ y‖ / ‖y‖`` per pair, one product each, accumulated in float64.
 
     With a ``reference``, also the rounding ``scale · ‖H y − H_ref y‖ / ‖y‖ + 2u₆₄ (‖H y‖ / ‖y‖ + |θ|)``
-    (one reference product each; the second term is the float64 arithmetic of the residual itself).
+    (one reference product each; the second term is the float64 arithmetic of the residual itself) and
+    the products' relative difference ``scale · ‖H y − H_ref y‖ / ‖H_ref y‖``.
     """
-    out, rnd = [], []
+    out, rnd, rel = [], [], []
     for y, theta in zip(vectors, values, strict=True):
         v = flatten(y).double()
         hv = flatten(op(y)).double()
@@ -528,11 +533,14 @@ def _residuals(
             ref_dtype = next(iter(reference.params.values())).dtype
             with reference:
                 h_ref = flatten(reference(unflatten(flatten(y).to(ref_dtype), reference.params))).double()
-            product = scale * float(torch.linalg.vector_norm(hv - h_ref.to(hv.device)) / length)
+            diff = float(torch.linalg.vector_norm(hv - h_ref.to(hv.device)))
             # the residual's own float64 arithmetic: ‖fl(Hy − θy) − (Hy − θy)‖ ≤ 2u (‖Hy‖ + |θ| ‖y‖)
             arithmetic = _EPS64 * (float(torch.linalg.vector_norm(hv)) / float(length) + abs(theta))
-            rnd.append(product + arithmetic)
-    return out, (rnd if reference is not None else None)
+            rnd.append(scale * diff / float(length) + arithmetic)
+            rel.append(scale * diff / max(float(torch.linalg.vector_norm(h_ref)), 1e-300))
+    if reference is None:
+        return out, None, None
+    return out, rnd, rel
 
 
 def power_iteration(
@@ -584,9 +592,9 @@ def power_iteration(
             if ok or w_norm == 0 or it == max_iter:
                 break
             v = w / w_norm
-        rnd = None
+        rnd = rel = None
         if reference is not None:
-            rnd = _residuals(op, [unflatten(v, op.params)], [theta], reference, reference_scale)[1]
+            _, rnd, rel = _residuals(op, [unflatten(v, op.params)], [theta], reference, reference_scale)
         vectors = [unflatten(v, op.params)] if eigenvectors else None
         return EigenResult(
             [theta],
@@ -599,6 +607,7 @@ def power_iteration(
             "magnitude",
             tol,
             rounding=rnd,
+            rounding_relative=rel,
             dim=op.dim,
         )
 

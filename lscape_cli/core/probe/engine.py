@@ -358,22 +358,29 @@ def _spectral(
 ) -> None:
     """Every spectral quantity ``req`` asks for, on one operator (of ``cur`` at ``obj``).
 
-    The rounding record is measured whenever the trace or the density is asked, and in a float32 (or
-    lower) run whatever spectral quantity is asked (refined where it matters, :func:`.rounding.refine`);
-    the eigenvalue bounds measure the rounding on their own vectors against the same reference operator.
+    The rounding record is measured on random vectors whenever the trace or the density is asked
+    (refined where it matters, :func:`.rounding.refine`); the eigenvalue bounds measure the rounding on
+    their own vectors against the same reference operator, and in a float32 (or lower) run that asked
+    only for eigenvalues those measurements are the record (:func:`.rounding.pair_record`: no extra
+    products).
     """
     eigen = req.needs_lambda_max or req.lambda_min
-    low_precision = next(iter(op.params.values())).dtype != torch.float64
+    dtype = next(iter(op.params.values())).dtype
     ref = _reference(obj, op, cur) if req.rounding_products else None
-    if eigen:
-        _eigen(op, ref, req, out, on_step)
+    res = _eigen(op, ref, req, out, on_step) if eigen else None
+    stochastic = req.needs_trace or req.density
     rnd = None
-    if ref is not None and (req.needs_trace or req.density or (eigen and low_precision)):
+    if ref is not None and stochastic:
         rnd = rounding.measure(op, ref[0], req.rounding_products, req.seed, ref[1])
-    if req.needs_trace or req.density:
         rnd = _trace_density(op, rnd, ref, req, out, on_step)
+    elif stochastic:
+        _trace_density(op, None, None, req, out, on_step)
     if rnd is not None:
         out.results["rounding"] = rnd.to_dict()
+    elif ref is not None and res is not None and res.rounding_relative and dtype != torch.float64:
+        ref_dtype = next(iter(ref[0].params.values())).dtype
+        record = rounding.pair_record(dtype, ref_dtype, ref[1], res.rounding_relative, req.seed)
+        out.results["rounding"] = record
 
 
 def _per_layer(
@@ -408,7 +415,7 @@ def _power(
     req: ProbeRequest,
     out: ProbeOutput,
     on_step: ProgressFn | None,
-) -> None:
+) -> spectrum.EigenResult:
     """λmax by power iteration, stopped when the residual ‖Hv − θv‖ ≤ tol·|θ| (or after max_iter products).
 
     Power iteration converges to the eigenvalue of largest magnitude, which is λmax unless a negative
@@ -450,6 +457,7 @@ def _power(
         "no certificate that it is the extreme one",
     }
     out.scalars["lambda_max"] = theta
+    return res
 
 
 def _eigen(
@@ -458,10 +466,10 @@ def _eigen(
     req: ProbeRequest,
     out: ProbeOutput,
     on_step: ProgressFn | None,
-) -> None:
+) -> spectrum.EigenResult:
+    """λmax, the top k and/or λmin by Lanczos (or power iteration) with their bounds; returns the run."""
     if req.eig_method == "power":
-        _power(op, ref, req, out, on_step)
-        return
+        return _power(op, ref, req, out, on_step)
     k = max(1, req.top_k)
     top = req.needs_lambda_max
     which = "both" if (top and req.lambda_min) else ("largest" if top else "smallest")
@@ -517,6 +525,7 @@ def _eigen(
             )
             out.results["condition_number"] = {"estimate": kappa, "note": note}
             out.scalars["condition_number"] = kappa
+    return res
 
 
 def _pairs(
