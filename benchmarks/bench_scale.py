@@ -258,6 +258,7 @@ def _eig(obj: Any, op: Any, kept: Any, leaves: list[torch.Tensor], model: nn.Mod
         "vector_memory": res.vector_memory,
         "split": timed.split(wall),
     }
+    out["lscape probe"] = _probe_eig(obj, op, kept, leaves)
     try:
         from pyhessian import hessian
     except ImportError:
@@ -275,6 +276,34 @@ def _eig(obj: Any, op: Any, kept: Any, leaves: list[torch.Tensor], model: nn.Mod
     return out
 
 
+def _probe_eig(obj: Any, op: Any, kept: Any, leaves: list[torch.Tensor]) -> dict[str, Any]:
+    """λmax as a float32 ``lscape probe --lambda-max`` computes it: the same Lanczos run plus the bound's
+    rounding, one float64 product on the Ritz vector (a float64 copy of model and data, no kept graph),
+    which is also the run's whole ``rounding`` record (``vectors: ritz``). Its time is in ``seconds``;
+    ``reference_seconds`` is that float64 product alone."""
+    from lscape_cli.core.linalg import rounding, spectrum
+    from lscape_cli.core.linalg.hvp import HVP
+
+    op.close()
+    timed = _TimedOperator(op)
+    ref = _TimedOperator(HVP(rounding.cast(obj, torch.float64), "double_backward", retain_chunks=0))
+    start, count = time.process_time(), op.num_matvecs
+    res = spectrum.lanczos(
+        timed, tol=1e-4, max_iter=200, seed=0, true_residuals=True, eigenvectors=True, reference=ref
+    )
+    wall = time.process_time() - start
+    vec = list(res.eigenvectors[0].values())  # type: ignore[index]
+    return {
+        "lambda_max": res.eigenvalues[0],
+        "products": op.num_matvecs - count,
+        "seconds": wall,
+        "reference_seconds": sum(ref.products),
+        "residual": _residual(kept, leaves, vec, res.eigenvalues[0]),
+        "rounding": (res.rounding or [None])[0],
+        "split": timed.split(wall - sum(ref.products)),
+    }
+
+
 def _trace(op: Any, model: nn.Module, x: Any, y: Any, products: int) -> dict[str, Any]:
     """``tr(H)`` with the same number of products: lscape's estimators and PyHessian's Hutchinson.
 
@@ -282,7 +311,7 @@ def _trace(op: Any, model: nn.Module, x: Any, y: Any, products: int) -> dict[str
     products a method would need for the standard error of lscape's default (krylov-hutch++) are
     ``m · (se / se_krylov)²`` (a standard error falls as ``1/√m``).
     """
-    from lscape_cli.core import trace
+    from lscape_cli.core.linalg import trace
 
     out: dict[str, Any] = {}
     for method in ("krylov-hutch++", "hutchinson"):  # lscape's default, and the peers' estimator
@@ -374,6 +403,12 @@ def split_line(row: dict[str, Any]) -> str:
                 f"{what}: first product {sp['first_product']:.2f} s, later products "
                 f"{sp['later_products']:.2f} s, vector work and the rest {sp['vector_work']:.2f} s"
             )
+    probe = row.get("eig", {}).get("lscape probe")
+    if probe:
+        parts.append(
+            f"λmax as a float32 `lscape probe` runs it: the same plus {probe['reference_seconds']:.2f} s for "
+            f"the bound's float64 product on the Ritz vector (rounding {probe['rounding']:.2g})"
+        )
     return (
         f"Graph build (forward + create_graph backward) {row['graph_build']:.2f} s; lscape's CPU time, "
         + "; ".join(parts)
