@@ -136,3 +136,31 @@ def test_an_unknown_scale_is_refused(lscape_env: dict[str, str], tmp_path: Path)
     assert result.returncode == 1
     assert result.stderr.strip() == "Error: SCALE=huge: unknown scale (use smoke, small or paper)"
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("study", sorted(SECTIONS))
+def test_the_paper_scale_starts_by_downloading_mnist(study: str, tmp_path: Path) -> None:
+    """SCALE=paper needs no edit: its first command is a `lscape train` on MNIST with --download.
+
+    A stand-in `lscape` records its arguments and fails, so the script stops at its first command
+    (no network here) and says where the data goes.
+    """
+    log = tmp_path / "argv.txt"
+    shim = tmp_path / "bin" / "lscape"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\nexit 3\n')
+    shim.chmod(0o755)
+    env = {**os.environ, "SCALE": "paper", "PATH": f"{shim.parent}{os.pathsep}{os.environ['PATH']}"}
+    env["LSCAPE_DATA"] = str(tmp_path / "data")
+    result = subprocess.run(
+        ["bash", str(STUDIES / f"{study}.sh"), str(tmp_path / "out")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3, result.stderr
+    first = log.read_text().splitlines()[0].split()
+    assert first[0] == "train" and first[first.index("--dataset") + 1] == "mnist" and "--download" in first
+    assert f"downloaded on first use into {tmp_path / 'data'}" in result.stderr

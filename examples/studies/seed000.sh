@@ -13,11 +13,14 @@ case "$SCALE" in
   small)  # 6 of the 10 depths x 4 restarts on 1,000 offline MNIST images (mnist-5k), 1,000 steps at most
     DEPTHS="1 2 3 4 6 8"; RESTARTS=4; STEPS=1000; EVAL=100
     DATA=(--dataset mnist-5k --train-size 1000 --val-size 500) ;;
-  paper)  # the paper's protocol: 5,000/1,000 MNIST images (torchvision; add --download once), 25 restarts
+  paper)  # the paper's protocol: 5,000/1,000 MNIST images (torchvision, downloaded on first use), 25 restarts
     DEPTHS="1 2 3 4 5 6 7 8 9 10"; RESTARTS=25; STEPS=100000; EVAL=1000
-    DATA=(--dataset mnist --train-size 5000 --val-size 1000) ;;
+    DATA=(--dataset mnist --download --train-size 5000 --val-size 1000) ;;
   *) echo "Error: SCALE=$SCALE: unknown scale (use smoke, small or paper)" >&2; exit 1 ;;
 esac
+if [ "$SCALE" = paper ]; then  # the one step that needs the network
+  echo "paper scale: MNIST is downloaded on first use into ${LSCAPE_DATA:-$HOME/.cache/lscape/data} (set LSCAPE_DATA to change)" >&2
+fi
 mkdir -p "$OUT"
 
 # 1. Train every depth: R restarts at once (seeds 0..R-1), full batch, stop when |delta loss| < 1e-6.

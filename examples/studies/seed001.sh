@@ -17,11 +17,14 @@ case "$SCALE" in
           # 1-D lines only for the MLP optimizer sweep (the CNN sweep's would add 2 minutes to the 15)
     MLPS="32 64 128"; CNNS="16 32"; EPOCHS=30; PATIENCE=2; STEPS=21; BATCH=100; BATCHES20=20; SWEEP_MLP=1d; SWEEP_CNN=none
     DATA=(--dataset mnist-5k --train-size 2000 --val-size 500 --test-size 500) ;;
-  paper)  # full MNIST (torchvision; add --download once), every width, 51x51 planes
+  paper)  # full MNIST (torchvision, downloaded on first use), every width, 51x51 planes
     MLPS="32 64 128"; CNNS="16 32 64"; EPOCHS=100; PATIENCE=3; STEPS=51; BATCH=128; BATCHES20=20; SWEEP_MLP=1d,2d; SWEEP_CNN=1d,2d
-    DATA=(--dataset mnist) ;;
+    DATA=(--dataset mnist --download) ;;
   *) echo "Error: SCALE=$SCALE: unknown scale (use smoke, small or paper)" >&2; exit 1 ;;
 esac
+if [ "$SCALE" = paper ]; then  # the one step that needs the network
+  echo "paper scale: MNIST is downloaded on first use into ${LSCAPE_DATA:-$HOME/.cache/lscape/data} (set LSCAPE_DATA to change)" >&2
+fi
 set -- $MLPS; MLP_LMC=${!#}         # the widest MLP and the middle CNN go into sections 3-4
 set -- $CNNS; CNN_LMC=${2:-$1}
 SGD=(--optimizer sgd --lr 0.01 --momentum 0.9)

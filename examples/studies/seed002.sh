@@ -13,10 +13,13 @@ case "$SCALE" in
     WIDTH=4; EPOCHS=2; POWER_ITERS=30; DATA=(--dataset digits --train-size 300 --val-size 100 --test-size 100) ;;
   small)  # 2,000 offline MNIST images (mnist-5k), width 16, 5 epochs; curvature on the 500 test images
     WIDTH=16; EPOCHS=5; POWER_ITERS=100; DATA=(--dataset mnist-5k --train-size 2000 --val-size 500 --test-size 500) ;;
-  paper)  # full MNIST (torchvision; add --download once), width 32, 10 epochs
-    WIDTH=32; EPOCHS=10; POWER_ITERS=100; DATA=(--dataset mnist) ;;
+  paper)  # full MNIST (torchvision, downloaded on first use), width 32, 10 epochs
+    WIDTH=32; EPOCHS=10; POWER_ITERS=100; DATA=(--dataset mnist --download) ;;
   *) echo "Error: SCALE=$SCALE: unknown scale (use smoke, small or paper)" >&2; exit 1 ;;
 esac
+if [ "$SCALE" = paper ]; then  # the one step that needs the network
+  echo "paper scale: MNIST is downloaded on first use into ${LSCAPE_DATA:-$HOME/.cache/lscape/data} (set LSCAPE_DATA to change)" >&2
+fi
 mkdir -p "$OUT"
 CNN=(--model cnn --width "$WIDTH" "${DATA[@]}" --epochs "$EPOCHS" --seed 0 --overwrite --quiet)
 

@@ -15,11 +15,14 @@ case "$SCALE" in
   small)  # 2,000 mnist-5k training images, 6 epochs, low-noise batch 512, tracked on 300 images
     MLPW=64; CNNW=16; EPOCHS=6; LOW_BATCH=512; TRACK=300; STEPS=21; DENSITY=(--density-runs 4 --density-steps 30)
     DATA=(--dataset mnist-5k --train-size 2000 --val-size 500 --test-size 500) ;;
-  paper)  # full MNIST (torchvision; add --download once), 10 epochs, batch 64 vs 2048
+  paper)  # full MNIST (torchvision, downloaded on first use), 10 epochs, batch 64 vs 2048
     MLPW=128; CNNW=32; EPOCHS=10; LOW_BATCH=2048; TRACK=2000; STEPS=51; DENSITY=(--density-runs 10 --density-steps 80)
-    DATA=(--dataset mnist) ;;
+    DATA=(--dataset mnist --download) ;;
   *) echo "Error: SCALE=$SCALE: unknown scale (use smoke, small or paper)" >&2; exit 1 ;;
 esac
+if [ "$SCALE" = paper ]; then  # the one step that needs the network
+  echo "paper scale: MNIST is downloaded on first use into ${LSCAPE_DATA:-$HOME/.cache/lscape/data} (set LSCAPE_DATA to change)" >&2
+fi
 mkdir -p "$OUT"
 TRACKING=(--track lambda_max,sharpness:0.05 --track-every 1 --track-samples "$TRACK")
 COMMON=("${DATA[@]}" --optimizer sgd --momentum 0.9 --schedule cosine --epochs "$EPOCHS" --seed 0 --overwrite --quiet)

@@ -14,10 +14,13 @@ case "$SCALE" in
     WIDTH=4; MLPW=16; EPOCHS=2; SAMPLES=100; TOL=1e-3; DATA=(--dataset digits --train-size 300 --val-size 100 --test-size 100) ;;
   small)  # 2,000 offline MNIST images (mnist-5k), width-8 ResNets, 5 epochs; curvature on 500 training images
     WIDTH=8; MLPW=64; EPOCHS=5; SAMPLES=500; TOL=1e-4; DATA=(--dataset mnist-5k --train-size 2000 --val-size 500 --test-size 500) ;;
-  paper)  # full MNIST (torchvision; add --download once), width-16 ResNets, 20 epochs, curvature on 5,000 images
-    WIDTH=16; MLPW=128; EPOCHS=20; SAMPLES=5000; TOL=1e-6; DATA=(--dataset mnist) ;;
+  paper)  # full MNIST (torchvision, downloaded on first use), width-16 ResNets, 20 epochs, curvature on 5,000 images
+    WIDTH=16; MLPW=128; EPOCHS=20; SAMPLES=5000; TOL=1e-6; DATA=(--dataset mnist --download) ;;
   *) echo "Error: SCALE=$SCALE: unknown scale (use smoke, small or paper)" >&2; exit 1 ;;
 esac
+if [ "$SCALE" = paper ]; then  # the one step that needs the network
+  echo "paper scale: MNIST is downloaded on first use into ${LSCAPE_DATA:-$HOME/.cache/lscape/data} (set LSCAPE_DATA to change)" >&2
+fi
 mkdir -p "$OUT"
 SGD=(--optimizer sgd --lr 0.05 --momentum 0.9 --epochs "$EPOCHS" --seed 0 --overwrite --quiet)
 
