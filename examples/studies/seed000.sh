@@ -42,6 +42,6 @@ lscape pareto "$OUT" --group-by model.depth --x train_loss --y frobenius --targe
 # 4. One page: inventory, curvature, groups by depth, training curves, the Pareto figures and numbers.
 #    The paper's per-depth table: mean ± std over the restarts of each depth.
 lscape report "$OUT" --group-by model.depth --compare model.depth --title "Seed 000: MLP depth" \
-  --table "depths=train_loss,val_loss,frobenius:‖H‖_F (Hutchinson),epochs,stop;group=model.depth;title=Per depth: mean ± std over restarts" \
+  --table "depths=train_loss,val_loss,test_accuracy:test acc,frobenius:‖H‖_F (Hutchinson),epochs,stop;group=model.depth;title=Per depth: mean ± std over restarts" \
   --out "$OUT/report.html" --quiet
 echo "report: $OUT/report.html"
