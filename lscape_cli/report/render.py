@@ -35,6 +35,7 @@ th{background:#f3f4f6;position:sticky;top:0;text-align:right;white-space:normal;
 max-width:11em;overflow-wrap:break-word}
 td.wrap{white-space:normal;min-width:7em;max-width:16em;overflow-wrap:anywhere}
 td .v{white-space:nowrap}
+table[data-table=claims] td,table[data-table=claims] th{text-align:left}
 th:first-child,td:first-child{text-align:left;position:sticky;left:0;background:#fff}
 th:first-child{background:#f3f4f6}
 tr:hover td{background:#f8fbff}
