@@ -68,6 +68,8 @@ def make_study(root: Path, templates: Any, runs: dict[int, list[dict[str, Any]]]
             p["results"]["lambda_max"].update(
                 estimate=run["lambda_max"], error_bound=run.get("error_bound", 0.5)
             )
+            for edit in run.get("probe", ()):
+                edit(p)
             (folder / f"r{j}.probe.json").write_text(json.dumps(p))
     return root
 
@@ -253,6 +255,21 @@ def test_a_run_without_the_value_is_named(tmp_path: Path, templates: Any, cli: A
     assert math.isclose(float(row["estimate"]), (30 + 34 + 36) / 3 - 11, rel_tol=1e-12)
 
 
+def _not_converged(p: dict[str, Any]) -> None:
+    p["results"]["lambda_max"]["converged"] = False
+
+
+def test_a_flagged_value_is_said(tmp_path: Path, templates: Any, cli: Any) -> None:
+    runs = runs_of(ACC, LAM)
+    runs[SMALL][1]["probe"] = [_not_converged]
+    root = make_study(tmp_path / "s", templates, runs)
+    r = report(cli, root, f"sharp=diff:lambda_max;{DIFF};expect=>")
+    assert "Flag: " in r.stderr  # the same flag the curvature table shows
+    row = claims_csv(root)["sharp"]
+    assert row["verdict"] == "agrees"
+    assert row["reason"] == f"the interval lies above 0; λmax of run bs{SMALL}/r1 is not converged"
+
+
 def test_the_estimator_dominating_is_said(tmp_path: Path, templates: Any, cli: Any) -> None:
     root = make_study(tmp_path / "s", templates, runs_of(ACC, LAM, error_bound=9.0))
     report(cli, root, f"sharp=diff:lambda_max;{DIFF};expect=>")
@@ -324,6 +341,10 @@ def test_study_file_equals_the_option(study: Path, cli: Callable[..., Result], t
         (f"c=diff:test_accuracy;{DIFF}", "Error: a claim needs expect=> or expect=<: --claim c"),
         (f"c=diff:test_accuracy;{DIFF};expect=>;sort=run",
          "Error: unknown claim option 'sort=run': --claim c"),
+        (f"c=diff:test_accuracy;{DIFF};expect=>;expect=<", "Error: expect= is given twice: --claim c"),
+        ("c=diff:test_accuracy;group=run;a=bs*;b=bs128/*;expect=<", "Error: run bs128/r0 is in both groups"),
+        ("c=diff:test_accuracy;group=run;a=x*;b=bs128/*;expect=<",
+         "Error: no run has run=x*: --claim c (no run name matches: use a glob)"),
         ("c=corr:lambda_max,test_accuracy;expect=<;where=run=nothing*",
          "Error: no run meets the claim's where conditions: --claim c"),
     ],

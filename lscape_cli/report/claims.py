@@ -136,13 +136,16 @@ def parse_claim(text: str) -> ClaimSpec:
         if key.strip() not in got or not eq:
             raise LscapeError(f"unknown claim option {opt.strip()!r}", where, f"use {'=, '.join(OPTIONS)}=")
         got[key.strip()].append(value.strip())
+    twice = next((k for k, v in got.items() if len(v) > 1 and k != "where"), None)
+    if twice is not None:
+        raise LscapeError(f"{twice}= is given twice", where, "give it once (only where= repeats)")
     wheres = []
     for item in got["where"]:
         key, eq, value = item.partition("=")
         if not eq:
             raise LscapeError(f"cannot read where {item!r}", where, "write where=KEY=VALUE")
         wheres.append((key.strip(), value.strip()))
-    one = {k: (v[-1] if v else None) for k, v in got.items()}
+    one = {k: (v[0] if v else None) for k, v in got.items()}
     threshold, per = _value(one["value"], where)
     return _check(
         ClaimSpec(

@@ -106,10 +106,12 @@ def _groups(spec: ClaimSpec, runs: list[Run], where: str) -> list[list[Run]]:
         members = [r for r in runs if holds(r, key, str(want))]
         if not members:
             have = sorted({str(s.value) for r in runs if (s := key_source(r, key)) is not None})
-            raise LscapeError(
-                f"no run has {key}={want}", where, f"the runs have {key} {', '.join(have) or 'unset'}"
-            )
+            fix = f"the runs have {key} {', '.join(have)}" if have else "no run name matches: use a glob"
+            raise LscapeError(f"no run has {key}={want}", where, fix)
         out.append(members)
+    both = next((r.label for r in out[0] if r in out[1]), None)
+    if both is not None:
+        raise LscapeError(f"run {both} is in both groups", where, "give a and b that no run shares")
     return out
 
 
@@ -235,6 +237,17 @@ def _side(spec: ClaimSpec, iv: Interval, ref: float) -> tuple[str, str]:
     return INCONCLUSIVE, f"the interval contains {where}"
 
 
+def _flagged(spec: ClaimSpec, vals: _Values) -> list[str]:
+    """The flags of the values used (not converged, stale, ...), said in the reason."""
+    return [
+        f"{col.title()} of run {run.label} is {cell.badge}"
+        for members in vals.groups
+        for run, cells in members
+        for col, cell in zip(spec.columns, cells, strict=True)
+        if cell.badge
+    ]
+
+
 def evaluate(spec: ClaimSpec, joined: Joined) -> Verdict:
     """The claim's verdict on these runs (refuses an unknown column, group key or group value)."""
     where = spec.origin or f"--claim {spec.name}"
@@ -255,6 +268,7 @@ def evaluate(spec: ClaimSpec, joined: Joined) -> Verdict:
             f"; the estimator dominates: its largest ± ({fmt_err(largest)}) is as large as the std over "
             f"restarts ({fmt_err(spread)})"
         )
+    notes += _flagged(spec, vals)
     if notes:
         reason += "; " + _named(notes)
     sources = tuple(s for members in vals.groups for _, cells in members for c in cells for s in c.sources)
