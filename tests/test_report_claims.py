@@ -377,3 +377,12 @@ def test_bad_claim_in_a_study_file(study: Path, cli: Any, error_line: Any, tmp_p
         error_line(r)
         == f"Error: a diff claim needs group, a, b: {path}: claims.c (give group=KEY;a=VALUE1;b=VALUE2)"
     )
+
+
+def test_a_study_file_without_tables_or_claims(
+    study: Path, cli: Any, error_line: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "study.toml"
+    path.write_text("[claim.c]\nkind = 'diff'\n")
+    r = cli("report", study, "--out", tmp_path / "r.html", "--tables", path)
+    assert error_line(r).startswith(f"Error: no tables or claims in the study file: {path}")

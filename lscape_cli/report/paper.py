@@ -247,7 +247,8 @@ def read_study(path: Path) -> list[TableSpec]:
     if tables is None and isinstance(data, dict) and data.get("claims"):
         return []
     if not isinstance(tables, dict) or not tables:
-        raise LscapeError("no tables in the study file", str(path), "add [tables.NAME] with columns = [...]")
+        fix = "add [tables.NAME] with columns = [...], or [claims.NAME]"
+        raise LscapeError("no tables or claims in the study file", str(path), fix)
     return [_spec_from(name, obj, str(path)) for name, obj in tables.items()]
 
 
