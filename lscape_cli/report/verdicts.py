@@ -185,40 +185,43 @@ def _estimator(spec: ClaimSpec, vals: _Values) -> tuple[float | None, str, float
     return best, of, largest
 
 
-def _compute(spec: ClaimSpec, vals: _Values) -> tuple[float | None, Interval | None, list[str], float]:
-    """The estimate, its interval, why there is none, and the std over restarts (0 for a correlation)."""
-    if spec.kind == "diff":
-        a, b = vals.numbers(0, 0), vals.numbers(1, 0)
-        est = math.fsum(a) / len(a) - math.fsum(b) / len(b) if a and b else None
-        few = [
-            f"{len(xs)} run(s) with {spec.group}={v}" for xs, v in ((a, spec.a), (b, spec.b)) if len(xs) < 2
-        ]
-        if few:
-            return (
-                est,
-                None,
-                [f"{' and '.join(few)}: the spread over restarts is unknown (needs 2 or more in each)"],
-                0,
-            )
-        return est, intervals.welch(a, b), [], max(_std(a), _std(b))
-    if spec.kind == "mean":
-        xs = vals.numbers(0, 0)
-        est = math.fsum(xs) / len(xs) if xs else None
-        if len(xs) < 2:
-            return est, None, [f"{len(xs)} run(s): the spread over restarts is unknown (needs 2 or more)"], 0
-        return est, intervals.mean(xs), [], _std(xs)
+Computed = tuple[float | None, Interval | None, list[str], float]
+UNKNOWN = "the spread over restarts is unknown"
+
+
+def _diff(spec: ClaimSpec, vals: _Values) -> Computed:
+    a, b = vals.numbers(0, 0), vals.numbers(1, 0)
+    est = math.fsum(a) / len(a) - math.fsum(b) / len(b) if a and b else None
+    few = [f"{len(xs)} run(s) with {spec.group}={v}" for xs, v in ((a, spec.a), (b, spec.b)) if len(xs) < 2]
+    if few:
+        return est, None, [f"{' and '.join(few)}: {UNKNOWN} (needs 2 or more in each)"], 0.0
+    return est, intervals.welch(a, b), [], max(_std(a), _std(b))
+
+
+def _mean(vals: _Values) -> Computed:
+    xs = vals.numbers(0, 0)
+    est = math.fsum(xs) / len(xs) if xs else None
+    if len(xs) < 2:
+        return est, None, [f"{len(xs)} run(s): {UNKNOWN} (needs 2 or more)"], 0.0
+    return est, intervals.mean(xs), [], _std(xs)
+
+
+def _corr(spec: ClaimSpec, vals: _Values) -> Computed:
     x, y = vals.numbers(0, 0), vals.numbers(0, 1)
     rho = intervals.rho(x, y) if len(x) >= 2 else None
     if len(x) >= 2 and rho is None:
-        return (
-            None,
-            None,
-            [f"{spec.columns[0].title()} or {spec.columns[1].title()} is the same in every run"],
-            0,
-        )
+        same = f"{spec.columns[0].title()} or {spec.columns[1].title()} is the same in every run"
+        return None, None, [same], 0.0
     if len(x) < 5:
-        return rho, None, [f"{len(x)} runs: a rank correlation's interval needs 5 or more"], 0
-    return rho, intervals.spearman(x, y), [], 0
+        return rho, None, [f"{len(x)} runs: a rank correlation's interval needs 5 or more"], 0.0
+    return rho, intervals.spearman(x, y), [], 0.0
+
+
+def _compute(spec: ClaimSpec, vals: _Values) -> Computed:
+    """The estimate, its interval, why there is none, and the std over restarts (0 for a correlation)."""
+    if spec.kind == "diff":
+        return _diff(spec, vals)
+    return _mean(vals) if spec.kind == "mean" else _corr(spec, vals)
 
 
 def _std(xs: list[float]) -> float:
