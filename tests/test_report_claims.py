@@ -255,6 +255,18 @@ def test_a_run_without_the_value_is_named(tmp_path: Path, templates: Any, cli: A
     assert math.isclose(float(row["estimate"]), (30 + 34 + 36) / 3 - 11, rel_tol=1e-12)
 
 
+def test_a_text_column_is_no_number(study: Path, cli: Callable[..., Result]) -> None:
+    report(cli, study, "opt=mean:training.optimizer;value=0;expect=>")
+    row = claims_csv(study)["opt"]
+    assert row["verdict"] == "inconclusive" and row["n"] == "0"
+    assert row["reason"].startswith(
+        f"run bs{SMALL}/r0 has no training.optimizer as a number ('sgd'); run bs{SMALL}/r1 has no"
+    )
+    assert row["reason"].endswith(
+        "; and 4 more; 0 run(s): the spread over restarts is unknown (needs 2 or more)"
+    )
+
+
 def _not_converged(p: dict[str, Any]) -> None:
     p["results"]["lambda_max"]["converged"] = False
 

@@ -22,7 +22,7 @@ from lscape_cli.report.cells import DASH, Cell, Source, Table, fmt, fmt_err
 from lscape_cli.report.claims import ClaimSpec
 from lscape_cli.report.intervals import Interval
 from lscape_cli.report.inventory import run_values
-from lscape_cli.report.paper import Joined, column_cells, holds, selected
+from lscape_cli.report.paper import Column, Joined, column_cells, holds, selected
 from lscape_cli.report.runs import Run, key_source
 
 AGREES, DISAGREES, INCONCLUSIVE = "agrees", "disagrees", "inconclusive"
@@ -115,6 +115,11 @@ def _groups(spec: ClaimSpec, runs: list[Run], where: str) -> list[list[Run]]:
     return out
 
 
+def _lacking(col: Column, cell: Cell) -> str:
+    """A column a run has no number for: its title, and the text shown instead (a setting's word)."""
+    return col.title() + ("" if cell.text == DASH else f" as a number ({cell.text!r})")
+
+
 def _values(spec: ClaimSpec, joined: Joined, where: str) -> _Values:
     fns = [column_cells(col, joined, where) for col in spec.columns]
     groups = _groups(spec, selected(spec.where, joined.runs), where)
@@ -123,7 +128,9 @@ def _values(spec: ClaimSpec, joined: Joined, where: str) -> _Values:
         kept = []
         for run in members:
             cells = [fn(run) for fn in fns]
-            lacking = [c.title() for c, cell in zip(spec.columns, cells, strict=True) if cell.value is None]
+            lacking = [
+                _lacking(c, cell) for c, cell in zip(spec.columns, cells, strict=True) if cell.value is None
+            ]
             if lacking:
                 out.missing.append(f"run {run.label} has no {' or '.join(lacking)}")
             else:
