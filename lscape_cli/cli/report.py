@@ -42,7 +42,19 @@ def report(
     ] = None,
     tables: Annotated[
         Path | None,
-        typer.Option(help="A TOML or JSON study file of paper tables ([tables.NAME] columns = [...])."),
+        typer.Option(
+            help="A TOML or JSON study file of paper tables ([tables.NAME] columns = [...]) and claims "
+            "([claims.NAME] kind = 'diff', columns = ..., expect = '>')."
+        ),
+    ] = None,
+    claim: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A paper claim tested over restarts, NAME=KIND:COLUMNS;OPTION=VALUE...: "
+            "diff:COLUMN;group=KEY;a=V1;b=V2 (Welch interval), corr:COLUMN1,COLUMN2 (Spearman), "
+            "mean:COLUMN;value=NUMBER[/KEY] (t interval), each with expect=> or expect=<, and "
+            "where=KEY=VALUE, paper=TEXT, claim=TEXT (repeatable; docs/formats.md)."
+        ),
     ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -55,10 +67,12 @@ def report(
 
     Example:
         lscape report runs/ --group-by model.depth --compare model.depth --out runs/report.html \
-            --table 'depths=model.depth,test_loss,lambda_max;group=model.depth'
+            --table 'depths=model.depth,test_loss,lambda_max;group=model.depth' \
+            --claim 'deep=diff:test_loss;group=model.depth;a=4;b=1;expect=<;claim=deeper nets fit better'
 
     """
     from lscape_cli.report import ReportRequest, make_report
+    from lscape_cli.report.claims import check_names, parse_claim, read_claims
     from lscape_cli.report.paper import parse_table, read_study
     from lscape_cli.storage.files import allow_overwrite, refuse_overlap
     from lscape_cli.storage.study import report_paths
@@ -68,7 +82,10 @@ def report(
         [report_paths(out)["html"], report_paths(out)["markdown"]], [p for p in inputs if p.is_file()]
     )
     specs = [*(read_study(tables) if tables else []), *(parse_table(t) for t in table or [])]
-    res = make_report(ReportRequest(tuple(inputs), out, compare, group_by, title, tuple(specs)))
+    claims = [*(read_claims(tables) if tables else []), *(parse_claim(c) for c in claim or [])]
+    check_names(claims)
+    request = ReportRequest(tuple(inputs), out, compare, group_by, title, tuple(specs), tuple(claims))
+    res = make_report(request)
     for line in res.skipped:
         err.print(f"Warning: skipped {line}", markup=False, soft_wrap=True)
     if json_out:
@@ -78,6 +95,8 @@ def report(
             err.print(f"Stale: {line}", markup=False, soft_wrap=True)
         for line in res.flags:
             err.print(f"Flag: {line}", markup=False, soft_wrap=True)
+        for verdict in res.claims:
+            err.print(f"Claim: {verdict.line()}", markup=False, soft_wrap=True)
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(res.counts.items()))
         err.print(f"lscape report: {res.num_runs} runs from {kinds} records", markup=False, soft_wrap=True)
         p = res.paths

@@ -14,8 +14,9 @@ from typing import Any
 
 from lscape_cli import __version__
 from lscape_cli.errors import LscapeError
-from lscape_cli.report import curvature, figures, inventory, landscape, paper, per_layer, studies
+from lscape_cli.report import curvature, figures, inventory, landscape, paper, per_layer, studies, verdicts
 from lscape_cli.report.cells import Table
+from lscape_cli.report.claims import ClaimSpec
 from lscape_cli.report.document import Block, Bullets, Document, Image, Section
 from lscape_cli.report.render import to_csv, to_html, to_latex, to_markdown
 from lscape_cli.report.runs import RUN_KEY, Run, check_key, join, order, rel
@@ -32,6 +33,7 @@ class ReportRequest:
     group_by: str | None = None  # settings key whose values group restarts, e.g. model.depth
     title: str | None = None
     tables: tuple[paper.TableSpec, ...] = ()  # paper tables (--table, --tables), shown first
+    claims: tuple[ClaimSpec, ...] = ()  # paper claims (--claim, --tables), their verdicts after the tables
 
 
 @dataclass
@@ -46,6 +48,7 @@ class ReportResult:
     tables: list[str] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)  # "table: row: column: flag" for each flagged value
+    claims: list[verdicts.Verdict] = field(default_factory=list)  # each claim's verdict, in order
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (what ``lscape report --json`` prints)."""
@@ -61,6 +64,7 @@ class ReportResult:
             "tables": self.tables,
             "figures": self.figures,
             "flags": self.flags,
+            "claims": [v.row() for v in self.claims],
         }
 
 
@@ -84,7 +88,9 @@ def make_report(req: ReportRequest) -> ReportResult:
     check_key(runs, req.compare, "--compare")
     check_key(runs, req.group_by, "--group-by")
     runs = order(runs, req.compare or req.group_by)
-    doc = document(req, study, runs, rels)
+    joined = paper.Joined(runs, rels, _of(study.records, "slice"), _of(study.records, "connect"))
+    claims = verdicts.evaluate_all(list(req.claims), joined)
+    doc = document(req, study, runs, rels, claims)
     _check_keys(doc)
     paths = report_paths(req.out)
     links = _image_links(doc.images, paths["figures"], out_dir)
@@ -104,6 +110,7 @@ def make_report(req: ReportRequest) -> ReportResult:
         sorted(tables),
         sorted(generated),
         flags(doc.tables),
+        claims,
     )
 
 
@@ -144,7 +151,13 @@ def _of(records: list[Record], kind: str) -> list[Record]:
     return [r for r in records if r.kind == kind]
 
 
-def document(req: ReportRequest, study: Study, runs: list[Run], rels: dict[str, str]) -> Document:
+def document(
+    req: ReportRequest,
+    study: Study,
+    runs: list[Run],
+    rels: dict[str, str],
+    claims: list[verdicts.Verdict] | None = None,
+) -> Document:
     """Every section that has records to show, in the order of the issue's seed studies."""
     recs = study.records
     # the compare/group keys as inventory columns ("run" is one already)
@@ -155,6 +168,8 @@ def document(req: ReportRequest, study: Study, runs: list[Run], rels: dict[str, 
         joined = paper.Joined(runs, rels, _of(recs, "slice"), _of(recs, "connect"))
         made: list[Block] = list(paper.tables(list(req.tables), joined))
         sections.append(Section("tables", "Tables", made))
+    if claims:
+        sections.append(Section("claims", "Claims", [verdicts.table(claims)]))
     trained = [r for r in runs if r.train is not None or r.meta]
     if trained:
         sections.append(Section("inventory", "Run inventory", list(inventory.inventory(trained, rels, keys))))

@@ -56,6 +56,7 @@ class Table:
     rows: list[list[Cell]] = field(default_factory=list)
     caption: str = ""  # shown under the table (definitions, protocol)
     footnotes: list[str] = field(default_factory=list)  # numbered [1], [2], ... from row cells
+    csv_rows: list[dict[str, Any]] | None = None  # the CSV's rows when they are not the cells' numbers
 
 
 def fmt(value: Any) -> str:

@@ -106,7 +106,7 @@ class TableSpec:
     caption: str = ""
 
 
-def _split_top(text: str) -> list[str]:
+def split_top(text: str) -> list[str]:
     """Split at commas outside brackets."""
     parts, depth, cur = [], 0, ""
     for ch in text:
@@ -170,7 +170,7 @@ def parse_table(text: str) -> TableSpec:
         fields[key.strip()].append(value)
     return TableSpec(
         _check_name(name.strip(), "--table"),
-        tuple(parse_column(c, where) for c in _split_top(cols)),
+        tuple(parse_column(c, where) for c in split_top(cols)),
         ";".join(fields["title"]),
         _pairs(fields["where"], "where", where),
         tuple(s.strip() for f in fields["sort"] for s in f.split(",") if s.strip()),
@@ -181,7 +181,7 @@ def parse_table(text: str) -> TableSpec:
 
 def _list(value: Any, key: str, where: str) -> list[str]:
     if isinstance(value, str):
-        return _split_top(value) if key == "columns" else [value]
+        return split_top(value) if key == "columns" else [value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
     raise LscapeError(f"{key} must be a string or a list of strings", where, f"e.g. {key} = [...]")
@@ -211,7 +211,7 @@ def _spec_from(name: str, obj: Any, where: str) -> TableSpec:
     )
 
 
-def _load(path: Path) -> Any:
+def load_study(path: Path) -> Any:
     """The parsed file: JSON by its suffix, else TOML (``tomllib``: Python 3.11 or later)."""
     import importlib
 
@@ -240,12 +240,15 @@ def read_study(path: Path) -> list[TableSpec]:
     """The tables of a TOML or JSON study file, in file order.
 
     TOML: ``[tables.NAME]`` with ``columns``, ``title``, ``where``, ``sort``, ``group_by``, ``caption``;
-    JSON: ``{"tables": {"NAME": {...}}}``.
+    JSON: ``{"tables": {"NAME": {...}}}``. A file of claims alone (``[claims.NAME]``) has no tables.
     """
-    data = _load(path)
+    data = load_study(path)
     tables = data.get("tables") if isinstance(data, dict) else None
+    if tables is None and isinstance(data, dict) and data.get("claims"):
+        return []
     if not isinstance(tables, dict) or not tables:
-        raise LscapeError("no tables in the study file", str(path), "add [tables.NAME] with columns = [...]")
+        fix = "add [tables.NAME] with columns = [...], or [claims.NAME]"
+        raise LscapeError("no tables or claims in the study file", str(path), fix)
     return [_spec_from(name, obj, str(path)) for name, obj in tables.items()]
 
 
@@ -397,19 +400,19 @@ def _joined(
     return lambda run: _first_cell([r for r in records if run.key in shas(r)], rels, keep, fn)
 
 
-def _holds(run: Run, key: str, want: str) -> bool:
+def holds(run: Run, key: str, want: str) -> bool:
     """One ``where`` condition: ``run`` matches a glob, a setting equals a value; ``!`` negates."""
     if want.startswith("!"):
-        return not _holds(run, key, want[1:])
+        return not holds(run, key, want[1:])
     if key == "run":
         return fnmatch.fnmatch(run.label, want)
     s = key_source(run, key)
     return s is not None and curvature.same(want, s.value)
 
 
-def _selected(spec: TableSpec, runs: list[Run]) -> list[Run]:
+def selected(where: tuple[tuple[str, str], ...], runs: list[Run]) -> list[Run]:
     """The runs meeting every ``where`` condition."""
-    return [r for r in runs if all(_holds(r, key, want) for key, want in spec.where)]
+    return [r for r in runs if all(holds(r, key, want) for key, want in where)]
 
 
 def _sort_value(run: Run, key: str, cells: dict[str, Cell]) -> Any:
@@ -424,7 +427,7 @@ def build(spec: TableSpec, joined: Joined) -> Table:
     """The table ``spec`` asks for, from the runs and records ``joined`` holds."""
     where = f"--table {spec.name}"
     fns = [(col, column_cells(col, joined, where)) for col in spec.columns]
-    runs = _selected(spec, joined.runs)
+    runs = selected(spec.where, joined.runs)
     rows = []
     for run in runs:
         cells = [fn(run) for _, fn in fns]

@@ -35,6 +35,7 @@ th{background:#f3f4f6;position:sticky;top:0;text-align:right;white-space:normal;
 max-width:11em;overflow-wrap:break-word}
 td.wrap{white-space:normal;min-width:7em;max-width:16em;overflow-wrap:anywhere}
 td .v{white-space:nowrap}
+table[data-table=claims] td,table[data-table=claims] th{text-align:left}
 th:first-child,td:first-child{text-align:left;position:sticky;left:0;background:#fff}
 th:first-child{background:#f3f4f6}
 tr:hover td{background:#f8fbff}
@@ -81,7 +82,8 @@ def _td(cell: Cell) -> str:
         attrs += f' title="{html.escape(cell.note)}"'
     pieces = BREAKS.split(cell.text)
     text = html.escape(cell.text)
-    if len(pieces) > 1 and len(cell.text) > SHORT:  # "value ± err", "value [min, max]", "… vs …"
+    whole = max(map(len, pieces)) <= LONG  # each piece short enough to stay on one line
+    if len(pieces) > 1 and len(cell.text) > SHORT and whole:  # "value ± err", "value [min, max]", "… vs …"
         attrs += ' class="wrap"'  # lines break between the pieces, never inside a number
         text = "".join(f'<span class="v">{html.escape(piece)}</span>' for piece in pieces)
     elif len(cell.text) > LONG:  # long text (a path, a list) may wrap anywhere
@@ -255,8 +257,14 @@ def to_csv(t: Table) -> str:
     ``NAME min``/``NAME max`` (over batches) and its extras as present; text columns keep their text.
     ``NAME flags`` holds the column's flags (``not converged``, ``censored``, ...) where any has one.
     """
-    cols = [(j, name, fn) for j in range(len(t.columns)) for name, fn in _csv_columns(t, j)]
     buf = io.StringIO()
+    if t.csv_rows is not None:  # a table whose numbers are not its cells' (the claims)
+        names = list(dict.fromkeys(k for row in t.csv_rows for k in row))
+        rows = csv.writer(buf, lineterminator="\n")
+        rows.writerow(names)
+        rows.writerows([_csv_number(row.get(k)) for k in names] for row in t.csv_rows)
+        return buf.getvalue()
+    cols = [(j, name, fn) for j in range(len(t.columns)) for name, fn in _csv_columns(t, j)]
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([name for _, name, _ in cols])
     writer.writerows([_csv_number(fn(row[j])) for j, _, fn in cols] for row in t.rows)
