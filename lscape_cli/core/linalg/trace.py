@@ -65,7 +65,8 @@ there). Every ``‖H‖_F²`` takes its standard error from the products in the 
 (:func:`square_norm_stderr`, ``"product-pairs"``): ``‖Ag‖² = gᵀA²g`` is a Rademacher quadratic form of
 ``A²``, whose variance ``2(‖A²‖_F² − Σ (A²)_ii²)`` has unbiased estimates from pairs of the products
 already spent; with the probes' spread, four ‖H‖_F rows of the coverage table were at 92%, with the
-products they are at 94.5%, and every method covers 94.3-96.6% over 1000 seeds on exact Hessians. Each :class:`Estimate` reports ``stderr``, how it was formed, its ``dof``, a
+products they are at 94.5%, and every method covers 94.3-96.6% over 1000 seeds on exact Hessians.
+Each :class:`Estimate` reports ``stderr``, how it was formed, its ``dof``, a
 floating-point ``rounding`` floor (:mod:`lscape_cli.core.linalg.rounding`, measured, reported separately) and
 the combined
 
