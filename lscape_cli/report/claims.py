@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lscape_cli.errors import LscapeError
-from lscape_cli.report.paper import NAME, Column, load_study, parse_column, split_top
+from lscape_cli.report.paper import Column, check_name, load_study, parse_column, split_top
 
 KINDS = {"diff": 1, "corr": 2, "mean": 1}  # kind: number of columns
 OPTIONS = ("group", "a", "b", "where", "expect", "value", "paper", "claim")
@@ -116,18 +116,12 @@ def _value(text: str | None, where: str) -> tuple[float | None, str | None]:
     return float(m.group(1)), m.group(2)
 
 
-def _name(name: str, where: str) -> str:
-    if not NAME.fullmatch(name):
-        raise LscapeError(f"claim name {name!r} is not a file name", where, "use letters, digits, - and _")
-    return name
-
-
 def parse_claim(text: str) -> ClaimSpec:
     """``NAME=KIND:COLUMNS;OPTION=VALUE;...`` (the ``--claim`` option)."""
     name, eq, rest = text.partition("=")
     if not eq or not rest.strip():
         raise LscapeError(f"cannot read --claim {text!r}", "--claim", FIX)
-    where = f"--claim {_name(name.strip(), '--claim')}"
+    where = f"--claim {check_name(name.strip(), '--claim', 'claim')}"
     test, *opts = rest.split(";")
     kind, columns = _kind_columns(test, where)
     got: dict[str, list[str]] = {k: [] for k in OPTIONS}
@@ -197,7 +191,7 @@ def _from_file(name: str, obj: Any, path: str) -> ClaimSpec:
     threshold, per = _value(_text(obj, "value"), where)
     pairs = tuple((str(k), str(v)) for k, vs in w.items() for v in (vs if isinstance(vs, list) else [vs]))
     spec = ClaimSpec(
-        _name(name, where),
+        check_name(name, where, "claim"),
         kind,
         _columns(texts, kind, where),
         str(obj.get("expect") or ""),

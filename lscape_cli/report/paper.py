@@ -147,9 +147,10 @@ def _pairs(items: list[str], what: str, where: str) -> tuple[tuple[str, str], ..
     return tuple(out)
 
 
-def _check_name(name: str, where: str) -> str:
+def check_name(name: str, where: str, what: str = "table") -> str:
+    """``name`` if it can name a file (a table's CSV, a claim's row), else one ``Error:`` line."""
     if not NAME.fullmatch(name):
-        raise LscapeError(f"table name {name!r} is not a file name", where, "use letters, digits, - and _")
+        raise LscapeError(f"{what} name {name!r} is not a file name", where, "use letters, digits, - and _")
     return name
 
 
@@ -169,7 +170,7 @@ def parse_table(text: str) -> TableSpec:
             )
         fields[key.strip()].append(value)
     return TableSpec(
-        _check_name(name.strip(), "--table"),
+        check_name(name.strip(), "--table"),
         tuple(parse_column(c, where) for c in split_top(cols)),
         ";".join(fields["title"]),
         _pairs(fields["where"], "where", where),
@@ -201,7 +202,7 @@ def _spec_from(name: str, obj: Any, where: str) -> TableSpec:
             f"where of table {name!r} must be a table of KEY = VALUE", where, "where = {'model.name' = 'mlp'}"
         )
     return TableSpec(
-        _check_name(name, where),
+        check_name(name, where),
         tuple(parse_column(c, f"{where}: {name}") for c in _list(obj["columns"], "columns", where)),
         str(obj.get("title") or ""),
         tuple((str(k), str(v)) for k, vs in w.items() for v in (vs if isinstance(vs, list) else [vs])),
