@@ -36,6 +36,7 @@ from lscape_cli.errors import LscapeError
 
 if TYPE_CHECKING:
     from lscape_cli.core.losses import Loss
+    from lscape_cli.core.probe.results import ProbeResults
 
 Data = Any  # (x, y) | DataLoader | iterable of (x, y) batches | {"train": ..., ...} | str | Path
 LossArg = str | Callable[[Any, torch.Tensor], torch.Tensor]  # a spelling, a Loss, or a callable
@@ -169,7 +170,7 @@ def probe(
     max_batch: int = 4096,
     initial_params: dict[str, torch.Tensor] | None = None,
     **request: Any,
-) -> dict[str, Any]:
+) -> ProbeResults:
     """Curvature and flatness at the model's parameters: ``lscape probe``'s ``results``.
 
     Args:

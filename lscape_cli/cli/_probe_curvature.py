@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def check_eigenvector_output(
 
 
 def save_eigenvectors(
-    path: Path, vectors: list[Any], checkpoint: Path, model: dict[str, Any], results: dict[str, Any]
+    path: Path, vectors: list[Any], checkpoint: Path, model: dict[str, object], results: Mapping[str, Any]
 ) -> None:
     """The top-k Ritz vectors as a ``lscape.directions/1`` file (kind ``eigen``) that `lscape slice` reads."""
     from lscape_cli.core.landscape.directions import digest, unit_eigenvectors
@@ -119,7 +120,7 @@ def _est(entry: dict[str, Any] | None) -> str:
     return f"{entry['estimate']:.4g} ± {entry['stderr']:.2g}"
 
 
-def layer_table(results: dict[str, Any]) -> Any:
+def layer_table(results: Mapping[str, Any]) -> Any:
     """The ``per_layer`` results as a rich table: one row per block, its cost in the last columns."""
     from rich.table import Table
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lscape_cli.errors import LscapeError
+
+if TYPE_CHECKING:
+    from lscape_cli.core.probe.checks import CheckRow
 
 
 def refs(checks: list[str]) -> set[str]:
@@ -15,7 +18,7 @@ def refs(checks: list[str]) -> set[str]:
     return set().union(*(chk.referenced(e) for e in checks)) if checks else set()
 
 
-def evaluate(expr: str, scalars: dict[str, float | None], measured: set[str]) -> dict[str, Any]:
+def evaluate(expr: str, scalars: dict[str, float | None], measured: set[str]) -> CheckRow:
     """One --check row evaluated on the measured scalars (a measured name without a value is None)."""
     from lscape_cli.core.probe import checks as chk
 

@@ -13,7 +13,7 @@ from typing import Any, TypedDict
 from lscape_cli.core.connectivity.paths import ConnectRequest
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage.checkpoint import read_metadata, read_raw_metadata
-from lscape_cli.storage.records import environment, make_record
+from lscape_cli.storage.records import Evaluated, environment, make_record
 
 CONNECT_SCHEMA = "lscape.connect/1"
 
@@ -91,7 +91,7 @@ def connect_record(
     b: Path,
     out_path: Path,
     command: list[str],
-    setup: Any,  # models.evaluation.EvalSetup of A: protocol, splits, device, dtype, loaded.spec
+    setup: Evaluated,  # checkpoint A opened for evaluation
     req: ConnectRequest,
     results: dict[str, Any],
     warnings: list[str],

@@ -9,41 +9,14 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 from lscape_cli.core.probe.batches import Batches
 from lscape_cli.core.probe.engine import ProbeRequest
-from lscape_cli.storage.records import environment, make_record, write_record
+from lscape_cli.core.probe.results import ProbeResults
+from lscape_cli.storage.records import Evaluated, environment, make_record, write_record
 
 PROBE_SCHEMA = "lscape.probe/1"
-
-
-class ProbeResults(TypedDict, total=False):
-    """``results`` of a ``lscape.probe/1`` record: one entry per measurement asked for.
-
-    Every estimate carries its method, budget, seed and uncertainty; the keys of each entry are listed
-    in :mod:`lscape_cli.core.probe.engine`.
-    """
-
-    loss: dict[str, Any]  # value, accuracy, num_samples at the checkpoint
-    hvp: dict[str, Any]  # strategy and memory plan of the Hessian-vector products
-    lambda_max: dict[str, Any]  # estimate, residual, error_bound, converged, iterations, num_matvecs, ...
-    top_k: dict[str, Any]
-    lambda_min: dict[str, Any]
-    condition_number: dict[str, Any]
-    trace: dict[str, Any]  # estimate, stderr, method, num_matvecs, seed
-    frobenius: dict[str, Any]
-    density: dict[str, Any]
-    effective_rank: dict[str, Any]
-    stable_rank: dict[str, Any]
-    participation_ratio: dict[str, Any]
-    grad_norm: dict[str, Any]
-    sharpness: list[dict[str, Any]]
-    noise: dict[str, Any]
-    pac_bayes: dict[str, Any]
-    stability: dict[str, Any]
-    batches: dict[str, Any]  # --num-batches: num_batches, batch_size, seed, summary, per_batch
-    checks: list[dict[str, Any]]  # --check: expr, values, passed
 
 
 def write_probe(
@@ -53,8 +26,8 @@ def write_probe(
     checkpoint: Path,
     req: ProbeRequest,
     batches: Batches,
-    setup: Any,  # models.evaluation.EvalSetup: protocol, device, dtype, loaded.spec
-    results: dict[str, Any],
+    setup: Evaluated,
+    results: ProbeResults,
     timing: dict[str, float],
     world_size: int,
 ) -> dict[str, Any]:
@@ -78,7 +51,7 @@ def write_probe(
         config=config,
         results=results,
         timing_s=timing,
-        warnings=list(getattr(setup, "warnings", [])),  # e.g. a model or data file changed since training
+        warnings=list(setup.warnings),  # e.g. a model or data file changed since training
         env=environment(str(setup.device)),
     )
     write_record(out_path, record)

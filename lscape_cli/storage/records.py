@@ -29,12 +29,16 @@ import os
 import platform
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lscape_cli import __version__
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage.files import atomic_path, sha256_file
+
+if TYPE_CHECKING:
+    import torch
 
 
 def environment(device: str) -> dict[str, object]:
@@ -59,6 +63,56 @@ def input_entry(path: Path, relative_to: Path) -> dict[str, str]:
     """``{"path": ..., "sha256": ...}`` with the path relative to the record's directory."""
     rel = os.path.relpath(path.resolve(), relative_to.resolve().parent)
     return {"path": rel, "sha256": sha256_file(path)}
+
+
+# Any JSON value, as json.loads returns it (free-form parts of records and keys read back from disk)
+JSONValue = str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
+
+
+class _ModelSpec(Protocol):
+    def to_dict(self) -> dict[str, object]: ...
+
+
+class _Loaded(Protocol):
+    @property
+    def spec(self) -> _ModelSpec: ...
+
+
+class _Splits(Protocol):
+    @property
+    def y(self) -> dict[str, torch.Tensor]: ...
+
+
+class Evaluated(Protocol):
+    """What a record writer reads of a checkpoint opened for evaluation (``models.evaluation.EvalSetup``).
+
+    A protocol, so storage/ needs no import of models/: the protocol, device, dtype, model description,
+    split sizes and warnings.
+    """
+
+    @property
+    def loaded(self) -> _Loaded:
+        """The model; its ``spec.to_dict()`` is the record's ``config.model``."""
+
+    @property
+    def splits(self) -> _Splits:
+        """The data; its ``y`` gives each split's size."""
+
+    @property
+    def device(self) -> torch.device:
+        """Where it ran."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameters' dtype."""
+
+    @property
+    def protocol(self) -> dict[str, Any]:
+        """The evaluation protocol (``config.evaluation``, docs/formats.md)."""
+
+    @property
+    def warnings(self) -> list[str]:
+        """Warnings for the record (e.g. a model or data file changed since training)."""
 
 
 ACCURACY_KEY = re.compile(r"(^|_)accuracy($|_)|^error$")  # accuracy-valued keys (error = 1 − accuracy)
@@ -89,7 +143,7 @@ def make_record(
     command: list[str],
     inputs: dict[str, Path],
     config: dict[str, Any],
-    results: dict[str, Any],
+    results: Mapping[str, object],  # the record kind's results TypedDict
     timing_s: dict[str, float],
     warnings: list[str],
     env: dict[str, object],

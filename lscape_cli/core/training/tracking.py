@@ -28,6 +28,7 @@ from torch import nn
 
 from lscape_cli.core.linalg.hvp import Objective
 from lscape_cli.core.probe.engine import ProbeRequest, run_probe
+from lscape_cli.core.probe.results import ProbeResults
 from lscape_cli.core.samples import span
 
 TRACKABLE = ("lambda_max", "top_k", "trace", "frobenius", "grad_norm", "sharpness", "noise")
@@ -119,7 +120,7 @@ class Tracker:
 
     def measure(
         self, model: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]
-    ) -> tuple[dict[str, Any], dict[str, float]]:
+    ) -> tuple[dict[str, object], dict[str, float]]:
         """``{name: probe result}`` at ``params`` and its cost (``wall_time_s``, ``num_matvecs``).
 
         The model is left in eval mode.
@@ -129,18 +130,20 @@ class Tracker:
         detached = {n: p.detach() for n, p in params.items()}
         obj = Objective(model, detached, dict(buffers), self.x, self.y, self.loss, self.max_batch)
         out = run_probe(obj, self.spec.request)
-        tracked = {name: out.results[name] for name in self.spec.quantities}
+        entries: dict[str, object] = dict(out.results)  # quantity -> its ProbeResults entry
+        tracked = {name: entries[name] for name in self.spec.quantities}
         cost = {"wall_time_s": time.perf_counter() - t0, "num_matvecs": num_matvecs(out.results)}
         return tracked, cost
 
 
-def num_matvecs(results: dict[str, Any]) -> int:
+def num_matvecs(results: ProbeResults) -> int:
     """Hessian-vector products a probe run spent.
 
     λmax and top-k share one Lanczos run, trace and Frobenius one set of products.
     """
-    eig = results.get("lambda_max") or results.get("lambda_min") or {}
-    return int(eig.get("num_matvecs", 0)) + int((results.get("trace") or {}).get("num_matvecs", 0))
+    eig = results.get("lambda_max") or results.get("lambda_min")
+    tr = results.get("trace")
+    return int(eig["num_matvecs"] if eig else 0) + int(tr["num_matvecs"] if tr else 0)
 
 
 def check_split(split: str) -> None:
