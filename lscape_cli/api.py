@@ -35,7 +35,9 @@ from torch import nn
 from lscape_cli.errors import LscapeError
 
 if TYPE_CHECKING:
-    from lscape_cli.core.losses import Loss
+    from lscape_cli.core.landscape.slice_results import SliceResults
+    from lscape_cli.core.landscape.slice_run import ResumeKey
+    from lscape_cli.core.losses import Loss, LossOrigin
     from lscape_cli.core.probe.results import ProbeResults
 
 Data = Any  # (x, y) | DataLoader | iterable of (x, y) batches | {"train": ..., ...} | str | Path
@@ -56,7 +58,11 @@ def _loss(loss: LossArg) -> Loss:
     if not callable(loss):
         raise LscapeError(f"loss is a {type(loss).__name__}", "loss", "pass a name or a callable")
     name = getattr(loss, "__qualname__", None) or type(loss).__name__
-    origin = {"source": f"{getattr(loss, '__module__', '?')}:{name}", "file": None, "sha256": None}
+    origin: LossOrigin = {
+        "source": f"{getattr(loss, '__module__', '?')}:{name}",
+        "file": None,
+        "sha256": None,
+    }
     return Loss("user", fn=loss, source=origin["source"], origin=origin)
 
 
@@ -224,13 +230,11 @@ class _Memory:
     def save_directions(self, directions: Any, digest: str) -> None:
         """Nothing to save."""
 
-    def resume(self, key: dict[str, Any], requested: bool, is_main: bool) -> list[tuple[Any, Any, Any]]:
+    def resume(self, key: ResumeKey, requested: bool, is_main: bool) -> list[tuple[Any, Any, Any]]:
         """No partial grid."""
         return []
 
-    def save_partial(
-        self, loss: Any, acc: Any, done: Any, key: dict[str, Any], rank: int, world: int
-    ) -> None:
+    def save_partial(self, loss: Any, acc: Any, done: Any, key: ResumeKey, rank: int, world: int) -> None:
         """Nothing to keep."""
 
 
@@ -249,7 +253,7 @@ def slice(  # noqa: A001 - the command's name
     output: str | None = None,
     split: str = "train",
     max_batch: int = 4096,
-) -> dict[str, Any]:
+) -> SliceResults:
     """Loss and accuracy on random lines (``dims=1``) or a plane (``dims=2``): ``lscape slice``'s ``results``.
 
     Directions are Gaussian, filter-normalised by default (Li et al. 2018), drawn from ``seed``; the
@@ -354,7 +358,7 @@ def connect(
         _checked(model_a, data_["train"][0], data_["train"][1], loss)
         spec = traced_spec(model_a, data_["train"][0][:2]) if align == "weights" else None
         results, _, warnings = run_connect(model_a, spec, end(model_a), end(model_b), data_, loss, req)
-    return {**results, "warnings": warnings} if warnings else results
+    return {**results, "warnings": warnings} if warnings else dict(results)
 
 
 def train(

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lscape_cli.errors import LscapeError
+
+if TYPE_CHECKING:
+    from lscape_cli.core.landscape.slice_directions import DirectionsMade
+    from lscape_cli.core.landscape.slice_request import DirectionSettings
 
 GREEK = {"lambda_max": "λmax", "lambda_min": "λmin"}
 LOG_WIDTH = 160  # the most columns a table takes when stderr is a file or pipe (a terminal: its width)
@@ -67,7 +71,7 @@ def save_eigenvectors(
     dirs = unit_eigenvectors(vectors)
     top = results.get("top_k") or results["lambda_max"]
     eig = top.get("eigenvalues", [top.get("estimate")])
-    settings = {
+    settings: DirectionSettings = {
         "kind": "eigen",
         "source": "lscape probe",
         "curvature": results["curvature"],
@@ -79,7 +83,7 @@ def save_eigenvectors(
         "seed": top["seed"],
         "num_matvecs": top["num_matvecs"],
     }
-    info = {
+    info: DirectionsMade = {
         "kind": "eigen",
         "settings": settings,
         "digest": digest(dirs),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypedDict
 
-from lscape_cli.storage.records import environment, make_record, write_record
+from lscape_cli.storage.records import Record, environment, make_record, write_record
 from lscape_cli.storage.runs import Run
 
 PARETO_SCHEMA = "lscape.pareto/1"
@@ -39,7 +39,7 @@ def write_pareto(
     results: ParetoResults,
     warnings: list[str],
     timing: dict[str, float],
-) -> dict[str, Any]:
+) -> Record:
     """Write the record atomically and return it."""
     config = {
         "inputs": [str(p) for p in inputs],

@@ -9,14 +9,36 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, cast
 
+from lscape_cli.core.objective import EvalProtocol
 from lscape_cli.core.probe.batches import Batches
 from lscape_cli.core.probe.engine import ProbeRequest
 from lscape_cli.core.probe.results import ProbeResults
-from lscape_cli.storage.records import Evaluated, environment, make_record, write_record
+from lscape_cli.storage.records import Envelope, Evaluated, environment, make_record, write_record
 
 PROBE_SCHEMA = "lscape.probe/1"
+
+
+class ProbeConfig(TypedDict):
+    """``config`` of a ``lscape.probe/1`` record."""
+
+    request: dict[str, object]  # dataclasses.asdict(ProbeRequest): every field of the request
+    evaluation: EvalProtocol
+    device: str
+    dtype: str
+    seed: int
+    num_batches: int | None
+    batch_size: int | None
+    world_size: int
+    model: dict[str, object]  # ModelSpec.to_dict(): name and config
+
+
+class ProbeRecord(Envelope):
+    """A ``lscape.probe/1`` record."""
+
+    config: ProbeConfig
+    results: ProbeResults
 
 
 def write_probe(
@@ -30,9 +52,9 @@ def write_probe(
     results: ProbeResults,
     timing: dict[str, float],
     world_size: int,
-) -> dict[str, Any]:
+) -> ProbeRecord:
     """Write the record atomically and return it."""
-    config = {
+    config: ProbeConfig = {
         "request": asdict(req),
         "evaluation": setup.protocol,
         "device": str(setup.device),
@@ -55,4 +77,4 @@ def write_probe(
         env=environment(str(setup.device)),
     )
     write_record(out_path, record)
-    return record
+    return cast(ProbeRecord, record)  # make_record keeps config and results as given
