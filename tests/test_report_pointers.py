@@ -9,6 +9,7 @@ The records themselves are walked too: every key they hold is declared in the ty
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import types
 import typing
@@ -20,10 +21,12 @@ import pytest
 from typer.testing import Result
 
 from lscape_cli.core.probe.results import ProbeResults
+from lscape_cli.core.training.engine import TrainConfig, TrainConfigDict
 from lscape_cli.report import cells, curvature
 from lscape_cli.storage.connect_record import ConnectRecord
 from lscape_cli.storage.probe_record import ProbeRecord
 from lscape_cli.storage.slice_record import SliceRecord
+from lscape_cli.storage.train_record import TrainRecord
 
 PROBES = (
     (
@@ -165,10 +168,20 @@ def probed(tmp_path_factory: pytest.TempPathFactory, cli: Callable[..., Result],
     return root
 
 
-def test_slice_and_connect_records_declare_every_key(probed: Path) -> None:
-    kinds = {"lscape.slice/1": SliceRecord, "lscape.connect/1": ConnectRecord}
-    paths = [*probed.glob("s*.json"), *(probed / "run").glob("*.connect.json")]
-    assert len(paths) == 4
+def test_train_config_dict_lists_every_field() -> None:
+    hints = typing.get_type_hints(TrainConfigDict)
+    assert list(hints) == [f.name for f in dataclasses.fields(TrainConfig)]  # to_dict casts asdict()
+
+
+def test_other_records_declare_every_key(probed: Path) -> None:
+    kinds = {
+        "lscape.slice/1": SliceRecord,
+        "lscape.connect/1": ConnectRecord,
+        "lscape.train/1": TrainRecord,
+    }
+    run = probed / "run"
+    paths = [*probed.glob("s*.json"), *run.glob("*.connect.json"), *run.glob("*.train.json")]
+    assert len(paths) == 6
     for path in paths:
         record = json.loads(path.read_text())
         assert undeclared(kinds[record["schema"]], record, "") == [], path.name

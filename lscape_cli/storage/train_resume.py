@@ -29,6 +29,7 @@ from lscape_cli.core.training.engine import TrainState
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage.files import atomic_path, immediate, remove_on_commit
 from lscape_cli.storage.records import JSONValue
+from lscape_cli.storage.train_record import TrainContext
 
 RESUME_SCHEMA = "lscape.train-resume/1"
 
@@ -52,26 +53,28 @@ class _ResumeData(TypedDict, total=False):
     state: object  # TrainState's fields
 
 
-def resume_key(context: dict[str, Any], seeds: list[int]) -> ResumeKey:
+def resume_key(context: TrainContext, seeds: list[int]) -> ResumeKey:
     """Everything that fixes a run's numbers, one level flattened (``training.lr``, ``dataset.sizes``).
 
-    ``context``: ``cfg`` (the TrainConfig), ``model``, ``dataset``, ``tracking``, ``device``, ``dtype``,
-    ``restarts``, ``base_seed``; ``seeds``: the seeds this process trains.
+    ``context``: the run's (its ``cfg``, ``model``, ``dataset``, ``tracking``, ``device``, ``dtype``,
+    ``restarts``, ``base_seed``); ``seeds``: the seeds this process trains.
     """
     parts = {
-        "training": context["cfg"].to_dict(),
-        "model": context["model"],
-        "dataset": context["dataset"],
-        "tracking": context["tracking"],
+        "training": context.cfg.to_dict(),
+        "model": context.model,
+        "dataset": context.dataset,
+        "tracking": context.tracking,
     }
-    key: ResumeKey = {f"{part}.{k}": v for part, d in parts.items() if d is not None for k, v in d.items()}
+    key: dict[str, object] = {
+        f"{part}.{k}": v for part, d in parts.items() if d is not None for k, v in d.items()
+    }
     key.update(
-        tracking=context["tracking"] is not None,
-        device=context["device"],
-        dtype=context["dtype"],
-        restarts=context["restarts"],
-        base_seed=context["base_seed"],
-        seeds=list[JSONValue](seeds),
+        tracking=context.tracking is not None,
+        device=context.device,
+        dtype=context.dtype,
+        restarts=context.restarts,
+        base_seed=context.base_seed,
+        seeds=seeds,
     )
     return cast(ResumeKey, json.loads(_text(key)))  # the JSON form a saved key comes back in
 
