@@ -190,7 +190,7 @@ def probe(
             PAC-Bayes prior of ``pac_bayes=True``; None: a prior centred at 0 (the record says so).
         **request: fields of :class:`lscape_cli.core.probe.engine.ProbeRequest` (``lambda_max``, ``top_k``,
             ``trace``, ``frobenius``, ``density``, ``grad_norm``, ``sharpness_eps``, ``tol``, ``seed``,
-            ...); with none of the measurements asked for, ``lambda_max`` is.
+            ...); with none of the measurements asked for, ``DEFAULT_MEASUREMENTS`` (as ``lscape probe``).
 
     Example:
         >>> import torch
@@ -210,10 +210,8 @@ def probe(
     from lscape_cli.core.probe.pac_bayes import Prior
 
     x, y = _pick(data, model, split)
-    measures = ("lambda_max", "top_k", "lambda_min", "trace", "frobenius", "density", "grad_norm")
-    if not any(request.get(k) for k in measures):
-        request["lambda_max"] = True
-    req = ProbeRequest(**request)
+    req = ProbeRequest(**request).with_defaults()
+    req.validate()
     loss = _loss(loss)
     with _EvalMode(model), _adapted(model, output):
         _checked(model, x, y, loss)

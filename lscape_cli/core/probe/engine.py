@@ -76,6 +76,7 @@ from typing import Literal, overload
 
 import torch
 
+from lscape_cli.core import choices as ch
 from lscape_cli.core.budget import GRADIENT_FORWARDS, Demand, Problem, check, count
 from lscape_cli.core.landscape import sharpness as sharp
 from lscape_cli.core.linalg import blocks, eigen_bounds, rounding, spectrum, trace
@@ -165,6 +166,34 @@ class ProbeRequest:
     def full_hessian(self) -> bool:
         """Whether λmax and tr describe the whole Hessian (what sharpness and stability predictions need)."""
         return self.curvature == "hessian" and not self.params
+
+    @property
+    def asks_anything(self) -> bool:
+        """Whether any measurement is asked for (else :data:`DEFAULT_MEASUREMENTS` are taken)."""
+        flags = (self.lambda_max, self.top_k > 0, self.lambda_min, self.trace, self.frobenius, self.density)
+        return any(
+            (*flags, self.grad_norm, self.pac_bayes, self.stability, self.sharpness_eps, self.noise_sigmas)
+        )
+
+    def with_defaults(self) -> ProbeRequest:
+        """The request, with :data:`DEFAULT_MEASUREMENTS` when it asks for nothing (CLI and api alike)."""
+        if self.asks_anything:
+            return self
+        return dataclasses.replace(self, lambda_max=True, trace=True, frobenius=True, grad_norm=True)
+
+    def validate(self) -> None:
+        """Refuse a choice field's unknown value, naming its command-line option."""
+        ch.TraceMethod.check(self.trace_method, "--trace-method")
+        ch.SharpnessKind.check(self.sharpness_kind, "--sharpness-kind")
+        ch.BiasPolicy.check(self.bias, "--bias")
+        ch.PacBayesMetric.check(self.pac_bayes_metric, "--pac-bayes-metric")
+        ch.HvpStrategy.check(self.hvp_strategy, "--hvp")
+        ch.EigStop.check(self.eig_stop, "--stop")
+        ch.CurvatureKind.check(self.curvature, "--curvature")
+        ch.EigMethod.check(self.eig_method, "--eig-method")
+
+
+DEFAULT_MEASUREMENTS = ("lambda_max", "trace", "frobenius", "grad_norm")  # ProbeRequest.with_defaults
 
 
 @dataclass
