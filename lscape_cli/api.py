@@ -35,7 +35,10 @@ from torch import nn
 from lscape_cli.errors import LscapeError
 
 if TYPE_CHECKING:
-    from lscape_cli.core.losses import Loss
+    from lscape_cli.core.landscape.slice_results import SliceResults
+    from lscape_cli.core.landscape.slice_run import ResumeKey
+    from lscape_cli.core.losses import Loss, LossOrigin
+    from lscape_cli.core.probe.results import ProbeResults
 
 Data = Any  # (x, y) | DataLoader | iterable of (x, y) batches | {"train": ..., ...} | str | Path
 LossArg = str | Callable[[Any, torch.Tensor], torch.Tensor]  # a spelling, a Loss, or a callable
@@ -55,7 +58,11 @@ def _loss(loss: LossArg) -> Loss:
     if not callable(loss):
         raise LscapeError(f"loss is a {type(loss).__name__}", "loss", "pass a name or a callable")
     name = getattr(loss, "__qualname__", None) or type(loss).__name__
-    origin = {"source": f"{getattr(loss, '__module__', '?')}:{name}", "file": None, "sha256": None}
+    origin: LossOrigin = {
+        "source": f"{getattr(loss, '__module__', '?')}:{name}",
+        "file": None,
+        "sha256": None,
+    }
     return Loss("user", fn=loss, source=origin["source"], origin=origin)
 
 
@@ -169,7 +176,7 @@ def probe(
     max_batch: int = 4096,
     initial_params: dict[str, torch.Tensor] | None = None,
     **request: Any,
-) -> dict[str, Any]:
+) -> ProbeResults:
     """Curvature and flatness at the model's parameters: ``lscape probe``'s ``results``.
 
     Args:
@@ -183,7 +190,7 @@ def probe(
             PAC-Bayes prior of ``pac_bayes=True``; None: a prior centred at 0 (the record says so).
         **request: fields of :class:`lscape_cli.core.probe.engine.ProbeRequest` (``lambda_max``, ``top_k``,
             ``trace``, ``frobenius``, ``density``, ``grad_norm``, ``sharpness_eps``, ``tol``, ``seed``,
-            ...); with none of the measurements asked for, ``lambda_max`` is.
+            ...); with none of the measurements asked for, ``DEFAULT_MEASUREMENTS`` (as ``lscape probe``).
 
     Example:
         >>> import torch
@@ -203,10 +210,8 @@ def probe(
     from lscape_cli.core.probe.pac_bayes import Prior
 
     x, y = _pick(data, model, split)
-    measures = ("lambda_max", "top_k", "lambda_min", "trace", "frobenius", "density", "grad_norm")
-    if not any(request.get(k) for k in measures):
-        request["lambda_max"] = True
-    req = ProbeRequest(**request)
+    req = ProbeRequest(**request).with_defaults()
+    req.validate()
     loss = _loss(loss)
     with _EvalMode(model), _adapted(model, output):
         _checked(model, x, y, loss)
@@ -223,13 +228,11 @@ class _Memory:
     def save_directions(self, directions: Any, digest: str) -> None:
         """Nothing to save."""
 
-    def resume(self, key: dict[str, Any], requested: bool, is_main: bool) -> list[tuple[Any, Any, Any]]:
+    def resume(self, key: ResumeKey, requested: bool, is_main: bool) -> list[tuple[Any, Any, Any]]:
         """No partial grid."""
         return []
 
-    def save_partial(
-        self, loss: Any, acc: Any, done: Any, key: dict[str, Any], rank: int, world: int
-    ) -> None:
+    def save_partial(self, loss: Any, acc: Any, done: Any, key: ResumeKey, rank: int, world: int) -> None:
         """Nothing to keep."""
 
 
@@ -248,7 +251,7 @@ def slice(  # noqa: A001 - the command's name
     output: str | None = None,
     split: str = "train",
     max_batch: int = 4096,
-) -> dict[str, Any]:
+) -> SliceResults:
     """Loss and accuracy on random lines (``dims=1``) or a plane (``dims=2``): ``lscape slice``'s ``results``.
 
     Directions are Gaussian, filter-normalised by default (Li et al. 2018), drawn from ``seed``; the
@@ -353,7 +356,7 @@ def connect(
         _checked(model_a, data_["train"][0], data_["train"][1], loss)
         spec = traced_spec(model_a, data_["train"][0][:2]) if align == "weights" else None
         results, _, warnings = run_connect(model_a, spec, end(model_a), end(model_b), data_, loss, req)
-    return {**results, "warnings": warnings} if warnings else results
+    return {**results, "warnings": warnings} if warnings else dict(results)
 
 
 def train(

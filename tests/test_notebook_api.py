@@ -62,3 +62,25 @@ def test_api_train_leaves_the_model_alone() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert len(runs) == 2 and runs[0].history[0]["train_loss"] != runs[1].history[0]["train_loss"]
     assert set(runs[0].final) >= {"train_loss", "test_loss", "test_accuracy"}
+
+
+def test_api_and_command_share_the_default_measurements_and_choice_checks() -> None:
+    import dataclasses
+
+    import pytest
+
+    from lscape_cli.core.probe.engine import DEFAULT_MEASUREMENTS, ProbeRequest
+    from lscape_cli.errors import LscapeError
+
+    req = ProbeRequest().with_defaults()
+    on = {f.name for f in dataclasses.fields(req) if getattr(req, f.name) is True}
+    assert on == set(DEFAULT_MEASUREMENTS)
+    asked = ProbeRequest(sharpness_eps=(0.05,))
+    assert asked.with_defaults() == asked  # a flatness measure alone is a request: no defaults added
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    x, y = torch.randn(30, 4), torch.arange(30) % 3
+    res = api.probe(model, (x, y), trace_matvecs=9)
+    assert set(DEFAULT_MEASUREMENTS) <= set(res)  # what `lscape probe` with no flag measures
+    with pytest.raises(LscapeError, match="--trace-method"):
+        api.probe(model, (x, y), trace=True, trace_method="hutch")

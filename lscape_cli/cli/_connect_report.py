@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 from lscape_cli.cli.console import err
+
+if TYPE_CHECKING:
+    from lscape_cli.core.connectivity.paths import ConnectResults
+    from lscape_cli.storage.connect_record import ConnectRecord
 
 
 def plot_stem(out_path: Path) -> Path:
@@ -14,7 +18,7 @@ def plot_stem(out_path: Path) -> Path:
     return out_path.with_name(name[: -len(".json")] if name.endswith(".json") else name)
 
 
-def plot_path(record: dict[str, Any], out_path: Path, a: Path, b: Path) -> dict[str, str]:
+def plot_path(record: ConnectRecord, out_path: Path, a: Path, b: Path) -> dict[str, str]:
     """Plot the paths beside the record; the written files by format."""
     from lscape_cli.plotting.connect import plot_connect
     from lscape_cli.storage.connect_record import checkpoint_stem
@@ -23,7 +27,7 @@ def plot_path(record: dict[str, Any], out_path: Path, a: Path, b: Path) -> dict[
     return {p.suffix.lstrip("."): p.name for p in written}
 
 
-def print_table(results: dict[str, Any], out_path: Path) -> None:
+def print_table(results: ConnectResults, out_path: Path) -> None:
     """The barriers of every path and split, one row each."""
     from rich.table import Table
 
@@ -37,7 +41,8 @@ def print_table(results: dict[str, Any], out_path: Path) -> None:
     )
     for col in cols:
         table.add_column(col, justify="left" if col in ("path", "split") else "right")
-    for key in ("linear", "aligned", "curve"):
+    keys: tuple[Literal["linear", "aligned", "curve"], ...] = ("linear", "aligned", "curve")
+    for key in keys:
         path = results.get(key)
         if not path:
             continue

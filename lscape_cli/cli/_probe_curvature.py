@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lscape_cli.errors import LscapeError
+
+if TYPE_CHECKING:
+    from lscape_cli.core.landscape.slice_directions import DirectionsMade
+    from lscape_cli.core.landscape.slice_request import DirectionSettings
 
 GREEK = {"lambda_max": "λmax", "lambda_min": "λmin"}
 LOG_WIDTH = 160  # the most columns a table takes when stderr is a file or pipe (a terminal: its width)
@@ -56,7 +61,7 @@ def check_eigenvector_output(
 
 
 def save_eigenvectors(
-    path: Path, vectors: list[Any], checkpoint: Path, model: dict[str, Any], results: dict[str, Any]
+    path: Path, vectors: list[Any], checkpoint: Path, model: dict[str, object], results: Mapping[str, Any]
 ) -> None:
     """The top-k Ritz vectors as a ``lscape.directions/1`` file (kind ``eigen``) that `lscape slice` reads."""
     from lscape_cli.core.landscape.directions import digest, unit_eigenvectors
@@ -66,7 +71,7 @@ def save_eigenvectors(
     dirs = unit_eigenvectors(vectors)
     top = results.get("top_k") or results["lambda_max"]
     eig = top.get("eigenvalues", [top.get("estimate")])
-    settings = {
+    settings: DirectionSettings = {
         "kind": "eigen",
         "source": "lscape probe",
         "curvature": results["curvature"],
@@ -78,7 +83,7 @@ def save_eigenvectors(
         "seed": top["seed"],
         "num_matvecs": top["num_matvecs"],
     }
-    info = {
+    info: DirectionsMade = {
         "kind": "eigen",
         "settings": settings,
         "digest": digest(dirs),
@@ -119,7 +124,7 @@ def _est(entry: dict[str, Any] | None) -> str:
     return f"{entry['estimate']:.4g} ± {entry['stderr']:.2g}"
 
 
-def layer_table(results: dict[str, Any]) -> Any:
+def layer_table(results: Mapping[str, Any]) -> Any:
     """The ``per_layer`` results as a rich table: one row per block, its cost in the last columns."""
     from rich.table import Table
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lscape_cli.core.probe.checks import CheckRow
+    from lscape_cli.core.probe.results import ProbeResults
 
 
-def print_table(results: dict[str, Any], scalars: dict[str, float | None], out_path: Path) -> None:
+def print_table(results: Mapping[str, Any], scalars: dict[str, float | None], out_path: Path) -> None:
     from rich.table import Table
 
     cur = results.get("curvature") or {}
@@ -39,7 +44,7 @@ def _uncertainty(r: dict[str, Any]) -> str:
     return f"{text}; rounding dominates: rerun with --dtype float64" if r.get("note") else text
 
 
-def _describe(key: str, results: dict[str, Any], summary: dict[str, Any] | None) -> tuple[str, str]:
+def _describe(key: str, results: Mapping[str, Any], summary: dict[str, Any] | None) -> tuple[str, str]:
     if summary is not None:
         s = summary[key]
         std = "n/a" if s["std"] is None else f"{s['std']:.3g}"
@@ -82,7 +87,7 @@ def _pac_bayes(key: str, pac: dict[str, Any]) -> tuple[str, str]:
     return unc, f"Maurer PAC-Bayes bound ({form}), {terms}" + (f"; {b['note']}" if b["bound"] is None else "")
 
 
-def print_results(results: dict[str, Any], scalars: dict[str, float | None], out_path: Path) -> None:
+def print_results(results: ProbeResults, scalars: dict[str, float | None], out_path: Path) -> None:
     """The table of estimates, then the per-layer table when there is one."""
     from lscape_cli.cli._probe_curvature import layer_table, print_wide
 
@@ -91,7 +96,7 @@ def print_results(results: dict[str, Any], scalars: dict[str, float | None], out
         print_wide(layer_table(results))
 
 
-def print_failed(check_rows: list[dict[str, Any]]) -> bool:
+def print_failed(check_rows: list[CheckRow]) -> bool:
     """One ``Check failed:`` line per failed --check on stderr; whether any failed."""
     failed = [c for c in check_rows if not c["passed"]]
     for c in failed:

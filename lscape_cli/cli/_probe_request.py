@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lscape_cli.errors import LscapeError
+
+if TYPE_CHECKING:
+    from lscape_cli.core.probe.checks import CheckRow
 
 
 def refs(checks: list[str]) -> set[str]:
@@ -15,7 +18,7 @@ def refs(checks: list[str]) -> set[str]:
     return set().union(*(chk.referenced(e) for e in checks)) if checks else set()
 
 
-def evaluate(expr: str, scalars: dict[str, float | None], measured: set[str]) -> dict[str, Any]:
+def evaluate(expr: str, scalars: dict[str, float | None], measured: set[str]) -> CheckRow:
     """One --check row evaluated on the measured scalars (a measured name without a value is None)."""
     from lscape_cli.core.probe import checks as chk
 
@@ -58,16 +61,18 @@ def check_measured(checks: list[str], req: Any, y: Any) -> set[str]:
 def validate(
     trace_method: str, kind: str, bias: str, metric: str, hvp: str, stop: str, curvature: str
 ) -> None:
-    """Refuse a choice option's unknown value with the option's name."""
-    from lscape_cli.core import choices as ch
+    """Refuse a choice option's unknown value with the option's name (:meth:`ProbeRequest.validate`)."""
+    from lscape_cli.core.probe.engine import ProbeRequest
 
-    ch.TraceMethod.check(trace_method, "--trace-method")
-    ch.SharpnessKind.check(kind, "--sharpness-kind")
-    ch.BiasPolicy.check(bias, "--bias")
-    ch.PacBayesMetric.check(metric, "--pac-bayes-metric")
-    ch.HvpStrategy.check(hvp, "--hvp")
-    ch.EigStop.check(stop, "--stop")
-    ch.CurvatureKind.check(curvature, "--curvature")
+    ProbeRequest(
+        trace_method=trace_method,
+        sharpness_kind=kind,
+        bias=bias,
+        pac_bayes_metric=metric,
+        hvp_strategy=hvp,
+        eig_stop=stop,
+        curvature=curvature,
+    ).validate()
 
 
 def validate_power(eig_method: str, top_k: int, lambda_min: bool) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from lscape_cli.cli.console import err
 
 
-def print_summary(record: dict[str, Any], path: Path) -> None:
+def print_summary(record: Mapping[str, Any], path: Path) -> None:
     """The results as a table on stderr, then the files written and the warnings."""
     from rich.table import Table
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lscape_cli.cli.console import StatusLine
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from lscape_cli.core.landscape.slice_run import SliceData
     from lscape_cli.distributed import Group
     from lscape_cli.models.evaluation import EvalSetup
-    from lscape_cli.storage.slice_record import SlicePaths
+    from lscape_cli.storage.slice_record import SlicePaths, SliceRecord
 
 
 def run(
@@ -25,7 +25,7 @@ def run(
     group: Group,
     quiet: bool,
     t0: float,
-) -> dict[str, Any] | None:
+) -> SliceRecord | None:
     """Read the inputs, run the slice, and on rank 0 write its files; the record (None on other ranks)."""
     from lscape_cli.cli.process import invocation
     from lscape_cli.core.landscape.slice_run import run_slice

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lscape_cli.cli.console import err
+
+if TYPE_CHECKING:
+    from lscape_cli.core.progress import ProgressEvent
 
 
 class Progress:
@@ -32,7 +35,7 @@ class Progress:
         self.bar.start()
         task = self.bar.add_task("", total=self.epochs)
 
-        def on_epoch(info: dict[str, Any]) -> None:
+        def on_epoch(info: ProgressEvent) -> None:
             losses = [v for v in info["train_loss"] if v == v]
             desc = f"active {info['active']}/{self.restarts}  loss {min(losses):.4g}" if losses else ""
             self.bar.update(task, completed=info["epoch"], description=desc)

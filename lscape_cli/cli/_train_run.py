@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lscape_cli.cli._train_report import Progress, print_summary
 from lscape_cli.cli._train_request import parsed
 from lscape_cli.cli.console import emit_json
 from lscape_cli.errors import DivergedError, LscapeError
+
+if TYPE_CHECKING:
+    from lscape_cli.storage.train_record import TrainContext
 
 
 def run_training(
@@ -48,6 +51,7 @@ def run_training(
     from lscape_cli.core.training.tracking import make_tracker
     from lscape_cli.runtime import resolve_device, resolve_dtype
     from lscape_cli.storage.run_names import output_stems
+    from lscape_cli.storage.train_record import TrainContext
 
     t0 = time.perf_counter()
     device, dtype = resolve_device(device_name), resolve_dtype(dtype_name)
@@ -73,18 +77,18 @@ def run_training(
     stems = output_stems(out, name, restarts, chosen)  # after the budget: a huge --restarts is refused first
     check_restart_seeds(seed, restarts)  # after the budget too: it names a seed only when one exists
     seeds = [seed + r for r in chosen]
-    context = {
-        "model": mspec.to_dict(),
-        "dataset": splits.describe(),
-        "cfg": cfg,
-        "device": str(device),
-        "dtype": dtype_name,
-        "restarts": restarts,
-        "base_seed": seed,
-        "num_parameters": models.num_parameters(module),
-        "warnings": [*(notes or []), *model_notes],
-        "tracking": None if tracker is None else tracker.describe(),
-    }
+    context = TrainContext(
+        model=mspec.to_dict(),
+        dataset=splits.describe(),
+        cfg=cfg,
+        device=str(device),
+        dtype=dtype_name,
+        restarts=restarts,
+        base_seed=seed,
+        num_parameters=models.num_parameters(module),
+        warnings=[*(notes or []), *model_notes],
+        tracking=None if tracker is None else tracker.describe(),
+    )
     store = _store(resume, context, seeds)
     t_setup = time.perf_counter() - t0
     with Progress(quiet, cfg.epochs, len(chosen)) as on_epoch:
@@ -102,8 +106,8 @@ def run_training(
         )
     results = relabel(results, chosen)
     t_train = time.perf_counter() - t0 - t_setup + store.resumed_s  # training time of every process
-    context["tracking_s"] = sum(r.tracking_s for r in results)
-    context["resume"] = {"requested": store.requested, "from_epoch": store.resumed_from}
+    context.tracking_s = sum(r.tracking_s for r in results)
+    context.resume = {"requested": store.requested, "from_epoch": store.resumed_from}
     store.remove_on_commit()
     from lscape_cli.cli.process import invocation
     from lscape_cli.storage.train_record import write_run
@@ -120,7 +124,7 @@ def run_training(
     _final_status(results, store)
 
 
-def _store(resume: Any, context: dict[str, Any], seeds: list[int]) -> Any:
+def _store(resume: Any, context: TrainContext, seeds: list[int]) -> Any:
     """The run's resume file (a warning when ``--resume`` finds none: the run starts at epoch 1)."""
     from lscape_cli.cli.console import warn
     from lscape_cli.storage.train_resume import ResumeFile, resume_key
@@ -129,7 +133,7 @@ def _store(resume: Any, context: dict[str, Any], seeds: list[int]) -> Any:
     if requested and not path.exists():
         note = f"--resume found no state in {path}; trained from the start"
         warn(note)
-        context["warnings"] = [*context["warnings"], note]
+        context.warnings = [*context.warnings, note]
     return ResumeFile(path, resume_key(context, seeds), requested, every_s)
 
 

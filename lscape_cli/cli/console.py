@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from lscape_cli.core.progress import ProgressEvent
 
 
 def _stderr_console() -> Console:
@@ -58,13 +61,13 @@ class StatusLine:
         self.quiet, self.label = quiet, label
         self.status: Any = None
 
-    def __enter__(self) -> Callable[[dict[str, Any]], None] | None:
+    def __enter__(self) -> Callable[[ProgressEvent], None] | None:
         if self.quiet:
             return None
         self.status = err.status(f"{self.label}: starting")
         self.status.start()
 
-        def on_step(info: dict[str, Any]) -> None:
+        def on_step(info: ProgressEvent) -> None:
             text = ", ".join(
                 f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                 for k, v in info.items()

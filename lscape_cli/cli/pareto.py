@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,6 +20,9 @@ from lscape_cli.cli.options import (
     user_inputs,
 )
 from lscape_cli.storage.files import allow_overwrite, refuse_overlap
+
+if TYPE_CHECKING:
+    from lscape_cli.core.pareto.study import ParetoResults
 
 
 def pareto(
@@ -80,7 +83,7 @@ def pareto(
     from lscape_cli.core.pareto.study import ParetoRequest, run_pareto
     from lscape_cli.models.loading import load_model
     from lscape_cli.plotting import pareto as plots
-    from lscape_cli.storage.pareto_record import ParetoResults, write_pareto
+    from lscape_cli.storage.pareto_record import write_pareto
     from lscape_cli.storage.records import to_json
     from lscape_cli.storage.runs import collect
 
@@ -94,9 +97,7 @@ def pareto(
     stem = out.with_name(out.name[: -len(".json")] if out.name.endswith(".json") else out.name)
     figures = plots.all_figures(res.results, stem, res.keys, res.table, axes)
     scales = dict(zip(("x", "y"), plots.axis_scales(res.table, axes), strict=True))
-    results = cast(
-        "ParetoResults", {**res.results, "figures": [str(p.name) for p in figures], "figure_axes": scales}
-    )
+    results: ParetoResults = {**res.results, "figures": [p.name for p in figures], "figure_axes": scales}
     timing = {"total": time.perf_counter() - t0}
     record = write_pareto(out, invocation(), inputs, runs, results, res.warnings, timing)
     if json_out:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import typer
@@ -146,25 +147,20 @@ def probe(
         user=user,
         on_warning=warn,
     )
-    asked = (lambda_max, top_k > 0, lambda_min, trace, frobenius, density, grad_norm, pac_bayes, stability)
-    default_set = not any(asked) and not sharpness and not noise
     pc.check_params(setup.loaded.module, params)
     training = setup.loaded.checkpoint.meta.get("training") or {}
     req = ProbeRequest(
-        lambda_max=lambda_max
-        or default_set
-        or "lambda_max" in rq.refs(checks)
-        or save_eigenvectors is not None,
+        lambda_max=lambda_max,
         top_k=top_k,
         lambda_min=lambda_min,
-        trace=trace or default_set,
-        frobenius=frobenius or default_set,
+        trace=trace,
+        frobenius=frobenius,
         trace_method=trace_method,
         trace_matvecs=matvecs,
         density=density,
         density_runs=density_runs,
         density_steps=density_steps,
-        grad_norm=grad_norm or default_set,
+        grad_norm=grad_norm,
         sharpness_eps=parse_floats(sharpness, "--sharpness"),
         sharpness_kind=sharpness_kind,
         sharpness_directions=directions,
@@ -194,7 +190,9 @@ def probe(
         params=tuple(params or ()),
         per_layer=per_layer,
         eigenvectors=save_eigenvectors is not None,
-    )
+    ).with_defaults()
+    if "lambda_max" in rq.refs(checks) or save_eigenvectors is not None:  # what they need
+        req = dataclasses.replace(req, lambda_max=True)
     check_budget(req, setup.loaded.module, int(setup.y.shape[0]))
     known = rq.check_measured(checks, req, setup.y)
     t_load = time.perf_counter() - t0

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -38,6 +38,29 @@ IGNORE_INDEX = -100
 _SETTINGS = {"label_smoothing": float, "ignore_index": int}
 
 LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
+
+
+class LossOrigin(TypedDict):
+    """A user loss's provenance: its ``PATH.py:FUNC`` (or ``module:name``), file and the file's sha256."""
+
+    source: str
+    file: str | None
+    sha256: str | None
+
+
+class _LossUnits(TypedDict):
+    name: str
+    kind: str
+    units: str
+    reduction: str
+
+
+class LossDefinition(_LossUnits, total=False):
+    """:meth:`Loss.describe`: a record's ``loss_definition`` (``ce`` settings, a user loss's provenance)."""
+
+    label_smoothing: float
+    ignore_index: int
+    definition: LossOrigin
 
 
 class Loss(str):
@@ -55,7 +78,7 @@ class Loss(str):
     label_smoothing: float
     ignore_index: int
     fn: LossFn | None
-    origin: dict[str, Any] | None
+    origin: LossOrigin | None
 
     def __new__(
         cls,
@@ -65,7 +88,7 @@ class Loss(str):
         ignore_index: int = IGNORE_INDEX,
         fn: LossFn | None = None,
         source: str | None = None,
-        origin: dict[str, Any] | None = None,
+        origin: LossOrigin | None = None,
     ) -> Loss:
         """Build and check a loss; ``source`` names a user loss (its ``PATH.py:FUNC``)."""
         if kind not in (*BUILTIN, "user"):
@@ -152,13 +175,13 @@ class Loss(str):
         hit = (z.argmax(-1) == y) & (y != self.ignore_index)
         return hit.flatten(len(lead)).sum(-1).double()
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> LossDefinition:
         """The record's ``loss_definition``: what is summed, what is a unit, the settings."""
         units = {
             "ce": "non-ignored targets (samples for (N,) labels, tokens for (N, T) sequences)",
             "user": "samples (the loss's value on a batch is taken as its mean over the batch's samples)",
         }.get(self.kind, "samples")
-        out: dict[str, Any] = {
+        out: LossDefinition = {
             "name": str(self),
             "kind": self.kind,
             "units": units,
@@ -166,9 +189,9 @@ class Loss(str):
             "their units)",
         }
         if self.kind == "ce":
-            out.update(label_smoothing=self.label_smoothing, ignore_index=self.ignore_index)
+            out.update({"label_smoothing": self.label_smoothing, "ignore_index": self.ignore_index})
         if self.origin is not None:
-            out["definition"] = dict(self.origin)
+            out["definition"] = LossOrigin(**self.origin)  # a copy
         return out
 
 

@@ -26,19 +26,36 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypedDict
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
 from lscape_cli.core.attention import hessian_attention
-from lscape_cli.core.losses import BUILTIN, as_loss, mse_target
+from lscape_cli.core.losses import BUILTIN, LossDefinition, as_loss, mse_target
 from lscape_cli.core.params import Params
 
 __all__ = ["LOSSES", "Objective", "Shard", "chunked_mean", "chunked_sums", "evaluate", "loss_mean",
            "loss_sum", "mse_target", "num_correct", "num_units", "task_of"]  # fmt: skip
 
 LOSSES = BUILTIN  # the built-in losses; a user's own comes through --loss-def (core/losses.py)
+
+
+class EvalProtocol(TypedDict):
+    """How a checkpoint was evaluated: a record's ``config.evaluation`` (built by ``models.evaluation``)."""
+
+    split: str
+    num_samples: int
+    samples: int | None  # the first M samples only (train --track's protocol)
+    mode: str  # eval or train (BatchNorm statistics, dropout)
+    loss: str
+    loss_source: str
+    loss_definition: LossDefinition
+    num_units: int
+    weighting: str
+    max_batch: int
+    dataset: dict[str, object]  # DatasetSpec.describe(): name, sizes, shapes, normalisation, ...
 
 
 def task_of(y: torch.Tensor) -> str:

@@ -18,6 +18,7 @@ import torch
 
 from lscape_cli import datasets
 from lscape_cli.core.losses import Loss
+from lscape_cli.core.objective import EvalProtocol
 from lscape_cli.errors import LscapeError
 from lscape_cli.models.loading import LoadedModel, load_model, load_snapshot_model
 from lscape_cli.models.registry import ModelSpec
@@ -40,7 +41,7 @@ class EvalSetup:
     split: str
     device: torch.device
     dtype: torch.dtype
-    protocol: dict[str, Any]  # the record's config.protocol (docs/formats.md)
+    protocol: EvalProtocol  # the record's config.evaluation (docs/formats.md)
     warnings: list[str] = field(default_factory=list)  # for the record (e.g. a changed model or data file)
     snapshots: Snapshots | None = None  # when the input is a trajectory file
 
@@ -141,8 +142,8 @@ def _protocol(
     loss_source: str,
     max_batch: int,
     splits: datasets.Splits,
-) -> dict[str, Any]:
-    """The evaluation protocol every record carries (``config.protocol``)."""
+) -> EvalProtocol:
+    """The evaluation protocol every record carries (``config.evaluation``)."""
     from lscape_cli.core.losses import as_loss
     from lscape_cli.core.objective import num_units
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lscape_cli.core.losses import Loss
+from lscape_cli.core.losses import Loss, LossOrigin
 from lscape_cli.errors import LscapeError
 
 WHERE = "--loss-def"
@@ -52,7 +52,7 @@ def load(source: str, notes: list[str], recorded_sha: str | None = None, where: 
         )
     with guard(source, notes):
         fn = _factory(src, cfg, where)
-    origin = {"source": source, "file": cfg.file, "sha256": cfg.sha256}
+    origin: LossOrigin = {"source": source, "file": cfg.file, "sha256": cfg.sha256}
     return Loss("user", fn=fn, source=source, origin=origin)
 
 

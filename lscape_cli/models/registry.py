@@ -21,14 +21,21 @@ import dataclasses
 import itertools
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from lscape_cli.errors import LscapeError
-from lscape_cli.models.user import USER_KINDS, build_user, config_from_dict, trusted_kind
+from lscape_cli.models.user import (
+    USER_KINDS,
+    UserModelConfig,
+    build_user,
+    config_from_dict,
+    trusted_kind,
+)
 from lscape_cli.runtime import guard_onednn
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -87,6 +94,10 @@ class LinearConfig:
     bias: bool = True
 
 
+RegistryConfig = MLPConfig | CNNConfig | ResNetConfig | LinearConfig
+ModelConfig = RegistryConfig | UserModelConfig  # user and torchvision models carry a UserModelConfig
+
+
 def _act(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise LscapeError(
@@ -110,7 +121,8 @@ class MLP(nn.Module):
         x = x.flatten(1)
         for layer in self.hidden:
             x = self.act(layer(x))
-        return self.head(x)
+        logits: torch.Tensor = self.head(x)
+        return logits
 
     # forward(x) == forward_after_first(first(first_layer_input(x))), first = first_layer_name()'s module
     def first_layer_name(self) -> str:
@@ -128,7 +140,8 @@ class MLP(nn.Module):
         x = self.act(z)
         for layer in self.hidden[1:]:
             x = self.act(layer(x))
-        return self.head(x)
+        out: torch.Tensor = self.head(x)
+        return out
 
 
 class SimpleCNN(nn.Module):
@@ -148,7 +161,8 @@ class SimpleCNN(nn.Module):
         """Logits."""
         x = self.pool(self.act(self.conv1(x)))  # (N, w, H/2, W/2)
         x = self.pool(self.act(self.conv2(x)))  # (N, 2w, H/4, W/4)
-        return self.fc2(self.act(self.fc1(x.flatten(1))))
+        out: torch.Tensor = self.fc2(self.act(self.fc1(x.flatten(1))))
+        return out
 
     def first_layer_name(self) -> str:
         """The first module, linear in its weights (see :meth:`MLP.first_layer_name`)."""
@@ -162,7 +176,8 @@ class SimpleCNN(nn.Module):
         """The rest of the forward pass from the first layer's output."""
         x = self.pool(self.act(z))
         x = self.pool(self.act(self.conv2(x)))
-        return self.fc2(self.act(self.fc1(x.flatten(1))))
+        out: torch.Tensor = self.fc2(self.act(self.fc1(x.flatten(1))))
+        return out
 
 
 class BasicBlock(nn.Module):
@@ -183,10 +198,11 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Forward pass."""
-        out = self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
+        out: torch.Tensor = self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
         if self.skip:
             out = out + self.shortcut(x)
-        return self.act(out)
+        out = self.act(out)
+        return out
 
 
 class ResNet(nn.Module):
@@ -211,7 +227,8 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Forward pass."""
         x = self.blocks(self.act(self.stem_bn(self.stem(x))))
-        return self.head(x.mean(dim=(2, 3)))  # global average pool: (N, C, H, W) -> (N, C)
+        out: torch.Tensor = self.head(x.mean(dim=(2, 3)))  # global average pool: (N, C, H, W) -> (N, C)
+        return out
 
     def first_layer_name(self) -> str:
         """The stem conv; the BatchNorm after it is affine in eval mode, so it belongs to the rest."""
@@ -224,7 +241,8 @@ class ResNet(nn.Module):
     def forward_after_first(self, z: torch.Tensor) -> torch.Tensor:  # (N, width, H, W) -> (N, classes)
         """The rest of the forward pass from the first layer's output."""
         x = self.blocks(self.act(self.stem_bn(z)))
-        return self.head(x.mean(dim=(2, 3)))
+        out: torch.Tensor = self.head(x.mean(dim=(2, 3)))
+        return out
 
 
 class Linear(nn.Module):
@@ -236,7 +254,8 @@ class Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Forward pass."""
-        return self.head(x.flatten(1))
+        out: torch.Tensor = self.head(x.flatten(1))
+        return out
 
     def first_layer_name(self) -> str:
         """The only layer (see :meth:`MLP.first_layer_name`)."""
@@ -281,25 +300,25 @@ class ModelSpec:
     """
 
     name: str
-    config: object
+    config: ModelConfig
 
     def to_dict(self) -> dict[str, object]:
         """Plain-JSON form ``{"name": ..., "config": {...}}``."""
-        cfg = dataclasses.asdict(self.config)  # type: ignore[call-overload]
+        cfg = dataclasses.asdict(self.config)
         if cfg.get("input_shape") is not None:
             cfg["input_shape"] = list(cfg["input_shape"])
         return {"name": self.name, "config": cfg}
 
     @classmethod
-    def from_dict(cls, data: dict[str, object], where: str = "model") -> ModelSpec:
+    def from_dict(cls, data: Mapping[str, Any], where: str = "model") -> ModelSpec:
         """Parse ``{"name", "config"}`` with errors that name the bad key."""
         name = data.get("name")
         if name in USER_KINDS:
-            cfg = config_from_dict(dict(data.get("config") or {}), where)  # type: ignore[call-overload]
+            cfg = config_from_dict(dict(data.get("config") or {}), where)
             return cls(trusted_kind(str(name), cfg, where), cfg)
         if not isinstance(name, str) or name not in REGISTRY:
             raise LscapeError(f"unknown model {name!r}", where, f"known models: {', '.join(REGISTRY)}")
-        return make_spec(name, dict(data.get("config") or {}), where=where)  # type: ignore[call-overload]
+        return make_spec(name, dict(data.get("config") or {}), where=where)
 
 
 def make_spec(name: str, options: dict[str, object], where: str = "--model") -> ModelSpec:
@@ -327,12 +346,12 @@ def make_spec(name: str, options: dict[str, object], where: str = "--model") -> 
                 "input_shape must be a list of positive integers, e.g. [1, 28, 28]",
             )
         opts["input_shape"] = tuple(shape)
-    cfg = cfg_cls(**opts)
+    cfg: RegistryConfig = cfg_cls(**opts)
     _validate(name, cfg, where)
     return ModelSpec(name, cfg)
 
 
-def _validate(name: str, cfg: object, where: str) -> None:
+def _validate(name: str, cfg: RegistryConfig, where: str) -> None:
     for key in ("depth", "width", "hidden", "stages", "blocks", "num_classes"):
         value = getattr(cfg, key, 1)
         if (
@@ -343,7 +362,7 @@ def _validate(name: str, cfg: object, where: str) -> None:
             raise LscapeError(
                 f"invalid {key}={value!r} for model {name!r}", where, f"{key} must be a positive integer"
             )
-    if REGISTRY[name].needs_image and len(cfg.input_shape) != 3:  # type: ignore[attr-defined]
+    if REGISTRY[name].needs_image and len(cfg.input_shape) != 3:
         raise LscapeError(
             f"model {name!r} needs image inputs (C, H, W)",
             where,
@@ -372,12 +391,11 @@ def build(spec: ModelSpec) -> nn.Module:
     torchvision builders are library code and build with no flags; a ``user`` model imports the user's
     code, which only :func:`lscape_cli.models.loading.load_model` does, when the user asks for it.
     """
-    if spec.name == "torchvision":
-        return build_user(spec.config, [])  # type: ignore[arg-type]
-    if spec.name == "user":
-        source = spec.config.source  # type: ignore[attr-defined]
+    if isinstance(spec.config, UserModelConfig):
+        if spec.name == "torchvision":
+            return build_user(spec.config, [])
         raise LscapeError(
-            f"the model was built from user code {source}",
+            f"the model was built from user code {spec.config.source}",
             "model",
             "pass --model-def to import it (or --trust-model-def to accept the recorded one)",
         )

@@ -9,6 +9,7 @@ its value.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def _panel(ax: Any, paths: list[tuple[str, dict[str, Any]]], split: str, metric:
     ax.grid(alpha=0.3)
 
 
-def plot_connect(record: dict[str, Any], stem: Path, title: str) -> list[Path]:
+def plot_connect(record: Mapping[str, Any], stem: Path, title: str) -> list[Path]:
     """Draw the figure of a ``lscape.connect/1`` record's results; writes ``stem.png`` and ``stem.pdf``."""
     results = record["results"]
     paths = [(k, results[k]) for k in ("linear", "aligned", "curve") if results.get(k)]

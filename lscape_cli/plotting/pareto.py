@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ def _ellipse_outline(pts: np.ndarray, logs: tuple[bool, bool]) -> tuple[np.ndarr
 
 
 def ellipses(
-    results: dict[str, Any], keys: list[Any], table: dict[Any, Any], stem: Path, axes: str = "linear"
+    results: Mapping[str, Any], keys: list[Any], table: dict[Any, Any], stem: Path, axes: str = "linear"
 ) -> list[Path]:
     """50% confidence ellipses and means, joined in group order and coloured by group (seed 000 Fig. 1).
 
@@ -123,7 +124,7 @@ def ellipses(
     return save(fig, stem.with_name(stem.name + "-ellipses"))
 
 
-def summary(results: dict[str, Any], keys: list[Any], stem: Path) -> list[Path]:
+def summary(results: Mapping[str, Any], keys: list[Any], stem: Path) -> list[Path]:
     """Parameter-space spread and lambda_d per group, with the lambda_G line (seed 000 Fig. 2)."""
     fig = new_figure(6.4, 6.4)
     top, bottom = fig.subplots(2, 1, sharex=True)
@@ -158,7 +159,7 @@ def summary(results: dict[str, Any], keys: list[Any], stem: Path) -> list[Path]:
     return save(fig, stem.with_name(stem.name + "-summary"))
 
 
-def proxy(results: dict[str, Any], keys: list[Any], table: dict[Any, Any], stem: Path) -> list[Path]:
+def proxy(results: Mapping[str, Any], keys: list[Any], table: dict[Any, Any], stem: Path) -> list[Path]:
     """Normalised train/target curves and the proxy x + lambda_G y against the target (seed 000 Fig. 3)."""
     from lscape_cli.core.pareto.fronts import minmax
 
@@ -199,7 +200,7 @@ def proxy(results: dict[str, Any], keys: list[Any], table: dict[Any, Any], stem:
 
 
 def all_figures(
-    results: dict[str, Any], stem: Path, keys: list[Any], table: dict[Any, Any], axes: str = "linear"
+    results: Mapping[str, Any], stem: Path, keys: list[Any], table: dict[Any, Any], axes: str = "linear"
 ) -> list[Path]:
     """The three figures, PNG and PDF each (``axes`` scales the ellipse figure's axes)."""
     return (

@@ -51,7 +51,8 @@ def _note_fn(key: str, err: str | None) -> Callable[[dict[str, Any]], str]:
         return lambda d: _stoch_note(d, key)
     if err is not None:
         return lambda d: _eig_note(d, key)
-    return lambda d: str(get(d, f"/results/{key}/method") or get(d, f"/results/{key}/note") or "")
+    text = "note" if key == "condition_number" else "method"  # condition_number has a note, no method
+    return lambda d: str(get(d, f"/results/{key}/{text}") or "")
 
 
 def _batched(data: dict[str, Any]) -> bool:

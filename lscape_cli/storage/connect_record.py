@@ -8,25 +8,32 @@ protocol on the train and test splits, BatchNorm statistics from train), ``devic
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict, cast
 
-from lscape_cli.core.connectivity.paths import ConnectRequest
+from lscape_cli.core.connectivity.paths import ConnectRequest, ConnectResults
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage.checkpoint import read_metadata, read_raw_metadata
-from lscape_cli.storage.records import environment, make_record
+from lscape_cli.storage.records import Envelope, Evaluated, environment, make_record
 
 CONNECT_SCHEMA = "lscape.connect/1"
 
 
-class ConnectResults(TypedDict, total=False):
-    """``results`` of a ``lscape.connect/1`` record (details in docs/formats.md)."""
+class ConnectConfig(TypedDict):
+    """``config`` of a ``lscape.connect/1`` record."""
 
-    ends: dict[str, Any]  # a, b: loss/accuracy/error of each end on train and test
-    linear: dict[str, Any]  # path, formula, buffers, alpha, train/test curves, barriers, distance
-    end_check: dict[str, Any]  # the path's ends against the checkpoints' own evaluation
-    aligned: dict[str, Any]  # --align weights: the path to the permuted B, with the alignment's facts
-    curve: dict[str, Any]  # --curve: the trained curve's path and its fit
-    plot: dict[str, str]  # format -> file name
+    request: dict[str, object]  # ConnectRequest.to_dict(): every field of the request
+    evaluation: dict[str, object]  # the protocol less split and num_samples, plus the splits and their sizes
+    device: str
+    dtype: str
+    seed: int
+    model: dict[str, object]  # ModelSpec.to_dict()
+
+
+class ConnectRecord(Envelope):
+    """A ``lscape.connect/1`` record."""
+
+    config: ConnectConfig
+    results: ConnectResults
 
 
 def checkpoint_stem(path: Path) -> str:
@@ -40,15 +47,20 @@ def default_output(a: Path, b: Path) -> Path:
     return a.with_name(f"{checkpoint_stem(a)}--{checkpoint_stem(b)}.connect.json")
 
 
-def _describe_model(model: dict[str, Any], other: dict[str, Any]) -> str:
+def _describe_model(model: dict[str, object], other: dict[str, object]) -> str:
     """``mlp(depth=4)``: the name plus the config entries that differ from ``other``'s."""
-    cfg, ocfg = model.get("config") or {}, other.get("config") or {}
+    cfg, ocfg = _config(model), _config(other)
     keys = (
         sorted(cfg)
         if model.get("name") != other.get("name")
         else sorted(k for k in cfg if cfg[k] != ocfg.get(k))
     )
     return f"{model.get('name')}({', '.join(f'{k}={cfg[k]}' for k in keys)})"
+
+
+def _config(model: dict[str, object]) -> dict[str, object]:
+    cfg = model.get("config")
+    return cfg if isinstance(cfg, dict) else {}
 
 
 def compatible(a: Path, b: Path, model_config: Path | None, model_def: str | None = None) -> list[str]:
@@ -91,11 +103,11 @@ def connect_record(
     b: Path,
     out_path: Path,
     command: list[str],
-    setup: Any,  # models.evaluation.EvalSetup of A: protocol, splits, device, dtype, loaded.spec
+    setup: Evaluated,  # checkpoint A opened for evaluation
     req: ConnectRequest,
-    results: dict[str, Any],
+    results: ConnectResults,
     warnings: list[str],
-) -> dict[str, Any]:
+) -> ConnectRecord:
     """The ``lscape.connect/1`` record (``timing_s`` left for the caller to fill)."""
     protocol = {k: v for k, v in setup.protocol.items() if k not in ("split", "num_samples")}
     evaluation = {
@@ -104,7 +116,7 @@ def connect_record(
         "num_samples": {s: int(setup.splits.y[s].shape[0]) for s in ("train", "test")},
         "bn_statistics_split": "train",
     }
-    config = {
+    config: ConnectConfig = {
         "request": req.to_dict(),
         "evaluation": evaluation,
         "device": str(setup.device),
@@ -112,7 +124,7 @@ def connect_record(
         "seed": req.seed,
         "model": setup.loaded.spec.to_dict(),
     }
-    return make_record(
+    record = make_record(
         CONNECT_SCHEMA,
         out_path=out_path,
         command=command,
@@ -123,3 +135,4 @@ def connect_record(
         warnings=warnings,
         env=environment(str(setup.device)),
     )
+    return cast(ConnectRecord, record)  # make_record keeps config and results as given

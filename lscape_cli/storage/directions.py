@@ -19,11 +19,12 @@ Header metadata (JSON strings):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, cast
 
 import torch
 from safetensors import safe_open
 
+from lscape_cli.core.landscape.slice_directions import DirectionsInfo, DirectionsMade
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage.checkpoint import _check_complete, read_metadata, save_checkpoint
 
@@ -31,7 +32,7 @@ DIRECTIONS_SCHEMA = "lscape.directions/1"
 
 
 def save_directions(
-    path: Path, dirs: list[dict[str, torch.Tensor]], model: dict[str, Any], info: dict[str, Any]
+    path: Path, dirs: list[dict[str, torch.Tensor]], model: dict[str, object], info: DirectionsMade
 ) -> None:
     """Write ``dirs`` atomically with the model description and ``info`` (kind, settings, digest, origin)."""
     tensors = {f"d{k}.{n}": t for k, d in enumerate(dirs) for n, t in d.items()}
@@ -40,7 +41,15 @@ def save_directions(
     )
 
 
-def load_directions(path: Path) -> tuple[list[dict[str, torch.Tensor]], dict[str, Any]]:
+class DirectionFileMeta(TypedDict):
+    """A direction file's parsed metadata: the model it was made for and how the directions were made."""
+
+    schema: str
+    model: dict[str, object]
+    directions: DirectionsInfo
+
+
+def load_directions(path: Path) -> tuple[list[dict[str, torch.Tensor]], DirectionFileMeta]:
     """The directions (in order) and the parsed metadata (``model``, ``directions``)."""
     meta = read_metadata(path, expect=DIRECTIONS_SCHEMA)
     _check_complete(path)
@@ -61,4 +70,4 @@ def load_directions(path: Path) -> tuple[list[dict[str, torch.Tensor]], dict[str
                     "re-create it with lscape slice",
                 )
             dirs[k][name] = fh.get_tensor(key)
-    return dirs, meta
+    return dirs, cast(DirectionFileMeta, meta)  # its schema and the directions' count checked

@@ -21,6 +21,7 @@ from typing import Any
 
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage.files import check_input
+from lscape_cli.storage.schemas import Schema
 
 MAX_BYTES = 64 * 2**20  # records are kilobytes; a slice grid of 501 x 501 points is ~10 MB
 MAX_DEPTH = 64  # the deepest record written nests 8 levels
@@ -85,7 +86,7 @@ def check_schema(data: Any, schema_file: str, path: Path, what: str = "record") 
         )
 
 
-_TYPES: dict[str, Any] = {
+_TYPES: dict[str, type] = {
     "object": dict,
     "array": list,
     "string": str,
@@ -113,9 +114,7 @@ def _join(key: str, part: str | int) -> str:
     return f"{key}[{part}]" if isinstance(part, int) else (f"{key}.{part}" if key else part)
 
 
-def first_problem(
-    value: Any, schema: dict[str, Any], key: str, root: dict[str, Any] | None = None
-) -> tuple[str, str] | None:
+def first_problem(value: Any, schema: Schema, key: str, root: Schema | None = None) -> tuple[str, str] | None:
     """``(json path, what is wrong)`` for the first place ``value`` breaks ``schema``, else None.
 
     ``root``: the document ``schema`` belongs to (for ``#/$defs/...`` references; default ``schema``).
@@ -138,9 +137,7 @@ def first_problem(
     return None
 
 
-def _scalar_problem(
-    value: Any, schema: dict[str, Any], key: str, root: dict[str, Any]
-) -> tuple[str, str] | None:
+def _scalar_problem(value: Any, schema: Schema, key: str, root: Schema) -> tuple[str, str] | None:
     if "const" in schema and value != schema["const"]:
         return key, f"expected {json.dumps(schema['const'])}, got {json.dumps(value)[:60]}"
     if "enum" in schema and value not in schema["enum"]:
@@ -155,9 +152,7 @@ def _scalar_problem(
     return None
 
 
-def _object_problem(
-    value: Any, schema: dict[str, Any], key: str, root: dict[str, Any]
-) -> tuple[str, str] | None:
+def _object_problem(value: Any, schema: Schema, key: str, root: Schema) -> tuple[str, str] | None:
     if not isinstance(value, dict):
         return None
     for name in schema.get("required", []):
@@ -179,9 +174,7 @@ def _object_problem(
     return None
 
 
-def _member_problem(
-    name: str, item: Any, schema: dict[str, Any], key: str, root: dict[str, Any]
-) -> tuple[str, str] | None:
+def _member_problem(name: str, item: Any, schema: Schema, key: str, root: Schema) -> tuple[str, str] | None:
     """Check one member against ``properties``, ``patternProperties`` and ``additionalProperties``."""
     props = schema.get("properties", {})
     patterns = [s for p, s in schema.get("patternProperties", {}).items() if re.search(p, name)]
@@ -199,9 +192,7 @@ def _member_problem(
     return None
 
 
-def _array_problem(
-    value: Any, schema: dict[str, Any], key: str, root: dict[str, Any]
-) -> tuple[str, str] | None:
+def _array_problem(value: Any, schema: Schema, key: str, root: Schema) -> tuple[str, str] | None:
     if not isinstance(value, list):
         return None
     if "minItems" in schema and len(value) < schema["minItems"]:
@@ -216,9 +207,7 @@ def _array_problem(
     return None
 
 
-def _combined_problem(
-    value: Any, schema: dict[str, Any], key: str, root: dict[str, Any]
-) -> tuple[str, str] | None:
+def _combined_problem(value: Any, schema: Schema, key: str, root: Schema) -> tuple[str, str] | None:
     for sub in schema.get("allOf", []):
         problem = first_problem(value, sub, key, root)
         if problem is not None:
@@ -230,7 +219,7 @@ def _combined_problem(
     return None
 
 
-def _resolve(ref: str, root: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _resolve(ref: str, root: Schema) -> tuple[Schema, Schema]:
     """The sub-schema ``ref`` points at (``other.schema.json`` or ``#/$defs/x``) and its document."""
     from lscape_cli.storage.schemas import load
 

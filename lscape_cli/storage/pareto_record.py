@@ -8,27 +8,35 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict, cast
 
-from lscape_cli.storage.records import environment, make_record, write_record
+from lscape_cli.core.pareto.study import ParetoResults
+from lscape_cli.storage.records import Envelope, environment, make_record, write_record
 from lscape_cli.storage.runs import Run
 
 PARETO_SCHEMA = "lscape.pareto/1"
 
 
-class ParetoResults(TypedDict, total=False):
-    """``results`` of a ``lscape.pareto/1`` record (details in docs/formats.md)."""
+class RunEntry(TypedDict):
+    """One checkpoint a study read, and the record each of its metrics came from."""
 
-    group_by: str  # the config key runs are grouped by, e.g. model.depth
-    x: str  # fit metric
-    y: str  # flatness metric
-    target: str  # held-out metric the proxy x + lambda*y should track
-    groups: dict[str, dict[str, Any]]  # per group: n, mean, covariance, ellipse_50, fronts, tls, parameters
-    across_groups: dict[str, Any]  # groups, lambda_g, lambda_G_at_bound, objective, MAEs, scan
-    num_runs: int
-    multi: dict[str, Any]  # --metric: front, hypervolume, reference, senses, metrics, runs
-    figures: list[str]  # file names beside the record
-    figure_axes: dict[str, str]  # x, y: linear or log, the ellipse figure's axes (--axes)
+    checkpoint: str
+    sha256: str
+    sources: dict[str, str]
+
+
+class ParetoConfig(TypedDict):
+    """``config`` of a ``lscape.pareto/1`` record."""
+
+    inputs: list[str]
+    runs: list[RunEntry]
+
+
+class ParetoRecord(Envelope):
+    """A ``lscape.pareto/1`` record."""
+
+    config: ParetoConfig
+    results: ParetoResults
 
 
 def write_pareto(
@@ -39,9 +47,9 @@ def write_pareto(
     results: ParetoResults,
     warnings: list[str],
     timing: dict[str, float],
-) -> dict[str, Any]:
+) -> ParetoRecord:
     """Write the record atomically and return it."""
-    config = {
+    config: ParetoConfig = {
         "inputs": [str(p) for p in inputs],
         "runs": [{"checkpoint": str(r.checkpoint), "sha256": r.sha256, "sources": r.sources} for r in runs],
     }
@@ -57,4 +65,4 @@ def write_pareto(
         env=environment("cpu"),
     )
     write_record(out, record)
-    return record
+    return cast(ParetoRecord, record)  # make_record keeps config and results as given

@@ -9,41 +9,36 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict, cast
 
+from lscape_cli.core.objective import EvalProtocol
 from lscape_cli.core.probe.batches import Batches
 from lscape_cli.core.probe.engine import ProbeRequest
-from lscape_cli.storage.records import environment, make_record, write_record
+from lscape_cli.core.probe.results import ProbeResults
+from lscape_cli.storage.records import Envelope, Evaluated, environment, make_record, write_record
 
 PROBE_SCHEMA = "lscape.probe/1"
 
 
-class ProbeResults(TypedDict, total=False):
-    """``results`` of a ``lscape.probe/1`` record: one entry per measurement asked for.
+class ProbeConfig(TypedDict):
+    """``config`` of a ``lscape.probe/1`` record."""
 
-    Every estimate carries its method, budget, seed and uncertainty; the keys of each entry are listed
-    in :mod:`lscape_cli.core.probe.engine`.
-    """
+    request: dict[str, object]  # dataclasses.asdict(ProbeRequest): every field of the request
+    evaluation: EvalProtocol
+    device: str
+    dtype: str
+    seed: int
+    num_batches: int | None
+    batch_size: int | None
+    world_size: int
+    model: dict[str, object]  # ModelSpec.to_dict(): name and config
 
-    loss: dict[str, Any]  # value, accuracy, num_samples at the checkpoint
-    hvp: dict[str, Any]  # strategy and memory plan of the Hessian-vector products
-    lambda_max: dict[str, Any]  # estimate, residual, error_bound, converged, iterations, num_matvecs, ...
-    top_k: dict[str, Any]
-    lambda_min: dict[str, Any]
-    condition_number: dict[str, Any]
-    trace: dict[str, Any]  # estimate, stderr, method, num_matvecs, seed
-    frobenius: dict[str, Any]
-    density: dict[str, Any]
-    effective_rank: dict[str, Any]
-    stable_rank: dict[str, Any]
-    participation_ratio: dict[str, Any]
-    grad_norm: dict[str, Any]
-    sharpness: list[dict[str, Any]]
-    noise: dict[str, Any]
-    pac_bayes: dict[str, Any]
-    stability: dict[str, Any]
-    batches: dict[str, Any]  # --num-batches: num_batches, batch_size, seed, summary, per_batch
-    checks: list[dict[str, Any]]  # --check: expr, values, passed
+
+class ProbeRecord(Envelope):
+    """A ``lscape.probe/1`` record."""
+
+    config: ProbeConfig
+    results: ProbeResults
 
 
 def write_probe(
@@ -53,13 +48,13 @@ def write_probe(
     checkpoint: Path,
     req: ProbeRequest,
     batches: Batches,
-    setup: Any,  # models.evaluation.EvalSetup: protocol, device, dtype, loaded.spec
-    results: dict[str, Any],
+    setup: Evaluated,
+    results: ProbeResults,
     timing: dict[str, float],
     world_size: int,
-) -> dict[str, Any]:
+) -> ProbeRecord:
     """Write the record atomically and return it."""
-    config = {
+    config: ProbeConfig = {
         "request": asdict(req),
         "evaluation": setup.protocol,
         "device": str(setup.device),
@@ -78,8 +73,8 @@ def write_probe(
         config=config,
         results=results,
         timing_s=timing,
-        warnings=list(getattr(setup, "warnings", [])),  # e.g. a model or data file changed since training
+        warnings=list(setup.warnings),  # e.g. a model or data file changed since training
         env=environment(str(setup.device)),
     )
     write_record(out_path, record)
-    return record
+    return cast(ProbeRecord, record)  # make_record keeps config and results as given

@@ -29,19 +29,65 @@ import os
 import platform
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from lscape_cli import __version__
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage.files import atomic_path, sha256_file
 
+if TYPE_CHECKING:
+    import torch
 
-def environment(device: str) -> dict[str, object]:
+    from lscape_cli.core.objective import EvalProtocol
+
+
+class Environment(TypedDict, total=False):
+    """A record's ``environment``: facts about the machine that produced it (CUDA keys on a GPU)."""
+
+    python: str
+    torch: str
+    platform: str
+    device: str
+    torch_threads: int
+    cpu_count: int | None
+    cuda_device_name: str
+    cuda_version: str | None
+
+
+class InputEntry(TypedDict):
+    """One of a record's ``inputs``: the file's path relative to the record, and its sha256."""
+
+    path: str
+    sha256: str
+
+
+class Envelope(TypedDict):
+    """The keys every record shares; each record kind adds its ``config`` and ``results``."""
+
+    schema: str
+    lscape_version: str
+    created_at: str
+    command: list[str]
+    inputs: dict[str, InputEntry]
+    environment: Environment
+    timing_s: dict[str, float]
+    warnings: list[str]
+
+
+class Record(Envelope):
+    """A record of any kind, as :func:`make_record` assembles it (each kind's writer narrows it)."""
+
+    config: Mapping[str, object]  # the kind's config TypedDict (ProbeConfig, ...)
+    results: Mapping[str, object]  # the kind's results TypedDict (ProbeResults, ...)
+
+
+def environment(device: str) -> Environment:
     """Facts about the machine that produced a record."""
     import torch
 
-    env: dict[str, object] = {
+    env: Environment = {
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "platform": platform.platform(),
@@ -55,16 +101,66 @@ def environment(device: str) -> dict[str, object]:
     return env
 
 
-def input_entry(path: Path, relative_to: Path) -> dict[str, str]:
+def input_entry(path: Path, relative_to: Path) -> InputEntry:
     """``{"path": ..., "sha256": ...}`` with the path relative to the record's directory."""
     rel = os.path.relpath(path.resolve(), relative_to.resolve().parent)
     return {"path": rel, "sha256": sha256_file(path)}
 
 
+# Any JSON value, as json.loads returns it (free-form parts of records and keys read back from disk)
+JSONValue = str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
+
+
+class _ModelSpec(Protocol):
+    def to_dict(self) -> dict[str, object]: ...
+
+
+class _Loaded(Protocol):
+    @property
+    def spec(self) -> _ModelSpec: ...
+
+
+class _Splits(Protocol):
+    @property
+    def y(self) -> dict[str, torch.Tensor]: ...
+
+
+class Evaluated(Protocol):
+    """What a record writer reads of a checkpoint opened for evaluation (``models.evaluation.EvalSetup``).
+
+    A protocol, so storage/ needs no import of models/: the protocol, device, dtype, model description,
+    split sizes and warnings.
+    """
+
+    @property
+    def loaded(self) -> _Loaded:
+        """The model; its ``spec.to_dict()`` is the record's ``config.model``."""
+
+    @property
+    def splits(self) -> _Splits:
+        """The data; its ``y`` gives each split's size."""
+
+    @property
+    def device(self) -> torch.device:
+        """Where it ran."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameters' dtype."""
+
+    @property
+    def protocol(self) -> EvalProtocol:
+        """The evaluation protocol (``config.evaluation``, docs/formats.md)."""
+
+    @property
+    def warnings(self) -> list[str]:
+        """Warnings for the record (e.g. a model or data file changed since training)."""
+
+
 ACCURACY_KEY = re.compile(r"(^|_)accuracy($|_)|^error$")  # accuracy-valued keys (error = 1 − accuracy)
 
 
-def task_of_config(config: dict[str, Any]) -> str:
+def task_of_config(config: Mapping[str, object]) -> str:
     """The task of a record's data: its config's ``dataset`` (or ``evaluation.dataset``) ``task``."""
     for holder in (config, config.get("evaluation")):
         dataset = holder.get("dataset") if isinstance(holder, dict) else None
@@ -88,12 +184,12 @@ def make_record(
     out_path: Path,
     command: list[str],
     inputs: dict[str, Path],
-    config: dict[str, Any],
-    results: dict[str, Any],
+    config: Mapping[str, object],  # the record kind's config TypedDict
+    results: Mapping[str, object],  # the record kind's results TypedDict
     timing_s: dict[str, float],
     warnings: list[str],
-    env: dict[str, object],
-) -> dict[str, Any]:
+    env: Environment,
+) -> Record:
     """Assemble a record in the documented key order (accuracy ``null`` for regression data)."""
     if task_of_config(config) == "regression":
         results = undefined_accuracy(results)
@@ -123,20 +219,21 @@ def _finite(obj: Any, where: str, warnings: list[str]) -> Any:
     return obj
 
 
-def sanitize(record: dict[str, Any]) -> dict[str, Any]:
+def sanitize(record: Mapping[str, object]) -> dict[str, object]:
     """Replace every non-finite float by ``null`` and say so in ``warnings`` (never imputed)."""
-    warnings = list(record.get("warnings", []))
+    given = record.get("warnings", [])
+    warnings = [str(w) for w in given] if isinstance(given, list) else []
     clean = {k: (v if k == "warnings" else _finite(v, k, warnings)) for k, v in record.items()}
     clean["warnings"] = warnings
     return clean
 
 
-def to_json(record: dict[str, Any]) -> str:
+def to_json(record: Mapping[str, object]) -> str:
     """The exact text written to disk (``indent=2``, no NaN)."""
     return json.dumps(sanitize(record), indent=2, allow_nan=False) + "\n"
 
 
-def write_record(path: Path, record: dict[str, Any]) -> str:
+def write_record(path: Path, record: Mapping[str, object]) -> str:
     """Write atomically (temp file + rename); returns the text written."""
     text = to_json(record)
     with atomic_path(path) as tmp:

@@ -119,7 +119,7 @@ def collect(paths: list[Path]) -> list[Run]:
     return sorted(runs.values(), key=lambda r: str(r.checkpoint))
 
 
-def _note_conflicts(run: Run, scalars: dict[str, Any], path: Path) -> None:
+def _note_conflicts(run: Run, scalars: dict[str, float | None], path: Path) -> None:
     """Remember metrics that two probe records of one checkpoint give with different values.
 
     Two probes of one checkpoint with other settings (a batch size, a sharpness radius) may both give

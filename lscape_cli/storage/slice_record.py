@@ -12,69 +12,66 @@ Outputs (STEM = the record's path without ``.json``, by default ``CKPT.slice``):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
 import torch
 
-from lscape_cli.core.landscape.slice_directions import SliceDirections, SliceInput
-from lscape_cli.core.landscape.slice_request import SliceRequest
-from lscape_cli.core.landscape.slice_results import SliceResult
+from lscape_cli.core.landscape.slice_directions import DirectionsMade, SliceDirections, SliceInput, SourceMeta
+from lscape_cli.core.landscape.slice_request import DirectionSettings, SliceRequest
+from lscape_cli.core.landscape.slice_results import SliceResult, SliceResults
+from lscape_cli.core.landscape.slice_run import ResumeKey
+from lscape_cli.core.landscape.slices import GridDescription
+from lscape_cli.core.objective import EvalProtocol
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage import slices as grids
 from lscape_cli.storage.files import remove_on_commit, sha256_file
-from lscape_cli.storage.records import environment, make_record, write_record
+from lscape_cli.storage.records import Envelope, environment, make_record, write_record
+from lscape_cli.storage.slices import GridInfo
 
 SLICE_SCHEMA = "lscape.slice/1"
 INPUT_ROLES = {"toward": "other", "pca": "trajectory", "file": "directions"}  # record inputs per kind
 
 
-class SliceCentre(TypedDict):
-    """``results.centre``: L(theta) from the grid engine next to the model's own forward pass."""
+class SliceConfig(TypedDict):
+    """``config`` of a ``lscape.slice/1`` record."""
 
-    loss: float  # the grid engine at coefficients 0
-    accuracy: float
-    reference_loss: float  # the model's forward over the split
-    reference_accuracy: float
-    abs_difference: float
-    checkpoint_metric: float | None  # the checkpoint's recorded <split>_loss
-    method: str
-
-
-class SliceGrid(TypedDict, total=False):
-    """``results.grid``: the values (``[i][j]`` at ``(alpha_i, beta_j)``, or line i at ``alpha_j``)."""
-
-    shape: list[int]  # (count, steps) or (steps, steps)
-    alpha: list[float]
-    beta: list[float]  # planes only
-    loss: list[list[float | None]]  # non-finite as null, never imputed
-    accuracy: list[list[float | None]]
-    num_points: int
-    num_nonfinite: int
+    slice: GridConfig
+    directions: DirectionSettings
+    evaluation: EvalProtocol
+    engine: EngineConfig
+    derived: dict[str, float]  # basin_threshold, fit_radius
+    resume: dict[str, object]  # requested, points_reused
+    device: str
+    dtype: str
+    seed: int
+    world_size: int
+    model: dict[str, object]  # ModelSpec.to_dict()
 
 
-class SliceOutputs(TypedDict):
-    """``results.outputs``: the files beside the record (names)."""
+class GridConfig(GridDescription):
+    """``config.slice``: the grid and its coefficients."""
 
-    grid: str
-    directions: str
-    plots: list[str]
+    coefficients: list[float]
 
 
-class SliceResults(TypedDict, total=False):
-    """``results`` of a ``lscape.slice/1`` record (details in docs/formats.md)."""
+class EngineConfig(TypedDict):
+    """``config.engine``: how the grid was evaluated."""
 
-    centre: SliceCentre
-    grid: SliceGrid
-    directions: dict[str, Any]  # kind, count, digest, lengths, theta_norm, cosines (+ filter-norm check)
-    lines: list[dict[str, Any]]  # 1-D: per direction max_rise, basin, curvature (+ eigenvalue)
-    sharpness_1d: dict[str, Any]  # 1-D: seed 001's 1D sharpness (value, direction, per_direction, range)
-    plane: dict[str, Any]  # 2-D: max_rise, basin, quadratic, axes (+ eigenvalues)
-    trajectory: dict[str, Any]  # --pca: coords, epochs, steps, in_span_fraction, inside_range
-    speed: dict[str, Any]  # points_evaluated, seconds, forward_pass_s, engine, world_size
-    outputs: SliceOutputs
+    strategy: str
+    memory_budget_mib: int
+    max_batch: int
+    block: int
+    placement: str
+
+
+class SliceRecord(Envelope):
+    """A ``lscape.slice/1`` record."""
+
+    config: SliceConfig
+    results: SliceResults
 
 
 @dataclass(frozen=True)
@@ -124,12 +121,17 @@ def load_source(req: SliceRequest, model_config: Path | None) -> SliceInput | No
         return None
     if req.kind == "toward":
         other = load_checkpoint(path, model_config)
-        return SliceInput(path.name, str(path), sha256_file(path), other.state, dict(other.meta))
+        return SliceInput(path.name, str(path), sha256_file(path), other.state, _source_meta(other.meta))
     if req.kind == "pca":
         traj = load_trajectory(path)
-        return SliceInput(path.name, str(path), sha256_file(path), traj.state, dict(traj.meta))
+        return SliceInput(path.name, str(path), sha256_file(path), traj.state, _source_meta(traj.meta))
     dirs, meta = load_directions(path)
-    return SliceInput(path.name, str(path), sha256_file(path), {}, meta, directions=dirs)
+    return SliceInput(path.name, str(path), sha256_file(path), {}, _source_meta(meta), directions=dirs)
+
+
+def _source_meta(meta: Mapping[str, object]) -> SourceMeta:
+    """A file's checked metadata as the slice engine reads it (a copy)."""
+    return cast(SourceMeta, dict(meta))
 
 
 class SliceFiles:
@@ -138,7 +140,7 @@ class SliceFiles:
     It is the :class:`lscape_cli.core.landscape.slice_run.SliceStore` that storage provides.
     """
 
-    def __init__(self, paths: SlicePaths, checkpoint: Path, checkpoint_sha256: str, model: dict[str, Any]):
+    def __init__(self, paths: SlicePaths, checkpoint: Path, checkpoint_sha256: str, model: dict[str, object]):
         self.paths, self.checkpoint, self.sha256, self.model = paths, checkpoint, checkpoint_sha256, model
 
     @property
@@ -150,7 +152,7 @@ class SliceFiles:
         """Write ``STEM.directions.safetensors``."""
         from lscape_cli.storage.directions import save_directions
 
-        info = {
+        info: DirectionsMade = {
             "kind": directions.settings["kind"],
             "settings": directions.settings,
             "digest": digest,
@@ -158,7 +160,7 @@ class SliceFiles:
         }
         save_directions(self.paths.directions, directions.dirs, self.model, info)
 
-    def resume(self, key: dict[str, Any], requested: bool, is_main: bool) -> list[tuple[Any, Any, Any]]:
+    def resume(self, key: ResumeKey, requested: bool, is_main: bool) -> list[tuple[Any, Any, Any]]:
         """The partial grids to continue from (all must match ``key``); stale ones removed otherwise."""
         files = self.paths.partials()
         if not (requested and files):
@@ -169,7 +171,8 @@ class SliceFiles:
         out = []
         for f in files:
             tensors, meta = grids.load_partial(f)
-            diff = sorted(k for k in key if meta["config"].get(k) != key[k])
+            saved: dict[str, object] = dict(meta["config"])
+            diff = sorted(k for k, v in key.items() if saved.get(k) != v)
             if diff:
                 raise LscapeError(
                     f"partial grid was made with other settings ({', '.join(diff)} differ)",
@@ -179,9 +182,7 @@ class SliceFiles:
             out.append((tensors["loss"], tensors["accuracy"], tensors["done"]))
         return out
 
-    def save_partial(
-        self, loss: Any, acc: Any, done: Any, key: dict[str, Any], rank: int, world: int
-    ) -> None:
+    def save_partial(self, loss: Any, acc: Any, done: Any, key: ResumeKey, rank: int, world: int) -> None:
         """Flush the grid computed so far (this rank's partial file)."""
         grids.save_partial(
             grids.partial_path(self.paths.stem, rank, world), loss, acc, done, key, rank, world
@@ -194,10 +195,10 @@ class SliceContext:
 
     checkpoint: Path
     command: list[str]
-    evaluation: dict[str, Any]  # the evaluation protocol
+    evaluation: EvalProtocol
     device: str
     dtype: str
-    model: dict[str, Any]
+    model: dict[str, object]
     max_batch: int
 
 
@@ -208,7 +209,7 @@ def write_slice(
     plots: Callable[[], list[Path]] | None,
     timing: dict[str, float],
     t0: float,
-) -> dict[str, Any]:
+) -> SliceRecord:
     """Write the grid, the plots (``plots()``, when given) and the record; remove the partial grids.
 
     ``timing``: seconds per phase so far (``derive`` joins the plots' time); ``t0``: the command's start.
@@ -226,10 +227,10 @@ def write_slice(
     coords = trajectory_coords(res)
     if coords is not None:
         tensors["trajectory"] = coords.double()
-    info = {**res.grid.describe(), "directions_digest": res.digest, "record": paths.record.name}
+    info: GridInfo = {**res.grid.describe(), "directions_digest": res.digest, "record": paths.record.name}
     grids.save_grid(paths.grid, tensors, info)
     written = plots() if plots is not None else []
-    results = cast(SliceResults, dict(res.results))
+    results = SliceResults(**res.results)  # a copy
     results["outputs"] = {
         "grid": paths.grid.name,
         "directions": paths.directions.name,
@@ -245,9 +246,9 @@ def write_slice(
     return record
 
 
-def _record(paths: SlicePaths, res: SliceResult, ctx: SliceContext, results: SliceResults) -> dict[str, Any]:
+def _record(paths: SlicePaths, res: SliceResult, ctx: SliceContext, results: SliceResults) -> SliceRecord:
     req = res.request
-    config = {
+    config: SliceConfig = {
         "slice": {**res.grid.describe(), "coefficients": res.grid.alphas},
         "directions": res.directions.settings,
         "evaluation": ctx.evaluation,
@@ -270,7 +271,7 @@ def _record(paths: SlicePaths, res: SliceResult, ctx: SliceContext, results: Sli
     path = source_path(req)
     if path is not None:
         inputs[INPUT_ROLES[req.kind]] = path
-    return make_record(
+    record = make_record(
         SLICE_SCHEMA,
         out_path=paths.record,
         command=ctx.command,
@@ -281,3 +282,4 @@ def _record(paths: SlicePaths, res: SliceResult, ctx: SliceContext, results: Sli
         warnings=res.warnings,
         env=environment(ctx.device),
     )
+    return cast(SliceRecord, record)  # make_record keeps config and results as given

@@ -21,11 +21,13 @@ Single processes write ``STEM.slice.partial.safetensors``; rank r of a ``torchru
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, cast
 
 import torch
 from safetensors import safe_open
 
+from lscape_cli.core.landscape.slice_run import ResumeKey
+from lscape_cli.core.landscape.slices import GridDescription
 from lscape_cli.storage.checkpoint import _check_complete, read_metadata, save_checkpoint
 from lscape_cli.storage.files import immediate
 
@@ -39,15 +41,38 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
         return {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
 
 
-def save_grid(path: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+class GridInfo(GridDescription):
+    """A grid file's ``slice`` metadata: the grid, its directions' digest and its record's name."""
+
+    directions_digest: str
+    record: str
+
+
+class GridMeta(TypedDict):
+    """A grid file's parsed metadata."""
+
+    schema: str
+    slice: GridInfo
+
+
+class PartialMeta(TypedDict):
+    """A partial grid's parsed metadata: the resume key it was computed under, and by which rank."""
+
+    schema: str
+    config: ResumeKey
+    rank: int
+    world_size: int
+
+
+def save_grid(path: Path, tensors: dict[str, torch.Tensor], info: GridInfo) -> None:
     """Write the grid tensors atomically."""
     save_checkpoint(path, tensors, {"slice": info}, schema=GRID_SCHEMA)
 
 
-def load_grid(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_grid(path: Path) -> tuple[dict[str, torch.Tensor], GridMeta]:
     """Tensors and parsed metadata of a grid file."""
     meta = read_metadata(path, expect=GRID_SCHEMA)
-    return _tensors(path), meta
+    return _tensors(path), cast(GridMeta, meta)  # its schema checked
 
 
 def partial_path(base: Path, rank: int, world_size: int) -> Path:
@@ -66,7 +91,7 @@ def save_partial(
     loss: torch.Tensor,
     accuracy: torch.Tensor,
     done: torch.Tensor,
-    config: dict[str, Any],
+    config: ResumeKey,
     rank: int,
     world_size: int,
 ) -> None:
@@ -83,7 +108,7 @@ def save_partial(
         )
 
 
-def load_partial(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_partial(path: Path) -> tuple[dict[str, torch.Tensor], PartialMeta]:
     """Tensors (``loss``, ``accuracy``, ``done``) and metadata (``config``, ``rank``, ``world_size``)."""
     meta = read_metadata(path, expect=PARTIAL_SCHEMA)
-    return _tensors(path), meta
+    return _tensors(path), cast(PartialMeta, meta)  # its schema checked

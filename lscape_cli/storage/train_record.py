@@ -29,17 +29,20 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict, cast
 
 import torch
 
 from lscape_cli import __version__
-from lscape_cli.core.training.engine import RunResult
+from lscape_cli.core.training.engine import HistoryEntry, RunResult, TrainConfig, TrainConfigDescription
+from lscape_cli.core.training.tracking import TrackingConfig
 from lscape_cli.errors import LscapeError
-from lscape_cli.storage.checkpoint import CheckpointMeta, save_checkpoint, save_trajectory
+from lscape_cli.storage.checkpoint import CheckpointMeta, ModelMeta, save_checkpoint, save_trajectory
 from lscape_cli.storage.files import remove_on_commit, sha256_file
 from lscape_cli.storage.records import (
+    Envelope,
     environment,
     make_record,
     task_of_config,
@@ -52,7 +55,72 @@ TRAIN_SCHEMA = "lscape.train/1"
 BUDGET_REASONS = ("epochs", "max_steps")
 
 
-def tracking_summary(res: RunResult, tracking_s: float, train_s: float) -> dict[str, Any] | None:
+@dataclass
+class TrainContext:
+    """What every restart's files say about the run beside its own result (built by ``lscape train``)."""
+
+    model: dict[str, object]  # ModelSpec.to_dict()
+    dataset: dict[str, object]  # Splits.describe()
+    cfg: TrainConfig
+    device: str
+    dtype: str
+    restarts: int
+    base_seed: int
+    num_parameters: int
+    warnings: list[str]
+    tracking: TrackingConfig | None  # the --track protocol
+    tracking_s: float = 0.0  # seconds all restarts of this process spent tracked
+    resume: ResumeInfo | None = None
+
+
+class ResumeInfo(TypedDict):
+    """``config.resume``: whether --resume was given and after which epoch the run continued."""
+
+    requested: bool
+    from_epoch: int | None
+
+
+class TrackingSummary(TypedDict):
+    """``results.tracking`` of one restart (module docstring)."""
+
+    wall_time_s: float
+    share_of_training: float | None
+    restart_wall_time_s: float
+    num_matvecs: int
+    epochs: list[int]
+
+
+class FileEntry(TypedDict):
+    """A file a restart wrote, by name, with its sha256."""
+
+    path: str
+    sha256: str
+
+
+class TrajectoryEntry(FileEntry):
+    """``results.trajectory``: the trajectory file and its snapshots."""
+
+    snapshots: int
+    epochs: list[int]
+
+
+class TrainRecordConfig(TypedDict):
+    """``config`` of a ``lscape.train/1`` record."""
+
+    model: dict[str, object]
+    dataset: dict[str, object]
+    training: TrainConfigDescription
+    seed: int
+    base_seed: int
+    restarts: int
+    device: str
+    dtype: str
+    tracking: TrackingConfig | None
+    resume: ResumeInfo | None
+    evaluation: dict[str, object]  # mode, splits, max_batch, weighting
+
+
+def tracking_summary(res: RunResult, tracking_s: float, train_s: float) -> TrackingSummary | None:
     """``results.tracking`` of one restart (None when nothing was tracked)."""
     tracked = [e for e in res.history if "tracked" in e]
     if not tracked:
@@ -76,16 +144,23 @@ class TrainResults(TypedDict):
     epochs: int
     num_parameters: int
     final: dict[str, float]  # {split}_loss and {split}_accuracy, eval mode, whole split
-    history: list[dict[str, Any]]  # one entry per evaluation or tracked epoch (``tracked`` there)
-    checkpoint: dict[str, Any] | None  # {"path", "sha256"}; null when the restart diverged
-    trajectory: dict[str, Any] | None  # {"path", "sha256", "snapshots", "epochs"} with --save-trajectory
+    history: list[HistoryEntry]  # one entry per evaluation or tracked epoch (``tracked`` there)
+    checkpoint: FileEntry | None  # null when the restart diverged
+    trajectory: TrajectoryEntry | None  # with --save-trajectory
     stopped_on_budget: bool  # stopped on epochs/max_steps, not on a convergence rule
     best_epoch: int | None  # with --restore-best: the epoch whose state the checkpoint holds
-    tracking: dict[str, Any] | None  # with --track: wall_time_s, share_of_training, ... (module docstring)
+    tracking: TrackingSummary | None  # with --track (module docstring)
+
+
+class TrainRecord(Envelope):
+    """A ``lscape.train/1`` record (one restart)."""
+
+    config: TrainRecordConfig
+    results: TrainResults
 
 
 def write_run(
-    res: RunResult, stem: Path, ctx: dict[str, Any], timing: dict[str, float], command: list[str]
+    res: RunResult, stem: Path, ctx: TrainContext, timing: dict[str, float], command: list[str]
 ) -> str:
     """Write one restart's checkpoint (unless it diverged), trajectory and record; the record's text.
 
@@ -95,38 +170,39 @@ def write_run(
     ``from_epoch``: the epoch a ``--resume`` continued after, or null).
     """
     training = {
-        **ctx["cfg"].describe(),
+        **ctx.cfg.describe(),
         "seed": res.seed,
         "restart": res.restart,
-        "restarts": ctx["restarts"],
-        "base_seed": ctx["base_seed"],
+        "restarts": ctx.restarts,
+        "base_seed": ctx.base_seed,
         "stop_reason": res.stop_reason,
         "steps": res.steps,
         "epochs_run": res.epochs,
         "best_epoch": res.best_epoch,
-        "device": ctx["device"],
-        "dtype": ctx["dtype"],
+        "device": ctx.device,
+        "dtype": ctx.dtype,
     }
     metrics: dict[str, float | None] = dict(res.final.items())
-    if task_of_config(ctx) == "regression":
+    if task_of_config({"dataset": ctx.dataset}) == "regression":
         metrics = undefined_accuracy(metrics)  # null, not NaN, in the header's JSON
     versions = {"lscape": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
     meta: CheckpointMeta = {
-        "model": ctx["model"],
-        "dataset": ctx["dataset"],
+        "model": cast(ModelMeta, ctx.model),
+        "dataset": ctx.dataset,
         "training": training,
         "metrics": metrics,
         "versions": versions,
     }
     ckpt_path = Path(str(stem) + ".safetensors")
     json_path = Path(str(stem) + ".train.json")
-    outputs: dict[str, Any] = {"checkpoint": None, "trajectory": None}
-    warnings = list(ctx.get("warnings", []))
+    checkpoint: FileEntry | None = None
+    trajectory: TrajectoryEntry | None = None
+    warnings = list(ctx.warnings)
     if res.stop_reason == "diverged":
         warnings.append(f"training diverged (non-finite loss) at step {res.steps}; no checkpoint written")
     else:
         save_checkpoint(ckpt_path, res.state, dict(meta))
-        outputs["checkpoint"] = {"path": ckpt_path.name, "sha256": sha256_file(ckpt_path)}
+        checkpoint = {"path": ckpt_path.name, "sha256": sha256_file(ckpt_path)}
         if res.trajectory is not None:
             traj_path = Path(str(stem) + ".trajectory.safetensors")
             save_trajectory(
@@ -134,7 +210,7 @@ def write_run(
                 res.trajectory,
                 {**meta, "epochs": res.trajectory_epochs, "steps": res.trajectory_steps},
             )
-            outputs["trajectory"] = {
+            trajectory = {
                 "path": traj_path.name,
                 "sha256": sha256_file(traj_path),
                 "snapshots": len(res.trajectory_epochs),
@@ -150,30 +226,30 @@ def write_run(
         "stop_reason": res.stop_reason,
         "steps": res.steps,
         "epochs": res.epochs,
-        "num_parameters": ctx["num_parameters"],
+        "num_parameters": ctx.num_parameters,
         "final": res.final,
         "history": res.history,
-        "checkpoint": outputs["checkpoint"],
-        "trajectory": outputs["trajectory"],
+        "checkpoint": checkpoint,
+        "trajectory": trajectory,
         "stopped_on_budget": res.stop_reason in BUDGET_REASONS,
         "best_epoch": res.best_epoch,
-        "tracking": tracking_summary(res, ctx["tracking_s"], timing["train"]),
+        "tracking": tracking_summary(res, ctx.tracking_s, timing["train"]),
     }
-    config = {
-        "model": ctx["model"],
-        "dataset": ctx["dataset"],
-        "training": ctx["cfg"].describe(),
+    config: TrainRecordConfig = {
+        "model": ctx.model,
+        "dataset": ctx.dataset,
+        "training": ctx.cfg.describe(),
         "seed": res.seed,
-        "base_seed": ctx["base_seed"],
-        "restarts": ctx["restarts"],
-        "device": ctx["device"],
-        "dtype": ctx["dtype"],
-        "tracking": ctx["tracking"],
-        "resume": ctx.get("resume"),
+        "base_seed": ctx.base_seed,
+        "restarts": ctx.restarts,
+        "device": ctx.device,
+        "dtype": ctx.dtype,
+        "tracking": ctx.tracking,
+        "resume": ctx.resume,
         "evaluation": {
             "mode": "eval",
             "splits": ["train", "val", "test"],
-            "max_batch": ctx["cfg"].max_batch,
+            "max_batch": ctx.cfg.max_batch,
             "weighting": "mean over samples",
         },
     }
@@ -186,7 +262,7 @@ def write_run(
         results=dict(results),
         timing_s=timing,
         warnings=warnings,
-        env=environment(ctx["device"]),
+        env=environment(ctx.device),
     )
     return write_record(json_path, record)
 

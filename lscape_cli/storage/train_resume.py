@@ -21,13 +21,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import torch
 
 from lscape_cli.core.training.engine import TrainState
 from lscape_cli.errors import LscapeError
 from lscape_cli.storage.files import atomic_path, immediate, remove_on_commit
+from lscape_cli.storage.records import JSONValue
+from lscape_cli.storage.train_record import TrainContext
 
 RESUME_SCHEMA = "lscape.train-resume/1"
 
@@ -40,36 +42,47 @@ def resume_path(out: Path, name: str, shard: str | None) -> Path:
     return out / f"{name}.shard-{i}-of-{n}.resume.pt"
 
 
-def resume_key(context: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
+ResumeKey = dict[str, JSONValue]  # flattened settings: "training.lr", "dataset.sizes", ..., "seeds"
+
+
+class _ResumeData(TypedDict, total=False):
+    """What the file holds (``torch.save``); each part is checked as it is read."""
+
+    schema: str
+    key: str  # the ResumeKey as JSON text
+    state: object  # TrainState's fields
+
+
+def resume_key(context: TrainContext, seeds: list[int]) -> ResumeKey:
     """Everything that fixes a run's numbers, one level flattened (``training.lr``, ``dataset.sizes``).
 
-    ``context``: ``cfg`` (the TrainConfig), ``model``, ``dataset``, ``tracking``, ``device``, ``dtype``,
-    ``restarts``, ``base_seed``; ``seeds``: the seeds this process trains.
+    ``context``: the run's (its ``cfg``, ``model``, ``dataset``, ``tracking``, ``device``, ``dtype``,
+    ``restarts``, ``base_seed``); ``seeds``: the seeds this process trains.
     """
     parts = {
-        "training": context["cfg"].to_dict(),
-        "model": context["model"],
-        "dataset": context["dataset"],
-        "tracking": context["tracking"],
+        "training": context.cfg.to_dict(),
+        "model": context.model,
+        "dataset": context.dataset,
+        "tracking": context.tracking,
     }
-    key: dict[str, Any] = {
+    key: dict[str, object] = {
         f"{part}.{k}": v for part, d in parts.items() if d is not None for k, v in d.items()
     }
     key.update(
-        tracking=context["tracking"] is not None,
-        device=context["device"],
-        dtype=context["dtype"],
-        restarts=context["restarts"],
-        base_seed=context["base_seed"],
+        tracking=context.tracking is not None,
+        device=context.device,
+        dtype=context.dtype,
+        restarts=context.restarts,
+        base_seed=context.base_seed,
         seeds=seeds,
     )
-    return json.loads(_text(key))  # the JSON form a saved key comes back in
+    return cast(ResumeKey, json.loads(_text(key)))  # the JSON form a saved key comes back in
 
 
 class ResumeFile:
     """A run's :class:`~lscape_cli.core.training.engine.ResumeStore` on disk (see the module docstring)."""
 
-    def __init__(self, path: Path, key: dict[str, Any], requested: bool, every_s: float) -> None:
+    def __init__(self, path: Path, key: ResumeKey, requested: bool, every_s: float) -> None:
         self.path, self.key, self.requested, self.every_s = path, key, requested, every_s
         self.last_save = time.monotonic()
         self.epoch: int | None = None  # the epoch of the state kept or continued from
@@ -138,7 +151,7 @@ def _text(value: Any) -> str:
     return json.dumps(value, sort_keys=True)  # NaN equals NaN here
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path) -> _ResumeData:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line error
@@ -151,7 +164,7 @@ def _read(path: Path) -> dict[str, Any]:
         raise LscapeError(
             f"not a {RESUME_SCHEMA} file", str(path), "delete it and run without --resume to start over"
         )
-    return data
+    return cast(_ResumeData, data)
 
 
 def _damaged(path: Path, what: str) -> LscapeError:
@@ -160,7 +173,7 @@ def _damaged(path: Path, what: str) -> LscapeError:
     )
 
 
-def _saved_key(data: dict[str, Any], path: Path) -> dict[str, Any]:
+def _saved_key(data: _ResumeData, path: Path) -> ResumeKey:
     """The settings key the state was saved under (a JSON object)."""
     try:
         saved = json.loads(data["key"])
@@ -168,10 +181,10 @@ def _saved_key(data: dict[str, Any], path: Path) -> dict[str, Any]:
         raise _damaged(path, f"its 'key' is missing or not JSON: {type(exc).__name__}") from None
     if not isinstance(saved, dict):
         raise _damaged(path, "its 'key' is not a JSON object")
-    return saved
+    return cast(ResumeKey, saved)
 
 
-def _state(data: dict[str, Any], path: Path) -> TrainState:
+def _state(data: _ResumeData, path: Path) -> TrainState:
     """The saved training state, its fields checked by constructing it."""
     fields = data.get("state")
     if not isinstance(fields, dict):

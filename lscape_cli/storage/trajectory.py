@@ -61,12 +61,12 @@ def _counts(traj: Checkpoint, key: str, path: Path) -> list[int]:
     """``epochs`` or ``steps``: one integer per snapshot, as many as every tensor holds."""
     value = traj.meta.get(key, None if key == "epochs" else [])
     sizes = {int(t.shape[0]) if t.dim() else 0 for t in traj.state.values()}
-    ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    if not ok or (key == "epochs" and (not value or sizes != {len(value)})):  # type: ignore[arg-type]
+    ints = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if not ints or not isinstance(value, list) or (key == "epochs" and (not value or sizes != {len(value)})):
         raise LscapeError(
             f"malformed trajectory metadata: {key!r} must list one integer per snapshot "
             f"(got {str(value)[:40]}, tensors hold {sorted(sizes)} snapshots)",
             str(path),
             "re-create it with lscape train --save-trajectory",
         )
-    return list(value)  # type: ignore[call-overload]
+    return [int(v) for v in value]

@@ -30,7 +30,7 @@ hidden units: the only permutation is the identity).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -254,6 +254,21 @@ def inner_product(spec: Any, params_a: Params, params_b: Params, perms: Perms) -
     )
 
 
+class AlignmentSummary(TypedDict):
+    """:meth:`Alignment.summary`: method, settings, convergence and per-group statistics."""
+
+    method: str
+    reference: str
+    objective_definition: str
+    solver: str
+    seed: int
+    max_iter: int
+    iterations: int
+    converged: bool
+    objective_history: list[float]
+    groups: dict[str, dict[str, int]]  # group -> size, moved
+
+
 @dataclass
 class Alignment:
     """B permuted onto A by weight matching, with how the search went.
@@ -278,7 +293,7 @@ class Alignment:
     seed: int
     max_iter: int
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> AlignmentSummary:
         """JSON-ready description: method, settings, convergence and per-group statistics."""
         return {
             "method": "weight_matching",
@@ -387,6 +402,18 @@ def align(
     )
 
 
+class FunctionGapDict(TypedDict):
+    """:meth:`FunctionGap.to_dict`."""
+
+    max_abs_diff: float
+    max_abs_output: float
+    relative: float
+    num_samples: int
+    tol: float
+    passed: bool
+    method: str
+
+
 @dataclass(frozen=True)
 class FunctionGap:
     """How far two parameter settings of one model are from computing the same function."""
@@ -398,7 +425,7 @@ class FunctionGap:
     tol: float  # relative tolerance for float rounding of reordered sums
     passed: bool
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> FunctionGapDict:
         """JSON-ready form."""
         return {
             "max_abs_diff": self.max_abs_diff,

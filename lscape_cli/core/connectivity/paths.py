@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, TypedDict, cast
 
 import numpy as np
 import torch
@@ -66,7 +66,118 @@ FORMULAS = {
 # ------------------------------------------------------------------------------------------- barriers
 
 
-def barriers(values: Any, alphas: Any) -> dict[str, Any]:
+class Barrier(TypedDict):
+    """One barrier definition's value, where on the path it is, and relative to the ends' mean."""
+
+    value: float
+    alpha: float
+    relative: float | None
+
+
+class Barriers(TypedDict):
+    """:func:`barriers`: the three barrier definitions of one metric on one split."""
+
+    ends: list[float]
+    mean_ends: float
+    path_max: float
+    argmax_alpha: float
+    max_minus_mean_ends: Barrier
+    chord: Barrier
+    max_minus_max_ends: Barrier
+    relative_to: str
+    num_points: int
+
+
+class Curve(TypedDict):
+    """A path's values on one split, one per alpha (``error`` = 1 - accuracy)."""
+
+    loss: list[float]
+    accuracy: list[float]
+    error: list[float]
+
+
+class EndValues(TypedDict):
+    """One end evaluated directly on one split."""
+
+    loss: float
+    accuracy: float
+    error: float
+
+
+class Ends(TypedDict):
+    """``results.ends``: each checkpoint evaluated directly, split -> values."""
+
+    method: str
+    a: dict[str, EndValues]
+    b: dict[str, EndValues]
+
+
+class EndCheck(TypedDict, total=False):
+    """``results.end_check``: the path's ends against the direct evaluation (split -> differences)."""
+
+    train: dict[str, float]  # a_abs_diff, b_abs_diff
+    test: dict[str, float]
+    bitwise: bool
+
+
+class CurveFitEntry(TypedDict):
+    """A trained curve's ``fit``: its CurveConfig, the objective, the training history."""
+
+    kind: str
+    epochs: int
+    lr: float
+    optimizer: str
+    momentum: float
+    batch_size: int
+    seed: int
+    init: str
+    objective: str
+    reference: str
+    steps: int
+    history: list[dict[str, float]]
+    bend_distance_from_midpoint: float
+
+
+class FunctionCheck(al.FunctionGapDict):
+    """The permuted B against B: the gap and the split it was measured on."""
+
+    split: str
+
+
+class Alignment(al.AlignmentSummary):
+    """An aligned path's ``alignment``: weight matching's facts and the function check."""
+
+    function_check: FunctionCheck
+
+
+class PathEntry(TypedDict, total=False):
+    """One path (``linear``, ``aligned``, ``curve``): its curves per split, barriers and facts."""
+
+    path: str
+    formula: str
+    buffers: str
+    alpha: list[float]
+    train: Curve
+    test: Curve
+    barriers: dict[str, dict[str, Barriers]]  # split -> metric (loss, error) -> barriers
+    endpoint_b: str
+    distance: float
+    alignment: Alignment
+    fit: CurveFitEntry
+
+
+class ConnectResults(TypedDict, total=False):
+    """``results`` of a ``lscape.connect/1`` record (details in docs/formats.md)."""
+
+    ends: Ends
+    linear: PathEntry
+    end_check: EndCheck
+    aligned: PathEntry  # --align weights: the path to the permuted B
+    curve: PathEntry  # --curve: the trained curve's path and its fit
+    plot: dict[str, str]  # format -> file name (added by the command after the plot)
+
+
+def barriers(values: Any, alphas: Any) -> Barriers:
     """The three barrier definitions (module docstring) of ``values`` sampled at ``alphas``.
 
     ``alphas`` must start at 0 and end at 1. ``relative`` is the barrier divided by the mean of the end
@@ -82,7 +193,7 @@ def barriers(values: Any, alphas: Any) -> dict[str, Any]:
     gap = v - ((1 - a) * v0 + a * v1)
     over = int(np.argmax(gap))
 
-    def entry(value: float, alpha: float) -> dict[str, Any]:
+    def entry(value: float, alpha: float) -> Barrier:
         return {"value": value, "alpha": alpha, "relative": value / mean_ends if mean_ends > 0 else None}
 
     return {
@@ -217,7 +328,7 @@ def evaluate_path(
     loss: str,
     max_batch: int = 4096,
     on_step: ProgressFn | None = None,
-) -> dict[str, dict[str, list[float]]]:
+) -> dict[str, Curve]:
     """Loss, accuracy and error on every split at the points ``sum_k coeffs[i, k] control[k]``.
 
     Without buffers all points go to :func:`~lscape_cli.core.landscape.surface.evaluate_points` at once (the
@@ -225,7 +336,7 @@ def evaluate_path(
     because its statistics differ. ``model`` must be in eval mode.
     """
     zero = {n: torch.zeros_like(t) for n, t in control[0].items()}
-    out: dict[str, dict[str, list[float]]] = {}
+    out: dict[str, Curve] = {}
     if bufs.mode == "none":
         space = Subspace(model, zero, {}, control)
         for split, (x, y) in data.items():
@@ -247,7 +358,7 @@ def evaluate_path(
     return out
 
 
-def _curve(losses: torch.Tensor, accs: torch.Tensor) -> dict[str, list[float]]:
+def _curve(losses: torch.Tensor, accs: torch.Tensor) -> Curve:
     return {"loss": losses.tolist(), "accuracy": accs.tolist(), "error": (1 - accs).tolist()}
 
 
@@ -368,8 +479,8 @@ class ConnectRequest:
     seed: int = 0  # weight matching's group order; the curve's own seed is in curve_config
     max_batch: int = 4096  # evaluation chunk size (memory only)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
+    def to_dict(self) -> dict[str, object]:
+        """Plain-JSON form (every field; ``curve_config`` nested)."""
         return asdict(self)
 
 
@@ -395,11 +506,13 @@ def _path(
     loss: str,
     req: ConnectRequest,
     on_step: ProgressFn | None,
-) -> dict[str, Any]:
+) -> PathEntry:
     curves = evaluate_path(model, control, coefficients(kind, t), bufs, data, loss, req.max_batch, on_step)
     # regression targets have no error rate (accuracy is NaN): their barriers are on the loss alone
-    metrics = ("loss",) if task_of(data["train"][1]) == "regression" else ("loss", "error")
-    result: dict[str, Any] = {
+    metrics: tuple[Literal["loss", "error"], ...] = (
+        ("loss",) if task_of(data["train"][1]) == "regression" else ("loss", "error")
+    )
+    result = {
         "path": kind,
         "formula": FORMULAS[kind],
         "buffers": bufs.mode,
@@ -407,7 +520,7 @@ def _path(
         **curves,
         "barriers": {s: {m: barriers(c[m], t.tolist()) for m in metrics} for s, c in curves.items()},
     }
-    return result
+    return cast(PathEntry, result)  # curves' keys are the splits, train and test
 
 
 def _buffers_for(
@@ -420,17 +533,19 @@ def _buffers_for(
     return Buffers("interpolated", a.buffers, b.buffers)
 
 
-def _end_check(path: dict[str, Any], ends: dict[str, Any]) -> dict[str, Any]:
+def _end_check(path: PathEntry, ends: Ends) -> EndCheck:
     """How well the path's ends reproduce each checkpoint's own (directly evaluated) loss."""
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     exact = True
+    curves: dict[str, object] = dict(path)
     for split in path["barriers"]:
-        da = abs(path[split]["loss"][0] - ends["a"][split]["loss"])
-        db = abs(path[split]["loss"][-1] - ends["b"][split]["loss"])
+        loss = cast(Curve, curves[split])["loss"]
+        da = abs(loss[0] - ends["a"][split]["loss"])
+        db = abs(loss[-1] - ends["b"][split]["loss"])
         out[split] = {"a_abs_diff": da, "b_abs_diff": db}
         exact = exact and da == 0.0 and db == 0.0
     out["bitwise"] = exact
-    return out
+    return cast(EndCheck, out)  # keys: the splits, then bitwise
 
 
 def run_connect(
@@ -442,7 +557,7 @@ def run_connect(
     loss: str,
     req: ConnectRequest,
     on_step: ProgressFn | None = None,
-) -> tuple[dict[str, Any], dict[str, float], list[str]]:
+) -> tuple[ConnectResults, dict[str, float], list[str]]:
     """Linear path, optionally the path to B aligned to A, optionally a trained curve.
 
     Args:
@@ -463,14 +578,13 @@ def run_connect(
     t0 = time.perf_counter()
     t = grid(req.points)
     x_train = data["train"][0]
-    ends: dict[str, Any] = {"method": "direct evaluation at each checkpoint (eval mode, own buffers)"}
+    ends: Ends = {"method": "direct evaluation at each checkpoint (eval mode, own buffers)", "a": {}, "b": {}}
     for key, end in (("a", a), ("b", b)):
-        ends[key] = {}
         for split, (x, y) in data.items():
             value, acc = direct_eval(model, end.params, end.buffers, x, y, loss, req.max_batch)
-            ends[key][split] = {"loss": value, "accuracy": acc, "error": 1 - acc}
+            ends["a" if key == "a" else "b"][split] = {"loss": value, "accuracy": acc, "error": 1 - acc}
     bufs = _buffers_for(model, a, b, x_train, req.reset_bn, req)
-    results: dict[str, Any] = {"ends": ends}
+    results: ConnectResults = {"ends": ends}
     linear = _path("linear", model, [a.params, b.params], t, bufs, data, loss, req, on_step)
     linear["endpoint_b"] = "B"
     linear["distance"] = _distance(a.params, b.params)
@@ -508,7 +622,7 @@ def _aligned(
     req: ConnectRequest,
     on_step: ProgressFn | None,
     warnings: list[str],
-) -> tuple[dict[str, Any], Endpoint]:
+) -> tuple[PathEntry, Endpoint]:
     """Weight-match B to A, check that B's function is unchanged, and evaluate the new linear path."""
     res = al.align(model_spec, a.params, b.params, b.buffers, seed=req.seed, max_iter=req.align_max_iter)
     x_check = data["test"][0] if "test" in data else data["train"][0]
@@ -542,7 +656,7 @@ def _fit_and_eval(
     loss: str,
     req: ConnectRequest,
     on_step: ProgressFn | None,
-) -> dict[str, Any]:
+) -> PathEntry:
     cfg = CurveConfig(**{**asdict(req.curve_config), "kind": req.curve})
     x, y = data["train"]
     fit = fit_curve(model, a.params, b.params, x, y, loss, cfg, a.buffers, on_step)
@@ -553,7 +667,14 @@ def _fit_and_eval(
     path = _path(cfg.kind, model, [a.params, fit.bend, b.params], t, bufs, data, loss, req, on_step)
     midpoint = {n: (a.params[n] + b.params[n]) / 2 for n in a.params}
     path["fit"] = {
-        **asdict(cfg),
+        "kind": cfg.kind,
+        "epochs": cfg.epochs,
+        "lr": cfg.lr,
+        "optimizer": cfg.optimizer,
+        "momentum": cfg.momentum,
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "init": cfg.init,
         "objective": "E_{t~U(0,1)} L_train(phi(t)), one t per minibatch",
         "reference": "Garipov et al. 2018",
         "steps": fit.steps,

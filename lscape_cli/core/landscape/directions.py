@@ -21,6 +21,8 @@ One-dimensional tensors (biases, BatchNorm weights and biases) follow ``bias``:
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 
 from lscape_cli.core.choices import BiasPolicy, Norm
@@ -148,7 +150,17 @@ def filter_norm_ratio(d: Params, theta: Params) -> dict[str, float]:
     return out
 
 
-def pca_directions(theta: Params, snapshots: Params, k: int) -> dict[str, object]:
+class PcaDirections(TypedDict):
+    """:func:`pca_directions`: the directions, their variance shares and the snapshots' coordinates."""
+
+    directions: list[Params]
+    explained_variance_ratio: list[float]
+    singular_values: list[float]
+    coords: torch.Tensor  # (T, k)
+    in_span_fraction: list[float]
+
+
+def pca_directions(theta: Params, snapshots: Params, k: int) -> PcaDirections:
     """Top-``k`` principal directions of a training trajectory around ``theta`` (Li et al. 2018, §7).
 
     The rows ``theta_t - theta`` (t = 0..T-1) are centred over t, as ``sklearn.decomposition.PCA`` does

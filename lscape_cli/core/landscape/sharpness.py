@@ -19,8 +19,7 @@ Perturbation geometries (``kind``):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+from typing import TypedDict
 
 import torch
 
@@ -29,6 +28,7 @@ from lscape_cli.core.landscape.directions import gaussian_direction, normalize
 from lscape_cli.core.linalg.hvp import Objective, Params, axpy, loss_and_gradient, norm, scale
 from lscape_cli.core.linalg.stats import mean_stderr
 from lscape_cli.core.objective import evaluate
+from lscape_cli.core.progress import ProgressFn
 
 KINDS = SharpnessKind.values()
 
@@ -62,6 +62,125 @@ def perturbation(theta: Params, kind: str, eps: float, gen: torch.Generator, bia
     return {n: theta[n].abs() * u[n] for n in theta}
 
 
+class RandomSharpness(TypedDict):
+    """:func:`random_sharpness`: a probe record's ``sharpness[i].random``."""
+
+    method: str
+    eps: float
+    num_directions: int
+    seed: int
+    bias: str | None
+    base_loss: float
+    s_max: float
+    s_mean: float
+    s_mean_stderr: float | None
+    rises: list[float]
+    num_loss_evals: int
+
+
+class WorstCaseSharpness(TypedDict):
+    """:func:`worst_case_sharpness`: a probe record's ``sharpness[i].worst_case``."""
+
+    method: str
+    adaptive: bool
+    eps: float
+    steps: int
+    step_size: float
+    seed: int
+    base_loss: float
+    max_rise: float
+    rise_per_step: list[float]
+    num_gradient_evals: int
+
+
+class _BallModel(TypedDict):
+    first_order_eps_grad_norm: float
+    half_eps2_lambda_max: float
+    first_plus_second_order: float
+    grad_norm: float
+    quadratic_term_dominates: bool
+    quadratic_term_dominates_from_eps: float | None
+    quadratic_model_holds: bool | None
+
+
+class BallPrediction(_BallModel, total=False):
+    """:func:`ball_prediction`: a probe record's ``sharpness[i].quadratic_prediction``."""
+
+    measured_max_rise: float  # with a measured worst-case rise (--ascent-steps)
+    measured_over_first_plus_second_order: float | None
+    note: str
+    half_eps2_trace_over_n: float  # added by the probe when the trace is known
+
+
+class NoiseRow(TypedDict, total=False):
+    """One sigma of :func:`weight_noise`'s ``curve`` (the quadratic model's keys added by the probe)."""
+
+    sigma: float
+    loss_rise: float
+    loss_rise_stderr: float | None
+    accuracy_drop: float
+    accuracy_drop_stderr: float | None
+    predicted_rise_half_sigma2_trace: float
+    quadratic_model: NoisePrediction
+
+
+class WeightNoise(TypedDict):
+    """:func:`weight_noise`: a probe record's ``noise`` entry."""
+
+    method: str
+    samples: int
+    seed: int
+    base_loss: float
+    base_accuracy: float
+    curve: list[NoiseRow]
+
+
+class SigmaSearch(TypedDict):
+    """:func:`pac_bayes_sigma`: a probe record's ``pac_bayes.isotropic`` (and ``magnitude_aware``)."""
+
+    method: str
+    metric: str
+    target: float
+    sigma: float
+    bracket: list[float]
+    relative_bracket_width: float | None
+    grid_size: int
+    rise_at_sigma: float
+    error_at_sigma: float | None
+    error_stderr: float | None
+    samples: int
+    iterations: int
+    seed: int
+    status: str
+
+
+class Stability(TypedDict, total=False):
+    """A probe record's ``stability`` entry (:func:`stability`, or ``stable: null`` with a ``note``)."""
+
+    lr: float
+    lambda_max: float
+    eta_lambda_max: float
+    threshold: float
+    ratio: float
+    stable: bool | None
+    rule: str
+    note: str
+
+
+class _NoiseModel(TypedDict):
+    measured_rise: float
+    measured_over_predicted: float | None
+    first_order_spread_sigma_grad_norm: float
+    first_order_stderr_of_mean: float
+    quadratic_model_applies: bool
+
+
+class NoisePrediction(_NoiseModel, total=False):
+    """:func:`noise_prediction` (the probe moves ``predicted_rise_half_sigma2_trace`` up to the row)."""
+
+    predicted_rise_half_sigma2_trace: float
+
+
 def random_sharpness(
     obj: Objective,
     eps: float,
@@ -69,8 +188,8 @@ def random_sharpness(
     seed: int = 0,
     kind: str = "l2",
     bias: str = "zero",
-    on_step: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
+    on_step: ProgressFn | None = None,
+) -> RandomSharpness:
     """Seed 003's ``S_max`` and ``S_mean`` over ``num_directions`` random perturbations of size ``eps``."""
     base, _ = loss_accuracy(obj, obj.params)
     gen = torch.Generator().manual_seed(seed)
@@ -98,7 +217,7 @@ def random_sharpness(
 
 def worst_case_sharpness(
     obj: Objective, eps: float, steps: int = 20, seed: int = 0, adaptive: bool = False
-) -> dict[str, Any]:
+) -> WorstCaseSharpness:
     """Largest loss rise found in the ``eps``-ball by projected (normalised) gradient ascent.
 
     SAM-style (Foret et al. 2021) when ``steps == 1``. The ball is ``||delta|| <= eps``, or
@@ -148,7 +267,7 @@ def _apply_t(v: Params, t: Params | None) -> Params:
 
 def weight_noise(
     obj: Objective, sigmas: list[float], samples: int = 10, seed: int = 0, magnitude_aware: bool = False
-) -> dict[str, Any]:
+) -> WeightNoise:
     """Mean loss rise and accuracy drop under Gaussian weight noise (seed 004), per ``sigma``.
 
     ``delta ~ N(0, sigma^2 I)``, or ``N(0, sigma^2 theta_i^2)`` elementwise when ``magnitude_aware``. The
@@ -158,7 +277,7 @@ def weight_noise(
     base_loss, base_acc = loss_accuracy(obj, obj.params)
     gen = torch.Generator().manual_seed(seed)
     draws = [gaussian_direction(obj.params, gen) for _ in range(samples)]
-    rows = []
+    rows: list[NoiseRow] = []
     for sigma in sigmas:
         pairs = [loss_accuracy(obj, _noisy(obj.params, z, sigma, magnitude_aware)) for z in draws]
         losses, accs = [p[0] for p in pairs], [p[1] for p in pairs]
@@ -199,7 +318,7 @@ def pac_bayes_sigma(
     iterations: int = 20,
     bracket: tuple[float, float] = (1e-6, 10.0),
     floor: float = 1e-3,
-) -> dict[str, Any]:
+) -> SigmaSearch:
     """Largest sigma whose expected rise in ``metric`` stays within ``target`` (Jiang et al. 2020).
 
     Jiang et al., "Fantastic Generalization Measures and Where to Find Them" (ICLR 2020): the PAC-Bayes
@@ -264,7 +383,7 @@ def pac_bayes_sigma(
     }
 
 
-def stability(lr: float, lambda_max: float, optimizer: str, momentum: float = 0.0) -> dict[str, Any]:
+def stability(lr: float, lambda_max: float, optimizer: str, momentum: float = 0.0) -> Stability:
     """Compare ``eta * lambda_max`` with the stability threshold of the optimiser (seed 004).
 
     Gradient descent on a quadratic is stable iff ``eta * lambda_max < 2``; heavy-ball momentum ``beta``
@@ -301,7 +420,7 @@ MODEL_RATIO = 0.1  # a term counts as negligible beside another below this fract
 
 def ball_prediction(
     eps: float, grad_norm: float, lambda_max: float, measured_rise: float | None = None
-) -> dict[str, Any]:
+) -> BallPrediction:
     """Taylor model of the largest loss rise over the ``eps``-ball: ``eps ||g|| + 1/2 eps^2 lambda_max``.
 
     To second order, ``L(theta + delta) - L(theta) = g . delta + 1/2 delta^T H delta``; over
@@ -322,7 +441,7 @@ def ball_prediction(
     dominates = second > 0 and first <= MODEL_RATIO * second
     threshold = 2 * grad_norm / (MODEL_RATIO * lambda_max) if lambda_max > 0 else None
     total = first + max(second, 0.0)
-    out: dict[str, Any] = {
+    out: BallPrediction = {
         "first_order_eps_grad_norm": first,
         "half_eps2_lambda_max": second,
         "first_plus_second_order": total,
@@ -359,7 +478,7 @@ def _ball_note(dominates: bool, holds: bool | None) -> str:
 
 def noise_prediction(
     sigma: float, trace: float, grad_norm: float, samples: int, rise: float, rise_stderr: float | None
-) -> dict[str, Any]:
+) -> NoisePrediction:
     """Taylor model of the mean loss rise under ``N(0, sigma^2 I)`` weight noise against the measured one.
 
     ``E[g . delta] = 0`` and ``E[1/2 delta^T H delta] = 1/2 sigma^2 tr(H)``, so the quadratic model

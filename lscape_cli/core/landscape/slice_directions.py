@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
 
@@ -20,8 +20,45 @@ from lscape_cli.core.params import Params
 from lscape_cli.errors import LscapeError
 
 if TYPE_CHECKING:
-    from lscape_cli.core.landscape.slice_request import SliceRequest
+    from lscape_cli.core.landscape.slice_request import DirectionSettings, SliceRequest
     from lscape_cli.core.linalg.hvp import Objective
+
+
+class DirectionsMade(TypedDict):
+    """How a direction file's directions were made, their digest and where (what its writer is given)."""
+
+    kind: str
+    settings: DirectionSettings
+    digest: str
+    origin: dict[str, str] | None  # checkpoint, sha256 of the centre they were made at
+
+
+class DirectionsInfo(DirectionsMade):
+    """A direction file's ``directions`` metadata."""
+
+    count: int
+
+
+class SourceMeta(TypedDict, total=False):
+    """The header metadata of the file a slice reads (the keys its kind uses; read back from disk)."""
+
+    schema: str | None
+    model: dict[str, object]  # the model description a direction file was made for
+    epochs: list[int]  # a trajectory's epoch per snapshot
+    steps: list[int]
+    directions: DirectionsInfo  # a direction file's
+
+
+class DirectionFacts(TypedDict, total=False):
+    """``results.directions``: what the directions are (digest, lengths, cosines)."""
+
+    kind: str
+    count: int
+    digest: str
+    lengths: list[float]
+    theta_norm: float
+    cosines: list[list[float]]  # [i, j, cos(d_i, d_j)] per pair
+    filter_norm_max_relative_deviation: list[float]  # random filter-normalised directions
 
 
 @dataclass(frozen=True)
@@ -35,7 +72,7 @@ class SliceInput:
     where: str
     sha256: str
     tensors: dict[str, torch.Tensor]  # a checkpoint's state or a trajectory's snapshots (T, ...)
-    meta: dict[str, Any]
+    meta: SourceMeta
     directions: list[Params] = field(default_factory=list)  # a direction file's, in order
 
 
@@ -55,12 +92,12 @@ class SliceDirections:
     """The directions of one slice and what the record and the plots say about them."""
 
     dirs: list[Params]
-    settings: dict[str, Any]  # config.directions
+    settings: DirectionSettings  # config.directions
     radius: float  # the range, resolved (1, or fitted to the trajectory with --pca)
     labels: list[str] = field(default_factory=list)  # axis labels of a plane
     short: list[str] = field(default_factory=list)  # one per line of a 1-D slice
     what: str = ""
-    facts: dict[str, Any] = field(default_factory=dict)  # results.directions
+    facts: DirectionFacts = field(default_factory=lambda: DirectionFacts())  # results.directions
     eigenvalues: list[float] | None = None
     trajectory: PcaTrajectory | None = None
     warnings: list[str] = field(default_factory=list)
@@ -71,7 +108,7 @@ class _Context:
     req: SliceRequest
     theta: Params
     buffers: Params
-    model: dict[str, Any]  # the model description, to compare with a direction file's
+    model: dict[str, object]  # the model description, to compare with a direction file's
     source: SliceInput | None
     objective: Callable[[], Objective]
     warnings: list[str]
@@ -81,7 +118,7 @@ def build_directions(
     req: SliceRequest,
     theta: Params,
     buffers: Params,
-    model: dict[str, Any],
+    model: dict[str, object],
     source: SliceInput | None,
     objective: Callable[[], Objective],
 ) -> SliceDirections:
@@ -111,7 +148,7 @@ def _radius(req: SliceRequest) -> float:
     return 1.0 if req.radius is None else req.radius
 
 
-def _random(ctx: _Context, settings: dict[str, Any]) -> SliceDirections:
+def _random(ctx: _Context, settings: DirectionSettings) -> SliceDirections:
     req = ctx.req
     k = req.needed
     dirs = D.random_directions(ctx.theta, k, req.seed, req.norm, req.bias, req.orthogonalize)
@@ -127,13 +164,13 @@ def _random(ctx: _Context, settings: dict[str, Any]) -> SliceDirections:
     )
 
 
-def _toward(ctx: _Context, settings: dict[str, Any]) -> SliceDirections:
+def _toward(ctx: _Context, settings: DirectionSettings) -> SliceDirections:
     req, src = ctx.req, ctx.source
     assert src is not None
     state = {n: t for n, t in src.tensors.items() if n not in ctx.buffers}  # parameters only
     params = _match(ctx, state, src, "checkpoint to slice toward")
     d = D.toward(ctx.theta, params)
-    settings.update(other={"checkpoint": src.name, "sha256": src.sha256}, distance=D.length(d))
+    settings.update({"other": {"checkpoint": src.name, "sha256": src.sha256}, "distance": D.length(d)})
     out = SliceDirections(
         [d],
         settings,
@@ -148,7 +185,7 @@ def _toward(ctx: _Context, settings: dict[str, Any]) -> SliceDirections:
     return out
 
 
-def _match(ctx: _Context, state: dict[str, Any], src: SliceInput, what: str) -> Params:
+def _match(ctx: _Context, state: Params, src: SliceInput, what: str) -> Params:
     problems = D.mismatches(state, ctx.theta)
     if problems:
         raise LscapeError(
@@ -172,7 +209,7 @@ def _check_finite(tensors: Params, where: str, what: str, fix: str) -> None:
             raise LscapeError(f"{what} holds NaN/inf values in {name}{at}", where, fix)
 
 
-def _pca(ctx: _Context, settings: dict[str, Any]) -> SliceDirections:
+def _pca(ctx: _Context, settings: DirectionSettings) -> SliceDirections:
     req, src = ctx.req, ctx.source
     assert src is not None
     t_count = _snapshots(ctx, src)
@@ -180,16 +217,18 @@ def _pca(ctx: _Context, settings: dict[str, Any]) -> SliceDirections:
     snaps = {n: src.tensors[n].to(torch.float64) for n in theta}
     _check_finite(snaps, src.where, "the trajectory", "re-create it, e.g. from a run that did not diverge")
     _check_finite(theta, "the checkpoint", "the centre", "slice a checkpoint with finite parameters")
-    res: dict[str, Any] = D.pca_directions(theta, snaps, req.needed)
+    res = D.pca_directions(theta, snaps, req.needed)
     _check_last_snapshot(ctx, theta, snaps)
     coords = res["coords"]
     radius = _fit_range(ctx, float(coords.abs().max()))
     ratios = res["explained_variance_ratio"]
     settings.update(
-        trajectory={"file": src.name, "sha256": src.sha256, "snapshots": t_count},
-        method="PCA of theta_t - theta (snapshots centred over t, as Li et al. 2018); unit directions",
-        explained_variance_ratio=ratios,
-        singular_values=res["singular_values"],
+        {
+            "trajectory": {"file": src.name, "sha256": src.sha256, "snapshots": t_count},
+            "method": "PCA of theta_t - theta (snapshots centred over t, as Li et al. 2018); unit directions",
+            "explained_variance_ratio": ratios,
+            "singular_values": res["singular_values"],
+        }
     )
     trajectory = PcaTrajectory(
         coords=coords,
@@ -253,7 +292,7 @@ def _fit_range(ctx: _Context, reach: float) -> float:
     return radius
 
 
-def _eigen(ctx: _Context, settings: dict[str, Any]) -> SliceDirections:
+def _eigen(ctx: _Context, settings: DirectionSettings) -> SliceDirections:
     req = ctx.req
     try:
         obj = ctx.objective()
@@ -263,11 +302,13 @@ def _eigen(ctx: _Context, settings: dict[str, Any]) -> SliceDirections:
     if not res.converged:
         ctx.warnings.append(f"Lanczos did not converge in {res.iterations} steps; residuals {res.residuals}")
     settings.update(
-        eigenvalues=res.eigenvalues,
-        residuals=res.residuals,
-        converged=res.converged,
-        iterations=res.iterations,
-        num_matvecs=res.num_matvecs,
+        {
+            "eigenvalues": res.eigenvalues,
+            "residuals": res.residuals,
+            "converged": res.converged,
+            "iterations": res.iterations,
+            "num_matvecs": res.num_matvecs,
+        }
     )
     return SliceDirections(
         dirs,
@@ -283,7 +324,7 @@ def _eigen(ctx: _Context, settings: dict[str, Any]) -> SliceDirections:
     )
 
 
-def _file(ctx: _Context, settings: dict[str, Any]) -> SliceDirections:
+def _file(ctx: _Context, settings: DirectionSettings) -> SliceDirections:
     req, src = ctx.req, ctx.source
     assert src is not None
     dirs = src.directions
@@ -307,9 +348,11 @@ def _file(ctx: _Context, settings: dict[str, Any]) -> SliceDirections:
         )
     made = src.meta["directions"]
     settings.update(
-        file={"path": src.name, "sha256": src.sha256},
-        made_as=made.get("settings", {}),
-        origin=made.get("origin"),
+        {
+            "file": {"path": src.name, "sha256": src.sha256},
+            "made_as": made.get("settings", {}),
+            "origin": made.get("origin"),
+        }
     )
     kind = made.get("kind", "?")
     out = SliceDirections(
@@ -328,7 +371,7 @@ def _file(ctx: _Context, settings: dict[str, Any]) -> SliceDirections:
     return out
 
 
-def _saved_eigen(out: SliceDirections, req: SliceRequest, name: str, made: dict[str, Any]) -> None:
+def _saved_eigen(out: SliceDirections, req: SliceRequest, name: str, made: DirectionSettings) -> None:
     """Labels with the eigenvalues `lscape probe --save-eigenvectors` saved (nothing recomputed)."""
     eig = made.get("eigenvalues") or []
     if len(eig) < req.needed:
@@ -343,8 +386,10 @@ def _saved_eigen(out: SliceDirections, req: SliceRequest, name: str, made: dict[
         out.eigenvalues = eig[: req.needed]
 
 
-def _facts(req: SliceRequest, theta: Params, dirs: list[Params], settings: dict[str, Any]) -> dict[str, Any]:
-    facts: dict[str, Any] = {
+def _facts(
+    req: SliceRequest, theta: Params, dirs: list[Params], settings: DirectionSettings
+) -> DirectionFacts:
+    facts: DirectionFacts = {
         "kind": settings["kind"],
         "count": len(dirs),
         "digest": D.digest(dirs),

@@ -9,10 +9,66 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from lscape_cli.core.choices import BiasPolicy, Norm, SliceStrategy, ZScale
 from lscape_cli.errors import LscapeError
+
+
+class FileRef(TypedDict):
+    """A file a slice read, by name, and its sha256."""
+
+    path: str
+    sha256: str
+
+
+class OtherRef(TypedDict):
+    """``--toward``'s checkpoint, by name, and its sha256."""
+
+    checkpoint: str
+    sha256: str
+
+
+class TrajectoryRef(TypedDict):
+    """``--pca``'s trajectory, by name, its sha256 and its snapshot count."""
+
+    file: str
+    sha256: str
+    snapshots: int
+
+
+class DirectionSettings(TypedDict, total=False):
+    """How a slice's directions were made: a record's ``config.directions`` (the keys of its kind).
+
+    A direction file keeps them as its ``settings``; ``lscape probe --save-eigenvectors`` writes its own
+    (``source``, ``curvature``, the eigenvalues and the run).
+    """
+
+    kind: str  # always there in a record (random, toward, pca, eigen, file)
+    count: int
+    norm: str
+    bias: str
+    seed: int
+    distribution: str
+    orthogonalize: bool
+    tol: float
+    method: str
+    which: str
+    other: OtherRef  # toward
+    distance: float
+    trajectory: TrajectoryRef  # pca
+    explained_variance_ratio: list[float]
+    singular_values: list[float]
+    eigenvalues: list[float]  # eigen (and saved eigenvectors)
+    residuals: list[float]
+    converged: bool
+    iterations: int
+    num_matvecs: int
+    file: FileRef  # a direction file
+    made_as: DirectionSettings  # the file's own settings
+    origin: dict[str, str] | None  # the checkpoint the file's directions were made at
+    source: str  # saved eigenvectors: "lscape probe"
+    curvature: dict[str, object]  # saved eigenvectors: the probe's curvature entry
 
 
 @dataclass(frozen=True)
@@ -119,13 +175,15 @@ class SliceRequest:
         if self.toward is not None and self.count > 1:
             raise LscapeError("--toward gives a single direction", "--count", "use --count 1 with --toward")
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> DirectionSettings:
         """The direction settings for the record."""
-        out: dict[str, Any] = {"kind": self.kind, "count": self.needed}
+        out: DirectionSettings = {"kind": self.kind, "count": self.needed}
         if self.kind in ("random", "toward"):
-            out.update(norm=self.norm, bias=self.bias, seed=self.seed, distribution="gaussian N(0, I)")
+            out.update(
+                {"norm": self.norm, "bias": self.bias, "seed": self.seed, "distribution": "gaussian N(0, I)"}
+            )
         if self.kind in ("random", "toward", "file"):
             out["orthogonalize"] = self.orthogonalize
         if self.kind == "eigen":
-            out.update(tol=self.eigen_tol, seed=self.seed, method="lanczos", which="largest")
+            out.update({"tol": self.eigen_tol, "seed": self.seed, "method": "lanczos", "which": "largest"})
         return out

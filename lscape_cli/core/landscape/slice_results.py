@@ -9,14 +9,138 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 import torch
 
 from lscape_cli.core.landscape import slices as S
-from lscape_cli.core.landscape.slice_directions import SliceDirections
+from lscape_cli.core.landscape.slice_directions import DirectionFacts, SliceDirections
 from lscape_cli.core.landscape.slice_request import SliceRequest
 from lscape_cli.core.landscape.slices import Grid
+from lscape_cli.core.landscape.surface import EngineStats
+
+
+class SliceCentre(TypedDict):
+    """``results.centre``: L(theta) from the grid engine next to the model's own forward pass."""
+
+    loss: float  # the grid engine at coefficients 0
+    accuracy: float
+    reference_loss: float  # the model's forward over the split
+    reference_accuracy: float
+    abs_difference: float
+    checkpoint_metric: float | None  # the checkpoint's recorded <split>_loss
+    method: str
+
+
+class SliceGrid(TypedDict, total=False):
+    """``results.grid``: the values (``[i][j]`` at ``(alpha_i, beta_j)``, or line i at ``alpha_j``)."""
+
+    shape: list[int]  # (count, steps) or (steps, steps)
+    alpha: list[float]
+    beta: list[float]  # planes only
+    loss: list[list[float | None]]  # non-finite as null, never imputed
+    accuracy: list[list[float | None]]
+    num_points: int
+    num_nonfinite: int
+
+
+class _Line(TypedDict):
+    direction: int
+    max_rise: S.MaxRise
+    basin: S.Basin1D
+    curvature: S.Parabola1D
+
+
+class Line(_Line, total=False):
+    """One direction of a 1-D slice (``eigenvalue`` for eigenvector directions)."""
+
+    eigenvalue: float
+
+
+class Sharpness1D(TypedDict):
+    """``results.sharpness_1d``: seed 001's 1-D sharpness, the largest rise over the lines."""
+
+    value: float | None
+    direction: int | None
+    per_direction: list[float | None]
+    range: float
+    method: str
+
+
+class Axis(TypedDict):
+    """A plane's facts along one of its axes through the centre."""
+
+    basin: S.Basin1D
+    curvature: S.Parabola1D
+    max_rise: S.MaxRise
+
+
+class _Plane(TypedDict):
+    max_rise: S.MaxRise
+    basin: S.Basin2D
+    quadratic: S.Quadratic2D
+
+
+class Plane(_Plane, total=False):
+    """``results.plane`` of a 2-D slice."""
+
+    axes: dict[str, Axis]  # alpha, beta (when the grid has a centre point)
+    eigenvalues: list[float]  # eigenvector directions
+
+
+class TrajectoryCoords(TypedDict):
+    """``results.trajectory`` (``--pca``): the snapshots in the slice's coordinates."""
+
+    coords: list[list[float]]
+    epochs: list[int]
+    steps: list[int] | None
+    in_span_fraction: list[float]
+    explained_variance_ratio: list[float]
+    inside_range: bool
+
+
+class Speed(TypedDict):
+    """``results.speed``: what the grid cost next to a plain forward pass."""
+
+    points_evaluated: int
+    seconds: float
+    seconds_per_point: float | None
+    forward_pass_s: float
+    seconds_per_point_over_forward_pass: float | None
+    engine: EngineStats
+    world_size: int
+    note: str
+
+
+class SpeedInputs(TypedDict):
+    """What the run measured for :func:`build_results`'s ``speed``."""
+
+    evaluated: int
+    compute_s: float
+    forward_s: float
+    engine: EngineStats
+
+
+class SliceOutputs(TypedDict):
+    """``results.outputs``: the files beside the record (names)."""
+
+    grid: str
+    directions: str
+    plots: list[str]
+
+
+class SliceResults(TypedDict, total=False):
+    """``results`` of a ``lscape.slice/1`` record (details in docs/formats.md)."""
+
+    centre: SliceCentre
+    grid: SliceGrid
+    directions: DirectionFacts
+    lines: list[Line]  # 1-D
+    sharpness_1d: Sharpness1D  # 1-D
+    plane: Plane  # 2-D
+    trajectory: TrajectoryCoords  # --pca
+    speed: Speed
+    outputs: SliceOutputs  # added by the writer
 
 
 @dataclass
@@ -29,7 +153,7 @@ class SliceResult:
     digest: str
     loss: torch.Tensor | None  # grid-shaped, float64 (rank 0)
     accuracy: torch.Tensor | None
-    results: dict[str, Any]  # the record's results less ``outputs`` (rank 0)
+    results: SliceResults  # the record's results less ``outputs`` (rank 0)
     centre_loss: float
     points_reused: int
     world_size: int
@@ -52,7 +176,7 @@ def _nested(t: torch.Tensor) -> list[list[float | None]]:
     return [[v if math.isfinite(v) else None for v in row] for row in t.tolist()]
 
 
-def build_results(res: SliceResult, centre: dict[str, Any], speed: dict[str, Any]) -> dict[str, Any]:
+def build_results(res: SliceResult, centre: SliceCentre, speed: SpeedInputs) -> SliceResults:
     """The record's ``results`` (less ``outputs``); a warning joins ``res.warnings`` for non-finite points.
 
     ``speed``: ``evaluated`` (points computed here), ``compute_s``, ``forward_s`` and ``engine`` stats.
@@ -65,7 +189,7 @@ def build_results(res: SliceResult, centre: dict[str, Any], speed: dict[str, Any
         res.warnings.append(
             f"{bad} of {grid.num_points} grid points have a non-finite loss; written as null (never imputed)"
         )
-    out: dict[str, Any] = {
+    out: SliceResults = {
         "centre": centre,
         "grid": {
             "shape": list(grid.shape),
@@ -88,15 +212,15 @@ def build_results(res: SliceResult, centre: dict[str, Any], speed: dict[str, Any
     return out
 
 
-def _lines(res: SliceResult, loss: torch.Tensor, l0: float) -> dict[str, Any]:
+def _lines(res: SliceResult, loss: torch.Tensor, l0: float) -> SliceResults:
     """``lines`` (max rise, basin, parabola per direction) and ``sharpness_1d`` (the largest rise)."""
     grid, alphas = res.grid, res.grid.alphas
     a = torch.tensor(alphas, dtype=torch.float64)
     eig = res.directions.eigenvalues
-    lines = []
+    lines: list[Line] = []
     for k in range(grid.count):
         row = loss[k].tolist()
-        line: dict[str, Any] = {
+        line: Line = {
             "direction": k,
             "max_rise": S.max_rise(loss[k], l0, [a]),
             "basin": S.basin_1d(alphas, row, l0, res.request.basin_threshold),
@@ -108,7 +232,7 @@ def _lines(res: SliceResult, loss: torch.Tensor, l0: float) -> dict[str, Any]:
     rises = [ln["max_rise"]["value"] for ln in lines]
     finite = [(v, k) for k, v in enumerate(rises) if v is not None and math.isfinite(v)]
     best = max(finite) if finite else (None, None)
-    sharpness = {
+    sharpness: Sharpness1D = {
         "value": best[0],
         "direction": best[1],
         "per_direction": rises,
@@ -119,12 +243,12 @@ def _lines(res: SliceResult, loss: torch.Tensor, l0: float) -> dict[str, Any]:
     return {"lines": lines, "sharpness_1d": sharpness}
 
 
-def _plane(res: SliceResult, loss: torch.Tensor, l0: float) -> dict[str, Any]:
+def _plane(res: SliceResult, loss: torch.Tensor, l0: float) -> Plane:
     """Max rise, basin area and fitted quadratic of the plane, and the same 1-D facts along its axes."""
     alphas = res.grid.alphas
     a = torch.tensor(alphas, dtype=torch.float64)
     radius, thr = res.fit_radius, res.request.basin_threshold
-    plane: dict[str, Any] = {
+    plane: Plane = {
         "max_rise": S.max_rise(loss, l0, [a, a]),
         "basin": S.basin_2d(alphas, alphas, loss, l0, thr),
         "quadratic": S.quadratic_2d(alphas, alphas, loss, radius),
@@ -151,7 +275,7 @@ def trajectory_coords(res: SliceResult) -> torch.Tensor | None:
     return None if traj is None else traj.coords[:, : res.request.needed]
 
 
-def _trajectory(res: SliceResult) -> dict[str, Any]:
+def _trajectory(res: SliceResult) -> TrajectoryCoords:
     """The ``--pca`` trajectory in the slice's coordinates."""
     traj = res.directions.trajectory
     coords = trajectory_coords(res)
@@ -166,7 +290,7 @@ def _trajectory(res: SliceResult) -> dict[str, Any]:
     }
 
 
-def _speed(res: SliceResult, speed: dict[str, Any]) -> dict[str, Any]:
+def _speed(res: SliceResult, speed: SpeedInputs) -> Speed:
     n, fwd = speed["evaluated"], speed["forward_s"]
     per_point = speed["compute_s"] / n if n else None
     return {
@@ -175,7 +299,7 @@ def _speed(res: SliceResult, speed: dict[str, Any]) -> dict[str, Any]:
         "seconds_per_point": per_point,
         "forward_pass_s": fwd,
         "seconds_per_point_over_forward_pass": per_point / fwd if per_point is not None and fwd > 0 else None,
-        "engine": dict(speed["engine"]),
+        "engine": EngineStats(**speed["engine"]),  # a copy
         "world_size": res.world_size,
         "note": "seconds: wall-clock of the grid (rank 0, all ranks in parallel); forward_pass_s: median "
         "of 3 plain forward passes over the split at the checkpoint",

@@ -15,16 +15,16 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypedDict, cast
 
 import torch
 from torch import nn
 
 from lscape_cli.core.landscape.slice_directions import SliceDirections, SliceInput, build_directions
 from lscape_cli.core.landscape.slice_request import SliceRequest
-from lscape_cli.core.landscape.slice_results import SliceResult, build_results
-from lscape_cli.core.landscape.slices import Grid, run_grid
-from lscape_cli.core.landscape.surface import Subspace, SurfaceEvaluator, chunk_size
+from lscape_cli.core.landscape.slice_results import SliceCentre, SliceResult, SpeedInputs, build_results
+from lscape_cli.core.landscape.slices import Grid, GridDescription, run_grid
+from lscape_cli.core.landscape.surface import EngineStats, Subspace, SurfaceEvaluator, chunk_size
 from lscape_cli.core.objective import evaluate, num_units
 from lscape_cli.core.params import Params
 from lscape_cli.core.progress import ProgressFn
@@ -44,7 +44,7 @@ class SliceData:
     mode: str
     dtype: torch.dtype
     max_batch: int
-    model: dict[str, Any]  # the model description (registry name + config)
+    model: dict[str, object]  # the model description (registry name + config)
     checkpoint_sha256: str  # identity of the centre, part of the resume key
     checkpoint_metric: float | None = None  # the checkpoint's own ``<split>_loss``, if recorded
 
@@ -76,6 +76,21 @@ class Group(Protocol):
     def gather(self, obj: object) -> list[object]: ...  # noqa: D102
 
 
+class ResumeKey(TypedDict):
+    """Everything that fixes a slice grid's values: a partial grid is reused only when it matches."""
+
+    checkpoint_sha256: str
+    directions_digest: str
+    grid: GridDescription
+    coefficients: list[float]
+    split: str
+    mode: str
+    loss: str
+    dtype: str
+    max_batch: int
+    num_samples: int
+
+
 class SliceStore(Protocol):
     """Where a slice keeps its directions and its partial grid while it runs."""
 
@@ -86,12 +101,10 @@ class SliceStore(Protocol):
     def save_directions(self, directions: SliceDirections, digest: str) -> None:
         """Save the directions (rank 0 only)."""
 
-    def resume(self, key: dict[str, Any], requested: bool, is_main: bool) -> list[tuple[Any, Any, Any]]:
+    def resume(self, key: ResumeKey, requested: bool, is_main: bool) -> list[tuple[Any, Any, Any]]:
         """``(loss, accuracy, done)`` of every matching partial grid (``requested``), else remove them."""
 
-    def save_partial(
-        self, loss: Any, acc: Any, done: Any, key: dict[str, Any], rank: int, world: int
-    ) -> None:
+    def save_partial(self, loss: Any, acc: Any, done: Any, key: ResumeKey, rank: int, world: int) -> None:
         """Keep the grid computed so far."""
 
 
@@ -120,7 +133,7 @@ def run_slice(
     key = _resume_key(data, grid, digest)
     loss, acc, done = _state(grid, store.resume(key, req.resume, group.is_main))
     resumed = _agree(group, int(done.sum()), store)
-    engine: dict[str, Any] = {}
+    engine: EngineStats = {}
     t_grid = time.perf_counter()
     evaluators = _Evaluators(data, req, theta, buffers, dirs.dirs, engine)
 
@@ -142,7 +155,7 @@ def run_slice(
     result.loss, result.accuracy = loss.reshape(grid.shape), acc.reshape(grid.shape)
     centre = _centre(data, theta, buffers, dirs.dirs[: 2 if req.dims == 2 else 1], reference)
     result.centre_loss = centre["loss"]
-    speed = {
+    speed: SpeedInputs = {
         "evaluated": grid.num_points - resumed,
         "compute_s": compute_s,
         "forward_s": reference[2],
@@ -169,7 +182,7 @@ def _objective(data: SliceData, group: Group) -> Any:
     )
 
 
-def _resume_key(data: SliceData, grid: Grid, digest: str) -> dict[str, Any]:
+def _resume_key(data: SliceData, grid: Grid, digest: str) -> ResumeKey:
     """Everything that fixes the grid's values; a partial file is reused only if it matches."""
     return {
         "checkpoint_sha256": data.checkpoint_sha256,
@@ -279,7 +292,7 @@ class _Evaluators:
         theta: Params,
         buffers: Params,
         dirs: list[Params],
-        stats: dict[str, Any],
+        stats: EngineStats,
     ) -> None:
         self.data, self.req, self.theta, self.buffers, self.dirs = data, req, theta, buffers, dirs
         self.current: tuple[int, SurfaceEvaluator] | None = None
@@ -307,7 +320,7 @@ class _Evaluators:
 
 def _centre(
     data: SliceData, theta: Params, buffers: Params, dirs: list[Params], reference: tuple[float, float, float]
-) -> dict[str, Any]:
+) -> SliceCentre:
     """L(theta) from the grid engine (coefficients 0) next to the model's own forward pass."""
     sub = Subspace(data.module, theta, buffers, dirs)
     ev = SurfaceEvaluator(sub, data.x, data.y, data.loss, data.max_batch, strategy="loop")

@@ -26,13 +26,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 import torch
 
 from lscape_cli.core.landscape.surface import SurfaceEvaluator
 
 BlockFn = Callable[[list[int], torch.Tensor, torch.Tensor], None]
+
+
+class GridDescription(TypedDict):
+    """:meth:`Grid.describe`: a slice's ``config.slice`` less its coefficients."""
+
+    dims: int
+    range: float
+    steps: int
+    count: int
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,7 @@ class Grid:
         a = self.alphas
         return [a[p % self.steps]] if self.dims == 1 else [a[p // self.steps], a[p % self.steps]]
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> GridDescription:
         """Plain-JSON form."""
         return {"dims": self.dims, "range": self.radius, "steps": self.steps, "count": self.count}
 
@@ -118,18 +127,26 @@ def run_grid(
 # Numbers read off a slice.
 
 
-def max_rise(values: torch.Tensor, centre: float, coords: Sequence[torch.Tensor]) -> dict[str, Any]:
+class MaxRise(TypedDict):
+    """:func:`max_rise`: the largest rise over the finite points and where it is (null when none)."""
+
+    num_nonfinite: int
+    value: float | None
+    at: list[float] | None
+
+
+def max_rise(values: torch.Tensor, centre: float, coords: Sequence[torch.Tensor]) -> MaxRise:
     """The largest ``L - L(theta)`` over the finite points, where it is, and how many were non-finite."""
     flat = values.reshape(-1).double()
     finite = torch.isfinite(flat)
-    out: dict[str, Any] = {"num_nonfinite": int((~finite).sum())}
+    bad = int((~finite).sum())
     if not bool(finite.any()):
-        return {**out, "value": None, "at": None}
+        return {"num_nonfinite": bad, "value": None, "at": None}
     masked = torch.where(finite, flat, torch.tensor(-math.inf, dtype=flat.dtype))
     i = int(masked.argmax())
     where = torch.unravel_index(torch.tensor(i), values.shape)
     return {
-        **out,
+        "num_nonfinite": bad,
         "value": float(flat[i]) - centre,
         "at": [float(c[int(w)]) for c, w in zip(coords, where, strict=True)],
     }
@@ -152,7 +169,64 @@ def _edge(alphas: list[float], rises: list[float], order: list[int], t: float) -
     return a_prev, True
 
 
-def basin_1d(alphas: list[float], losses: list[float], centre: float, threshold: float) -> dict[str, Any]:
+class Basin1D(TypedDict):
+    """:func:`basin_1d`: the interval where the rise stays under the threshold."""
+
+    threshold: float
+    left: float
+    right: float
+    width: float
+    censored_left: bool
+    censored_right: bool
+
+
+class Basin2D(TypedDict):
+    """:func:`basin_2d`: the connected area under the threshold around the centre."""
+
+    threshold: float
+    num_points: int
+    area: float
+    fraction_of_grid: float
+    censored: bool
+    method: str
+
+
+class _Fit(TypedDict):
+    fit_radius: float
+    method: str
+
+
+class _ParabolaFit(_Fit):
+    curvature: float | None
+    slope: float | None
+
+
+class _ParabolaPoints(_ParabolaFit):
+    num_points: int
+    rms_residual: float | None
+
+
+class Parabola1D(_ParabolaPoints, total=False):
+    """:func:`parabola_1d` (``intercept`` and ``span`` only when the fit was made)."""
+
+    intercept: float
+    span: float
+
+
+class _QuadraticFit(_Fit):
+    hessian: list[list[float]] | None
+    eigenvalues: list[float] | None
+    gradient: list[float] | None
+    num_points: int
+
+
+class Quadratic2D(_QuadraticFit, total=False):
+    """:func:`quadratic_2d` (``rms_residual`` only when the fit was made)."""
+
+    rms_residual: float
+
+
+def basin_1d(alphas: list[float], losses: list[float], centre: float, threshold: float) -> Basin1D:
     """The interval around 0 where ``L(alpha) - L(0) <= threshold`` (linear interpolation at crossings).
 
     ``censored_left``/``censored_right`` say the basin reaches the end of the range (a lower bound).
@@ -174,7 +248,7 @@ def basin_1d(alphas: list[float], losses: list[float], centre: float, threshold:
 
 def basin_2d(
     alphas: list[float], betas: list[float], losses: torch.Tensor, centre: float, threshold: float
-) -> dict[str, Any]:
+) -> Basin2D:
     """Area of the 4-connected set of grid points around the centre with ``L - L(theta) <= threshold``.
 
     Each point counts for one cell (``d_alpha * d_beta``); ``censored`` when the set touches the edge.
@@ -222,13 +296,21 @@ def _lstsq(design: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, fl
     return sol, float(resid.pow(2).mean().sqrt())
 
 
-def parabola_1d(alphas: list[float], losses: list[float], radius: float) -> dict[str, Any]:
+def parabola_1d(alphas: list[float], losses: list[float], radius: float) -> Parabola1D:
     """Fit ``L(alpha) = a + b alpha + c alpha^2`` near 0; ``curvature`` = ``2c`` = ``d^2L/dalpha^2``."""
     pts = [(a,) for a, v in zip(alphas, losses, strict=True) if math.isfinite(v)]
     vals = [v for v in losses if math.isfinite(v)]
-    base = {"fit_radius": radius, "method": "least-squares parabola a + b*alpha + c*alpha^2 near 0"}
+    base: _Fit = {"fit_radius": radius, "method": "least-squares parabola a + b*alpha + c*alpha^2 near 0"}
     if len(pts) < 3:
-        return {**base, "curvature": None, "slope": None, "num_points": len(pts), "rms_residual": None}
+        fit = base["method"]
+        return {
+            "fit_radius": radius,
+            "method": fit,
+            "curvature": None,
+            "slope": None,
+            "num_points": len(pts),
+            "rms_residual": None,
+        }
     idx = _nearest(pts, radius, min(5, len(pts)))
     a = torch.tensor([pts[i][0] for i in idx], dtype=torch.float64)
     y = torch.tensor([vals[i] for i in idx], dtype=torch.float64)
@@ -244,9 +326,7 @@ def parabola_1d(alphas: list[float], losses: list[float], radius: float) -> dict
     }
 
 
-def quadratic_2d(
-    alphas: list[float], betas: list[float], losses: torch.Tensor, radius: float
-) -> dict[str, Any]:
+def quadratic_2d(alphas: list[float], betas: list[float], losses: torch.Tensor, radius: float) -> Quadratic2D:
     """Fit ``L = a + g.x + x^T H x / 2`` (x = (alpha, beta)) near 0; ``hessian`` H and its eigenvalues."""
     pts, vals = [], []
     for i, ai in enumerate(alphas):
@@ -255,9 +335,17 @@ def quadratic_2d(
             if math.isfinite(v):
                 pts.append((ai, bj))
                 vals.append(v)
-    base = {"fit_radius": radius, "method": "least-squares quadratic a + g.x + x^T H x / 2 near 0"}
+    base: _Fit = {"fit_radius": radius, "method": "least-squares quadratic a + g.x + x^T H x / 2 near 0"}
     if len(pts) < 6:
-        return {**base, "hessian": None, "eigenvalues": None, "gradient": None, "num_points": len(pts)}
+        fit = base["method"]
+        return {
+            "fit_radius": radius,
+            "method": fit,
+            "hessian": None,
+            "eigenvalues": None,
+            "gradient": None,
+            "num_points": len(pts),
+        }
     idx = _nearest(pts, radius, min(9, len(pts)))
     a = torch.tensor([pts[i][0] for i in idx], dtype=torch.float64)
     b = torch.tensor([pts[i][1] for i in idx], dtype=torch.float64)

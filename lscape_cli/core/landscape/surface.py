@@ -42,7 +42,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
@@ -172,6 +172,17 @@ class _Chunk:
         return out
 
 
+class EngineStats(TypedDict, total=False):
+    """What a :class:`SurfaceEvaluator` chose (shared by one slice's evaluators: its ``speed.engine``)."""
+
+    seconds_per_point_by_strategy: dict[str, float]  # the timings behind an ``auto`` choice off CPU
+    factored_first_layer: str | None
+    cached_first_layer: bool
+    strategy: str
+    num_chunks: int
+    chunk_size: int
+
+
 @dataclass
 class SurfaceEvaluator:
     """Evaluates blocks of points of one :class:`Subspace`, reusing first-layer products across blocks.
@@ -196,7 +207,7 @@ class SurfaceEvaluator:
     memory_budget: int = DEFAULT_BUDGET
     strategy: str = "auto"
     factor: bool = True
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: EngineStats = field(default_factory=lambda: EngineStats())
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -237,11 +248,13 @@ class SurfaceEvaluator:
             if len(self._timings) == 2:
                 self._chosen = min(self._timings, key=self._timings.__getitem__)
         self.stats.update(
-            factored_first_layer=self._first,
-            cached_first_layer=self._cache,
-            strategy=self._chosen or "auto (timing)",
-            num_chunks=len(self._chunks),
-            chunk_size=size,
+            {
+                "factored_first_layer": self._first,
+                "cached_first_layer": self._cache,
+                "strategy": self._chosen or "auto (timing)",
+                "num_chunks": len(self._chunks),
+                "chunk_size": size,
+            }
         )
 
     # ----------------------------------------------------------------------------- setup
@@ -292,7 +305,7 @@ class SurfaceEvaluator:
             self._timings[strategy] = (time.perf_counter() - t0) / len(rows)
             if len(self._timings) == 2:
                 self._chosen = min(self._timings, key=self._timings.__getitem__)
-                self.stats.update(strategy=self._chosen)
+                self.stats["strategy"] = self._chosen
         n = num_units(self.y, self.loss)
         return sums.double().cpu() / n, correct.double().cpu() / n
 

@@ -59,7 +59,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -68,7 +68,16 @@ from torch.func import functional_call
 from lscape_cli.core.attention import BACKEND as ATTENTION_BACKEND
 from lscape_cli.core.attention import hessian_attention
 from lscape_cli.core.choices import CurvatureKind
-from lscape_cli.core.linalg.hvp import HVP, NestedContext, Objective, Params, flatten, numel, unflatten
+from lscape_cli.core.linalg.hvp import (
+    HVP,
+    NestedContext,
+    Objective,
+    Params,
+    ProductsDescription,
+    flatten,
+    numel,
+    unflatten,
+)
 from lscape_cli.core.losses import Loss, as_loss
 
 CURVATURES = CurvatureKind.values()
@@ -79,6 +88,19 @@ DEFINITIONS = {
     "(Monte-Carlo Fisher, S sampled labels per input; its expectation is the GGN)",
     "empirical-fisher": "E = (1/N) sum_i grad loss_i grad loss_i^T (per-sample gradients at the true labels)",
 }
+
+
+class _CurvatureKind(TypedDict):
+    kind: str
+    definition: str
+
+
+class CurvatureDict(_CurvatureKind, total=False):
+    """:meth:`Curvature.describe`: kind and definition; for ``fisher``, the Monte Carlo sampling."""
+
+    mc_samples: int
+    mc_seed: int
+    exact_equivalent: str
 
 
 @dataclass(frozen=True)
@@ -101,11 +123,11 @@ class Curvature:
         if self.mc_samples < 1:
             raise ValueError(f"mc_samples must be >= 1, got {self.mc_samples}")
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> CurvatureDict:
         """The record's ``curvature`` entry: kind, definition and, for ``fisher``, the sampling."""
-        out: dict[str, Any] = {"kind": self.kind, "definition": DEFINITIONS[self.kind]}
+        out: CurvatureDict = {"kind": self.kind, "definition": DEFINITIONS[self.kind]}
         if self.kind == "fisher":
-            out.update(mc_samples=self.mc_samples, mc_seed=self.seed, exact_equivalent="ggn")
+            out.update({"mc_samples": self.mc_samples, "mc_seed": self.seed, "exact_equivalent": "ggn"})
         return out
 
 
@@ -361,7 +383,7 @@ class GGN(NestedContext):
         self.num_matvecs += len(vs)
         return out
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ProductsDescription:
         """How products are computed, and the chunking (for records; the keys of ``HVP.describe``).
 
         ``jvp_vjp`` is the one strategy (module docstring); nothing is measured or batched.

@@ -31,13 +31,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 import torch
 
 from lscape_cli.core.linalg.hvp import Operator, ProgressFn, flatten, rademacher
 from lscape_cli.core.linalg.spectrum import Krylov
 from lscape_cli.core.linalg.trace import Estimate, mean_stderr
+
+
+class DensityDict(TypedDict):
+    """:meth:`SpectralDensity.to_dict`: the quadrature of a probe record's ``density`` entry."""
+
+    nodes: list[float]
+    weights: list[float]
+    run: list[int]
+    dim: int
+    num_runs: int
+    num_steps: int
+    num_matvecs: int
+    method: str
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,7 @@ class SpectralDensity:
     num_steps: int
     num_matvecs: int
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> DensityDict:
         """Plain-JSON form."""
         return {
             "nodes": self.nodes.tolist(),
@@ -190,7 +203,18 @@ def effective_rank_slq(d: SpectralDensity) -> float:
     return _erank_from_measure(d.nodes, d.weights, d.dim)
 
 
-def effective_rank_jackknife(d: SpectralDensity) -> dict[str, Any]:
+class EffectiveRankDict(TypedDict):
+    """:func:`effective_rank_jackknife`: a probe record's ``effective_rank`` entry less its ``method``."""
+
+    estimate: float
+    stderr: float | None
+    stderr_method: str
+    num_runs: int
+    num_steps: int
+    num_matvecs: int
+
+
+def effective_rank_jackknife(d: SpectralDensity) -> EffectiveRankDict:
     """:func:`effective_rank_slq` with a jackknife standard error over the SLQ runs.
 
     The effective rank is a nonlinear function of the pooled measure, so its spread over the ``R``

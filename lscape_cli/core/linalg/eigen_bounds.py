@@ -48,12 +48,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 from lscape_cli.core.linalg.spectrum import EigenResult
 
 FAILURE_PROBABILITY = 1e-3  # δ of the random-start certificate (both ends together)
 KW_CONSTANT = 1.648  # Kuczyński & Woźniakowski 1992, Thm 4.2
+
+
+class CertificateDict(TypedDict):
+    """:meth:`Certificate.to_dict`: the ``certificate`` of a probe record's eigenvalue entries."""
+
+    method: str
+    statement: str
+    failure_probability: float
+    krylov_dim: int
+    dim: int
+    epsilon: float
+    spread_bound: float | None
 
 
 @dataclass(frozen=True)
@@ -83,7 +95,7 @@ class Certificate:
         """Fewest Lanczos steps with ``ε < 1/2`` for this ``n`` and ``δ``."""
         return math.floor(_log_term(self.dim, self.failure_probability) * math.sqrt(2) / 2 + 0.5) + 1
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CertificateDict:
         """Plain-JSON form (``certificate`` of a probe's eigenvalue records)."""
         return {
             "method": "random-start Lanczos (Kuczynski & Wozniakowski 1992, Thm 4.2)",

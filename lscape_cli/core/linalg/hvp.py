@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypedDict, TypeVar
 
 import torch
 from torch import nn
@@ -231,6 +231,30 @@ class NestedContext:
             self.close()
 
 
+class CalibrationRun(TypedDict):
+    """The calibration behind an ``auto`` strategy choice: chunk size, seconds spent, from the cache."""
+
+    samples: int
+    seconds: float
+    cached: bool
+
+
+class ProductsDescription(TypedDict):
+    """:meth:`HVP.describe` (and ``GGN.describe``): how products are computed, and the chunking."""
+
+    strategy: str
+    batched_strategy: str
+    batch_size: int
+    chosen_by: str
+    seconds_per_product: dict[str, float | None] | None
+    graph_build_seconds: float | None
+    calibration: CalibrationRun | None
+    chunk_size: int
+    num_chunks: int
+    retain_chunks: int
+    attention_backend: str
+
+
 class HVP(NestedContext):
     """The linear operator ``v ↦ Hv`` of an :class:`Objective`, counting its products.
 
@@ -351,13 +375,15 @@ class HVP(NestedContext):
         """Whether a gradient graph is currently held (``double_backward`` between build and close)."""
         return any(impl.has_graph for impl in self._impls.values())
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ProductsDescription:
         """The strategies in use, how they were chosen, and the chunking (for records)."""
         self._resolve()
         n = int(self._obj.y.shape[0])
         chunks = math.ceil(n / self._obj.max_batch)
         cal = self.calibration
-        run = None if cal is None else {"samples": cal.samples, "seconds": cal.seconds, "cached": cal.cached}
+        run: CalibrationRun | None = (
+            None if cal is None else {"samples": cal.samples, "seconds": cal.seconds, "cached": cal.cached}
+        )
         return {
             "strategy": self.strategy,
             "batched_strategy": self.batched_strategy,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import TypedDict
 
 import torch
 
@@ -67,7 +67,17 @@ def module_type(model: torch.nn.Module, param: str) -> str:
         return "?"
 
 
-def verify_strategy(obj: Objective, strategy: str) -> dict[str, Any] | None:
+class StrategyCheck(TypedDict):
+    """What :func:`verify_strategy` compared (a probe record's ``hvp.check``)."""
+
+    against: str
+    dtype: str
+    samples: int
+    relative_difference: float
+    tolerance: float
+
+
+def verify_strategy(obj: Objective, strategy: str) -> StrategyCheck | None:
     """Refuse ``strategy`` with one :class:`LscapeError` when its product disagrees with ``double_backward``.
 
     Only the ``torch.func`` strategies are checked (``auto``/``measure`` check their own candidates).

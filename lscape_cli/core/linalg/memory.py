@@ -33,7 +33,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 
@@ -103,6 +103,19 @@ def _saved_storage_bytes(obj: Objective, count: int) -> list[int]:
     return sizes
 
 
+class PlanDict(TypedDict):
+    """:meth:`Plan.to_dict`: the chunking part of a probe record's ``hvp`` entry."""
+
+    chunk_size: int
+    num_chunks: int
+    retain_chunks: int
+    memory_budget_mib: float
+    graph_bytes_per_sample: int
+    largest_tensor_bytes_per_sample: int
+    limited_by: str
+    retained_graph_bytes: int
+
+
 @dataclass(frozen=True)
 class Plan:
     """How an objective's data is chunked, and how many chunk graphs ``double_backward`` keeps.
@@ -134,9 +147,18 @@ class Plan:
         """Estimated bytes of the kept chunk graphs (measured bytes per sample x samples kept)."""
         return self.retain_chunks * self.chunk_size * self.graph_bytes_per_sample
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values for records."""
-        return {**dataclasses.asdict(self), "retained_graph_bytes": self.retained_graph_bytes}
+    def to_dict(self) -> PlanDict:
+        """Plain values for records (the fields, then ``retained_graph_bytes``)."""
+        return {
+            "chunk_size": self.chunk_size,
+            "num_chunks": self.num_chunks,
+            "retain_chunks": self.retain_chunks,
+            "memory_budget_mib": self.memory_budget_mib,
+            "graph_bytes_per_sample": self.graph_bytes_per_sample,
+            "largest_tensor_bytes_per_sample": self.largest_tensor_bytes_per_sample,
+            "limited_by": self.limited_by,
+            "retained_graph_bytes": self.retained_graph_bytes,
+        }
 
 
 def default_memory_budget_mib(device: torch.device) -> float:

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TypedDict
 
 import torch
 
@@ -60,6 +60,21 @@ from lscape_cli.core.linalg.hvp import HVP, Objective, Operator, flatten, radema
 DEFAULT_PRODUCTS = 4  # first pass (module docstring)
 MAX_PRODUCTS = 16  # where the floor matters
 RELEVANT = 0.1  # a floor above this fraction of the statistical error gets MAX_PRODUCTS
+
+
+class RoundingDict(TypedDict):
+    """A probe record's ``rounding`` entry (:meth:`Rounding.to_dict`, :func:`pair_record`)."""
+
+    method: str
+    dtype: str
+    reference_dtype: str
+    scale: float
+    num_products: int
+    seed: int
+    vectors: str  # rademacher, or ritz: the eigenvalues' own products
+    trace: float | None
+    frobenius_sq: float | None
+    relative_error: float
 
 
 @dataclass(frozen=True)
@@ -109,7 +124,7 @@ class Rounding:
             relative_error=torch.cat([self.relative_error, more.relative_error]),
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> RoundingDict:
         """Plain-JSON form (``results.rounding`` of a probe record)."""
         return {
             "method": "products re-evaluated in reference_dtype (lscape_cli/core/linalg/rounding.py)",
@@ -127,7 +142,7 @@ class Rounding:
 
 def pair_record(
     dtype: torch.dtype, reference: torch.dtype, scale: float, relative: list[float], seed: int
-) -> dict[str, Any]:
+) -> RoundingDict:
     """The ``results.rounding`` record of a run that asked only for eigenvalues, from their own products.
 
     Each eigenvalue's bound already re-evaluates its pair's product in the reference dtype

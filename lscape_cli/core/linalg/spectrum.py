@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 import torch
 
@@ -94,6 +94,36 @@ def _sub_rows(w: torch.Tensor, rows: torch.Tensor, coeffs: torch.Tensor) -> None
     step = _slab(w)
     for s in range(0, w.shape[0], step):
         w[s : s + step].addmv_(rows[:, s : s + step].T.to(w.dtype), coeffs.to(w.dtype), alpha=-1.0)
+
+
+class VectorMemory(TypedDict):
+    """:meth:`Basis.memory`: the Lanczos vectors kept (count, dtype, device, bytes allocated)."""
+
+    vectors: int
+    dtype: str
+    device: str
+    bytes: int
+
+
+class EigenDict(TypedDict):
+    """:meth:`EigenResult.to_dict` (eigenvectors left out)."""
+
+    eigenvalues: list[float]
+    residuals: list[float]
+    iterations: int
+    num_matvecs: int
+    converged: bool
+    method: str
+    which: str
+    tol: float
+    stop_estimates: list[float]
+    stop: str | None
+    converged_pairs: list[bool] | None
+    ritz_residuals: list[float] | None
+    rounding: list[float] | None
+    krylov_dim: int | None
+    ritz_range: tuple[float, float] | None
+    vector_memory: VectorMemory | None
 
 
 @dataclass(frozen=True)
@@ -148,7 +178,7 @@ class EigenResult:
     krylov_dim: int | None = None
     ritz_range: tuple[float, float] | None = None
     dim: int | None = None
-    vector_memory: dict[str, Any] | None = None
+    vector_memory: VectorMemory | None = None
     rounding_relative: list[float] | None = None
 
     @property
@@ -159,7 +189,7 @@ class EigenResult:
             for r, t in zip(self.residuals, self.eigenvalues, strict=True)
         ]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> EigenDict:
         """Plain-JSON form (eigenvectors left out)."""
         return {
             "eigenvalues": self.eigenvalues,
@@ -267,7 +297,7 @@ class Basis:
                 break
         return w
 
-    def memory(self) -> dict[str, Any]:
+    def memory(self) -> VectorMemory:
         """The kept vectors: count, dtype, device and bytes allocated (linear in the count)."""
         allocated = sum(b.numel() * b.element_size() for b in self.blocks)
         dtype = str(self.dtype).removeprefix("torch.")

@@ -82,7 +82,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any
+from typing import TypedDict
 
 import torch
 
@@ -128,9 +128,9 @@ class Estimate:
         """The same estimate with its rounding floor attached."""
         return replace(self, rounding=rounding)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> EstimateDict:
         """Plain-JSON form (``note`` only when rounding dominates)."""
-        out: dict[str, Any] = {
+        out: EstimateDict = {
             "estimate": self.estimate,
             "stderr": self.stderr,
             "rounding": self.rounding,
@@ -143,6 +143,23 @@ class Estimate:
         if self.rounding_dominates:
             out["note"] = ROUNDING_NOTE
         return out
+
+
+class _EstimateFields(TypedDict):
+    estimate: float
+    stderr: float | None
+    rounding: float | None
+    uncertainty: float | None
+    dof: int | None
+    stderr_method: str | None
+    method: str
+    num_matvecs: int
+
+
+class EstimateDict(_EstimateFields, total=False):
+    """:meth:`Estimate.to_dict`: a probe record's ``trace`` / ``frobenius`` entry less its ``seed``."""
+
+    note: str  # only when rounding dominates the uncertainty
 
 
 PROBE_SPREAD = "probe-spread"  # s/√m of the probes' quadratic forms (ν = m − 1)

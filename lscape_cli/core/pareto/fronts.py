@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
@@ -36,7 +36,71 @@ def mean_cov(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.atleast_2d(cov)
 
 
-def confidence_ellipse(mean: np.ndarray, cov: np.ndarray, mass: float = 0.5) -> dict[str, Any]:
+class Ellipse(TypedDict):
+    """:func:`confidence_ellipse`: centre, semi-axes, angle and the probability mass it holds."""
+
+    center: list[float]
+    semi_axes: list[float]
+    angle_deg: float
+    mass: float
+
+
+# :func:`tls_line`: x = a + b y and lambda = -b (null with the reason in status); "lambda" is a keyword
+TlsLine = TypedDict(
+    "TlsLine", {"a": float | None, "b": float | None, "lambda": float | None, "n": int, "status": str}
+)
+# the global lambda's objective over the scan
+Scan = TypedDict("Scan", {"lambda": list[float], "objective": list[float]})
+
+
+class Spreads(TypedDict):
+    """:func:`spreads`: RMS distance to the centroid, and the centroid spread."""
+
+    rho_rms: float
+    spread_about_centroid: float
+
+
+class _GlobalLambda(TypedDict):
+    lambda_g: float
+    objective: float
+    mae_without_curvature: float
+    mae_with_curvature: float
+    relative_improvement: float | None
+    scan: Scan
+    method: str
+    scale: float
+    lambda_G_at_bound: bool
+
+
+class GlobalLambda(_GlobalLambda, total=False):
+    """:func:`global_lambda` (``warning`` when lambda_G is the scan's bound)."""
+
+    warning: str
+
+
+class GroupSummary(TypedDict):
+    """:func:`group_summary`: one group's mean, covariance, ellipse, fronts and fitted lines."""
+
+    n: int
+    mean: list[float]
+    covariance: list[list[float]]
+    ellipse_50: Ellipse | None
+    front_non_dominated: list[int]
+    front_hull_chain: list[int]
+    tls: TlsLine
+    tls_non_dominated: TlsLine
+
+
+class MultiFront(TypedDict):
+    """:func:`multi_front`: the non-dominated runs, the hypervolume and its reference point."""
+
+    front: list[int]
+    hypervolume: float
+    reference: list[float]
+    senses: list[str]
+
+
+def confidence_ellipse(mean: np.ndarray, cov: np.ndarray, mass: float = 0.5) -> Ellipse:
     """Centre, semi-axes and angle (degrees, of the first axis from +x) of the ``mass`` ellipse."""
     r2 = -2.0 * math.log(1.0 - mass)  # chi-square(2) quantile
     vals, vecs = np.linalg.eigh(cov)
@@ -96,7 +160,7 @@ def hull_front(points: np.ndarray) -> np.ndarray:
     return np.asarray(lower[: stop + 1], dtype=int)
 
 
-def tls_line(points: np.ndarray) -> dict[str, Any]:
+def tls_line(points: np.ndarray) -> TlsLine:
     """Total-least-squares fit ``x = a + b y`` (orthogonal distances) and ``lambda_d = -b``.
 
     Returns ``{"a", "b", "lambda", "n", "status"}``; fewer than two distinct points, or a front that is
@@ -121,7 +185,7 @@ def tls_line(points: np.ndarray) -> dict[str, Any]:
     return {"a": float(a), "b": float(b), "lambda": float(-b), "n": n, "status": "ok"}
 
 
-def spreads(thetas: np.ndarray) -> dict[str, float]:
+def spreads(thetas: np.ndarray) -> Spreads:
     """``rho_RMS`` (RMS norm, seed 000) and the RMS distance to the centroid, for rows ``theta_i``."""
     r = thetas.shape[0]
     rho = math.sqrt(float(np.einsum("ij,ij->", thetas, thetas)) / r)
@@ -143,7 +207,7 @@ def proxy_objective(lam: float, x: np.ndarray, y: np.ndarray, target: np.ndarray
 
 def global_lambda(
     x: np.ndarray, y: np.ndarray, target: np.ndarray, num: int = 241, span: float = 1e6
-) -> dict[str, Any]:
+) -> GlobalLambda:
     """``lambda_G`` by a log-spaced scan over ``[0] + scale * [1/span, span]`` then bounded refinement.
 
     ``scale = mean|x| / mean|y|`` puts the scan where both terms matter. Reports the objective curve,
@@ -174,7 +238,7 @@ def global_lambda(
     d = len(x)
     mae0 = proxy_objective(0.0, x, y, target) / d
     mae = obj / d
-    return {
+    out: GlobalLambda = {
         "lambda_g": lam,
         "objective": obj,
         "mae_without_curvature": mae0,
@@ -184,8 +248,10 @@ def global_lambda(
         "method": "log-spaced scan then bounded Brent refinement",
         "scale": scale,
         "lambda_G_at_bound": at_bound,
-        **({"warning": _bound_warning(grid[-1], values)} if at_bound else {}),
     }
+    if at_bound:
+        out["warning"] = _bound_warning(grid[-1], values)
+    return out
 
 
 def _bound_warning(bound: float, values: np.ndarray) -> str:
@@ -216,7 +282,7 @@ def hypervolume(points: np.ndarray, reference: Sequence[float] | np.ndarray) -> 
     return volume
 
 
-def group_summary(points: np.ndarray) -> dict[str, Any]:
+def group_summary(points: np.ndarray) -> GroupSummary:
     """Everything seed 000 reports for one group's ``(x, y)`` points (rows)."""
     mean, cov = mean_cov(points)
     chain = hull_front(points)
@@ -235,7 +301,7 @@ def group_summary(points: np.ndarray) -> dict[str, Any]:
 
 def multi_front(
     values: np.ndarray, senses: Sequence[str], reference: Sequence[float] | None = None
-) -> dict[str, Any]:
+) -> MultiFront:
     """Non-dominated set and hypervolume for any metrics; ``senses[j]`` is ``min`` or ``max``.
 
     Maximised metrics are negated internally. The default reference point is each metric's worst value

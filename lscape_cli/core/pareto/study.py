@@ -14,11 +14,13 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, cast
 
 import numpy as np
 
+from lscape_cli.core.params import Params
 from lscape_cli.core.pareto import fronts as P
+from lscape_cli.core.pareto.fronts import GroupSummary, MultiFront, Scan
 from lscape_cli.errors import LscapeError
 
 PRODUCERS = {
@@ -56,11 +58,67 @@ class ParetoRequest:
     align: bool = True  # also the spread after permutation alignment
 
 
+class ParamStats(TypedDict, total=False):
+    """A group's ``parameters``: the restarts' spread in parameter space (before and after alignment)."""
+
+    rho_rms: float
+    spread_about_centroid: float
+    num_parameters: int
+    spread_after_alignment: float
+
+
+class Group(GroupSummary, total=False):
+    """One group of ``results.groups``: its summary, its runs and their target."""
+
+    runs: list[str]
+    target_mean: float
+    stopped_on_budget: list[str]
+    parameters: ParamStats
+
+
+class AcrossGroups(TypedDict, total=False):
+    """``results.across_groups``: the groups and, with two or more, :class:`.fronts.GlobalLambda`'s keys."""
+
+    groups: list[str]
+    lambda_g: float
+    objective: float
+    mae_without_curvature: float
+    mae_with_curvature: float
+    relative_improvement: float | None
+    scan: Scan
+    method: str
+    scale: float
+    lambda_G_at_bound: bool
+    warning: str
+
+
+class Multi(MultiFront, total=False):
+    """``results.multi`` (``--metric``): the general front over the named metrics."""
+
+    metrics: list[str]
+    runs: list[str]
+
+
+class ParetoResults(TypedDict, total=False):
+    """``results`` of a ``lscape.pareto/1`` record (details in docs/formats.md)."""
+
+    group_by: str  # the config key runs are grouped by, e.g. model.depth
+    x: str  # fit metric
+    y: str  # flatness metric
+    target: str  # held-out metric the proxy x + lambda*y should track
+    groups: dict[str, Group]
+    across_groups: AcrossGroups
+    num_runs: int
+    multi: Multi
+    figures: list[str]  # file names beside the record (added by the command)
+    figure_axes: dict[str, str]  # x, y: linear or log, the ellipse figure's axes (--axes)
+
+
 @dataclass
 class ParetoResult:
     """The record's ``results`` (less ``figures``), its warnings, and the per-group table for the plots."""
 
-    results: dict[str, Any]
+    results: ParetoResults
     keys: list[Any]  # the groups, in order
     table: dict[Any, np.ndarray]  # group -> (runs, 3) values of x, y, target
     warnings: list[str] = field(default_factory=list)
@@ -79,10 +137,10 @@ def run_pareto(runs: Sequence[RunLike], req: ParetoRequest, load: Loader) -> Par
     groups = _group(runs, req.group_by)
     names = [req.x, req.y, req.target]
     table = {g: np.array([[_metric(r, m) for m in names] for r in rs]) for g, rs in groups.items()}
-    per_group = {}
+    per_group: dict[str, Group] = {}
     warnings: list[str] = []
     for g, rs in groups.items():
-        summary = P.group_summary(table[g][:, :2])
+        summary = cast(Group, P.group_summary(table[g][:, :2]))  # the keys below join it
         summary["runs"] = [str(r.checkpoint) for r in rs]
         summary["target_mean"] = float(table[g][:, 2].mean())
         summary["stopped_on_budget"] = [str(r.checkpoint) for r in rs if stopped_on_budget(r)]
@@ -96,13 +154,13 @@ def run_pareto(runs: Sequence[RunLike], req: ParetoRequest, load: Loader) -> Par
         )
     keys = list(groups)
     means = np.array([table[g].mean(axis=0) for g in keys])
-    across: dict[str, Any] = {"groups": [str(g) for g in keys]}
+    across: AcrossGroups = {"groups": [str(g) for g in keys]}
     if len(keys) >= 2:
-        across.update(P.global_lambda(means[:, 0], means[:, 1], means[:, 2]))
+        across = {**across, **P.global_lambda(means[:, 0], means[:, 1], means[:, 2])}
         warnings.extend([across.pop("warning")] if "warning" in across else [])  # a boundary lambda_G
     else:
         warnings.append("lambda_G needs at least two groups")
-    results: dict[str, Any] = {
+    results: ParetoResults = {
         "group_by": req.group_by,
         "x": req.x,
         "y": req.y,
@@ -175,7 +233,7 @@ def _group_order(key: Any) -> tuple[int, Any]:
     return (2, str(key))
 
 
-def _param_stats(runs: list[RunLike], align: bool, warnings: list[str], load: Loader) -> dict[str, Any]:
+def _param_stats(runs: list[RunLike], align: bool, warnings: list[str], load: Loader) -> ParamStats:
     loaded = [load(r.checkpoint) for r in runs]
     flat = np.stack(
         [
@@ -183,7 +241,7 @@ def _param_stats(runs: list[RunLike], align: bool, warnings: list[str], load: Lo
             for lm in loaded
         ]
     )
-    stats: dict[str, Any] = dict(P.spreads(flat))
+    stats = cast(ParamStats, dict(P.spreads(flat)))  # the keys below join it
     stats["num_parameters"] = int(flat.shape[1])
     if align and len(loaded) > 1:
         aligned = _aligned(loaded, warnings)
@@ -197,7 +255,7 @@ def _aligned(loaded: list[Any], warnings: list[str]) -> Any:
     from lscape_cli.core.connectivity import alignment
     from lscape_cli.core.connectivity.permutation_trace import spec_for
 
-    def params(lm: Any) -> dict[str, Any]:
+    def params(lm: Any) -> Params:
         return {n: p.detach() for n, p in lm.module.named_parameters()}
 
     ref = loaded[0]
@@ -214,7 +272,7 @@ def _aligned(loaded: list[Any], warnings: list[str]) -> Any:
     return np.stack(rows)
 
 
-def _multi(runs: Sequence[RunLike], specs: list[str], reference: str | None) -> dict[str, Any]:
+def _multi(runs: Sequence[RunLike], specs: list[str], reference: str | None) -> Multi:
     names, senses = [], []
     for spec in specs:
         name, _, sense = spec.partition(":")
@@ -241,7 +299,7 @@ def _multi(runs: Sequence[RunLike], specs: list[str], reference: str | None) -> 
                 "--reference",
                 "give one value per --metric",
             )
-    res = P.multi_front(values, senses, ref)
+    res = cast(Multi, P.multi_front(values, senses, ref))  # the keys below join it
     res["metrics"] = names
     res["runs"] = [str(r.checkpoint) for r in runs]
     return res

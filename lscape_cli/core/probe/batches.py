@@ -18,6 +18,7 @@ from lscape_cli.core.linalg.hvp import Objective
 from lscape_cli.core.objective import num_units
 from lscape_cli.core.probe.engine import ProbeOutput, ProbeRequest, run_on_batches, run_probe
 from lscape_cli.core.probe.pac_bayes import Prior
+from lscape_cli.core.probe.results import ProbeResults, SnapshotRow
 from lscape_cli.core.progress import ProgressFn
 from lscape_cli.core.samples import span
 from lscape_cli.errors import LscapeError
@@ -86,7 +87,7 @@ def probe_split(
     ]
     per_batch, summary = run_on_batches(objs, req, on_step, data.prior)
     scalars = {k: v["mean"] for k, v in summary.items()}
-    results = {
+    results: ProbeResults = {
         "batches": {
             "num_batches": batches.num_batches,
             "batch_size": size,
@@ -106,7 +107,7 @@ def probe_series(
     batches: Batches,
     group: Shards,
     on_step: ProgressFn | None = None,
-) -> tuple[dict[str, Any], dict[str, float | None]]:
+) -> tuple[ProbeResults, dict[str, float | None]]:
     """:func:`probe_split` at each chosen snapshot of a trajectory (``lscape probe TRAJ --snapshot``).
 
     ``snapshots``: a :class:`lscape_cli.storage.trajectory.Snapshots` (``state(t)``, ``epochs``,
@@ -114,7 +115,7 @@ def probe_series(
     {"count", "series"}}``, one results object per snapshot with its ``index``, ``epoch`` and ``step``,
     and the last snapshot's scalars (for ``--check``).
     """
-    series: list[dict[str, Any]] = []
+    series: list[SnapshotRow] = []
     scalars: dict[str, float | None] = {}
     for t in indices:
         data.module.load_state_dict(snapshots.state(t), strict=True)

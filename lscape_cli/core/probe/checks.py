@@ -23,7 +23,7 @@ import difflib
 import math
 import operator
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, TypedDict
 
 MAX_CHARS = 500  # longer than any sensible gate ("lambda_max < 200 and trace / frobenius > 3")
 MAX_NESTING = 20  # brackets inside brackets
@@ -266,7 +266,15 @@ def require(
             )
 
 
-def evaluate(expr: str, names: dict[str, float | None]) -> dict[str, Any]:
+class CheckRow(TypedDict):
+    """:func:`evaluate`: one entry of a probe record's ``checks``."""
+
+    expr: str
+    passed: bool
+    values: dict[str, float | None]
+
+
+def evaluate(expr: str, names: dict[str, float | None]) -> CheckRow:
     """``{"expr", "passed", "values"}`` for one check against scalar ``names``.
 
     Raises:

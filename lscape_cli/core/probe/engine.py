@@ -72,20 +72,35 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal, overload
 
 import torch
 
+from lscape_cli.core import choices as ch
 from lscape_cli.core.budget import GRADIENT_FORWARDS, Demand, Problem, check, count
 from lscape_cli.core.landscape import sharpness as sharp
 from lscape_cli.core.linalg import blocks, eigen_bounds, rounding, spectrum, trace
 from lscape_cli.core.linalg import density as dens
 from lscape_cli.core.linalg.curvature import GGN, Curvature, curvature_operator
+from lscape_cli.core.linalg.eigen_bounds import PairBound
 from lscape_cli.core.linalg.hvp import HVP, Objective, Operator, Params, gradient, norm, plan
 from lscape_cli.core.linalg.hvp_check import verify_strategy
 from lscape_cli.core.linalg.stats import mean_var
 from lscape_cli.core.objective import task_of
 from lscape_cli.core.probe import pac_bayes as pb
+from lscape_cli.core.probe.results import (
+    BlockHead,
+    BlockRow,
+    EigenPair,
+    EigenPairs,
+    LanczosRun,
+    PacBayesEntry,
+    PairLists,
+    PerLayerEntry,
+    ProbeResults,
+    ScalarSummary,
+    SharpnessRow,
+)
 from lscape_cli.core.progress import ProgressFn
 from lscape_cli.errors import LscapeError
 
@@ -152,12 +167,40 @@ class ProbeRequest:
         """Whether λmax and tr describe the whole Hessian (what sharpness and stability predictions need)."""
         return self.curvature == "hessian" and not self.params
 
+    @property
+    def asks_anything(self) -> bool:
+        """Whether any measurement is asked for (else :data:`DEFAULT_MEASUREMENTS` are taken)."""
+        flags = (self.lambda_max, self.top_k > 0, self.lambda_min, self.trace, self.frobenius, self.density)
+        return any(
+            (*flags, self.grad_norm, self.pac_bayes, self.stability, self.sharpness_eps, self.noise_sigmas)
+        )
+
+    def with_defaults(self) -> ProbeRequest:
+        """The request, with :data:`DEFAULT_MEASUREMENTS` when it asks for nothing (CLI and api alike)."""
+        if self.asks_anything:
+            return self
+        return dataclasses.replace(self, lambda_max=True, trace=True, frobenius=True, grad_norm=True)
+
+    def validate(self) -> None:
+        """Refuse a choice field's unknown value, naming its command-line option."""
+        ch.TraceMethod.check(self.trace_method, "--trace-method")
+        ch.SharpnessKind.check(self.sharpness_kind, "--sharpness-kind")
+        ch.BiasPolicy.check(self.bias, "--bias")
+        ch.PacBayesMetric.check(self.pac_bayes_metric, "--pac-bayes-metric")
+        ch.HvpStrategy.check(self.hvp_strategy, "--hvp")
+        ch.EigStop.check(self.eig_stop, "--stop")
+        ch.CurvatureKind.check(self.curvature, "--curvature")
+        ch.EigMethod.check(self.eig_method, "--eig-method")
+
+
+DEFAULT_MEASUREMENTS = ("lambda_max", "trace", "frobenius", "grad_norm")  # ProbeRequest.with_defaults
+
 
 @dataclass
 class ProbeOutput:
     """``results`` for the record and the scalar namespace for checks."""
 
-    results: dict[str, Any] = field(default_factory=dict)
+    results: ProbeResults = field(default_factory=lambda: ProbeResults())
     scalars: dict[str, float | None] = field(default_factory=dict)
     eigenvectors: list[Params] | None = None  # top-k unit Ritz vectors over all parameters, when asked
 
@@ -385,10 +428,10 @@ def _spectral(
 
 def _per_layer(
     obj: Objective, cur: Curvature, req: ProbeRequest, retain: int | None, on_step: ProgressFn | None
-) -> dict[str, Any]:
+) -> PerLayerEntry:
     """The spectral quantities of each module's block of the curvature, one estimator run per block."""
     sub_req = dataclasses.replace(req, eigenvectors=False)
-    rows = []
+    rows: list[BlockRow] = []
     for owner, names in blocks.module_blocks(obj.model, list(obj.params)).items():
         t0 = time.perf_counter()
         sub = ProbeOutput()
@@ -396,7 +439,7 @@ def _per_layer(
         with curvature_operator(block, cur, req.hvp_strategy, retain) as op:
             _spectral(block, op, cur, sub_req, sub, on_step)
         seconds = time.perf_counter() - t0
-        row = {"block": owner, "params": names, "num_params": op.dim, **sub.results}
+        row: BlockHead = {"block": owner, "params": names, "num_params": op.dim, **sub.results}
         rows.append({**row, "num_matvecs": op.num_matvecs, "seconds": seconds})
     return {
         "grouping": "module (parameter tensors grouped by the module that owns them; a transformer's "
@@ -491,7 +534,7 @@ def _eigen(
     if res.eigenvectors is not None:
         out.eigenvectors = res.eigenvectors[:k]
     cert = eigen_bounds.certificate(res)
-    run = {
+    run: LanczosRun = {
         "iterations": res.iterations,
         "num_matvecs": res.num_matvecs,
         "method": res.method,
@@ -528,18 +571,30 @@ def _eigen(
     return res
 
 
+@overload
+def _pairs(
+    res: spectrum.EigenResult, bounds: list[PairBound], start: int, stop: int, single: Literal[True]
+) -> EigenPair: ...
+
+
+@overload
+def _pairs(
+    res: spectrum.EigenResult, bounds: list[PairBound], start: int, stop: int, single: Literal[False] = ...
+) -> EigenPairs: ...
+
+
 def _pairs(
     res: spectrum.EigenResult,
     bounds: list[eigen_bounds.PairBound],
     start: int,
     stop: int,
     single: bool = False,
-) -> dict[str, Any]:
+) -> EigenPair | EigenPairs:
     """The record of pairs ``start:stop`` of one Lanczos run, converged on their own tests."""
     flags = (res.converged_pairs or [res.converged] * len(res.eigenvalues))[start:stop]
     part = bounds[start:stop]
     measured = res.rounding is not None
-    record = {
+    record: PairLists = {
         "eigenvalues": res.eigenvalues[start:stop],
         "residuals": res.residuals[start:stop],
         "relative_residuals": res.relative_residuals[start:stop],
@@ -631,10 +686,13 @@ def _sharpness(obj: Objective, req: ProbeRequest, out: ProbeOutput, on_step: Pro
     rows = []
     lam = out.scalars.get("lambda_max") if req.full_hessian else None
     for i, eps in enumerate(req.sharpness_eps):
-        row: dict[str, Any] = {"eps": eps, "kind": req.sharpness_kind}
-        row["random"] = sharp.random_sharpness(
-            obj, eps, req.sharpness_directions, req.seed + i, req.sharpness_kind, req.bias, on_step
-        )
+        row: SharpnessRow = {
+            "eps": eps,
+            "kind": req.sharpness_kind,
+            "random": sharp.random_sharpness(
+                obj, eps, req.sharpness_directions, req.seed + i, req.sharpness_kind, req.bias, on_step
+            ),
+        }
         if req.sharpness_steps > 0:
             row["worst_case"] = sharp.worst_case_sharpness(
                 obj, eps, req.sharpness_steps, req.seed + i, adaptive=req.sharpness_kind == "adaptive"
@@ -681,7 +739,10 @@ def _pac_bayes(obj: Objective, req: ProbeRequest, out: ProbeOutput, prior: pb.Pr
     iso = sharp.pac_bayes_sigma(
         obj, req.pac_bayes_target, req.pac_bayes_metric, req.pac_bayes_samples, req.seed
     )
-    res = {"isotropic": iso, "bound": pb.bound(iso, obj.params, prior, obj.num_samples, req.pac_bayes_delta)}
+    res: PacBayesEntry = {
+        "isotropic": iso,
+        "bound": pb.bound(iso, obj.params, prior, obj.num_samples, req.pac_bayes_delta),
+    }
     out.scalars["pac_bayes_sigma"] = iso["sigma"]
     out.scalars["pac_bayes_bound"] = res["bound"]["bound"]
     out.scalars["pac_bayes_bound_kl"] = res["bound"]["kl_inverse_bound"]
@@ -731,9 +792,9 @@ def _derived(out: ProbeOutput) -> None:
         s[key] = _finite(value)
 
 
-def summarize(scalars: list[dict[str, float | None]]) -> dict[str, dict[str, Any]]:
+def summarize(scalars: list[dict[str, float | None]]) -> dict[str, ScalarSummary]:
     """Mean, std (ddof=1), min, max of every scalar over batches (nulls skipped and counted)."""
-    summary: dict[str, dict[str, Any]] = {}
+    summary: dict[str, ScalarSummary] = {}
     for key in scalars[0]:
         vals = [v for s in scalars if (v := s.get(key)) is not None]
         if not vals:
@@ -750,7 +811,7 @@ def run_on_batches(
     req: ProbeRequest,
     on_step: ProgressFn | None = None,
     prior: pb.Prior | None = None,
-) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+) -> tuple[list[ProbeResults], dict[str, ScalarSummary]]:
     """:func:`run_probe` on each batch; per-batch results and the summary of every scalar."""
     outs = [run_probe(o, req, on_step, prior) for o in objectives]
     return [o.results for o in outs], summarize([o.scalars for o in outs])

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 import torch
 
+from lscape_cli.core.landscape.sharpness import SigmaSearch
 from lscape_cli.core.linalg.hvp import Params
 
 PRIOR_MEANS = ("init", "zero")
@@ -131,7 +132,37 @@ def kl_inverse(q: float, rhs: float, tol: float = 1e-12) -> float:
     return hi  # the upper end: the returned value never undershoots the supremum
 
 
-def bound(sigma_result: dict[str, Any], theta: Params, prior: Prior, m: int, delta: float) -> dict[str, Any]:
+class _BoundInputs(TypedDict):
+    formula: str
+    statement: str
+    prior_mean: str
+    prior_source: str
+    sigma: float
+    distance: float
+    kl: float
+    m: int
+    delta: float
+    grid_size: int
+    ln_grid_size: float
+    train_error: float | None
+    train_error_stderr: float | None
+    draws: int
+    seed: int
+
+
+class PacBayesBound(_BoundInputs):
+    """:func:`bound`: a probe record's ``pac_bayes.bound`` (null bound, with a ``note``, when undefined)."""
+
+    complexity: float | None
+    bound: float | None
+    bound_stderr: float | None
+    kl_inverse_bound: float | None
+    kl_inverse_bound_stderr: float | None
+    vacuous: bool | None
+    note: str
+
+
+def bound(sigma_result: SigmaSearch, theta: Params, prior: Prior, m: int, delta: float) -> PacBayesBound:
     """The record of the bound at the sigma ``sigma_result`` found (``sharpness.pac_bayes_sigma``'s dict).
 
     ``train_error`` (``E_Q[err_S]``) is the mean 0-1 error over the search's draws at that sigma;
@@ -142,7 +173,7 @@ def bound(sigma_result: dict[str, Any], theta: Params, prior: Prior, m: int, del
     dist = distance(theta, prior)
     kl = kl_isotropic(dist, sigma)
     grid = int(sigma_result["grid_size"])
-    out: dict[str, Any] = {
+    out: _BoundInputs = {
         "formula": FORMULA,
         "statement": STATEMENT,
         "prior_mean": prior.mean,
@@ -159,12 +190,10 @@ def bound(sigma_result: dict[str, Any], theta: Params, prior: Prior, m: int, del
         "draws": sigma_result["samples"],
         "seed": sigma_result["seed"],
     }
-    empty = {"complexity": None, "bound": None, "bound_stderr": None}
-    empty |= {"kl_inverse_bound": None, "kl_inverse_bound_stderr": None, "vacuous": None}
     if err is None:
-        return {**out, **empty, "note": "no bound: the data have no error rate (regression targets)"}
+        return _no_bound(out, "no bound: the data have no error rate (regression targets)")
     if m < MIN_SAMPLES:
-        return {**out, **empty, "note": f"no bound: Maurer's theorem needs m >= {MIN_SAMPLES} samples"}
+        return _no_bound(out, f"no bound: Maurer's theorem needs m >= {MIN_SAMPLES} samples")
     rhs = complexity(kl, m, delta, grid)
     classic = pinsker_bound(err, rhs)
     tight = kl_inverse(err, rhs)
@@ -181,4 +210,17 @@ def bound(sigma_result: dict[str, Any], theta: Params, prior: Prior, m: int, del
         "vacuous": tight >= 1.0,
         "note": "E_Q[err_S] is a Monte-Carlo mean over the draws that also chose sigma (its standard "
         "error is reported, not bounded); ln(grid_size) pays for choosing sigma on the bisection grid",
+    }
+
+
+def _no_bound(out: _BoundInputs, note: str) -> PacBayesBound:
+    return {
+        **out,
+        "complexity": None,
+        "bound": None,
+        "bound_stderr": None,
+        "kl_inverse_bound": None,
+        "kl_inverse_bound_stderr": None,
+        "vacuous": None,
+        "note": note,
     }

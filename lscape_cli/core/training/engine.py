@@ -40,19 +40,91 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, cast
 
 import torch
 from torch import nn
 
-from lscape_cli.core.losses import as_loss
+from lscape_cli.core.losses import LossDefinition, as_loss
 from lscape_cli.core.objective import loss_mean
 from lscape_cli.core.progress import ProgressFn
 from lscape_cli.core.training.stacked import Optimizer, StackedModel
-from lscape_cli.core.training.tracking import Tracker
+from lscape_cli.core.training.tracking import Tracker, TrackingCost
 from lscape_cli.core.training.train_rules import LossWindow, parse_schedule, parse_tol_rule
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+class TrainConfigDict(TypedDict):
+    """:meth:`TrainConfig.to_dict`: every field (see :class:`TrainConfig` for each one's meaning)."""
+
+    loss: str
+    optimizer: str
+    lr: float
+    momentum: float
+    nesterov: bool
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    batch_size: int | None
+    epochs: int
+    max_steps: int | None
+    tol: float | None
+    tol_rule: str
+    grad_tol: float | None
+    schedule: str
+    restore_best: bool
+    patience: int | None
+    min_delta: float
+    eval_every: int
+    trajectory_every: int | None
+    init: str
+    max_batch: int
+
+
+class TrainConfigDescription(TrainConfigDict):
+    """:meth:`TrainConfig.describe`: the fields and the loss's definition."""
+
+    loss_definition: LossDefinition
+
+
+class HistoryEntry(TypedDict, total=False):
+    """One entry of a restart's history: an evaluation, a tracked epoch, or the epoch it stopped."""
+
+    epoch: int
+    step: int
+    lr: float
+    train_loss_running: float
+    grad_norm: float
+    wall_time_s: float
+    train_loss: float  # {split}_loss and {split}_accuracy on evaluation epochs (eval mode, whole split)
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    test_loss: float
+    test_accuracy: float
+    tracked: dict[str, object]  # --track: quantity -> its probe results entry (core.probe.results)
+    tracking_cost: TrackingCost
+
+
+class TrackState(TypedDict):
+    """:meth:`_Track.state`: a run's per-restart bookkeeping as plain containers (for :class:`TrainState`)."""
+
+    stop: list[str | None]
+    steps: list[int]
+    epochs: list[int]
+    best_val: list[float]
+    best_epoch: list[int | None]
+    bad_evals: list[int]
+    history: list[list[HistoryEntry]]
+    snaps: list[list[dict[str, torch.Tensor]]]
+    snap_epochs: list[list[int]]
+    snap_steps: list[list[int]]
+    tracking_s: list[float]
+    windows: list[list[float]]
+    best_state: list[dict[str, torch.Tensor] | None]
+    last_eval: tuple[int, dict[str, torch.Tensor]] | None
 
 
 @dataclass(frozen=True)
@@ -83,11 +155,11 @@ class TrainConfig:
     init: str = "default"  # "default" (framework) or "normal:STD" (every parameter ~ N(0, STD^2))
     max_batch: int = 4096  # evaluation chunk size (memory bound; does not change results)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TrainConfigDict:
         """Plain-JSON form (``TrainConfig(**cfg.to_dict())`` rebuilds it)."""
-        return asdict(self)
+        return cast(TrainConfigDict, asdict(self))  # the fields, in order (tests/test_report_pointers.py)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> TrainConfigDescription:
         """:meth:`to_dict` plus the loss's definition (units, settings; a user loss's file and sha256)."""
         return {**self.to_dict(), "loss_definition": as_loss(self.loss).describe()}
 
@@ -103,7 +175,7 @@ class RunResult:
     steps: int
     epochs: int
     final: dict[str, float]  # {split}_loss / {split}_accuracy, eval mode, whole split
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[HistoryEntry] = field(default_factory=list)
     trajectory: dict[str, torch.Tensor] | None = None  # name -> (T, *shape)
     trajectory_epochs: list[int] = field(default_factory=list)
     trajectory_steps: list[int] = field(default_factory=list)
@@ -126,10 +198,10 @@ class TrainState:
     opt_v: dict[str, torch.Tensor]  # second moments (adam, adamw)
     generators: list[torch.Tensor]  # each restart's minibatch generator state
     rng: torch.Tensor  # the global CPU generator (a user model's dropout)
-    track: dict[str, Any]  # the per-restart bookkeeping (:meth:`_Track.state`)
+    track: TrackState  # the per-restart bookkeeping (:meth:`_Track.state`)
     elapsed_s: float  # training wall time so far
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The fields as a plain dict (no copies)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
@@ -183,7 +255,7 @@ class _Track:
     best_epoch: list[int | None] = field(init=False)
     best_state: list[dict[str, torch.Tensor] | None] = field(init=False)
     bad_evals: list[int] = field(init=False)
-    history: list[list[dict[str, Any]]] = field(init=False)
+    history: list[list[HistoryEntry]] = field(init=False)
     snaps: list[list[dict[str, torch.Tensor]]] = field(init=False)
     snap_epochs: list[list[int]] = field(init=False)
     snap_steps: list[list[int]] = field(init=False)
@@ -203,10 +275,10 @@ class _Track:
             [[] for _ in range(r)],
         )
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> TrackState:
         """The bookkeeping as plain containers, tensors on CPU (for :class:`TrainState`)."""
         cpu = _to_device
-        out = {n: getattr(self, n) for n in _TRACK_FIELDS}
+        out = cast(TrackState, {n: getattr(self, n) for n in _TRACK_FIELDS})  # the rest follows
         out["windows"] = [list(w.losses) for w in self.windows]
         out["best_state"] = [None if s is None else cpu(s, "cpu") for s in self.best_state]
         out["last_eval"] = (
@@ -214,10 +286,11 @@ class _Track:
         )
         return out
 
-    def restore(self, saved: dict[str, Any], device: torch.device) -> None:
+    def restore(self, saved: TrackState, device: torch.device) -> None:
         """Take the bookkeeping back from :meth:`state`'s output."""
+        values: dict[str, object] = dict(saved)
         for n in _TRACK_FIELDS:
-            setattr(self, n, saved[n])
+            setattr(self, n, values[n])
         for w, losses in zip(self.windows, saved["windows"], strict=True):
             w.losses.extend(losses)
         self.best_state = [None if s is None else _to_device(s, device) for s in saved["best_state"]]
@@ -502,7 +575,7 @@ def _end_epoch(
         track = tracker is not None and tr.stop[i] != "diverged" and (last or tracker.spec.due(epoch))
         if metrics is None and not last and not track:
             continue  # history is kept on evaluation and tracked epochs and the epoch a restart stops
-        entry: dict[str, Any] = {
+        entry: HistoryEntry = {
             "epoch": epoch,
             "step": tr.steps[i],
             "lr": lr,
@@ -511,7 +584,7 @@ def _end_epoch(
             "wall_time_s": time.perf_counter() - start,
         }
         if metrics is not None:
-            entry.update({k: float(v[i]) for k, v in metrics.items()})
+            entry.update(cast(HistoryEntry, {k: float(v[i]) for k, v in metrics.items()}))  # {split}_*
         if track:
             _track(stacked, tracker, tr, i, entry)  # type: ignore[arg-type]
         tr.history[i].append(entry)
@@ -519,7 +592,7 @@ def _end_epoch(
         _snapshot(stacked, tr, epoch, ran)
 
 
-def _track(stacked: StackedModel, tracker: Tracker, tr: _Track, i: int, entry: dict[str, Any]) -> None:
+def _track(stacked: StackedModel, tracker: Tracker, tr: _Track, i: int, entry: HistoryEntry) -> None:
     params = {n: t[i] for n, t in stacked.params.items()}
     buffers = {n: t[i] for n, t in stacked.buffers.items()}
     entry["tracked"], cost = tracker.measure(stacked.model, params, buffers)

@@ -21,16 +21,45 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
 
 from lscape_cli.core.linalg.hvp import Objective
 from lscape_cli.core.probe.engine import ProbeRequest, run_probe
+from lscape_cli.core.probe.results import ProbeResults
 from lscape_cli.core.samples import span
 
 TRACKABLE = ("lambda_max", "top_k", "trace", "frobenius", "grad_norm", "sharpness", "noise")
+
+
+class TrackingCost(TypedDict):
+    """What probing one restart at one epoch cost (a history entry's ``tracking_cost``)."""
+
+    wall_time_s: float
+    num_matvecs: int
+
+
+class TrackingProtocol(TypedDict):
+    """:meth:`TrackSpec.to_dict`: what is tracked, how often, on which samples, with which request."""
+
+    quantities: list[str]
+    every: int
+    split: str
+    samples: int | None
+    num_samples: int
+    selection: str
+    mode: str
+    seed: int
+    request: dict[str, object]  # dataclasses.asdict(ProbeRequest)
+
+
+class TrackingConfig(TrackingProtocol):
+    """:meth:`Tracker.describe`: a train record's ``config.tracking``."""
+
+    loss: str
+    max_batch: int
 
 
 @dataclass(frozen=True)
@@ -48,7 +77,7 @@ class TrackSpec:
         """True on epoch 1 and every ``every`` epochs (a restart's last epoch is added by the engine)."""
         return epoch == 1 or epoch % self.every == 0
 
-    def to_dict(self, num_samples: int) -> dict[str, Any]:
+    def to_dict(self, num_samples: int) -> TrackingProtocol:
         """``config.tracking`` of the train record."""
         return {
             "quantities": list(self.quantities),
@@ -113,13 +142,13 @@ class Tracker:
         """M, the samples every tracked value is measured on."""
         return int(self.y.shape[0])
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> TrackingConfig:
         """The protocol, for the record's ``config.tracking``."""
         return {**self.spec.to_dict(self.num_samples), "loss": self.loss, "max_batch": self.max_batch}
 
     def measure(
         self, model: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]
-    ) -> tuple[dict[str, Any], dict[str, float]]:
+    ) -> tuple[dict[str, object], TrackingCost]:
         """``{name: probe result}`` at ``params`` and its cost (``wall_time_s``, ``num_matvecs``).
 
         The model is left in eval mode.
@@ -129,18 +158,23 @@ class Tracker:
         detached = {n: p.detach() for n, p in params.items()}
         obj = Objective(model, detached, dict(buffers), self.x, self.y, self.loss, self.max_batch)
         out = run_probe(obj, self.spec.request)
-        tracked = {name: out.results[name] for name in self.spec.quantities}
-        cost = {"wall_time_s": time.perf_counter() - t0, "num_matvecs": num_matvecs(out.results)}
+        entries: dict[str, object] = dict(out.results)  # quantity -> its ProbeResults entry
+        tracked = {name: entries[name] for name in self.spec.quantities}
+        cost: TrackingCost = {
+            "wall_time_s": time.perf_counter() - t0,
+            "num_matvecs": num_matvecs(out.results),
+        }
         return tracked, cost
 
 
-def num_matvecs(results: dict[str, Any]) -> int:
+def num_matvecs(results: ProbeResults) -> int:
     """Hessian-vector products a probe run spent.
 
     λmax and top-k share one Lanczos run, trace and Frobenius one set of products.
     """
-    eig = results.get("lambda_max") or results.get("lambda_min") or {}
-    return int(eig.get("num_matvecs", 0)) + int((results.get("trace") or {}).get("num_matvecs", 0))
+    eig = results.get("lambda_max") or results.get("lambda_min")
+    tr = results.get("trace")
+    return int(eig["num_matvecs"] if eig else 0) + int(tr["num_matvecs"] if tr else 0)
 
 
 def check_split(split: str) -> None:
