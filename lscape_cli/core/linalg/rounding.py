@@ -141,7 +141,7 @@ class Rounding:
 
 
 def pair_record(
-    dtype: torch.dtype, reference: torch.dtype, scale: float, relative: list[float], seed: int
+    op: Operator, reference: Operator, scale: float, relative: list[float], seed: int
 ) -> RoundingDict:
     """The ``results.rounding`` record of a run that asked only for eigenvalues, from their own products.
 
@@ -154,8 +154,8 @@ def pair_record(
     return {
         "method": "the eigenvalues' own products re-evaluated in reference_dtype "
         "(lscape_cli/core/linalg/rounding.py)",
-        "dtype": _name(dtype),
-        "reference_dtype": _name(reference),
+        "dtype": _name(_dtype(op)),
+        "reference_dtype": _name(_dtype(reference)),
         "scale": scale,
         "num_products": len(relative),
         "seed": seed,

@@ -415,15 +415,12 @@ def _spectral(
     rnd = None
     if ref is not None and stochastic:
         rnd = rounding.measure(op, ref[0], req.rounding_products, req.seed, ref[1])
+    if stochastic:
         rnd = _trace_density(op, rnd, ref, req, out, on_step)
-    elif stochastic:
-        _trace_density(op, None, None, req, out, on_step)
     if rnd is not None:
         out.results["rounding"] = rnd.to_dict()
     elif ref is not None and res is not None and res.rounding_relative and dtype != torch.float64:
-        ref_dtype = next(iter(ref[0].params.values())).dtype
-        record = rounding.pair_record(dtype, ref_dtype, ref[1], res.rounding_relative, req.seed)
-        out.results["rounding"] = record
+        out.results["rounding"] = rounding.pair_record(op, ref[0], ref[1], res.rounding_relative, req.seed)
 
 
 def _per_layer(
